@@ -1,0 +1,41 @@
+"""The ``liif`` command: a thin layer over the Python API, one module per subcommand in liif.commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from liif import __version__
+from liif.errors import LiifError
+
+# subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
+SUBCOMMANDS = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liif", description="Continuous image super-resolution with LIIF.")
+    parser.add_argument("--version", action="version", version=f"liif {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        module = importlib.import_module(f"liif.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, run, and turn user errors into one line on stderr with a non-zero exit."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.run(args)
+    except LiifError as exc:
+        print(f"liif {args.command}: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(f"liif {args.command}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
