@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported" in str(exc):
-            raise CheckpointError(f"{path}: refused to load, the file holds objects that could run code "
-                                  f"({first_line})") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first_line})") from None
-    except Exception as exc:  # torch raises several types for files that are not checkpoints
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+    except Exception as exc:  # torch raises several types for files it cannot read
+        message = str(exc)
+        with open(path, "rb") as f:
+            plain_pickle = f.read(1) == b"\x80"
+        if "GLOBAL" in message or "Unsupported global" in message or plain_pickle:
+            raise CheckpointError(f"{path}: refused to load, the file holds objects other than tensors and "
+                                  f"plain data, and unpickling it could run code") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.load failed: "
+                              f"{type(exc).__name__})") from None
     spec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
         raise CheckpointError(f"{path}: not a LIIF checkpoint (expected a dict whose 'model' holds "

@@ -1,0 +1,109 @@
+"""The fast query path computes the reference path's function and gradients, ties and borders included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import liif
+from conftest import REFERENCE, shared_file
+from liif.coords import make_cell, make_coord
+
+
+def both_paths(model, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs = []
+    for path in ("reference", "fast"):
+        model.query_path = path
+        outputs.append(model(inp, coord, cell))
+    return outputs[0], outputs[1]
+
+
+@pytest.fixture(scope="module")
+def released():
+    return liif.load_model("edsr-baseline-liif")
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 5.5])
+def test_integer_scales_cell_boundaries_and_borders(released, scale: float) -> None:
+    """Integer scales put queries exactly on shifted cell boundaries, where nearest lookups tie."""
+    torch.manual_seed(1)
+    inp = torch.rand(1, 3, 6, 7) * 2 - 1
+    size = (round(6 * scale), round(7 * scale))
+    grid = make_coord(size).unsqueeze(0)
+    # Latent boundaries -1 + 2k/n and the exact borders +-1, every combination of rows and columns.
+    rows = torch.linspace(-1, 1, 6 + 1)
+    cols = torch.linspace(-1, 1, 7 + 1)
+    boundaries = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).view(1, -1, 2)
+    coord = torch.cat([grid, boundaries], dim=1)
+    cell = make_cell(coord, size)
+    with torch.no_grad():
+        expected, fast = both_paths(released, inp, coord, cell)
+    assert (fast - expected).abs().max() <= 1e-5
+
+
+def test_gradients_match_on_a_training_batch(released) -> None:
+    """16 inputs of 48x48, 2304 sampled queries each, as the reference training recipe."""
+    torch.manual_seed(2)
+    inp = torch.rand(16, 3, 48, 48) * 2 - 1
+    scale = torch.empty(16, 1, 1).uniform_(1, 4)
+    coord = torch.rand(16, 2304, 2) * 2 - 1
+    cell = (2 / (48 * scale)).expand(16, 2304, 2).contiguous()
+    target = torch.rand(16, 2304, 3) * 2 - 1
+    grads = {}
+    for path in ("reference", "fast"):
+        released.zero_grad()
+        released.query_path = path
+        loss = (released(inp, coord, cell) - target).abs().mean()
+        loss.backward()
+        grads[path] = {n: p.grad.clone() for n, p in released.named_parameters() if p.grad is not None}
+    assert grads["fast"].keys() == grads["reference"].keys()
+    assert len(grads["fast"]) == 78  # every tensor but the 4 frozen MeanShift ones
+    worst = max(float((grads["fast"][n] - grads["reference"][n]).abs().max()) for n in grads["fast"])
+    assert worst <= 1e-5
+
+
+def test_windowed_latents_answer_like_the_whole_grid() -> None:
+    """Latents of a feature window (for tiled rendering) give the whole grid's outputs for queries inside it."""
+    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+    torch.manual_seed(3)
+    inp = torch.rand(1, 3, 12, 10) * 2 - 1
+    size = (36, 30)
+    coord = make_coord(size).unsqueeze(0)
+    cell = make_cell(coord, size)
+    with torch.no_grad():
+        feat = model.encode(inp)
+        expected = model.query(model.latents(feat), coord, cell)
+        # Rows 3..9 of the grid (latent rows 4..8 remain after trimming) serve output rows whose lookups stay inside.
+        window = model.latents(feat[:, :, 3:10], grid_shape=(12, 10), origin=(3, 0))
+        assert window.origin == (4, 0) and window.window_shape == (5, 10)
+        out_rows = slice(3 * 5 + 3, 3 * 8 - 2)
+        inner = coord.view(1, 36, 30, 2)[:, out_rows].reshape(1, -1, 2)
+        got = model.query(window, inner, make_cell(inner, size))
+        assert (got - expected.view(1, 36, 30, 3)[:, out_rows].reshape(1, -1, 3)).abs().max() <= 1e-6
+        with pytest.raises(ValueError, match="outside the window"):
+            model.query(window, coord, cell)
+
+
+def test_chunked_queries_equal_one_call(released) -> None:
+    torch.manual_seed(4)
+    inp = torch.rand(2, 3, 10, 12) * 2 - 1
+    coord = (torch.rand(2, 5000, 2) * 2 - 1)
+    cell = torch.full_like(coord, 2 / 37)
+    with torch.no_grad():
+        latents = released.latents(released.encode(inp))
+        whole = released.query(latents, coord, cell)
+        chunked = released.query_chunked(latents, coord, cell, chunk_size=777)
+    assert torch.equal(whole, chunked)
+
+
+@pytest.mark.parametrize("coord_shape,cell_shape,message", [
+    ((1, 10), (1, 10, 2), "coord must be a"),
+    ((1, 10, 3), (1, 10, 3), "coord must be a"),
+    ((1, 10, 2), (1, 9, 2), "cell must have the shape"),
+])
+def test_wrong_query_shapes_are_clear_errors(released, coord_shape, cell_shape, message) -> None:
+    inp = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=message):
+        released(inp, torch.zeros(coord_shape), torch.zeros(cell_shape))
+    with pytest.raises(ValueError, match="pass cell"):
+        released(inp, torch.zeros(1, 10, 2), None)

@@ -1,0 +1,65 @@
+"""The model core reproduces the reference implementation's outputs on its own checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import liif
+from conftest import REFERENCE, shared_file
+
+TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
+        "tiny-rdn-liif"]
+QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
+
+
+def max_errors(model, fixture: np.lib.npyio.NpzFile) -> dict[str, float]:
+    inp = torch.from_numpy(fixture["inp"])
+    errors = {}
+    with torch.no_grad():
+        latents = model.latents(model.encode(inp))
+        for name in QUERY_SETS:
+            pred = model.query(latents, torch.from_numpy(fixture[f"{name}.coord"]),
+                               torch.from_numpy(fixture[f"{name}.cell"]))
+            errors[name] = float((pred - torch.from_numpy(fixture[f"{name}.pred"])).abs().max())
+    return errors
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+@pytest.mark.parametrize("name", TINY)
+def test_fixture_checkpoints_reproduce_reference_outputs(name: str, query_path: str) -> None:
+    model = liif.load_model(shared_file(REFERENCE / f"{name}.pth"))
+    model.query_path = query_path
+    errors = max_errors(model, np.load(shared_file(REFERENCE / f"{name}.npz")))
+    assert max(errors.values()) <= 1e-5, errors
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fixture_checkpoints_have_the_indexed_sizes(name: str) -> None:
+    index = json.loads(shared_file(REFERENCE / "index.json").read_text())[name]
+    model = liif.load_model(shared_file(REFERENCE / f"{name}.pth"))
+    assert len(model.state_dict()) == index["keys"]
+    assert sum(p.numel() for p in model.parameters()) == index["params"]
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+def test_builtin_release_weights_reproduce_reference_outputs(query_path: str, monkeypatch) -> None:
+    fixture = np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
+    # No network: any attempt to open a socket fails the test.
+    monkeypatch.setattr("socket.socket.connect", lambda *a, **k: pytest.fail("network used"))
+    model = liif.load_model("edsr-baseline-liif")
+    model.query_path = query_path
+    errors = max_errors(model, fixture)
+    assert max(errors.values()) <= 1e-5, errors
+
+
+def test_builtin_release_weights_are_the_full_model() -> None:
+    model = liif.load_model("edsr-baseline-liif")
+    assert len(model.state_dict()) == 82
+    assert sum(p.numel() for p in model.parameters()) == 1_567_323
+    assert model.spec == {"name": "liif", "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
+        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}}}
