@@ -11,6 +11,9 @@ from liif.query import Latents, fast_latents, fast_query, reference_query
 from liif.registry import make, register
 
 QUERY_PATHS = ("fast", "reference")
+# Queries per chunk: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough to stay
+# below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
+DEFAULT_CHUNK = 4096
 
 
 @register("liif")
@@ -43,6 +46,8 @@ class LIIF(nn.Module):
     def latents(self, feat: torch.Tensor, grid_shape: tuple[int, int] | None = None,
                 origin: tuple[int, int] = (0, 0)) -> Latents:
         """What the query path needs from a feature grid, or from a window of it at ``origin``."""
+        if self.query_path not in QUERY_PATHS:
+            raise ValueError(f"query_path must be one of {QUERY_PATHS}, not {self.query_path!r}")
         if self.query_path == "reference":
             if grid_shape not in (None, tuple(feat.shape[-2:])):
                 raise ValueError("the reference query path works on whole feature grids only")
@@ -58,7 +63,7 @@ class LIIF(nn.Module):
         return fast_query(latents, coord, cell, self.imnet, self.local_ensemble, self.cell_decode)
 
     def query_chunked(self, latents: Latents, coord: torch.Tensor, cell: torch.Tensor | None = None,
-                      chunk_size: int = 16384) -> torch.Tensor:
+                      chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
         """``query`` over contiguous chunks of at most ``chunk_size`` queries, to bound memory."""
         if coord.shape[1] <= chunk_size:
             return self.query(latents, coord, cell)
