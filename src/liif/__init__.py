@@ -3,10 +3,11 @@
 from liif.checkpoint import load_model, save_checkpoint
 from liif.coords import make_cell, make_coord
 from liif.errors import CheckpointError, LiifError
+from liif.evaluation import evaluate
 from liif.pretrained import DEFAULT_MODEL, pretrained_names
 from liif.registry import make, register
 
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "save_checkpoint", "make_coord", "make_cell", "make", "register",
-           "pretrained_names", "DEFAULT_MODEL", "LiifError", "CheckpointError", "__version__"]
+           "pretrained_names", "DEFAULT_MODEL", "evaluate", "LiifError", "CheckpointError", "__version__"]

@@ -10,7 +10,9 @@ from liif import __version__
 from liif.errors import LiifError
 
 # subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "eval": ("eval", "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,77 @@
+"""Score a model on SR test sets by the LIIF/EDSR protocol, with bicubic beside it.
+
+Protocol (as the reference's test.py): the LR of scale s comes from the set's LR files where they exist
+(EDSR benchmark <Set>/LR_bicubic/X{s}, DIV2K *_LR_bicubic/X{s}; required at x2-x4 in those layouts), otherwise
+from the HR: h = floor(H/s + 1e-9), HR cropped top-left to round(h*s), then bicubic to (h, w) on 8-bit images
+(--degrade pil, the reference; or matlab, MATLAB's imresize). The model renders the HR grid (cell 2/H, 2/W);
+its output is not quantised unless --quantize. PSNR in float64: benchmark = Y (EDSR weights), shave s;
+div2k = RGB, shave s + 6. SSIM on Y (11x11 Gaussian, sigma 1.5), same shave. Bicubic = PIL bicubic of the
+same LR. Scores are per image, then the dataset mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from liif.errors import LiifError
+from liif.evaluation.metrics import PROTOCOLS
+from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate
+from liif.pretrained import DEFAULT_MODEL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
+    parser.add_argument("--data", action="append", required=True, metavar="DIR",
+                        help="HR folder, EDSR benchmark set (<Set>/HR) or DIV2K_valid_HR; repeat for several")
+    parser.add_argument("--scales", default=None,
+                        help="comma-separated scales (2,3,4,2.5) or a preset: benchmark = 2,3,4,6,8, "
+                             "div2k = 2,3,4,6,12,18,24,30 (default: the protocol's preset)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="benchmark",
+                        help="benchmark: PSNR on Y, shave s; div2k: PSNR on RGB, shave s+6 (default benchmark)")
+    parser.add_argument("--degrade", choices=LR_SOURCES, default="auto",
+                        help="LR source: auto (files where present, else PIL), files (require them), "
+                             "pil or matlab (make every LR from the HR) (default auto)")
+    parser.add_argument("--quantize", action="store_true", help="round the model output to 8 bits before scoring")
+    parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips and transposes")
+    parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--chunk-size", type=int, default=30000, help="queries per model call (default 30000)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parse_scales(text: str | None, protocol: str) -> list[float]:
+    """Scales from ``2,3,4`` or a preset name; a LiifError for anything else."""
+    text = text or protocol
+    if text in SCALE_PRESETS:
+        return list(SCALE_PRESETS[text])
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LiifError(f"--scales {text!r}: expected numbers like 2,3,4 or a preset "
+                        f"({', '.join(SCALE_PRESETS)})") from None
+    if not scales or any(not 0 < s < float("inf") for s in scales):
+        raise LiifError(f"--scales {text!r}: every scale must be a positive finite number")
+    return scales
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.chunk_size < 1:
+        raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")
+    scales = parse_scales(args.scales, args.protocol)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise LiifError(f"--device {args.device!r}: not a torch device") from None
+    results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
+                       args.chunk_size, device, progress=not args.quiet)
+    print(results.markdown())
+    if args.out:
+        results.write(args.out)
+        print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,115 @@
+"""Evaluation sets: a folder of HR images, the EDSR benchmark layout, or the DIV2K layout, with their LR files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from liif.errors import LiifError
+from liif.resize import from_uint8
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+LAYOUTS = ("folder", "benchmark", "div2k")
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """An HR folder, where its LR files live (``<lr_root>/X{s}/<stem>x{s}.png``), and its sorted image names."""
+
+    name: str
+    layout: str
+    hr_dir: Path
+    lr_root: Path | None
+    images: tuple[str, ...]
+
+    def lr_dir(self, scale: float) -> Path | None:
+        """The folder of LR files for ``scale``, or None when this set has none."""
+        if self.lr_root is None or not float(scale).is_integer():
+            return None
+        folder = self.lr_root / f"X{int(scale)}"
+        return folder if folder.is_dir() else None
+
+    def lr_path(self, image: str, scale: float) -> Path:
+        """Where the LR file of HR ``image`` at integer ``scale`` is (whether or not it exists)."""
+        folder = self.lr_root / f"X{int(scale)}"
+        return folder / f"{Path(image).stem}x{int(scale)}.png"
+
+
+def open_dataset(path: str | Path) -> EvalDataset:
+    """Recognise the layout of ``path`` and list its HR images; raise a LiifError naming what is wrong."""
+    root = Path(path)
+    if not root.is_dir():
+        raise LiifError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
+    if (root / "HR").is_dir():  # EDSR benchmark: <Set>/HR, <Set>/LR_bicubic/X{s}/<name>x{s}.png
+        layout, hr_dir, lr_root = "benchmark", root / "HR", root / "LR_bicubic"
+    elif root.name.endswith("_HR") and (root.parent / f"{root.name[:-3]}_LR_bicubic").is_dir():
+        layout, hr_dir, lr_root = "div2k", root, root.parent / f"{root.name[:-3]}_LR_bicubic"
+    elif (root / "DIV2K_valid_HR").is_dir():  # the DIV2K download folder itself
+        layout, hr_dir, lr_root = "div2k", root / "DIV2K_valid_HR", root / "DIV2K_valid_LR_bicubic"
+    else:
+        layout, hr_dir, lr_root = "folder", root, None
+    images = list_images(hr_dir)
+    if not images:
+        raise LiifError(f"{hr_dir}: no images in this folder")
+    return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
+                       tuple(images))
+
+
+def list_images(folder: Path) -> list[str]:
+    """Sorted names of the image files in ``folder``; any other file (hidden ones aside) is an error."""
+    names = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        if entry.suffix.lower() not in IMAGE_SUFFIXES:
+            raise LiifError(f"{entry}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}); "
+                            f"move it out of {folder}")
+        names.append(entry.name)
+    return names
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """An image file as a (3, H, W) float tensor in [0, 1] (8-bit values), or a LiifError naming the file."""
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("RGB", "L", "P", "RGBA", "LA"):
+                raise LiifError(f"{path}: unsupported image mode {img.mode} (expected 8-bit RGB or gray)")
+            array = np.array(img.convert("RGB"))
+    except FileNotFoundError:
+        raise LiifError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise LiifError(f"{path}: not a readable image ({exc})") from None
+    if min(array.shape[:2]) == 0:
+        raise LiifError(f"{path}: empty image")
+    return from_uint8(array)
+
+
+def check_lr_names(dataset: EvalDataset, scale: float) -> None:
+    """Raise a LiifError when the LR folder of ``scale`` lacks a file for an HR image or has an unpaired one."""
+    folder = dataset.lr_dir(scale)
+    expected = {dataset.lr_path(image, scale).name: image for image in dataset.images}
+    for image in dataset.images:
+        lr = dataset.lr_path(image, scale)
+        if not lr.is_file():
+            raise LiifError(f"{lr}: missing, the LR file for HR image {dataset.hr_dir / image} at x{scale:g}")
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith(".") and entry.name not in expected:
+            raise LiifError(f"{entry}: LR file with no matching HR image in {dataset.hr_dir} "
+                            f"(expected names like <hr-name>x{int(scale)}.png)")
+
+
+def read_pair(dataset: EvalDataset, image: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR cropped to LR size x scale, LR) read from the files, as the reference's paired test (spec 5.3)."""
+    hr = read_rgb(dataset.hr_dir / image)
+    lr_file = dataset.lr_path(image, scale)
+    lr = read_rgb(lr_file)
+    s = int(scale)
+    expected = (hr.shape[1] // s, hr.shape[2] // s)
+    if tuple(lr.shape[1:]) != expected:
+        raise LiifError(f"{lr_file}: LR is {lr.shape[2]}x{lr.shape[1]}, but HR {dataset.hr_dir / image} "
+                        f"({hr.shape[2]}x{hr.shape[1]}) at x{s} needs {expected[1]}x{expected[0]}")
+    return hr[:, :expected[0] * s, :expected[1] * s], lr

@@ -1,0 +1,211 @@
+"""Evaluation runs (spec 6): per dataset and scale, read or make the LR, render, score against HR and bicubic."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from liif.checkpoint import load_model
+from liif.errors import LiifError
+from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
+from liif.evaluation.degrade import DEGRADATIONS, make_lr
+from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
+from liif.models.liif import LIIF
+from liif.render import render
+from liif.resize import pil_bicubic
+
+LR_SOURCES = ("auto", "files") + DEGRADATIONS
+FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
+SCALE_PRESETS = {"benchmark": (2, 3, 4, 6, 8), "div2k": (2, 3, 4, 6, 12, 18, 24, 30)}
+METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One image at one scale: the model's and bicubic's PSNR and SSIM, and where its LR came from."""
+
+    dataset: str
+    scale: float
+    image: str
+    lr_source: str
+    psnr: float
+    ssim: float
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+def scale_key(scale: float) -> str:
+    """The results key of a scale: ``x2``, ``x2.5``."""
+    return f"x{scale:g}"
+
+
+def lr_source(dataset: EvalDataset, scale: float, degrade_method: str) -> str:
+    """Where the LR of ``scale`` comes from: ``files``, ``pil`` or ``matlab``; a LiifError when files are needed
+    but absent. ``auto`` follows the reference: LR files when present, and required at x2-x4 in the benchmark and
+    DIV2K layouts; PIL bicubic from the HR otherwise."""
+    if degrade_method in DEGRADATIONS:
+        return degrade_method
+    needs_files = degrade_method == "files" or (dataset.layout != "folder" and scale in FILE_SCALES)
+    if dataset.lr_dir(scale) is not None:
+        check_lr_names(dataset, scale)
+        return "files"
+    if not needs_files:
+        return "pil"
+    where = (dataset.lr_root / f"X{scale:g}") if dataset.lr_root else f"{dataset.hr_dir} (no LR_bicubic folder)"
+    if not float(scale).is_integer():
+        where = f"{dataset.hr_dir}: LR files exist for integer scales only, so x{scale:g}"
+    raise LiifError(f"{where}: no LR files for x{scale:g}, which the {dataset.layout} protocol reads from files; "
+                    f"pass --degrade pil or --degrade matlab to make them from the HR images")
+
+
+def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR, LR) of one image: from the LR files, or the HR cropped and downscaled as the reference test does."""
+    if source == "files":
+        return read_pair(dataset, image, scale)
+    return make_lr(read_rgb(dataset.hr_dir / image), scale, source)
+
+
+@torch.no_grad()
+def super_resolve(model: LIIF, lr: torch.Tensor, size: tuple[int, int], chunk_size: int = 30000,
+                  self_ensemble: bool = False) -> torch.Tensor:
+    """The model's (3, H, W) image in [0, 1] (not quantised) of a (3, h, w) LR in [0, 1], on the make_coord grid."""
+    device = next(model.parameters()).device
+    inp = ((lr - 0.5) / 0.5)[None].to(device)
+    if not self_ensemble:
+        out = render(model, inp, size, chunk_size)
+    else:  # mean over the 8 flips and transposes, each undone on the output
+        outs = []
+        for transpose in (False, True):
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                x = inp.transpose(-2, -1) if transpose else inp
+                y = render(model, x.flip(dims) if dims else x, size[::-1] if transpose else size, chunk_size)
+                y = y.flip(dims) if dims else y
+                outs.append(y.transpose(-2, -1) if transpose else y)
+        out = torch.stack(outs).mean(dim=0)
+    return (out[0] * 0.5 + 0.5).clamp(0, 1).cpu()
+
+
+def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tuple[float, float]:
+    """(PSNR, SSIM) by ``protocol``: benchmark = Y, shave scale; div2k = RGB, shave scale + 6 (SSIM on Y)."""
+    border = shave_for(protocol, scale)
+    return psnr(sr, hr, border, on_y=protocol == "benchmark"), ssim_y(sr, hr, border)
+
+
+def evaluate_image(model: LIIF, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
+                   quantize: bool = False, chunk_size: int = 30000,
+                   self_ensemble: bool = False) -> tuple[float, float, float, float]:
+    """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
+    size = tuple(hr.shape[-2:])
+    sr = super_resolve(model, lr, size, chunk_size, self_ensemble)
+    if quantize:
+        sr = torch.round(sr * 255) / 255
+    return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
+
+
+@dataclass
+class EvalResults:
+    """Per-image scores of a run, with their dataset means, a markdown table and the CSV/JSON files."""
+
+    model_name: str
+    scores: list[ImageScore]
+
+    def means(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{dataset: {"x2": {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}}}``, means over images."""
+        groups: dict[str, dict[str, list[ImageScore]]] = {}
+        for s in self.scores:
+            groups.setdefault(s.dataset, {}).setdefault(scale_key(s.scale), []).append(s)
+        return {name: {key: {m: sum(getattr(s, m) for s in rows) / len(rows) for m in METRICS}
+                       for key, rows in by_scale.items()}
+                for name, by_scale in groups.items()}
+
+    def markdown(self) -> str:
+        """One table per dataset: the model's and bicubic's PSNR (4 decimals) and SSIM at each scale."""
+        lines = []
+        for name, by_scale in self.means().items():
+            keys = list(by_scale)
+            lines += [f"| {name} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+            for label, metric, digits in ((f"{self.model_name} PSNR", "psnr", 4), ("bicubic PSNR", "bicubic_psnr", 4),
+                                          (f"{self.model_name} SSIM", "ssim", 4), ("bicubic SSIM", "bicubic_ssim", 4)):
+                lines.append(f"| {label} | " + " | ".join(f"{by_scale[k][metric]:.{digits}f}" for k in keys) + " |")
+            lines.append("")
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | Path) -> None:
+        """``out_dir/per_image.csv`` (one row per image and scale) and ``out_dir/results.json`` (the means)."""
+        out_dir = Path(out_dir)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageScore)], lineterminator="\n")
+        writer.writeheader()
+        for s in self.scores:
+            writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
+        write_text_atomic(out_dir / "per_image.csv", table.getvalue())
+        write_text_atomic(out_dir / "results.json", json.dumps(self.means(), indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: an interrupt never leaves half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise LiifError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
+         degrade_method: str) -> list[tuple[EvalDataset, float, str]]:
+    """Every (dataset, scale, LR source) of a run, checked before any work so that bad input fails at once."""
+    if degrade_method not in LR_SOURCES:
+        raise LiifError(f"unknown --degrade {degrade_method!r} (choose from {', '.join(LR_SOURCES)})")
+    datasets = [d if isinstance(d, EvalDataset) else open_dataset(d) for d in data]
+    if not datasets:
+        raise LiifError("no dataset given")
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise LiifError(f"two datasets share a folder name ({', '.join(names)}); results are keyed by it")
+    for scale in scales:
+        if not scale > 0 or scale != scale or scale == float("inf"):
+            raise LiifError(f"scale must be a positive finite number, got {scale}")
+    return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
+
+
+def evaluate(model: LIIF | str, data: Iterable[str | Path | EvalDataset] | str | Path,
+             scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
+             degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
+             chunk_size: int = 30000, device: str | torch.device = "cpu", progress: bool = True) -> EvalResults:
+    """Score ``model`` (a LIIF or a name/path for ``load_model``) on datasets at ``scales`` by ``protocol``.
+
+    Every dataset and scale is checked before the model loads, so bad input fails at once.
+    """
+    if protocol not in PROTOCOLS:
+        raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
+    model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else type(model).__name__
+    if isinstance(model, (str, Path)):
+        model = load_model(model, device)
+    scores = []
+    total = sum(len(d.images) for d, _, _ in runs)
+    with tqdm(total=total, disable=not progress, unit="img", dynamic_ncols=True) as bar:
+        for dataset, scale, source in runs:
+            bar.set_description(f"{dataset.name} {scale_key(scale)}")
+            for image in dataset.images:
+                hr, lr = hr_lr_pair(dataset, image, scale, source)
+                values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble)
+                scores.append(ImageScore(dataset.name, scale, image, source, *values))
+                bar.update()
+    return EvalResults(model_name, scores)
