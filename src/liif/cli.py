@@ -12,6 +12,7 @@ from liif.errors import LiifError
 # subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
     "eval": ("eval", "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)"),
+    "train": ("train", "train or fine-tune a model from a YAML config (torchrun for several processes)"),
 }
 
 

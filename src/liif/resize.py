@@ -20,5 +20,5 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
 def pil_bicubic(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a (C, H, W) image in [0, 1] to ``size`` = (height, width) by PIL bicubic on its 8-bit version."""
     pil = Image.fromarray(to_uint8(img).squeeze(-1) if img.shape[0] == 1 else to_uint8(img))
-    resized = np.asarray(pil.resize((size[1], size[0]), Image.BICUBIC))
+    resized = np.array(pil.resize((size[1], size[0]), Image.BICUBIC))  # writable, as torch wants
     return from_uint8(resized if resized.ndim == 3 else resized[..., None])

@@ -1,0 +1,34 @@
+"""Train LIIF from a YAML config (the reference's keys), resume a run, or fine-tune released weights.
+
+examples:
+  liif train --config configs/smoke.yaml --out runs/smoke --set train_dataset.dataset.args.root_path=../shared/data/benchmarks/Set14
+  liif train --config configs/train-div2k/edsr-baseline-liif.yaml --out runs/edsr --set optimizer.args.lr=2e-4
+  liif train --resume runs/edsr/epoch-last.pth --out runs/edsr
+  torchrun --nproc_per_node 4 -m liif train --config configs/train-div2k/rdn-liif.yaml --out runs/rdn
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from liif.training import resume_config, train
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (optional with --resume: the checkpoint's own config)")
+    parser.add_argument("--out", help="run folder for checkpoints, log.txt and config.yaml "
+                                      "(default: runs/<config name>)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from this epoch-*.pth")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. optimizer.args.lr=2e-4 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    config, ckpt = resume_config(args.resume, args.config, args.overrides)
+    out = args.out or (Path(args.resume).parent if args.resume else Path("runs") / Path(args.config).stem)
+    summary = train(config, out, ckpt, quiet=args.quiet)
+    if not args.quiet and summary.get("best_val") is not None:
+        print(f"done: epoch {summary['epoch']}, best validation PSNR {summary['best_val']:.4f}, run folder {out}")
+    return 0

@@ -1,0 +1,138 @@
+"""Folders of images (``image-folder``, ``paired-image-folders``) held as uint8, with optional caching.
+
+Cache modes: ``none`` decodes on every access; ``in_memory`` keeps every decoded image as uint8 (a quarter
+of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as an ``.npy``
+uint8 array under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable files are
+skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from liif.data.registry import register_dataset
+from liif.errors import LiifError
+from liif.resize import from_uint8
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+CACHE_MODES = ("none", "in_memory", "bin", "disk")
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image file under ``root``, recursively, sorted by relative path."""
+    if not root.is_dir():
+        raise LiifError(f"{root}: no such image folder")
+    return sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not any(part.startswith("_bin_") for part in p.relative_to(root).parts)),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def decode(path: Path) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 array (grey and alpha images converted to RGB)."""
+    with Image.open(path) as img:
+        return np.array(img.convert("RGB"))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the header, after checking the file's integrity."""
+    with Image.open(path) as img:
+        size = (img.height, img.width)
+        img.verify()
+    return size
+
+
+@register_dataset("image-folder")
+class ImageFolder(torch.utils.data.Dataset):
+    """Images of a folder as (3, H, W) floats in [0, 1]; ``len`` = images x ``repeat``."""
+
+    def __init__(self, root_path: str, split_file: str | None = None, split_key: str | None = None,
+                 first_k: int | None = None, repeat: int = 1, cache: str = "none"):
+        if cache not in CACHE_MODES:
+            raise LiifError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        root = Path(root_path)
+        if split_file is None:
+            files = list_images(root)
+        else:
+            files = [root / name for name in json.loads(Path(split_file).read_text())[split_key]]
+        if first_k is not None:
+            files = files[:first_k]
+        self.root, self.repeat, self.cache = root, repeat, cache
+        self.files: list[Path] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.arrays: list[np.ndarray] = []
+        self.skipped = 0
+        for path in files:
+            try:
+                if cache == "none":
+                    self.sizes.append(image_size(path))
+                else:
+                    array = self.load_cached(path)
+                    self.arrays.append(array)
+                    self.sizes.append(array.shape[:2])
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                self.skipped += 1
+                warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
+                continue
+            self.files.append(path)
+        if not self.files:
+            raise LiifError(f"{root}: no readable images (found {len(files)} image files"
+                            f"{f', {self.skipped} unreadable' if self.skipped else ''})")
+
+    def load_cached(self, path: Path) -> np.ndarray:
+        """Decode for ``in_memory``; for ``bin``/``disk``, a memory-mapped ``.npy`` written on first use."""
+        if self.cache == "in_memory":
+            return decode(path)
+        rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
+        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_suffix(".npy")
+        if not cached.exists():
+            array = decode(path)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+            tmp.replace(cached)
+        return np.load(cached, mmap_mode="c", allow_pickle=False)
+
+    def __len__(self) -> int:
+        return len(self.files) * self.repeat
+
+    def array(self, idx: int) -> np.ndarray:
+        """The (H, W, 3) uint8 image at ``idx`` (samplers crop this before converting to float)."""
+        i = idx % len(self.files)
+        return decode(self.files[i]) if self.cache == "none" else self.arrays[i]
+
+    def size(self, idx: int) -> tuple[int, int]:
+        """(height, width) of the image at ``idx`` without decoding it."""
+        return self.sizes[idx % len(self.files)]
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return from_uint8(self.array(idx))
+
+
+@register_dataset("paired-image-folders")
+class PairedImageFolders(torch.utils.data.Dataset):
+    """(LR, HR) pairs from two folders matched by sorted order: folder 1 is LR, folder 2 is HR."""
+
+    def __init__(self, root_path_1: str, root_path_2: str, **kwargs: Any):
+        self.lr = ImageFolder(root_path_1, **kwargs)
+        self.hr = ImageFolder(root_path_2, **kwargs)
+        if len(self.lr.files) != len(self.hr.files):
+            raise LiifError(f"{root_path_1} has {len(self.lr.files)} readable images but "
+                            f"{root_path_2} has {len(self.hr.files)}: they must pair one to one")
+        self.skipped = self.lr.skipped + self.hr.skipped
+
+    def __len__(self) -> int:
+        return len(self.lr)
+
+    def array(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.lr.array(idx), self.hr.array(idx)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lr[idx], self.hr[idx]

@@ -1,0 +1,141 @@
+"""Training samplers over image datasets (reference section 5): implicit-downsampled and paired.
+
+Every random draw of a sample comes from a generator seeded by (seed, epoch, index), so a sample does
+not depend on the worker that builds it, the number of processes, or where a run was resumed.
+An index is an int (epoch 0) or an ``(index, epoch)`` pair, as ``liif.data.order.EpochOrder`` yields.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from liif.coords import to_pixel_samples
+from liif.data.registry import register_dataset
+from liif.errors import LiifError
+from liif.resize import from_uint8, pil_bicubic
+
+Index = int | tuple[int, int]
+
+
+def sample_rng(seed: int, index: Index) -> tuple[int, np.random.Generator]:
+    """The dataset index and the generator for one sample."""
+    idx, epoch = (index, 0) if isinstance(index, (int, np.integer)) else index
+    return int(idx), np.random.default_rng([seed, epoch, int(idx)])
+
+
+def augment(images: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
+    """The reference's three coin flips (flip H, flip W, transpose), applied alike to every image."""
+    flip_h, flip_w, transpose = rng.random(3) < 0.5
+    out = []
+    for x in images:
+        if flip_h:
+            x = x.flip(-2)
+        if flip_w:
+            x = x.flip(-1)
+        if transpose:
+            x = x.transpose(-2, -1)
+        out.append(x)
+    return out
+
+
+def pixel_samples(hr: torch.Tensor, sample_q: int | None, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Coordinates, colours and cells of ``sample_q`` HR pixels drawn without replacement (all if None)."""
+    coord, gt = to_pixel_samples(hr.contiguous())
+    if sample_q is not None:
+        if sample_q > coord.shape[0]:
+            raise LiifError(f"sample_q={sample_q} is more than the {coord.shape[0]} pixels of an HR crop")
+        keep = torch.from_numpy(rng.choice(coord.shape[0], sample_q, replace=False))
+        coord, gt = coord[keep], gt[keep]
+    cell = torch.empty_like(coord)
+    cell[:, 0] = 2 / hr.shape[-2]
+    cell[:, 1] = 2 / hr.shape[-1]
+    return {"coord": coord, "cell": cell, "gt": gt}
+
+
+@register_dataset("sr-implicit-downsampled")
+class SRImplicitDownsampled(torch.utils.data.Dataset):
+    """LR made on the fly by PIL bicubic from an HR image, at a scale drawn from U(scale_min, scale_max).
+
+    Training (``inp_size`` set): an HR crop of side round(inp_size * s) at a uniform random corner, its
+    inp_size x inp_size LR, optional flips, ``sample_q`` pixels. Images smaller than the largest crop,
+    round(inp_size * scale_max), are skipped at construction with a warning (counted in ``too_small``).
+    Test (no ``inp_size``): the HR cropped top-left to a multiple of s and its LR of floor(H/s) x floor(W/s).
+    """
+
+    def __init__(self, dataset: Any, inp_size: int | None = None, scale_min: float = 1,
+                 scale_max: float | None = None, augment: bool = False, sample_q: int | None = None,
+                 seed: int = 0):
+        self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
+        self.scale_min = scale_min
+        self.scale_max = scale_min if scale_max is None else scale_max
+        self.indices = list(range(len(dataset)))
+        self.too_small = 0
+        if inp_size is not None:
+            crop = round(inp_size * self.scale_max)
+            small = {i for i in range(len(dataset.files)) if min(dataset.size(i)) < crop}
+            if small:
+                self.too_small = len(small)
+                warnings.warn(f"skipping {len(small)} image(s) smaller than the largest HR crop ({crop} px), "
+                              f"e.g. {dataset.files[min(small)]}", stacklevel=2)
+                self.indices = [i for i in self.indices if i % len(dataset.files) not in small]
+            if not self.indices:
+                raise LiifError(f"every image is smaller than the largest HR crop ({crop} px)")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
+        idx, rng = sample_rng(self.seed, index)
+        image = self.dataset.array(self.indices[idx])
+        s = rng.uniform(self.scale_min, self.scale_max)
+        if self.inp_size is None:
+            h_lr = math.floor(image.shape[0] / s + 1e-9)
+            w_lr = math.floor(image.shape[1] / s + 1e-9)
+            hr = from_uint8(image[:round(h_lr * s), :round(w_lr * s)])
+            lr = pil_bicubic(hr, (h_lr, w_lr))
+        else:
+            side = round(self.inp_size * s)
+            y0 = int(rng.integers(0, image.shape[0] - side + 1))
+            x0 = int(rng.integers(0, image.shape[1] - side + 1))
+            hr = from_uint8(image[y0:y0 + side, x0:x0 + side])
+            lr = pil_bicubic(hr, (self.inp_size, self.inp_size))
+        if self.augment:
+            lr, hr = augment([lr, hr], rng)
+        return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
+
+
+@register_dataset("sr-implicit-paired")
+class SRImplicitPaired(torch.utils.data.Dataset):
+    """Given LR/HR pairs at an integer scale s = H_hr // H_lr; aligned crops of ``inp_size`` when set."""
+
+    def __init__(self, dataset: Any, inp_size: int | None = None, augment: bool = False,
+                 sample_q: int | None = None, seed: int = 0):
+        self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
+        idx, rng = sample_rng(self.seed, index)
+        lr_img, hr_img = self.dataset.array(idx)
+        s = hr_img.shape[0] // lr_img.shape[0]
+        if self.inp_size is None:
+            lr = from_uint8(lr_img)
+            hr = from_uint8(hr_img[:lr_img.shape[0] * s, :lr_img.shape[1] * s])
+        else:
+            side = self.inp_size
+            if min(lr_img.shape[:2]) < side:
+                raise LiifError(f"LR image {idx} ({lr_img.shape[0]}x{lr_img.shape[1]}) is smaller than "
+                                f"inp_size={side}")
+            y0 = int(rng.integers(0, lr_img.shape[0] - side + 1))
+            x0 = int(rng.integers(0, lr_img.shape[1] - side + 1))
+            lr = from_uint8(lr_img[y0:y0 + side, x0:x0 + side])
+            hr = from_uint8(hr_img[y0 * s:(y0 + side) * s, x0 * s:(x0 + side) * s])
+        if self.augment:
+            lr, hr = augment([lr, hr], rng)
+        return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}

@@ -1,0 +1,67 @@
+"""Process group set-up for ``torchrun``: gloo on CPU, nccl on GPU; a single process needs nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from liif.errors import LiifError
+
+
+@dataclass
+class Processes:
+    """Where this process stands: its rank among ``world_size`` and the device it trains on."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` is the local GPU when there is one, else the CPU; ``cuda`` gets this process's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise LiifError("device 'cuda' asked for, but no GPU is available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def start_processes(device: str) -> Processes:
+    """Join the ``torchrun`` process group when launched by it (WORLD_SIZE > 1), else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if world_size == 1:
+        return Processes(0, 1, dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Processes(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def stop_processes(procs: Processes) -> None:
+    if procs.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def global_mean(value: torch.Tensor, procs: Processes) -> torch.Tensor:
+    """The mean of a scalar over all processes (itself in a single process)."""
+    if not procs.distributed:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / procs.world_size

@@ -1,0 +1,293 @@
+"""The training loop (reference train_liif.py): L1 in the normalised space, Adam, MultiStepLR per epoch,
+validation on random patches, ``epoch-last``/``epoch-best``/``epoch-N`` checkpoints, exact resume, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from liif.checkpoint import load_model, read_checkpoint
+from liif.data import build_dataset
+from liif.data.order import EpochOrder
+from liif.errors import LiifError
+from liif.registry import make
+from liif.render import render
+from liif.training.distributed import Processes, global_mean, start_processes, stop_processes
+from liif.training.monitor import RunLog
+from liif.training.state import restore, training_checkpoint, write_checkpoint
+
+Batch = dict[str, torch.Tensor]
+
+
+class TrainingDiverged(LiifError):
+    """The loss became NaN or infinite: training stops and keeps the last good checkpoint."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes, train: bool,
+                 log: RunLog | None) -> torch.utils.data.DataLoader:
+    """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank."""
+    dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
+    batch = section["batch_size"]
+    if train and batch % procs.world_size:
+        raise LiifError(f"batch_size {batch} must divide evenly among {procs.world_size} processes")
+    base = dataset.dataset
+    skipped, too_small = getattr(base, "skipped", 0), getattr(dataset, "too_small", 0)
+    if log is not None and (skipped or too_small):
+        log.line(f"{'train' if train else 'val'} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
+    if train and len(dataset) < batch:
+        raise LiifError(f"the training set has {len(dataset)} samples, fewer than one batch of {batch}")
+    order = EpochOrder(len(dataset), shuffle=train, seed=config["seed"],
+                       rank=procs.rank if train else 0, world_size=procs.world_size if train else 1,
+                       global_batch=batch if train else None)
+    workers = config["num_workers"]
+    return torch.utils.data.DataLoader(dataset, batch_size=batch // procs.world_size if train else batch,
+                                       sampler=order, num_workers=workers, pin_memory=procs.device.type == "cuda",
+                                       persistent_workers=workers > 0)
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it)."""
+    if config["init_from"]:
+        model = load_model(config["init_from"])
+        config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
+        return model.train()
+    return make(config["model"])
+
+
+def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    try:
+        return optimizers[spec["name"]](model.parameters(), **(spec.get("args") or {}))
+    except TypeError as exc:
+        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {exc}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | None) -> Any:
+    if spec is None:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=spec["milestones"],
+                                                gamma=spec.get("gamma", 0.1))
+
+
+def normaliser(norm: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sub, div) of a ``data_norm`` entry, shaped to broadcast over (B, 3, h, w) or (B, Q, 3)."""
+    return (torch.tensor(norm["sub"], dtype=torch.float32, device=device),
+            torch.tensor(norm["div"], dtype=torch.float32, device=device))
+
+
+class Normalise:
+    """The reference's ``data_norm``: inputs and targets to (x - sub) / div, predictions back."""
+
+    def __init__(self, data_norm: dict[str, Any], device: torch.device):
+        self.inp_sub, self.inp_div = (t.view(1, -1, 1, 1) for t in normaliser(data_norm["inp"], device))
+        self.gt_sub, self.gt_div = (t.view(1, 1, -1) for t in normaliser(data_norm["gt"], device))
+
+    def inp(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.inp_sub) / self.inp_div
+
+    def gt(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.gt_sub) / self.gt_div
+
+    def pred_to_rgb(self, pred: torch.Tensor) -> torch.Tensor:
+        return (pred * self.gt_div + self.gt_sub).clamp(0, 1)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_step(model: nn.Module, batch: Batch, norm: Normalise, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, amp: str, procs: Processes) -> float:
+    """One optimisation step; returns the loss (mean over processes), raising if it is not finite."""
+    with autocast(procs.device, amp):
+        pred = model(norm.inp(batch["inp"]), batch["coord"], batch["cell"])
+    loss = F.l1_loss(pred.float(), norm.gt(batch["gt"]))
+    value = global_mean(loss.detach(), procs).item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the loss is {value}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return value
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: Iterable[Batch], norm: Normalise, device: torch.device) -> float:
+    """The reference's training-time proxy: PSNR on the sampled pixels, RGB, no shave, per batch, averaged."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        pred = norm.pred_to_rgb(model(norm.inp(batch["inp"]), batch["coord"], batch["cell"]))
+        mse = (pred - batch["gt"]).pow(2).mean().item()
+        total += -10 * math.log10(mse) * batch["inp"].shape[0]
+        count += batch["inp"].shape[0]
+    model.train()
+    return total / count
+
+
+@torch.no_grad()
+def sample_image(model: nn.Module, batch: Batch, norm: Normalise, device: torch.device) -> torch.Tensor:
+    """The first validation input rendered at its HR crop size, (3, H, W) in [0, 1], for TensorBoard."""
+    model.eval()
+    cell = batch["cell"][0, 0]
+    size = (round(2 / cell[0].item()), round(2 / cell[1].item()))
+    out = render(model, norm.inp(batch["inp"][:1].to(device)), size)
+    model.train()
+    return norm.pred_to_rgb(out.permute(0, 2, 3, 1).reshape(1, -1, 3)).reshape(size[0], size[1], 3).permute(2, 0, 1)
+
+
+def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
+    """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s protocol)."""
+    from liif.evaluation import evaluate
+
+    model.eval()
+    means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=False).means()
+    model.train()
+    return {f"{name}/{key}": (row["psnr"], row["bicubic_psnr"])
+            for name, by_scale in means.items() for key, row in by_scale.items()}
+
+
+def resume_config(resume: str | None, config_path: str | None, overrides: list[str]) -> tuple[dict, dict | None]:
+    """The checkpoint to resume from (if any) and the config: the given file, else the checkpoint's own."""
+    from liif.training.config import load_config
+
+    ckpt = read_checkpoint(resume) if resume else None
+    if config_path is None and ckpt is None:
+        raise LiifError("give --config, or --resume a checkpoint that holds its config")
+    if config_path is None and "config" not in ckpt:
+        raise LiifError(f"{resume} holds no config: give --config too")
+    config = load_config(config_path, overrides, base=None if config_path else ckpt["config"])
+    if ckpt is None and config["resume"]:
+        ckpt = read_checkpoint(config["resume"])
+    return config, ckpt
+
+
+def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | None = None,
+          quiet: bool = False) -> dict[str, Any]:
+    """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary."""
+    procs = start_processes(config["device"])
+    try:
+        return run_training(config, Path(run_dir), ckpt, quiet, procs)
+    finally:
+        stop_processes(procs)
+
+
+def run_training(config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
+                 procs: Processes) -> dict[str, Any]:
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
+    if config["deterministic"]:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(config["seed"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, quiet, config["tensorboard"]) if procs.is_main else None
+
+    model = build_model(config).to(procs.device)
+    optimizer = build_optimizer(model, config["optimizer"])
+    scheduler = build_scheduler(optimizer, config["multi_step_lr"])
+    per_iter = bool(config["multi_step_lr"]) and config["multi_step_lr"].get("unit", "epoch") == "iter"
+    epoch_start, step, best = 1, 0, None
+    if ckpt is not None:
+        epoch_start, step, best = restore(ckpt, model, optimizer, scheduler)
+    train_loader = build_loader(config["train_dataset"], config, procs, True, log)
+    val_loader = (build_loader(config["val_dataset"], config, procs, False, log)
+                  if config.get("val_dataset") and procs.is_main else None)
+    if procs.is_main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        params = sum(p.numel() for p in model.parameters())
+        log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; {len(train_loader)} "
+                 f"iterations per epoch on {procs.world_size} process(es), {procs.device}; "
+                 f"{'resuming at' if ckpt else 'starting at'} epoch {epoch_start}")
+
+    norm = Normalise(config["data_norm"], procs.device)
+    net: nn.Module = model
+    if procs.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device.index]
+                                                  if procs.device.type == "cuda" else None)
+    if config["compile"]:
+        net = torch.compile(net)
+    scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
+    summary: dict[str, Any] = {"epoch": epoch_start - 1, "global_step": step, "best_val": best}
+    last_good = run_dir / "epoch-last.pth"
+
+    for epoch in range(epoch_start, config["epoch_max"] + 1):
+        train_loader.sampler.set_epoch(epoch)
+        start, losses = time.time(), []
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config['epoch_max']}", leave=False, dynamic_ncols=True,
+                   disable=quiet or not procs.is_main)
+        for batch in bar:
+            try:
+                loss = train_step(net, to_device(batch, procs.device), norm, optimizer, scaler, config["amp"], procs)
+            except TrainingDiverged as exc:
+                kept = (f"the last good checkpoint is {last_good} (epoch {summary['epoch']})"
+                        if last_good.exists() else "no checkpoint was written yet")
+                raise TrainingDiverged(f"{exc} at epoch {epoch}, step {step + 1}: training stopped; {kept}") from None
+            losses.append(loss)
+            step += 1
+            if per_iter:
+                scheduler.step()
+            lr = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if log is not None and step % config["log_every"] == 0:
+                log.scalars(step, **{"train/loss": loss, "train/lr": lr})
+        if scheduler is not None and not per_iter:
+            scheduler.step()
+        seconds = time.time() - start
+        summary = {"epoch": epoch, "global_step": step, "train_loss": sum(losses) / len(losses),
+                   "it_per_s": len(losses) / seconds, "best_val": best}
+        if procs.is_main:
+            text = (f"epoch {epoch}/{config['epoch_max']}: loss {summary['train_loss']:.4f}, "
+                    f"lr {optimizer.param_groups[0]['lr']:.2e}, {summary['it_per_s']:.2f} it/s, {seconds:.0f} s")
+            improved = False
+            if val_loader is not None and epoch % config["epoch_val"] == 0:
+                val = validate(net if not config["compile"] else model, val_loader, norm, procs.device)
+                improved = best is None or val > best
+                best = max(val, best) if best is not None else val
+                summary.update(val_psnr=val, best_val=best)
+                text += f", val PSNR {val:.4f} (best {best:.4f})"
+                log.scalars(epoch, **{"val/psnr": val})
+                if log.writer is not None:
+                    log.image("val/sample", sample_image(model, next(iter(val_loader)), norm, procs.device), epoch)
+            bench = config["benchmark_eval"]
+            if bench and epoch % bench.get("every", 1) == 0:
+                scores = benchmark_psnr(model, bench, procs.device)
+                summary["benchmark"] = scores
+                text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
+                log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+            log.line(text)
+            state = training_checkpoint(model, optimizer, config, scheduler, epoch, step, best)
+            write_checkpoint(state, last_good)
+            if config["epoch_save"] and epoch % config["epoch_save"] == 0:
+                write_checkpoint(state, run_dir / f"epoch-{epoch}.pth")
+            if improved:
+                write_checkpoint(state, run_dir / "epoch-best.pth")
+        if procs.distributed:
+            torch.distributed.barrier()
+    if log is not None:
+        log.close()
+    return summary

@@ -1,0 +1,47 @@
+"""What a run reports: a log file in the run folder, stdout lines, and TensorBoard when it is installed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+
+class RunLog:
+    """Appends to ``RUN/log.txt`` (and prints unless quiet); writes TensorBoard scalars and images if it can."""
+
+    def __init__(self, run_dir: Path, quiet: bool = False, tensorboard: bool = True):
+        self.path = run_dir / "log.txt"
+        self.quiet = quiet
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp} {text}\n")
+        if not self.quiet:
+            tqdm.write(text)
+
+    def scalars(self, step: int, **values: float) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
+    def image(self, name: str, image: torch.Tensor, step: int) -> None:
+        """A (3, H, W) image in [0, 1]."""
+        if self.writer is not None:
+            self.writer.add_image(name, image, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,187 @@
+"""The training data follows the reference (spec 5): folders, caching, the implicit-downsampled and paired samplers."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import BENCHMARKS, shared_file
+from liif.coords import make_coord
+from liif.data import build_dataset, make_dataset
+from liif.data.order import EpochOrder
+from liif.errors import LiifError
+from liif.evaluation.degrade import make_lr
+from liif.resize import from_uint8, pil_bicubic
+
+
+@pytest.fixture(scope="module")
+def set5() -> Path:
+    return shared_file(BENCHMARKS / "Set5")
+
+
+def downsampled(root: Path, **wrapper) -> torch.utils.data.Dataset:
+    return build_dataset({"dataset": {"name": "image-folder", "args": {"root_path": str(root), "cache": "in_memory"}},
+                          "wrapper": {"name": "sr-implicit-downsampled", "args": wrapper}}, seed=3)
+
+
+def find_crop(image: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
+    """Where ``crop`` (h, w, 3) sits in ``image``, found by exact match."""
+    h, w = crop.shape[:2]
+    for y in range(image.shape[0] - h + 1):
+        for x in np.flatnonzero((image[y, : image.shape[1] - w + 1] == crop[0, 0]).all(-1)):
+            if np.array_equal(image[y:y + h, x:x + w], crop):
+                return y, x
+    raise AssertionError("crop not found in the image")
+
+
+def test_training_sample_is_a_bicubic_lr_of_an_hr_crop_at_a_drawn_scale(set5):
+    dataset = downsampled(set5, inp_size=48, scale_min=1, scale_max=4)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(set5.glob("*.png"))]
+    sides = []
+    for idx in range(len(dataset)):
+        sample = dataset[(idx, 7)]
+        side = round(2 / sample["cell"][0, 0].item())
+        sides.append(side)
+        assert 48 <= side <= 192
+        assert sample["inp"].shape == (3, 48, 48)
+        assert torch.all(sample["cell"] == torch.tensor([2 / side, 2 / side]))
+        # without sample_q every HR pixel comes back in raster order: the crop itself
+        hr = sample["gt"].view(side, side, 3)
+        assert torch.allclose(sample["coord"], make_coord((side, side)))
+        crop = (hr * 255).round().to(torch.uint8).numpy()
+        find_crop(images[idx], crop)
+        assert torch.equal(sample["inp"], pil_bicubic(hr.permute(2, 0, 1), (48, 48)))
+    assert len(set(sides)) > 1
+
+
+def test_sample_q_pixels_are_distinct_and_drawn_from_the_crop(set5):
+    dataset = downsampled(set5, inp_size=48, scale_max=4, augment=True, sample_q=2304)
+    sample = dataset[(2, 0)]
+    side = round(2 / sample["cell"][0, 0].item())
+    assert sample["coord"].shape == (2304, 2) and sample["gt"].shape == (2304, 3)
+    assert len({tuple(c) for c in sample["coord"].tolist()}) == 2304
+    grid = make_coord((side, side))
+    rows = torch.cdist(sample["coord"], grid).argmin(dim=1)
+    assert torch.allclose(grid[rows], sample["coord"])
+
+
+def test_augmentation_flips_lr_and_hr_together(set5):
+    dataset = downsampled(set5, inp_size=48, scale_min=2, scale_max=2, augment=True)
+    for idx in range(len(dataset)):
+        sample = dataset[(idx, 1)]
+        hr = sample["gt"].view(96, 96, 3).permute(2, 0, 1)
+        # flips and transposes commute with PIL's symmetric bicubic kernel up to 8-bit rounding
+        assert (sample["inp"] - pil_bicubic(hr, (48, 48))).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_samples_are_repeatable_by_seed_epoch_and_index(set5):
+    dataset = downsampled(set5, inp_size=48, scale_max=4, augment=True, sample_q=2304)
+    a, b, c = dataset[(1, 5)], dataset[(1, 5)], dataset[(1, 6)]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["coord"], c["coord"])
+
+
+def test_test_mode_matches_the_evaluation_degradation(set5):
+    dataset = downsampled(set5, scale_min=3.3)
+    sample = dataset[0]
+    hr_full = from_uint8(np.array(Image.open(sorted(set5.glob("*.png"))[0]).convert("RGB")))
+    hr, lr = make_lr(hr_full, 3.3, "pil")
+    assert torch.equal(sample["inp"], lr)
+    assert torch.equal(sample["gt"], hr.reshape(3, -1).t())
+    assert sample["inp"].shape[-2:] == (math.floor(hr_full.shape[1] / 3.3 + 1e-9), math.floor(hr_full.shape[2] / 3.3 + 1e-9))
+
+
+def write_png(path: Path, size: tuple[int, int], seed: int) -> np.ndarray:
+    array = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return array
+
+
+def test_folder_is_recursive_sorted_repeated_and_cached_alike(tmp_path):
+    root = tmp_path / "imgs"
+    arrays = {name: write_png(root / name, (40, 50), i) for i, name in enumerate(["b.png", "a/c.png", "a.png"])}
+    Image.fromarray(arrays["a.png"]).save(root / "d.jpg", quality=95)
+    spec = {"name": "image-folder", "args": {"root_path": str(root), "repeat": 2}}
+    plain = make_dataset(spec)
+    assert [p.relative_to(root).as_posix() for p in plain.files] == ["a.png", "a/c.png", "b.png", "d.jpg"]
+    assert len(plain) == 8
+    assert len(make_dataset(spec, {"first_k": 2})) == 4
+    for cache in ("in_memory", "bin"):
+        cached = make_dataset(spec, {"cache": cache})
+        for i in range(len(plain)):
+            assert torch.equal(cached[i], plain[i])
+    bins = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "_bin_imgs").rglob("*"))
+    assert bins == ["_bin_imgs/a", "_bin_imgs/a.npy", "_bin_imgs/a/c.npy", "_bin_imgs/b.npy", "_bin_imgs/d.npy"]
+    assert np.array_equal(np.load(tmp_path / "_bin_imgs" / "b.npy", allow_pickle=False), arrays["b.png"])
+    assert torch.equal(plain[1], from_uint8(arrays["a/c.png"]))
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    write_png(tmp_path / "good.png", (30, 30), 0)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for cache in ("none", "in_memory"):
+        with pytest.warns(UserWarning, match="skipping unreadable image"):
+            dataset = make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
+        assert dataset.skipped == 2 and len(dataset) == 1
+
+
+def test_empty_or_missing_folders_are_errors(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(LiifError, match="no readable images"):
+        make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path)}})
+    with pytest.raises(LiifError, match="no such image folder"):
+        make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path / "absent")}})
+
+
+def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
+    write_png(tmp_path / "big.png", (200, 210), 0)
+    write_png(tmp_path / "small.png", (100, 300), 1)
+    with pytest.warns(UserWarning, match="smaller than the largest HR crop"):
+        dataset = downsampled(tmp_path, inp_size=48, scale_max=4)
+    assert len(dataset) == 1 and dataset.too_small == 1
+    with warnings.catch_warnings(), pytest.raises(LiifError, match="every image is smaller"):
+        warnings.simplefilter("ignore")
+        downsampled(tmp_path, inp_size=96, scale_max=4)
+
+
+def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
+    hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
+    lr = np.asarray(Image.fromarray(hr).resize((30, 40), Image.BICUBIC))
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 10}}}
+    sample = build_dataset(spec)[(0, 4)]
+    crop_lr = (sample["inp"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    y, x = find_crop(lr, crop_lr)
+    expected_hr = from_uint8(hr[y * 3:(y + 10) * 3, x * 3:(x + 10) * 3])
+    assert torch.equal(sample["gt"], expected_hr.reshape(3, -1).t())
+    assert torch.allclose(sample["cell"], torch.full((900, 2), 2 / 30))
+    whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
+    assert whole["inp"].shape == (3, 40, 30) and whole["gt"].shape == (120 * 90, 3)
+
+
+def test_two_ranks_split_each_global_batch_of_one_process():
+    single = list(EpochOrder(50, shuffle=True, seed=1, global_batch=8))
+    ranks = [list(EpochOrder(50, shuffle=True, seed=1, rank=r, world_size=2, global_batch=8)) for r in range(2)]
+    assert len(single) == 48 and all(len(r) == 24 for r in ranks)
+    for step in range(6):
+        together = ranks[0][step * 4:(step + 1) * 4] + ranks[1][step * 4:(step + 1) * 4]
+        assert sorted(together) == sorted(single[step * 8:(step + 1) * 8])
+    order = EpochOrder(50, shuffle=True, seed=1)
+    order.set_epoch(2)
+    assert list(order) != list(EpochOrder(50, shuffle=True, seed=1)) and list(order)[0][1] == 2
+
+
+def test_unknown_dataset_argument_is_named(tmp_path):
+    with pytest.raises(LiifError, match="no argument 'root'"):
+        make_dataset({"name": "image-folder", "args": {"root": str(tmp_path)}})
