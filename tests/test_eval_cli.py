@@ -1,0 +1,186 @@
+"""`liif eval` through the CLI on small real crops: layouts, LR sources, output files, and every bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BENCHMARKS, ROOT, shared_file
+from liif.cli import main
+from liif.evaluation.degrade import matlab_imresize
+
+NAMES = ("baby", "bird", "head")
+EDSR_Y = np.array([65.738, 129.057, 25.064]) / 256
+
+
+def crop(name: str, size: tuple[int, int] = (52, 44)) -> np.ndarray:
+    """A (h, w, 3) uint8 crop from a Set5 image, away from its borders."""
+    img = np.array(Image.open(shared_file(BENCHMARKS / "Set5" / f"{name}.png")).convert("RGB"))
+    return img[60:60 + size[0], 70:70 + size[1]]
+
+
+def make_benchmark_set(root: Path, scales=(2,), lr_names=None) -> Path:
+    """An EDSR-layout set <root>/HR, <root>/LR_bicubic/X{s}/<name>x{s}.png made with MATLAB-style bicubic."""
+    (root / "HR").mkdir(parents=True)
+    for name in NAMES:
+        hr = crop(name)
+        Image.fromarray(hr).save(root / "HR" / f"{name}.png")
+        for s in scales:
+            folder = root / "LR_bicubic" / f"X{s}"
+            folder.mkdir(parents=True, exist_ok=True)
+            lr = matlab_imresize(hr, (hr.shape[0] // s, hr.shape[1] // s), 1 / s)
+            Image.fromarray(lr).save(folder / f"{(lr_names or {}).get(name, name)}x{s}.png")
+    return root
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--quiet", *args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def expect_error(capsys, mentions: str, *args: str) -> str:
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2, err
+    assert err.startswith("liif eval: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert mentions in err, err
+    return err
+
+
+def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
+    """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
+    diff = (a.astype(np.float64) - b.astype(np.float64)) / 255 @ EDSR_Y
+    return -10 * math.log10(np.mean(diff[shave:-shave, shave:-shave] ** 2))
+
+
+def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsys):
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    out = tmp_path / "out"
+    code, table, _ = run_cli(capsys, "--data", str(data), "--scales", "2,2.5", "--out", str(out))
+    assert code == 0
+    assert "| Tiny | x2 | x2.5 |" in table and "bicubic PSNR" in table
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["scale"], r["image"], r["lr_source"]) for r in rows] == \
+        [("2", f"{n}.png", "files") for n in NAMES] + [("2.5", f"{n}.png", "pil") for n in NAMES]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["Tiny"] and list(results["Tiny"]) == ["x2", "x2.5"]
+    for key, scale in (("x2", "2"), ("x2.5", "2.5")):
+        assert set(results["Tiny"][key]) == {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}
+        for metric, value in results["Tiny"][key].items():
+            assert value == pytest.approx(np.mean([float(r[metric]) for r in rows if r["scale"] == scale]))
+    # the bicubic row: PIL bicubic of the LR file back to the HR size, PSNR on Y with shave 2
+    for row in rows[:3]:
+        hr = crop(row["image"][:-4])
+        lr = Image.open(data / "LR_bicubic" / "X2" / row["image"].replace(".png", "x2.png"))
+        up = np.array(lr.resize((hr.shape[1], hr.shape[0]), Image.BICUBIC))
+        # float32 images, as the reference: 1e-6 dB from float64 arithmetic on the same 8-bit values
+        assert float(row["bicubic_psnr"]) == pytest.approx(y_psnr(up, hr, 2), abs=1e-5)
+        assert float(row["psnr"]) > float(row["bicubic_psnr"])  # the model beats bicubic on real content
+
+
+def test_flat_folder_and_div2k_layout(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    div2k = tmp_path / "div2k"
+    hr_dir, lr_dir = div2k / "DIV2K_valid_HR", div2k / "DIV2K_valid_LR_bicubic" / "X3"
+    hr_dir.mkdir(parents=True)
+    lr_dir.mkdir(parents=True)
+    hr = crop("baby", (54, 48))
+    Image.fromarray(hr).save(hr_dir / "0801.png")
+    Image.fromarray(matlab_imresize(hr, (18, 16), 1 / 3)).save(lr_dir / "0801x3.png")
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "--data", str(flat), "--data", str(hr_dir), "--protocol", "div2k",
+                         "--scales", "3", "--quantize", "--out", str(out))
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["flat", "DIV2K_valid_HR"]
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [r["lr_source"] for r in rows] == ["pil", "files"]
+
+
+def test_degrade_matlab_replaces_the_lr_files(tmp_path, capsys):
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    out = tmp_path / "out"
+    assert run_cli(capsys, "--data", str(data), "--scales", "2", "--degrade", "matlab", "--out", str(out))[0] == 0
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert {r["lr_source"] for r in rows} == {"matlab"}
+    # the LR files were made by the same MATLAB port, so the scores are those of the files
+    files_out = tmp_path / "files"
+    assert run_cli(capsys, "--data", str(data), "--scales", "2", "--out", str(files_out))[0] == 0
+    from_files = list(csv.DictReader(open(files_out / "per_image.csv")))
+    assert [r["psnr"] for r in rows] == [r["psnr"] for r in from_files]
+
+
+def test_missing_and_empty_folders(tmp_path, capsys):
+    expect_error(capsys, str(tmp_path / "nowhere"), "--data", str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    expect_error(capsys, f"{tmp_path / 'empty'}: no images", "--data", str(tmp_path / "empty"))
+    (tmp_path / "Set" / "HR").mkdir(parents=True)
+    expect_error(capsys, f"{tmp_path / 'Set' / 'HR'}: no images", "--data", str(tmp_path / "Set"))
+
+
+def test_non_image_files_are_named(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(crop("bird")).save(folder / "bird.png")
+    (folder / "notes.txt").write_text("not a picture")
+    expect_error(capsys, str(folder / "notes.txt"), "--data", str(folder), "--scales", "2")
+    (folder / "notes.txt").unlink()
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    expect_error(capsys, str(folder / "broken.png"), "--data", str(folder), "--scales", "2")
+
+
+def test_mismatched_lr_names_and_sizes(tmp_path, capsys):
+    data = make_benchmark_set(tmp_path / "Renamed", scales=(2,), lr_names={"head": "face"})
+    err = expect_error(capsys, str(data / "LR_bicubic" / "X2" / "headx2.png"), "--data", str(data), "--scales", "2")
+    assert "missing" in err
+    lr_dir = data / "LR_bicubic" / "X2"
+    Image.open(lr_dir / "facex2.png").save(lr_dir / "headx2.png")
+    # now every HR has its LR, and facex2.png is left without an HR
+    expect_error(capsys, str(lr_dir / "facex2.png"), "--data", str(data), "--scales", "2")
+    (lr_dir / "facex2.png").unlink()
+    Image.fromarray(crop("head", (20, 20))).save(lr_dir / "headx2.png")
+    err = expect_error(capsys, str(lr_dir / "headx2.png"), "--data", str(data), "--scales", "2")
+    assert "20x20" in err and "22x26" in err
+
+
+def test_a_scale_without_lr_files_where_the_protocol_needs_them(tmp_path, capsys):
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    err = expect_error(capsys, str(data / "LR_bicubic" / "X3"), "--data", str(data), "--scales", "2,3")
+    assert "--degrade pil" in err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    expect_error(capsys, "no LR files for x2", "--data", str(flat), "--scales", "2", "--degrade", "files")
+
+
+def test_bad_options(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    expect_error(capsys, "--scales", "--data", str(flat), "--scales", "2,x")
+    expect_error(capsys, "positive", "--data", str(flat), "--scales", "0")
+    expect_error(capsys, "too small", "--data", str(flat), "--scales", "60")
+    expect_error(capsys, "unknown model", "--data", str(flat), "--scales", "2", "--model", "no-such-model")
+
+
+def test_help_documents_the_protocol_and_errors_have_no_traceback(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "liif", "eval", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0
+    for phrase in ("floor(H/s + 1e-9)", "shave s + 6", "SSIM on Y", "not quantised", "--degrade"):
+        assert phrase in run.stdout
+    run = subprocess.run([sys.executable, "-m", "liif", "eval", "--data", str(tmp_path / "missing")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"liif eval: error: {tmp_path / 'missing'}: no such folder"
