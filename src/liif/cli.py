@@ -11,6 +11,7 @@ from liif.errors import LiifError
 
 # subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
+    "upscale": ("upscale", "upscale pictures to any scale, size or region (files, folders, globs)"),
     "eval": ("eval", "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)"),
     "train": ("train", "train or fine-tune a model from a YAML config (torchrun for several processes)"),
 }

@@ -1,19 +1,24 @@
-"""Render a LIIF model's continuous image on a pixel grid: encode, query in chunks, reshape."""
+"""Render a LIIF model's continuous image on a pixel grid, whole or a region, in bounded memory."""
 
 from __future__ import annotations
 
 import torch
 
-from liif.coords import make_cell, make_coord
 from liif.models.liif import LIIF
+from liif.tiling import WHOLE_IMAGE, Grid, render_tiles
 
 
 @torch.no_grad()
-def render(model: LIIF, inp: torch.Tensor, size: tuple[int, int], chunk_size: int = 16384) -> torch.Tensor:
-    """The (B, 3, H, W) image of a normalised input (B, 3, h, w) at output ``size`` = (H, W), normalised space."""
-    batch = inp.shape[0]
-    latents = model.latents(model.encode(inp))
-    coord = make_coord(size, device=inp.device).unsqueeze(0).expand(batch, -1, -1)
-    cell = make_cell(coord, size)
-    pred = model.query_chunked(latents, coord, cell, chunk_size)
-    return pred.view(batch, size[0], size[1], -1).permute(0, 3, 1, 2)
+def render(model: LIIF, inp: torch.Tensor, size: tuple[int, int], chunk_size: int = 16384,
+           ranges: tuple[tuple[float, float], tuple[float, float]] = WHOLE_IMAGE, tile: int = 256,
+           self_ensemble: bool = False) -> torch.Tensor:
+    """The (B, C, H, W) image of a normalised input (B, 3, h, w) at output ``size`` = (H, W), normalised space.
+
+    ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; the work runs tile by tile (see liif.tiling).
+    """
+    out = None
+    for row, col, block in render_tiles(model, inp, Grid(tuple(size), ranges), tile, chunk_size, self_ensemble):
+        if out is None:
+            out = block.new_empty(*block.shape[:2], *size)
+        out[:, :, row:row + block.shape[2], col:col + block.shape[3]] = block
+    return out

@@ -1,0 +1,74 @@
+"""PSNR on Y (shave 4) of ``liif upscale --scale 4`` on Set5 and Set14, plain and with --self-ensemble.
+
+Each HR picture is cropped to a multiple of 4, downscaled by 4 with PIL bicubic (8-bit), upscaled x4
+through the same steps the CLI runs (read, plan, render, quantise to 8 bits), and compared with the HR;
+bicubic upscaling of the same LR is the baseline. Prints a Markdown table.
+
+    python benchmarks/upscale_quality.py [--sets Set5 Set14] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from liif import load_model
+from liif.evaluation.metrics import psnr
+from liif.imageio import Picture, read_picture
+from liif.resize import from_uint8, pil_bicubic, to_uint8
+from liif.upscale import plan_target, render_picture
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+SCALE = 4
+
+
+def hr_and_lr(path: Path) -> tuple[torch.Tensor, Picture]:
+    """The HR (3, H, W) in [0, 1] cropped to a multiple of the scale, and its bicubic LR as a Picture."""
+    pixels = read_picture(path).pixels
+    pixels = pixels[:pixels.shape[0] // SCALE * SCALE, :pixels.shape[1] // SCALE * SCALE]
+    hr = from_uint8(as_rgb(pixels))
+    lr = to_uint8(pil_bicubic(hr, (hr.shape[1] // SCALE, hr.shape[2] // SCALE)))
+    return hr, Picture(lr[:, :, :pixels.shape[2]])  # a gray picture stays gray, as the CLI keeps it
+
+
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def upscaled(model, lr: Picture, self_ensemble: bool) -> torch.Tensor:
+    target = plan_target(lr.pixels.shape[:2], scale=SCALE)
+    return from_uint8(as_rgb(render_picture(model, lr, target, self_ensemble=self_ensemble).pixels))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model("edsr-baseline-liif")
+    print("| set | bicubic | liif upscale | --self-ensemble | gain | time plain / ensemble (s) |\n"
+          "|---|---|---|---|---|---|", flush=True)
+    for name in args.sets:
+        scores = {"bicubic": [], "plain": [], "ensemble": []}
+        seconds = {"plain": 0.0, "ensemble": 0.0}
+        for path in sorted((BENCHMARKS / name).glob("*.png")):
+            hr, lr = hr_and_lr(path)
+            bicubic = pil_bicubic(from_uint8(as_rgb(lr.pixels)), hr.shape[1:])
+            scores["bicubic"].append(psnr(bicubic, hr, SCALE, True))
+            for mode, ensemble in (("plain", False), ("ensemble", True)):
+                started = time.perf_counter()
+                scores[mode].append(psnr(upscaled(model, lr, ensemble), hr, SCALE, True))
+                seconds[mode] += time.perf_counter() - started
+        mean = {k: float(np.mean(v)) for k, v in scores.items()}
+        print(f"| {name} | {mean['bicubic']:.2f} | {mean['plain']:.2f} | {mean['ensemble']:.2f} | "
+              f"{mean['ensemble'] - mean['plain']:+.3f} | {seconds['plain']:.0f} / {seconds['ensemble']:.0f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
