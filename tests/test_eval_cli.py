@@ -184,3 +184,10 @@ def test_help_documents_the_protocol_and_errors_have_no_traceback(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip() == f"liif eval: error: {tmp_path / 'missing'}: no such folder"
+
+
+def test_an_image_too_small_for_the_shave_is_named(tmp_path, capsys):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.fromarray(crop("bird", (16, 16))).save(folder / "tiny.png")
+    expect_error(capsys, f"{folder / 'tiny.png'} at x4", "--data", str(folder), "--scales", "4")

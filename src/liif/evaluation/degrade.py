@@ -7,7 +7,6 @@ import math
 import numpy as np
 import torch
 
-from liif.errors import LiifError
 from liif.resize import from_uint8, pil_bicubic, to_uint8
 
 DEGRADATIONS = ("pil", "matlab")
@@ -28,7 +27,7 @@ def make_lr(hr: torch.Tensor, scale: float, method: str) -> tuple[torch.Tensor, 
     """(cropped HR, LR) of a (3, H, W) 8-bit-valued HR in [0, 1]: crop top-left, then bicubic to the LR size."""
     small = lr_size(tuple(hr.shape[-2:]), scale)
     if min(small) < 1:
-        raise LiifError(f"image of {hr.shape[-1]}x{hr.shape[-2]} is too small for x{scale:g}")
+        raise ValueError(f"a {hr.shape[-1]}x{hr.shape[-2]} image is too small for x{scale:g}")
     crop = hr_crop_size(small, scale)
     hr = hr[:, :crop[0], :crop[1]]
     if method == "pil":
@@ -37,7 +36,7 @@ def make_lr(hr: torch.Tensor, scale: float, method: str) -> tuple[torch.Tensor, 
         # imresize(hr, 1/s) when s is an integer, so the kernel scale is exactly MATLAB's
         kernel_scale = 1 / scale if float(scale).is_integer() else None
         return hr, from_uint8(matlab_imresize(to_uint8(hr), small, kernel_scale))
-    raise LiifError(f"unknown degradation {method!r} (choose from {', '.join(DEGRADATIONS)})")
+    raise ValueError(f"unknown degradation {method!r} (choose from {', '.join(DEGRADATIONS)})")
 
 
 def cubic(x: np.ndarray) -> np.ndarray:

@@ -57,6 +57,8 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
     as MATLAB's ssim_index and BasicSR compute it.
     """
     x, y = (shave(16 + 255 * luminance(img.double()), border)[None, None] for img in (sr, hr))
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"a {x.shape[-1]}x{x.shape[-2]} image (after shaving) is smaller than the SSIM window")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     g = gaussian_window()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -179,7 +180,7 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
     if len(set(names)) != len(names):
         raise LiifError(f"two datasets share a folder name ({', '.join(names)}); results are keyed by it")
     for scale in scales:
-        if not scale > 0 or scale != scale or scale == float("inf"):
+        if not 0 < scale < math.inf:
             raise LiifError(f"scale must be a positive finite number, got {scale}")
     return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
 
@@ -204,8 +205,11 @@ def evaluate(model: LIIF | str, data: Iterable[str | Path | EvalDataset] | str |
         for dataset, scale, source in runs:
             bar.set_description(f"{dataset.name} {scale_key(scale)}")
             for image in dataset.images:
-                hr, lr = hr_lr_pair(dataset, image, scale, source)
-                values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble)
+                try:
+                    hr, lr = hr_lr_pair(dataset, image, scale, source)
+                    values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble)
+                except ValueError as exc:  # an image too small for this scale or its shave
+                    raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
                 scores.append(ImageScore(dataset.name, scale, image, source, *values))
                 bar.update()
     return EvalResults(model_name, scores)
