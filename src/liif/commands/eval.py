@@ -19,6 +19,7 @@ import torch
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate
+from liif.models.liif import DEFAULT_CHUNK
 from liif.pretrained import DEFAULT_MODEL
 
 
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips and transposes")
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--chunk-size", type=int, default=30000, help="queries per model call (default 30000)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
+                        help=f"queries per model call (default {DEFAULT_CHUNK})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

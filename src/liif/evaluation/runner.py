@@ -20,7 +20,7 @@ from liif.errors import LiifError
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
-from liif.models.liif import LIIF
+from liif.models.liif import DEFAULT_CHUNK, LIIF
 from liif.render import render
 from liif.resize import pil_bicubic
 
@@ -76,22 +76,11 @@ def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> t
 
 
 @torch.no_grad()
-def super_resolve(model: LIIF, lr: torch.Tensor, size: tuple[int, int], chunk_size: int = 30000,
+def super_resolve(model: LIIF, lr: torch.Tensor, size: tuple[int, int], chunk_size: int = DEFAULT_CHUNK,
                   self_ensemble: bool = False) -> torch.Tensor:
     """The model's (3, H, W) image in [0, 1] (not quantised) of a (3, h, w) LR in [0, 1], on the make_coord grid."""
-    device = next(model.parameters()).device
-    inp = ((lr - 0.5) / 0.5)[None].to(device)
-    if not self_ensemble:
-        out = render(model, inp, size, chunk_size)
-    else:  # mean over the 8 flips and transposes, each undone on the output
-        outs = []
-        for transpose in (False, True):
-            for dims in ((), (-1,), (-2,), (-2, -1)):
-                x = inp.transpose(-2, -1) if transpose else inp
-                y = render(model, x.flip(dims) if dims else x, size[::-1] if transpose else size, chunk_size)
-                y = y.flip(dims) if dims else y
-                outs.append(y.transpose(-2, -1) if transpose else y)
-        out = torch.stack(outs).mean(dim=0)
+    inp = ((lr - 0.5) / 0.5)[None].to(next(model.parameters()).device)
+    out = render(model, inp, size, chunk_size, self_ensemble=self_ensemble)
     return (out[0] * 0.5 + 0.5).clamp(0, 1).cpu()
 
 
@@ -102,7 +91,7 @@ def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tu
 
 
 def evaluate_image(model: LIIF, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
-                   quantize: bool = False, chunk_size: int = 30000,
+                   quantize: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    self_ensemble: bool = False) -> tuple[float, float, float, float]:
     """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
     size = tuple(hr.shape[-2:])
@@ -188,15 +177,18 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
 def evaluate(model: LIIF | str, data: Iterable[str | Path | EvalDataset] | str | Path,
              scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
-             chunk_size: int = 30000, device: str | torch.device = "cpu", progress: bool = True) -> EvalResults:
-    """Score ``model`` (a LIIF or a name/path for ``load_model``) on datasets at ``scales`` by ``protocol``.
+             chunk_size: int = DEFAULT_CHUNK, device: str | torch.device = "cpu", progress: bool = True,
+             model_name: str | None = None) -> EvalResults:
+    """Score ``model`` (a LIIF, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
+    ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``).
 
     Every dataset and scale is checked before the model loads, so bad input fails at once.
     """
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
-    model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else type(model).__name__
+    if model_name is None:
+        model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
         model = load_model(model, device)
     scores = []
