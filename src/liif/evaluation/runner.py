@@ -61,11 +61,10 @@ def lr_source(dataset: EvalDataset, scale: float, degrade_method: str) -> str:
         return "files"
     if not needs_files:
         return "pil"
-    where = (dataset.lr_root / f"X{scale:g}") if dataset.lr_root else f"{dataset.hr_dir} (no LR_bicubic folder)"
-    if not float(scale).is_integer():
-        where = f"{dataset.hr_dir}: LR files exist for integer scales only, so x{scale:g}"
-    raise LiifError(f"{where}: no LR files for x{scale:g}, which the {dataset.layout} protocol reads from files; "
-                    f"pass --degrade pil or --degrade matlab to make them from the HR images")
+    where = dataset.lr_root / f"X{scale:g}" if dataset.lr_root else dataset.hr_dir
+    why = "--degrade files" if degrade_method == "files" else f"the {dataset.layout} protocol at x2-x4"
+    raise LiifError(f"{where}: no LR files for x{scale:g}, which {why} requires; "
+                    f"pass --degrade pil or --degrade matlab to make the LR images from the HR")
 
 
 def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> tuple[torch.Tensor, torch.Tensor]:
