@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "tensorboard": True,
     "benchmark_eval": None,
 }
-REQUIRED = ("train_dataset", "model", "epoch_max")
+REQUIRED = ("train_dataset", "epoch_max")
 CHOICES = {"amp": ("none", "bf16", "fp16"), "multi_step_lr.unit": ("epoch", "iter"),
            "optimizer.name": ("adam", "sgd")}
 
@@ -186,6 +186,6 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[s
     for key in REQUIRED:
         if config.get(key) is None:
             raise LiifError(f"config key {key!r} is required")
-    if config.get("init_from") is None and not isinstance(config["model"].get("name"), str):
-        raise LiifError("config key 'model.name' is required")
+    if config.get("init_from") is None and not isinstance((config.get("model") or {}).get("name"), str):
+        raise LiifError("config key 'model' (with a 'name') is required, unless 'init_from' gives the weights")
     return config

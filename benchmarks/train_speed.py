@@ -1,0 +1,83 @@
+"""Training iterations per second of EDSR-baseline-LIIF (batch 16, 48x48 LR, 2304 queries), fast vs reference path.
+
+Both query paths train the same model from the same weights on the same batches, in one run, alternating
+so that a change in machine load hits both alike. Data loading is excluded (batches are made up front).
+
+    python benchmarks/train_speed.py [--threads 2] [--iters 5] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from liif.data import build_dataset
+from liif.registry import make
+from liif.training.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
+    """``count`` training batches from the reference sampler over ``images``."""
+    section = {"dataset": {"name": "image-folder", "args": {"root_path": str(images), "cache": "in_memory"}},
+               "wrapper": {"name": "sr-implicit-downsampled",
+                           "args": {"inp_size": 48, "scale_max": 4, "augment": True, "sample_q": 2304}}}
+    dataset = build_dataset(section)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
+                                         sampler=[(i % len(dataset), i // len(dataset)) for i in range(count * batch_size)])
+    return list(loader)
+
+
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    pred = model((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"])
+    loss = F.l1_loss(pred, (batch["gt"] - 0.5) / 0.5)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per path (after 1 warm-up)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "benchmarks" / "Set14")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    spec = load_config(ROOT / "configs" / "train-div2k" / "edsr-baseline-liif.yaml")["model"]
+    torch.manual_seed(0)
+    base = make(spec)
+    data = [{k: v.to(device) for k, v in b.items()} for b in batches(args.images, args.iters + 1)]
+    runs = {}
+    for path in ("fast", "reference"):
+        model = copy.deepcopy(base).to(device)
+        model.query_path = path
+        runs[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-4), [])
+    for i, batch in enumerate(data):
+        for path, (model, optimizer, times) in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step(model, optimizer, batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i > 0:  # the first iteration warms up allocators and kernels
+                times.append(time.perf_counter() - start)
+    rates = {path: len(times) / sum(times) for path, (_, _, times) in runs.items()}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, batch 16, 48x48 LR, 2304 queries, {args.iters} timed iterations each")
+    for path, rate in rates.items():
+        print(f"{path:>9} path: {rate:.3f} it/s ({1 / rate:.2f} s/it)")
+    print(f"speed-up: {rates['fast'] / rates['reference']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
