@@ -138,3 +138,29 @@ def test_fine_tuning_from_the_released_weights_keeps_their_quality(tmp_path, set
               for m in (load_model("edsr-baseline-liif"), load_model(run / "epoch-last.pth"))]
     assert scores[0]["psnr"] > scores[0]["bicubic_psnr"] + 0.5
     assert abs(scores[1]["psnr"] - scores[0]["psnr"]) < 0.05
+
+
+def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
+                      "--set", "multi_step_lr.unit=iter", "--set", "multi_step_lr.milestones=[3, 5]",
+                      "--set", "tensorboard=true", "--set", "log_every=1") == 0
+    ckpt = read_checkpoint(run / "epoch-last.pth")
+    assert ckpt["scheduler"]["last_epoch"] == 7  # stepped per iteration, not per epoch
+    assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(1e-3 / 4)
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/lr")][2:4] == pytest.approx([1e-3 / 2, 1e-3 / 2])
+    assert len(events.Scalars("train/loss")) == 7 and len(events.Scalars("val/psnr")) == 1
+    assert events.Images("val/sample")[0].width > 24
+
+
+def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
+                      "--set", "multi_step_lr.milestones=[5]") == 0
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2",
+                      "--set", "multi_step_lr.milestones=[2]", "--set", "multi_step_lr.gamma=0.1") == 0
+    ckpt = read_checkpoint(run / "epoch-last.pth")
+    assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(1e-4)

@@ -7,6 +7,7 @@ import contextlib
 import math
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -192,102 +193,130 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary."""
     procs = start_processes(config["device"])
     try:
-        return run_training(config, Path(run_dir), ckpt, quiet, procs)
+        run = Run(config, Path(run_dir), ckpt, quiet, procs)
+        for epoch in range(run.epoch_start, config["epoch_max"] + 1):
+            start = time.time()
+            losses = run.train_epoch(epoch)
+            run.finish_epoch(epoch, losses, time.time() - start)
+        run.close()
+        return run.summary
     finally:
         stop_processes(procs)
 
 
-def run_training(config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
-                 procs: Processes) -> dict[str, Any]:
-    if config["threads"]:
-        torch.set_num_threads(config["threads"])
-    if config["deterministic"]:
-        torch.use_deterministic_algorithms(True)
-    seed_everything(config["seed"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, quiet, config["tensorboard"]) if procs.is_main else None
+class Run:
+    """One training run's live objects: model, optimiser, schedule, data, log; the loop drives it epoch by epoch."""
 
-    model = build_model(config).to(procs.device)
-    optimizer = build_optimizer(model, config["optimizer"])
-    scheduler = build_scheduler(optimizer, config["multi_step_lr"])
-    per_iter = bool(config["multi_step_lr"]) and config["multi_step_lr"].get("unit", "epoch") == "iter"
-    epoch_start, step, best = 1, 0, None
-    if ckpt is not None:
-        epoch_start, step, best = restore(ckpt, model, optimizer, scheduler)
-    train_loader = build_loader(config["train_dataset"], config, procs, True, log)
-    val_loader = (build_loader(config["val_dataset"], config, procs, False, log)
-                  if config.get("val_dataset") and procs.is_main else None)
-    if procs.is_main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        params = sum(p.numel() for p in model.parameters())
-        log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; {len(train_loader)} "
-                 f"iterations per epoch on {procs.world_size} process(es), {procs.device}; "
-                 f"{'resuming at' if ckpt else 'starting at'} epoch {epoch_start}")
+    def __init__(self, config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
+                 procs: Processes):
+        if config["threads"]:
+            torch.set_num_threads(config["threads"])
+        if config["deterministic"]:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(config["seed"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
+        self.log = RunLog(run_dir, quiet, config["tensorboard"]) if procs.is_main else None
 
-    norm = Normalise(config["data_norm"], procs.device)
-    net: nn.Module = model
-    if procs.distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[procs.device.index]
-                                                  if procs.device.type == "cuda" else None)
-    if config["compile"]:
-        net = torch.compile(net)
-    scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
-    summary: dict[str, Any] = {"epoch": epoch_start - 1, "global_step": step, "best_val": best}
-    last_good = run_dir / "epoch-last.pth"
+        self.model = build_model(config).to(procs.device)
+        self.optimizer = build_optimizer(self.model, config["optimizer"])
+        self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
+        self.per_iter = bool(config["multi_step_lr"]) and config["multi_step_lr"].get("unit", "epoch") == "iter"
+        self.epoch_start, self.step, self.best = 1, 0, None
+        if ckpt is not None:
+            self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
+            if self.scheduler is not None:  # the config's schedule wins over the checkpoint's (--set on resume)
+                self.scheduler.milestones = Counter(config["multi_step_lr"]["milestones"])
+                self.scheduler.gamma = config["multi_step_lr"].get("gamma", 0.1)
+        self.train_loader = build_loader(config["train_dataset"], config, procs, True, self.log)
+        self.val_loader = (build_loader(config["val_dataset"], config, procs, False, self.log)
+                           if config.get("val_dataset") and procs.is_main else None)
+        if procs.is_main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            params = sum(p.numel() for p in self.model.parameters())
+            self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
+                          f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
+                          f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
 
-    for epoch in range(epoch_start, config["epoch_max"] + 1):
-        train_loader.sampler.set_epoch(epoch)
-        start, losses = time.time(), []
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config['epoch_max']}", leave=False, dynamic_ncols=True,
-                   disable=quiet or not procs.is_main)
+        self.norm = Normalise(config["data_norm"], procs.device)
+        self.net: nn.Module = self.model  # what the training step calls: DDP-wrapped and compiled when asked
+        if procs.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
+        if config["compile"]:
+            self.net = torch.compile(self.net)
+        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
+        self.last_good = run_dir / "epoch-last.pth"
+        self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
+
+    def train_epoch(self, epoch: int) -> list[float]:
+        """One pass over this process's share of the training set; the losses of its steps."""
+        self.train_loader.sampler.set_epoch(epoch)
+        losses = []
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config['epoch_max']}", leave=False,
+                   dynamic_ncols=True, disable=self.quiet or not self.procs.is_main)
         for batch in bar:
             try:
-                loss = train_step(net, to_device(batch, procs.device), norm, optimizer, scaler, config["amp"], procs)
+                loss = train_step(self.net, to_device(batch, self.procs.device), self.norm, self.optimizer,
+                                  self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
-                kept = (f"the last good checkpoint is {last_good} (epoch {summary['epoch']})"
-                        if last_good.exists() else "no checkpoint was written yet")
-                raise TrainingDiverged(f"{exc} at epoch {epoch}, step {step + 1}: training stopped; {kept}") from None
+                kept = (f"the last good checkpoint is {self.last_good} (epoch {self.summary['epoch']})"
+                        if self.last_good.exists() else "no checkpoint was written yet")
+                raise TrainingDiverged(f"{exc} at epoch {epoch}, step {self.step + 1}: training stopped; "
+                                       f"{kept}") from None
             losses.append(loss)
-            step += 1
-            if per_iter:
-                scheduler.step()
-            lr = optimizer.param_groups[0]["lr"]
+            self.step += 1
+            if self.per_iter:
+                self.scheduler.step()
+            lr = self.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if log is not None and step % config["log_every"] == 0:
-                log.scalars(step, **{"train/loss": loss, "train/lr": lr})
-        if scheduler is not None and not per_iter:
-            scheduler.step()
-        seconds = time.time() - start
-        summary = {"epoch": epoch, "global_step": step, "train_loss": sum(losses) / len(losses),
-                   "it_per_s": len(losses) / seconds, "best_val": best}
-        if procs.is_main:
-            text = (f"epoch {epoch}/{config['epoch_max']}: loss {summary['train_loss']:.4f}, "
-                    f"lr {optimizer.param_groups[0]['lr']:.2e}, {summary['it_per_s']:.2f} it/s, {seconds:.0f} s")
+            if self.log is not None and self.step % self.config["log_every"] == 0:
+                self.log.scalars(self.step, **{"train/loss": loss, "train/lr": lr})
+        if self.scheduler is not None and not self.per_iter:
+            self.scheduler.step()
+        return losses
+
+    def finish_epoch(self, epoch: int, losses: list[float], seconds: float) -> None:
+        """Validate, log and write the checkpoints (rank 0), then wait for every process."""
+        self.summary = {"epoch": epoch, "global_step": self.step, "train_loss": sum(losses) / len(losses),
+                        "it_per_s": len(losses) / seconds, "best_val": self.best}
+        if self.procs.is_main:
+            text = (f"epoch {epoch}/{self.config['epoch_max']}: loss {self.summary['train_loss']:.4f}, "
+                    f"lr {self.optimizer.param_groups[0]['lr']:.2e}, {self.summary['it_per_s']:.2f} it/s, "
+                    f"{seconds:.0f} s")
             improved = False
-            if val_loader is not None and epoch % config["epoch_val"] == 0:
-                val = validate(net if not config["compile"] else model, val_loader, norm, procs.device)
-                improved = best is None or val > best
-                best = max(val, best) if best is not None else val
-                summary.update(val_psnr=val, best_val=best)
-                text += f", val PSNR {val:.4f} (best {best:.4f})"
-                log.scalars(epoch, **{"val/psnr": val})
-                if log.writer is not None:
-                    log.image("val/sample", sample_image(model, next(iter(val_loader)), norm, procs.device), epoch)
-            bench = config["benchmark_eval"]
+            if self.val_loader is not None and epoch % self.config["epoch_val"] == 0:
+                previous = self.best
+                text += self.validate(epoch)
+                improved = previous is None or self.best > previous
+            bench = self.config["benchmark_eval"]
             if bench and epoch % bench.get("every", 1) == 0:
-                scores = benchmark_psnr(model, bench, procs.device)
-                summary["benchmark"] = scores
+                scores = benchmark_psnr(self.model, bench, self.procs.device)
+                self.summary["benchmark"] = scores
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
-                log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
-            log.line(text)
-            state = training_checkpoint(model, optimizer, config, scheduler, epoch, step, best)
-            write_checkpoint(state, last_good)
-            if config["epoch_save"] and epoch % config["epoch_save"] == 0:
-                write_checkpoint(state, run_dir / f"epoch-{epoch}.pth")
+                self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+            self.log.line(text)
+            state = training_checkpoint(self.model, self.optimizer, self.config, self.scheduler, epoch,
+                                        self.step, self.best)
+            write_checkpoint(state, self.last_good)
+            if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
+                write_checkpoint(state, self.run_dir / f"epoch-{epoch}.pth")
             if improved:
-                write_checkpoint(state, run_dir / "epoch-best.pth")
-        if procs.distributed:
+                write_checkpoint(state, self.run_dir / "epoch-best.pth")
+        if self.procs.distributed:
             torch.distributed.barrier()
-    if log is not None:
-        log.close()
-    return summary
+
+    def validate(self, epoch: int) -> str:
+        """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
+        val = validate(self.model, self.val_loader, self.norm, self.procs.device)
+        self.best = val if self.best is None else max(val, self.best)
+        self.summary.update(val_psnr=val, best_val=self.best)
+        self.log.scalars(epoch, **{"val/psnr": val})
+        if self.log.writer is not None:
+            self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)), self.norm,
+                                                      self.procs.device), epoch)
+        return f", val PSNR {val:.4f} (best {self.best:.4f})"
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
