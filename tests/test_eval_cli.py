@@ -173,6 +173,8 @@ def test_bad_options(tmp_path, capsys):
     expect_error(capsys, "positive", "--data", str(flat), "--scales", "0")
     expect_error(capsys, "too small", "--data", str(flat), "--scales", "60")
     expect_error(capsys, "unknown model", "--data", str(flat), "--scales", "2", "--model", "no-such-model")
+    (tmp_path / "a-file").write_text("")
+    expect_error(capsys, str(tmp_path / "a-file" / "out"), "--data", str(flat), "--out", str(tmp_path / "a-file" / "out"))
 
 
 def test_help_documents_the_protocol_and_errors_have_no_traceback(tmp_path):

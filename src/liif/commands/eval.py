@@ -18,7 +18,7 @@ import torch
 
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate
+from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, check_writable, evaluate
 from liif.models.liif import DEFAULT_CHUNK
 from liif.pretrained import DEFAULT_MODEL
 
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device(args.device)
     except RuntimeError:
         raise LiifError(f"--device {args.device!r}: not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError(f"--device {args.device}: no CUDA device is available")
+    if args.out:
+        check_writable(args.out)
     results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
                        args.chunk_size, device, progress=not args.quiet)
     print(results.markdown())

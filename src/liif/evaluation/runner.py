@@ -122,9 +122,9 @@ class EvalResults:
         for name, by_scale in self.means().items():
             keys = list(by_scale)
             lines += [f"| {name} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-            for label, metric, digits in ((f"{self.model_name} PSNR", "psnr", 4), ("bicubic PSNR", "bicubic_psnr", 4),
-                                          (f"{self.model_name} SSIM", "ssim", 4), ("bicubic SSIM", "bicubic_ssim", 4)):
-                lines.append(f"| {label} | " + " | ".join(f"{by_scale[k][metric]:.{digits}f}" for k in keys) + " |")
+            for label, metric in ((f"{self.model_name} PSNR", "psnr"), ("bicubic PSNR", "bicubic_psnr"),
+                                  (f"{self.model_name} SSIM", "ssim"), ("bicubic SSIM", "bicubic_ssim")):
+                lines.append(f"| {label} | " + " | ".join(f"{by_scale[k][metric]:.4f}" for k in keys) + " |")
             lines.append("")
         return "\n".join(lines)
 
@@ -138,6 +138,17 @@ class EvalResults:
             writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
         write_text_atomic(out_dir / "per_image.csv", table.getvalue())
         write_text_atomic(out_dir / "results.json", json.dumps(self.means(), indent=2) + "\n")
+
+
+def check_writable(out_dir: str | Path) -> None:
+    """Create ``out_dir`` if needed and make sure files can be written there, before a long run starts."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiifError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise LiifError(f"{out_dir}: output folder is not writable")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
