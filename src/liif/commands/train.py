@@ -1,10 +1,10 @@
 """Train LIIF from a YAML config (the reference's keys), resume a run, or fine-tune released weights.
 
 examples:
-  liif train --config configs/smoke.yaml --out runs/smoke --set train_dataset.dataset.args.root_path=../shared/data/benchmarks/Set14
+  liif train --config configs/smoke.yaml --out runs/smoke --set train_dataset.dataset.args.root_path=DIR
   liif train --config configs/train-div2k/edsr-baseline-liif.yaml --out runs/edsr --set optimizer.args.lr=2e-4
   liif train --resume runs/edsr/epoch-last.pth --out runs/edsr
-  torchrun --nproc_per_node 4 -m liif train --config configs/train-div2k/rdn-liif.yaml --out runs/rdn
+  torchrun --standalone --nproc_per_node 4 -m liif train --config configs/train-div2k/rdn-liif.yaml --out runs/rdn
 """
 
 from __future__ import annotations
