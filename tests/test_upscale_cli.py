@@ -1,0 +1,141 @@
+"""``liif upscale`` through the command line, in subprocesses: sizes, batches, and every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BENCHMARKS, REFERENCE, shared_file
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+
+
+def liif_upscale(*args, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "liif", "upscale", *map(str, args), "--model", str(shared_file(TINY)),
+               "--threads", "1"]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def picture(tmp_path) -> Path:
+    """A real 28x20 crop of Set14 comic."""
+    path = tmp_path / "comic.png"
+    Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).crop((60, 40, 88, 60)).save(path)
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("liif upscale: error:")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("options,size", [
+    (["--scale", "3.7"], (104, 74)),             # round(28 x 3.7) = 103.6, round(20 x 3.7) = 74
+    (["--scale", "2,3"], (84, 40)),              # SY,SX: 2x taller, 3x wider
+    (["--size", "333x222"], (333, 222)),
+    (["--width", "70"], (70, 50)),
+    (["--region", "2.5,3,12.5,9.5", "--scale", "2.2"], (22, 14)),  # 10 x 6.5 input pixels: 22 x 14.3
+    (["--scale", "0.5"], (14, 10)),
+])
+def test_output_sizes(picture, tmp_path, options, size):
+    result = liif_upscale(picture, *options, "-o", "out.png", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert Image.open(tmp_path / "out.png").size == size
+
+
+def test_batch_goes_on_after_a_bad_file(picture, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(picture).save(folder / "a.png")
+    Image.open(picture).convert("L").save(folder / "b.jpg")
+    (folder / "broken.png").write_bytes(b"not a picture")
+    result = liif_upscale(folder, "--scale", "2", "-o", tmp_path / "out", "--suffix", "_x2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png", "b_x2.jpg"]
+    assert Image.open(tmp_path / "out" / "b_x2.jpg").mode == "L"
+    assert "broken.png: not an image" in result.stderr
+    assert "2 written, 1 failed" in result.stderr.strip().splitlines()[-1]
+
+
+def test_default_output_beside_input_and_overwrite(picture, tmp_path):
+    assert liif_upscale(picture, "--scale", "2", "--quiet", cwd=tmp_path).returncode == 0
+    output = tmp_path / "comic_liif.png"
+    assert Image.open(output).size == (56, 40)
+    one_line_error(liif_upscale(picture, "--scale", "2", "--quiet", cwd=tmp_path), "exists", "--overwrite")
+    assert liif_upscale(picture, "--scale", "3", "--quiet", "--overwrite", cwd=tmp_path).returncode == 0
+    assert Image.open(output).size == (84, 60)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def write_bad_inputs(tmp_path: Path, picture: Path) -> dict[str, Path]:
+    data = picture.read_bytes()
+    bad = {"text.png": b"hello, not an image\n", "truncated.png": data[:len(data) // 2], "empty.png": b"",
+           # a PNG whose header says 0 x 0 pixels
+           "zero.png": data[:16] + b"\x00" * 8 + data[24:]}
+    paths = {}
+    for name, content in bad.items():
+        paths[name] = tmp_path / name
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("name,fragment", [("text.png", "not an image"), ("truncated.png", "truncated"),
+                                           ("empty.png", "not an image"), ("zero.png", "")])
+def test_bad_image_files(picture, tmp_path, name, fragment):
+    path = write_bad_inputs(tmp_path, picture)[name]
+    one_line_error(liif_upscale(path, "--scale", "2", "-o", "out.png", "--quiet", cwd=tmp_path), name, fragment)
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("options,fragment", [
+    (["missing.png", "--scale", "2"], "no such file"),
+    (["{picture}", "--scale", "0"], "above 0"),
+    (["{picture}", "--scale", "-2"], "above 0"),
+    (["{picture}", "--scale", "nan"], "above 0"),
+    (["{picture}", "--scale", "inf"], "above 0"),
+    (["{picture}", "--scale", "2", "--region", "10,10,5,20"], "region"),
+    (["{picture}", "--scale", "30", "--max-pixels", "10000"], "limit"),
+    (["{picture}", "--scale", "100000", "--max-pixels", "1e30"], "memory"),
+    (["{picture}", "--scale", "2", "--model", "no-such-model"], "unknown model"),
+    (["{picture}", "--scale", "2", "-o", "{picture}/out.png"], "cannot write"),
+    (["{picture}", "--scale", "2", "-o", "out.xyz"], "unknown output format"),
+    (["{picture}", "--scale", "2", "--precision", "bf16", "--device", "cpu"], "GPU"),
+])
+def test_bad_options(picture, tmp_path, options, fragment):
+    args = [a.replace("{picture}", str(picture)) for a in options] + ["--quiet"]
+    if "-o" not in args:
+        args += ["-o", "out.png"]
+    if "--model" not in args:
+        args += ["--model", str(shared_file(TINY))]
+    result = subprocess.run([sys.executable, "-m", "liif", "upscale", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    one_line_error(result, fragment)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_progress_and_summary_on_stderr(picture, tmp_path):
+    result = liif_upscale(picture, "--scale", "2", "-o", "out.png", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "comic.png" in result.stderr and "100%" in result.stderr  # the progress bar
+    assert result.stderr.strip().splitlines()[-1].startswith("liif upscale: 1 written, 0 failed")
+    assert result.stdout == ""
+
+
+def test_readme_python_example_matches_cli(picture, tmp_path):
+    """The README's three lines of Python write what the CLI writes."""
+    assert liif_upscale(picture, "--scale", "3.5", "-o", "cli.png", "--quiet", cwd=tmp_path).returncode == 0
+    import liif
+    liif.upscale(str(picture), scale=3.5, model=str(TINY), device="cpu").save(tmp_path / "api.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(Image.open(tmp_path / "api.png")))

@@ -1,0 +1,106 @@
+"""Tiled rendering equals whole-image rendering; regions, self-ensemble and 8-bit output stay exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from liif import load_model
+from liif.imageio import Picture
+from liif.render import render
+from liif.tiling import ALL_SYMMETRIES, Grid, render_tiles
+from liif.upscale import plan_target, render_picture
+from conftest import REFERENCE, shared_file
+
+TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell",
+        "tiny-rdn-liif"]
+WHOLE = 10_000  # a tile side larger than any test input: one tile, i.e. untiled
+
+
+def tiny(name: str = "tiny-edsr-liif"):
+    return load_model(shared_file(REFERENCE / f"{name}.pth"))
+
+
+def real_patch() -> torch.Tensor:
+    """The fixtures' normalised 20x28 patch of Set14 comic."""
+    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"])
+
+
+CASES = [("tiny-edsr-liif", (74, 104), ((-1, 1), (-1, 1))), ("tiny-edsr-liif", (9, 11), ((-1, 1), (-1, 1)))] + [
+    (name, (37, 29), ((-0.45, 0.6), (-1.0, -0.1))) for name in TINY]
+
+
+@pytest.mark.parametrize("name,size,ranges", CASES)
+def test_tiled_equals_untiled(name, size, ranges):
+    model = tiny(name)
+    inp = real_patch()
+    whole = render(model, inp, size, ranges=ranges, tile=WHOLE)
+    assert (render(model, inp, size, ranges=ranges, tile=10) - whole).abs().max().item() <= 1e-5
+
+
+def test_whole_render_matches_reference_fixture():
+    """The renderer's whole-image output is the reference's forward on the x3.7 grid."""
+    model = tiny()
+    data = np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))
+    inp = torch.from_numpy(data["inp"])
+    size = (round(3.7 * 20), round(3.7 * 28))
+    expected = torch.from_numpy(data["x3.7.pred"]).view(1, *size, 3).permute(0, 3, 1, 2)
+    assert (render(model, inp, size, tile=5) - expected).abs().max().item() <= 1e-5
+
+
+def test_blocks_cover_the_grid_once():
+    model = tiny()
+    grid = Grid((50, 61))
+    hits = torch.zeros(grid.size, dtype=torch.int32)
+    for row, col, block in render_tiles(model, real_patch(), grid, tile=6):
+        hits[row:row + block.shape[2], col:col + block.shape[3]] += 1
+    assert bool((hits == 1).all())
+
+
+def test_tiled_8bit_output_identical():
+    model = tiny()
+    pixels = (real_patch()[0].permute(1, 2, 0).numpy() * 127.5 + 127.5).round().astype(np.uint8)
+    picture = Picture(np.concatenate([pixels, pixels[:, :, :1]], axis=2))  # RGBA: alpha through the model too
+    for target in (plan_target((20, 28), scale=3.3), plan_target((20, 28), scale=(2, 5), region=(3.5, 2, 20, 17.25))):
+        whole = render_picture(model, picture, target, tile=WHOLE).pixels
+        tiled = render_picture(model, picture, target, tile=6).pixels
+        assert whole.shape == (*target.size, 4)
+        assert np.array_equal(whole, tiled)
+
+
+def test_region_is_a_window_of_the_whole_render():
+    """Rendering a region at the whole render's pixel size gives exactly the whole render's pixels there."""
+    model = tiny()
+    inp = real_patch()
+    whole = render(model, inp, (60, 84))  # x3
+    # rows 12..42 and columns 21..60 of the x3 grid = input pixels y 4..14, x 7..20
+    part = render(model, inp, (30, 39), ranges=((2 * 4 / 20 - 1, 2 * 14 / 20 - 1), (2 * 7 / 28 - 1, 2 * 20 / 28 - 1)))
+    assert (part - whole[:, :, 12:42, 21:60]).abs().max().item() <= 1e-5
+
+
+def test_self_ensemble_averages_the_eight_symmetries():
+    """Each symmetry alone is the render of the transformed input, transformed back."""
+    model = tiny()
+    inp = real_patch()
+    size = (47, 65)  # non-integer scales: no exact ties, where the reference's eps breaks the symmetry
+    plain = render(model, inp, size, tile=WHOLE)
+    renders = []
+    for symmetry in ALL_SYMMETRIES:
+        out_size = size[::-1] if symmetry.transpose else size
+        transformed = render(model, symmetry.image(inp), out_size, tile=WHOLE)
+        back = transformed.transpose(-2, -1) if symmetry.transpose else transformed
+        dims = [d for d, flip in ((-2, symmetry.flip_y), (-1, symmetry.flip_x)) if flip]
+        renders.append(back.flip(dims) if dims else back)
+    expected = torch.stack(renders).mean(0)
+    ensemble = render(model, inp, size, tile=10, self_ensemble=True)
+    assert (ensemble - expected).abs().max().item() <= 1e-5
+    assert (ensemble - plain).abs().max().item() > 1e-3  # it really averages different renders
+
+
+def test_reference_query_path_renders_whole():
+    model = tiny()
+    inp = real_patch()
+    fast = render(model, inp, (33, 45), tile=3)
+    model.query_path = "reference"
+    assert (render(model, inp, (33, 45), tile=3) - fast).abs().max().item() <= 1e-5
