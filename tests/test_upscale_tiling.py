@@ -13,8 +13,8 @@ from liif.tiling import ALL_SYMMETRIES, Grid, render_tiles
 from liif.upscale import plan_target, render_picture
 from conftest import REFERENCE, shared_file
 
-TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell",
-        "tiny-rdn-liif"]
+# tiny-rdn-liif is left out: its receptive radius (123) exceeds the patch, so every tile encodes it whole.
+TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell"]
 WHOLE = 10_000  # a tile side larger than any test input: one tile, i.e. untiled
 
 

@@ -1,0 +1,113 @@
+"""Reading and writing pictures, and the Python API: formats, EXIF, ICC, gray, alpha, 16 bits, atomic writes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, ImageOps
+
+import liif
+from liif.errors import LiifError
+from liif.imageio import Picture, orient, read_picture, write_picture
+from conftest import BENCHMARKS, REFERENCE, shared_file
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return liif.load_model(shared_file(TINY))
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    """A real 20x28 RGB crop of Set14 comic."""
+    return np.asarray(Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB").crop((60, 40, 88, 60)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pil(tmp_path, crop, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(crop).save(tmp_path / "o.jpg", exif=exif, quality=95)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.jpg")).convert("RGB"))
+    assert np.array_equal(read_picture(tmp_path / "o.jpg").pixels, expected)
+    assert orient(crop[:, :, :1], orientation).shape[:2] == (expected.shape[:2])
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".bmp", ".tiff"])
+def test_formats_by_extension_keep_gray_and_icc(tmp_path, model, crop, extension):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(crop).convert("L").save(tmp_path / "in.png", icc_profile=icc)
+    out = liif.upscale(str(tmp_path / "in.png"), scale=1.5, model=model, device="cpu")
+    out.save(tmp_path / f"out{extension}")
+    img = Image.open(tmp_path / f"out{extension}")
+    assert img.format == {".jpg": "JPEG", ".tiff": "TIFF"}.get(extension, extension[1:].upper())
+    assert img.size == (42, 30)
+    assert img.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
+    if extension != ".bmp":  # BMP has no ICC profile
+        assert img.info.get("icc_profile") == icc
+
+
+def test_16bit_png_kept_in_full(tmp_path, model, crop):
+    """A 16-bit RGB PNG is read with its low bits, rendered, and written at 16 bits (PIL alone would cut them)."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    Picture(pixels).save(tmp_path / "in16.png")
+    assert np.array_equal(read_picture(tmp_path / "in16.png").pixels, pixels)
+    out = liif.upscale(str(tmp_path / "in16.png"), scale=2, model=model, device="cpu")
+    assert out.pixels.dtype == np.uint16 and out.pixels.shape == (40, 56, 3)
+    assert np.any(out.pixels % 257 != 0)  # values between the 8-bit levels: real 16-bit output
+    out.save(tmp_path / "out16.png")
+    assert np.array_equal(read_picture(tmp_path / "out16.png").pixels, out.pixels)
+    reference = liif.upscale((pixels // 257).astype(np.uint8), scale=2, model=model, device="cpu")
+    assert np.abs(out.pixels / 65535 - reference / 255).max() < 0.02  # the same picture, finer levels
+
+
+def test_alpha_goes_through_the_model_aligned_with_colour(model, crop):
+    """With alpha equal to the gray picture, the rendered alpha equals the rendered gray, tiles included."""
+    gray = np.asarray(Image.fromarray(crop).convert("L"))
+    rgba_gray = np.stack([gray, gray, gray, gray], axis=2)
+    out = liif.upscale(rgba_gray, scale=2.6, model=model, device="cpu", tile=10)
+    assert out.shape == (52, 73, 4)
+    colour = liif.upscale(gray, scale=2.6, model=model, device="cpu")
+    assert np.array_equal(out[:, :, 3], colour)
+    bicubic = liif.upscale(rgba_gray, scale=2.6, model=model, device="cpu", alpha="bicubic")
+    assert np.array_equal(bicubic[:, :, :3], out[:, :, :3])
+    expected = np.asarray(Image.fromarray(gray).resize((73, 52), Image.BICUBIC))
+    assert np.abs(bicubic[:, :, 3].astype(int) - expected).max() <= 1
+
+
+def test_pil_in_pil_out_and_region(model, crop):
+    img = Image.fromarray(crop)
+    out = liif.upscale(img, size=(30, 20), region=(4, 2, 19, 12), model=model, device="cpu")
+    assert isinstance(out, Image.Image) and out.size == (30, 20) and out.mode == "RGB"
+    with pytest.raises(LiifError, match="region"):
+        liif.upscale(img, scale=2, region=(4, 2, 40, 12), model=model, device="cpu")
+
+
+def test_write_is_atomic(tmp_path, crop, monkeypatch):
+    """A write interrupted mid-way leaves neither the output nor a temporary file."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Image.Image, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_picture(Picture(crop), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_alpha_refused_where_the_format_has_none(tmp_path, crop):
+    rgba = np.concatenate([crop, crop[:, :, :1]], axis=2)
+    with pytest.raises(LiifError, match="alpha"):
+        write_picture(Picture(rgba), tmp_path / "out.jpg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_palette_with_transparency_reads_as_rgba(tmp_path, crop):
+    img = Image.fromarray(crop).convert("P", palette=Image.ADAPTIVE, colors=16)
+    img.info["transparency"] = 0
+    img.save(tmp_path / "p.png", transparency=0)
+    picture = read_picture(tmp_path / "p.png")
+    assert picture.pixels.shape == (20, 28, 4) and picture.has_alpha
