@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
@@ -111,3 +108,10 @@ def test_palette_with_transparency_reads_as_rgba(tmp_path, crop):
     img.save(tmp_path / "p.png", transparency=0)
     picture = read_picture(tmp_path / "p.png")
     assert picture.pixels.shape == (20, 28, 4) and picture.has_alpha
+
+
+def test_x30_and_tiny_outputs(model, crop):
+    assert liif.upscale(crop[:4, :5], scale=30, model=model, device="cpu").shape == (120, 150, 3)
+    assert liif.upscale(crop, scale=0.05, model=model, device="cpu").shape == (1, 1, 3)
+    with pytest.raises(LiifError, match="at least 1x1"):
+        liif.upscale(crop, scale=0.01, model=model, device="cpu")
