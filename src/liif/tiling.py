@@ -53,7 +53,8 @@ class Symmetry:
         x = x.flip(dims) if dims else x
         return x.transpose(-2, -1) if self.transpose else x
 
-    def window(self, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]):
+    def window(self, rows: tuple[int, int], cols: tuple[int, int], shape: tuple[int, int]
+               ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """Where the window ``rows`` x ``cols`` of a grid of ``shape`` lands: (rows, cols, shape)."""
         if self.flip_y:
             rows = (shape[0] - rows[1], shape[0] - rows[0])
@@ -104,6 +105,7 @@ def pick_tile(model: LIIF, grid: Grid, latent_shape: tuple[int, int], tile: int,
 
 
 def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
+    """[lo, hi) cut to [0, n)."""
     return max(lo, 0), min(hi, n)
 
 
