@@ -14,7 +14,7 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
     """(H, W, C) uint8 -> (C, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float() / 255
 
 
 def pil_bicubic(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
