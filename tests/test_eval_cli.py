@@ -201,10 +201,12 @@ def test_an_image_too_small_for_the_shave_is_named(tmp_path, capsys):
 
 
 def test_self_ensemble_reaches_the_model(tmp_path, capsys):
-    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(crop("butterfly", (32, 32))).save(folder / "butterfly.png")
     plain, ensemble = tmp_path / "plain", tmp_path / "ensemble"
-    assert run_cli(capsys, "--data", str(data), "--scales", "2", "--out", str(plain))[0] == 0
-    assert run_cli(capsys, "--data", str(data), "--scales", "2", "--self-ensemble", "--out", str(ensemble))[0] == 0
-    a, b = (json.loads((d / "results.json").read_text())["Tiny"]["x2"] for d in (plain, ensemble))
+    assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--out", str(plain))[0] == 0
+    assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--self-ensemble", "--out", str(ensemble))[0] == 0
+    a, b = (json.loads((d / "results.json").read_text())["one"]["x2"] for d in (plain, ensemble))
     assert a["psnr"] != b["psnr"] and abs(a["psnr"] - b["psnr"]) < 0.5
     assert a["bicubic_psnr"] == b["bicubic_psnr"]
