@@ -2,6 +2,7 @@
 
 Both query paths train the same model from the same weights on the same batches, in one run, alternating
 so that a change in machine load hits both alike. Data loading is excluded (batches are made up front).
+The step is timed in two parts: the encoder (forward and backward, the same in both paths) and the rest.
 
     python benchmarks/train_speed.py [--threads 2] [--iters 5] [--device cpu|cuda]
 """
@@ -35,12 +36,25 @@ def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, to
     return list(loader)
 
 
-def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
-    pred = model((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"])
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+         sync) -> float:
+    """One training step, as ``model(inp, coord, cell)`` does it, split at the feature map; the encoder's seconds."""
+    start = time.perf_counter()
+    feat = model.encode((batch["inp"] - 0.5) / 0.5)
+    sync()
+    encoder = time.perf_counter() - start
+    detached = feat.detach().requires_grad_()
+    pred = model.query(model.latents(detached), batch["coord"], batch["cell"])
     loss = F.l1_loss(pred, (batch["gt"] - 0.5) / 0.5)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    sync()
+    start = time.perf_counter()
+    feat.backward(detached.grad)
+    sync()
+    encoder += time.perf_counter() - start
     optimizer.step()
+    return encoder
 
 
 def main() -> None:
@@ -60,22 +74,24 @@ def main() -> None:
     for path in ("fast", "reference"):
         model = copy.deepcopy(base).to(device)
         model.query_path = path
-        runs[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-4), [])
+        runs[path] = (model, torch.optim.Adam(model.parameters(), lr=1e-4), [], [])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i, batch in enumerate(data):
-        for path, (model, optimizer, times) in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        for path, (model, optimizer, times, encoder_times) in runs.items():
+            sync()
             start = time.perf_counter()
-            step(model, optimizer, batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            encoder = step(model, optimizer, batch, sync)
+            sync()
             if i > 0:  # the first iteration warms up allocators and kernels
                 times.append(time.perf_counter() - start)
-    rates = {path: len(times) / sum(times) for path, (_, _, times) in runs.items()}
+                encoder_times.append(encoder)
+    rates = {path: len(times) / sum(times) for path, (_, _, times, _) in runs.items()}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {args.threads} threads"
     print(f"torch {torch.__version__}, {where}, batch 16, 48x48 LR, 2304 queries, {args.iters} timed iterations each")
-    for path, rate in rates.items():
-        print(f"{path:>9} path: {rate:.3f} it/s ({1 / rate:.2f} s/it)")
+    for path, (_, _, times, encoder_times) in runs.items():
+        encoder, total = sum(encoder_times) / len(times), sum(times) / len(times)
+        print(f"{path:>9} path: {rates[path]:.3f} it/s ({total:.2f} s/it: encoder forward+backward {encoder:.2f} s, "
+              f"query, loss and Adam {total - encoder:.2f} s)")
     print(f"speed-up: {rates['fast'] / rates['reference']:.2f}x")
 
 
