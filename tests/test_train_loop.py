@@ -89,19 +89,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     assert (run / "epoch-last.pth").read_bytes() == before
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, capsys, monkeypatch):
+@pytest.mark.parametrize("error, reason", [
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+    # what torch.save's zip writer raises when a write fails
+    (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "
+                  "file write failed"), "PytorchStreamWriter failed writing file data/0: file write failed"),
+])
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, capsys, monkeypatch, error, reason):
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
     before = (run / "epoch-last.pth").read_bytes()
 
     def full_disk(obj, f):
         f.write(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
     monkeypatch.setattr(liif.checkpoint.torch, "save", full_disk)
     code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2")
     err = capsys.readouterr().err
-    assert code == 2 and "no space left on device; the previous epoch-last.pth is intact" in err
+    assert code == 2 and f"could not write checkpoint {run / 'epoch-last.pth'}: " in err
+    assert f"{reason}; the previous epoch-last.pth is intact" in err and "Traceback" not in err
     assert (run / "epoch-last.pth").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
 

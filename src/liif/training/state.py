@@ -52,11 +52,12 @@ def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, conf
 
 
 def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """Write atomically; a full disk (or any write error) leaves the previous file at ``path`` intact."""
+    """Write atomically; a full disk (or any failed write) leaves the previous file at ``path`` intact."""
     try:
         atomic_save(ckpt, path)
-    except OSError as exc:
-        reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+    except (OSError, RuntimeError) as exc:  # torch.save's zip writer reports a failed write as a RuntimeError
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+        reason = "no space left on device" if full else getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
         raise LiifError(f"could not write checkpoint {path}: {reason}{kept}") from None
 
