@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from liif.models.liif import LIIF
+from liif.models.liif import DEFAULT_CHUNK, LIIF
 from liif.tiling import WHOLE_IMAGE, Grid, render_tiles
 
 
 @torch.no_grad()
-def render(model: LIIF, inp: torch.Tensor, size: tuple[int, int], chunk_size: int = 16384,
+def render(model: LIIF, inp: torch.Tensor, size: tuple[int, int], chunk_size: int = DEFAULT_CHUNK,
            ranges: tuple[tuple[float, float], tuple[float, float]] = WHOLE_IMAGE, tile: int = 256,
            self_ensemble: bool = False) -> torch.Tensor:
     """The (B, C, H, W) image of a normalised input (B, 3, h, w) at output ``size`` = (H, W), normalised space.

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 
 from liif.coords import make_coord
-from liif.models.liif import LIIF
+from liif.models.liif import DEFAULT_CHUNK, LIIF
 
 # The local ensemble's nearest latents lie within two latents of the one under the query
 # (half a cell of shift, rounding to the nearest centre, and the 1e-6 tie-breaking eps).
@@ -110,7 +110,7 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def render_tiles(model: LIIF, inp: torch.Tensor, grid: Grid, tile: int = 256, chunk_size: int = 16384,
+def render_tiles(model: LIIF, inp: torch.Tensor, grid: Grid, tile: int = 256, chunk_size: int = DEFAULT_CHUNK,
                  self_ensemble: bool = False, block_pixels: int = 1 << 22
                  ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (row, col, block) where ``block`` (B, 3, hb, wb) is the normalised-space output of ``grid`` at

@@ -26,6 +26,7 @@ from liif.checkpoint import load_model
 from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
 from liif.pretrained import DEFAULT_MODEL
+from liif.models.liif import DEFAULT_CHUNK
 from liif.tiling import Grid, render_tiles
 
 DEFAULT_MAX_PIXELS = 500_000_000
@@ -183,7 +184,7 @@ def bicubic_alpha(picture: Picture, target: Target) -> np.ndarray:
 
 @torch.no_grad()
 def render_picture(model: nn.Module, picture: Picture, target: Target, self_ensemble: bool = False,
-                   alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int = 16384,
+                   alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int = DEFAULT_CHUNK,
                    progress: bool = False, label: str | None = None) -> Picture:
     """Render ``target`` of ``picture`` with ``model`` (on its device) into a Picture of the same depth,
     channels and ICC profile, tile by tile into one output buffer."""
