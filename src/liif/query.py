@@ -111,10 +111,9 @@ def fast_latents(feat: torch.Tensor, imnet, feat_unfold: bool, grid_shape: tuple
         weight = first.weight[:, :channels * kernel * kernel].reshape(-1, channels, kernel, kernel)
         values = F.conv2d(feat, weight, first.bias, padding=kernel // 2)
     top, left = origin
-    trim_top = int(feat_unfold and imnet is not None and top > 0)
-    trim_left = int(feat_unfold and imnet is not None and left > 0)
-    trim_bottom = int(feat_unfold and imnet is not None and top + rows < grid_shape[0])
-    trim_right = int(feat_unfold and imnet is not None and left + cols < grid_shape[1])
+    halo = int(feat_unfold and imnet is not None)
+    trim_top, trim_left = halo * (top > 0), halo * (left > 0)
+    trim_bottom, trim_right = halo * (top + rows < grid_shape[0]), halo * (left + cols < grid_shape[1])
     values = values[:, :, trim_top:rows - trim_bottom, trim_left:cols - trim_right]
     window_shape = (values.shape[2], values.shape[3])
     values = values.flatten(2).transpose(1, 2).contiguous()
