@@ -24,7 +24,7 @@ CHUNKS = {"reference": 30000, "fast": None}
 
 def render_once(path: str, size: tuple[int, int], scale: int, threads: int, repeats: int, queue) -> None:
     import liif
-    from liif.coords import make_cell, make_coord
+    from liif.geometry import make_cell, make_coord
 
     torch.set_num_threads(threads)
     model = liif.load_model("edsr-baseline-liif")

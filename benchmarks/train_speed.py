@@ -5,11 +5,14 @@ so that a change in machine load hits both alike. Data loading is excluded (batc
 The step is timed in two parts: the encoder (forward and backward, the same in both paths) and the rest.
 
     python benchmarks/train_speed.py [--threads 2] [--iters 5] [--device cpu|cuda]
+
+``batches``, ``reference_spec`` and ``step`` are shared with ``benchmarks/gpu_check.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import platform
 import time
@@ -36,16 +39,34 @@ def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, to
     return list(loader)
 
 
+def reference_spec() -> dict:
+    """The EDSR-baseline-LIIF model spec of the reference recipe (configs/train-div2k/edsr-baseline-liif.yaml)."""
+    return load_config(ROOT / "configs" / "train-div2k" / "edsr-baseline-liif.yaml")["model"]
+
+
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-         sync) -> float:
-    """One training step, as ``model(inp, coord, cell)`` does it, split at the feature map; the encoder's seconds."""
+         sync, amp: torch.dtype | None = None, losses: list[torch.Tensor] | None = None) -> float:
+    """One training step, as ``model(inp, coord, cell)`` does it, split at the feature map; the encoder's seconds.
+
+    ``amp`` (torch.bfloat16 or torch.float16) runs the forward passes under ``torch.autocast``; the loss is in
+    float32. ``losses``, when given, gets each step's loss (a detached tensor: no synchronisation).
+    """
+    def autocast():
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(batch["inp"].device.type, dtype=amp)
+
     start = time.perf_counter()
-    feat = model.encode((batch["inp"] - 0.5) / 0.5)
+    with autocast():
+        feat = model.encode((batch["inp"] - 0.5) / 0.5)
     sync()
     encoder = time.perf_counter() - start
     detached = feat.detach().requires_grad_()
-    pred = model.query(model.latents(detached), batch["coord"], batch["cell"])
-    loss = F.l1_loss(pred, (batch["gt"] - 0.5) / 0.5)
+    with autocast():
+        pred = model.query(model.latents(detached), batch["coord"], batch["cell"])
+    loss = F.l1_loss(pred.float(), (batch["gt"] - 0.5) / 0.5)
+    if losses is not None:
+        losses.append(loss.detach())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     sync()
@@ -66,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    spec = load_config(ROOT / "configs" / "train-div2k" / "edsr-baseline-liif.yaml")["model"]
+    spec = reference_spec()
     torch.manual_seed(0)
     base = make(spec)
     data = [{k: v.to(device) for k, v in b.items()} for b in batches(args.images, args.iters + 1)]

@@ -11,4 +11,4 @@ cd "$work"
 apt-get download plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
     lomiri-wallpapers-20.04 palapeli-data
 for deb in ./*.deb; do dpkg-deb -x "$deb" extract; done
-"$python" -m liif.data.photos "$work/extract" "$out"
+"$python" "$root/scripts/build_photos.py" "$work/extract" "$out"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# LIIF_SHARED points elsewhere when ../shared is absent (on the GPU machine: a copy in .gpu_data, same layout).
+SHARED = Path(os.environ.get("LIIF_SHARED") or ROOT.parent / "shared").resolve()
 REFERENCE = SHARED / "fixtures" / "reference"
 BENCHMARKS = SHARED / "data" / "benchmarks"
 

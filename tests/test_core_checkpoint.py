@@ -93,7 +93,7 @@ def test_save_and_load_round_trip_in_the_reference_format(tmp_path: Path) -> Non
     path = tmp_path / "saved.pth"
     liif.save_checkpoint(model, path, optimizer=original["optimizer"], epoch=original["epoch"])
     saved = read_checkpoint(path)
-    assert set(saved) == {"model", "optimizer", "epoch"} and saved["epoch"] == 7
+    assert set(saved) == {"model", "data_norm", "optimizer", "epoch"} and saved["epoch"] == 7
     assert saved["model"]["name"] == "liif" and saved["model"]["args"] == original["model"]["args"]
     assert list(saved["model"]["sd"]) == list(original["model"]["sd"])
     assert all(torch.equal(saved["model"]["sd"][k], v) for k, v in original["model"]["sd"].items())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import liif
-from liif.coords import make_cell, make_coord
+from liif.geometry import make_cell, make_coord
 
 EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
 RDN = {"name": "rdn", "args": {"no_upsampling": True}}

@@ -7,7 +7,7 @@ import torch
 
 import liif
 from conftest import REFERENCE, shared_file
-from liif.coords import make_cell, make_coord
+from liif.geometry import make_cell, make_coord
 
 
 def both_paths(model, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +75,7 @@ def test_windowed_latents_answer_like_the_whole_grid() -> None:
         expected = model.query(model.latents(feat), coord, cell)
         # Rows 3..9 of the grid (latent rows 4..8 remain after trimming) serve output rows whose lookups stay inside.
         window = model.latents(feat[:, :, 3:10], grid_shape=(12, 10), origin=(3, 0))
-        assert window.origin == (4, 0) and window.window_shape == (5, 10)
+        assert window.window.origin == (4, 0) and window.window.shape == (5, 10)
         out_rows = slice(3 * 5 + 3, 3 * 8 - 2)
         inner = coord.view(1, 36, 30, 2)[:, out_rows].reshape(1, -1, 2)
         got = model.query(window, inner, make_cell(inner, size))

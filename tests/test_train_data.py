@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from conftest import BENCHMARKS, shared_file
-from liif.coords import make_coord
-from liif.data import build_dataset, make_dataset
+from liif.geometry import make_coord
+from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.degrade import make_lr
+from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
 
@@ -109,12 +110,12 @@ def test_folder_is_recursive_sorted_repeated_and_cached_alike(tmp_path):
     arrays = {name: write_png(root / name, (40, 50), i) for i, name in enumerate(["b.png", "a/c.png", "a.png"])}
     Image.fromarray(arrays["a.png"]).save(root / "d.jpg", quality=95)
     spec = {"name": "image-folder", "args": {"root_path": str(root), "repeat": 2}}
-    plain = make_dataset(spec)
+    plain = DATASETS.make(spec)
     assert [p.relative_to(root).as_posix() for p in plain.files] == ["a.png", "a/c.png", "b.png", "d.jpg"]
     assert len(plain) == 8
-    assert len(make_dataset(spec, {"first_k": 2})) == 4
+    assert len(DATASETS.make(spec, {"first_k": 2})) == 4
     for cache in ("in_memory", "bin"):
-        cached = make_dataset(spec, {"cache": cache})
+        cached = DATASETS.make(spec, {"cache": cache})
         for i in range(len(plain)):
             assert torch.equal(cached[i], plain[i])
     bins = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "_bin_imgs").rglob("*"))
@@ -129,16 +130,16 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     for cache in ("none", "in_memory"):
         with pytest.warns(UserWarning, match="skipping unreadable image"):
-            dataset = make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
+            dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
         assert dataset.skipped == 2 and len(dataset) == 1
 
 
 def test_empty_or_missing_folders_are_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(LiifError, match="no readable images"):
-        make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path)}})
+        DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path)}})
     with pytest.raises(LiifError, match="no such image folder"):
-        make_dataset({"name": "image-folder", "args": {"root_path": str(tmp_path / "absent")}})
+        DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path / "absent")}})
 
 
 def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
@@ -184,4 +185,4 @@ def test_two_ranks_split_each_global_batch_of_one_process():
 
 def test_unknown_dataset_argument_is_named(tmp_path):
     with pytest.raises(LiifError, match="no argument 'root'"):
-        make_dataset({"name": "image-folder", "args": {"root": str(tmp_path)}})
+        DATASETS.make({"name": "image-folder", "args": {"root": str(tmp_path)}})

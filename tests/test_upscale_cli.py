@@ -111,7 +111,7 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "--model", "no-such-model"], "unknown model"),
     (["{picture}", "--scale", "2", "-o", "{picture}/out.png"], "cannot write"),
     (["{picture}", "--scale", "2", "-o", "out.xyz"], "unknown output format"),
-    (["{picture}", "--scale", "2", "--precision", "bf16", "--device", "cpu"], "GPU"),
+    (["{picture}", "--scale", "2", "--precision", "fp16", "--device", "cpu"], "fp16 is for GPUs"),
 ])
 def test_bad_options(picture, tmp_path, options, fragment):
     args = [a.replace("{picture}", str(picture)) for a in options] + ["--quiet"]

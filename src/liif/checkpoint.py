@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,9 @@ import torch
 import torch.nn as nn
 
 import liif.models  # noqa: F401  (registers the model names)
-from liif.errors import CheckpointError
+from liif.errors import CheckpointError, LiifError
+from liif.fileio import atomic_write
+from liif.normalization import DataNorm
 from liif.pretrained import pretrained_path, pretrained_names
 from liif.registry import make
 
@@ -39,8 +40,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model``; on any mismatch, name the missing, unexpected and mis-shaped keys."""
+def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """A CheckpointError naming the missing, unexpected and mis-shaped keys unless ``state`` fits ``model``."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -53,14 +54,36 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError(f"{source}: state dict does not fit the model; " + "; ".join(problems))
+
+
+def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Build the model a ``{'name', 'args', 'sd'}`` spec describes and load its weights strictly.
+
+    The model is built on the meta device and checked against the state dict before any memory is taken, so
+    a spec that does not fit its weights fails at once, however large it claims to be.
+    """
+    state = spec["sd"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: 'sd' must map parameter names to tensors")
+    with torch.device("meta"):
+        model = make(spec)
+    check_state_fits(model, state, source)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: weight {bad} holds NaN or infinite values")
+    model = model.to_empty(device="cpu")
     model.load_state_dict(state, strict=True)
-
-
-def build_model(spec: dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Build the model a ``{'name', 'args', 'sd'}`` spec describes and load its weights strictly."""
-    model = make(spec)
-    load_state_strict(model, spec["sd"], source)
     return model
+
+
+def data_norm_of(ckpt: dict[str, Any], source: str) -> DataNorm:
+    """The ``data_norm`` a checkpoint was trained with: its own entry, else its training config's, else the
+    reference's 0.5 / 0.5 (reference checkpoints carry none)."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    try:
+        return DataNorm.from_config(ckpt.get("data_norm", config.get("data_norm")))
+    except LiifError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -71,40 +94,27 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"unknown model {text!r}: not a file, and not a built-in model "
                               f"({', '.join(pretrained_names())})")
     ckpt = read_checkpoint(path)
-    model = build_model(ckpt["model"], str(path))
+    model = model_from_spec(ckpt["model"], str(path))
+    model.data_norm = data_norm_of(ckpt, str(path))
     return model.to(device).eval()
 
 
-def model_spec_with_state(model: nn.Module) -> dict[str, Any]:
-    """The reference ``ckpt['model']`` entry: the model's spec plus its state dict (never DDP-prefixed)."""
+def model_entries(model: nn.Module) -> dict[str, Any]:
+    """What a checkpoint holds of a model: the reference ``model`` entry (spec plus state dict, never
+    DDP-prefixed) and the model's ``data_norm``."""
     model = getattr(model, "module", model)
-    return {"name": model.spec["name"], "args": model.spec["args"],
-            "sd": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return {"model": {"name": model.spec["name"], "args": model.spec["args"],
+                      "sd": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+            "data_norm": model.data_norm.as_config()}
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[str, Any] | None = None,
                     epoch: int | None = None, **extra: Any) -> None:
     """Write ``model`` in the reference format, which ``load_model`` and the reference code both read."""
-    ckpt: dict[str, Any] = {"model": model_spec_with_state(model)}
+    ckpt: dict[str, Any] = model_entries(model)
     if optimizer is not None:
         ckpt["optimizer"] = optimizer
     if epoch is not None:
         ckpt["epoch"] = epoch
     ckpt.update(extra)
-    atomic_save(ckpt, path)
+    atomic_write(path, lambda f: torch.save(ckpt, f))

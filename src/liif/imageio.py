@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,11 @@ import png
 from PIL import Image, UnidentifiedImageError
 
 from liif.errors import LiifError
+from liif.fileio import atomic_write
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
            ".tif": "TIFF", ".tiff": "TIFF"}
+IMAGE_SUFFIXES = tuple(FORMATS)  # every suffix the package reads or writes as an image
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
@@ -192,19 +193,9 @@ def write_picture(picture: Picture, path: str | os.PathLike, overwrite: bool = F
     check_writable(path, overwrite)
     fmt = output_format(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, lambda f: encode_picture(picture, fmt, f))
     except OSError as exc:
         raise LiifError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            encode_picture(picture, fmt, f)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise LiifError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_writable(path: Path, overwrite: bool) -> None:

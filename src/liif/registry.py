@@ -1,45 +1,73 @@
-"""A name -> constructor registry: a model is described by a spec ``{'name': ..., 'args': ...}``."""
+"""Name -> constructor registries: a model or dataset is described by a spec ``{'name': ..., 'args': ...}``."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Callable
-
-import torch.nn as nn
 
 from liif.errors import LiifError
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+REQUIRED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model constructor under ``name`` (the name stored in checkpoint specs)."""
+class Registry:
+    """The constructors of one kind of object (``kind`` names it in errors: "model", "dataset") by name."""
 
-    def decorator(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = constructor
-        return constructor
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.constructors: dict[str, Callable[..., Any]] = {}
 
-    return decorator
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A decorator registering a constructor under ``name``; a name already taken is a ValueError."""
+
+        def decorator(constructor: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self.constructors:
+                raise ValueError(f"{self.kind} name {name!r} is already registered")
+            self.constructors[name] = constructor
+            return constructor
+
+        return decorator
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self.constructors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.constructors
+
+    def make(self, spec: dict[str, Any], args: dict[str, Any] | None = None) -> Any:
+        """Build what ``spec`` describes, ``args`` overriding ``spec['args']``, and keep the spec as ``obj.spec``.
+
+        A malformed spec, an unknown name, an unknown or missing argument is a LiifError naming it."""
+        given = spec.get("args") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or "name" not in spec or not isinstance(given or {}, dict):
+            raise LiifError(f"a {self.kind} spec must be a dict with a 'name' and a dict of 'args', got {spec!r}")
+        name, overrides = spec["name"], args or {}
+        if name not in self.constructors:
+            raise LiifError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        kwargs = {**copy.deepcopy(given or {}), **overrides}
+        params = inspect.signature(self.constructors[name]).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = [k for k in kwargs if k not in params]
+            if unknown:
+                raise LiifError(f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
+                                f"it takes {', '.join(p for p in params if p not in overrides)}")
+        missing = [p for p, v in params.items()
+                   if v.kind in REQUIRED_KINDS and v.default is v.empty and p not in kwargs]
+        if missing:
+            raise LiifError(f"{self.kind} {name!r} needs the argument {missing[0]!r}")
+        try:
+            obj = self.constructors[name](**kwargs)
+        except TypeError as exc:
+            raise LiifError(f"bad arguments for {self.kind} {name!r}: {exc}") from None
+        # Overrides (the MLP's in_dim, a wrapper's dataset) are derived, so the stored spec keeps only the given args.
+        obj.spec = {"name": name, "args": copy.deepcopy(given or {})}
+        return obj
 
 
-def registered_names() -> list[str]:
-    """All registered model names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def make(spec: dict[str, Any], args: dict[str, Any] | None = None) -> nn.Module:
-    """Build a model from ``spec``, with ``args`` overriding ``spec['args']``; the spec is remembered on the module."""
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise LiifError(f"a model spec must be a dict with a 'name', got {spec!r}")
-    name = spec["name"]
-    if name not in _REGISTRY:
-        raise LiifError(f"unknown model {name!r}; known: {', '.join(registered_names())}")
-    model_args = copy.deepcopy(spec.get("args") or {})
-    model_args.update(args or {})
-    try:
-        model = _REGISTRY[name](**model_args)
-    except TypeError as exc:
-        raise LiifError(f"bad arguments for model {name!r}: {exc}") from None
-    # Injected args (such as the MLP's in_dim) are derived, so the stored spec keeps only the given ones.
-    model.spec = {"name": name, "args": copy.deepcopy(spec.get("args") or {})}
-    return model
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+# README documents ``liif.register`` and ``liif.make`` for models.
+register = MODELS.register
+make = MODELS.make

@@ -1,18 +1,13 @@
 """Upscale a picture to any scale, size or region: plan the geometry, render tile by tile, quantise.
 
-``upscale(image, scale=3.5)`` is the whole job; the steps (``plan_target``, ``check_target``,
-``render_picture``) are public so the CLI can check an output path before spending time on rendering.
-Output size = round(region size x scale) per axis, halves rounded up; the region defaults to the whole
-picture, in input-pixel coordinates where pixel (0, 0) spans [0, 1] x [0, 1].
+``upscale(image, scale=3.5)`` is the whole job; the steps (``Geometry.target`` in liif.geometry,
+``check_target``, ``render_picture``) are public so the CLI can check an output path before rendering.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,81 +20,14 @@ from tqdm import tqdm
 from liif.checkpoint import load_model
 from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
+from liif.geometry import Geometry, Target
+from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
-from liif.models.liif import DEFAULT_CHUNK
-from liif.tiling import Grid, render_tiles
+from liif.renderer import render_tiles
+from liif.runtime import autocast, check_precision, pick_device
 
 DEFAULT_MAX_PIXELS = 500_000_000
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 ALPHA_MODES = ("model", "bicubic")
-
-
-@dataclass(frozen=True)
-class Target:
-    """The output: ``size`` (H, W) pixels covering ``region`` (x0, y0, x1, y1) of the input, in input pixels."""
-
-    size: tuple[int, int]
-    region: tuple[float, float, float, float]
-
-    def grid(self, input_shape: tuple[int, int]) -> Grid:
-        """The output pixel grid in the model's [-1, 1] coordinates, for an input of (h, w) pixels."""
-        x0, y0, x1, y1 = self.region
-        h, w = input_shape
-        return Grid(self.size, ((2 * y0 / h - 1, 2 * y1 / h - 1), (2 * x0 / w - 1, 2 * x1 / w - 1)))
-
-
-def round_half_up(value: float) -> int:
-    return int(math.floor(value + 0.5))
-
-
-def check_scale(scale: float | Sequence[float]) -> tuple[float, float]:
-    """(sy, sx) from one scale or a (sy, sx) pair; each must be a finite number above zero."""
-    pair = tuple(scale) if isinstance(scale, (tuple, list)) else (scale, scale)
-    if len(pair) != 2:
-        raise LiifError(f"scale must be one number or two (sy, sx), got {len(pair)}")
-    for value in pair:
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise LiifError(f"scale must be a finite number above 0, got {value}")
-    return float(pair[0]), float(pair[1])
-
-
-def check_region(region: Sequence[float] | None, input_shape: tuple[int, int]) -> tuple[float, float, float, float]:
-    """The region (x0, y0, x1, y1), default the whole input; it must lie inside the input and not be empty."""
-    h, w = input_shape
-    if region is None:
-        return 0.0, 0.0, float(w), float(h)
-    if len(region) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in region):
-        raise LiifError(f"region must be four finite numbers x0,y0,x1,y1, got {region}")
-    x0, y0, x1, y1 = (float(v) for v in region)
-    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise LiifError(f"region {x0:g},{y0:g},{x1:g},{y1:g} must satisfy 0 <= x0 < x1 <= {w} "
-                        f"and 0 <= y0 < y1 <= {h} (the input is {w}x{h})")
-    return x0, y0, x1, y1
-
-
-def plan_target(input_shape: tuple[int, int], scale: float | Sequence[float] | None = None,
-                size: tuple[int, int] | None = None, width: int | None = None, height: int | None = None,
-                region: Sequence[float] | None = None) -> Target:
-    """The output geometry from exactly one of: ``scale``, ``size`` (W, H), ``width``, ``height``."""
-    chosen = [name for name, value in (("scale", scale), ("size", size), ("width", width), ("height", height))
-              if value is not None]
-    if len(chosen) != 1:
-        raise LiifError("give exactly one of scale, size, width or height" if chosen else
-                        "give a scale, a size, a width or a height for the output")
-    box = check_region(region, input_shape)
-    region_w, region_h = box[2] - box[0], box[3] - box[1]
-    if scale is not None:
-        sy, sx = check_scale(scale)
-        out = (round_half_up(region_h * sy), round_half_up(region_w * sx))
-    elif size is not None:
-        out = (size[1], size[0])
-    elif width is not None:
-        out = (round_half_up(width * region_h / region_w), width)
-    else:
-        out = (height, round_half_up(height * region_w / region_h))
-    if not all(isinstance(n, int) and n >= 1 for n in out):
-        raise LiifError(f"the output would be {out[1]}x{out[0]} pixels; it needs at least 1x1")
-    return Target(out, box)
 
 
 def available_memory() -> int | None:
@@ -127,50 +55,25 @@ def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX
                         f"only {free / 2**30:.1f} GiB is available")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` takes CUDA, then MPS, then the CPU; a named device must be present."""
-    cuda = torch.cuda.is_available()
-    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise LiifError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    if (name.startswith("cuda") and not cuda) or (name == "mps" and not mps):
-        raise LiifError(f"device {name} is not available on this machine")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the model on a GPU; fp32 everywhere else."""
-    if precision not in PRECISIONS:
-        raise LiifError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        raise LiifError(f"precision {precision} is for GPUs only; on the CPU the model runs in fp32")
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
-
-
 def model_input(picture: Picture, alpha: str, device: torch.device) -> torch.Tensor:
-    """The normalised (B, 3, h, w) batch: the colour (gray repeated to RGB), then alpha as gray if it goes
+    """The (B, 3, h, w) batch in [0, 1]: the colour (gray repeated to RGB), then alpha as gray if it goes
     through the model, so both share every tile and coordinate."""
     planes = [picture.color]
     if picture.has_alpha and alpha == "model":
         planes.append(picture.alpha[:, :, None])
     batch = [torch.from_numpy(p.astype(np.float32) / picture.max_value).permute(2, 0, 1).expand(3, -1, -1)
              for p in planes]
-    return (torch.stack(batch) - 0.5).div(0.5).to(device)
+    return torch.stack(batch).to(device)
 
 
 def quantise(block: torch.Tensor, max_value: int, channels: int) -> np.ndarray:
-    """(B, 3, hb, wb) normalised output -> (hb, wb, channels) integers, truncating like the reference demo.
+    """(B, 3, hb, wb) output in [0, 1] -> (hb, wb, channels) integers, truncating like the reference demo.
 
     Batch item 0 is the colour (gray outputs take the channel mean), item 1, if any, the alpha (mean).
     """
-    img = (block.float() * 0.5 + 0.5).clamp(0, 1)
-    planes = [img[0] if channels in (3, 4) else img[0].mean(0, keepdim=True)]
+    planes = [block[0] if channels in (3, 4) else block[0].mean(0, keepdim=True)]
     if block.shape[0] > 1:
-        planes.append(img[1].mean(0, keepdim=True))
+        planes.append(block[1].mean(0, keepdim=True))
     out = (torch.cat(planes) * max_value).permute(1, 2, 0).cpu().numpy()
     return out.astype(np.uint16 if max_value > 255 else np.uint8)
 
@@ -183,8 +86,8 @@ def bicubic_alpha(picture: Picture, target: Target) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_picture(model: nn.Module, picture: Picture, target: Target, self_ensemble: bool = False,
-                   alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int = DEFAULT_CHUNK,
+def render_picture(model: ImplicitModel, picture: Picture, target: Target, self_ensemble: bool = False,
+                   alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
                    progress: bool = False, label: str | None = None) -> Picture:
     """Render ``target`` of ``picture`` with ``model`` (on its device) into a Picture of the same depth,
     channels and ICC profile, tile by tile into one output buffer."""
@@ -240,10 +143,10 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array an array, a path or a
     Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1."""
     picture = as_picture(image)
-    target = plan_target(picture.pixels.shape[:2], scale, size, width, height, region)
+    target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
     torch_device = pick_device(device)
-    autocast(torch_device, precision)  # refuse a bad precision before loading anything
+    check_precision(torch_device, precision)
     net = resolve_model(model, torch_device)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)

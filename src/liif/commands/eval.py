@@ -18,9 +18,9 @@ import torch
 
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, check_writable, evaluate
-from liif.models.liif import DEFAULT_CHUNK
+from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate, prepare_out_dir
 from liif.pretrained import DEFAULT_MODEL
+from liif.runtime import pick_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,16 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", action="store_true", help="round the model output to 8 bits before scoring")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips and transposes")
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                        help=f"queries per model call (default {DEFAULT_CHUNK})")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parse_scales(text: str | None, protocol: str) -> list[float]:
     """Scales from ``2,3,4`` or a preset name; a LiifError for anything else."""
-    text = text or protocol
+    text = protocol if text is None else text
     if text in SCALE_PRESETS:
         return list(SCALE_PRESETS[text])
     try:
@@ -55,25 +55,20 @@ def parse_scales(text: str | None, protocol: str) -> list[float]:
     except ValueError:
         raise LiifError(f"--scales {text!r}: expected numbers like 2,3,4 or a preset "
                         f"({', '.join(SCALE_PRESETS)})") from None
-    if not scales or any(not 0 < s < float("inf") for s in scales):
-        raise LiifError(f"--scales {text!r}: every scale must be a positive finite number")
+    if not scales:
+        raise LiifError(f"--scales {text!r}: give at least one scale")
     return scales
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.chunk_size < 1:
+    if args.chunk_size is not None and args.chunk_size < 1:
         raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")
     scales = parse_scales(args.scales, args.protocol)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise LiifError(f"--device {args.device!r}: not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LiifError(f"--device {args.device}: no CUDA device is available")
+    device = pick_device(args.device)
     if args.out:
-        check_writable(args.out)
+        prepare_out_dir(args.out)
     results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
                        args.chunk_size, device, progress=not args.quiet)
     print(results.markdown())

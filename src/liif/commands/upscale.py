@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from liif.errors import LiifError
+from liif.geometry import Geometry
 from liif.imageio import FORMATS, read_picture, write_picture, check_writable
 from liif.pretrained import DEFAULT_MODEL
-from liif.upscale import (DEFAULT_MAX_PIXELS, autocast, check_scale, check_target, pick_device, plan_target,
-                          render_picture, resolve_model)
+from liif.runtime import PRECISIONS, check_precision, pick_device
+from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     geometry = parser.add_argument_group("output geometry (give one of --scale, --size, --width, --height)")
     geometry.add_argument("--scale", help="S or SY,SX: output = round(input x scale); below 1 downscales")
     geometry.add_argument("--size", metavar="WxH", help="exact output size in pixels")
-    geometry.add_argument("--width", type=int, help="output width, keeping the aspect ratio")
-    geometry.add_argument("--height", type=int, help="output height, keeping the aspect ratio")
+    geometry.add_argument("--width", help="output width, keeping the aspect ratio")
+    geometry.add_argument("--height", help="output height, keeping the aspect ratio")
     geometry.add_argument("--region", metavar="X0,Y0,X1,Y1",
                           help="render only this window of the input (input pixels, floats allowed)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or mps")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="GPU only: bf16, fp16")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="bf16 or fp16 on a GPU; bf16 on a CPU with native bf16 (default fp32)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
@@ -57,41 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
-
-
-def parse_numbers(text: str, option: str, count: tuple[int, ...], separator: str = ",") -> list[float]:
-    try:
-        values = [float(v) for v in text.split(separator)]
-    except ValueError:
-        values = []
-    if len(values) not in count:
-        raise LiifError(f"{option} {text!r}: expected {' or '.join(map(str, count))} numbers separated by "
-                        f"{separator!r}")
-    return values
-
-
-def geometry_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of ``plan_target`` the options name, checked as far as they can be alone."""
-    options = {}
-    if args.scale is not None:
-        values = parse_numbers(args.scale, "--scale", (1, 2))
-        options["scale"] = check_scale(values if len(values) == 2 else values[0])
-    if args.size is not None:
-        width, height = parse_numbers(args.size.lower(), "--size", (2,), "x")
-        if not all(v >= 1 and v == int(v) for v in (width, height)):
-            raise LiifError(f"--size {args.size!r}: width and height must be whole numbers >= 1")
-        options["size"] = (int(width), int(height))
-    for name in ("width", "height"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                raise LiifError(f"--{name} must be at least 1, got {value}")
-            options[name] = value
-    if args.region is not None:
-        options["region"] = parse_numbers(args.region, "--region", (4,))
-    if len([k for k in options if k != "region"]) != 1:
-        raise LiifError("give exactly one of --scale, --size, --width or --height")
-    return options
 
 
 def expand_inputs(patterns: list[str]) -> tuple[list[Path], bool]:
@@ -131,7 +98,7 @@ def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    geometry = geometry_options(args)
+    geometry = Geometry.parse(args.scale, args.size, args.width, args.height, args.region)
     if not (math.isfinite(args.max_pixels) and args.max_pixels >= 1):
         raise LiifError(f"--max-pixels must be a number >= 1, got {args.max_pixels:g}")
     if args.threads is not None:
@@ -141,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tile < 1:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     device = pick_device(args.device)
-    autocast(device, args.precision)
+    check_precision(device, args.precision)
     files, batch = expand_inputs(args.inputs)
     if not files:
         raise LiifError(f"no input files match {' '.join(args.inputs)}")
@@ -162,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def upscale_file(model, source: Path, destination: Path, geometry: dict, args: argparse.Namespace) -> None:
+def upscale_file(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace) -> None:
     """Read, plan, check the output path, render, write: one file."""
     picture = read_picture(source)
-    target = plan_target(picture.pixels.shape[:2], **geometry)
+    target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, int(args.max_pixels))
     check_writable(destination, args.overwrite)
     result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision, args.tile,

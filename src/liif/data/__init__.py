@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from liif.data.registry import make_dataset, register_dataset
 from liif.data import folders, wrappers  # noqa: F401  (registers the dataset names)
+from liif.registry import DATASETS
 
-__all__ = ["make_dataset", "register_dataset", "build_dataset"]
+__all__ = ["build_dataset"]
 
 
 def build_dataset(section: dict[str, Any], seed: int = 0) -> Any:
     """The wrapper dataset a config section describes (``dataset`` and ``wrapper`` specs)."""
-    base = make_dataset(section["dataset"])
-    return make_dataset(section["wrapper"], {"dataset": base, "seed": seed})
+    base = DATASETS.make(section["dataset"])
+    return DATASETS.make(section["wrapper"], {"dataset": base, "seed": seed})

@@ -17,15 +17,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from liif.data.registry import register_dataset
 from liif.errors import LiifError
+from liif.fileio import atomic_write
+from liif.imageio import IMAGE_SUFFIXES
+from liif.registry import DATASETS
 from liif.resize import from_uint8
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CACHE_MODES = ("none", "in_memory", "bin", "disk")
 
 
-def list_images(root: Path) -> list[Path]:
+def find_images(root: Path) -> list[Path]:
     """Every image file under ``root``, recursively, sorted by relative path."""
     if not root.is_dir():
         raise LiifError(f"{root}: no such image folder")
@@ -48,7 +49,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return size
 
 
-@register_dataset("image-folder")
+@DATASETS.register("image-folder")
 class ImageFolder(torch.utils.data.Dataset):
     """Images of a folder as (3, H, W) floats in [0, 1]; ``len`` = images x ``repeat``."""
 
@@ -58,7 +59,7 @@ class ImageFolder(torch.utils.data.Dataset):
             raise LiifError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         root = Path(root_path)
         if split_file is None:
-            files = list_images(root)
+            files = find_images(root)
         else:
             files = [root / name for name in json.loads(Path(split_file).read_text())[split_key]]
         if first_k is not None:
@@ -93,11 +94,7 @@ class ImageFolder(torch.utils.data.Dataset):
         cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_suffix(".npy")
         if not cached.exists():
             array = decode(path)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            tmp.replace(cached)
+            atomic_write(cached, lambda f: np.save(f, array, allow_pickle=False))
         return np.load(cached, mmap_mode="c", allow_pickle=False)
 
     def __len__(self) -> int:
@@ -116,7 +113,7 @@ class ImageFolder(torch.utils.data.Dataset):
         return from_uint8(self.array(idx))
 
 
-@register_dataset("paired-image-folders")
+@DATASETS.register("paired-image-folders")
 class PairedImageFolders(torch.utils.data.Dataset):
     """(LR, HR) pairs from two folders matched by sorted order: folder 1 is LR, folder 2 is HR."""
 

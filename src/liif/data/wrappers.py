@@ -7,16 +7,16 @@ An index is an int (epoch 0) or an ``(index, epoch)`` pair, as ``liif.data.order
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
-from liif.coords import to_pixel_samples
-from liif.data.registry import register_dataset
+from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
+from liif.evaluation.degrade import make_lr
+from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
 Index = int | tuple[int, int]
@@ -44,20 +44,18 @@ def augment(images: list[torch.Tensor], rng: np.random.Generator) -> list[torch.
 
 
 def pixel_samples(hr: torch.Tensor, sample_q: int | None, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Coordinates, colours and cells of ``sample_q`` HR pixels drawn without replacement (all if None)."""
+    """Coordinates, colours and cells of ``sample_q`` HR pixels drawn without replacement (all if None), and the
+    HR size (H, W) they come from."""
     coord, gt = to_pixel_samples(hr.contiguous())
     if sample_q is not None:
         if sample_q > coord.shape[0]:
             raise LiifError(f"sample_q={sample_q} is more than the {coord.shape[0]} pixels of an HR crop")
         keep = torch.from_numpy(rng.choice(coord.shape[0], sample_q, replace=False))
         coord, gt = coord[keep], gt[keep]
-    cell = torch.empty_like(coord)
-    cell[:, 0] = 2 / hr.shape[-2]
-    cell[:, 1] = 2 / hr.shape[-1]
-    return {"coord": coord, "cell": cell, "gt": gt}
+    return {"coord": coord, "cell": make_cell(coord, hr.shape[-2:]), "gt": gt, "hr_size": torch.tensor(hr.shape[-2:])}
 
 
-@register_dataset("sr-implicit-downsampled")
+@DATASETS.register("sr-implicit-downsampled")
 class SRImplicitDownsampled(torch.utils.data.Dataset):
     """LR made on the fly by PIL bicubic from an HR image, at a scale drawn from U(scale_min, scale_max).
 
@@ -94,10 +92,7 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         image = self.dataset.array(self.indices[idx])
         s = rng.uniform(self.scale_min, self.scale_max)
         if self.inp_size is None:
-            h_lr = math.floor(image.shape[0] / s + 1e-9)
-            w_lr = math.floor(image.shape[1] / s + 1e-9)
-            hr = from_uint8(image[:round(h_lr * s), :round(w_lr * s)])
-            lr = pil_bicubic(hr, (h_lr, w_lr))
+            hr, lr = make_lr(from_uint8(image), s, "pil")
         else:
             side = round(self.inp_size * s)
             y0 = int(rng.integers(0, image.shape[0] - side + 1))
@@ -109,7 +104,7 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
 
 
-@register_dataset("sr-implicit-paired")
+@DATASETS.register("sr-implicit-paired")
 class SRImplicitPaired(torch.utils.data.Dataset):
     """Given LR/HR pairs at an integer scale s = H_hr // H_lr; aligned crops of ``inp_size`` when set."""
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from liif.errors import LiifError
+from liif.imageio import IMAGE_SUFFIXES
 from liif.resize import from_uint8
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 LAYOUTS = ("folder", "benchmark", "div2k")
 
 
@@ -52,14 +52,14 @@ def open_dataset(path: str | Path) -> EvalDataset:
         layout, hr_dir, lr_root = "div2k", root / "DIV2K_valid_HR", root / "DIV2K_valid_LR_bicubic"
     else:
         layout, hr_dir, lr_root = "folder", root, None
-    images = list_images(hr_dir)
+    images = list_hr_images(hr_dir)
     if not images:
         raise LiifError(f"{hr_dir}: no images in this folder")
     return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
                        tuple(images))
 
 
-def list_images(folder: Path) -> list[str]:
+def list_hr_images(folder: Path) -> list[str]:
     """Sorted names of the image files in ``folder``; any other file (hidden ones aside) is an error."""
     names = []
     for entry in sorted(folder.iterdir()):

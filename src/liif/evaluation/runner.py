@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,9 +19,11 @@ from liif.errors import LiifError
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
-from liif.models.liif import DEFAULT_CHUNK, LIIF
-from liif.render import render
+from liif.fileio import atomic_write
+from liif.models.implicit import ImplicitModel
+from liif.renderer import render
 from liif.resize import pil_bicubic
+from liif.runtime import pick_device
 
 LR_SOURCES = ("auto", "files") + DEGRADATIONS
 FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
@@ -74,27 +75,19 @@ def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> t
     return make_lr(read_rgb(dataset.hr_dir / image), scale, source)
 
 
-@torch.no_grad()
-def super_resolve(model: LIIF, lr: torch.Tensor, size: tuple[int, int], chunk_size: int = DEFAULT_CHUNK,
-                  self_ensemble: bool = False) -> torch.Tensor:
-    """The model's (3, H, W) image in [0, 1] (not quantised) of a (3, h, w) LR in [0, 1], on the make_coord grid."""
-    inp = ((lr - 0.5) / 0.5)[None].to(next(model.parameters()).device)
-    out = render(model, inp, size, chunk_size, self_ensemble=self_ensemble)
-    return (out[0] * 0.5 + 0.5).clamp(0, 1).cpu()
-
-
 def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tuple[float, float]:
     """(PSNR, SSIM) by ``protocol``: benchmark = Y, shave scale; div2k = RGB, shave scale + 6 (SSIM on Y)."""
     border = shave_for(protocol, scale)
     return psnr(sr, hr, border, on_y=protocol == "benchmark"), ssim_y(sr, hr, border)
 
 
-def evaluate_image(model: LIIF, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
-                   quantize: bool = False, chunk_size: int = DEFAULT_CHUNK,
+def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
+                   quantize: bool = False, chunk_size: int | None = None,
                    self_ensemble: bool = False) -> tuple[float, float, float, float]:
     """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
     size = tuple(hr.shape[-2:])
-    sr = super_resolve(model, lr, size, chunk_size, self_ensemble)
+    device = next(model.parameters()).device
+    sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
     if quantize:
         sr = torch.round(sr * 255) / 255
     return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
@@ -136,11 +129,15 @@ class EvalResults:
         writer.writeheader()
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
-        write_text_atomic(out_dir / "per_image.csv", table.getvalue())
-        write_text_atomic(out_dir / "results.json", json.dumps(self.means(), indent=2) + "\n")
+        for path, text in ((out_dir / "per_image.csv", table.getvalue()),
+                           (out_dir / "results.json", json.dumps(self.means(), indent=2) + "\n")):
+            try:
+                atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+            except OSError as exc:
+                raise LiifError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-def check_writable(out_dir: str | Path) -> None:
+def prepare_out_dir(out_dir: str | Path) -> None:
     """Create ``out_dir`` if needed and make sure files can be written there, before a long run starts."""
     out_dir = Path(out_dir)
     try:
@@ -149,22 +146,6 @@ def check_writable(out_dir: str | Path) -> None:
         raise LiifError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
     if not os.access(out_dir, os.W_OK):
         raise LiifError(f"{out_dir}: output folder is not writable")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it: an interrupt never leaves half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise LiifError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
@@ -184,12 +165,12 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
     return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
 
 
-def evaluate(model: LIIF | str, data: Iterable[str | Path | EvalDataset] | str | Path,
+def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset] | str | Path,
              scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
-             chunk_size: int = DEFAULT_CHUNK, device: str | torch.device = "cpu", progress: bool = True,
+             chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
              model_name: str | None = None) -> EvalResults:
-    """Score ``model`` (a LIIF, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
+    """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
     ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``).
 
     Every dataset and scale is checked before the model loads, so bad input fails at once.
@@ -200,7 +181,7 @@ def evaluate(model: LIIF | str, data: Iterable[str | Path | EvalDataset] | str |
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
-        model = load_model(model, device)
+        model = load_model(model, pick_device(device))
     scores = []
     total = sum(len(d.images) for d, _, _ in runs)
     with tqdm(total=total, disable=not progress, unit="img", dynamic_ncols=True) as bar:

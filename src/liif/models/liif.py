@@ -1,24 +1,86 @@
-"""The LIIF model (registered as ``liif``): an encoder's latent grid decoded by an MLP at any coordinate."""
+"""The LIIF model (registered as ``liif``): an encoder's latent grid decoded by an MLP at any coordinate.
+
+Two query paths compute one function. ``reference`` follows the reference implementation step by step
+(3x3 unfold, nearest ``grid_sample``, diagonal area swap) and documents the math. ``fast`` is the default:
+the first MLP layer is linear, so its feature part is applied once per latent code (a 3x3 convolution
+when unfolding, 1x1 otherwise), and each query gathers those pre-activations by integer index and adds
+its coordinate and cell terms.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from liif.query import Latents, fast_latents, fast_query, reference_query
+from liif.geometry import make_coord
+from liif.models.implicit import ImplicitModel, LatentWindow
 from liif.registry import make, register
 
 QUERY_PATHS = ("fast", "reference")
-# Queries per chunk: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough to stay
-# below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
-DEFAULT_CHUNK = 4096
+# Boundary ties are pushed to the positive side, and clamping keeps every lookup inside the grid.
+EPS_SHIFT = 1e-6
+CLAMP = 1 - 1e-6
+AREA_EPS = 1e-9
+
+
+@dataclass
+class FeatureLatents:
+    """The reference path's latents: the whole feature map (B, C, h, w)."""
+
+    feat: torch.Tensor
+
+
+@dataclass
+class TableLatents:
+    """The fast path's latents: per-latent values (B, rows*cols, D), row-major over ``window``; the first
+    layer's pre-activations, or the features themselves for a model without decoder."""
+
+    values: torch.Tensor
+    window: LatentWindow
+
+
+def nearest_index(u: torch.Tensor, n: int) -> torch.Tensor:
+    """The index ``grid_sample(mode='nearest', align_corners=False)`` picks, in ATen's float order."""
+    return torch.round((u + 1) * (n / 2) - 0.5).long()
+
+
+def blend_ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor], local_ensemble: bool) -> torch.Tensor:
+    """Weight each neighbour's prediction by the area of the rectangle to the diagonally opposite latent."""
+    total = torch.stack(areas).sum(dim=0)
+    if local_ensemble:
+        areas = areas[::-1]
+    out = 0
+    for pred, area in zip(preds, areas):
+        out = out + pred * (area / total).unsqueeze(-1)
+    return out
+
+
+def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
+    """Whether oneDNN's Linear+ReLU kernel can serve: CPU float32 inference only."""
+    return (hidden.device.type == "cpu" and hidden.dtype == torch.float32 and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
+    """ReLU then each Linear in turn, from the first layer's pre-activations to the output."""
+    hidden = F.relu(hidden)
+    if fused_linear_relu_available(hidden):
+        # Bias and ReLU in the GEMM's epilogue save a pass over memory per layer (about 20% on CPU).
+        for linear in linears[:-1]:
+            hidden = torch.ops.mkldnn._linear_pointwise(hidden, linear.weight, linear.bias, "relu", [], "")
+        return linears[-1](hidden)
+    for linear in linears[:-1]:
+        hidden = F.relu(linear(hidden))
+    return linears[-1](hidden)
 
 
 @register("liif")
-class LIIF(nn.Module):
-    """Encoder plus implicit decoder; ``forward(inp, coord, cell)`` has the reference signature."""
+class LIIF(ImplicitModel):
+    """Encoder plus MLP decoder with the reference's three switches; ``query_path`` picks the algorithm."""
 
     def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None,
                  local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True):
@@ -33,48 +95,129 @@ class LIIF(nn.Module):
             in_dim = self.encoder.out_dim * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
             self.imnet = make(imnet_spec, args={"in_dim": in_dim})
         self.query_path = "fast"
+        self.feature_halo = int(feat_unfold and self.imnet is not None)
+        # The local ensemble's nearest latents lie within two latents of the one under the query
+        # (half a cell of shift, rounding to the nearest centre, and the tie-breaking eps).
+        self.latent_reach = 2
 
     @property
-    def receptive_radius(self) -> int:
-        """How many input pixels beyond a latent's own one can change it, the unfold window included."""
-        return self.encoder.receptive_radius + (1 if self.feat_unfold else 0)
+    def windowed(self) -> bool:
+        return self.query_path == "fast"
 
-    def encode(self, inp: torch.Tensor) -> torch.Tensor:
-        """The latent feature grid (B, C, h, w) of a normalised input (B, 3, h, w)."""
-        return self.encoder(inp)
+    def shifts(self) -> tuple[list[tuple[int, int]], float]:
+        """The (vy, vx) neighbour shifts in the reference's loop order, and the tie-breaking eps."""
+        if self.local_ensemble:
+            return [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_SHIFT
+        return [(0, 0)], 0.0
 
     def latents(self, feat: torch.Tensor, grid_shape: tuple[int, int] | None = None,
-                origin: tuple[int, int] = (0, 0)) -> Latents:
-        """What the query path needs from a feature grid, or from a window of it at ``origin``."""
+                origin: tuple[int, int] = (0, 0)) -> FeatureLatents | TableLatents:
         if self.query_path not in QUERY_PATHS:
             raise ValueError(f"query_path must be one of {QUERY_PATHS}, not {self.query_path!r}")
         if self.query_path == "reference":
             if grid_shape not in (None, tuple(feat.shape[-2:])):
                 raise ValueError("the reference query path works on whole feature grids only")
-            return Latents(None, feat, tuple(feat.shape[-2:]), (0, 0), tuple(feat.shape[-2:]))
-        return fast_latents(feat, self.imnet, self.feat_unfold, grid_shape, origin)
+            return FeatureLatents(feat)
+        return self.table_latents(feat, grid_shape or tuple(feat.shape[-2:]), origin)
 
-    def query(self, latents: Latents, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
-        """Colours (B, Q, 3) at coordinates (B, Q, 2) with cells (B, Q, 2), in the normalised space."""
+    def query(self, latents: FeatureLatents | TableLatents, coord: torch.Tensor,
+              cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Colours (B, Q, 3) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
         check_queries(coord, cell, self.cell_decode and self.imnet is not None)
-        if latents.feat is not None:
-            return reference_query(latents.feat, coord, cell, self.imnet,
-                                   self.local_ensemble, self.feat_unfold, self.cell_decode)
-        return fast_query(latents, coord, cell, self.imnet, self.local_ensemble, self.cell_decode)
+        if isinstance(latents, FeatureLatents):
+            return self.reference_query(latents.feat, coord, cell)
+        return self.fast_query(latents, coord, cell)
 
-    def query_chunked(self, latents: Latents, coord: torch.Tensor, cell: torch.Tensor | None = None,
-                      chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-        """``query`` over contiguous chunks of at most ``chunk_size`` queries, to bound memory."""
-        if coord.shape[1] <= chunk_size:
-            return self.query(latents, coord, cell)
-        parts = []
-        for start in range(0, coord.shape[1], chunk_size):
-            stop = start + chunk_size
-            parts.append(self.query(latents, coord[:, start:stop], None if cell is None else cell[:, start:stop]))
-        return torch.cat(parts, dim=1)
+    def reference_query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+        """The reference algorithm (spec section 4.5), kept as the executable statement of the math."""
+        if self.imnet is None:
+            return F.grid_sample(feat, coord.flip(-1).unsqueeze(1), mode="nearest",
+                                 align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+        batch, channels, h, w = feat.shape
+        if self.feat_unfold:
+            feat = F.unfold(feat, 3, padding=1).view(batch, channels * 9, h, w)
+        shifts, eps = self.shifts()
+        rx, ry = 2 / h / 2, 2 / w / 2
+        feat_coord = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1)
+        feat_coord = feat_coord.unsqueeze(0).expand(batch, 2, h, w).to(feat.dtype)
+        scale_hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
+        preds, areas = [], []
+        for vx, vy in shifts:
+            shifted = coord.clone()
+            shifted[:, :, 0] += vx * rx + eps
+            shifted[:, :, 1] += vy * ry + eps
+            shifted.clamp_(-CLAMP, CLAMP)
+            grid = shifted.flip(-1).unsqueeze(1)
+            q_feat = F.grid_sample(feat, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+            q_coord = F.grid_sample(feat_coord, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+            rel_coord = (coord - q_coord) * scale_hw
+            parts = [q_feat, rel_coord]
+            if self.cell_decode:
+                parts.append(cell * scale_hw)
+            preds.append(self.imnet(torch.cat(parts, dim=-1)))
+            areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + AREA_EPS)
+        return blend_ensemble(preds, areas, self.local_ensemble)
 
-    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
-        return self.query(self.latents(self.encode(inp)), coord, cell)
+    def table_latents(self, feat: torch.Tensor, grid_shape: tuple[int, int], origin: tuple[int, int]) -> TableLatents:
+        """First-layer pre-activations per latent code of a feature window (B, C, rows, cols).
+
+        A window that does not touch the grid's border on some side loses its outermost latent there,
+        because the 3x3 unfolding needs the neighbour beyond it.
+        """
+        batch, channels, rows, cols = feat.shape
+        if self.imnet is None:
+            values = feat
+        else:
+            kernel = 3 if self.feat_unfold else 1
+            first = self.imnet.linears[0]
+            weight = first.weight[:, :channels * kernel * kernel].reshape(-1, channels, kernel, kernel)
+            values = F.conv2d(feat, weight, first.bias, padding=kernel // 2)
+        top, left = origin
+        halo = self.feature_halo
+        trim_top, trim_left = halo * (top > 0), halo * (left > 0)
+        trim_bottom, trim_right = halo * (top + rows < grid_shape[0]), halo * (left + cols < grid_shape[1])
+        values = values[:, :, trim_top:rows - trim_bottom, trim_left:cols - trim_right]
+        window = LatentWindow(tuple(grid_shape), (top + trim_top, left + trim_left), tuple(values.shape[2:]))
+        return TableLatents(values.flatten(2).transpose(1, 2).contiguous(), window)
+
+    def fast_query(self, latents: TableLatents, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+        """The same function as ``reference_query``, by gathering per-latent first-layer pre-activations."""
+        h, w = latents.window.grid_shape
+        table = latents.values.reshape(-1, latents.values.shape[-1])
+        batch, n_queries = coord.shape[:2]
+        if self.imnet is None:
+            iy, ix = nearest_index(coord[..., 0], h), nearest_index(coord[..., 1], w)
+            inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            rows = latents.window.rows_of(iy.clamp(0, h - 1), ix.clamp(0, w - 1))
+            return table.index_select(0, rows).view(batch, n_queries, -1) * inside.unsqueeze(-1)
+
+        centres_y = make_coord((h,), device=coord.device).view(-1).to(coord.dtype)
+        centres_x = make_coord((w,), device=coord.device).view(-1).to(coord.dtype)
+        shifts, eps = self.shifts()
+        rx, ry = 2 / h / 2, 2 / w / 2
+        index_y, index_x, rel_terms, areas = [], [], [], []
+        for vx, vy in shifts:
+            iy = nearest_index((coord[..., 0] + (vx * rx + eps)).clamp(-CLAMP, CLAMP), h).clamp(0, h - 1)
+            ix = nearest_index((coord[..., 1] + (vy * ry + eps)).clamp(-CLAMP, CLAMP), w).clamp(0, w - 1)
+            rel_y = (coord[..., 0] - centres_y[iy]) * h
+            rel_x = (coord[..., 1] - centres_x[ix]) * w
+            terms = [rel_y, rel_x]
+            if self.cell_decode:
+                terms += [cell[..., 0] * h, cell[..., 1] * w]
+            index_y.append(iy)
+            index_x.append(ix)
+            rel_terms.append(torch.stack(terms, dim=-1))
+            areas.append(torch.abs(rel_y * rel_x) + AREA_EPS)
+
+        # All shifts and batch items go through each layer as one matrix multiply.
+        rows = latents.window.rows_of(torch.stack(index_y), torch.stack(index_x))
+        linears = self.imnet.linears
+        extra_weight = linears[0].weight[:, linears[0].weight.shape[1] - rel_terms[0].shape[-1]:]
+        hidden = torch.addmm(table.index_select(0, rows), torch.stack(rel_terms).view(rows.shape[0], -1),
+                             extra_weight.t())
+        hidden = mlp_tail(hidden, linears[1:])
+        preds = hidden.view(len(shifts), batch, n_queries, -1).unbind(0)
+        return blend_ensemble(list(preds), areas, self.local_ensemble)
 
 
 def check_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool) -> None:

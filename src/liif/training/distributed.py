@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from liif.errors import LiifError
+from liif.runtime import pick_device
 
 
 @dataclass
@@ -26,17 +26,6 @@ class Processes:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is the local GPU when there is one, else the CPU; ``cuda`` gets this process's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise LiifError("device 'cuda' asked for, but no GPU is available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def start_processes(device: str) -> Processes:

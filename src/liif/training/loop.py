@@ -3,7 +3,6 @@ validation on random patches, ``epoch-last``/``epoch-best``/``epoch-N`` checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -22,8 +21,10 @@ from liif.checkpoint import load_model, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
+from liif.normalization import DataNorm
 from liif.registry import make
-from liif.render import render
+from liif.renderer import render
+from liif.runtime import autocast
 from liif.training.distributed import Processes, global_mean, start_processes, stop_processes
 from liif.training.monitor import RunLog
 from liif.training.state import restore, training_checkpoint, write_checkpoint
@@ -63,13 +64,16 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
                                        persistent_workers=workers > 0)
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
-    """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it)."""
+def initial_model(config: dict[str, Any]) -> nn.Module:
+    """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it), with the
+    config's ``data_norm``, which its checkpoints carry."""
     if config["init_from"]:
-        model = load_model(config["init_from"])
+        model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
-        return model.train()
-    return make(config["model"])
+    else:
+        model = make(config["model"])
+    model.data_norm = DataNorm.from_config(config["data_norm"])
+    return model
 
 
 def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
@@ -87,45 +91,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | Non
                                                 gamma=spec.get("gamma", 0.1))
 
 
-def normaliser(norm: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sub, div) of a ``data_norm`` entry, shaped to broadcast over (B, 3, h, w) or (B, Q, 3)."""
-    return (torch.tensor(norm["sub"], dtype=torch.float32, device=device),
-            torch.tensor(norm["div"], dtype=torch.float32, device=device))
-
-
-class Normalise:
-    """The reference's ``data_norm``: inputs and targets to (x - sub) / div, predictions back."""
-
-    def __init__(self, data_norm: dict[str, Any], device: torch.device):
-        self.inp_sub, self.inp_div = (t.view(1, -1, 1, 1) for t in normaliser(data_norm["inp"], device))
-        self.gt_sub, self.gt_div = (t.view(1, 1, -1) for t in normaliser(data_norm["gt"], device))
-
-    def inp(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.inp_sub) / self.inp_div
-
-    def gt(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.gt_sub) / self.gt_div
-
-    def pred_to_rgb(self, pred: torch.Tensor) -> torch.Tensor:
-        return (pred * self.gt_div + self.gt_sub).clamp(0, 1)
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(model: nn.Module, batch: Batch, norm: Normalise, optimizer: torch.optim.Optimizer,
+def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, amp: str, procs: Processes) -> float:
     """One optimisation step; returns the loss (mean over processes), raising if it is not finite."""
-    with autocast(procs.device, amp):
-        pred = model(norm.inp(batch["inp"]), batch["coord"], batch["cell"])
-    loss = F.l1_loss(pred.float(), norm.gt(batch["gt"]))
+    with autocast(procs.device, "fp32" if amp == "none" else amp):
+        pred = model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"])
+    loss = F.l1_loss(pred.float(), norm.to_target(batch["gt"]))
     value = global_mean(loss.detach(), procs).item()
     if not math.isfinite(value):
         raise TrainingDiverged(f"the loss is {value}")
@@ -137,13 +112,13 @@ def train_step(model: nn.Module, batch: Batch, norm: Normalise, optimizer: torch
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: Iterable[Batch], norm: Normalise, device: torch.device) -> float:
+def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device) -> float:
     """The reference's training-time proxy: PSNR on the sampled pixels, RGB, no shave, per batch, averaged."""
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
-        pred = norm.pred_to_rgb(model(norm.inp(batch["inp"]), batch["coord"], batch["cell"]))
+        pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
         mse = (pred - batch["gt"]).pow(2).mean().item()
         total += -10 * math.log10(mse) * batch["inp"].shape[0]
         count += batch["inp"].shape[0]
@@ -152,14 +127,12 @@ def validate(model: nn.Module, loader: Iterable[Batch], norm: Normalise, device:
 
 
 @torch.no_grad()
-def sample_image(model: nn.Module, batch: Batch, norm: Normalise, device: torch.device) -> torch.Tensor:
+def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
     """The first validation input rendered at its HR crop size, (3, H, W) in [0, 1], for TensorBoard."""
     model.eval()
-    cell = batch["cell"][0, 0]
-    size = (round(2 / cell[0].item()), round(2 / cell[1].item()))
-    out = render(model, norm.inp(batch["inp"][:1].to(device)), size)
+    out = render(model, batch["inp"][:1].to(device), tuple(batch["hr_size"][0].tolist()))
     model.train()
-    return norm.pred_to_rgb(out.permute(0, 2, 3, 1).reshape(1, -1, 3)).reshape(size[0], size[1], 3).permute(2, 0, 1)
+    return out[0]
 
 
 def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
@@ -218,7 +191,7 @@ class Run:
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
         self.log = RunLog(run_dir, quiet, config["tensorboard"]) if procs.is_main else None
 
-        self.model = build_model(config).to(procs.device)
+        self.model = initial_model(config).to(procs.device)
         self.optimizer = build_optimizer(self.model, config["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
         self.per_iter = bool(config["multi_step_lr"]) and config["multi_step_lr"].get("unit", "epoch") == "iter"
@@ -238,7 +211,7 @@ class Run:
                           f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
                           f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
 
-        self.norm = Normalise(config["data_norm"], procs.device)
+        self.norm = self.model.data_norm
         self.net: nn.Module = self.model  # what the training step calls: DDP-wrapped and compiled when asked
         if procs.distributed:
             self.net = nn.parallel.DistributedDataParallel(
@@ -313,7 +286,7 @@ class Run:
         self.summary.update(val_psnr=val, best_val=self.best)
         self.log.scalars(epoch, **{"val/psnr": val})
         if self.log.writer is not None:
-            self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)), self.norm,
+            self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)),
                                                       self.procs.device), epoch)
         return f", val PSNR {val:.4f} (best {self.best:.4f})"
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from liif.checkpoint import atomic_save, model_spec_with_state
+from liif.checkpoint import model_entries
 from liif.errors import LiifError
+from liif.fileio import atomic_write
 
 
 def rng_states() -> dict[str, Any]:
@@ -41,7 +42,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any],
                         scheduler: Any, epoch: int, global_step: int, best_val: float | None) -> dict[str, Any]:
     """The object written as ``epoch-*.pth``; ``load_model`` and the reference's test.py read it as is."""
-    return {"model": model_spec_with_state(model),
+    return {**model_entries(model),
             "optimizer": {**config["optimizer"], "sd": optimizer.state_dict()},
             "epoch": epoch,
             "scheduler": None if scheduler is None else scheduler.state_dict(),
@@ -54,7 +55,7 @@ def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, conf
 def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write atomically; a full disk (or any failed write) leaves the previous file at ``path`` intact."""
     try:
-        atomic_save(ckpt, path)
+        atomic_write(path, lambda f: torch.save(ckpt, f))
     except (OSError, RuntimeError) as exc:  # torch.save's zip writer reports a failed write as a RuntimeError
         full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
         reason = "no space left on device" if full else getattr(exc, "strerror", None) or str(exc).splitlines()[0]

@@ -1,10 +1,12 @@
-"""Bounded-memory rendering: encode overlapping input tiles, query each tile's output pixels, yield blocks.
+"""Render a continuous-image model on a pixel grid in bounded memory: pictures in [0, 1] in, [0, 1] out.
 
 The latent grid is cut into tiles of ``tile`` x ``tile`` latents. An output pixel belongs to the tile
-holding the latent under its centre; its local ensemble reaches at most ``ENSEMBLE_REACH`` latents
-further, so each tile builds ``Latents`` for itself plus that border, and encodes the input with a
-margin of ``model.receptive_radius`` pixels around them, which makes every latent it uses exactly the
-latent of the whole image. Memory then depends on the tile and the block, never on the image size.
+holding the latent under its centre; its query reaches at most ``model.latent_reach`` latents further,
+so each tile builds latents for itself plus that border, and encodes the input with a margin of
+``model.receptive_radius`` pixels around them, which makes every latent it uses exactly the latent of
+the whole image. Memory then depends on the tile and the block, never on the image size. The renderer
+uses only the ``ImplicitModel`` interface, so any decoder that implements it renders, tiles and
+self-ensembles the same way.
 """
 
 from __future__ import annotations
@@ -15,29 +17,8 @@ from typing import Iterator
 
 import torch
 
-from liif.coords import make_coord
-from liif.models.liif import DEFAULT_CHUNK, LIIF
-
-# The local ensemble's nearest latents lie within two latents of the one under the query
-# (half a cell of shift, rounding to the nearest centre, and the 1e-6 tie-breaking eps).
-ENSEMBLE_REACH = 2
-WHOLE_IMAGE = ((-1.0, 1.0), (-1.0, 1.0))
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Output pixels: ``size`` (H, W) pixel centres spread over ``ranges`` ((y0, y1), (x0, x1)) of [-1, 1]^2."""
-
-    size: tuple[int, int]
-    ranges: tuple[tuple[float, float], tuple[float, float]] = WHOLE_IMAGE
-
-    def axis(self, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Pixel-centre coordinates along ``dim`` (0: rows, 1: columns)."""
-        return make_coord((self.size[dim],), ranges=[self.ranges[dim]], device=device).view(-1)
-
-    def cell(self) -> tuple[float, float]:
-        """Pixel height and width in [-1, 1] units: the cell always follows the output pixel size."""
-        return tuple((r[1] - r[0]) / n for r, n in zip(self.ranges, self.size))
+from liif.geometry import WHOLE_IMAGE, Grid, Ranges
+from liif.models.implicit import ImplicitModel
 
 
 @dataclass(frozen=True)
@@ -92,10 +73,10 @@ def tile_spans(bins: torch.Tensor, tile: int) -> list[tuple[int, int, int, int]]
     return spans
 
 
-def pick_tile(model: LIIF, grid: Grid, latent_shape: tuple[int, int], tile: int, block_pixels: int) -> int:
-    """A tile side, in latents, whose output block holds at most ``block_pixels`` pixels (the reference path:
-    the whole grid, since it cannot query windows)."""
-    if model.query_path == "reference":
+def pick_tile(model: ImplicitModel, grid: Grid, latent_shape: tuple[int, int], tile: int, block_pixels: int) -> int:
+    """A tile side, in latents, whose output block holds at most ``block_pixels`` pixels (the whole grid for a
+    model whose latents cannot cover windows)."""
+    if not model.windowed:
         return max(latent_shape)
     density = 1.0
     for dim in (0, 1):
@@ -110,11 +91,12 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def render_tiles(model: LIIF, inp: torch.Tensor, grid: Grid, tile: int = 256, chunk_size: int = DEFAULT_CHUNK,
-                 self_ensemble: bool = False, block_pixels: int = 1 << 22
+def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int = 256,
+                 chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22
                  ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (row, col, block) where ``block`` (B, 3, hb, wb) is the normalised-space output of ``grid`` at
-    (row, col), for a normalised input (B, 3, h, w); blocks cover the grid once, tile by tile."""
+    """Yield (row, col, block): ``block`` (B, C, hb, wb) in [0, 1] is the output of ``grid`` at (row, col) for
+    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile."""
+    inp = model.data_norm.to_model(image)
     h, w = inp.shape[-2:]
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
     axes = [grid.axis(dim, inp.device) for dim in (0, 1)]
@@ -122,24 +104,25 @@ def render_tiles(model: LIIF, inp: torch.Tensor, grid: Grid, tile: int = 256, ch
     col_spans = tile_spans(latent_bins(axes[1], w), side)
     cell_hw = torch.tensor(grid.cell(), device=inp.device)
     symmetries = ALL_SYMMETRIES if self_ensemble else IDENTITY
+    reach = model.latent_reach
     for r0, r1, y0, y1 in row_spans:
         for c0, c1, x0, x1 in col_spans:
-            latent_win = (clip(r0 - ENSEMBLE_REACH, r1 + ENSEMBLE_REACH, h),
-                          clip(c0 - ENSEMBLE_REACH, c1 + ENSEMBLE_REACH, w))
+            latent_win = (clip(r0 - reach, r1 + reach, h), clip(c0 - reach, c1 + reach, w))
             coord = torch.stack(torch.meshgrid(axes[0][y0:y1], axes[1][x0:x1], indexing="ij"), dim=-1)
             block = sum(render_window(model, inp, latent_win, coord, cell_hw, chunk_size, symmetry)
                         for symmetry in symmetries) / len(symmetries)
-            yield y0, x0, block
+            yield y0, x0, model.data_norm.to_pixels(block, channel_dim=1)
 
 
-def render_window(model: LIIF, inp: torch.Tensor, latent_win: tuple[tuple[int, int], tuple[int, int]],
-                  coord: torch.Tensor, cell_hw: torch.Tensor, chunk_size: int, symmetry: Symmetry) -> torch.Tensor:
-    """The (B, 3, hb, wb) output at ``coord`` (hb, wb, 2), from latents of ``latent_win`` of ``symmetry(inp)``."""
+def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tuple[int, int], tuple[int, int]],
+                  coord: torch.Tensor, cell_hw: torch.Tensor, chunk_size: int | None,
+                  symmetry: Symmetry) -> torch.Tensor:
+    """The model-space output (B, C, hb, wb) at ``coord`` (hb, wb, 2), from latents of ``latent_win`` of
+    ``symmetry(inp)``."""
     shape = tuple(inp.shape[-2:])
-    unfold = 1 if model.feat_unfold else 0
-    radius = model.receptive_radius
+    halo, radius = model.feature_halo, model.receptive_radius
     (r0, r1), (c0, c1) = latent_win
-    feat_rows, feat_cols = clip(r0 - unfold, r1 + unfold, shape[0]), clip(c0 - unfold, c1 + unfold, shape[1])
+    feat_rows, feat_cols = clip(r0 - halo, r1 + halo, shape[0]), clip(c0 - halo, c1 + halo, shape[1])
     in_rows, in_cols = clip(r0 - radius, r1 + radius, shape[0]), clip(c0 - radius, c1 + radius, shape[1])
     window = inp[:, :, in_rows[0]:in_rows[1], in_cols[0]:in_cols[1]]
     in_rows, in_cols, _ = symmetry.window(in_rows, in_cols, shape)
@@ -155,3 +138,16 @@ def render_window(model: LIIF, inp: torch.Tensor, latent_win: tuple[tuple[int, i
     cell = symmetry.cell(cell_hw).view(1, 1, 2).expand_as(coord)
     pred = model.query_chunked(latents, coord, cell, chunk_size)
     return pred.view(batch, rows, cols, -1).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ranges: Ranges = WHOLE_IMAGE,
+           chunk_size: int | None = None, tile: int = 256, self_ensemble: bool = False) -> torch.Tensor:
+    """The (B, C, H, W) picture in [0, 1] that ``model`` renders of pictures ``image`` (B, 3, h, w) in [0, 1]
+    at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region."""
+    out = None
+    for row, col, block in render_tiles(model, image, Grid(tuple(size), ranges), tile, chunk_size, self_ensemble):
+        if out is None:
+            out = block.new_empty(*block.shape[:2], *size)
+        out[:, :, row:row + block.shape[2], col:col + block.shape[3]] = block
+    return out

@@ -8,6 +8,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from liif.fileio import atomic_write
+
 # Photographs (1-20 MP, renders and paintings left out) inside the extracted packages, relative to their root.
 PHOTOS = [
     "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg",
@@ -76,11 +78,8 @@ def build_photos(extracted: Path, out: Path, quiet: bool = False) -> tuple[int, 
     for i, rel in enumerate(tqdm(PHOTOS, desc="photos", disable=quiet)):
         split = "valid" if i % VALID_EVERY == VALID_EVERY - 1 else "train"
         target = out / split / photo_name(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            tmp = target.with_suffix(".tmp.png")
-            halve(extracted / rel).save(tmp)
-            tmp.replace(target)
+            atomic_write(target, lambda f: halve(extracted / rel).save(f, format="PNG"))
         counts[split == "valid"] += 1
     return counts[0], counts[1]
 

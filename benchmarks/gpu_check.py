@@ -1,0 +1,821 @@
+#!/usr/bin/env python3
+"""Every GPU measurement in one run, for a lent GPU machine: a report survives whatever part of it finishes.
+
+    python3 benchmarks/gpu_check.py --out DIR [--data-root DIR] [--budget 310] [--device cuda]
+    python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck     # smoke test, under a minute
+
+Sections (run in this order, the slow and riskiest torch.compile ones last):
+  device         a. the card, torch, CUDA, memory
+  query          b. query throughput of the released model (encode + latents + query_chunked over the whole
+                    output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
+                    bf16 autocast; the fast path at several chunk sizes
+  encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
+  psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
+  train          d. training iterations per second at the reference batch (16 x 48x48 LR, 2304 queries)
+  query_compile  b. the query throughput with torch.compile (encode and query compiled)
+  train_compile  d. training, fast path, bf16 autocast and torch.compile
+The peak GPU memory of every case and section (e.) is in each table and in a summary table.
+
+Each section runs in a child process of this script with a time limit (its own, and what is left of --budget),
+so that a hang, a crash or an out-of-memory error costs that section only; the child saves its results after
+every case, so a section cut short still reports what it measured. After each section DIR/gpu_report.json and
+DIR/gpu_report.md are rewritten, and the section's markdown is printed. This parent process never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
+
+# name, title, time limit (s) on a GPU, time limit (s) in --quick mode
+SECTIONS = [
+    ("device", "a. Device", 60, 10),
+    ("query", "b. Query throughput, eager", 120, 12),
+    ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
+    ("psnr", "c. Set14 PSNR-Y by precision", 120, 15),
+    ("train", "d. Training iterations per second, eager", 90, 20),
+    ("query_compile", "b. Query throughput, torch.compile", 150, 60),
+    ("train_compile", "d. Training with torch.compile", 130, 60),
+]
+COMPILE_SECTIONS = ("query_compile", "train_compile")  # left out of --quick unless named in --sections
+SECTION_NAMES = [s[0] for s in SECTIONS]
+COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
+README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
+REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
+MODE_TEXT = {"fp32": "fp32, TF32 off", "tf32": "fp32, TF32 on", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parent: runs the sections in children, merges their results, writes the reports.
+# ----------------------------------------------------------------------------------------------------------------
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_sigterm(signum, frame):  # `timeout` sends SIGTERM: stop the current child, write what we have
+    raise Interrupted(f"signal {signum}")
+
+
+def run_section(name: str, title: str, limit: float, args: argparse.Namespace, sections: dict) -> None:
+    """Run one section in a child process (its own process group) within ``limit`` seconds; its result goes
+    into ``sections[name]`` whatever happens, an interrupt (SIGTERM) of this process included."""
+    out = args.out
+    result_path = out / f".section-{name}.json"
+    result_path.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--result", str(result_path),
+               "--device", args.device, "--data-root", str(args.data_root), "--time-limit", f"{limit:.0f}"]
+    if args.quick:
+        command.append("--quick")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    start = time.monotonic()
+    status = None
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        code = proc.wait(timeout=limit)
+        if code != 0:
+            status = f"child exited with code {code}"
+    except subprocess.TimeoutExpired:
+        status = f"timeout: stopped after {limit:.0f} s"
+    except BaseException as exc:
+        status = f"interrupted ({exc or type(exc).__name__})"
+        raise
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        result = read_json(result_path) or {"cases": []}
+        result_path.unlink(missing_ok=True)
+        if status is not None:
+            result["status"] = status + (" (partial results)" if result.get("cases") else "")
+        result.setdefault("status", "no result written")
+        result.update(title=title, seconds=round(time.monotonic() - start, 1), time_limit_s=round(limit))
+        sections[name] = result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="folder for gpu_report.md and gpu_report.json")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA,
+                        help=f"folder holding Set14 (default {DEFAULT_DATA})")
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a CPU smoke test)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for all sections together (default 310; 55 with --quick)")
+    parser.add_argument("--sections", default=None,
+                        help=f"comma-separated subset of {','.join(SECTION_NAMES)} (default all; with --quick, "
+                             "all but the compile ones, which take minutes on a CPU)")
+    parser.add_argument("--child", choices=SECTION_NAMES, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--time-limit", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+    if args.out is None:
+        parser.error("--out is required")
+    if args.sections is None:
+        wanted = [s for s in SECTION_NAMES if not (args.quick and s in COMPILE_SECTIONS)]
+    else:
+        wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(SECTION_NAMES))
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    budget = args.budget if args.budget is not None else (55 if args.quick else 310)
+    args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+              "python": platform.python_version(), "argv": sys.argv[1:], "device": args.device, "quick": args.quick,
+              "data_root": str(args.data_root), "budget_s": budget, "sections": {}}
+    deadline = time.monotonic() + budget
+    started = time.monotonic()
+
+    def save() -> None:
+        report["elapsed_s"] = round(time.monotonic() - started, 1)
+        write_atomic(args.out / "gpu_report.json", json.dumps(report, indent=1) + "\n")
+        write_atomic(args.out / "gpu_report.md", render_report(report))
+
+    save()
+    print(f"# gpu_check: sections {', '.join(wanted)}; budget {budget:.0f} s; reports in {args.out}", flush=True)
+    try:
+        for name, title, limit, quick_limit in SECTIONS:
+            if name not in wanted:
+                continue
+            limit = min(quick_limit if args.quick else limit, deadline - time.monotonic())
+            if limit < 10:
+                report["sections"][name] = {"title": title, "cases": [],
+                                            "status": f"skipped: the {budget:.0f} s budget is spent"}
+            else:
+                print(f"\n## running {name} (limit {limit:.0f} s)", flush=True)
+                run_section(name, title, limit, args, report["sections"])
+            save()
+            print(render_section(name, report), flush=True)
+    except Interrupted as exc:
+        print(f"gpu_check interrupted ({exc}): writing what was measured", flush=True)
+        report["interrupted"] = str(exc)
+    finally:
+        report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        save()
+    print(f"\nwrote {args.out / 'gpu_report.md'} and {args.out / 'gpu_report.json'} "
+          f"in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------------------------------------
+
+def fmt(value, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def sig(value, digits: int = 3) -> str:
+    """A rate with ``digits`` significant digits (0.0215, 21.5, 2150)."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def errors_of(cases: list[dict]) -> list[str]:
+    return [f"- {c.get('label', '?')}: **{c['error']}**" for c in cases if c.get("error")]
+
+
+def render_report(report: dict) -> str:
+    lines = [f"# GPU check ({'quick, ' if report['quick'] else ''}device {report['device']})", "",
+             f"Started {report['started']} on {report['host']}, Python {report['python']}; "
+             f"budget {report['budget_s']:.0f} s; elapsed {report.get('elapsed_s', 0):.0f} s"
+             + (f"; finished {report['finished']}" if report.get("finished") else " (running or cut short)") + ".",
+             f"Command: `gpu_check.py {' '.join(report['argv'])}`", ""]
+    for name in SECTION_NAMES:
+        if name in report["sections"]:
+            lines.append(render_section(name, report))
+    lines.append(render_memory(report))
+    return "\n".join(lines) + "\n"
+
+
+def render_section(name: str, report: dict) -> str:
+    sec = report["sections"].get(name, {})
+    lines = [f"## {sec.get('title', name)}", "",
+             f"Status: {sec.get('status', '?')}; {fmt(sec.get('seconds'), 0)} s of a {fmt(sec.get('time_limit_s'))} s limit.",
+             ""]
+    try:
+        lines += RENDERERS[name](sec, report)
+    except Exception as exc:  # a report must never fail to render
+        lines.append(f"(could not render this section: {type(exc).__name__}: {exc})")
+    if sec.get("error"):
+        lines += ["", "Section error:", "```", sec["error"].strip()[-3000:], "```"]
+    errs = errors_of(sec.get("cases", []))
+    if errs:
+        lines += ["", "Cases that failed:", *errs]
+    if sec.get("notes"):
+        lines += ["", *[f"- {n}" for n in sec["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def render_device(sec: dict, report: dict) -> list[str]:
+    info = sec.get("info", {})
+    return [f"- {k}: {v}" for k, v in info.items()]
+
+
+def ok_cases(sec: dict, **match) -> list[dict]:
+    return [c for c in sec.get("cases", []) if not c.get("error") and all(c.get(k) == v for k, v in match.items())]
+
+
+def render_query(sec: dict, report: dict) -> list[str]:
+    rows = []
+    for c in sec.get("cases", []):
+        if c.get("error"):
+            continue
+        rows.append([c["case"], c["path"], MODE_TEXT.get(c["mode"], c["mode"]), c["chunk"], fmt(c["seconds"], 3),
+                     sig(c["mp_per_s"]), sig(c["fps"]), fmt(c.get("peak_mib"), 0)])
+    lines = ["Encode + latents + query_chunked over the whole output grid, synchronised, best of "
+             f"{sec.get('repeats', '?')} after a warm-up; random input; released EDSR-baseline-LIIF.", ""]
+    lines += table(["case", "path", "precision", "chunk", "seconds", "output MP/s", "frames/s", "peak MiB"], rows)
+    summary = []
+    for s in sec.get("summary", []):
+        summary.append([s["case"], MODE_TEXT.get(s["mode"], s["mode"]), f"{sig(s.get('fast_mp_per_s'))} (chunk {s.get('fast_chunk')})",
+                        sig(s.get("reference_mp_per_s")), f"**{fmt(s.get('ratio'), 2)}x**",
+                        fmt(s.get("max_abs_diff"), 6) if isinstance(s.get("max_abs_diff"), float) else "-"])
+    if summary:
+        lines += ["", "Fast (best chunk) against reference (chunk 30000), same card, same precision:", ""]
+        lines += table(["case", "precision", "fast MP/s (best chunk)", "reference MP/s", "fast / reference",
+                        "max abs(fast - reference)"], summary)
+    return lines
+
+
+def render_encoder(sec: dict, report: dict) -> list[str]:
+    base = next((c["seconds"] for c in ok_cases(sec) if c["variant"] == "fp32"), None)
+    rows = [[c["variant"], sig(c["seconds"] * 1000), sig(c["fps"]),
+             fmt(base / c["seconds"], 2) + "x" if base else "-", fmt(c.get("peak_mib"), 0)] for c in ok_cases(sec)]
+    return [f"EDSR-baseline encoder (no upsampling) on a {sec.get('size', '?')} input, inference, best of "
+            f"{sec.get('repeats', '?')} after warm-up.", ""] + table(
+        ["variant", "ms", "frames/s", "speed vs fp32 (TF32 off)", "peak MiB"], rows)
+
+
+def render_psnr(sec: dict, report: dict) -> list[str]:
+    cases = {c["mode"]: c for c in ok_cases(sec)}
+    scales = sec.get("scales", ["x2", "x3", "x4"])
+    base = cases.get("fp32")
+    rows = []
+    if not report.get("quick"):
+        rows.append(["README (CPU fp32)"] + [fmt(README_SET14.get(k), 4) for k in scales] + ["-", "-", "-"])
+    for mode, c in cases.items():
+        loss = ", ".join(f"{c['psnr'][k] - base['psnr'][k]:+.4f}" for k in scales) if base else "-"
+        rows.append([MODE_TEXT.get(mode, mode)] + [fmt(c["psnr"].get(k), 4) for k in scales]
+                    + [loss, fmt(c["seconds"], 1), fmt(base["seconds"] / c["seconds"], 2) + "x" if base else "-"])
+    lines = [f"liif.evaluate on {sec.get('dataset', '?')} (degrade pil, PSNR-Y, shave = scale), "
+             "reduced precisions under torch.autocast; the time includes reading, degrading and scoring on the CPU.",
+             ""]
+    lines += table(["precision"] + [f"{k} PSNR" for k in scales] + ["vs fp32 (dB)", "seconds", "speed vs fp32"], rows)
+    if base and not report.get("quick"):
+        lines += ["", "fp32 on this card vs README (CPU): " + ", ".join(
+            f"{k} {base['psnr'][k] - README_SET14[k]:+.4f} dB" for k in scales if k in README_SET14)]
+    return lines
+
+
+def render_train(sec: dict, report: dict) -> list[str]:
+    ref = None
+    train = report["sections"].get("train", {})
+    for c in ok_cases(train, path="reference", mode="fp32"):
+        ref = c["it_per_s"]
+    eager_bf16 = next((c["it_per_s"] for c in ok_cases(train, path="fast", mode="bf16")), None)
+    rows = []
+    for c in ok_cases(sec):
+        extra = [fmt(c.get("compile_s"), 1)] if "compile_s" in c else []
+        rows.append([c["path"], MODE_TEXT.get(c["mode"], c["mode"]) + (" + torch.compile" if c.get("compiled") else ""),
+                     sig(c["it_per_s"]), sig(c["seconds_per_it"] * 1000), sig(c["encoder_s"] * 1000),
+                     fmt(c["it_per_s"] / ref, 2) + "x" if ref else "-", fmt(c.get("peak_mib"), 0),
+                     fmt(c.get("final_loss"), 4)] + extra)
+    header = ["path", "precision", "it/s", "ms/it", "encoder fwd+bwd ms/it", "vs reference fp32", "peak MiB",
+              "last loss"]
+    if any("compile_s" in c for c in ok_cases(sec)):
+        header.append("first steps incl. compile (s)")
+    lines = [f"Batch {sec.get('batch', '?')} x 48x48 LR, 2304 queries per item, EDSR-baseline-LIIF "
+             f"(configs/train-div2k/edsr-baseline-liif.yaml), Adam; {sec.get('iters', '?')} timed steps after "
+             f"{sec.get('warmup', '?')} warm-up steps; batches made up front (benchmarks/train_speed.py).", ""]
+    lines += table(header, rows)
+    if sec is not train and eager_bf16:
+        for c in ok_cases(sec):
+            lines += ["", f"torch.compile vs eager (fast, bf16): {c['it_per_s'] / eager_bf16:.2f}x"]
+    return lines
+
+
+def render_query_compile(sec: dict, report: dict) -> list[str]:
+    eager = report["sections"].get("query", {})
+    rows = []
+    for c in ok_cases(sec):
+        same = [e for e in ok_cases(eager, case=c["case"], path=c["path"], mode=c["mode"], chunk=c["chunk"])]
+        ratio = fmt(c["mp_per_s"] / same[0]["mp_per_s"], 2) + "x" if same else "-"
+        rows.append([c["case"], c["path"], MODE_TEXT.get(c["mode"], c["mode"]), c["chunk"], fmt(c["first_call_s"], 1),
+                     sig(c["seconds"]), sig(c["mp_per_s"]), sig(c["fps"]), ratio, fmt(c.get("peak_mib"), 0)])
+    lines = ["`model.encode` and `model.query` wrapped in torch.compile (default mode); query_chunked then calls "
+             "the compiled query per chunk. First call = compile + run.", ""]
+    return lines + table(["case", "path", "precision", "chunk", "first call (s)", "seconds", "output MP/s",
+                          "frames/s", "vs eager", "peak MiB"], rows)
+
+
+def render_memory(report: dict) -> str:
+    rows = []
+    for name in SECTION_NAMES:
+        sec = report["sections"].get(name)
+        if sec is None:
+            continue
+        peaks = [c["peak_mib"] for c in sec.get("cases", []) if isinstance(c.get("peak_mib"), (int, float))]
+        rows.append([name, fmt(max(peaks), 0) if peaks else "-", fmt(sec.get("total_mib"))])
+    return "\n".join(["## e. Peak GPU memory per section", "",
+                      "torch.cuda.max_memory_allocated, reset before each case; the largest case of the section.",
+                      "", *table(["section", "peak MiB allocated", "card total MiB"], rows)]) + "\n"
+
+
+RENDERERS = {"device": render_device, "query": render_query, "encoder": render_encoder, "psnr": render_psnr,
+             "train": render_train, "query_compile": render_query_compile, "train_compile": render_train}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Children: one section each. Everything torch lives below.
+# ----------------------------------------------------------------------------------------------------------------
+
+class Result(dict):
+    """A section's results, saved atomically to ``path`` after every case."""
+
+    def __init__(self, path: Path):
+        super().__init__(cases=[])
+        self.path = path
+
+    def save(self) -> None:
+        write_atomic(self.path, json.dumps(self, indent=1, default=str) + "\n")
+
+
+class Ctx:
+    def __init__(self, args: argparse.Namespace):
+        import torch
+
+        self.torch = torch
+        self.quick = args.quick
+        self.device = torch.device(args.device)
+        self.cuda = self.device.type == "cuda"
+        self.data_root = args.data_root
+        self.start = time.monotonic()
+        self.time_limit = args.time_limit or 1e9
+
+    def left(self) -> float:
+        return self.time_limit - (time.monotonic() - self.start)
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_mib(self) -> float | None:
+        if not self.cuda:
+            return None
+        return round(self.torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+
+    def set_tf32(self, on: bool) -> None:
+        self.torch.backends.cuda.matmul.allow_tf32 = on
+        self.torch.backends.cudnn.allow_tf32 = on
+
+    def precision(self, mode: str):
+        """Set TF32 for ``mode`` and return its autocast context (fp32 and tf32: none)."""
+        torch = self.torch
+        self.set_tf32(mode == "tf32")
+        if mode in ("bf16", "fp16"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+        return contextlib.nullcontext()
+
+    def modes(self, wanted: list[str]) -> list[str]:
+        """TF32 and fp16 autocast mean nothing (or are refused) on the CPU: the smoke test skips them."""
+        if self.cuda:
+            return wanted
+        return [m for m in wanted if m not in ("tf32",)]
+
+
+def attempt(ctx: Ctx, result: Result, label: str, fn, **fields) -> dict | None:
+    """Run one case; record its dict (or its error) in ``result`` and save. Never raises (but KeyboardInterrupt)."""
+    case = {"label": label, **fields, "error": "did not finish: the section was stopped during this case"}
+    result["cases"].append(case)  # saved first, so that a case cut short by the time limit is named
+    result.save()
+    try:
+        ctx.reset_peak()
+        case.update(fn())
+        del case["error"]
+        case["peak_mib"] = ctx.peak_mib()
+    except Exception as exc:
+        case["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ''}"
+        case["traceback"] = traceback.format_exc(limit=8)[-4000:]
+        case["peak_mib"] = ctx.peak_mib()
+    finally:
+        if ctx.cuda:
+            with contextlib.suppress(Exception):
+                ctx.torch.cuda.empty_cache()
+    result.save()
+    print(f"  {label}: " + (f"ERROR {case['error']}" if "error" in case else
+                            ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in case.items() if k not in ("label", "traceback")
+                                      and not isinstance(v, (dict, list)))), flush=True)
+    return None if "error" in case else case
+
+
+def run_child(args: argparse.Namespace) -> int:
+    if args.time_limit:  # die on our own should the parent be killed outright (SIGALRM's default action)
+        signal.alarm(int(args.time_limit) + 15)
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    result = Result(args.result)
+    result["status"] = "running"
+    result.save()
+    try:
+        ctx = Ctx(args)
+        if ctx.cuda and not ctx.torch.cuda.is_available():
+            raise RuntimeError("--device cuda, but torch.cuda.is_available() is False")
+        if ctx.cuda:
+            result["total_mib"] = round(ctx.torch.cuda.get_device_properties(ctx.device).total_memory / 2**20)
+        CHILDREN[args.child](ctx, result)
+        failed = sum(1 for c in result["cases"] if c.get("error"))
+        result["status"] = "ok" if not failed else f"ok, {failed} case(s) failed"
+    except Exception:
+        result["status"] = "error"
+        result["error"] = traceback.format_exc(limit=10)[-5000:]
+    result.save()
+    return 0
+
+
+def section_device(ctx: Ctx, result: Result) -> None:
+    torch = ctx.torch
+    info = {"torch": torch.__version__, "torch CUDA": torch.version.cuda, "cuDNN": torch.backends.cudnn.version(),
+            "Python": platform.python_version(), "CPU cores": os.cpu_count(), "device": str(ctx.device)}
+    with contextlib.suppress(Exception):
+        import triton
+        info["triton"] = triton.__version__
+    if ctx.cuda:
+        props = torch.cuda.get_device_properties(ctx.device)
+        free, total = torch.cuda.mem_get_info(ctx.device)
+        info.update({"GPU": torch.cuda.get_device_name(ctx.device), "compute capability": f"{props.major}.{props.minor}",
+                     "SMs": props.multi_processor_count, "GPU memory total (MiB)": round(total / 2**20),
+                     "GPU memory free at start (MiB)": round(free / 2**20),
+                     "bf16 supported": torch.cuda.is_bf16_supported(),
+                     "default TF32 (matmul, cuDNN)": f"{torch.backends.cuda.matmul.allow_tf32}, "
+                                                      f"{torch.backends.cudnn.allow_tf32}",
+                     "GPU count": torch.cuda.device_count()})
+        with contextlib.suppress(Exception):
+            info["driver (nvidia-smi)"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version,power.limit,clocks.max.sm", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20).stdout.strip()
+    result["info"] = info
+    print("\n".join(f"  {k}: {v}" for k, v in info.items()), flush=True)
+
+
+def released_model(ctx: Ctx, path: str = "fast"):
+    import liif
+
+    model = liif.load_model("edsr-baseline-liif", ctx.device)
+    model.query_path = path
+    return model
+
+
+def query_cases(ctx: Ctx):
+    """(label, input (h, w), output (H, W)) of the query benchmark."""
+    if ctx.quick:
+        return [("8x8 -> x4", (8, 8), (32, 32)), ("12x16 -> x2", (12, 16), (24, 32))]
+    return [("128x128 -> x4", (128, 128), (512, 512)), ("1920x1080 -> x2", (1080, 1920), (2160, 3840))]
+
+
+def render_timed(ctx: Ctx, model, inp, coord, cell, chunk: int, mode: str, repeats: int) -> tuple[dict, object]:
+    """Best time of encode + latents + query_chunked over the whole grid, after one warm-up; and the output."""
+    torch = ctx.torch
+    times = []
+    pred = None
+    with torch.no_grad(), ctx.precision(mode):
+        for i in range(repeats + 1):
+            pred = None
+            ctx.sync()
+            start = time.perf_counter()
+            latents = model.latents(model.encode(inp))
+            pred = model.query_chunked(latents, coord, cell, chunk_size=chunk)
+            ctx.sync()
+            elapsed = time.perf_counter() - start
+            del latents
+            if i == 0:
+                first = elapsed
+                if elapsed > 2 and repeats > 1:  # a slow case: one timed run is enough
+                    repeats = 1
+                continue
+            times.append(elapsed)
+            if i >= repeats:
+                break
+    best = min(times)
+    pixels = coord.shape[1]
+    return {"seconds": best, "first_call_s": first, "mp_per_s": pixels / best / 1e6, "fps": 1 / best,
+            "repeats": len(times)}, pred
+
+
+def coords_for(ctx: Ctx, out_size):
+    import liif
+
+    coord = liif.make_coord(out_size, device=ctx.device).unsqueeze(0)
+    return coord, liif.make_cell(coord, out_size)
+
+
+def section_query(ctx: Ctx, result: Result) -> None:
+    torch = ctx.torch
+    repeats = 1 if ctx.quick else 3
+    fast_chunks = [4096] if ctx.quick else [4096, 65536, 262144]
+    result["repeats"] = repeats
+    modes = ctx.modes(["fp32", "tf32", "bf16"])
+    models = {p: released_model(ctx, p) for p in ("fast", "reference")}
+    summary = result["summary"] = []
+    for label, in_size, out_size in query_cases(ctx):
+        torch.manual_seed(0)
+        inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
+        coord, cell = coords_for(ctx, out_size)
+        for mode in modes:
+            outputs, row = {}, {"case": label, "mode": mode}
+            for path, chunks in (("reference", [REFERENCE_CHUNK]), ("fast", fast_chunks)):
+                for chunk in chunks:
+                    holder = {}
+
+                    def run(path=path, chunk=chunk, holder=holder):
+                        stats, pred = render_timed(ctx, models[path], inp, coord, cell, chunk, mode, repeats)
+                        holder["pred"] = pred
+                        return stats
+
+                    case = attempt(ctx, result, f"{label} {path} {mode} chunk {chunk}", run,
+                                   case=label, path=path, mode=mode, chunk=chunk)
+                    if case is not None:
+                        if path not in outputs or case["mp_per_s"] > row.get(f"{path}_mp_per_s", 0):
+                            row[f"{path}_mp_per_s"], row[f"{path}_chunk"] = case["mp_per_s"], chunk
+                        outputs[path] = holder.get("pred")  # any chunk: they compute the same function
+                    holder.clear()
+            if "fast" in outputs and "reference" in outputs and outputs["fast"] is not None:
+                row["max_abs_diff"] = float((outputs["fast"].float() - outputs["reference"].float()).abs().max())
+            if row.get("fast_mp_per_s") and row.get("reference_mp_per_s"):
+                row["ratio"] = row["fast_mp_per_s"] / row["reference_mp_per_s"]
+            summary.append(row)
+            outputs.clear()
+            result.save()
+        del inp, coord, cell
+
+
+def section_encoder(ctx: Ctx, result: Result) -> None:
+    import copy
+
+    torch = ctx.torch
+    size = (24, 32) if ctx.quick else (1080, 1920)
+    repeats, warmup = (1, 1) if ctx.quick else (5, 2)
+    result.update(size=f"{size[1]}x{size[0]}", repeats=repeats)
+    base = released_model(ctx)
+    encoder = base.encoder
+    encoder_cl = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    inp = torch.rand(1, 3, *size, device=ctx.device) * 2 - 1
+    inp_cl = inp.contiguous(memory_format=torch.channels_last)
+    variants = [("fp32", "fp32", False, False), ("tf32", "tf32", False, False), ("bf16", "bf16", False, False),
+                ("tf32 + channels_last", "tf32", True, False), ("bf16 + channels_last", "bf16", True, False),
+                ("bf16 + channels_last + cudnn.benchmark", "bf16", True, True)]
+    if not ctx.cuda:
+        variants = [("fp32", "fp32", False, False), ("fp32 + channels_last", "fp32", True, False),
+                    ("bf16", "bf16", False, False)]
+    for label, mode, channels_last, bench in variants:
+        def run(mode=mode, channels_last=channels_last, bench=bench):
+            net, x = (encoder_cl, inp_cl) if channels_last else (encoder, inp)
+            torch.backends.cudnn.benchmark = bench
+            times = []
+            try:
+                with torch.no_grad(), ctx.precision(mode):
+                    for i in range(repeats + warmup):
+                        ctx.sync()
+                        start = time.perf_counter()
+                        feat = net(x)
+                        ctx.sync()
+                        if i >= warmup:
+                            times.append(time.perf_counter() - start)
+                        del feat
+            finally:
+                torch.backends.cudnn.benchmark = False
+            best = min(times)
+            return {"seconds": best, "fps": 1 / best}
+
+        attempt(ctx, result, label, run, variant=label)
+
+
+def psnr_data(ctx: Ctx) -> Path:
+    """Set14, or in --quick mode a folder of two 32x32 crops of it (a few seconds on a CPU)."""
+    set14 = Path(ctx.data_root) / "Set14"
+    if not set14.is_dir():
+        raise FileNotFoundError(f"{set14}: no Set14 folder (pass --data-root)")
+    if not ctx.quick:
+        return set14
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="gpu_check_")) / "Set14-crops"
+    folder.mkdir()
+    for name in ("baboon.png", "comic.png"):
+        Image.open(set14 / name).convert("RGB").crop((0, 0, 32, 32)).save(folder / name)
+    return folder
+
+
+def section_psnr(ctx: Ctx, result: Result) -> None:
+    import liif
+
+    data = psnr_data(ctx)
+    result.update(dataset=data.name, scales=["x2", "x3", "x4"])
+    model = released_model(ctx)
+    modes = ["fp32", "bf16"] + (["fp16"] if ctx.cuda else [])
+    for mode in modes:
+        def run(mode=mode):
+            torch = ctx.torch
+            with torch.no_grad(), ctx.precision(mode):  # warm-up: kernels and cuDNN plans of this precision
+                warm = torch.zeros(1, 3, 48, 48, device=ctx.device)
+                coord, cell = coords_for(ctx, (96, 96))
+                model.query_chunked(model.latents(model.encode(warm)), coord, cell)
+            ctx.sync()
+            start = time.perf_counter()
+            with ctx.precision(mode):
+                results = liif.evaluate(model, [data], scales=[2, 3, 4], degrade="pil", device=ctx.device,
+                                        progress=False)
+            seconds = time.perf_counter() - start
+            means = results.means()[data.name]
+            return {"psnr": {k: v["psnr"] for k, v in means.items()},
+                    "ssim": {k: v["ssim"] for k, v in means.items()}, "seconds": seconds}
+
+        attempt(ctx, result, mode, run, mode=mode)
+
+
+def train_setup(ctx: Ctx, result: Result):
+    import train_speed
+
+    batch = 1 if ctx.quick else 16
+    warmup, iters = (1, 1) if ctx.quick else (3, 20)
+    result.update(batch=batch, warmup=warmup, iters=iters)
+    images = Path(ctx.data_root) / "Set14"
+    if not images.is_dir():
+        raise FileNotFoundError(f"{images}: no Set14 folder (pass --data-root)")
+    data = [{k: v.to(ctx.device) for k, v in b.items()}
+            for b in train_speed.batches(images, warmup + iters, batch_size=batch)]
+    return train_speed, data, warmup
+
+
+def train_case(ctx: Ctx, train_speed, data, warmup: int, path: str, mode: str, compiled: bool = False) -> dict:
+    torch = ctx.torch
+    from liif.registry import make
+
+    torch.manual_seed(0)
+    model = make(train_speed.reference_spec()).to(ctx.device).train()
+    model.query_path = path
+    if compiled:
+        model.encode = torch.compile(model.encode)
+        model.query = torch.compile(model.query)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    ctx.precision(mode)  # sets TF32 for the mode
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    times, encoder_times, losses = [], [], []
+    ctx.sync()
+    start_all = time.perf_counter()
+    warm_seconds = None
+    for i, batch in enumerate(data):
+        ctx.sync()
+        start = time.perf_counter()
+        encoder = train_speed.step(model, optimizer, batch, ctx.sync, amp, losses)
+        ctx.sync()
+        if i == warmup - 1:
+            warm_seconds = time.perf_counter() - start_all
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+            encoder_times.append(encoder)
+        if compiled and i == 0 and time.perf_counter() - start_all > COMPILE_BUDGET_S:
+            raise TimeoutError(f"the first compiled step took {time.perf_counter() - start_all:.0f} s "
+                               f"(over the {COMPILE_BUDGET_S} s compile budget)")
+        if ctx.left() < 5:
+            break
+    if not times:
+        raise TimeoutError("no timed step fitted in the section's time")
+    values = [float(v) for v in losses]
+    if not all(math.isfinite(v) for v in values):
+        raise FloatingPointError(f"a loss is not finite: {values}")
+    loss_probe = {"first_loss": values[0], "final_loss": values[-1]}
+    out = {"it_per_s": len(times) / sum(times), "seconds_per_it": sum(times) / len(times),
+           "encoder_s": sum(encoder_times) / len(times), "timed_steps": len(times), **loss_probe}
+    if compiled:
+        out["compile_s"] = warm_seconds
+    return out
+
+
+def section_train(ctx: Ctx, result: Result) -> None:
+    train_speed, data, warmup = train_setup(ctx, result)
+    cases = [("reference", "fp32"), ("fast", "fp32"), ("fast", "tf32"), ("fast", "bf16")]
+    if ctx.quick:  # the smoke test: one case per query path
+        cases = [("reference", "fp32"), ("fast", "bf16")]
+    for path, mode in cases:
+        if mode not in ctx.modes([mode]):
+            continue
+        attempt(ctx, result, f"{path} {mode}", lambda path=path, mode=mode: train_case(ctx, train_speed, data, warmup,
+                                                                                      path, mode),
+                path=path, mode=mode)
+
+
+def section_train_compile(ctx: Ctx, result: Result) -> None:
+    configure_dynamo(ctx)
+    train_speed, data, warmup = train_setup(ctx, result)
+    attempt(ctx, result, "fast bf16 compiled",
+            lambda: train_case(ctx, train_speed, data, warmup, "fast", "bf16", compiled=True),
+            path="fast", mode="bf16", compiled=True)
+
+
+def configure_dynamo(ctx: Ctx) -> None:
+    import torch._dynamo
+
+    for key in ("recompile_limit", "cache_size_limit"):  # one per chunk shape and grid: more than the default 8
+        if hasattr(torch._dynamo.config, key):
+            setattr(torch._dynamo.config, key, 64)
+
+
+def section_query_compile(ctx: Ctx, result: Result) -> None:
+    torch = ctx.torch
+    configure_dynamo(ctx)
+    repeats = 1 if ctx.quick else 3
+    result["repeats"] = repeats
+    cases = query_cases(ctx)
+    order = [(cases[0], "fast", 4096 if ctx.quick else 65536), (cases[1], "fast", 4096 if ctx.quick else 65536),
+             (cases[0], "reference", REFERENCE_CHUNK), (cases[1], "reference", REFERENCE_CHUNK)]
+    models = {}
+    started = time.monotonic()
+    for (label, in_size, out_size), path, chunk in order:
+        if time.monotonic() - started > COMPILE_BUDGET_S:
+            result["cases"].append({"label": f"{label} {path} compiled", "case": label, "path": path,
+                                    "error": f"skipped: the section's {COMPILE_BUDGET_S} s compile budget is spent"})
+            result.save()
+            continue
+        if path not in models:
+            model = released_model(ctx, path)
+            model.encode = torch.compile(model.encode)
+            model.query = torch.compile(model.query)
+            models[path] = model
+
+        def run(model=models[path], in_size=in_size, out_size=out_size, chunk=chunk):
+            torch.manual_seed(0)
+            inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
+            coord, cell = coords_for(ctx, out_size)
+            stats, _ = render_timed(ctx, model, inp, coord, cell, chunk, "fp32", repeats)
+            return stats
+
+        attempt(ctx, result, f"{label} {path} fp32 compiled chunk {chunk}", run,
+                case=label, path=path, mode="fp32", chunk=chunk, compiled=True)
+
+
+CHILDREN = {"device": section_device, "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
+            "train": section_train, "query_compile": section_query_compile, "train_compile": section_train_compile}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Where and how the model runs: the device (auto, cpu, cuda, cuda:N, mps), the precision, the query chunk.
+
+``upscale``, ``eval`` and ``train`` all resolve their ``--device`` and precision here, so a name means the
+same everywhere and a device that is not there is one clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+import torch
+
+from liif.errors import LiifError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Queries per chunk on the CPU: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough
+# to stay below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
+CPU_CHUNK = 4096
+# A GPU chunk is sized from free memory at this many bytes per query (activations of every ensemble member
+# and layer, with room to spare), capped where larger chunks stop paying.
+GPU_BYTES_PER_QUERY = 64 << 10
+GPU_MAX_CHUNK = 1 << 20
+
+
+def mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
+def pick_device(name: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto`` takes CUDA, then MPS, then the CPU; ``cuda`` is this process's GPU (``local_rank`` under torchrun).
+
+    A named device must exist on this machine: anything else is a one-line LiifError.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise LiifError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if kind == "mps" and not mps_available():
+        raise LiifError("device mps is not available on this machine (it needs Apple silicon and a torch with MPS)")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        number = int(index) if index else (local_rank or 0)
+        if number >= count:
+            raise LiifError(f"device {name} is not available on this machine "
+                            f"({count} CUDA device{'s' if count != 1 else ''} found)")
+        return torch.device("cuda", number)
+    return torch.device(kind)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), where bf16 can be faster than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse a precision this device cannot run well: fp16 on the CPU, bf16 on a CPU without native bf16."""
+    if precision not in PRECISIONS:
+        raise LiifError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if device.type != "cpu" or precision == "fp32":
+        return
+    if precision == "fp16":
+        raise LiifError("precision fp16 is for GPUs; on the CPU use fp32, or bf16 where the CPU has it")
+    if not cpu_has_bf16():
+        raise LiifError("precision bf16 needs a GPU or a CPU with native bf16 (AVX512_BF16 or AMX); "
+                        "this CPU has neither, use fp32")
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """Mixed precision for the model's matrix products (checked by ``check_precision``); fp32 is a no-op."""
+    check_precision(device, precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def query_chunk(device: torch.device) -> int:
+    """Queries per model call: cache-sized on the CPU, sized from free memory on a GPU."""
+    if device.type != "cuda":
+        return CPU_CHUNK
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(CPU_CHUNK, min(GPU_MAX_CHUNK, free // GPU_BYTES_PER_QUERY))

@@ -1,0 +1,260 @@
+"""On a CUDA device: the same function as on the CPU, mixed precision within bounds, and every command end to end.
+
+Marked ``gpu`` and skipped without CUDA, so CI on CPU passes. On a GPU machine:
+``python3 -m pytest -q -m gpu tests/test_gpu.py`` (about 2-3 minutes on an H100; benchmarks/gpu_run.sh runs it).
+Shared material comes from ../shared, or from $LIIF_SHARED (the GPU machine's copy, .gpu_data) via conftest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import liif
+from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from liif.checkpoint import read_checkpoint
+from liif.cli import main
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
+        "tiny-rdn-liif"]
+QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+README_SET5_X4 = 32.2587  # README: Set5 x4, --degrade pil, CPU fp32
+
+
+@pytest.fixture(autouse=True)
+def tf32_off():
+    """Full fp32 matrix products and convolutions (TF32 would cost about 1e-3 relative), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def subprocess_env() -> dict[str, str]:
+    """This process's environment with the working tree's src first (the package is not installed there)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "4")
+    return env
+
+
+def run_group(command: list, timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own process group and kill the whole group (torchrun's workers too) on timeout."""
+    proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, command))}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def outputs(model, inp: torch.Tensor, fixture) -> dict[str, torch.Tensor]:
+    """The model's output at every query set of a fixture, on the CPU."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        latents = model.latents(model.encode(inp.to(device)))
+        return {name: model.query(latents, torch.from_numpy(fixture[f"{name}.coord"]).to(device),
+                                  torch.from_numpy(fixture[f"{name}.cell"]).to(device)).cpu()
+                for name in QUERY_SETS}
+
+
+def max_abs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float((a[k] - b[k]).abs().max()) for k in a}
+
+
+def load_pair(source, query_path: str):
+    """The same model on the CPU and on CUDA, both on ``query_path``."""
+    cpu, gpu = liif.load_model(source, "cpu"), liif.load_model(source, "cuda")
+    cpu.query_path = gpu.query_path = query_path
+    return cpu, gpu
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+@pytest.mark.parametrize("name", [*TINY, "edsr-baseline-liif"])
+def test_cuda_output_equals_cpu_output_on_the_reference_fixtures(name: str, query_path: str) -> None:
+    if name == "edsr-baseline-liif":  # the built-in released weights
+        source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
+    else:
+        source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
+    cpu, gpu = load_pair(source, query_path)
+    inp = torch.from_numpy(fixture["inp"])
+    on_gpu, on_cpu = outputs(gpu, inp, fixture), outputs(cpu, inp, fixture)
+    expected = {k: torch.from_numpy(fixture[f"{k}.pred"]) for k in QUERY_SETS}
+    assert max(max_abs(on_gpu, on_cpu).values()) <= 1e-4, max_abs(on_gpu, on_cpu)
+    assert max(max_abs(on_gpu, expected).values()) <= 1e-4, max_abs(on_gpu, expected)
+
+
+def bird_input(size: int = 96) -> torch.Tensor:
+    """A real (1, 3, size, size) patch of Set5 bird, normalised as (x - 0.5) / 0.5."""
+    img = Image.open(shared_file(BENCHMARKS / "Set5" / "bird.png")).convert("RGB").crop((60, 60, 60 + size, 60 + size))
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+    return (x - 0.5) / 0.5
+
+
+def render_grid(model, inp: torch.Tensor, size: tuple[int, int], chunk: int = 30000) -> torch.Tensor:
+    """The whole output grid of ``size`` through encode, latents and query_chunked (several chunks)."""
+    device = next(model.parameters()).device
+    coord = liif.make_coord(size, device=device).unsqueeze(0)
+    cell = liif.make_cell(coord, size)
+    with torch.no_grad():
+        return model.query_chunked(model.latents(model.encode(inp.to(device))), coord, cell, chunk_size=chunk).float().cpu()
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+def test_release_model_renders_a_real_picture_on_cuda_as_on_cpu(query_path: str) -> None:
+    cpu, gpu = load_pair("edsr-baseline-liif", query_path)
+    inp = bird_input(64)
+    size = (230, 198)  # x3.6 by x3.1: non-integer scales, several chunks
+    diff = (render_grid(gpu, inp, size, chunk=10000) - render_grid(cpu, inp, size, chunk=10000)).abs()
+    assert float(diff.max()) <= 1e-4, float(diff.max())
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+def test_bf16_autocast_stays_close_to_fp32(query_path: str) -> None:
+    """bf16 keeps 8 significant bits (relative rounding 2^-9, about 0.2%) on the inputs of every convolution and
+    linear layer (products accumulate in fp32); through the 36 layers of the released model that is about 1e-3 on
+    average in the normalised [-1, 1] space. Emulated on a CPU (torch.autocast('cpu', bfloat16)), a 96x96 Set5
+    patch at x2 gives a mean absolute difference of 0.0008 (fast) and 0.0019 (reference), a maximum of 0.005 and
+    0.043 (the reference path rounds the relative coordinates to bf16 too), and 56-65 dB PSNR against fp32.
+    The bounds below are about 5x looser: a mean within 0.01 (1.3 levels of 8 bits, whose step is 2/255 here), a
+    maximum within 0.15 (rare pixels on edges), and 45 dB against fp32, far above the 5 dB LIIF gains over bicubic.
+    """
+    model = liif.load_model("edsr-baseline-liif", "cuda")
+    model.query_path = query_path
+    inp, size = bird_input(96), (192, 192)
+    fp32 = render_grid(model, inp, size)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        bf16 = render_grid(model, inp, size)
+    assert torch.isfinite(bf16).all()
+    diff = (bf16 - fp32).abs()
+    mse = float((((bf16 * 0.5 + 0.5).clamp(0, 1) - (fp32 * 0.5 + 0.5).clamp(0, 1)) ** 2).mean())
+    psnr = -10 * math.log10(max(mse, 1e-20))
+    stats = {"mean": float(diff.mean()), "max": float(diff.max()), "psnr_vs_fp32": psnr}
+    assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and psnr >= 45, stats
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: str) -> None:
+    bird = shared_file(BENCHMARKS / "Set5" / "bird.png")  # 288x288
+    out = tmp_path / f"bird_{precision}.png"
+    result = run_group([sys.executable, "-m", "liif", "upscale", bird, "--scale", "2.5", "-o", out,
+                        "--device", "cuda", "--precision", precision, "--quiet"], timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(out) as img:
+        assert img.size == (720, 720) and img.mode == "RGB"
+        pixels = np.asarray(img)
+    assert 20 < pixels.mean() < 235  # a picture, not a blank or saturated frame
+
+
+def test_eval_on_cuda_matches_the_readme_set5_x4_psnr(tmp_path: Path) -> None:
+    set5 = shared_file(BENCHMARKS / "Set5")
+    result = run_group([sys.executable, "-m", "liif", "eval", "--device", "cuda", "--data", set5, "--scales", "4",
+                        "--degrade", "pil", "--out", tmp_path / "eval", "--quiet"], timeout=150)
+    assert result.returncode == 0, result.stderr[-3000:]
+    psnr = json.loads((tmp_path / "eval" / "results.json").read_text())["Set5"]["x4"]["psnr"]
+    # liif eval runs cuDNN with its defaults (TF32 convolutions allowed): still within 0.01 dB of the CPU figure
+    assert abs(psnr - README_SET5_X4) <= 0.01, psnr
+
+
+def train_args(run: Path, *extra: str) -> list[str]:
+    set14 = shared_file(BENCHMARKS / "Set14")
+    return ["--config", str(SMOKE), "--out", str(run), "--set", f"train_dataset.dataset.args.root_path={set14}",
+            "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=2", "--set", "device=cuda",
+            "--set", "epoch_max=1", *extra]
+
+
+def check_run(run: Path, processes: int = 1) -> float:
+    """The run wrote its checkpoint and trained on CUDA with a finite loss; that loss."""
+    ckpt = read_checkpoint(run / "epoch-last.pth")
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 7
+    log = (run / "log.txt").read_text()
+    assert f"{processes} process(es), cuda" in log, log
+    loss = float(re.search(r"epoch 1/1: loss ([^,\s]+)", log).group(1))
+    assert math.isfinite(loss) and 0 < loss < 2, log
+    assert all(torch.isfinite(v).all() for v in ckpt["model"]["sd"].values() if v.is_floating_point())
+    model = liif.load_model(run / "epoch-last.pth")  # reference format: loads on the CPU as it is
+    assert not any(k.startswith("module.") for k in model.state_dict())
+    return loss
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_train_smoke_on_cuda(tmp_path: Path, amp: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--quiet", *train_args(tmp_path / "run", "--set", f"amp={amp}")])
+    assert exit_info.value.code == 0
+    check_run(tmp_path / "run")
+
+
+def test_train_under_torchrun_one_process_on_cuda(tmp_path: Path) -> None:
+    """The torchrun launch path on a GPU (one process: liif trains without a process group then)."""
+    result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                        "-m", "liif", "train", "--quiet", *train_args(tmp_path / "run")], timeout=150)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(tmp_path / "run")
+
+
+NCCL_SCRIPT = '''
+import copy, os, sys
+import torch, torch.distributed as dist
+import liif
+dist.init_process_group("nccl")
+assert dist.get_backend() == "nccl" and dist.get_world_size() == 1
+rank = int(os.environ["LOCAL_RANK"])
+torch.cuda.set_device(rank)
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+model = liif.load_model(sys.argv[1], "cuda").train()
+plain = copy.deepcopy(model)
+ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])
+opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (ddp, plain)]
+g = torch.Generator().manual_seed(0)
+for _ in range(3):
+    inp = (torch.rand(2, 3, 24, 24, generator=g) * 2 - 1).cuda()
+    coord = (torch.rand(2, 500, 2, generator=g) * 2 - 1).cuda()
+    cell = torch.full((2, 500, 2), 2 / 72).cuda()
+    gt = (torch.rand(2, 500, 3, generator=g) * 2 - 1).cuda()
+    for net, opt in zip((ddp, plain), opts):
+        loss = torch.nn.functional.l1_loss(net(inp, coord, cell), gt)
+        assert torch.isfinite(loss), loss
+        opt.zero_grad(); loss.backward(); opt.step()
+t = torch.ones(1, device="cuda"); dist.all_reduce(t); assert t.item() == 1
+for (k, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), k
+dist.destroy_process_group()
+print("nccl ddp ok")
+'''
+
+
+def test_ddp_with_nccl_trains_like_a_single_process(tmp_path: Path) -> None:
+    """DistributedDataParallel over nccl, one process under torchrun: gradients all-reduced, same weights."""
+    script = tmp_path / "nccl_ddp.py"
+    script.write_text(NCCL_SCRIPT)
+    result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                        script, shared_file(REFERENCE / "tiny-edsr-liif.pth")], timeout=120)
+    assert result.returncode == 0 and "nccl ddp ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:
+    """``compile: true`` (torch.compile of the training step's model); in a subprocess, bounded in time. Last in
+    the file: compiling is the slowest and least predictable step."""
+    result = run_group([sys.executable, "-m", "liif", "train", "--quiet",
+                        *train_args(tmp_path / "run", "--set", "compile=true")], timeout=150)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_run(tmp_path / "run")
