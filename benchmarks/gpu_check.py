@@ -48,7 +48,7 @@ SECTIONS = [
     ("query", "b. Query throughput, eager", 120, 12),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 15),
-    ("train", "d. Training iterations per second, eager", 90, 20),
+    ("train", "d. Training iterations per second, eager", 90, 25),
     ("query_compile", "b. Query throughput, torch.compile", 150, 60),
     ("train_compile", "d. Training with torch.compile", 130, 60),
 ]
@@ -68,6 +68,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -89,8 +90,7 @@ def on_sigterm(signum, frame):  # `timeout` sends SIGTERM: stop the current chil
 def run_section(name: str, title: str, limit: float, args: argparse.Namespace, sections: dict) -> None:
     """Run one section in a child process (its own process group) within ``limit`` seconds; its result goes
     into ``sections[name]`` whatever happens, an interrupt (SIGTERM) of this process included."""
-    out = args.out
-    result_path = out / f".section-{name}.json"
+    result_path = Path(args.scratch) / f"section-{name}.json"  # not in --out: only the reports go there
     result_path.unlink(missing_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--result", str(result_path),
                "--device", args.device, "--data-root", str(args.data_root), "--time-limit", f"{limit:.0f}"]
@@ -159,6 +159,7 @@ def main() -> int:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     budget = args.budget if args.budget is not None else (55 if args.quick else 310)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.scratch = tempfile.mkdtemp(prefix="gpu_check_")
     signal.signal(signal.SIGTERM, on_sigterm)
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
               "python": platform.python_version(), "argv": sys.argv[1:], "device": args.device, "quick": args.quick,
@@ -477,6 +478,8 @@ def run_child(args: argparse.Namespace) -> int:
     result.save()
     try:
         ctx = Ctx(args)
+        if args.child == "device":  # what torch sees, even when it sees no GPU
+            section_device(ctx, result)
         if ctx.cuda and not ctx.torch.cuda.is_available():
             raise RuntimeError("--device cuda, but torch.cuda.is_available() is False")
         if ctx.cuda:
@@ -498,7 +501,8 @@ def section_device(ctx: Ctx, result: Result) -> None:
     with contextlib.suppress(Exception):
         import triton
         info["triton"] = triton.__version__
-    if ctx.cuda:
+    info["CUDA available"] = torch.cuda.is_available()
+    if ctx.cuda and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(ctx.device)
         free, total = torch.cuda.mem_get_info(ctx.device)
         info.update({"GPU": torch.cuda.get_device_name(ctx.device), "compute capability": f"{props.major}.{props.minor}",
@@ -813,7 +817,8 @@ def section_query_compile(ctx: Ctx, result: Result) -> None:
                 case=label, path=path, mode="fp32", chunk=chunk, compiled=True)
 
 
-CHILDREN = {"device": section_device, "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
+CHILDREN = {"device": lambda ctx, result: None,  # run before the CUDA check in run_child
+             "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
             "train": section_train, "query_compile": section_query_compile, "train_compile": section_train_compile}
 
 

@@ -1,17 +1,21 @@
-"""Checkpoints: safe loading, strict keys with clear errors, and a round trip in the reference format."""
+"""Checkpoints: safe loading, strict keys with clear errors, the model's data_norm, and a reference-format round trip."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import liif
-from conftest import REFERENCE, shared_file
+from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
 from liif.checkpoint import read_checkpoint
+from liif.cli import main
 from liif.errors import CheckpointError
+from liif.geometry import make_cell, make_coord
 
 
 class RunsCode:
@@ -109,3 +113,60 @@ def test_load_model_puts_the_model_on_the_device_in_eval_mode() -> None:
     model = liif.load_model("edsr-baseline-liif", device="cpu")
     assert not model.training
     assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+def test_a_model_trained_with_another_data_norm_upscales_with_it(tmp_path: Path, capsys) -> None:
+    """Trained on [0, 1] values as they are (sub 0, div 1), the model must be fed and read back the same way."""
+    set14 = shared_file(BENCHMARKS / "Set14")
+    plain = ["--set", "data_norm.inp.sub=[0.0]", "--set", "data_norm.inp.div=[1.0]",
+             "--set", "data_norm.gt.sub=[0.0]", "--set", "data_norm.gt.div=[1.0]"]
+    with pytest.raises(SystemExit) as trained:
+        main(["train", "--config", str(ROOT / "configs" / "smoke.yaml"), "--out", str(tmp_path / "run"), "--quiet",
+              "--set", "epoch_max=1", "--set", "threads=1", *plain,
+              "--set", f"train_dataset.dataset.args.root_path={set14}",
+              "--set", f"val_dataset.dataset.args.root_path={set14}"])
+    assert trained.value.code == 0, capsys.readouterr().err
+    checkpoint = tmp_path / "run" / "epoch-last.pth"
+    assert read_checkpoint(checkpoint)["data_norm"] == {"inp": {"sub": [0.0], "div": [1.0]},
+                                                       "gt": {"sub": [0.0], "div": [1.0]}}
+
+    crop = np.array(Image.open(set14 / "comic.png").convert("RGB"))[40:60, 60:88]
+    Image.fromarray(crop).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as upscaled:
+        main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "-o", str(tmp_path / "out.png"),
+              "--model", str(checkpoint), "--device", "cpu", "--quiet"])
+    assert upscaled.value.code == 0
+    got = np.array(Image.open(tmp_path / "out.png")).astype(int)
+
+    model = liif.load_model(checkpoint)
+    pixels = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    coord = make_coord((40, 56)).unsqueeze(0)
+    cell = make_cell(coord, (40, 56))
+
+    def by_hand(sub: float, div: float) -> np.ndarray:
+        with torch.no_grad():
+            out = model(((pixels - sub) / div), coord, cell) * div + sub
+        return (out.clamp(0, 1) * 255).to(torch.uint8).view(40, 56, 3).numpy().astype(int)
+
+    assert np.abs(got - by_hand(0.0, 1.0)).max() <= 1
+    assert np.abs(got - by_hand(0.5, 0.5)).max() > 10  # the reference's 0.5/0.5 would give another picture
+
+
+def test_reference_checkpoints_keep_the_reference_data_norm() -> None:
+    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+    assert model.data_norm == liif.DataNorm((0.5,), (0.5,), (0.5,), (0.5,))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, value: float) -> None:
+    path = tampered(tmp_path, lambda sd: sd["imnet.layers.0.bias"].__setitem__(3, value))
+    with pytest.raises(liif.CheckpointError, match="weight imnet.layers.0.bias holds NaN or infinite values"):
+        liif.load_model(path)
+
+
+def test_a_spec_far_larger_than_its_weights_fails_before_allocating(tmp_path: Path) -> None:
+    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt["model"]["args"]["encoder_spec"]["args"]["n_feats"] = 100_000  # 360 GB of float32 if it were built
+    torch.save(ckpt, tmp_path / "huge.pth")
+    with pytest.raises(liif.CheckpointError, match="wrong shape: encoder.head.0.weight"):
+        liif.load_model(tmp_path / "huge.pth")

@@ -1,4 +1,4 @@
-"""Every reference configuration builds from its spec with the reference's keys and parameter counts."""
+"""Every reference configuration builds with the reference's keys and sizes; every registered model round-trips."""
 
 from __future__ import annotations
 
@@ -6,28 +6,9 @@ import pytest
 import torch
 
 import liif
+from facts import CONFIGS, EDSR, SMALL
 from liif.geometry import make_cell, make_coord
-
-EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
-RDN = {"name": "rdn", "args": {"no_upsampling": True}}
-MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}
-
-# (spec, number of state-dict keys, number of parameters), from spec sections 2.5-2.7
-CONFIGS = {
-    "edsr-baseline-liif": ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": MLP}}, 82, 1_567_323),
-    "edsr-baseline-liif-c": ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": MLP,
-                                                       "cell_decode": False}}, 82, 1_566_811),
-    "edsr-baseline-liif-u": ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": MLP,
-                                                       "feat_unfold": False}}, 82, 1_436_251),
-    "edsr-baseline-liif-e": ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": MLP,
-                                                       "local_ensemble": False}}, 82, 1_567_323),
-    "edsr-baseline-liif-d": ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": {
-        "name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256]}}}}, 78, 1_435_739),
-    "edsr-baseline-x2": ({"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {}}}},
-                         76, 1_369_883),
-    "rdn-liif": ({"name": "liif", "args": {"encoder_spec": RDN, "imnet_spec": MLP}}, 306, 22_320_835),
-    "rdn-x2": ({"name": "liif", "args": {"encoder_spec": {"name": "rdn", "args": {}}}}, 300, 22_123_395),
-}
+from liif.registry import MODELS
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -39,18 +20,20 @@ def test_config_builds_with_reference_keys_and_sizes(name: str) -> None:
     assert model.spec == spec
 
 
-@pytest.mark.parametrize("name", ["edsr-baseline-liif-u", "edsr-baseline-liif-e", "edsr-baseline-x2"])
-def test_fast_and_reference_paths_agree_on_every_variant(name: str) -> None:
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_builds_and_round_trips_a_checkpoint(tmp_path, name: str) -> None:
     torch.manual_seed(0)
-    model = liif.make(CONFIGS[name][0]).eval()
-    inp = torch.rand(1, 3, 9, 13) * 2 - 1
-    coord = make_coord((23, 31)).unsqueeze(0)
-    cell = make_cell(coord, (23, 31))
+    model = liif.make(SMALL[name]).eval()
+    assert model.spec == SMALL[name]
+    liif.save_checkpoint(model, tmp_path / f"{name}.pth")
+    loaded = liif.load_model(tmp_path / f"{name}.pth")
+    if name == "liif":
+        coord = make_coord((9, 7)).unsqueeze(0)
+        args = (torch.rand(1, 3, 5, 4), coord, make_cell(coord, (9, 7)))
+    else:
+        args = (torch.rand(2, 6) if name == "mlp" else torch.rand(1, 3, 5, 4),)
     with torch.no_grad():
-        model.query_path = "reference"
-        expected = model(inp, coord, cell)
-        model.query_path = "fast"
-        assert (model(inp, coord, cell) - expected).abs().max() <= 1e-5
+        assert torch.equal(model(*args), loaded(*args))
 
 
 def test_mean_shift_is_stored_but_not_applied() -> None:

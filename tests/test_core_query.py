@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import liif
+import liif.runtime
 from conftest import REFERENCE, shared_file
+from facts import CONFIGS
 from liif.geometry import make_cell, make_coord
 
 
@@ -82,6 +84,36 @@ def test_windowed_latents_answer_like_the_whole_grid() -> None:
         assert (got - expected.view(1, 36, 30, 3)[:, out_rows].reshape(1, -1, 3)).abs().max() <= 1e-6
         with pytest.raises(ValueError, match="outside the window"):
             model.query(window, coord, cell)
+
+
+@pytest.mark.parametrize("name", ["edsr-baseline-liif-u", "edsr-baseline-liif-e", "edsr-baseline-liif-c",
+                                  "edsr-baseline-x2"])
+def test_both_paths_agree_on_every_variant(name: str) -> None:
+    torch.manual_seed(0)
+    model = liif.make(CONFIGS[name][0]).eval()
+    inp = torch.rand(1, 3, 9, 13) * 2 - 1
+    coord = make_coord((23, 31)).unsqueeze(0)
+    with torch.no_grad():
+        expected, fast = both_paths(model, inp, coord, make_cell(coord, (23, 31)))
+    assert (fast - expected).abs().max() <= 1e-5
+
+
+def test_forward_is_chunked_in_inference_and_one_pass_in_training(released, monkeypatch) -> None:
+    calls = []
+    query = type(released).query
+    monkeypatch.setattr(type(released), "query", lambda self, latents, coord, cell: calls.append(coord.shape[1])
+                        or query(self, latents, coord, cell))
+    monkeypatch.setattr(liif.runtime, "CPU_CHUNK", 1000)
+    inp = torch.rand(1, 3, 10, 12) * 2 - 1
+    coord = torch.rand(1, 2500, 2) * 2 - 1
+    cell = torch.full_like(coord, 2 / 37)
+    with torch.no_grad():
+        bounded = released(inp, coord, cell)
+    assert calls == [1000, 1000, 500]
+    calls.clear()
+    trained = released(inp, coord, cell)
+    assert calls == [2500] and trained.requires_grad
+    assert (trained.detach() - bounded).abs().max() <= 1e-6
 
 
 def test_chunked_queries_equal_one_call(released) -> None:

@@ -10,6 +10,7 @@ import torch
 
 import liif
 from conftest import REFERENCE, shared_file
+from facts import CONFIGS
 
 TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
         "tiny-rdn-liif"]
@@ -58,8 +59,6 @@ def test_builtin_release_weights_reproduce_reference_outputs(query_path: str, mo
 
 def test_builtin_release_weights_are_the_full_model() -> None:
     model = liif.load_model("edsr-baseline-liif")
-    assert len(model.state_dict()) == 82
-    assert sum(p.numel() for p in model.parameters()) == 1_567_323
-    assert model.spec == {"name": "liif", "args": {
-        "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
-        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}}}
+    spec, n_keys, n_params = CONFIGS["edsr-baseline-liif"]
+    assert model.spec == spec
+    assert len(model.state_dict()) == n_keys and sum(p.numel() for p in model.parameters()) == n_params

@@ -45,6 +45,15 @@ def tf32_off():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cpu_threads():
+    """More CPU threads than conftest's 2 for the CPU side of the comparisons (a GPU machine has 16 cores)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(saved, min(8, os.cpu_count() or 1)))
+    yield
+    torch.set_num_threads(saved)
+
+
 def subprocess_env() -> dict[str, str]:
     """This process's environment with the working tree's src first (the package is not installed there)."""
     env = dict(os.environ)

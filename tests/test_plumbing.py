@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import liif.data  # noqa: F401  (registers the dataset names)
 from liif.checkpoint import save_checkpoint
 from liif.errors import LiifError
 from liif.evaluation.runner import EvalResults, ImageScore
@@ -20,10 +21,13 @@ from liif.imageio import Picture, read_picture, write_picture
 from liif.registry import DATASETS, MODELS, Registry
 
 MLP = {"name": "mlp", "args": {"in_dim": 4, "out_dim": 3, "hidden_list": [8]}}
+TINY_LIIF = {"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
+    "n_resblocks": 1, "n_feats": 4, "no_upsampling": True}}, "imnet_spec": MLP}}
 
 
 @pytest.mark.parametrize("registry, name", [(MODELS, "edsr"), (DATASETS, "image-folder")])
 def test_a_taken_name_is_refused_and_the_first_constructor_kept(registry: Registry, name: str) -> None:
+    assert name in registry
     before = dict(registry.constructors)
     with pytest.raises(ValueError, match=f"'{name}' is already registered"):
         registry.register(name)(SimpleNamespace)
@@ -73,7 +77,7 @@ def test_outputs_are_readable_by_all_and_leave_no_temporary_file(tmp_path: Path,
     Image.fromarray(np.zeros((6, 5, 3), np.uint8)).save(images / "a.png")
     out.mkdir()
     write_picture(Picture(np.zeros((4, 5, 3), np.uint8)), out / "picture.png")
-    save_checkpoint(MODELS.make(MLP), out / "model.pth")
+    save_checkpoint(MODELS.make(TINY_LIIF), out / "model.pth")
     EvalResults("m", [ImageScore("Set5", 2.0, "a.png", "pil", 30.0, 0.9, 28.0, 0.8)]).write(out)
     DATASETS.make({"name": "image-folder", "args": {"root_path": str(images), "cache": "bin"}})
     written = sorted(out.iterdir()) + [tmp_path / "_bin_images" / "a.npy"]

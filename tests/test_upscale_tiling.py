@@ -106,9 +106,13 @@ def test_self_ensemble_averages_the_eight_symmetries():
     assert (ensemble - plain).abs().max().item() > 2e-5  # it really averages different renders
 
 
-def test_reference_query_path_renders_whole():
-    model = tiny()
-    inp = real_patch()
-    fast = render(model, inp, (33, 45), tile=3)
+def test_a_model_without_windowed_latents_renders_in_one_block():
+    """The reference path cannot query windows: the renderer encodes the whole input once, and stays exact."""
+    model = unclamped(tiny())
     model.query_path = "reference"
-    assert (render(model, inp, (33, 45), tile=3) - fast).abs().max().item() <= 1e-5
+    data = np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))
+    size = (round(3.7 * 20), round(3.7 * 28))
+    blocks = list(render_tiles(model, real_patch(), Grid(size), tile=3))
+    assert len(blocks) == 1 and blocks[0][:2] == (0, 0)
+    expected = model.data_norm.to_pixels(torch.from_numpy(data["x3.7.pred"])).view(1, *size, 3).permute(0, 3, 1, 2)
+    assert (blocks[0][2] - expected).abs().max().item() <= 1e-6

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-import liif.models  # noqa: F401  (registers the model names)
+from liif.models import ImplicitModel  # importing liif.models registers the model names
 from liif.errors import CheckpointError, LiifError
 from liif.fileio import atomic_write
 from liif.normalization import DataNorm
@@ -95,17 +95,20 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
                               f"({', '.join(pretrained_names())})")
     ckpt = read_checkpoint(path)
     model = model_from_spec(ckpt["model"], str(path))
-    model.data_norm = data_norm_of(ckpt, str(path))
+    if isinstance(model, ImplicitModel):
+        model.data_norm = data_norm_of(ckpt, str(path))
     return model.to(device).eval()
 
 
 def model_entries(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint holds of a model: the reference ``model`` entry (spec plus state dict, never
-    DDP-prefixed) and the model's ``data_norm``."""
+    DDP-prefixed) and, for an image model, its ``data_norm``."""
     model = getattr(model, "module", model)
-    return {"model": {"name": model.spec["name"], "args": model.spec["args"],
-                      "sd": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
-            "data_norm": model.data_norm.as_config()}
+    entries = {"model": {"name": model.spec["name"], "args": model.spec["args"],
+                         "sd": {k: v.detach().cpu() for k, v in model.state_dict().items()}}}
+    if isinstance(model, ImplicitModel):  # an encoder or MLP alone has no pixel values to normalise
+        entries["data_norm"] = model.data_norm.as_config()
+    return entries
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[str, Any] | None = None,

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from liif.errors import LiifError
 
-REQUIRED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 class Registry:
@@ -54,7 +54,7 @@ class Registry:
                 raise LiifError(f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
                                 f"it takes {', '.join(p for p in params if p not in overrides)}")
         missing = [p for p, v in params.items()
-                   if v.kind in REQUIRED_KINDS and v.default is v.empty and p not in kwargs]
+                   if v.kind in KEYWORD_KINDS and v.default is v.empty and p not in kwargs]
         if missing:
             raise LiifError(f"{self.kind} {name!r} needs the argument {missing[0]!r}")
         try:

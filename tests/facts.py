@@ -1,0 +1,37 @@
+"""Facts about the reference configurations (spec sections 2.5-2.7), in one place for every test that checks them."""
+
+from __future__ import annotations
+
+EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
+RDN = {"name": "rdn", "args": {"no_upsampling": True}}
+MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}
+
+
+def liif_spec(encoder: dict = EDSR, imnet: dict | None = MLP, **switches: bool) -> dict:
+    return {"name": "liif", "args": {"encoder_spec": encoder, **({"imnet_spec": imnet} if imnet else {}), **switches}}
+
+
+# name -> (spec, number of state-dict keys, number of parameters)
+CONFIGS = {
+    "edsr-baseline-liif": (liif_spec(), 82, 1_567_323),
+    "edsr-baseline-liif-c": (liif_spec(cell_decode=False), 82, 1_566_811),
+    "edsr-baseline-liif-u": (liif_spec(feat_unfold=False), 82, 1_436_251),
+    "edsr-baseline-liif-e": (liif_spec(local_ensemble=False), 82, 1_567_323),
+    "edsr-baseline-liif-d": (liif_spec(imnet={"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256]}}),
+                             78, 1_435_739),
+    "edsr-baseline-x2": (liif_spec({"name": "edsr-baseline", "args": {}}, None), 76, 1_369_883),
+    "rdn-liif": (liif_spec(RDN), 306, 22_320_835),
+    "rdn-x2": (liif_spec({"name": "rdn", "args": {}}, None), 300, 22_123_395),
+}
+# The configurations the reference trains on DIV2K (configs/train-div2k/<name>.yaml).
+TRAINED = ("edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u", "edsr-baseline-liif-e",
+           "edsr-baseline-liif-d", "rdn-liif")
+# A small instance of every registered model, for tests that run each of them.
+SMALL = {
+    "edsr-baseline": {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 8, "no_upsampling": True}},
+    "edsr": {"name": "edsr", "args": {"n_resblocks": 2, "n_feats": 8, "scale": 2}},
+    "rdn": {"name": "rdn", "args": {"G0": 8, "RDNconfig": "A", "no_upsampling": True}},
+    "mlp": {"name": "mlp", "args": {"in_dim": 6, "out_dim": 3, "hidden_list": [16]}},
+    "liif": liif_spec({"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}},
+                      {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}),
+}

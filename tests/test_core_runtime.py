@@ -1,0 +1,103 @@
+"""One runtime for every command: device names mean the same in upscale, eval and train; precision is checked once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import liif.runtime
+from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from liif.cli import main
+from liif.errors import LiifError
+from liif.runtime import autocast, check_precision, pick_device, query_chunk
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+NO_CUDA = not torch.cuda.is_available()
+NO_MPS = not liif.runtime.mps_available()
+
+
+def test_auto_and_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "mps" if liif.runtime.mps_available() else "cpu"
+    assert pick_device("auto").type == expected
+    assert pick_device(" CPU ") == torch.device("cpu")
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name,message", [("gpu", "unknown device 'gpu'"), ("cpu:1", "unknown device"),
+                                          ("cuda:x", "unknown device"), ("", "unknown device")])
+def test_unknown_names_are_refused(name: str, message: str) -> None:
+    with pytest.raises(LiifError, match=message):
+        pick_device(name)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA device")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
+def test_absent_cuda_is_a_clear_error(name: str) -> None:
+    with pytest.raises(LiifError, match=rf"device {name} is not available on this machine \(0 CUDA devices found\)"):
+        pick_device(name)
+
+
+@pytest.mark.parametrize("native,precision,allowed", [(True, "bf16", True), (False, "bf16", False),
+                                                      (True, "fp16", False), (False, "fp32", True)])
+def test_cpu_precisions(monkeypatch, native: bool, precision: str, allowed: bool) -> None:
+    monkeypatch.setattr(liif.runtime, "cpu_has_bf16", lambda: native)
+    if allowed:
+        with autocast(torch.device("cpu"), precision):
+            out = torch.nn.functional.linear(torch.ones(2, 4), torch.ones(3, 4))
+        assert out.dtype == liif.runtime.PRECISIONS[precision]
+    else:
+        with pytest.raises(LiifError, match="fp16 is for GPUs|needs a GPU or a CPU with native bf16"):
+            check_precision(torch.device("cpu"), precision)
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags() -> None:
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    assert liif.runtime.cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_cpu_chunk_is_cache_sized() -> None:
+    assert query_chunk(torch.device("cpu")) == liif.runtime.CPU_CHUNK
+
+
+def run_command(capsys, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("set")
+    Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).crop((60, 40, 112, 84)).save(folder / "comic.png")
+    return folder
+
+
+def commands(picture, tmp_path, device: str) -> dict[str, list[str]]:
+    return {
+        "upscale": ["upscale", str(picture / "comic.png"), "--scale", "2", "-o", str(tmp_path / "out.png"),
+                    "--model", str(shared_file(TINY)), "--device", device, "--quiet"],
+        "eval": ["eval", "--data", str(picture), "--scales", "2", "--model", str(shared_file(TINY)),
+                 "--device", device, "--quiet"],
+        "train": ["train", "--config", str(ROOT / "configs" / "smoke.yaml"), "--out", str(tmp_path / "run"),
+                  "--set", f"device={device}", "--set", "epoch_max=1", "--set", "threads=1", "--quiet",
+                  "--set", f"train_dataset.dataset.args.root_path={BENCHMARKS / 'Set14'}",
+                  "--set", f"val_dataset.dataset.args.root_path={BENCHMARKS / 'Set14'}"],
+    }
+
+
+@pytest.mark.parametrize("command", ["upscale", "eval", "train"])
+def test_device_auto_works_in_every_command(capsys, picture, tmp_path, command: str) -> None:
+    code, err = run_command(capsys, *commands(picture, tmp_path, "auto")[command])
+    assert code == 0, err
+
+
+@pytest.mark.skipif(not (NO_CUDA and NO_MPS), reason="this machine has a GPU")
+@pytest.mark.parametrize("device", ["mps", "cuda:1"])
+@pytest.mark.parametrize("command", ["upscale", "eval", "train"])
+def test_absent_device_is_one_line_in_every_command(capsys, picture, tmp_path, command: str, device: str) -> None:
+    code, err = run_command(capsys, *commands(picture, tmp_path, device)[command])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"liif {command}: error: device {device} is not available on this machine"), err
+    assert not (tmp_path / "run").exists()  # refused before anything was created
