@@ -4,7 +4,7 @@
     python3 benchmarks/gpu_check.py --out DIR [--data-root DIR] [--budget 310] [--device cuda]
     python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck     # smoke test, under a minute
 
-Sections (run in this order, the slow and riskiest torch.compile ones last):
+Sections (run in this order: the slow and riskiest torch.compile ones last):
   device         a. the card, torch, CUDA, memory
   query          b. query throughput of the released model (encode + latents + query_chunked over the whole
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
@@ -12,8 +12,8 @@ Sections (run in this order, the slow and riskiest torch.compile ones last):
   encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
   psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
   train          d. training iterations per second at the reference batch (16 x 48x48 LR, 2304 queries)
-  query_compile  b. the query throughput with torch.compile (encode and query compiled)
   train_compile  d. training, fast path, bf16 autocast and torch.compile
+  query_compile  b. the query throughput with torch.compile (encode and query compiled)
 The peak GPU memory of every case and section (e.) is in each table and in a summary table.
 
 Each section runs in a child process of this script with a time limit (its own, and what is left of --budget),
@@ -49,11 +49,12 @@ SECTIONS = [
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 15),
     ("train", "d. Training iterations per second, eager", 90, 25),
-    ("query_compile", "b. Query throughput, torch.compile", 150, 60),
-    ("train_compile", "d. Training with torch.compile", 130, 60),
+    ("train_compile", "d. Training with torch.compile", 110, 60),
+    ("query_compile", "b. Query throughput, torch.compile", 120, 60),
 ]
 COMPILE_SECTIONS = ("query_compile", "train_compile")  # left out of --quick unless named in --sections
 SECTION_NAMES = [s[0] for s in SECTIONS]
+REPORT_ORDER = ["device", "query", "query_compile", "encoder", "psnr", "train", "train_compile"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
 REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
@@ -233,7 +234,7 @@ def render_report(report: dict) -> str:
              f"budget {report['budget_s']:.0f} s; elapsed {report.get('elapsed_s', 0):.0f} s"
              + (f"; finished {report['finished']}" if report.get("finished") else " (running or cut short)") + ".",
              f"Command: `gpu_check.py {' '.join(report['argv'])}`", ""]
-    for name in SECTION_NAMES:
+    for name in REPORT_ORDER:  # grouped by the brief's letters, not in the order they ran
         if name in report["sections"]:
             lines.append(render_section(name, report))
     lines.append(render_memory(report))
@@ -243,7 +244,8 @@ def render_report(report: dict) -> str:
 def render_section(name: str, report: dict) -> str:
     sec = report["sections"].get(name, {})
     lines = [f"## {sec.get('title', name)}", "",
-             f"Status: {sec.get('status', '?')}; {fmt(sec.get('seconds'), 0)} s of a {fmt(sec.get('time_limit_s'))} s limit.",
+             f"Status: {sec.get('status', '?')}; {fmt(sec.get('seconds'), 0)} s of a "
+             f"{fmt(sec.get('time_limit_s'))} s limit.",
              ""]
     try:
         lines += RENDERERS[name](sec, report)
@@ -280,7 +282,8 @@ def render_query(sec: dict, report: dict) -> list[str]:
     lines += table(["case", "path", "precision", "chunk", "seconds", "output MP/s", "frames/s", "peak MiB"], rows)
     summary = []
     for s in sec.get("summary", []):
-        summary.append([s["case"], MODE_TEXT.get(s["mode"], s["mode"]), f"{sig(s.get('fast_mp_per_s'))} (chunk {s.get('fast_chunk')})",
+        summary.append([s["case"], MODE_TEXT.get(s["mode"], s["mode"]),
+                        f"{sig(s.get('fast_mp_per_s'))} (chunk {s.get('fast_chunk')})",
                         sig(s.get("reference_mp_per_s")), f"**{fmt(s.get('ratio'), 2)}x**",
                         fmt(s.get("max_abs_diff"), 6) if isinstance(s.get("max_abs_diff"), float) else "-"])
     if summary:
@@ -363,7 +366,7 @@ def render_query_compile(sec: dict, report: dict) -> list[str]:
 
 def render_memory(report: dict) -> str:
     rows = []
-    for name in SECTION_NAMES:
+    for name in REPORT_ORDER:
         sec = report["sections"].get(name)
         if sec is None:
             continue
@@ -505,7 +508,8 @@ def section_device(ctx: Ctx, result: Result) -> None:
     if ctx.cuda and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(ctx.device)
         free, total = torch.cuda.mem_get_info(ctx.device)
-        info.update({"GPU": torch.cuda.get_device_name(ctx.device), "compute capability": f"{props.major}.{props.minor}",
+        info.update({"GPU": torch.cuda.get_device_name(ctx.device),
+                     "compute capability": f"{props.major}.{props.minor}",
                      "SMs": props.multi_processor_count, "GPU memory total (MiB)": round(total / 2**20),
                      "GPU memory free at start (MiB)": round(free / 2**20),
                      "bf16 supported": torch.cuda.is_bf16_supported(),

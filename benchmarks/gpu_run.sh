@@ -57,7 +57,7 @@ echo "== GPU tests exit code ${PIPESTATUS[0]} (124 = stopped at 200 s) after $((
 BUDGET=$(( END_BY - (SECONDS - START) - 25 ))
 [ "$BUDGET" -gt 310 ] && BUDGET=310
 [ "$BUDGET" -lt 60 ] && BUDGET=60
-echo "== gpu_check, budget $BUDGET s"
+echo "== gpu_check, budget $BUDGET s${GPU_CHECK_ARGS:+ (then GPU_CHECK_ARGS: $GPU_CHECK_ARGS)}"
 # shellcheck disable=SC2086  # GPU_CHECK_ARGS is a list of words on purpose (last, so that it wins)
 timeout -k 10 $(( BUDGET + 20 )) python3 benchmarks/gpu_check.py --out "$OUT" --data-root "$DATA" \
     --budget "$BUDGET" ${GPU_CHECK_ARGS:-}

@@ -20,7 +20,8 @@ from liif import load_model
 from liif.evaluation.metrics import psnr
 from liif.imageio import Picture, read_picture
 from liif.resize import from_uint8, pil_bicubic, to_uint8
-from liif.upscale import plan_target, render_picture
+from liif.geometry import Geometry
+from liif.upscale import render_picture
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 SCALE = 4
@@ -40,7 +41,7 @@ def as_rgb(pixels: np.ndarray) -> np.ndarray:
 
 
 def upscaled(model, lr: Picture, self_ensemble: bool) -> torch.Tensor:
-    target = plan_target(lr.pixels.shape[:2], scale=SCALE)
+    target = Geometry(scale=SCALE).target(lr.pixels.shape[:2])
     return from_uint8(as_rgb(render_picture(model, lr, target, self_ensemble=self_ensemble).pixels))
 
 

@@ -124,7 +124,8 @@ def render_grid(model, inp: torch.Tensor, size: tuple[int, int], chunk: int = 30
     coord = liif.make_coord(size, device=device).unsqueeze(0)
     cell = liif.make_cell(coord, size)
     with torch.no_grad():
-        return model.query_chunked(model.latents(model.encode(inp.to(device))), coord, cell, chunk_size=chunk).float().cpu()
+        latents = model.latents(model.encode(inp.to(device)))
+        return model.query_chunked(latents, coord, cell, chunk_size=chunk).float().cpu()
 
 
 @pytest.mark.parametrize("query_path", ["fast", "reference"])
