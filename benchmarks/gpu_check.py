@@ -45,9 +45,9 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 # name, title, time limit (s) on a GPU, time limit (s) in --quick mode
 SECTIONS = [
     ("device", "a. Device", 60, 10),
-    ("query", "b. Query throughput, eager", 120, 12),
+    ("query", "b. Query throughput, eager", 120, 15),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
-    ("psnr", "c. Set14 PSNR-Y by precision", 120, 15),
+    ("psnr", "c. Set14 PSNR-Y by precision", 120, 18),
     ("train", "d. Training iterations per second, eager", 90, 25),
     ("train_compile", "d. Training with torch.compile", 110, 60),
     ("query_compile", "b. Query throughput, torch.compile", 120, 60),

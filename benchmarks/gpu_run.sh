@@ -2,7 +2,8 @@
 # The one command of a lent GPU machine's call: the GPU tests, then every GPU measurement; all output under $OUT.
 #
 #   bash benchmarks/gpu_run.sh                      # on the device machine ($OUT set there); carry .whl and .gpu_data
-#   OUT=/tmp/gpurun GPU_CHECK_ARGS="--device cpu --quick" bash benchmarks/gpu_run.sh     # rehearsal on a CPU
+#   PATH=.venv/bin:$PATH OUT=/tmp/gpurun GPU_CHECK_ARGS="--device cpu --quick --budget 55" \
+#       bash benchmarks/gpu_run.sh                  # rehearsal on a CPU
 #
 # Set-up, once, in the repo root (both folders ignored through .git/info/exclude):
 #   .whl/       the pypng wheel (liif.imageio needs it; the machine has no network):

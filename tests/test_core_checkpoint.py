@@ -170,3 +170,20 @@ def test_a_spec_far_larger_than_its_weights_fails_before_allocating(tmp_path: Pa
     torch.save(ckpt, tmp_path / "huge.pth")
     with pytest.raises(liif.CheckpointError, match="wrong shape: encoder.head.0.weight"):
         liif.load_model(tmp_path / "huge.pth")
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.__setitem__("args", [1, 2]), "a model spec must be a dict with a 'name' and a dict of 'args'"),
+    (lambda m: m.__setitem__("sd", [1, 2]), "'sd' must map parameter names to tensors"),
+    (lambda m: m["sd"].__setitem__("imnet.layers.0.bias", 3), "'sd' must map parameter names to tensors"),
+    (lambda m: m["args"]["encoder_spec"]["args"].__setitem__("n_feats", -16),
+     "bad arguments for model 'edsr-baseline': Trying to create tensor with negative dimension"),
+])
+def test_malformed_checkpoints_are_one_line_errors_naming_the_file(tmp_path: Path, change, message: str) -> None:
+    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    change(ckpt["model"])
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as error:
+        liif.load_model(tmp_path / "bad.pth")
+    assert str(error.value).startswith(f"{tmp_path / 'bad.pth'}: ") and message in str(error.value)
+    assert "\n" not in str(error.value)

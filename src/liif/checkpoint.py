@@ -65,8 +65,11 @@ def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Modu
     state = spec["sd"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: 'sd' must map parameter names to tensors")
-    with torch.device("meta"):
-        model = make(spec)
+    try:
+        with torch.device("meta"):
+            model = make(spec)
+    except LiifError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
     check_state_fits(model, state, source)
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:

@@ -42,7 +42,8 @@ class Registry:
         A malformed spec, an unknown name, an unknown or missing argument is a LiifError naming it."""
         given = spec.get("args") if isinstance(spec, dict) else None
         if not isinstance(spec, dict) or "name" not in spec or not isinstance(given or {}, dict):
-            raise LiifError(f"a {self.kind} spec must be a dict with a 'name' and a dict of 'args', got {spec!r}")
+            shown = {k: type(v).__name__ for k, v in spec.items()} if isinstance(spec, dict) else type(spec).__name__
+            raise LiifError(f"a {self.kind} spec must be a dict with a 'name' and a dict of 'args', got {shown}")
         name, overrides = spec["name"], args or {}
         if name not in self.constructors:
             raise LiifError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
@@ -59,8 +60,8 @@ class Registry:
             raise LiifError(f"{self.kind} {name!r} needs the argument {missing[0]!r}")
         try:
             obj = self.constructors[name](**kwargs)
-        except TypeError as exc:
-            raise LiifError(f"bad arguments for {self.kind} {name!r}: {exc}") from None
+        except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a negative or fractional layer size
+            raise LiifError(f"bad arguments for {self.kind} {name!r}: {str(exc).splitlines()[0]}") from None
         # Overrides (the MLP's in_dim, a wrapper's dataset) are derived, so the stored spec keeps only the given args.
         obj.spec = {"name": name, "args": copy.deepcopy(given or {})}
         return obj

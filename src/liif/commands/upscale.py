@@ -25,7 +25,7 @@ import torch
 
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import FORMATS, read_picture, write_picture, check_writable
+from liif.imageio import FORMATS, IMAGE_SUFFIXES, check_writable, read_picture, write_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import PRECISIONS, check_precision, pick_device
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
@@ -69,7 +69,7 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], bool]:
         path = Path(pattern)
         if path.is_dir():
             batch = True
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif glob.has_magic(pattern) and not path.exists():
             batch = True
             files += [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_file()]
