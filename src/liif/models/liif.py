@@ -60,9 +60,11 @@ def blend_ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor], local_e
 
 
 def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
-    """Whether oneDNN's Linear+ReLU kernel can serve: CPU float32 inference only."""
+    """Whether oneDNN's Linear+ReLU kernel can serve: CPU float32 inference, not under torch.compile (which
+    fuses on its own and cannot lower this op)."""
     return (hidden.device.type == "cpu" and hidden.dtype == torch.float32 and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+            and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
