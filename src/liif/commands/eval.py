@@ -20,7 +20,7 @@ from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate, prepare_out_dir
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import pick_device
+from liif.runtime import PRECISIONS, pick_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips and transposes")
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="bf16 or fp16 on a GPU; bf16 on a CPU with native bf16 (default fp32)")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         prepare_out_dir(args.out)
     results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
-                       args.chunk_size, device, progress=not args.quiet)
+                       args.chunk_size, device, progress=not args.quiet, precision=args.precision)
     print(results.markdown())
     if args.out:
         results.write(args.out)

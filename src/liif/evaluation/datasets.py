@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from liif.errors import LiifError
-from liif.imageio import IMAGE_SUFFIXES
+from liif.imageio import IMAGE_SUFFIXES, read_picture
 from liif.resize import from_uint8
 
 LAYOUTS = ("folder", "benchmark", "div2k")
@@ -73,19 +72,14 @@ def list_hr_images(folder: Path) -> list[str]:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """An image file as a (3, H, W) float tensor in [0, 1] (8-bit values), or a LiifError naming the file."""
+    """An 8-bit image file as a (3, H, W) float tensor in [0, 1] (gray repeated, alpha dropped), or a LiifError."""
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("RGB", "L", "P", "RGBA", "LA"):
-                raise LiifError(f"{path}: unsupported image mode {img.mode} (expected 8-bit RGB or gray)")
-            array = np.array(img.convert("RGB"))
-    except FileNotFoundError:
-        raise LiifError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise LiifError(f"{path}: not a readable image ({exc})") from None
-    if min(array.shape[:2]) == 0:
-        raise LiifError(f"{path}: empty image")
-    return from_uint8(array)
+        picture = read_picture(path)
+    except LiifError as exc:
+        raise LiifError(f"{path}: {exc}") from None
+    if picture.pixels.dtype != np.uint8:
+        raise LiifError(f"{path}: a 16-bit image; the evaluation protocol scores 8-bit images")
+    return from_uint8(np.repeat(picture.color, 3 // picture.color.shape[2], axis=2))
 
 
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:

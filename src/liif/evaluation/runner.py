@@ -23,7 +23,7 @@ from liif.fileio import atomic_write
 from liif.models.implicit import ImplicitModel
 from liif.renderer import render
 from liif.resize import pil_bicubic
-from liif.runtime import pick_device
+from liif.runtime import autocast, check_precision, pick_device
 
 LR_SOURCES = ("auto", "files") + DEGRADATIONS
 FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
@@ -82,12 +82,13 @@ def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tu
 
 
 def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
-                   quantize: bool = False, chunk_size: int | None = None,
-                   self_ensemble: bool = False) -> tuple[float, float, float, float]:
+                   quantize: bool = False, chunk_size: int | None = None, self_ensemble: bool = False,
+                   precision: str = "fp32") -> tuple[float, float, float, float]:
     """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
     size = tuple(hr.shape[-2:])
     device = next(model.parameters()).device
-    sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
+    with autocast(device, precision):
+        sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
     if quantize:
         sr = torch.round(sr * 255) / 255
     return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
@@ -169,7 +170,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
              scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
-             model_name: str | None = None) -> EvalResults:
+             model_name: str | None = None, precision: str = "fp32") -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
     ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``).
 
@@ -182,6 +183,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
         model = load_model(model, pick_device(device))
+    check_precision(next(model.parameters()).device, precision)
     scores = []
     total = sum(len(d.images) for d, _, _ in runs)
     with tqdm(total=total, disable=not progress, unit="img", dynamic_ncols=True) as bar:
@@ -190,7 +192,8 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
             for image in dataset.images:
                 try:
                     hr, lr = hr_lr_pair(dataset, image, scale, source)
-                    values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble)
+                    values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble,
+                                            precision)
                 except ValueError as exc:  # an image too small for this scale or its shave
                     raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
                 scores.append(ImageScore(dataset.name, scale, image, source, *values))
