@@ -58,13 +58,13 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[s
 
     start = time.perf_counter()
     with autocast():
-        feat = model.encode((batch["inp"] - 0.5) / 0.5)
+        feat = model.encode(model.data_norm.to_model(batch["inp"]))
     sync()
     encoder = time.perf_counter() - start
     detached = feat.detach().requires_grad_()
     with autocast():
         pred = model.query(model.latents(detached), batch["coord"], batch["cell"])
-    loss = F.l1_loss(pred.float(), (batch["gt"] - 0.5) / 0.5)
+    loss = F.l1_loss(pred.float(), model.data_norm.to_target(batch["gt"]))
     if losses is not None:
         losses.append(loss.detach())
     optimizer.zero_grad(set_to_none=True)

@@ -187,3 +187,11 @@ def test_malformed_checkpoints_are_one_line_errors_naming_the_file(tmp_path: Pat
         liif.load_model(tmp_path / "bad.pth")
     assert str(error.value).startswith(f"{tmp_path / 'bad.pth'}: ") and message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_spec_asking_for_a_billion_blocks_stops_at_once(tmp_path: Path) -> None:
+    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt["model"]["args"]["encoder_spec"]["args"]["n_resblocks"] = 10**9
+    torch.save(ckpt, tmp_path / "deep.pth")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'deep.pth'}: the spec builds far more weights than the 22"):
+        liif.load_model(tmp_path / "deep.pth")

@@ -170,7 +170,7 @@ def test_bad_options(tmp_path, capsys):
     flat.mkdir()
     Image.fromarray(crop("bird")).save(flat / "bird.png")
     expect_error(capsys, "--scales", "--data", str(flat), "--scales", "2,x")
-    expect_error(capsys, "positive", "--data", str(flat), "--scales", "0")
+    expect_error(capsys, "at least 1", "--data", str(flat), "--scales", "0")
     expect_error(capsys, "too small", "--data", str(flat), "--scales", "60")
     expect_error(capsys, "unknown model", "--data", str(flat), "--scales", "2", "--model", "no-such-model")
     (tmp_path / "a-file").write_text("")

@@ -45,7 +45,7 @@ def test_overrides_parse_yaml_values_and_floats_without_a_dot():
 @pytest.mark.parametrize("override, message", [
     ("epoch_maxx=3", "--set epoch_maxx: unknown config key"),
     ("train_dataset.batchsize=3", "--set train_dataset.batchsize: unknown config key"),
-    ("epoch_max=true", "config key 'epoch_max' must be int, got True"),
+    ("epoch_max=true", "config key 'epoch_max' must be an int >= 1, got True"),
     ("multi_step_lr.gamma=half", "config key 'multi_step_lr.gamma' must be"),
     ("amp=fp8", "config key 'amp' must be one of none, bf16, fp16"),
     ("optimizer.args.lr=[1]", "--set optimizer.args.lr: expected float"),
@@ -65,3 +65,69 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(LiifError, match="a config must be a YAML mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    # ranges, checked once when the config loads
+    ("train_dataset.batch_size=0", "config key 'train_dataset.batch_size' must be an int >= 1, got 0"),
+    ("val_dataset.batch_size=-2", "config key 'val_dataset.batch_size' must be an int >= 1, got -2"),
+    ("epoch_val=0", "config key 'epoch_val' must be an int >= 1 or null, got 0"),
+    ("epoch_max=0", "config key 'epoch_max' must be an int >= 1, got 0"),
+    ("log_every=0", "config key 'log_every' must be an int >= 1"),
+    ("threads=0", "config key 'threads' must be an int in [1, 1024] or null"),
+    ("num_workers=-1", "config key 'num_workers' must be an int in [0, 1024]"),
+    ("seed=-1", "config key 'seed' must be an int in [0, 4294967295]"),
+    ("seed=10000000000000000000000", "config key 'seed' must be an int in [0, 4294967295]"),
+    ("multi_step_lr.gamma=-1", "config key 'multi_step_lr.gamma' must be a number > 0 or null"),
+    ("multi_step_lr.milestones=[a]", "config key 'multi_step_lr.milestones[0]' must be an int >= 1, got 'a'"),
+    ("multi_step_lr.milestones=5", "config key 'multi_step_lr.milestones' must be a list, got 5"),
+    ("epoch_max=[1]", "config key 'epoch_max' must be an int >= 1, got [1]"),
+    ("data_norm.inp.sub=[0.5, 0.5]", "data_norm inp.sub must be a list of 1 or 3 finite numbers"),
+    ("data_norm.gt.div=[0]", "data_norm gt.div must not hold 0"),
+    # NaN, infinities and numbers too large for a float, in the schema and in free-form args
+    ("multi_step_lr.gamma=.nan", "config key 'multi_step_lr.gamma' must be a finite number, got nan"),
+    ("optimizer.args.lr=.inf", "config key 'optimizer.args.lr' must be a finite number, got inf"),
+    ("optimizer.args.lr=1e400", "config key 'optimizer.args.lr' must be a finite number, got inf"),
+    ("optimizer.args.lr=100000000000000000000" + "0" * 300, "--set optimizer.args.lr: 1000"),
+    ("model.args.encoder_spec.args.n_feats=[8]", "--set model.args.encoder_spec.args.n_feats: expected int like 8"),
+    # paths that are not keys, values YAML cannot read or a config cannot hold
+    ("=", "--set takes KEY=VALUE"),
+    ("a..b=1", "--set takes KEY=VALUE"),
+    ("model.name.x=1", "--set model.name.x: unknown config key"),
+    ("model.args.encoder_spec.name.x=1", "--set model.args.encoder_spec.name.x: model.args.encoder_spec.name "
+                                         "holds 'edsr-baseline', not a mapping"),
+    ("model.args.imnet_spec.args.hidden_list.0=5", "hidden_list holds [16, 16], not a mapping"),
+    ("optimizer=null", "config key 'optimizer' is required (a mapping)"),
+    ("multi_step_lr={gamma: 0.5}", "config key 'multi_step_lr.milestones' is required (a list)"),
+    ("train_dataset.wrapper=null", "config key 'train_dataset.wrapper' is required"),
+    ("seed=[1", "--set seed, line 1, column 3: not valid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("seed=!!int 1.5", "--set seed: not valid YAML: invalid literal for int()"),
+    ("seed=" + "[" * 3000, "--set seed: not valid YAML: nested too deep"),
+    ("model.args.x=&a [*a]", "config key 'model.args.x[0][0]"),
+    ("model.args.x=!!set {a}", "config key 'model.args.x' holds a set, which a config cannot hold"),
+    ("model.args.x=!!binary AAAA", "config key 'model.args.x' holds a bytes"),
+    ("epoch\nmax=1", r"--set 'epoch\nmax': unknown config key"),
+])
+def test_out_of_range_and_malformed_values_are_one_line_errors_naming_the_key(override: str, message: str):
+    with pytest.raises(LiifError) as info:
+        load_config(ROOT / "configs" / "smoke.yaml", [override])
+    text = str(info.value)
+    assert message in text and "\n" not in text, text
+
+
+def test_dates_stay_strings_and_null_sections_are_optional():
+    config = load_config(ROOT / "configs" / "smoke.yaml", ["train_dataset.dataset.args.split_key=2001-12-14",
+                                                           "val_dataset=null", "epoch_save=null", "epoch_val=null"])
+    assert config["train_dataset"]["dataset"]["args"]["split_key"] == "2001-12-14"
+    assert config["val_dataset"] is None and config["epoch_save"] is None
+
+
+def test_config_files_that_cannot_be_read_are_one_line_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model:\n  name: liif\n  args: {a: [1, 2}\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    for path, message in ((tmp_path, f"{tmp_path}: is a folder, not a config file"),
+                          (tmp_path / "bad.yaml", f"{tmp_path / 'bad.yaml'}, line 3, column 18: not valid YAML: "),
+                          (tmp_path / "binary.yaml", "not a text file")):
+        with pytest.raises(LiifError) as info:
+            load_config(path)
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

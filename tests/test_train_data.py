@@ -186,3 +186,30 @@ def test_two_ranks_split_each_global_batch_of_one_process():
 def test_unknown_dataset_argument_is_named(tmp_path):
     with pytest.raises(LiifError, match="no argument 'root'"):
         DATASETS.make({"name": "image-folder", "args": {"root": str(tmp_path)}})
+
+
+@pytest.mark.parametrize("wrapper, message", [
+    ({"inp_size": 0}, "inp_size must be an int >= 1 or null, got 0"),
+    ({"inp_size": 48, "sample_q": 0}, "sample_q must be an int >= 1 or null, got 0"),
+    ({"inp_size": 48, "scale_min": 2, "sample_q": 96 * 96 + 1}, "sample_q=9217 is more than the 9216 pixels"),
+    ({"scale_min": 0.5}, "scale_min must be a finite number >= 1, got 0.5"),
+    ({"scale_min": 3, "scale_max": 2}, "scale_max (2) must not be below scale_min (3)"),
+])
+def test_sampler_arguments_out_of_range_fail_when_built(set5, wrapper, message):
+    with pytest.raises(LiifError, match="bad arguments for dataset 'sr-implicit-downsampled'") as info:
+        downsampled(set5, **wrapper)
+    assert message in str(info.value)
+
+
+def test_folder_arguments_out_of_range_or_unreadable_fail_when_built(set5, tmp_path):
+    (tmp_path / "split.json").write_text('{"train": ["baby.png"], "bad": 3}')
+    split = {"root_path": str(set5), "split_file": str(tmp_path / "split.json"), "split_key": "train"}
+    assert DATASETS.make({"name": "image-folder", "args": split}).files == [set5 / "baby.png"]
+    for args, message in (({"repeat": 0}, "repeat must be an int >= 1, got 0"),
+                          ({"first_k": -1}, "first_k must be an int >= 1 or null, got -1"),
+                          ({"split_file": str(tmp_path)}, f"{tmp_path}: cannot read the split file (Is a directory)"),
+                          ({"split_file": str(tmp_path / "split.json"), "split_key": "bad"},
+                           "split.json: no list of image names under split_key 'bad'")):
+        with pytest.raises(LiifError) as info:
+            DATASETS.make({"name": "image-folder", "args": {"root_path": str(set5), **args}})
+        assert message in str(info.value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,43 +91,140 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     assert (run / "epoch-last.pth").read_bytes() == before
 
 
+class FailingFile:
+    """A file whose writes fail with ``error`` once some bytes are in, as on a disk that fills up."""
+
+    def __init__(self, f, error: OSError):
+        self.f, self.error = f, error
+
+    def write(self, data) -> int:
+        if self.f.tell():
+            raise self.error
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 @pytest.mark.parametrize("error, reason", [
-    (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
-    # what torch.save's zip writer raises when a write fails
+    # torch.save's zip writer turns the failed write into RuntimeError("unexpected pos ...")
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "no space left on device"),
+    (OSError(errno.EIO, os.strerror(errno.EIO)), os.strerror(errno.EIO)),
+    # a failure with no OSError behind it: its first line
     (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "
-                  "file write failed"), "PytorchStreamWriter failed writing file data/0: file write failed"),
+                  "file write failed\nmore"), "PytorchStreamWriter failed writing file data/0: file write failed"),
 ])
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, capsys, monkeypatch, error, reason):
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
     before = (run / "epoch-last.pth").read_bytes()
+    save = torch.save
 
-    def full_disk(obj, f):
-        f.write(b"half a checkpoint")
-        raise error
+    def failing_save(obj, f):
+        if isinstance(error, OSError):
+            save(obj, FailingFile(f, error))
+        else:
+            f.write(b"half a checkpoint")
+            raise error
 
-    monkeypatch.setattr(liif.checkpoint.torch, "save", full_disk)
+    monkeypatch.setattr(torch, "save", failing_save)
     code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2")
     err = capsys.readouterr().err
-    assert code == 2 and f"could not write checkpoint {run / 'epoch-last.pth'}: " in err
-    assert f"{reason}; the previous epoch-last.pth is intact" in err and "Traceback" not in err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"could not write checkpoint {run / 'epoch-last.pth'}: " in err
+    assert f"{reason}; the previous epoch-last.pth is intact" in err
     assert (run / "epoch-last.pth").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
+
+
+def one_line_error(capsys) -> str:
+    """The error ``liif train`` printed: one line, no traceback."""
+    err = capsys.readouterr().err
+    assert err.startswith("liif train: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
 
 
 def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     base = ["--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)]
     for extra, message in ((["--set", "epoch_maxx=3"], "--set epoch_maxx: unknown config key"),
-                           (["--set", "epoch_max=three"], "config key 'epoch_max' must be int, got 'three'"),
+                           (["--set", "epoch_max=three"], "config key 'epoch_max' must be an int >= 1, got 'three'"),
                            (["--set", "optimizer.args.lr=fast"], "--set optimizer.args.lr: expected float"),
                            (["--set", "model.args.cell_decod=false"], "cell_decod"),
                            (["--set", "train_dataset.dataset.args.root_path=/nonexistent"],
-                            "/nonexistent: no such image folder")):
+                            "train_dataset: /nonexistent: no such image folder")):
         assert liif_train(*base, *extra) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("liif train: error: ") and message in err and "Traceback" not in err, err
+        assert message in one_line_error(capsys)
     assert liif_train("--config", str(tmp_path / "missing.yaml")) == 2
-    assert "no such config file" in capsys.readouterr().err
+    assert "no such config file" in one_line_error(capsys)
+    assert liif_train("--config", str(tmp_path), "--out", str(tmp_path / "run")) == 2
+    assert f"{tmp_path}: is a folder, not a config file" in one_line_error(capsys)
+    (tmp_path / "bad.yaml").write_text(SMOKE.read_text().replace("epoch_max: 2", "epoch_max: [2"))
+    assert liif_train("--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")) == 2
+    assert (f"{tmp_path / 'bad.yaml'}, line 55, column 14: not valid YAML: expected ',' or ']', but got ':'"
+            in one_line_error(capsys))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train_dataset.batch_size=0", "config key 'train_dataset.batch_size' must be an int >= 1, got 0"),
+    ("epoch_val=0", "config key 'epoch_val' must be an int >= 1 or null, got 0"),
+    ("data_norm.inp.sub=[0.5, 0.5]", "data_norm inp.sub must be a list of 1 or 3 finite numbers"),
+    # free-form constructor arguments, checked as the model, optimizer and datasets are built
+    ("optimizer.args.lr=-1", "bad optimizer.args for 'adam': Invalid learning rate: -1"),
+    ("model.args.encoder_spec.args.n_feats=-8", "bad arguments for model 'edsr-baseline': "),
+    ("train_dataset.wrapper.args.inp_size=0", "train_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
+                                              "inp_size must be an int >= 1 or null, got 0"),
+    ("val_dataset.wrapper.args.sample_q=1000", "val_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
+                                               "sample_q=1000 is more than the 576 pixels of the smallest HR crop"),
+    ("benchmark_eval={root: /nonexistent, scales: [2]}", "benchmark_eval: /nonexistent: no such folder"),
+])
+def test_bad_values_fail_in_one_line_before_the_run_folder_exists(tmp_path, set14, capsys, override, message):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", override) == 2
+    assert message in one_line_error(capsys)
+    assert not run.exists()
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, set14, capsys):
+    run, other = tmp_path / "run", tmp_path / "other"
+    new_run = ["--config", str(SMOKE), *folder_sets(set14), "--set", "epoch_max=1"]
+    assert liif_train(*new_run, "--out", str(run), "--set", "epoch_save=1") == 0
+    shutil.copytree(run, other)
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for argv in ([*new_run, "--out", str(run)],  # a new run
+                 ["--resume", str(other / "epoch-last.pth"), "--out", str(run), "--set", "epoch_max=2"]):  # another's
+        assert liif_train(*argv) == 2
+        assert (f"{run} already holds a run's checkpoints: resume it (--resume {run / 'epoch-last.pth'}), choose "
+                f"another --out, or give --overwrite to replace it") in one_line_error(capsys)
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    # --overwrite replaces the run: none of its files outlive it
+    assert liif_train(*new_run, "--out", str(run), "--overwrite", "--set", "epoch_save=null",
+                      "--set", "seed=1") == 0
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "epoch-best.pth", "epoch-last.pth", "log.txt"]
+    assert (run / "log.txt").read_text().count("starting at epoch 1") == 1
+    assert read_checkpoint(run / "epoch-last.pth")["config"]["seed"] == 1
+
+
+def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_written(tmp_path, set14, capsys):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    last = str(run / "epoch-last.pth")
+    for extra, message in (
+            (["--set", "epoch_max=2", "--set", "model.args.encoder_spec.args.n_feats=16"],
+             f"cannot resume: the config's model differs from the checkpoint's ({last}: state dict does not fit the "
+             f"model; wrong shape: encoder.head.0.weight (8, 3, 3, 3) vs (16, 3, 3, 3)"),
+            (["--config", str(SMOKE), *folder_sets(set14), "--set", "model.args.imnet_spec.args.hidden_list=[16]"],
+             "cannot resume: the config's model differs from the checkpoint's"),
+            (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
+             f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
+            ([], f"{last} is at epoch 1 and epoch_max is 1: nothing to train (raise it, e.g. --set epoch_max=2)")):
+        assert liif_train("--resume", last, *extra) == 2
+        assert message in one_line_error(capsys)
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    assert liif_train("--resume", last, "--out", str(tmp_path / "elsewhere"),
+                      "--set", "model.args.encoder_spec.args.n_feats=16", "--set", "epoch_max=2") == 2
+    assert "cannot resume" in one_line_error(capsys) and not (tmp_path / "elsewhere").exists()
 
 
 def test_fine_tuning_from_the_released_weights_keeps_their_quality(tmp_path, set14):

@@ -38,15 +38,16 @@ def test_exif_orientation_matches_pil(tmp_path, crop, orientation):
 @pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".bmp", ".tiff"])
 def test_formats_by_extension_keep_gray_and_icc(tmp_path, model, crop, extension):
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    Image.fromarray(crop).convert("L").save(tmp_path / "in.png", icc_profile=icc)
-    out = liif.upscale(str(tmp_path / "in.png"), scale=1.5, model=model, device="cpu")
-    out.save(tmp_path / f"out{extension}")
-    img = Image.open(tmp_path / f"out{extension}")
-    assert img.format == {".jpg": "JPEG", ".tiff": "TIFF"}.get(extension, extension[1:].upper())
-    assert img.size == (42, 30)
-    assert img.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
-    if extension != ".bmp":  # BMP has no ICC profile
-        assert img.info.get("icc_profile") == icc
+    Image.fromarray(crop).save(tmp_path / "rgb.png", icc_profile=icc)
+    Image.fromarray(crop).convert("L").save(tmp_path / "gray.png")
+    for name in ("rgb", "gray"):
+        liif.upscale(str(tmp_path / f"{name}.png"), scale=1.5, model=model, device="cpu").save(
+            tmp_path / f"{name}_out{extension}")
+    rgb, gray = Image.open(tmp_path / f"rgb_out{extension}"), Image.open(tmp_path / f"gray_out{extension}")
+    assert rgb.format == gray.format == {".jpg": "JPEG", ".tiff": "TIFF"}.get(extension, extension[1:].upper())
+    assert rgb.size == gray.size == (42, 30)
+    assert gray.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
+    assert rgb.info.get("icc_profile") == (None if extension == ".bmp" else icc)  # BMP has no ICC profile
 
 
 def test_16bit_png_kept_in_full(tmp_path, model, crop):

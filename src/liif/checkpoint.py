@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,33 @@ from liif.pretrained import pretrained_path, pretrained_names
 from liif.registry import make
 
 
+def check_file(path: Path) -> None:
+    """A CheckpointError unless ``path`` is a regular file (a name too long or with a NUL byte included)."""
+    try:
+        if path.is_file():
+            return
+        problem = "is a folder, not a checkpoint file" if path.is_dir() else \
+            "not a regular file" if path.exists() else "no such checkpoint file"
+    except (OSError, ValueError) as exc:
+        problem = f"cannot open ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    raise CheckpointError(f"{path}: {problem}")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only``: it can never run code) and check its layout."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    check_file(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for files it cannot read
-        message = str(exc)
         with open(path, "rb") as f:
             plain_pickle = f.read(1) == b"\x80"
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 75": the error line says it all
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types (OSError included) for files it cannot read
+        message = str(exc)
         if "GLOBAL" in message or "Unsupported global" in message or plain_pickle:
             raise CheckpointError(f"{path}: refused to load, the file holds objects other than tensors and "
                                   f"plain data, and unpickling it could run code") from None
@@ -56,6 +73,28 @@ def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise CheckpointError(f"{source}: state dict does not fit the model; " + "; ".join(problems))
 
 
+def build_within(spec: dict[str, Any], n_tensors: int) -> nn.Module:
+    """Build ``spec`` on the meta device, stopping once it makes far more tensors than the checkpoint holds (a
+    spec asking for a billion blocks would otherwise take minutes and gigabytes before failing); a few missing
+    keys still build, so that the strict check can name them."""
+    made, limit = 0, 4 * n_tensors + 1024
+
+    def count(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+        nonlocal made
+        made += 1
+        if made > limit:
+            raise LiifError(f"the spec builds far more weights than the {n_tensors} its state dict holds")
+
+    hooks = [nn.modules.module.register_module_parameter_registration_hook(count),
+             nn.modules.module.register_module_buffer_registration_hook(count)]
+    try:
+        with torch.device("meta"):
+            return make(spec)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """Build the model a ``{'name', 'args', 'sd'}`` spec describes and load its weights strictly.
 
@@ -63,14 +102,25 @@ def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Modu
     a spec that does not fit its weights fails at once, however large it claims to be.
     """
     state = spec["sd"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise CheckpointError(f"{source}: 'sd' must map parameter names to tensors")
+    if not isinstance(spec["name"], str):
+        raise CheckpointError(f"{source}: the model name must be a string, got {type(spec['name']).__name__}")
     try:
-        with torch.device("meta"):
-            model = make(spec)
+        model = build_within(spec, len(state))
     except LiifError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, KeyError, AttributeError, IndexError,
+            RecursionError, MemoryError) as exc:  # a spec no constructor expects: nested args of odd types
+        raise CheckpointError(f"{source}: cannot build the model its spec describes "
+                              f"({type(exc).__name__}: {one_line(exc)})") from None
     check_state_fits(model, state, source)
+    # a float weight from an integer, boolean or complex tensor would be cast silently (complex with a warning)
+    kind = next((f"{k} is {state[k].dtype}" for k, v in model.state_dict().items()
+                 if v.is_floating_point() and not state[k].is_floating_point()), None)
+    if kind is not None:
+        raise CheckpointError(f"{source}: weight {kind}, not a real floating-point tensor")
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise CheckpointError(f"{source}: weight {bad} holds NaN or infinite values")
@@ -86,14 +136,28 @@ def data_norm_of(ckpt: dict[str, Any], source: str) -> DataNorm:
     try:
         return DataNorm.from_config(ckpt.get("data_norm", config.get("data_norm")))
     except LiifError as exc:
-        raise CheckpointError(f"{source}: {exc}") from None
+        raise CheckpointError(f"{source}: {one_line(exc)}") from None
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # e.g. an integer too large for a float
+        raise CheckpointError(f"{source}: data_norm is malformed ({type(exc).__name__}: {one_line(exc)})") from None
+
+
+def exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
+
+
+def one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """A model, in eval mode on ``device``, from a reference-format ``.pth`` path or a built-in name."""
     text = str(source)
     path = pretrained_path(text) if text in pretrained_names() else Path(text)
-    if not path.exists() and not text.endswith((".pth", ".pt")) and os.sep not in text:
+    if not exists(path) and not text.endswith((".pth", ".pt")) and os.sep not in text:
         raise CheckpointError(f"unknown model {text!r}: not a file, and not a built-in model "
                               f"({', '.join(pretrained_names())})")
     ckpt = read_checkpoint(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import sys
 
@@ -30,8 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libtiff() -> None:
+    """Stop libtiff printing its warnings and errors straight to file descriptor 2, below Python: a damaged TIFF
+    would add raw lines ("TIFFFetchStripThing: Incompatible type ...") to the command's one-line error. Pillow
+    still gets each failure, which the command reports. The command does this, not the library: it is process-wide."""
+    try:
+        from PIL import _imaging  # libtiff is linked into Pillow's core module
+
+        library = ctypes.CDLL(_imaging.__file__)
+        for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+            setter = getattr(library, name)
+            setter.restype = ctypes.c_void_p
+            setter.argtypes = [ctypes.c_void_p]
+            setter(None)
+    except (ImportError, OSError, AttributeError):  # a Pillow without libtiff: nothing prints
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, run, and turn user errors into one line on stderr with a non-zero exit."""
+    quiet_libtiff()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

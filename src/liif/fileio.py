@@ -1,19 +1,29 @@
-"""Atomic file writes: an interrupted or failed write never leaves half a file, nor a temporary one."""
+"""Atomic file writes: an interrupted or failed write never leaves half a file, and a killed one's temporary
+file is removed by the next write to its folder."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+# The writer's host and process id are in the name, so that a later write can tell a killed writer's leftover
+# from a live one's, even in a folder shared by several machines or containers.
+HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+TEMPORARY = re.compile(rf"\.liif-{HOST_TAG}-(\d{{1,10}})-[0-9a-f]+\.tmp")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path`` (its folder created if needed), sync it, rename it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     # A short name, so that any legal output name still works; mode 0o666 so the umask alone decides, as for open().
-    tmp = path.with_name(f".liif-{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".liif-{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -24,3 +34,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files this host's killed writers left in ``folder`` (their process is gone)."""
+    if os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process instead of probing it
+        return
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return  # cleaning is a courtesy: the write itself reports a folder it cannot use
+    for name in names:
+        match = TEMPORARY.fullmatch(name)
+        if match and not process_exists(int(match.group(1))):
+            try:
+                (folder / name).unlink(missing_ok=True)
+            except OSError:
+                pass  # another user's leftover in a shared folder: not ours to remove
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (POSIX)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # EPERM: it exists under another user; a pid out of range is left alone
+    return True

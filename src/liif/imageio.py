@@ -1,15 +1,19 @@
 """Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC kept, 16-bit PNG in full.
 
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
-or 4 (RGBA). PIL reads everything but 16-bit colour PNG, which it cuts to 8 bits, so 16-bit PNGs are read
-and written with pypng. Writing goes to a temporary name beside the target, then a rename.
+or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
+everything but 16-bit colour PNG, which it cuts to 8 bits, so 16-bit PNGs are read and written with pypng.
+Float pictures in [0, 1] are read as 16 bits; CMYK goes through its ICC profile to sRGB; a profile is
+written only where it describes the pixels. Writing goes to a temporary name beside the target, then a rename.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 import png
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from liif.errors import LiifError
 from liif.fileio import atomic_write
@@ -25,11 +29,15 @@ from liif.fileio import atomic_write
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
            ".tif": "TIFF", ".tiff": "TIFF"}
 IMAGE_SUFFIXES = tuple(FORMATS)  # every suffix the package reads or writes as an image
+READ_FORMATS = sorted(set(FORMATS.values()))  # the only formats Image.open may try, whatever a file's name says
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the largest side libjpeg and libwebp encode
+BMP_MAX_BYTES = 2**32 - 1 - (14 + 40 + 256 * 4)  # a 32-bit file size, less the headers and a gray palette
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass
@@ -59,12 +67,10 @@ class Picture:
 
     def to_pil(self) -> Image.Image:
         """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16). PIL has no 16-bit colour mode."""
-        if self.pixels.dtype == np.uint16:
-            if self.pixels.shape[2] != 1:
-                raise LiifError("PIL cannot hold 16-bit colour: use Picture.pixels or Picture.save")
-            return Image.fromarray(self.pixels[:, :, 0], "I;16")
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[self.pixels.shape[2]]
-        return Image.fromarray(self.pixels[:, :, 0] if mode == "L" else self.pixels, mode)
+        if self.pixels.dtype == np.uint16 and self.pixels.shape[2] != 1:
+            raise LiifError("PIL cannot hold 16-bit colour: use Picture.pixels or Picture.save")
+        # PIL picks the mode from the array's dtype and shape (uint16 (H, W) is I;16).
+        return Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write to ``path`` in the format its extension names (see ``write_picture``)."""
@@ -72,18 +78,57 @@ class Picture:
 
 
 def picture_from_pil(img: Image.Image) -> Picture:
-    """A Picture of a PIL image, EXIF orientation applied; palettes and other modes become L/LA/RGB/RGBA."""
+    """A Picture of a PIL image, EXIF orientation applied: 16-bit gray stays 16-bit, floats in [0, 1] become
+    16-bit, CMYK goes through its profile to sRGB, palettes and other modes become L/LA/RGB/RGBA."""
     icc = img.info.get("icc_profile") or None
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-    if img.mode.startswith("I;16") or img.mode == "I":
-        pixels = np.asarray(img).clip(0, 65535).astype(np.uint16)[:, :, None]
+    if img.mode.startswith("I;16"):
+        pixels = np.asarray(img).astype(np.uint16)[:, :, None]
+    elif img.mode == "F":
+        pixels = float_pixels(np.asarray(img))[:, :, None]
+    elif img.mode.startswith("I"):
+        raise LiifError("32-bit integer pixels are not read (their range is unknown): "
+                        "save the picture with 8 or 16 bits, or as floats in [0, 1]")
     else:
+        if img.mode == "CMYK":  # its profile describes CMYK values: the converted pixels are plain sRGB
+            img, icc = cmyk_to_srgb(img, icc), None
         has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
         gray = img.mode in ("1", "L", "LA", "La")
         mode = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
         pixels = np.asarray(img.convert(mode))
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return Picture(orient(pixels, orientation), icc)
+
+
+def float_pixels(values: np.ndarray) -> np.ndarray:
+    """Float pixels in [0, 1] as 16-bit integers; any other range is refused, never guessed."""
+    if not np.isfinite(values).all():
+        raise LiifError("float pixels must be finite numbers in [0, 1]; this picture holds NaN or infinity")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 1:
+        raise LiifError(f"float pixels must lie in [0, 1]; this picture holds {low:g} to {high:g}")
+    return np.round(values * 65535).astype(np.uint16)
+
+
+def open_profile(icc: bytes | None) -> ImageCms.ImageCmsProfile | None:
+    """The ICC profile ``icc`` describes, or None where there is none or it cannot be read."""
+    if not icc:
+        return None
+    try:
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def cmyk_to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """A CMYK image in sRGB through its own CMYK profile; PIL's plain formula where it has no usable one."""
+    profile = open_profile(icc)
+    if profile is not None and profile.profile.xcolor_space.strip() == "CMYK":
+        try:
+            return ImageCms.profileToProfile(img, profile, SRGB, outputMode="RGB")
+        except ImageCms.PyCMSError:
+            pass  # a profile lcms cannot apply: read as if it had none
+    return img.convert("RGB")
 
 
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -97,22 +142,27 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def read_picture(path: str | os.PathLike) -> Picture:
-    """Read an image file; every problem with it is a LiifError with a one-line reason."""
+    """Read a PNG, JPEG, WebP, BMP or TIFF file, by its content whatever its name says; every problem with
+    it is a LiifError with a one-line reason. Pillow's decompression-bomb limit applies, without its warning."""
     path = Path(path)
-    if not path.exists():
-        raise LiifError("no such file")
-    if path.is_dir():
-        raise LiifError("is a folder, not an image")
+    check_regular_file(path)
     try:
-        with Image.open(path) as img:
-            if img.width == 0 or img.height == 0:
-                raise LiifError(f"empty image ({img.width}x{img.height} pixels)")
-            if img.format == "PNG" and png_bit_depth(path) == 16:
-                return read_png16(path, img)
-            img.load()
-            picture = picture_from_pil(img)
+        with warnings.catch_warnings():
+            # Pillow warns between its limit (Image.MAX_IMAGE_PIXELS) and twice it, and refuses above: the
+            # refusal is the rule, and the warning would only be a raw line on the terminal.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's UserWarnings on damaged metadata ("Corrupt EXIF data", "Tag data larger than file"): the
+            # picture reads or fails with its own one-line error, and the warning would be two raw lines more.
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(path, formats=READ_FORMATS) as img:
+                if img.width == 0 or img.height == 0:
+                    raise LiifError(f"empty image ({img.width}x{img.height} pixels)")
+                if img.format == "PNG" and png_bit_depth(path) == 16:
+                    return read_png16(path, img)
+                img.load()
+                picture = picture_from_pil(img)
     except UnidentifiedImageError:
-        raise LiifError("not an image, or in a format that cannot be read") from None
+        raise LiifError("not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)") from None
     except Image.DecompressionBombError as exc:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
@@ -120,6 +170,22 @@ def read_picture(path: str | os.PathLike) -> Picture:
     if picture.pixels.size == 0:
         raise LiifError("empty image (0 pixels)")
     return picture
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse, without opening it, anything but a readable regular file: a FIFO or a device could block."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise LiifError("no such file") from None
+    except OSError as exc:
+        raise LiifError(f"cannot read it: {exc.strerror or one_line(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise LiifError("is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        raise LiifError("not a regular file (a FIFO, socket or device); it is not opened")
+    if not os.access(path, os.R_OK):
+        raise LiifError("cannot read it: permission denied")
 
 
 def png_bit_depth(path: Path) -> int:
@@ -155,10 +221,23 @@ def output_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
-    """Write ``picture`` in ``fmt`` to ``stream``; 16 bits are kept in PNG and reduced to 8 elsewhere."""
-    if picture.has_alpha and fmt not in ALPHA_FORMATS:
+def check_encodable(fmt: str, shape: tuple[int, int, int]) -> None:
+    """Refuse an (H, W, C) picture that ``fmt`` cannot hold: alpha where it has none, a size above its limits."""
+    height, width, channels = shape
+    if channels in (2, 4) and fmt not in ALPHA_FORMATS:
         raise LiifError(f"{fmt} cannot store alpha; write .png, .webp or .tiff")
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(height, width) > side:
+        raise LiifError(f"{fmt} holds at most {side}x{side} pixels, the output would be {width}x{height}; "
+                        f"write .png or .tiff")
+    if fmt == "BMP" and (width * channels + 3) // 4 * 4 * height > BMP_MAX_BYTES:  # rows padded to 4 bytes
+        raise LiifError(f"BMP holds at most 4 GiB, the {width}x{height} output would not fit; write .png or .tiff")
+
+
+def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
+    """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first); 16 bits are kept in PNG and
+    reduced to 8 elsewhere."""
+    picture = Picture(picture.pixels, written_profile(picture, fmt))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
         return
@@ -166,9 +245,19 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         picture = Picture(((picture.pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8),
                           picture.icc_profile)
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    if picture.icc_profile and fmt != "BMP":
+    if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
     picture.to_pil().save(stream, format=fmt, **options)
+
+
+def written_profile(picture: Picture, fmt: str) -> bytes | None:
+    """The picture's ICC profile where ``fmt`` stores one and it describes the pixels as written (gray, or RGB:
+    WebP stores gray as RGB); else None, so that no file tags its pixels with a CMYK, Lab or broken profile."""
+    profile = open_profile(picture.icc_profile)
+    if fmt == "BMP" or profile is None:  # PIL writes no profile into BMP
+        return None
+    written = "GRAY" if picture.pixels.shape[2] < 3 and fmt != "WEBP" else "RGB"
+    return picture.icc_profile if profile.profile.xcolor_space.strip() == written else None
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:
@@ -190,22 +279,27 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 def write_picture(picture: Picture, path: str | os.PathLike, overwrite: bool = False) -> None:
     """Write ``picture`` to ``path`` (format by extension) via a temporary file and a rename."""
     path = Path(path)
-    check_writable(path, overwrite)
-    fmt = output_format(path)
+    fmt = check_output(path, picture.pixels.shape, overwrite)
     try:
         atomic_write(path, lambda f: encode_picture(picture, fmt, f))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: an encoder refusing what it was given
+        raise LiifError(f"cannot write {path}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+
+
+def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> str:
+    """The format of ``path``, once nothing forbids writing an (H, W, C) picture there; the CLI calls it
+    before rendering, so that a refusal costs nothing."""
+    fmt = output_format(path)
+    check_encodable(fmt, shape)
+    try:
+        if path.is_dir():
+            raise LiifError(f"cannot write {path}: it is a folder")
+        if path.exists() and not overwrite:
+            raise LiifError(f"{path} exists; pass --overwrite to replace it")
+        if not path.parent.is_dir():
+            raise LiifError(f"cannot write {path}: no folder {path.parent}")
+        if not os.access(path.parent, os.W_OK):
+            raise LiifError(f"cannot write {path}: permission denied")
+    except OSError as exc:  # a name too long, say
         raise LiifError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from None
-
-
-def check_writable(path: Path, overwrite: bool) -> None:
-    """Fail early, before any rendering, when ``path`` cannot or must not be written."""
-    output_format(path)
-    if path.is_dir():
-        raise LiifError(f"cannot write {path}: it is a folder")
-    if path.exists() and not overwrite:
-        raise LiifError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise LiifError(f"cannot write {path}: no folder {path.parent}")
-    if not os.access(path.parent, os.W_OK):
-        raise LiifError(f"cannot write {path}: permission denied")
+    return fmt

@@ -103,6 +103,9 @@ def render_picture(model: ImplicitModel, picture: Picture, target: Target, self_
                disable=not progress, leave=True, file=sys.stderr, dynamic_ncols=True)
     with bar, autocast(device, precision):
         for row, col, block in render_tiles(model, inp, grid, tile, chunk_size, self_ensemble):
+            if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
+                hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
+                raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")
             rows, cols = block.shape[2:]
             out[row:row + rows, col:col + cols, :model_channels] = quantise(block, picture.max_value, channels)
             bar.update(rows * cols)

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="DIR",
                         help="HR folder, EDSR benchmark set (<Set>/HR) or DIV2K_valid_HR; repeat for several")
     parser.add_argument("--scales", default=None,
-                        help="comma-separated scales (2,3,4,2.5) or a preset: benchmark = 2,3,4,6,8, "
-                             "div2k = 2,3,4,6,12,18,24,30 (default: the protocol's preset)")
+                        help="comma-separated scales, each at least 1 (2,3,4,2.5), or a preset: "
+                             "benchmark = 2,3,4,6,8, div2k = 2,3,4,6,12,18,24,30 (default: the protocol's preset)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="benchmark",
                         help="benchmark: PSNR on Y, shave s; div2k: PSNR on RGB, shave s+6 (default benchmark)")
     parser.add_argument("--degrade", choices=LR_SOURCES, default="auto",
@@ -63,7 +63,9 @@ def parse_scales(text: str | None, protocol: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise LiifError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")

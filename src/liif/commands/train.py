@@ -20,15 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder for checkpoints, log.txt and config.yaml "
                                       "(default: runs/<config name>)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from this epoch-*.pth")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --out folder that holds another run, deleting its checkpoints "
+                             "and log (without it, such a folder is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. optimizer.args.lr=2e-4 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
-    config, ckpt = resume_config(args.resume, args.config, args.overrides)
+    config, resume, ckpt = resume_config(args.resume, args.config, args.overrides)
     out = args.out or (Path(args.resume).parent if args.resume else Path("runs") / Path(args.config).stem)
-    summary = train(config, out, ckpt, quiet=args.quiet)
+    summary = train(config, out, ckpt, quiet=args.quiet, resume=resume, overwrite=args.overwrite)
     if not args.quiet and summary.get("best_val") is not None:
         print(f"done: epoch {summary['epoch']}, best validation PSNR {summary['best_val']:.4f}, run folder {out}")
     return 0

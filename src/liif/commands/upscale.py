@@ -1,8 +1,10 @@
 """Upscale pictures to any scale, size or region with a LIIF model, in bounded memory.
 
-Inputs are files, folders or globs (PNG, JPEG, WebP, BMP, TIFF); the output format follows the output
-extension. Output size = round(input size x scale) per axis, halves rounded up. --region x0,y0,x1,y1 is in
-input pixels (floats allowed; the whole picture is 0,0,W,H) and renders only that part of the image.
+Inputs are files, folders or globs (PNG, JPEG, WebP, BMP, TIFF, read by their content); folders and globs
+skip the tool's own earlier outputs (names ending in the suffix). The output format follows the output
+extension. An input is never written over, and inputs that would share an output all fail. Output size =
+round(input size x scale) per axis, halves rounded up. --region x0,y0,x1,y1 is in input pixels (floats
+allowed; the whole picture is 0,0,W,H) and renders only that part of the image.
 
 examples:
   liif upscale photo.jpg --scale 3.5 -o photo_x3.5.png
@@ -17,18 +19,24 @@ from __future__ import annotations
 import argparse
 import glob
 import math
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import FORMATS, IMAGE_SUFFIXES, check_writable, read_picture, write_picture
+from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, one_line, output_format, read_picture,
+                          write_picture)
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import PRECISIONS, check_precision, pick_device
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
+
+# What fails one input and lets the batch go on.
+FILE_ERRORS = (LiifError, OSError, MemoryError, torch.OutOfMemoryError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,42 +59,114 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
     parser.add_argument("--alpha", default="model", choices=("model", "bicubic"),
                         help="how alpha is resized: through the model as gray (default) or PIL bicubic")
-    parser.add_argument("--suffix", help="added to output names (default '_liif' beside the input, '' in -o folder)")
+    parser.add_argument("--suffix", help="added to output names (default '_liif' beside the input, '' in -o "
+                        "folder); folders and globs skip files whose name already ends with it")
     parser.add_argument("--format", choices=sorted({ext.lstrip('.') for ext in FORMATS}),
-                        help="output format for folder outputs (default: the input's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+                        help="format of outputs named after their inputs (default: the input's); "
+                        "with -o FILE its extension decides")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
 
 
-def expand_inputs(patterns: list[str]) -> tuple[list[Path], bool]:
-    """Input files in order, and whether this is a batch (several files, a folder or a glob)."""
-    files: list[Path] = []
+@dataclass
+class Failure:
+    """Inputs that fail together, and why: one line on stderr."""
+
+    names: list[str]
+    reason: str
+
+    def report(self) -> None:
+        print(f"liif upscale: error: {', '.join(self.names)}: {self.reason}", file=sys.stderr)
+
+
+def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], list[Failure], bool]:
+    """Input files in order, each once (by resolved path); the patterns that could not be listed; and whether
+    this is a batch (several inputs, a folder or a glob)."""
+    files: dict[str, Path] = {}
+    failures = []
     batch = len(patterns) > 1
     for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            batch = True
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        elif glob.has_magic(pattern) and not path.exists():
-            batch = True
-            files += [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_file()]
-        else:
-            files.append(path)  # missing files fail in their turn, with the others going on
-    return files, batch
+        try:
+            found, listed = expand_pattern(pattern, own_suffix)
+        except OSError as exc:
+            failures.append(Failure([pattern], f"cannot list it: {exc.strerror or one_line(exc)}"))
+            continue
+        batch = batch or listed
+        for path in found:
+            files.setdefault(os.path.realpath(path), path)
+    return list(files.values()), failures, batch
 
 
-def output_path(source: Path, args: argparse.Namespace, batch: bool) -> Path:
-    """Where the output of ``source`` goes: -o itself for one input, else a name in -o or beside the input."""
-    output = Path(args.output) if args.output else None
-    if output is not None and not batch and not output.is_dir() and not args.output.endswith(("/", "\\")):
-        return output
-    folder = output if output is not None else source.parent
-    suffix = args.suffix if args.suffix is not None else ("" if output is not None else "_liif")
+def expand_pattern(pattern: str, own_suffix: str) -> tuple[list[Path], bool]:
+    """The files one INPUT names, and whether it is a folder or a glob; folders and globs give their image
+    files, less the tool's own earlier outputs (stems ending in ``own_suffix``)."""
+    if os.path.isdir(pattern):
+        found = Path(pattern).iterdir()
+    elif glob.has_magic(pattern) and not os.path.lexists(pattern):
+        found = map(Path, glob.glob(pattern))
+    else:
+        return [Path(pattern)], False  # a missing or unreadable file fails in its turn, with the others going on
+    # Non-folders are kept whatever they are, so that a FIFO or a broken link is reported, not skipped.
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not os.path.isdir(p)
+                  and not (own_suffix and p.stem.endswith(own_suffix))), True
+
+
+def output_suffix(args: argparse.Namespace) -> str:
+    """The suffix of output names: --suffix, else '_liif' beside the inputs and '' in an -o folder."""
+    return args.suffix if args.suffix is not None else ("" if args.output else "_liif")
+
+
+def single_output(args: argparse.Namespace, batch: bool) -> Path | None:
+    """The file -o names for a single input, or None when outputs are named after their inputs."""
+    if not args.output or batch or args.output.endswith(("/", "\\")) or os.path.isdir(args.output):
+        return None
+    output = Path(args.output)
+    if args.format and FORMATS[f".{args.format}"] != output_format(output):
+        raise LiifError(f"--format {args.format} contradicts -o {args.output}: "
+                        f"a single output's format follows its extension")
+    return output
+
+
+def output_path(source: Path, args: argparse.Namespace, suffix: str) -> Path:
+    """The output of ``source`` named after it: in the -o folder, or beside the input."""
+    folder = Path(args.output) if args.output else source.parent
     extension = f".{args.format}" if args.format else source.suffix
     return folder / f"{source.stem}{suffix}{extension}"
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None where there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def plan_outputs(destinations: dict[Path, Path]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+    """The (input, output) pairs to render, in order, and the inputs refused before any rendering: inputs
+    that would share an output all fail (one line per clash), and an input of the run is never written over."""
+    sharing: dict[str, list[Path]] = {}
+    for source, destination in destinations.items():
+        sharing.setdefault(os.path.realpath(destination), []).append(source)
+    input_paths = {os.path.realpath(source) for source in destinations}
+    input_files = {file_id(source) for source in destinations} - {None}
+    jobs, failures = [], []
+    for source, destination in destinations.items():
+        shared = sharing[os.path.realpath(destination)]
+        if len(shared) > 1:
+            if source == shared[0]:
+                failures.append(Failure([str(s) for s in shared], f"all would be written to {destination}; "
+                                        f"none of them is"))
+        elif os.path.realpath(destination) in input_paths or file_id(destination) in input_files:
+            failures.append(Failure([str(source)], f"its output {destination} is an input of this run, "
+                                    f"which is never written over"))
+        else:
+            jobs.append((source, destination))
+    return jobs, failures
 
 
 def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
@@ -109,20 +189,28 @@ def run(args: argparse.Namespace) -> int:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     device = pick_device(args.device)
     check_precision(device, args.precision)
-    files, batch = expand_inputs(args.inputs)
-    if not files:
+    suffix = output_suffix(args)
+    files, failures, batch = expand_inputs(args.inputs, suffix)
+    if not files and not failures:
         raise LiifError(f"no input files match {' '.join(args.inputs)}")
+    single = single_output(args, batch)
     prepare_output_folder(args, batch)
+    jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
     model = resolve_model(args.model, device)
 
     started, written, failed = time.perf_counter(), 0, 0
-    for source in files:
+    for failure in failures + refused:
+        failure.report()
+        failed += len(failure.names)
+    for source, destination in jobs:
         try:
-            upscale_file(model, source, output_path(source, args, batch), geometry, args)
+            upscale_file(model, source, destination, geometry, args)
             written += 1
-        except LiifError as exc:
+        except FILE_ERRORS as exc:  # one barrier per input: whatever fails it, the batch goes on
             failed += 1
-            print(f"liif upscale: error: {source}: {exc}", file=sys.stderr)
+            reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else \
+                getattr(exc, "strerror", None) or one_line(exc)
+            Failure([str(source)], reason).report()
     if not args.quiet:
         print(f"liif upscale: {written} written, {failed} failed, {time.perf_counter() - started:.1f} s "
               f"on {device}", file=sys.stderr)
@@ -134,7 +222,7 @@ def upscale_file(model, source: Path, destination: Path, geometry: Geometry, arg
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, int(args.max_pixels))
-    check_writable(destination, args.overwrite)
+    check_output(destination, (*target.size, picture.pixels.shape[2]), args.overwrite)
     result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision, args.tile,
                             progress=not args.quiet, label=source.name)
     write_picture(result, destination, args.overwrite)

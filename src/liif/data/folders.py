@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from liif.data.checks import check_count
 from liif.errors import LiifError
 from liif.fileio import atomic_write
 from liif.imageio import IMAGE_SUFFIXES
@@ -33,6 +34,19 @@ def find_images(root: Path) -> list[Path]:
     return sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not any(part.startswith("_bin_") for part in p.relative_to(root).parts)),
                   key=lambda p: p.relative_to(root).as_posix())
+
+
+def split_names(split_file: str, split_key: str | None) -> list[str]:
+    """The image names a JSON split file (the reference's) lists under ``split_key``."""
+    try:
+        split = json.loads(Path(split_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # missing, a folder, not UTF-8 or not JSON
+        raise LiifError(f"{split_file}: cannot read the split file "
+                        f"({getattr(exc, 'strerror', None) or str(exc).splitlines()[0]})") from None
+    names = split.get(split_key) if isinstance(split, dict) and isinstance(split_key, str) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise LiifError(f"{split_file}: no list of image names under split_key {split_key!r}")
+    return names
 
 
 def decode(path: Path) -> np.ndarray:
@@ -57,11 +71,13 @@ class ImageFolder(torch.utils.data.Dataset):
                  first_k: int | None = None, repeat: int = 1, cache: str = "none"):
         if cache not in CACHE_MODES:
             raise LiifError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        check_count("repeat", repeat, optional=False)
+        check_count("first_k", first_k)
         root = Path(root_path)
         if split_file is None:
             files = find_images(root)
         else:
-            files = [root / name for name in json.loads(Path(split_file).read_text())[split_key]]
+            files = [root / name for name in split_names(split_file, split_key)]
         if first_k is not None:
             files = files[:first_k]
         self.root, self.repeat, self.cache = root, repeat, cache

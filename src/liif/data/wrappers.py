@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from liif.data.checks import check_count, check_scales
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
 from liif.evaluation.degrade import make_lr
@@ -68,9 +69,15 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
     def __init__(self, dataset: Any, inp_size: int | None = None, scale_min: float = 1,
                  scale_max: float | None = None, augment: bool = False, sample_q: int | None = None,
                  seed: int = 0):
+        scale_max = scale_min if scale_max is None else scale_max
+        check_count("inp_size", inp_size)
+        check_count("sample_q", sample_q)
+        check_scales(scale_min, scale_max)
+        if inp_size is not None and sample_q is not None and sample_q > round(inp_size * scale_min) ** 2:
+            raise ValueError(f"sample_q={sample_q} is more than the {round(inp_size * scale_min) ** 2} pixels "
+                             f"of the smallest HR crop (inp_size {inp_size} at scale_min {scale_min})")
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
-        self.scale_min = scale_min
-        self.scale_max = scale_min if scale_max is None else scale_max
+        self.scale_min, self.scale_max = scale_min, scale_max
         self.indices = list(range(len(dataset)))
         self.too_small = 0
         if inp_size is not None:
@@ -110,6 +117,8 @@ class SRImplicitPaired(torch.utils.data.Dataset):
 
     def __init__(self, dataset: Any, inp_size: int | None = None, augment: bool = False,
                  sample_q: int | None = None, seed: int = 0):
+        check_count("inp_size", inp_size)
+        check_count("sample_q", sample_q)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
 
     def __len__(self) -> int:

@@ -58,10 +58,18 @@ def open_dataset(path: str | Path) -> EvalDataset:
                        tuple(images))
 
 
+def list_folder(folder: Path) -> list[Path]:
+    """The sorted entries of ``folder``, or a LiifError naming it when it cannot be listed."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise LiifError(f"{folder}: cannot list this folder ({exc.strerror or type(exc).__name__})") from None
+
+
 def list_hr_images(folder: Path) -> list[str]:
     """Sorted names of the image files in ``folder``; any other file (hidden ones aside) is an error."""
     names = []
-    for entry in sorted(folder.iterdir()):
+    for entry in list_folder(folder):
         if entry.name.startswith(".") or entry.is_dir():
             continue
         if entry.suffix.lower() not in IMAGE_SUFFIXES:
@@ -90,7 +98,7 @@ def check_lr_names(dataset: EvalDataset, scale: float) -> None:
         lr = dataset.lr_path(image, scale)
         if not lr.is_file():
             raise LiifError(f"{lr}: missing, the LR file for HR image {dataset.hr_dir / image} at x{scale:g}")
-    for entry in sorted(folder.iterdir()):
+    for entry in list_folder(folder):
         if not entry.name.startswith(".") and entry.name not in expected:
             raise LiifError(f"{entry}: LR file with no matching HR image in {dataset.hr_dir} "
                             f"(expected names like <hr-name>x{int(scale)}.png)")

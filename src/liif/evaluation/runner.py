@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -122,16 +123,33 @@ class EvalResults:
             lines.append("")
         return "\n".join(lines)
 
+    def json_means(self) -> dict[str, dict[str, dict[str, object]]]:
+        """``means()`` as strict JSON allows: a mean that is not a finite number is ``None`` (JSON ``null``), and
+        the entry's ``non_finite`` maps each such metric to its value, ``"inf"``, ``"-inf"`` or ``"nan"``.
+
+        PSNR is +inf for an exact reconstruction (flat areas, x1), so the mean is too; NaN comes from a model that
+        outputs NaN. JSON has no number for either, so they are never written as ``Infinity`` or ``NaN``."""
+        out: dict[str, dict[str, dict[str, object]]] = {}
+        for name, by_scale in self.means().items():
+            for key, values in by_scale.items():
+                entry: dict[str, object] = {m: v if math.isfinite(v) else None for m, v in values.items()}
+                odd = {m: str(v) for m, v in values.items() if not math.isfinite(v)}
+                if odd:
+                    entry["non_finite"] = odd
+                out.setdefault(name, {})[key] = entry
+        return out
+
     def write(self, out_dir: str | Path) -> None:
-        """``out_dir/per_image.csv`` (one row per image and scale) and ``out_dir/results.json`` (the means)."""
+        """``out_dir/per_image.csv`` (one row per image and scale; ``inf`` and ``nan`` as Python writes them) and
+        ``out_dir/results.json`` (the means, strict JSON: see ``json_means`` for non-finite values)."""
         out_dir = Path(out_dir)
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageScore)], lineterminator="\n")
         writer.writeheader()
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
-        for path, text in ((out_dir / "per_image.csv", table.getvalue()),
-                           (out_dir / "results.json", json.dumps(self.means(), indent=2) + "\n")):
+        results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
+        for path, text in ((out_dir / "per_image.csv", table.getvalue()), (out_dir / "results.json", results)):
             try:
                 atomic_write(path, lambda f: f.write(text.encode("utf-8")))
             except OSError as exc:
@@ -160,9 +178,17 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise LiifError(f"two datasets share a folder name ({', '.join(names)}); results are keyed by it")
+    if isinstance(scales, numbers.Real) or not isinstance(scales, Iterable) or isinstance(scales, (str, bytes)):
+        scales = [scales]
+    scales = list(scales)
+    if not scales:
+        raise LiifError("no scale given")
     for scale in scales:
-        if not 0 < scale < math.inf:
-            raise LiifError(f"scale must be a positive finite number, got {scale}")
+        # below 1 the "LR" would be larger than the HR (x1e-300 asks for an LR of 1e300 pixels a side)
+        number = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
+        if not number or not 1 <= scale < math.inf:
+            shown = f"{float(scale):g}" if number else repr(scale)
+            raise LiifError(f"scale must be a finite number of at least 1, got {shown}")
     return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
 
 

@@ -1,60 +1,117 @@
 """Training configs: YAML that reads like the reference's, checked against a schema, with ``--set`` overrides.
 
-A key outside the schema, or a value of the wrong type, is a ``LiifError`` naming the key. Sections named
-``args`` are free-form (they are constructor arguments, checked when the model or dataset is built).
+A key outside the schema, a value of the wrong type or out of its range, is a ``LiifError`` naming the key. Sections
+named ``args`` are free-form (they are constructor arguments, checked when the model or dataset is built).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from liif.errors import LiifError
-
+from liif.normalization import DataNorm
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, also reading ``2e-4`` (no dot) as a float, as YAML 1.2 does."""
+    """PyYAML's safe loader, also reading ``2e-4`` (no dot) as a float, as YAML 1.2 does, and dates as strings
+    (a config holds plain data, which checkpoints store and load safely)."""
 
 
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 FREE = "free-form"  # marks a dict whose keys are not checked here
-NUMBER = (int, float)
-OPTIONAL_STR = (str, type(None))
+FLOAT_MAX = sys.float_info.max
+MAX_DEPTH = 100  # nesting a config never needs; deeper values would overflow the recursive copy and checks
 
-SPEC = {"name": str, "args": FREE}
-DATASET = {"dataset": SPEC, "wrapper": SPEC, "batch_size": int}
-NORM = {"sub": list, "div": list}
 
+@dataclass(frozen=True)
+class Maybe:
+    """``schema``, or null (or left out): an optional key or section."""
+
+    schema: Any
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite int (``kind=int``) or real number within [``low``, ``high``] (``low`` excluded if ``low_open``)."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def fits(self, value: Any) -> bool:
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        text = "an int" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{text} in {'(' if self.low_open else '['}{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"{text} {'>' if self.low_open else '>='} {self.low}"
+        return f"{text} <= {self.high}" if self.high is not None else text
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose every item fits ``item``."""
+
+    item: Any
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few strings."""
+
+    options: tuple[str, ...]
+
+
+POSITIVE = Number(int, low=1)
+SPEC = {"name": str, "args": Maybe(FREE)}
+DATASET = {"dataset": SPEC, "wrapper": SPEC, "batch_size": POSITIVE}
+NORM = {"sub": list, "div": list}  # lengths and values: DataNorm.from_config
+
+# A key whose schema is not Maybe must be there and not null (DEFAULTS fill in the top level).
 SCHEMA: dict[str, Any] = {
     "train_dataset": DATASET,
-    "val_dataset": DATASET,
+    "val_dataset": Maybe(DATASET),
     "data_norm": {"inp": NORM, "gt": NORM},
-    "model": SPEC,
-    "init_from": OPTIONAL_STR,  # start from these weights (a built-in name or a .pth): fine-tuning
-    "optimizer": SPEC,
-    "epoch_max": int,
-    "multi_step_lr": {"milestones": list, "gamma": NUMBER, "unit": str},
-    "epoch_val": int,
-    "epoch_save": int,
-    "resume": OPTIONAL_STR,
-    "seed": int,
-    "num_workers": int,
+    "model": Maybe(SPEC),  # null only with init_from, which brings its own
+    "init_from": Maybe(str),  # start from these weights (a built-in name or a .pth): fine-tuning
+    "optimizer": {"name": OneOf(("adam", "sgd")), "args": Maybe(FREE)},
+    "epoch_max": POSITIVE,
+    "multi_step_lr": Maybe({"milestones": ListOf(POSITIVE), "gamma": Maybe(Number(float, low=0, low_open=True)),
+                            "unit": Maybe(OneOf(("epoch", "iter")))}),  # left out: gamma 0.1, per epoch
+    "epoch_val": Maybe(POSITIVE),  # null: never validate, as in the reference
+    "epoch_save": Maybe(Number(int, low=0)),  # 0 or null: no epoch-N.pth
+    "resume": Maybe(str),
+    "seed": Number(int, low=0, high=2**32 - 1),  # numpy's global seed takes 32 bits
+    "num_workers": Number(int, low=0, high=1024),
     "deterministic": bool,
     "device": str,
-    "amp": str,
+    "amp": OneOf(("none", "bf16", "fp16")),
     "compile": bool,
-    "threads": (int, type(None)),
-    "log_every": int,
+    "threads": Maybe(Number(int, low=1, high=1024)),  # torch crashes on absurd thread counts
+    "log_every": POSITIVE,
     "tensorboard": bool,
-    "benchmark_eval": {"root": str, "scales": list, "every": int},
+    "benchmark_eval": Maybe({"root": str, "scales": list, "every": Maybe(POSITIVE)}),  # root, scales: when built
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -76,9 +133,6 @@ DEFAULTS: dict[str, Any] = {
     "tensorboard": True,
     "benchmark_eval": None,
 }
-REQUIRED = ("train_dataset", "epoch_max")
-CHOICES = {"amp": ("none", "bf16", "fp16"), "multi_step_lr.unit": ("epoch", "iter"),
-           "optimizer.name": ("adam", "sgd")}
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -89,71 +143,137 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def type_name(expected: Any) -> str:
-    if isinstance(expected, tuple):
-        return " or ".join(type_name(t) for t in expected if t is not type(None)) + " or null"
-    return {dict: "a mapping", FREE: "a mapping"}.get(expected, getattr(expected, "__name__", str(expected)))
+def describe(schema: Any) -> str:
+    """What fits ``schema``, in words."""
+    if isinstance(schema, Maybe):
+        return f"{describe(schema.schema)} or null"
+    if isinstance(schema, Number):
+        return schema.describe()
+    if isinstance(schema, OneOf):
+        return f"one of {', '.join(schema.options)}"
+    if isinstance(schema, ListOf) or schema is list:
+        return "a list"
+    if isinstance(schema, dict) or schema == FREE:
+        return "a mapping"
+    return {str: "a string", bool: "true or false"}[schema]
+
+
+def fits(value: Any, schema: Any) -> bool:
+    """Whether a leaf ``value`` (not a section) fits ``schema``."""
+    if isinstance(schema, Number):
+        return schema.fits(value)
+    if isinstance(schema, OneOf):
+        return isinstance(value, str) and value in schema.options
+    if isinstance(schema, ListOf):
+        return isinstance(value, list)
+    return isinstance(value, dict if schema == FREE else schema)
 
 
 def check(value: Any, schema: Any, key: str) -> None:
     """Raise a LiifError naming ``key`` if ``value`` does not fit ``schema``."""
-    if isinstance(schema, dict):
+    expected = describe(schema)
+    if isinstance(schema, Maybe):
         if value is None:
             return
-        if not isinstance(value, dict):
-            raise LiifError(f"config key {key!r} must be a mapping, got {value!r}")
-        for sub, sub_value in value.items():
-            if sub not in schema:
-                known = "" if key else "; known: " + ", ".join(SCHEMA)
-                raise LiifError(f"unknown config key {f'{key}.{sub}' if key else sub!r}{known}")
-            check(sub_value, schema[sub], f"{key}.{sub}" if key else sub)
+        schema = schema.schema
+    if not isinstance(schema, dict):
+        if not fits(value, schema):
+            raise LiifError(f"config key {key!r} must be {expected}, got {value!r}")
+        if isinstance(schema, ListOf):
+            for i, item in enumerate(value):
+                check(item, schema.item, f"{key}[{i}]")
         return
-    if schema == FREE:
-        if value is not None and not isinstance(value, dict):
-            raise LiifError(f"config key {key!r} must be a mapping, got {value!r}")
-        return
-    expected = schema if isinstance(schema, tuple) else (schema,)
-    # a bool is an int in Python, but `epoch_max: true` is a mistake; an int is a fine float
-    if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
-        raise LiifError(f"config key {key!r} must be {type_name(schema)}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise LiifError(f"config key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if not isinstance(value, dict):
+        raise LiifError(f"config key {key!r} must be a mapping, got {value!r}")
+    for sub in value:
+        if sub not in schema:
+            known = "" if key else "; known: " + ", ".join(SCHEMA)
+            raise LiifError(f"unknown config key {f'{key}.{sub}' if key else sub!r}{known}")
+    for sub, sub_schema in schema.items():
+        dotted = f"{key}.{sub}" if key else sub
+        if value.get(sub) is None and not isinstance(sub_schema, Maybe):
+            raise LiifError(f"config key {dotted!r} is required ({describe(sub_schema)})")
+        check(value.get(sub), sub_schema, dotted)
+
+
+def check_plain(value: Any, key: str, depth: int = 0) -> None:
+    """Refuse what YAML can hold but a config must not: NaN or infinite numbers, sets, bytes, pairs, lists or
+    mappings that contain themselves or nest absurdly deep (free-form ``args`` included)."""
+    if depth > MAX_DEPTH:
+        raise LiifError(f"config key {key!r} is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LiifError(f"config key {key!r} must be a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for sub, item in value.items():
+            check_plain(item, f"{key}.{sub}" if key else str(sub), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_plain(item, f"{key}[{i}]", depth + 1)
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise LiifError(f"config key {key!r} holds a {type(value).__name__}, which a config cannot hold")
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` read as YAML; a LiifError naming ``where`` (and the line and column) if it cannot be."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LiifError(f"{where}{at}: not valid YAML: {one_line(exc.problem or exc.context or '')}") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # a reader error, or a tag such as ``!!int 1.5``
+        raise LiifError(f"{where}: not valid YAML: {one_line(str(exc))}") from None
+    except RecursionError:
+        raise LiifError(f"{where}: not valid YAML: nested too deep") from None
+
+
+def shown(key: str) -> str:
+    """A key as typed, or quoted when it holds characters that would break the one-line error."""
+    return key if key.isprintable() else repr(key)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (['a', 'b', 'c'], value parsed as YAML)."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise LiifError(f"--set takes KEY=VALUE, got {text!r}")
-    try:
-        value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise LiifError(f"--set {key}: cannot parse {raw!r} ({exc.problem})") from None
-    return key.strip().split("."), value
+    path = [part.strip() for part in key.split(".")]
+    if not sep or not all(path):
+        raise LiifError(f"--set takes KEY=VALUE (KEY a dotted path such as optimizer.args.lr), got {text!r}")
+    key = ".".join(path)
+    value = parse_yaml(raw, f"--set {shown(key)}") if raw.strip() else None
+    return path, value
 
 
 def schema_at(path: list[str]) -> Any:
     """The schema entry for a dotted path, FREE inside ``args``, or None when the key is unknown."""
     node: Any = SCHEMA
     for part in path:
+        node = node.schema if isinstance(node, Maybe) else node
         if node == FREE:
             return FREE
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
-    return node
+    return node.schema if isinstance(node, Maybe) else node
 
 
 def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
     """Set ``config[path] = value``; an unknown key or a type unlike the schema's or the old value's fails."""
-    key = ".".join(path)
-    schema = schema_at(path)
+    key = shown(".".join(path))
+    schema = schema_at(path) if path else None
     if schema is None:
         raise LiifError(f"--set {key}: unknown config key")
+    check_plain(value, key)
     node = config
-    for part in path[:-1]:
-        if not isinstance(node.get(part), dict):
+    for depth, part in enumerate(path[:-1]):
+        if node.get(part) is None:
             node[part] = {}
+        elif not isinstance(node[part], dict):
+            raise LiifError(f"--set {key}: {shown('.'.join(path[:depth + 1]))} holds {node[part]!r}, "
+                            f"not a mapping")
         node = node[part]
     old = node.get(path[-1])
     if schema == FREE and old is not None and value is not None and not isinstance(old, dict):
@@ -162,30 +282,39 @@ def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
         if not same:
             raise LiifError(f"--set {key}: expected {type(old).__name__} like {old!r}, got {value!r}")
         if isinstance(old, float):
+            if not -FLOAT_MAX <= value <= FLOAT_MAX:
+                raise LiifError(f"--set {key}: {value} is too large for a float")
             value = float(value)
     node[path[-1]] = value
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; a one-line LiifError for a missing, unreadable or invalid file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LiifError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise LiifError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise LiifError(f"{path}: not a text file (a config is UTF-8 YAML)") from None
+    except (OSError, ValueError) as exc:  # no permission, a name with a NUL byte or too long
+        raise LiifError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or one_line(str(exc))})") from None
+    loaded = parse_yaml(text, str(path))
+    if not isinstance(loaded, dict):
+        raise LiifError(f"{path}: a config must be a YAML mapping")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checked config from a YAML file (or ``base``, e.g. a checkpoint's) with defaults and ``--set``s."""
-    if path is not None:
-        try:
-            loaded = yaml.load(Path(path).read_text(), Loader=ConfigLoader)
-        except FileNotFoundError:
-            raise LiifError(f"{path}: no such config file") from None
-        except yaml.YAMLError as exc:
-            raise LiifError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise LiifError(f"{path}: a config must be a YAML mapping")
-    else:
-        loaded = copy.deepcopy(base or {})
+    loaded = read_config_file(path) if path is not None else base or {}
+    check_plain(loaded, "")
     config = merge(DEFAULTS, loaded)
     for text in overrides:
         apply_override(config, *parse_override(text))
     check(config, SCHEMA, "")
-    for key in REQUIRED:
-        if config.get(key) is None:
-            raise LiifError(f"config key {key!r} is required")
-    if config.get("init_from") is None and not isinstance((config.get("model") or {}).get("name"), str):
-        raise LiifError("config key 'model' (with a 'name') is required, unless 'init_from' gives the weights")
+    if config["init_from"] is None and config.get("model") is None:
+        raise LiifError("config key 'model' is required, unless 'init_from' gives the weights")
+    DataNorm.from_config(config["data_norm"])
     return config

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,15 +20,17 @@ from liif.checkpoint import load_model, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
+from liif.evaluation.runner import plan
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast
 from liif.training.distributed import Processes, global_mean, start_processes, stop_processes
 from liif.training.monitor import RunLog
-from liif.training.state import restore, training_checkpoint, write_checkpoint
+from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
 
 Batch = dict[str, torch.Tensor]
+CHECKPOINTS = "epoch-*.pth"  # what makes a folder a run's
 
 
 class TrainingDiverged(LiifError):
@@ -42,17 +43,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes, train: bool,
-                 log: RunLog | None) -> torch.utils.data.DataLoader:
+def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
+                 train: bool) -> torch.utils.data.DataLoader:
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank."""
-    dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
+    try:
+        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
+    except LiifError as exc:
+        raise LiifError(f"{'train_dataset' if train else 'val_dataset'}: {exc}") from None
     batch = section["batch_size"]
     if train and batch % procs.world_size:
         raise LiifError(f"batch_size {batch} must divide evenly among {procs.world_size} processes")
-    base = dataset.dataset
-    skipped, too_small = getattr(base, "skipped", 0), getattr(dataset, "too_small", 0)
-    if log is not None and (skipped or too_small):
-        log.line(f"{'train' if train else 'val'} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
     if train and len(dataset) < batch:
         raise LiifError(f"the training set has {len(dataset)} samples, fewer than one batch of {batch}")
     order = EpochOrder(len(dataset), shuffle=train, seed=config["seed"],
@@ -76,19 +76,26 @@ def initial_model(config: dict[str, Any]) -> nn.Module:
     return model
 
 
+def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
+    """How many images the loader's dataset skipped: (unreadable, smaller than a crop)."""
+    return getattr(loader.dataset.dataset, "skipped", 0), getattr(loader.dataset, "too_small", 0)
+
+
 def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer a spec names; torch checks its arguments (a negative lr, betas out of range)."""
     optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
     try:
         return optimizers[spec["name"]](model.parameters(), **(spec.get("args") or {}))
-    except TypeError as exc:
-        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {exc}") from None
+    except Exception as exc:  # torch checks the args by indexing and comparing them: any error is theirs
+        raise LiifError(f"bad optimizer.args for {spec['name']!r}: "
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | None) -> Any:
     if spec is None:
         return None
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=spec["milestones"],
-                                                gamma=spec.get("gamma", 0.1))
+                                                gamma=spec.get("gamma") or 0.1)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -146,27 +153,64 @@ def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device)
             for name, by_scale in means.items() for key, row in by_scale.items()}
 
 
-def resume_config(resume: str | None, config_path: str | None, overrides: list[str]) -> tuple[dict, dict | None]:
-    """The checkpoint to resume from (if any) and the config: the given file, else the checkpoint's own."""
+def resume_config(resume: str | None, config_path: str | None,
+                  overrides: list[str]) -> tuple[dict[str, Any], Path | None, dict[str, Any] | None]:
+    """The config (the given file, else the checkpoint's own), and the path and contents of the checkpoint to
+    resume from (``--resume``, else the config's ``resume``), if any."""
     from liif.training.config import load_config
 
     ckpt = read_checkpoint(resume) if resume else None
     if config_path is None and ckpt is None:
         raise LiifError("give --config, or --resume a checkpoint that holds its config")
-    if config_path is None and "config" not in ckpt:
+    if config_path is None and not isinstance(ckpt.get("config"), dict):
         raise LiifError(f"{resume} holds no config: give --config too")
     config = load_config(config_path, overrides, base=None if config_path else ckpt["config"])
     if ckpt is None and config["resume"]:
-        ckpt = read_checkpoint(config["resume"])
-    return config, ckpt
+        resume, ckpt = config["resume"], read_checkpoint(config["resume"])
+    return config, Path(resume) if resume else None, ckpt
+
+
+def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
+    """Whether training into ``run_dir`` replaces another run's checkpoints: refused (a LiifError naming the
+    folder) unless ``overwrite``; resuming from one of the folder's own checkpoints continues its run."""
+    try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise LiifError(f"{run_dir}: not a folder (the run folder for checkpoints and the log)")
+        if not any(run_dir.glob(CHECKPOINTS)) or (resume is not None
+                                                  and resume.resolve().parent == run_dir.resolve()):
+            return False
+    except OSError as exc:  # a name too long for the file system
+        raise LiifError(f"{run_dir}: cannot use this run folder ({exc.strerror or exc})") from None
+    if not overwrite:
+        raise LiifError(f"{run_dir} already holds a run's checkpoints: resume it (--resume "
+                        f"{run_dir / 'epoch-last.pth'}), choose another --out, or give --overwrite to replace it")
+    return True
+
+
+def make_run_dir(run_dir: Path, replace: bool) -> None:
+    """Create ``run_dir``; when the new run replaces the one there, delete that run's files first."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if replace:  # its checkpoints would outlive it beside the new run's, and its log would run on
+            for path in [*run_dir.glob(CHECKPOINTS), *run_dir.glob("tensorboard/events.out.tfevents.*"),
+                         run_dir / "log.txt", run_dir / "config.yaml"]:
+                path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise LiifError(f"{run_dir}: cannot prepare the run folder ({exc.strerror or exc})") from None
 
 
 def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | None = None,
-          quiet: bool = False) -> dict[str, Any]:
-    """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary."""
+          quiet: bool = False, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary.
+
+    ``ckpt`` (read from ``resume``) continues a run. A ``run_dir`` holding another run's checkpoints is refused
+    unless ``overwrite``; every input is checked before the folder is created.
+    """
+    run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
+    replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
     procs = start_processes(config["device"])
     try:
-        run = Run(config, Path(run_dir), ckpt, quiet, procs)
+        run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace)
         for epoch in range(run.epoch_start, config["epoch_max"] + 1):
             start = time.time()
             losses = run.train_epoch(epoch)
@@ -181,30 +225,43 @@ class Run:
     """One training run's live objects: model, optimiser, schedule, data, log; the loop drives it epoch by epoch."""
 
     def __init__(self, config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
-                 procs: Processes):
+                 procs: Processes, source: str, replace: bool):
         if config["threads"]:
             torch.set_num_threads(config["threads"])
         if config["deterministic"]:
             torch.use_deterministic_algorithms(True)
         seed_everything(config["seed"])
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
-        self.log = RunLog(run_dir, quiet, config["tensorboard"]) if procs.is_main else None
 
+        # Build and check everything before the run folder is touched: a mistake leaves nothing behind.
         self.model = initial_model(config).to(procs.device)
         self.optimizer = build_optimizer(self.model, config["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
-        self.per_iter = bool(config["multi_step_lr"]) and config["multi_step_lr"].get("unit", "epoch") == "iter"
+        self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
         self.epoch_start, self.step, self.best = 1, 0, None
         if ckpt is not None:
+            check_resumable(ckpt, source, self.model, self.optimizer, config)
+            schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
-            if self.scheduler is not None:  # the config's schedule wins over the checkpoint's (--set on resume)
-                self.scheduler.milestones = Counter(config["multi_step_lr"]["milestones"])
-                self.scheduler.gamma = config["multi_step_lr"].get("gamma", 0.1)
-        self.train_loader = build_loader(config["train_dataset"], config, procs, True, self.log)
-        self.val_loader = (build_loader(config["val_dataset"], config, procs, False, self.log)
+            if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
+                self.scheduler.milestones, self.scheduler.gamma = schedule
+        self.train_loader = build_loader(config["train_dataset"], config, procs, True)
+        self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
                            if config.get("val_dataset") and procs.is_main else None)
+        if config["benchmark_eval"] and procs.is_main:
+            try:
+                plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
+            except LiifError as exc:
+                raise LiifError(f"benchmark_eval: {exc}") from None
+
+        self.log = None
         if procs.is_main:
+            make_run_dir(run_dir, replace)
+            self.log = RunLog(run_dir, quiet, config["tensorboard"])
+            for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
+                skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
+                if skipped or too_small:
+                    self.log.line(f"{name} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             params = sum(p.numel() for p in self.model.parameters())
             self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
@@ -258,12 +315,13 @@ class Run:
                     f"lr {self.optimizer.param_groups[0]['lr']:.2e}, {self.summary['it_per_s']:.2f} it/s, "
                     f"{seconds:.0f} s")
             improved = False
-            if self.val_loader is not None and epoch % self.config["epoch_val"] == 0:
+            every = self.config["epoch_val"]
+            if self.val_loader is not None and every and epoch % every == 0:
                 previous = self.best
                 text += self.validate(epoch)
                 improved = previous is None or self.best > previous
             bench = self.config["benchmark_eval"]
-            if bench and epoch % bench.get("every", 1) == 0:
+            if bench and epoch % (bench.get("every") or 1) == 0:
                 scores = benchmark_psnr(self.model, bench, self.procs.device)
                 self.summary["benchmark"] = scores
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())

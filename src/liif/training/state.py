@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from liif.checkpoint import model_entries
+from liif.checkpoint import check_state_fits, model_entries
 from liif.errors import LiifError
 from liif.fileio import atomic_write
 
@@ -52,23 +52,63 @@ def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, conf
             "config": config}
 
 
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is or was raised from or while handling: torch.save's zip writer turns a failed
+    ``write`` into a RuntimeError ("unexpected pos 64 vs 0") raised while the OSError is handled."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write atomically; a full disk (or any failed write) leaves the previous file at ``path`` intact."""
     try:
         atomic_write(path, lambda f: torch.save(ckpt, f))
-    except (OSError, RuntimeError) as exc:  # torch.save's zip writer reports a failed write as a RuntimeError
-        full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
-        reason = "no space left on device" if full else getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    except (OSError, RuntimeError) as exc:
+        cause = os_error_behind(exc)
+        if cause is not None and cause.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        elif cause is not None and cause.strerror:
+            reason = cause.strerror
+        else:
+            reason = (str(cause or exc).splitlines() or [type(exc).__name__])[0]
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
         raise LiifError(f"could not write checkpoint {path}: {reason}{kept}") from None
 
 
+def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    config: dict[str, Any]) -> None:
+    """A one-line LiifError naming what differs unless ``ckpt`` can resume the training of ``model`` by
+    ``optimizer`` as ``config`` says (called before anything is written)."""
+    if "global_step" not in ckpt or not isinstance(ckpt.get("optimizer"), dict):
+        raise LiifError(f"{source} holds no training state (optimizer, step): it can start a fine-tuning run "
+                        f"through 'init_from', not a resume")
+    try:
+        check_state_fits(model, ckpt["model"]["sd"], source)
+    except LiifError as exc:
+        raise LiifError(f"cannot resume: the config's model differs from the checkpoint's ({exc})") from None
+    saved, name = ckpt["optimizer"], config["optimizer"]["name"]
+    if saved.get("name") != name:
+        raise LiifError(f"cannot resume: {source} was trained with optimizer {saved.get('name')!r}, "
+                        f"the config says {name!r}")
+    saved_groups = [len(group["params"]) for group in saved["sd"]["param_groups"]]
+    groups = [len(group["params"]) for group in optimizer.param_groups]
+    if saved_groups != groups:
+        raise LiifError(f"cannot resume: the optimizer state of {source} has parameter groups of "
+                        f"{saved_groups} tensors, the config's optimizer {groups}")
+    if ckpt["epoch"] >= config["epoch_max"]:
+        raise LiifError(f"{source} is at epoch {ckpt['epoch']} and epoch_max is {config['epoch_max']}: nothing "
+                        f"to train (raise it, e.g. --set epoch_max={ckpt['epoch'] + 1})")
+
+
 def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: Any) -> tuple[int, int, float | None]:
-    """Load a training checkpoint into the live objects; (next epoch, global step, best validation score)."""
-    if "global_step" not in ckpt or "optimizer" not in ckpt:
-        raise LiifError("this checkpoint holds no training state (optimizer, step): it can start a "
-                        "fine-tuning run through 'init_from', not a resume")
+    """Load a training checkpoint (checked by ``check_resumable``) into the live objects; (next epoch, global
+    step, best validation score)."""
     getattr(model, "module", model).load_state_dict(ckpt["model"]["sd"])
     optimizer.load_state_dict(ckpt["optimizer"]["sd"])
     if scheduler is not None and ckpt.get("scheduler") is not None:

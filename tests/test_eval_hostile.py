@@ -1,0 +1,147 @@
+"""`liif eval` on hostile input: non-finite scores in strict JSON, bad scales and threads, unreadable and odd files,
+each a one-line error naming what is wrong."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REFERENCE, shared_file
+from liif.errors import LiifError
+from liif.evaluation import EvalResults, ImageScore, evaluate
+from test_eval_cli import crop, expect_error, make_benchmark_set, run_cli
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+
+
+def strict_json(text: str):
+    """Parse ``text`` refusing the NaN and Infinity tokens that are not JSON."""
+    def refuse(token: str):
+        raise AssertionError(f"{token} in results.json: not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def flat_folder(root: Path) -> Path:
+    """A folder with a flat gray image (PIL bicubic of a flat LR is exact: bicubic PSNR is +inf) and a real crop."""
+    root.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(root / "gray.png")
+    Image.fromarray(crop("bird", (40, 40))).save(root / "bird.png")
+    return root
+
+
+def test_an_exact_reconstruction_writes_null_and_names_the_infinity(tmp_path, capsys):
+    data, out = flat_folder(tmp_path / "flat"), tmp_path / "out"
+    code, table, _ = run_cli(capsys, "--data", str(data), "--scales", "2", "--out", str(out),
+                             "--model", str(shared_file(TINY)))
+    assert code == 0 and "| bicubic PSNR | inf |" in table
+    text = (out / "results.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    entry = strict_json(text)["flat"]["x2"]
+    # the mean of +inf and a finite PSNR is +inf: null, and non_finite says which value it was
+    assert entry["bicubic_psnr"] is None and entry["non_finite"] == {"bicubic_psnr": "inf"}
+    assert all(math.isfinite(entry[m]) for m in ("psnr", "ssim", "bicubic_ssim"))
+    rows = {r["image"]: r for r in csv.DictReader(open(out / "per_image.csv"))}
+    assert rows["gray.png"]["bicubic_psnr"] == "inf" and math.isfinite(float(rows["bird.png"]["bicubic_psnr"]))
+
+
+def test_results_write_any_non_finite_score_as_null():
+    scores = [ImageScore("A", 2.0, "a.png", "pil", math.inf, 1.0, 30.0, 0.9),
+              ImageScore("A", 2.0, "b.png", "pil", 31.0, math.nan, 30.0, 0.9),
+              ImageScore("A", 3.0, "a.png", "pil", 28.0, 0.8, -math.inf, 0.7),
+              ImageScore("B", 2.5, "c.png", "pil", 29.0, 0.85, 27.0, 0.8)]
+    results = EvalResults("m", scores)
+    means = results.json_means()
+    text = json.dumps(means, allow_nan=False)  # strict JSON: raises on any NaN or infinity left
+    assert strict_json(text) == {
+        "A": {"x2": {"psnr": None, "ssim": None, "bicubic_psnr": 30.0, "bicubic_ssim": 0.9,
+                     "non_finite": {"psnr": "inf", "ssim": "nan"}},
+              "x3": {"psnr": 28.0, "ssim": 0.8, "bicubic_psnr": None, "bicubic_ssim": 0.7,
+                     "non_finite": {"bicubic_psnr": "-inf"}}},
+        "B": {"x2.5": {"psnr": 29.0, "ssim": 0.85, "bicubic_psnr": 27.0, "bicubic_ssim": 0.8}}}
+    assert results.means()["A"]["x2"]["psnr"] == math.inf  # the Python API keeps the float
+
+
+def test_written_files_hold_no_json_infinity(tmp_path):
+    scores = [ImageScore("A", 2.0, "a.png", "pil", math.inf, math.nan, 30.0, 0.9)]
+    EvalResults("m", scores).write(tmp_path)
+    results = strict_json((tmp_path / "results.json").read_text())
+    assert results["A"]["x2"]["psnr"] is None and results["A"]["x2"]["non_finite"] == {"psnr": "inf", "ssim": "nan"}
+    row = next(csv.DictReader(open(tmp_path / "per_image.csv")))
+    assert (row["psnr"], row["ssim"]) == ("inf", "nan")
+
+
+@pytest.mark.parametrize("scales", ["", ",", " ", " , "])
+def test_empty_scales_are_a_one_line_error(tmp_path, capsys, scales):
+    """`--scales ''` once ran the default preset silently."""
+    data = flat_folder(tmp_path / "flat")
+    err = expect_error(capsys, "give at least one scale", "--data", str(data), "--scales", scales)
+    assert repr(scales) in err
+
+
+@pytest.mark.parametrize("scales,mentions", [("0.5", "at least 1"), ("1e-300", "at least 1"), ("-0", "at least 1"),
+                                              ("nan", "got nan"), ("inf", "got inf"), ("2,-inf", "got -inf"),
+                                              ("1e308", "too small"), ("0x10", "--scales"), ("2;3", "--scales")])
+def test_scales_out_of_range_are_one_line_errors(tmp_path, capsys, scales, mentions):
+    """x1e-300 once asked PIL for an LR of 1e300 pixels a side (an OverflowError traceback)."""
+    data = flat_folder(tmp_path / "flat")
+    expect_error(capsys, mentions, "--data", str(data), "--scales", scales, "--model", str(shared_file(TINY)))
+
+
+def test_evaluate_checks_its_scales(tmp_path):
+    data = flat_folder(tmp_path / "flat")
+    for scales, mentions in (([], "no scale"), (["2"], "'2'"), ([True], "True"), ([0.99], "at least 1"),
+                             (None, "None")):
+        with pytest.raises(LiifError, match=mentions):
+            evaluate(str(shared_file(TINY)), data, scales=scales, progress=False)
+    # one number is one scale
+    assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_threads_below_one_are_refused(tmp_path, capsys, threads):
+    data = flat_folder(tmp_path / "flat")
+    expect_error(capsys, "--threads must be at least 1", "--data", str(data), "--scales", "2", "--threads", threads)
+
+
+def test_a_16_bit_hr_image_is_named(tmp_path, capsys):
+    data = tmp_path / "deep"
+    data.mkdir()
+    Image.fromarray(np.full((40, 40), 30000, np.uint16)).save(data / "deep.png")  # a 16-bit gray PNG
+    expect_error(capsys, f"{data / 'deep.png'}: a 16-bit image", "--data", str(data), "--scales", "2")
+
+
+def test_a_corrupt_or_non_image_lr_file_is_named(tmp_path, capsys):
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    lr = data / "LR_bicubic" / "X2" / "birdx2.png"
+    lr.write_bytes(lr.read_bytes()[:60])  # truncated
+    expect_error(capsys, str(lr), "--data", str(data), "--scales", "2")
+    lr.write_bytes(b"GIF89a not a picture at all")
+    expect_error(capsys, str(lr), "--data", str(data), "--scales", "2")
+
+
+def test_unlistable_folders_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    """A folder that cannot be listed (permission denied; simulated, as tests may run as root)."""
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    iterdir = Path.iterdir
+
+    def refuse(self, denied):
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    for denied in (data / "HR", data / "LR_bicubic" / "X2"):
+        monkeypatch.setattr(Path, "iterdir", lambda self, denied=denied: refuse(self, denied))
+        err = expect_error(capsys, f"{denied}: cannot list", "--data", str(data), "--scales", "2")
+        assert "Permission denied" in err
+
+
+def test_a_model_path_that_is_a_folder_or_too_long_is_a_one_line_error(tmp_path, capsys):
+    data = flat_folder(tmp_path / "flat")
+    expect_error(capsys, f"{tmp_path}: is a folder", "--data", str(data), "--scales", "2", "--model", str(tmp_path))
+    expect_error(capsys, "File name too long", "--data", str(data), "--scales", "2", "--model", "m" * 5000 + ".pth")

@@ -1,0 +1,314 @@
+"""Hostile input and faults: every bad input fails alone on one line, nothing is written from bad numbers,
+over an input, or over another output of the run, and a killed write leaves nothing behind for long."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import signal
+import struct
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+import liif
+import liif.commands.upscale
+from liif import cli
+from liif.errors import LiifError
+from liif.fileio import atomic_write
+from liif.imageio import Picture, read_picture, write_picture
+from conftest import BENCHMARKS, REFERENCE, shared_file
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    """A real 20x28 RGB crop of Set14 comic."""
+    return np.asarray(Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB").crop((60, 40, 88, 60)))
+
+
+@pytest.fixture
+def picture(tmp_path, crop) -> Path:
+    path = tmp_path / "comic.png"
+    Image.fromarray(crop).save(path)
+    return path
+
+
+def upscale_cli(capsys, *args, quiet: bool = True) -> tuple[int, list[str]]:
+    """Run ``liif upscale`` in this process with the tiny model: its exit code and its own stderr lines."""
+    argv = ["upscale", *map(str, args), "--model", str(shared_file(TINY))] + (["--quiet"] if quiet else [])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
+
+
+def errors(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("liif upscale: error:")]
+
+
+def icc_profile(device_class: bytes, space: bytes, pcs: bytes, tags: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    """A minimal ICC v2 profile; ``tags`` are (signature, type, body)."""
+    bodies = [kind + b"\0" * 4 + body + b"\0" * (-len(body) % 4) for _, kind, body in tags]
+    offset, table = 128 + 4 + 12 * len(tags), struct.pack(">I", len(tags))
+    for (signature, _, _), body in zip(tags, bodies):
+        table += signature + struct.pack(">2I", offset, len(body))
+        offset += len(body)
+    d50 = struct.pack(">3i", 63190, 65536, 54061)
+    header = struct.pack(">I4sI4s4s4s12s4s", offset, b"", 0x02100000, device_class, space, pcs, b"", b"acsp")
+    return header + b"\0" * 28 + d50 + b"\0" * 48 + table + b"".join(bodies)
+
+
+def common_tags() -> list[tuple[bytes, bytes, bytes]]:
+    description = struct.pack(">I", 5) + b"test\0" + b"\0" * 11 + b"\0" * 67
+    return [(b"desc", b"desc", description), (b"wtpt", b"XYZ ", struct.pack(">3i", 63190, 65536, 54061))]
+
+
+def cmyk_profile() -> bytes:
+    """A CMYK printer profile (a 2-point lut16 to Lab) unlike PIL's plain formula: lightness from C and K."""
+    clut = b"".join(struct.pack(">3H", round((1 - k) * (1 - 0.7 * c) * 0xFF00), 0x8000, round(0x8000 - 0x3000 * y))
+                    for c, m, y, k in itertools.product((0, 1), repeat=4))
+    identity = struct.pack(">9i", *(65536 * (i % 4 == 0) for i in range(9)))
+    lut = struct.pack(">4B", 4, 3, 2, 0) + identity + struct.pack(">2H", 2, 2) + struct.pack(">2H", 0, 65535) * 4 \
+        + clut + struct.pack(">2H", 0, 65535) * 3
+    return icc_profile(b"prtr", b"CMYK", b"Lab ", common_tags() + [(b"A2B0", b"mft2", lut)])
+
+
+def gray_profile() -> bytes:
+    """A gray display profile: gamma 2.2."""
+    return icc_profile(b"mntr", b"GRAY", b"XYZ ", common_tags() + [(b"kTRC", b"curv", struct.pack(">IH", 1, 0x0233))])
+
+
+def test_non_finite_render_writes_nothing(picture, tmp_path, crop, capsys, monkeypatch):
+    """NaN from the model (fp16 overflow, a broken model) fails the file on one line: no picture of it."""
+    model = liif.load_model(shared_file(TINY))
+    with torch.no_grad():
+        list(model.parameters())[-1].fill_(float("nan"))
+    with pytest.raises(LiifError, match="NaN or infinite values; nothing was written"):
+        liif.upscale(crop, scale=2, model=model, device="cpu")
+    monkeypatch.setattr(liif.commands.upscale, "resolve_model", lambda name, device: model)
+    code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", tmp_path / "out.png")
+    assert code == 1
+    assert lines == [f"liif upscale: error: {picture}: the model gave NaN or infinite values; nothing was written"]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_float_pictures_by_their_range_and_32_bit_integers_refused(tmp_path, crop, capsys):
+    gray = np.asarray(Image.fromarray(crop).convert("L"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray((gray / 255).astype(np.float32)).save(folder / "unit.tif")
+    Image.fromarray(gray.astype(np.float32)).save(folder / "levels.tif")
+    Image.fromarray(np.where(gray > 100, np.nan, 0.5).astype(np.float32)).save(folder / "nan.tif")
+    Image.fromarray(gray.astype(np.int32) * 1000).save(folder / "int32.tif")
+    assert Image.open(folder / "unit.tif").mode == "F" and Image.open(folder / "int32.tif").mode == "I"
+
+    pixels = read_picture(folder / "unit.tif").pixels
+    assert pixels.dtype == np.uint16 and np.abs(pixels[:, :, 0] - gray * 257.0).max() <= 1
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", "--format", "png")
+    assert code == 1
+    assert sorted(errors(lines)) == [
+        f"liif upscale: error: {folder / 'int32.tif'}: 32-bit integer pixels are not read (their range is unknown): "
+        "save the picture with 8 or 16 bits, or as floats in [0, 1]",
+        f"liif upscale: error: {folder / 'levels.tif'}: float pixels must lie in [0, 1]; this picture holds "
+        f"{gray.min()} to {gray.max()}",
+        f"liif upscale: error: {folder / 'nan.tif'}: float pixels must be finite numbers in [0, 1]; "
+        "this picture holds NaN or infinity"]
+    out = Image.open(tmp_path / "out" / "unit.png")
+    assert out.mode == "I;16" and out.size == (56, 40)
+    reference = liif.upscale(gray, scale=2, model=str(shared_file(TINY)), device="cpu")
+    assert np.abs(np.asarray(out) / 65535 - reference / 255).max() < 0.02  # the picture, not black
+
+
+def test_cmyk_goes_through_its_profile_to_srgb(tmp_path, crop, capsys):
+    cmyk = Image.fromarray(crop).convert("CMYK")
+    cmyk.save(tmp_path / "plain.jpg", quality=95)
+    plain = read_picture(tmp_path / "plain.jpg")
+    assert plain.icc_profile is None
+    assert np.array_equal(plain.pixels, np.asarray(Image.open(tmp_path / "plain.jpg").convert("RGB")))
+
+    profile = cmyk_profile()
+    cmyk.save(tmp_path / "profiled.jpg", quality=95, icc_profile=profile)
+    stored = Image.open(tmp_path / "profiled.jpg")
+    assert stored.mode == "CMYK" and stored.info["icc_profile"] == profile
+    expected = np.asarray(ImageCms.profileToProfile(stored, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                                    ImageCms.createProfile("sRGB"), outputMode="RGB"))
+    profiled = read_picture(tmp_path / "profiled.jpg")
+    assert profiled.icc_profile is None and np.array_equal(profiled.pixels, expected)
+    assert np.abs(expected.astype(int) - plain.pixels).mean() > 20  # the profile did the conversion
+
+    code, _ = upscale_cli(capsys, tmp_path / "profiled.jpg", "--scale", "2", "-o", tmp_path / "out.jpg")
+    out = Image.open(tmp_path / "out.jpg")
+    assert code == 0 and out.mode == "RGB" and out.size == (56, 40) and "icc_profile" not in out.info
+
+
+def test_a_profile_is_written_only_where_it_describes_the_written_pixels(tmp_path, crop):
+    gray = np.asarray(Image.fromarray(crop).convert("L"))[:, :, None]
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    cases = [(crop, lab, "lab.png", None), (crop, b"not a profile", "junk.png", None),
+             (crop, cmyk_profile(), "cmyk.tiff", None), (gray, srgb, "rgb-on-gray.png", None),
+             (gray, gray_profile(), "gray.png", gray_profile()), (gray, gray_profile(), "gray.jpg", gray_profile()),
+             (gray, gray_profile(), "gray.webp", None),  # WebP stores gray as RGB
+             (gray.astype(np.uint16) * 257, gray_profile(), "gray16.png", gray_profile())]
+    for pixels, icc, name, written in cases:
+        write_picture(Picture(pixels, icc), tmp_path / name)
+        assert Image.open(tmp_path / name).info.get("icc_profile") == written, name
+
+
+def test_outputs_that_clash_all_fail_and_nothing_is_overwritten(tmp_path, crop, capsys):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("photo.png", "photo.jpg", "photo.webp", "other.png"):
+        Image.fromarray(crop).save(folder / name)
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", out, "--format", "png", quiet=False)
+    assert code == 1
+    photos = ", ".join(str(folder / name) for name in ("photo.jpg", "photo.png", "photo.webp"))
+    assert errors(lines) == [f"liif upscale: error: {photos}: all would be written to {out / 'photo.png'}; "
+                             "none of them is"]
+    assert lines[-1].startswith("liif upscale: 1 written, 3 failed")
+    assert sorted(p.name for p in out.iterdir()) == ["other.png"]
+
+
+def test_an_input_is_never_written_over(tmp_path, picture, crop, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(crop).save(folder / name)
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", folder, "--overwrite")
+    assert code == 1 and len(errors(lines)) == 2
+    assert f"{folder / 'a.png'}: its output {folder / 'a.png'} is an input of this run" in lines[0]
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
+    code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", picture, "--overwrite")
+    assert code == 1 and "is an input of this run, which is never written over" in lines[0]
+    assert np.array_equal(np.asarray(Image.open(picture)), crop)
+
+
+def test_a_killed_write_leaves_a_temporary_file_that_the_next_write_removes(tmp_path):
+    """Only a dead writer's file is removed: a live one's, mid-write, is left alone."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child starts a write, says so, and waits to be killed
+        try:
+            def stalled(f) -> None:
+                f.write(b"half")
+                f.flush()
+                os.write(ready_write, b"!")
+                time.sleep(60)
+            atomic_write(tmp_path / "killed.bin", stalled)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_read, 1)
+        [leftover] = [p.name for p in tmp_path.iterdir()]
+        assert leftover.startswith(".liif-") and f"-{pid}-" in leftover and len(leftover) < 40
+        atomic_write(tmp_path / "a.bin", lambda f: f.write(b"a"))
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([leftover, "a.bin"])  # its writer lives
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    atomic_write(tmp_path / "b.bin", lambda f: f.write(b"b"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
+def test_a_name_too_long_fails_alone(tmp_path, crop, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    long_name = "a" * 246 + ".png"  # legal; with the suffix, its output name is not
+    for name in (long_name, "good.png"):
+        Image.fromarray(crop).save(folder / name)
+    too_long = tmp_path / ("b" * 300 + ".png")
+    code, lines = upscale_cli(capsys, folder, too_long, "--scale", "2", "-o", tmp_path / "out",
+                              "--suffix", "_upscaled")
+    assert code == 1
+    assert errors(lines) == [
+        f"liif upscale: error: {folder / long_name}: cannot write {tmp_path / 'out' / ('a' * 246)}_upscaled.png: "
+        "File name too long",
+        f"liif upscale: error: {too_long}: cannot read it: File name too long"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good_upscaled.png"]
+
+
+def test_format_limits_and_alpha_are_checked_before_rendering(tmp_path, crop, capsys, monkeypatch):
+    rendered = []
+    render = liif.commands.upscale.render_picture
+    monkeypatch.setattr(liif.commands.upscale, "render_picture",
+                        lambda model, picture, *args, **kwargs: rendered.append(kwargs["label"]) or
+                        render(model, picture, *args, **kwargs))
+    Image.fromarray(crop[:2, :3]).save(tmp_path / "tiny.png")
+    for size, output, limit in (("16384x2", "wide.webp", "WEBP holds at most 16383x16383 pixels, the output would "
+                                 "be 16384x2"), ("65501x1", "long.jpg", "JPEG holds at most 65500x65500 pixels")):
+        code, lines = upscale_cli(capsys, tmp_path / "tiny.png", "--size", size, "-o", tmp_path / output)
+        assert code == 1 and len(lines) == 1 and limit in lines[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.concatenate([crop, crop[:, :, :1]], axis=2)).save(folder / "rgba.png")
+    Image.fromarray(crop).save(folder / "rgb.png")
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", "--format", "jpg")
+    assert code == 1
+    assert lines == [f"liif upscale: error: {folder / 'rgba.png'}: JPEG cannot store alpha; write .png, .webp or .tiff"]
+    assert rendered == ["rgb.png"] and [p.name for p in (tmp_path / "out").iterdir()] == ["rgb.jpg"]
+
+
+def test_16bit_gray_pil_image_in_and_out(crop):
+    model = liif.load_model(shared_file(TINY))
+    gray = np.asarray(Image.fromarray(crop).convert("L")).astype(np.uint16) * 257 + 100
+    out = liif.upscale(Image.fromarray(gray), scale=2, model=model, device="cpu")
+    assert out.mode == "I;16" and out.size == (56, 40)
+    reference = liif.upscale((gray // 257).astype(np.uint8), scale=2, model=model, device="cpu")
+    assert np.abs(np.asarray(out) / 65535 - reference / 255).max() < 0.02
+
+
+def test_a_rerun_beside_the_inputs_skips_its_outputs_and_repeats(tmp_path, crop, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(crop).save(folder / "a.png")
+    Image.fromarray(crop).save(folder / "a_liif.png")  # a previous run's output
+    code, lines = upscale_cli(capsys, folder, folder / "a.png", f"{folder}/./a.png", "--scale", "2", "--overwrite",
+                              quiet=False)
+    assert code == 0 and lines[-1].startswith("liif upscale: 1 written, 0 failed")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a_liif.png"]
+    assert Image.open(folder / "a_liif.png").size == (56, 40)
+
+
+def test_pillow_bomb_limit_without_its_warning(picture, monkeypatch):
+    """Inputs up to twice PIL.Image.MAX_IMAGE_PIXELS are read quietly; above, a one-line refusal."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # the 28x20 picture is between the limit and twice it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_picture(picture).pixels.shape == (20, 28, 3)
+    assert caught == []
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    with pytest.raises(LiifError, match=r"^too many pixels to read safely \(Image size \(560 pixels\) exceeds"):
+        read_picture(picture)
+
+
+def test_format_that_contradicts_the_output_file_is_refused(picture, tmp_path, capsys):
+    code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", tmp_path / "out.png", "--format", "webp")
+    assert code == 2
+    assert lines == [f"liif upscale: error: --format webp contradicts -o {tmp_path / 'out.png'}: "
+                     "a single output's format follows its extension"]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_the_content_decides_and_only_listed_formats_and_regular_files_are_read(tmp_path, crop, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(crop).save(folder / "png-named.jpg", format="PNG")
+    Image.fromarray(crop).save(folder / "gif-named.png", format="GIF")
+    os.mkfifo(folder / "fifo.png")  # opening it would wait for a writer forever
+    assert np.array_equal(read_picture(folder / "png-named.jpg").pixels, crop)
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
+    assert code == 1
+    assert lines == [
+        f"liif upscale: error: {folder / 'fifo.png'}: not a regular file (a FIFO, socket or device); it is not opened",
+        f"liif upscale: error: {folder / 'gif-named.png'}: not an image, or not one of the formats read "
+        "(PNG, JPEG, WebP, BMP, TIFF)"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["png-named.jpg"]
