@@ -43,3 +43,9 @@ def test_mean_shift_is_stored_but_not_applied() -> None:
     x = torch.rand(1, 3, 8, 8)
     head = encoder.head(x)
     assert torch.allclose(encoder(x), encoder.body(head) + head)
+
+
+@pytest.mark.parametrize("hidden", [[0], [-4], [2.5], [True]])
+def test_mlp_layer_sizes_must_be_positive_whole_numbers(hidden) -> None:
+    with pytest.raises(liif.LiifError, match="bad arguments for model 'mlp': layer sizes must be whole numbers"):
+        liif.make({"name": "mlp", "args": {"in_dim": 6, "out_dim": 3, "hidden_list": hidden}})

@@ -14,6 +14,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]):
         super().__init__()
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in (in_dim, out_dim, *hidden_list)):
+            raise ValueError(f"layer sizes must be whole numbers >= 1, got {in_dim}, {hidden_list}, {out_dim}")
         layers: list[nn.Module] = []
         last_dim = in_dim
         for hidden in hidden_list:
