@@ -276,22 +276,24 @@ def test_unmutated_seeds_upscale_correctly():
             assert (Path(folder) / "out" / "up.png").is_file()
 
 
-@fuzz_settings(examples=200)
-@given(mutant=picture_cases())
-def test_mutated_pictures_through_the_cli(mutant):
+def check_mutant(mutant, check) -> None:
+    """Write ``mutant`` as a file named like its source format in a fresh folder and ``check`` it there."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"in{FORMATS[mutant.source]}"
         path.write_bytes(mutant.data)
-        check_upscale_file(path, tiny())
+        check(path)
+
+
+@fuzz_settings(examples=200)
+@given(mutant=picture_cases())
+def test_mutated_pictures_through_the_cli(mutant):
+    check_mutant(mutant, lambda path: check_upscale_file(path, tiny()))
 
 
 @fuzz_settings(examples=600)
 @given(mutant=picture_cases())
 def test_mutated_pictures_through_read_picture(mutant):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"in{FORMATS[mutant.source]}"
-        path.write_bytes(mutant.data)
-        check_read_picture(path)
+    check_mutant(mutant, check_read_picture)
 
 
 def test_a_damaged_tiff_is_one_line_in_a_real_process(tmp_path):
