@@ -145,3 +145,41 @@ def test_readme_python_example_matches_cli(picture, tmp_path):
     import liif
     liif.upscale(str(picture), scale=3.5, model=str(TINY), device="cpu").save(tmp_path / "api.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(Image.open(tmp_path / "api.png")))
+
+
+@pytest.fixture
+def crops(tmp_path) -> Path:
+    """Five real 24x20 crops of Set14 comic."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    comic = Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB")
+    for i in range(5):
+        comic.crop((10 * i, 10 * i, 10 * i + 24, 10 * i + 20)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_torchrun_shares_a_batch_and_writes_what_one_process_writes(crops, tmp_path):
+    one = liif_upscale(crops, "--scale", "2", "-o", tmp_path / "one", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "liif", "upscale", str(crops), "--scale", "2", "-o", str(tmp_path / "two"), "--device", "cpu",
+              "--model", str(shared_file(TINY)), "--threads", "1"]
+    two = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    summaries = [line for line in two.stderr.splitlines() if line.startswith("liif upscale:")]
+    assert summaries == [summaries[0]] and "5 written, 0 failed" in summaries[0]
+    assert "on 2 processes" in summaries[0]
+    for name in (f"p{i}.png" for i in range(5)):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_skip_existing_finishes_an_interrupted_batch(crops, tmp_path):
+    out = tmp_path / "out"
+    assert liif_upscale(crops, "--scale", "2", "-o", out, "--quiet", cwd=tmp_path).returncode == 0
+    kept = (out / "p1.png").stat().st_mtime_ns
+    (out / "p3.png").unlink()
+    rerun = liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", cwd=tmp_path)
+    assert rerun.returncode == 0 and "1 written, 4 skipped (existing), 0 failed" in rerun.stderr
+    assert (out / "p3.png").is_file() and (out / "p1.png").stat().st_mtime_ns == kept
+    one_line_error(liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", "--overwrite", "--quiet",
+                                cwd=tmp_path), "give --skip-existing or --overwrite, not both")

@@ -12,6 +12,8 @@ examples:
   liif upscale photo.jpg --size 640x480 -o exact.webp
   liif upscale photo.jpg --region 100,80,164,144 --scale 30 -o detail.png
   liif upscale pictures/ 'more/*.jpg' --width 2000 -o out/ --suffix _big
+  liif upscale shots/ --scale 2 -o out/ --skip-existing          (finish an interrupted batch)
+  torchrun --standalone --nproc-per-node 4 -m liif upscale shots/ --scale 2 -o out/   (one GPU per process)
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from liif.geometry import Geometry
 from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, one_line, output_format, read_picture,
                           write_picture)
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS, check_precision, pick_device
+from liif.distributed import Processes, global_sum, start_processes, stop_processes
+from liif.runtime import PRECISIONS, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 
 # What fails one input and lets the batch go on.
@@ -65,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="format of outputs named after their inputs (default: the input's); "
                         "with -o FILE its extension decides")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave outputs that exist alone (every existing output is complete: writes are atomic), "
+                             "e.g. to finish an interrupted batch")
     parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
@@ -187,7 +193,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.tile < 1:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
-    device = pick_device(args.device)
+    if args.skip_existing and args.overwrite:
+        raise LiifError("give --skip-existing or --overwrite, not both")
+    procs = start_processes(args.device)
+    try:
+        return upscale_batch(args, geometry, procs)
+    finally:
+        stop_processes(procs)
+
+
+def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes) -> int:
+    """Plan every output, skip existing ones if asked, then upscale this process's share (rank r of W takes
+    jobs r, r+W, ...); rank 0 reports planning failures and the summary of all processes."""
+    device = procs.device
     check_precision(device, args.precision)
     suffix = output_suffix(args)
     files, failures, batch = expand_inputs(args.inputs, suffix)
@@ -196,33 +214,39 @@ def run(args: argparse.Namespace) -> int:
     single = single_output(args, batch)
     prepare_output_folder(args, batch)
     jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
+    skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
+    jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
     model = resolve_model(args.model, device)
 
     started, written, failed = time.perf_counter(), 0, 0
-    for failure in failures + refused:
+    for failure in failures + refused if procs.is_main else []:
         failure.report()
         failed += len(failure.names)
     for source, destination in jobs:
         try:
-            upscale_file(model, source, destination, geometry, args)
+            upscale_file(model, source, destination, geometry, args, progress=not args.quiet and procs.is_main)
             written += 1
         except FILE_ERRORS as exc:  # one barrier per input: whatever fails it, the batch goes on
             failed += 1
             reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else \
                 getattr(exc, "strerror", None) or one_line(exc)
             Failure([str(source)], reason).report()
-    if not args.quiet:
-        print(f"liif upscale: {written} written, {failed} failed, {time.perf_counter() - started:.1f} s "
-              f"on {device}", file=sys.stderr)
+    written, failed = global_sum([written, failed], procs)
+    if not args.quiet and procs.is_main:
+        where = f"{procs.world_size} processes" if procs.distributed else str(device)
+        skip = f"{len(skipped)} skipped (existing), " if args.skip_existing else ""
+        print(f"liif upscale: {written} written, {skip}{failed} failed, {time.perf_counter() - started:.1f} s "
+              f"on {where}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def upscale_file(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace) -> None:
+def upscale_file(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
+                 progress: bool) -> None:
     """Read, plan, check the output path, render, write: one file."""
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, int(args.max_pixels))
     check_output(destination, (*target.size, picture.pixels.shape[2]), args.overwrite)
     result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision, args.tile,
-                            progress=not args.quiet, label=source.name)
+                            progress=progress, label=source.name)
     write_picture(result, destination, args.overwrite)

@@ -25,7 +25,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast
-from liif.training.distributed import Processes, global_mean, start_processes, stop_processes
+from liif.distributed import Processes, global_mean, start_processes, stop_processes
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
 

@@ -1,4 +1,5 @@
-"""Process group set-up for ``torchrun``: gloo on CPU, nccl on GPU; a single process needs nothing."""
+"""Process group set-up for ``torchrun`` (training, and batches shared among GPUs): gloo on CPU, nccl on GPU;
+a single process needs nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from liif.runtime import pick_device
 
 @dataclass
 class Processes:
-    """Where this process stands: its rank among ``world_size`` and the device it trains on."""
+    """Where this process stands: its rank among ``world_size`` and the device it works on."""
 
     rank: int
     world_size: int
@@ -54,3 +55,12 @@ def global_mean(value: torch.Tensor, procs: Processes) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / procs.world_size
+
+
+def global_sum(counts: list[int], procs: Processes) -> list[int]:
+    """Counts summed over all processes (themselves in a single process)."""
+    if not procs.distributed:
+        return counts
+    total = torch.tensor(counts, dtype=torch.int64, device=procs.device)
+    dist.all_reduce(total)
+    return total.tolist()
