@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARKS, ROOT, shared_file
+from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
 
@@ -210,3 +210,22 @@ def test_self_ensemble_reaches_the_model(tmp_path, capsys):
     a, b = (json.loads((d / "results.json").read_text())["one"]["x2"] for d in (plain, ensemble))
     assert a["psnr"] != b["psnr"] and abs(a["psnr"] - b["psnr"]) < 0.5
     assert a["bicubic_psnr"] == b["bicubic_psnr"]
+
+
+def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    for name in NAMES:
+        Image.fromarray(crop(name)).save(data / f"{name}.png")
+    model = str(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+    common = ["-m", "liif", "eval", "--data", str(data), "--scales", "2,3", "--degrade", "pil", "--model", model,
+              "--device", "cpu", "--threads", "1", "--quiet"]
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=300)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and "| set | x2 | x3 |" in one.stdout  # one table, printed once
+    for name in ("results.json", "per_image.csv"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

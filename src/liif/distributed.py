@@ -64,3 +64,12 @@ def global_sum(counts: list[int], procs: Processes) -> list[int]:
     total = torch.tensor(counts, dtype=torch.int64, device=procs.device)
     dist.all_reduce(total)
     return total.tolist()
+
+
+def gather_sharded(items: list, procs: Processes) -> list:
+    """Every process's share of a list split as ``all[rank::world_size]``, put back in the original order."""
+    if not procs.distributed:
+        return items
+    shares: list[list] = [[] for _ in range(procs.world_size)]
+    dist.all_gather_object(shares, items)
+    return [shares[i % procs.world_size][i // procs.world_size] for i in range(sum(map(len, shares)))]

@@ -16,11 +16,12 @@ import sys
 
 import torch
 
+from liif.distributed import gather_sharded, start_processes, stop_processes
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, evaluate, prepare_out_dir
+from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS, pick_device
+from liif.runtime import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,13 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")
     scales = parse_scales(args.scales, args.protocol)
-    device = pick_device(args.device)
-    if args.out:
-        prepare_out_dir(args.out)
-    results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
-                       args.chunk_size, device, progress=not args.quiet, precision=args.precision)
-    print(results.markdown())
-    if args.out:
-        results.write(args.out)
-        print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
+    procs = start_processes(args.device)
+    try:
+        if args.out:
+            prepare_out_dir(args.out)
+        results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize,
+                           args.self_ensemble, args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
+                           precision=args.precision, shard=(procs.rank, procs.world_size))
+        results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
+        if procs.is_main:
+            print(results.markdown())
+            if args.out:
+                results.write(args.out)
+                print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
+    finally:
+        stop_processes(procs)
     return 0
