@@ -43,8 +43,12 @@ def start_processes(device: str) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def stop_processes(procs: Processes) -> None:
+def stop_processes(procs: Processes, wait: bool = False) -> None:
+    """Leave the process group; ``wait`` first waits for every process (a rank that leaves while another still
+    works can abort gloo), which only a run that ended well on every rank may ask for."""
     if procs.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -72,18 +72,16 @@ def run(args: argparse.Namespace) -> int:
         raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")
     scales = parse_scales(args.scales, args.protocol)
     procs = start_processes(args.device)
-    try:
+    if args.out:
+        prepare_out_dir(args.out)
+    results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
+                       args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
+                       precision=args.precision, shard=(procs.rank, procs.world_size))
+    results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
+    if procs.is_main:
+        print(results.markdown())
         if args.out:
-            prepare_out_dir(args.out)
-        results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize,
-                           args.self_ensemble, args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
-                           precision=args.precision, shard=(procs.rank, procs.world_size))
-        results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
-        if procs.is_main:
-            print(results.markdown())
-            if args.out:
-                results.write(args.out)
-                print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
-    finally:
-        stop_processes(procs)
+            results.write(args.out)
+            print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
+    stop_processes(procs, wait=True)
     return 0

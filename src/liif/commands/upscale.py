@@ -196,10 +196,9 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
     procs = start_processes(args.device)
-    try:
-        return upscale_batch(args, geometry, procs)
-    finally:
-        stop_processes(procs)
+    code = upscale_batch(args, geometry, procs)
+    stop_processes(procs, wait=True)
+    return code
 
 
 def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes) -> int:
