@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from liif.models import ImplicitModel  # importing liif.models registers the model names
-from liif.errors import CheckpointError, LiifError
+from liif.errors import CheckpointError, LiifError, one_line
 from liif.fileio import atomic_write
 from liif.normalization import DataNorm
 from liif.pretrained import pretrained_path, pretrained_names
@@ -146,11 +146,6 @@ def exists(path: Path) -> bool:
         return path.exists()
     except (OSError, ValueError):  # a name too long for the file system
         return False
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

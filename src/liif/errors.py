@@ -7,3 +7,9 @@ class LiifError(Exception):
 
 class CheckpointError(LiifError):
     """A checkpoint that cannot be read, is unsafe, or does not fit its model."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

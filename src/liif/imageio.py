@@ -23,7 +23,7 @@ import numpy as np
 import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from liif.errors import LiifError
+from liif.errors import LiifError, one_line
 from liif.fileio import atomic_write
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -205,11 +205,6 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
         raise LiifError("cannot read the image, it is truncated")
     pixels = pixels.reshape(height, width, info["planes"])
     return Picture(orient(pixels, img.getexif().get(EXIF_ORIENTATION, 1)), img.info.get("icc_profile") or None)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def output_format(path: str | os.PathLike) -> str:

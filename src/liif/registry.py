@@ -6,7 +6,7 @@ import copy
 import inspect
 from typing import Any, Callable
 
-from liif.errors import LiifError
+from liif.errors import LiifError, one_line
 
 KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -61,7 +61,7 @@ class Registry:
         try:
             obj = self.constructors[name](**kwargs)
         except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a negative or fractional layer size
-            raise LiifError(f"bad arguments for {self.kind} {name!r}: {str(exc).splitlines()[0]}") from None
+            raise LiifError(f"bad arguments for {self.kind} {name!r}: {one_line(exc)}") from None
         # Overrides (the MLP's in_dim, a wrapper's dataset) are derived, so the stored spec keeps only the given args.
         obj.spec = {"name": name, "args": copy.deepcopy(given or {})}
         return obj

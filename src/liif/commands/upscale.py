@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from liif.errors import LiifError
+from liif.distributed import Processes, global_sum, start_processes, stop_processes
+from liif.errors import LiifError, one_line
 from liif.geometry import Geometry
-from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, one_line, output_format, read_picture,
+from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, output_format, read_picture,
                           write_picture)
 from liif.pretrained import DEFAULT_MODEL
-from liif.distributed import Processes, global_sum, start_processes, stop_processes
 from liif.runtime import PRECISIONS, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 

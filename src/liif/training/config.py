@@ -213,7 +213,7 @@ def check_plain(value: Any, key: str, depth: int = 0) -> None:
         raise LiifError(f"config key {key!r} holds a {type(value).__name__}, which a config cannot hold")
 
 
-def one_line(text: str) -> str:
+def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -224,9 +224,9 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LiifError(f"{where}{at}: not valid YAML: {one_line(exc.problem or exc.context or '')}") from None
+        raise LiifError(f"{where}{at}: not valid YAML: {collapse_whitespace(exc.problem or exc.context or '')}") from None
     except (yaml.YAMLError, ValueError, TypeError) as exc:  # a reader error, or a tag such as ``!!int 1.5``
-        raise LiifError(f"{where}: not valid YAML: {one_line(str(exc))}") from None
+        raise LiifError(f"{where}: not valid YAML: {collapse_whitespace(str(exc))}") from None
     except RecursionError:
         raise LiifError(f"{where}: not valid YAML: nested too deep") from None
 
@@ -299,7 +299,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise LiifError(f"{path}: not a text file (a config is UTF-8 YAML)") from None
     except (OSError, ValueError) as exc:  # no permission, a name with a NUL byte or too long
-        raise LiifError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or one_line(str(exc))})") from None
+        raise LiifError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or collapse_whitespace(str(exc))})") from None
     loaded = parse_yaml(text, str(path))
     if not isinstance(loaded, dict):
         raise LiifError(f"{path}: a config must be a YAML mapping")
