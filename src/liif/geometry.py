@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from liif.bounds import Number
 from liif.errors import LiifError
 
 Ranges = tuple[tuple[float, float], tuple[float, float]]
@@ -85,13 +86,12 @@ def round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
-def bounded(value: object, what: str, low: float = 0.0, integer: bool = False) -> float:
-    """``value`` as a finite number in (low, MAX_SIDE], a whole one if ``integer``; else a LiifError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low < value <= MAX_SIDE or (integer and value != int(value)):
-        kind = "a whole number" if integer else "a number"
-        raise LiifError(f"{what} must be {kind} above {low:g} and at most {MAX_SIDE}, got {value!r}")
-    return int(value) if integer else float(value)
+def bounded(value: object, what: str, integer: bool = False) -> float:
+    """``value`` as a finite number in (0, MAX_SIDE], a whole one if ``integer``; else a LiifError naming it."""
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # parsed sizes arrive as floats
+    checked = Number(int if integer else float, low=0, high=MAX_SIDE, low_open=True).check(value, what, LiifError)
+    return checked if integer else float(checked)
 
 
 def parse_numbers(text: str, option: str, counts: tuple[int, ...], separator: str = ",") -> list[float]:

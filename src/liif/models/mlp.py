@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from liif.bounds import COUNT
 from liif.registry import register
 
 
@@ -14,7 +15,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]):
         super().__init__()
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in (in_dim, out_dim, *hidden_list)):
+        if not all(COUNT.fits(n) for n in (in_dim, out_dim, *hidden_list)):
             raise ValueError(f"layer sizes must be whole numbers >= 1, got {in_dim}, {hidden_list}, {out_dim}")
         layers: list[nn.Module] = []
         last_dim = in_dim

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from liif.bounds import COUNT, Number
 from liif.errors import LiifError
 from liif.normalization import DataNorm
 
@@ -43,33 +44,6 @@ class Maybe:
 
 
 @dataclass(frozen=True)
-class Number:
-    """A finite int (``kind=int``) or real number within [``low``, ``high``] (``low`` excluded if ``low_open``)."""
-
-    kind: type = float
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-
-    def fits(self, value: Any) -> bool:
-        kinds = (int,) if self.kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
-            return False
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        return above and (self.high is None or value <= self.high)
-
-    def describe(self) -> str:
-        text = "an int" if self.kind is int else "a number"
-        if self.low is not None and self.high is not None:
-            return f"{text} in {'(' if self.low_open else '['}{self.low}, {self.high}]"
-        if self.low is not None:
-            return f"{text} {'>' if self.low_open else '>='} {self.low}"
-        return f"{text} <= {self.high}" if self.high is not None else text
-
-
-@dataclass(frozen=True)
 class ListOf:
     """A list whose every item fits ``item``."""
 
@@ -83,9 +57,8 @@ class OneOf:
     options: tuple[str, ...]
 
 
-POSITIVE = Number(int, low=1)
 SPEC = {"name": str, "args": Maybe(FREE)}
-DATASET = {"dataset": SPEC, "wrapper": SPEC, "batch_size": POSITIVE}
+DATASET = {"dataset": SPEC, "wrapper": SPEC, "batch_size": COUNT}
 NORM = {"sub": list, "div": list}  # lengths and values: DataNorm.from_config
 
 # A key whose schema is not Maybe must be there and not null (DEFAULTS fill in the top level).
@@ -96,10 +69,10 @@ SCHEMA: dict[str, Any] = {
     "model": Maybe(SPEC),  # null only with init_from, which brings its own
     "init_from": Maybe(str),  # start from these weights (a built-in name or a .pth): fine-tuning
     "optimizer": {"name": OneOf(("adam", "sgd")), "args": Maybe(FREE)},
-    "epoch_max": POSITIVE,
-    "multi_step_lr": Maybe({"milestones": ListOf(POSITIVE), "gamma": Maybe(Number(float, low=0, low_open=True)),
+    "epoch_max": COUNT,
+    "multi_step_lr": Maybe({"milestones": ListOf(COUNT), "gamma": Maybe(Number(float, low=0, low_open=True)),
                             "unit": Maybe(OneOf(("epoch", "iter")))}),  # left out: gamma 0.1, per epoch
-    "epoch_val": Maybe(POSITIVE),  # null: never validate, as in the reference
+    "epoch_val": Maybe(COUNT),  # null: never validate, as in the reference
     "epoch_save": Maybe(Number(int, low=0)),  # 0 or null: no epoch-N.pth
     "resume": Maybe(str),
     "seed": Number(int, low=0, high=2**32 - 1),  # numpy's global seed takes 32 bits
@@ -109,9 +82,9 @@ SCHEMA: dict[str, Any] = {
     "amp": OneOf(("none", "bf16", "fp16")),
     "compile": bool,
     "threads": Maybe(Number(int, low=1, high=1024)),  # torch crashes on absurd thread counts
-    "log_every": POSITIVE,
+    "log_every": COUNT,
     "tensorboard": bool,
-    "benchmark_eval": Maybe({"root": str, "scales": list, "every": Maybe(POSITIVE)}),  # root, scales: when built
+    "benchmark_eval": Maybe({"root": str, "scales": list, "every": Maybe(COUNT)}),  # root, scales: when built
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -1,0 +1,49 @@
+"""Numeric ranges: the one check of "a finite number (or a whole one) within bounds", and its words.
+
+Geometry bounds output sizes with it, the config schema bounds its keys, the datasets their arguments;
+each turns a miss into its own error (a LiifError, a config key's error, a ValueError for the registry).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite int (``kind=int``) or real number within [``low``, ``high``] (``low`` excluded if ``low_open``)."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def fits(self, value: Any) -> bool:
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        text = "an int" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None and self.low_open:
+            return f"{text} above {self.low} and at most {self.high}"
+        if self.low is not None and self.high is not None:
+            return f"{text} in {'(' if self.low_open else '['}{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"{text} {'>' if self.low_open else '>='} {self.low}"
+        return f"{text} <= {self.high}" if self.high is not None else text
+
+    def check(self, value: Any, what: str, error: type[Exception] = ValueError) -> Any:
+        """``value`` if it fits, else ``error`` saying what ``what`` must be."""
+        if not self.fits(value):
+            raise error(f"{what} must be {self.describe()}, got {value!r}")
+        return value
+
+
+COUNT = Number(int, low=1)  # how many of something: layers, repeats, samples
