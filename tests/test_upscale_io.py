@@ -43,11 +43,11 @@ def test_formats_by_extension_keep_gray_and_icc(tmp_path, model, crop, extension
     for name in ("rgb", "gray"):
         liif.upscale(str(tmp_path / f"{name}.png"), scale=1.5, model=model, device="cpu").save(
             tmp_path / f"{name}_out{extension}")
-    rgb, gray = Image.open(tmp_path / f"rgb_out{extension}"), Image.open(tmp_path / f"gray_out{extension}")
-    assert rgb.format == gray.format == {".jpg": "JPEG", ".tiff": "TIFF"}.get(extension, extension[1:].upper())
-    assert rgb.size == gray.size == (42, 30)
-    assert gray.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
-    assert rgb.info.get("icc_profile") == (None if extension == ".bmp" else icc)  # BMP has no ICC profile
+    with Image.open(tmp_path / f"rgb_out{extension}") as rgb, Image.open(tmp_path / f"gray_out{extension}") as gray:
+        assert rgb.format == gray.format == {".jpg": "JPEG", ".tiff": "TIFF"}.get(extension, extension[1:].upper())
+        assert rgb.size == gray.size == (42, 30)
+        assert gray.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
+        assert rgb.info.get("icc_profile") == (None if extension == ".bmp" else icc)  # BMP has no ICC profile
 
 
 def test_16bit_png_kept_in_full(tmp_path, model, crop):

@@ -197,8 +197,9 @@ def png_bit_depth(path: Path) -> int:
 def read_png16(path: Path, img: Image.Image) -> Picture:
     """A 16-bit PNG at full precision (pypng), with the ICC profile and orientation PIL found."""
     try:
-        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
-        pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        with open(path, "rb") as stream:  # closed on a damaged file too, not left to the garbage collector
+            width, height, rows, info = png.Reader(file=stream).asDirect()
+            pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     except (png.Error, zlib.error, EOFError, ValueError) as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
     if pixels.shape[0] != height:
