@@ -73,17 +73,17 @@ def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise CheckpointError(f"{source}: state dict does not fit the model; " + "; ".join(problems))
 
 
-def build_within(spec: dict[str, Any], n_tensors: int) -> nn.Module:
-    """Build ``spec`` on the meta device, stopping once it makes far more tensors than the checkpoint holds (a
-    spec asking for a billion blocks would otherwise take minutes and gigabytes before failing); a few missing
-    keys still build, so that the strict check can name them."""
-    made, limit = 0, 4 * n_tensors + 1024
+def meta_build(spec: dict[str, Any], max_tensors: int, too_many: str) -> nn.Module:
+    """Build ``spec`` on the meta device (no memory taken), stopping with the LiifError ``too_many`` once it has
+    made ``max_tensors`` tensors: a spec asking for a billion blocks would otherwise take minutes and gigabytes
+    before failing."""
+    made = 0
 
     def count(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
         nonlocal made
         made += 1
-        if made > limit:
-            raise LiifError(f"the spec builds far more weights than the {n_tensors} its state dict holds")
+        if made > max_tensors:
+            raise LiifError(too_many)
 
     hooks = [nn.modules.module.register_module_parameter_registration_hook(count),
              nn.modules.module.register_module_buffer_registration_hook(count)]
@@ -93,6 +93,13 @@ def build_within(spec: dict[str, Any], n_tensors: int) -> nn.Module:
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def build_within(spec: dict[str, Any], n_tensors: int) -> nn.Module:
+    """``spec`` built on the meta device, refused once it makes far more tensors than the checkpoint holds; a few
+    missing keys still build, so that the strict check can name them."""
+    return meta_build(spec, 4 * n_tensors + 1024,
+                      f"the spec builds far more weights than the {n_tensors} its state dict holds")
 
 
 def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Module:

@@ -88,3 +88,15 @@ def query_chunk(device: torch.device) -> int:
         return CPU_CHUNK
     free, _ = torch.cuda.mem_get_info(device)
     return max(CPU_CHUNK, min(GPU_MAX_CHUNK, free // GPU_BYTES_PER_QUERY))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

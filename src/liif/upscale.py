@@ -24,22 +24,10 @@ from liif.geometry import Geometry, Target
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import render_tiles
-from liif.runtime import autocast, check_precision, pick_device
+from liif.runtime import autocast, available_memory, check_precision, pick_device
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:

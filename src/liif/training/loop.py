@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from liif.checkpoint import load_model, read_checkpoint
+from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
@@ -24,10 +24,13 @@ from liif.evaluation.runner import plan
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
-from liif.runtime import autocast
+from liif.runtime import autocast, available_memory
 from liif.distributed import Processes, global_mean, start_processes, stop_processes
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
+
+MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
+TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
 
 Batch = dict[str, torch.Tensor]
 CHECKPOINTS = "epoch-*.pth"  # what makes a folder a run's
@@ -64,6 +67,19 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
                                        persistent_workers=workers > 0)
 
 
+def new_model(spec: dict[str, Any]) -> nn.Module:
+    """``spec`` built with fresh weights, once a build on the meta device shows a sane number of tensors and a
+    size whose training state fits in memory."""
+    shape = meta_build(spec, MAX_MODEL_TENSORS, f"the model spec builds more than {MAX_MODEL_TENSORS} weight "
+                                                "tensors; check its block and layer counts")
+    weights = sum(p.numel() for p in shape.parameters())
+    needed, free = weights * TRAINING_BYTES_PER_WEIGHT, available_memory()
+    if free is not None and needed > free:
+        raise LiifError(f"the model has {weights:,} weights; training them needs {needed / 2**30:.1f} GiB, "
+                        f"only {free / 2**30:.1f} GiB is available")
+    return make(spec)
+
+
 def initial_model(config: dict[str, Any]) -> nn.Module:
     """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it), with the
     config's ``data_norm``, which its checkpoints carry."""
@@ -71,7 +87,7 @@ def initial_model(config: dict[str, Any]) -> nn.Module:
         model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
     else:
-        model = make(config["model"])
+        model = new_model(config["model"])
     model.data_norm = DataNorm.from_config(config["data_norm"])
     return model
 
