@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -16,9 +17,10 @@ import liif.data  # noqa: F401  (registers the dataset names)
 from liif.checkpoint import save_checkpoint
 from liif.errors import LiifError
 from liif.evaluation.runner import EvalResults, ImageScore
-from liif.fileio import atomic_write
+from liif.fileio import atomic_write, write_text
 from liif.imageio import Picture, read_picture, write_picture
 from liif.registry import DATASETS, MODELS, Registry
+from liif.training.monitor import RunLog
 
 MLP = {"name": "mlp", "args": {"in_dim": 4, "out_dim": 3, "hidden_list": [8]}}
 TINY_LIIF = {"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
@@ -105,3 +107,22 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, interrupted)
     assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_text(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text("old")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(LiifError, match=f"^cannot write {re.escape(str(target))}: {os.strerror(errno.ENOSPC)}$"):
+        write_text(target, "new")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_run_log_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "log.txt").mkdir()
+    with pytest.raises(LiifError, match="^cannot write .*log.txt: Is a directory$"):
+        RunLog(tmp_path, quiet=True, tensorboard=False).line("epoch 1")

@@ -108,7 +108,7 @@ class FailingFile:
 
 @pytest.mark.parametrize("error, reason", [
     # torch.save's zip writer turns the failed write into RuntimeError("unexpected pos ...")
-    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "no space left on device"),
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), os.strerror(errno.ENOSPC)),
     (OSError(errno.EIO, os.strerror(errno.EIO)), os.strerror(errno.EIO)),
     # a failure with no OSError behind it: its first line
     (RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from liif.models import ImplicitModel  # importing liif.models registers the model names
-from liif.errors import CheckpointError, LiifError, one_line
+from liif.errors import CheckpointError, LiifError, one_line, os_reason
 from liif.fileio import atomic_write
 from liif.normalization import DataNorm
 from liif.pretrained import pretrained_path, pretrained_names
@@ -26,7 +26,7 @@ def check_file(path: Path) -> None:
         problem = "is a folder, not a checkpoint file" if path.is_dir() else \
             "not a regular file" if path.exists() else "no such checkpoint file"
     except (OSError, ValueError) as exc:
-        problem = f"cannot open ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+        problem = f"cannot open ({os_reason(exc)})"
     raise CheckpointError(f"{path}: {problem}")
 
 
@@ -38,7 +38,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with open(path, "rb") as f:
             plain_pickle = f.read(1) == b"\x80"
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        raise CheckpointError(f"{path}: cannot read ({os_reason(exc)})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 75": the error line says it all

@@ -13,3 +13,22 @@ def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is or was raised from or while handling: torch.save's zip writer turns a failed
+    ``write`` into a RuntimeError ("unexpected pos 64 vs 0") raised while the OSError is handled."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # "from None" ends it
+    return None
+
+
+def os_reason(exc: BaseException) -> str:
+    """Why a file operation failed, in a few words: the system's reason ("No space left on device") when an
+    OSError is behind ``exc``, else its first line."""
+    cause = os_error_behind(exc)
+    return cause.strerror if cause is not None and cause.strerror else one_line(cause or exc)

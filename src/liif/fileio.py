@@ -11,6 +11,8 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from liif.errors import LiifError, os_reason
+
 # The writer's host and process id are in the name, so that a later write can tell a killed writer's leftover
 # from a live one's, even in a folder shared by several machines or containers.
 HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"
@@ -34,6 +36,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` as UTF-8 at ``path``, atomically; a failure is a LiifError naming the file and the reason."""
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as exc:
+        raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
 
 
 def remove_stale_temporaries(folder: Path) -> None:

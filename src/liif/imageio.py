@@ -23,7 +23,7 @@ import numpy as np
 import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import atomic_write
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -179,7 +179,7 @@ def check_regular_file(path: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         raise LiifError("no such file") from None
     except OSError as exc:
-        raise LiifError(f"cannot read it: {exc.strerror or one_line(exc)}") from None
+        raise LiifError(f"cannot read it: {os_reason(exc)}") from None
     if stat.S_ISDIR(mode):
         raise LiifError("is a folder, not an image")
     if not stat.S_ISREG(mode):
@@ -279,7 +279,7 @@ def write_picture(picture: Picture, path: str | os.PathLike, overwrite: bool = F
     try:
         atomic_write(path, lambda f: encode_picture(picture, fmt, f))
     except (OSError, ValueError) as exc:  # ValueError: an encoder refusing what it was given
-        raise LiifError(f"cannot write {path}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+        raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
 
 
 def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> str:
@@ -297,5 +297,5 @@ def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> st
         if not os.access(path.parent, os.W_OK):
             raise LiifError(f"cannot write {path}: permission denied")
     except OSError as exc:  # a name too long, say
-        raise LiifError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from None
+        raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
     return fmt

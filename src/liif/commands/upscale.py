@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, os_reason
 from liif.geometry import Geometry
 from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, output_format, read_picture,
                           write_picture)
@@ -98,7 +98,7 @@ def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], lis
         try:
             found, listed = expand_pattern(pattern, own_suffix)
         except OSError as exc:
-            failures.append(Failure([pattern], f"cannot list it: {exc.strerror or one_line(exc)}"))
+            failures.append(Failure([pattern], f"cannot list it: {os_reason(exc)}"))
             continue
         batch = batch or listed
         for path in found:
@@ -180,7 +180,7 @@ def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
         try:
             Path(args.output).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LiifError(f"cannot create output folder {args.output}: {exc.strerror or exc}") from None
+            raise LiifError(f"cannot create output folder {args.output}: {os_reason(exc)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,7 +228,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
         except FILE_ERRORS as exc:  # one barrier per input: whatever fails it, the batch goes on
             failed += 1
             reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else \
-                getattr(exc, "strerror", None) or one_line(exc)
+                os_reason(exc)
             Failure([str(source)], reason).report()
     written, failed = global_sum([written, failed], procs)
     if not args.quiet and procs.is_main:

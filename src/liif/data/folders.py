@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from liif.data.checks import check_count
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
 from liif.imageio import IMAGE_SUFFIXES
 from liif.registry import DATASETS
@@ -42,7 +42,7 @@ def split_names(split_file: str, split_key: str | None) -> list[str]:
         split = json.loads(Path(split_file).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # missing, a folder, not UTF-8 or not JSON
         raise LiifError(f"{split_file}: cannot read the split file "
-                        f"({getattr(exc, 'strerror', None) or one_line(exc)})") from None
+                        f"({os_reason(exc)})") from None
     names = split.get(split_key) if isinstance(split, dict) and isinstance(split_key, str) else None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise LiifError(f"{split_file}: no list of image names under split_key {split_key!r}")

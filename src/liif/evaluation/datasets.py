@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 from liif.imageio import IMAGE_SUFFIXES, read_picture
 from liif.resize import from_uint8
 
@@ -63,7 +63,7 @@ def list_folder(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir())
     except OSError as exc:
-        raise LiifError(f"{folder}: cannot list this folder ({exc.strerror or type(exc).__name__})") from None
+        raise LiifError(f"{folder}: cannot list this folder ({os_reason(exc)})") from None
 
 
 def list_hr_images(folder: Path) -> list[str]:

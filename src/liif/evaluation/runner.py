@@ -16,11 +16,11 @@ import torch
 from tqdm import tqdm
 
 from liif.checkpoint import load_model
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
-from liif.fileio import atomic_write
+from liif.fileio import write_text
 from liif.models.implicit import ImplicitModel
 from liif.renderer import render
 from liif.resize import pil_bicubic
@@ -149,11 +149,8 @@ class EvalResults:
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
         results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
-        for path, text in ((out_dir / "per_image.csv", table.getvalue()), (out_dir / "results.json", results)):
-            try:
-                atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-            except OSError as exc:
-                raise LiifError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        write_text(out_dir / "per_image.csv", table.getvalue())
+        write_text(out_dir / "results.json", results)
 
 
 def prepare_out_dir(out_dir: str | Path) -> None:
@@ -162,7 +159,7 @@ def prepare_out_dir(out_dir: str | Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LiifError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
+        raise LiifError(f"{out_dir}: cannot create the output folder ({os_reason(exc)})") from None
     if not os.access(out_dir, os.W_OK):
         raise LiifError(f"{out_dir}: output folder is not writable")
 

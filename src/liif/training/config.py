@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from liif.bounds import COUNT, Number
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 from liif.normalization import DataNorm
 
 
@@ -272,7 +272,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise LiifError(f"{path}: not a text file (a config is UTF-8 YAML)") from None
     except (OSError, ValueError) as exc:  # no permission, a name with a NUL byte or too long
-        raise LiifError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or collapse_whitespace(str(exc))})") from None
+        raise LiifError(f"{path}: cannot read ({os_reason(exc)})") from None
     loaded = parse_yaml(text, str(path))
     if not isinstance(loaded, dict):
         raise LiifError(f"{path}: a config must be a YAML mapping")

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 from liif.evaluation.runner import plan
+from liif.fileio import write_text
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
@@ -196,7 +197,7 @@ def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
                                                   and resume.resolve().parent == run_dir.resolve()):
             return False
     except OSError as exc:  # a name too long for the file system
-        raise LiifError(f"{run_dir}: cannot use this run folder ({exc.strerror or exc})") from None
+        raise LiifError(f"{run_dir}: cannot use this run folder ({os_reason(exc)})") from None
     if not overwrite:
         raise LiifError(f"{run_dir} already holds a run's checkpoints: resume it (--resume "
                         f"{run_dir / 'epoch-last.pth'}), choose another --out, or give --overwrite to replace it")
@@ -212,7 +213,7 @@ def make_run_dir(run_dir: Path, replace: bool) -> None:
                          run_dir / "log.txt", run_dir / "config.yaml"]:
                 path.unlink(missing_ok=True)
     except OSError as exc:
-        raise LiifError(f"{run_dir}: cannot prepare the run folder ({exc.strerror or exc})") from None
+        raise LiifError(f"{run_dir}: cannot prepare the run folder ({os_reason(exc)})") from None
 
 
 def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | None = None,
@@ -278,7 +279,7 @@ class Run:
                 skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
                 if skipped or too_small:
                     self.log.line(f"{name} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
             params = sum(p.numel() for p in self.model.parameters())
             self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
                           f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from liif.errors import LiifError, os_reason
 
 
 class RunLog:
@@ -27,8 +28,11 @@ class RunLog:
 
     def line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a") as f:
-            f.write(f"{stamp} {text}\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(f"{stamp} {text}\n")
+        except OSError as exc:
+            raise LiifError(f"cannot write {self.path}: {os_reason(exc)}") from None
         if not self.quiet:
             tqdm.write(text)
 

@@ -3,7 +3,6 @@ exact resume needs (scheduler, RNG states, global step, best validation score, c
 
 from __future__ import annotations
 
-import errno
 import random
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from liif.checkpoint import check_state_fits, model_entries
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
 
 
@@ -52,32 +51,13 @@ def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, conf
             "config": config}
 
 
-def os_error_behind(exc: BaseException) -> OSError | None:
-    """The OSError ``exc`` is or was raised from or while handling: torch.save's zip writer turns a failed
-    ``write`` into a RuntimeError ("unexpected pos 64 vs 0") raised while the OSError is handled."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write atomically; a full disk (or any failed write) leaves the previous file at ``path`` intact."""
     try:
         atomic_write(path, lambda f: torch.save(ckpt, f))
     except (OSError, RuntimeError) as exc:
-        cause = os_error_behind(exc)
-        if cause is not None and cause.errno == errno.ENOSPC:
-            reason = "no space left on device"
-        elif cause is not None and cause.strerror:
-            reason = cause.strerror
-        else:
-            reason = (str(cause or exc).splitlines() or [type(exc).__name__])[0]
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
-        raise LiifError(f"could not write checkpoint {path}: {reason}{kept}") from None
+        raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}{kept}") from None
 
 
 def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimizer: torch.optim.Optimizer,
