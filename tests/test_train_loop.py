@@ -265,6 +265,16 @@ def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     assert events.Images("val/sample")[0].width > 24
 
 
+def test_resume_takes_the_learning_rate_of_the_new_config_with_the_decay_reached(tmp_path, set14):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
+    assert read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(5e-4)
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2",
+                      "--set", "optimizer.args.lr=4e-3") == 0
+    group = read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(2e-3) and group["initial_lr"] == pytest.approx(4e-3)
+
+
 def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",

@@ -108,6 +108,17 @@ def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optim
                         f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
 
 
+def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> None:
+    """The config's learning rate wins over a resumed optimizer's (--set on resume), keeping the decay the
+    schedule has reached."""
+    for group in optimizer.param_groups:
+        base = group.get("initial_lr", group["lr"])
+        if lr != base:
+            group["lr"], group["initial_lr"] = lr * (group["lr"] / base), lr
+    if scheduler is not None:
+        scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any] | None) -> Any:
     if spec is None:
         return None
@@ -262,6 +273,8 @@ class Run:
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
+            if "lr" in config["optimizer"]["args"]:
+                take_base_lr(self.optimizer, self.scheduler, config["optimizer"]["args"]["lr"])
         self.train_loader = build_loader(config["train_dataset"], config, procs, True)
         self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
                            if config.get("val_dataset") and procs.is_main else None)
