@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageCms, ImageOps
 
 import liif
+import liif.imageio
 from liif.errors import LiifError
 from liif.imageio import Picture, orient, read_picture, write_picture
 from conftest import BENCHMARKS, REFERENCE, shared_file
@@ -116,3 +117,13 @@ def test_x30_and_tiny_outputs(model, crop):
     assert liif.upscale(crop, scale=0.05, model=model, device="cpu").shape == (1, 1, 3)
     with pytest.raises(LiifError, match="each side must be 1 to"):
         liif.upscale(crop, scale=0.01, model=model, device="cpu")
+
+
+def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypatch, crop):
+    """Classic TIFF offsets are 32-bit; past them (made small here) the file is a BigTIFF that reads back."""
+    Picture(crop).save(tmp_path / "classic.tiff")
+    monkeypatch.setattr(liif.imageio, "CLASSIC_TIFF_BYTES", crop.nbytes - 1)
+    Picture(crop).save(tmp_path / "big.tiff")
+    assert (tmp_path / "classic.tiff").read_bytes()[:4] == b"II*\x00"
+    assert (tmp_path / "big.tiff").read_bytes()[:4] == b"II+\x00"
+    np.testing.assert_array_equal(read_picture(tmp_path / "big.tiff").pixels, crop)

@@ -33,6 +33,7 @@ READ_FORMATS = sorted(set(FORMATS.values()))  # the only formats Image.open may 
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the largest side libjpeg and libwebp encode
 BMP_MAX_BYTES = 2**32 - 1 - (14 + 40 + 256 * 4)  # a 32-bit file size, less the headers and a gray palette
+CLASSIC_TIFF_BYTES = 2**32 - 2**26  # pixel bytes past which a TIFF is written as BigTIFF (headroom for tags)
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -241,6 +242,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         picture = Picture(((picture.pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8),
                           picture.icc_profile)
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
+        options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
     picture.to_pil().save(stream, format=fmt, **options)
