@@ -312,3 +312,15 @@ def test_the_content_decides_and_only_listed_formats_and_regular_files_are_read(
         f"liif upscale: error: {folder / 'gif-named.png'}: not an image, or not one of the formats read "
         "(PNG, JPEG, WebP, BMP, TIFF)"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["png-named.jpg"]
+
+
+def test_a_name_with_a_newline_or_escape_stays_one_line(tmp_path, capsys):
+    """Control characters in a file name are escaped: the error stays one line and the terminal untouched."""
+    bad = tmp_path / "two\nlines\x1b[2J.png"
+    bad.write_bytes(b"not a picture")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["upscale", str(bad), "--scale", "2", "-o", str(tmp_path / "out"), "--model", str(shared_file(TINY)),
+                  "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("\n") == 1 and "\x1b" not in err
+    assert err.startswith(f"liif upscale: error: {tmp_path}/two\\nlines\\x1b[2J.png: not an image")

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from liif import __version__
-from liif.errors import LiifError
+from liif.errors import LiifError, printable
 
 # subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.run(args)
     except LiifError as exc:
-        print(f"liif {args.command}: error: {exc}", file=sys.stderr)
+        print(printable(f"liif {args.command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print(f"liif {args.command}: interrupted", file=sys.stderr)

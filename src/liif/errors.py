@@ -9,6 +9,15 @@ class CheckpointError(LiifError):
     """A checkpoint that cannot be read, is unsafe, or does not fit its model."""
 
 
+CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so that a file name holding a newline (or a terminal escape)
+    keeps an error on one line and the terminal as it was."""
+    return text.translate(CONTROL_ESCAPES)
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
     lines = str(exc).strip().splitlines()

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry
 from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, output_format, read_picture,
                           write_picture)
@@ -85,7 +85,7 @@ class Failure:
     reason: str
 
     def report(self) -> None:
-        print(f"liif upscale: error: {', '.join(self.names)}: {self.reason}", file=sys.stderr)
+        print(printable(f"liif upscale: error: {', '.join(self.names)}: {self.reason}"), file=sys.stderr)
 
 
 def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], list[Failure], bool]:
