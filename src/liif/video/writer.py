@@ -23,10 +23,11 @@ from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
-VIDEO_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 # suffix -> Pillow format of an animation
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
-DEFAULT_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
+                  ".webm": "libvpx-vp9"}
 # the names people use -> the FFmpeg encoder
 CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "vp9": "libvpx-vp9", "vp8": "libvpx",
                  "av1": "libsvtav1", "svt-av1": "libsvtav1", "svtav1": "libsvtav1", "hevc": "libx265",
@@ -78,15 +79,28 @@ def can_encode(name: str) -> bool:
         return False
 
 
-def check_pix_fmt(pix_fmt: str, encoder: str, size: tuple[int, int]) -> None:
-    """Refuse a pixel format the encoder does not take, and an odd side where the format halves the chroma."""
+def video_format(path: Path, codec: str | None, pix_fmt: str | None) -> tuple[str, str]:
+    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults),
+    checked against what this PyAV build encodes."""
+    encoder = encoder_name(codec, path.suffix.lower())
+    pix_fmt = pix_fmt or LOSSLESS_PIX_FMTS.get(encoder, DEFAULT_PIX_FMT)
     formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
     if formats and pix_fmt not in formats:
         raise LiifError(f"{encoder} cannot encode pixel format {pix_fmt!r}; it takes {', '.join(formats[:12])}")
-    chroma = av.VideoFormat(pix_fmt, 4, 4).components[1:]
+    return encoder, pix_fmt
+
+
+def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
+    """Whether ``pix_fmt`` halves the colour resolution across the width, and down the height (4:2:0 both)."""
+    chroma = [c for c in av.VideoFormat(pix_fmt, 4, 4).components[1:] if not c.is_alpha]
+    return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
+
+
+def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
+    """Refuse an odd side where the pixel format halves the colour resolution along it."""
     width, height = size
-    for side, axis, name in ((width, "width", "width"), (height, "height", "height")):
-        if side % 2 and any(getattr(c, axis) < 4 and not c.is_alpha for c in chroma):
+    for side, halved, name in zip(size, chroma_halved(pix_fmt), ("width", "height")):
+        if side % 2 and halved:
             raise LiifError(f"{pix_fmt} halves the colour resolution, so the {name} must be even; the frames "
                             f"are {width}x{height} (choose an even size, or a 4:4:4 pixel format such as yuv444p)")
 
@@ -183,9 +197,8 @@ class VideoWriter(FrameWriter):
                  copy_streams_from: str | os.PathLike | None) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
-        encoder = encoder_name(codec, suffix)
-        pix_fmt = pix_fmt or LOSSLESS_PIX_FMTS.get(encoder, DEFAULT_PIX_FMT)
-        check_pix_fmt(pix_fmt, encoder, size)
+        encoder, pix_fmt = video_format(path, codec, pix_fmt)
+        check_even(pix_fmt, size)
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
@@ -319,7 +332,7 @@ class AnimationWriter(FrameWriter):
     """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the loop count.
     Pillow writes an animation in one call, so its frames are kept until the end (animations are short)."""
 
-    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, loop: int) -> None:
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, loop: int | None) -> None:
         super().__init__(path, size, rate, overwrite)
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
         check_encodable(self.format, (size[1], size[0], 3))
@@ -336,7 +349,9 @@ class AnimationWriter(FrameWriter):
         if not self.frames:
             return
         first, rest = self.frames[0], self.frames[1:]
-        options = {"save_all": True, "append_images": rest, "duration": self.durations, "loop": self.loop}
+        options = {"save_all": True, "append_images": rest, "duration": self.durations}
+        if self.loop is not None or self.format != "GIF":  # a GIF with no loop block plays once
+            options["loop"] = 1 if self.loop is None else self.loop
         if self.format == "GIF":
             options["duration"] = [round(d) for d in self.durations]
             if any(f.mode == "P" for f in self.frames):
@@ -401,14 +416,14 @@ class FolderWriter(FrameWriter):
 
 def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Fraction, *,
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
-                      pix_fmt: str | None = None, loop: int = 0, overwrite: bool = False,
+                      pix_fmt: str | None = None, loop: int | None = 0, overwrite: bool = False,
                       time_base: Fraction | None = None,
                       copy_streams_from: str | os.PathLike | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), and ``copy_streams_from``: a file whose audio and subtitle streams are copied. Animations: ``loop``
-    (0 = forever)."""
+    (0 = forever; n: the format's count; None: play once, as a GIF without a loop block)."""
     path = Path(path)
     width, height = size
     if not (isinstance(width, int) and isinstance(height, int) and width >= 1 and height >= 1):
@@ -416,7 +431,7 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     rate = Fraction(rate)
     if rate <= 0:
         raise LiifError(f"the frame rate must be above 0, got {rate}")
-    if loop < 0:
+    if loop is not None and loop < 0:
         raise LiifError(f"the loop count must be 0 (forever) or more, got {loop}")
     kind = output_kind(path)
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from):
