@@ -143,3 +143,29 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
         with open_frame_writer(tmp_path / "c.mp4", SIZE, Fraction(24)):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+@pytest.mark.parametrize("name", ["a.gif", "a.webp", "a.png"])
+@pytest.mark.parametrize("alpha", [False, True])
+def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
+    frame = np.dstack([FRAMES[0], np.full((48, 64), 200, np.uint8)]) if alpha else FRAMES[0]
+    with open_frame_writer(tmp_path / name, SIZE, Fraction(10)) as writer:
+        for duration in (30, 40, 50, 60):
+            writer.write(frame, duration_ms=duration)
+    with Image.open(tmp_path / name) as image:
+        assert image.n_frames == 4
+        seen = []
+        for index in range(4):
+            image.seek(index)
+            image.load()
+            seen.append(image.info["duration"])
+            rgba = np.asarray(image.convert("RGBA")).astype(int)
+            assert (rgba[:, :, 3] == (200 if alpha and name != "a.gif" else 255)).all()
+            if name == "a.png":
+                assert np.array_equal(rgba[:, :, :3], FRAMES[0])
+            if index and name != "a.webp":
+                assert np.array_equal(rgba, previous)  # a repeat looks the same
+            elif index:  # lossy, and one pixel nudged
+                assert np.abs(rgba - previous).mean() < 0.1
+            previous = rgba
+        assert seen == [30, 40, 50, 60]

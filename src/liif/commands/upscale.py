@@ -269,7 +269,7 @@ def upscale_file(model, source: Path, destination: Path, geometry: Geometry, arg
         options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
                                args.alpha, args.precision, args.tile, int(args.max_pixels), args.overwrite)
         upscale_clip(model, source, destination, geometry, options, progress,
-                     note=lambda text: args.quiet or print(f"liif upscale: note: {source}: {text}", file=sys.stderr))
+                     note=lambda text: print(f"liif upscale: note: {source}: {text}", file=sys.stderr))
         return
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])

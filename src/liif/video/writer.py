@@ -37,7 +37,10 @@ LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unl
 # An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
 FRAME_NAME = "frame_{:05d}.png"
-GIF_TRANSPARENT = 255  # the palette index of transparent pixels in GIF frames with alpha
+GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
+APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
+# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
+WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
@@ -330,7 +333,12 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
 
 class AnimationWriter(FrameWriter):
     """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the loop count.
-    Pillow writes an animation in one call, so its frames are kept until the end (animations are short)."""
+    Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
+
+    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed); every
+    frame is kept instead: in a GIF the repeat differs in a palette index of the same colour, in an APNG the
+    frame before it is disposed of, and in a WebP one pixel of the repeat differs by four levels. (A GIF frame
+    wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, loop: int | None) -> None:
         super().__init__(path, size, rate, overwrite)
@@ -339,10 +347,23 @@ class AnimationWriter(FrameWriter):
         self.loop = loop
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
+        self.disposals: list[int] = []  # APNG
+        self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
-        self.frames.append(gif_frame(frame) if self.format == "GIF" and frame.shape[2] == 4 else
-                           Image.fromarray(frame))
+        if self.format == "GIF":
+            image, self.last = gif_frame(frame, self.last)
+        else:
+            repeat = self.last is not None and np.array_equal(frame, self.last)
+            if repeat and self.format == "WEBP":
+                frame = frame.copy()
+                frame[0, 0, 0] ^= WEBP_NUDGE
+            elif repeat:
+                self.disposals[-1] = APNG_DISPOSE_BACKGROUND
+            self.last = frame
+            image = Image.fromarray(frame)
+            self.disposals.append(APNG_DISPOSE_NONE)
+        self.frames.append(image)
         self.durations.append(float(1000 / self.rate) if duration_ms is None else duration_ms)
 
     def _finish(self) -> None:
@@ -353,14 +374,13 @@ class AnimationWriter(FrameWriter):
         if self.loop is not None or self.format != "GIF":  # a GIF with no loop block plays once
             options["loop"] = 1 if self.loop is None else self.loop
         if self.format == "GIF":
-            options["duration"] = [round(d) for d in self.durations]
-            if any(f.mode == "P" for f in self.frames):
-                # clear each frame, or the previous one shows through its transparency; keep the palette as made
-                options.update(disposal=2, optimize=False)
+            options.update(duration=[round(d) for d in self.durations], optimize=False)  # the palettes as made
+            if "transparency" in first.info:
+                options["disposal"] = 2  # clear each frame, or the one before shows through its transparency
         elif self.format == "WEBP":
             options["quality"] = LOSSY_QUALITY
         else:
-            options["default_image"] = False  # the first frame is a frame, not a still fallback
+            options.update(default_image=False, disposal=self.disposals)  # the first frame is no still fallback
         try:
             first.save(self.temporary, format=self.format, **options)
             with open(self.temporary, "rb+") as f:
@@ -372,17 +392,29 @@ class AnimationWriter(FrameWriter):
         self.frames = []
 
 
-def gif_frame(frame: np.ndarray) -> Image.Image:
-    """An RGBA frame as a GIF palette frame: 255 colours, and index 255 where alpha is below half.
-    (Pillow's own RGBA conversion loses the transparency of some frames of an animation.)"""
-    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TRANSPARENT)
+def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
+    """A frame as a GIF palette frame, and its indices: 254 colours, index 254 a twin of the first opaque
+    pixel's colour (a repeat of ``previous``, the indices before, uses it there), and index 255 transparent
+    where alpha is below half. (Pillow's own RGBA conversion loses the transparency of some frames.)"""
+    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TWIN)
     indices = np.asarray(quantised).copy()
-    indices[frame[:, :, 3] < 128] = GIF_TRANSPARENT
+    palette = quantised.getpalette()[:3 * GIF_TWIN]
+    palette += [0] * (3 * GIF_TWIN - len(palette))
+    if frame.shape[2] == 4:
+        indices[frame[:, :, 3] < 128] = GIF_TRANSPARENT
+    opaque = np.flatnonzero(indices != GIF_TRANSPARENT)
+    twin = [0, 0, 0]
+    if opaque.size:  # the same twin colour in every frame, so that equal frames have equal palettes
+        spot = np.unravel_index(opaque[0], indices.shape)
+        colour = int(indices[spot])
+        twin = palette[3 * colour:3 * colour + 3]
+        if previous is not None and np.array_equal(indices, previous):
+            indices[spot] = GIF_TWIN
     image = Image.fromarray(indices, "P")
-    palette = quantised.getpalette()[:3 * GIF_TRANSPARENT]
-    image.putpalette(palette + [0] * (768 - len(palette)))
-    image.info["transparency"] = GIF_TRANSPARENT
-    return image
+    image.putpalette(palette + twin + [0, 0, 0])
+    if frame.shape[2] == 4:
+        image.info["transparency"] = GIF_TRANSPARENT
+    return image, indices
 
 
 class FolderWriter(FrameWriter):
