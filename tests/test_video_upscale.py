@@ -225,3 +225,33 @@ def test_the_pipeline_is_bounded_and_passes_errors_on() -> None:
         background.join()
     background.stop()
     assert seen == [0, 1, 2]
+
+
+def test_damaged_clips_end_in_an_output_or_a_one_line_error(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    sources = [make_clip(tmp_path / "seed.mkv", frames=12, size=(32, 24)),
+               make_clip(tmp_path / "seed.mp4", frames=12, size=(32, 24))]
+    with open_frame_writer(tmp_path / "seed.gif", (32, 24), Fraction(10)) as writer:
+        for index in range(4):
+            writer.write(frame_pixels(index, (32, 24)))
+    sources.append(tmp_path / "seed.gif")
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for source in sources:
+        data = source.read_bytes()
+        for trial in range(6):
+            damaged = bytearray(data[:int(len(data) * rng.uniform(0.3, 1.0))] if trial % 2 else data)
+            for spot in rng.integers(0, len(damaged), size=8):
+                damaged[spot] ^= 1 << int(rng.integers(0, 8))
+            path = tmp_path / f"damaged{trial}{source.suffix}"
+            path.write_bytes(bytes(damaged))
+            out = tmp_path / f"out{trial}{source.suffix}"
+            try:
+                result = liif.upscale_video(path, out, size=(32, 24), model=model, overwrite=True)
+                outcomes.append("written")
+                assert result.frames >= 1 and out.is_file()
+            except liif.LiifError as exc:
+                outcomes.append("error")
+                assert "\n" not in str(exc)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".liif-")]
+    assert "error" in outcomes and "written" in outcomes, outcomes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +29,8 @@ CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .p
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
+# Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
+ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
 
 
 class DecodeStopped(LiifError):
@@ -88,7 +91,7 @@ def is_moving(path: str | Path) -> bool:
             check_regular_file(path)
             with Image.open(path, formats=ANIMATION_FORMATS) as image:
                 return getattr(image, "n_frames", 1) > 1
-        except (LiifError, UnidentifiedImageError, *PIL_READ_ERRORS):
+        except (LiifError, UnidentifiedImageError, *ANIMATION_ERRORS):
             return False  # the picture reader reports what is wrong with it
     return False
 
@@ -142,9 +145,12 @@ class VideoClip(Clip):
         try:
             for frame in itertools.chain([self.first], self.decoded):
                 pts = frame.pts if frame.pts is not None else round(index * step)
+                if held is not None and pts <= held[1]:  # a repeated or missing timestamp: the encoder needs order
+                    pts = held[1] + max(1, round(step))
                 if held is not None:
-                    yield self.clip_frame(*held[:2], pts - held[1] if pts > held[1] else held[2])
-                pixels = frame.to_ndarray(format="rgb24")
+                    yield self.clip_frame(*held[:2], pts - held[1])
+                # a stream whose size changes midway keeps the first frame's (the output was planned from it)
+                pixels = frame.to_ndarray(format="rgb24", width=self.first.width, height=self.first.height)
                 if self.rotation:
                     pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
@@ -155,8 +161,8 @@ class VideoClip(Clip):
                 yield self.clip_frame(*held)
             raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
         yield self.clip_frame(*held)
-        # A cut file often just ends: only its declared duration tells.
-        if self.declared_end is not None and (end or 0) < self.declared_end - 2 / info.rate:
+        # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding).
+        if self.declared_end is not None and (end or 0) < self.declared_end - max(3 / info.rate, Fraction(1, 4)):
             raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)} of "
                                 f"{float(self.declared_end):.2f} s")
 
@@ -206,7 +212,7 @@ class AnimationClip(Clip):
                 size = image.size
         except UnidentifiedImageError:
             raise LiifError("not an animation, or not one of the formats read (GIF, WebP, PNG)") from None
-        except PIL_READ_ERRORS as exc:
+        except ANIMATION_ERRORS as exc:
             raise LiifError(f"cannot read the animation, it may be truncated or corrupt ({one_line(exc)})") from None
         self.durations = durations
         rate = Fraction(1000 * len(durations)) / Fraction(sum(durations)).limit_denominator(1000)
@@ -224,5 +230,5 @@ class AnimationClip(Clip):
                     image.seek(index)
                     yield ClipFrame(np.asarray(image.convert(mode)), round(pts), duration)
                     pts += duration
-        except PIL_READ_ERRORS as exc:
+        except ANIMATION_ERRORS as exc:
             raise DecodeStopped(f"decoding stopped at frame {index} ({pts / 1000:.2f} s): {one_line(exc)}") from None

@@ -315,7 +315,9 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
     if encoder == "ffv1":
         if crf is not None:
             raise LiifError("ffv1 is lossless: --crf does not apply to it")
-        return {"level": "3", "slicecrc": "1"} | ({"preset": preset} if preset else {})
+        if preset:
+            raise LiifError("ffv1 has no presets: --preset does not apply to it")
+        return {"level": "3", "slicecrc": "1"}
     options = {}
     crf = DEFAULT_CRF.get(encoder) if crf is None else crf
     if crf is not None:
