@@ -24,9 +24,10 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", rotation: int = 0) -> Path:
+              pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
-    a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``."""
+    a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
+    subtitles when ``subtitles`` (Matroska)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=rate)
         video.width, video.height, video.pix_fmt = size[0], size[1], pix_fmt
@@ -35,6 +36,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
         if rotation:
             video.set_display_rotation(rotation)
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
+        cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
+        cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
         pts = 0
         for index in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_pixels(index, size), format="rgb24")
@@ -55,7 +58,19 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 block.sample_rate, block.pts = SAMPLE_RATE, start
                 container.mux(sound.encode(block))
             container.mux(sound.encode(None))
+        if cues is not None:
+            with cues:
+                for packet in cues.demux(cues.streams[0]):
+                    if packet.dts is not None:
+                        packet.stream = cue_stream
+                        container.mux(packet)
     return path
+
+
+def subtitle_cues(srt: Path) -> av.container.InputContainer:
+    """Two SubRip cues, written to ``srt`` and opened (PyAV demuxes SubRip files)."""
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nHello\n\n2\n00:00:00,300 --> 00:00:00,450\nWorld\n")
+    return av.open(str(srt))
 
 
 def packets(path: Path, kind: str) -> list[bytes]:

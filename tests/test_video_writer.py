@@ -71,11 +71,16 @@ def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
         assert [s.type for s in container.streams] == ["video", "audio"]
 
 
-def test_a_stream_the_container_cannot_hold_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    source = make_clip(tmp_path / "in.mp4")  # AAC audio, which WebM cannot hold
+def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "in.mkv", subtitles=True)
+    write_all(tmp_path / "out.mkv", copy_streams_from=source)
+    assert packets(tmp_path / "out.mkv", "subtitle") == packets(source, "subtitle") == [b"Hello", b"World"]
+    assert packets(tmp_path / "out.mkv", "audio") == packets(source, "audio")
+    with pytest.raises(LiifError, match=r"subtitle stream #2 \((srt|subrip)\) cannot be copied into .mp4"):
+        open_frame_writer(tmp_path / "out.mp4", SIZE, Fraction(24), copy_streams_from=source)
     with pytest.raises(LiifError, match=r"audio stream #1 \(aac\) cannot be copied into .webm"):
         open_frame_writer(tmp_path / "out.webm", SIZE, Fraction(24), copy_streams_from=source)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv"]
 
 
 def test_gif_webp_and_apng_keep_durations_loop_and_transparency(tmp_path: Path) -> None:
