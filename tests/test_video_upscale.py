@@ -4,7 +4,10 @@ with PyAV in tmp_path; a small LIIF keeps it fast)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -255,3 +258,25 @@ def test_damaged_clips_end_in_an_output_or_a_one_line_error(tmp_path: Path, tiny
                 assert "\n" not in str(exc)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".liif-")]
     assert "error" in outcomes and "written" in outcomes, outcomes
+
+
+def test_a_killed_run_leaves_no_output_and_its_leftover_goes_with_the_next_write(tmp_path: Path, tiny) -> None:
+    _, weights = tiny
+    source = make_clip(tmp_path / "clip.mp4", frames=24, size=(64, 48))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "liif", "upscale", str(source), "--scale", "2", "-o", str(out / "clip.mp4"),
+               "--model", str(weights), "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".liif-") for p in out.iterdir()) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".liif-")  # the temporary file only, never out/clip.mp4
+    liif.upscale_video(source, out / "clip.mp4", size=(32, 24), model=tiny[0])
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]
