@@ -24,7 +24,7 @@ from liif.geometry import Geometry, Target
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import render_tiles
-from liif.runtime import autocast, check_precision, pick_device
+from liif.runtime import autocast, check_precision, pick_device, query_chunk
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
@@ -111,8 +111,11 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     model_channels = channels if alpha == "model" or not first.has_alpha else channels - 1
     bar = tqdm(total=target.size[0] * target.size[1], desc=label, unit="px", unit_scale=True,
                disable=not progress, leave=True, file=sys.stderr, dynamic_ncols=True)
+    batch = torch.cat(inputs)
+    if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
+        chunk_size = query_chunk(device, len(batch))
     with bar, autocast(device, precision):
-        for row, col, block in render_tiles(model, torch.cat(inputs), grid, tile, chunk_size, self_ensemble):
+        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
                 hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
                 raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")
