@@ -130,7 +130,8 @@ def main() -> None:
         for precision in args.precisions.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 stats = measure(model, source, Path(folder) / "out.mp4", size, device, precision, batch, args.codec)
-                alone = "-" if args.no_render_only else f"{render_only(model, frame, size, device, precision, batch):.3g}"
+                alone = "-" if args.no_render_only else \
+                    f"{render_only(model, frame, size, device, precision, batch):.3g}"
                 print(f"| {precision} | {batch} | {stats['fps']:.3g} | {alone} | {stats['total_s']:.1f} |", flush=True)
 
 

@@ -159,7 +159,7 @@ def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
             writer.write(frame, duration_ms=duration)
     with Image.open(tmp_path / name) as image:
         assert image.n_frames == 4
-        seen = []
+        seen, previous = [], None
         for index in range(4):
             image.seek(index)
             image.load()
