@@ -1,0 +1,127 @@
+"""MetaSR and LTE: both query paths reproduce their reference implementations' outputs on the reference checkpoints
+(../shared/fixtures/decoders), the paths agree on gradients, and LTE's test-time cell clipping is LTE's."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import liif
+from conftest import SHARED, shared_file
+from facts import CONFIGS
+from liif.geometry import make_cell, make_coord
+
+DECODERS = SHARED / "fixtures" / "decoders"
+FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
+QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
+
+
+def fixture_model(name: str):
+    return liif.load_model(shared_file(DECODERS / f"{name}.pth"))
+
+
+@pytest.mark.parametrize("query_path", ["fast", "reference"])
+@pytest.mark.parametrize("name", FIXTURES)
+def test_both_paths_reproduce_the_reference_on_every_query_set(name: str, query_path: str) -> None:
+    model = fixture_model(name)
+    model.query_path = query_path
+    data = np.load(shared_file(DECODERS / f"{name}.npz"))
+    errors = {}
+    with torch.no_grad():
+        latents = model.latents(model.encode(torch.from_numpy(data["inp"])))
+        for query in QUERY_SETS:
+            pred = model.query(latents, torch.from_numpy(data[f"{query}.coord"]), torch.from_numpy(data[f"{query}.cell"]))
+            errors[query] = float((pred - torch.from_numpy(data[f"{query}.pred"])).abs().max())
+    assert max(errors.values()) <= 1e-5, errors
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_reference_checkpoints_load_unchanged_and_save_in_their_format(tmp_path, name: str) -> None:
+    index = json.loads(shared_file(DECODERS / "index.json").read_text())[name]
+    model = fixture_model(name)
+    assert model.spec == index["spec"]
+    assert len(model.state_dict()) == index["keys"]
+    assert sum(p.numel() for p in model.parameters()) == index["params"]
+    liif.save_checkpoint(model, tmp_path / "saved.pth")
+    original = torch.load(DECODERS / f"{name}.pth", weights_only=True)["model"]
+    saved = torch.load(tmp_path / "saved.pth", weights_only=True)["model"]
+    assert (saved["name"], saved["args"]) == (original["name"], original["args"])
+    assert list(saved["sd"]) == list(original["sd"])
+    assert all(torch.equal(saved["sd"][k], v) for k, v in original["sd"].items())
+
+
+def test_lte_keys_after_the_encoder_are_the_reference_s() -> None:
+    """Spec Appendix B: EDSR-baseline-LTE's non-encoder keys, in order, with their shapes."""
+    model = liif.make(CONFIGS["edsr-baseline-lte"][0])
+    tail = [(k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith("encoder.")]
+    assert tail == [("coef.weight", (256, 64, 3, 3)), ("coef.bias", (256,)), ("freq.weight", (256, 64, 3, 3)),
+                    ("freq.bias", (256,)), ("phase.weight", (128, 2)),
+                    ("imnet.layers.0.weight", (256, 256)), ("imnet.layers.0.bias", (256,)),
+                    ("imnet.layers.2.weight", (256, 256)), ("imnet.layers.2.bias", (256,)),
+                    ("imnet.layers.4.weight", (256, 256)), ("imnet.layers.4.bias", (256,)),
+                    ("imnet.layers.6.weight", (3, 256)), ("imnet.layers.6.bias", (3,))]
+
+
+def test_metasr_mlp_is_the_reference_s() -> None:
+    model = liif.make(CONFIGS["edsr-baseline-metasr"][0])
+    assert [tuple(linear.weight.shape) for linear in model.imnet.linears] == [(256, 3), (1728, 256)]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_gradients_agree_between_the_paths_on_a_training_batch(name: str) -> None:
+    """4 inputs of 24x24, 600 sampled queries each at scales in [1, 4], as a small training step."""
+    model = fixture_model(name).train()
+    torch.manual_seed(3)
+    inp = torch.rand(4, 3, 24, 24) * 2 - 1
+    scale = torch.empty(4, 1, 1).uniform_(1, 4)
+    coord = torch.rand(4, 600, 2) * 2 - 1
+    cell = (2 / (24 * scale)).expand(4, 600, 2).contiguous()
+    target = torch.rand(4, 600, 3) * 2 - 1
+    outputs, grads = {}, {}
+    for path in ("reference", "fast"):
+        model.zero_grad()
+        model.query_path = path
+        outputs[path] = model(inp, coord, cell)
+        (outputs[path] - target).abs().mean().backward()
+        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert (outputs["fast"] - outputs["reference"]).abs().max() <= 1e-5
+    assert grads["fast"].keys() == grads["reference"].keys()
+    for key, expected in grads["reference"].items():
+        assert expected.abs().max() > 0, key  # every weight takes part
+        assert (grads["fast"][key] - expected).abs().max() <= 1e-5, key
+
+
+def test_lte_cell_clipping_decodes_large_scales_with_the_x4_cell() -> None:
+    """cell x max(scale / 4, 1), as LTE's test.py: at x12 the model sees the x4 cell, up to x4 the true one."""
+    model = fixture_model("tiny-edsr-lte")
+    assert model.test_cell_clip == 4 and model.cell_clip is None
+    inp = torch.from_numpy(np.load(shared_file(DECODERS / "tiny-edsr-lte.npz"))["inp"])
+    for path in ("fast", "reference"):
+        model.query_path = path
+        for scale, seen in ((12, 4), (3, 3)):
+            size = (20 * scale, 28 * scale)
+            coord = make_coord(size).unsqueeze(0)
+            cell = make_cell(coord, size)
+            with torch.no_grad():
+                model.cell_clip = None
+                expected = model(inp, coord, cell * scale / seen)
+                plain = model(inp, coord, cell)
+                model.cell_clip = 4.0
+                clipped = model(inp, coord, cell)
+            assert (clipped - expected).abs().max() <= 1e-6
+            assert ((clipped - plain).abs().max() > 1e-3) == (scale > 4)
+    model.cell_clip = None
+
+
+def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
+    """Downscaling 5x, the query's move of half an output pixel leaves the tile's latents: a one-line error."""
+    torch.manual_seed(0)
+    model = fixture_model("tiny-edsr-metasr")
+    image = torch.rand(1, 3, 40, 40)
+    whole = liif.render(model, image, (8, 8), tile=10_000)
+    assert whole.shape == (1, 3, 8, 8)
+    with pytest.raises(liif.LiifError, match="more than tiles allow"):
+        liif.render(model, image, (8, 8), tile=8)
