@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import liif
 from conftest import SHARED, shared_file
@@ -125,3 +126,31 @@ def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
     assert whole.shape == (1, 3, 8, 8)
     with pytest.raises(liif.LiifError, match="more than tiles allow"):
         liif.render(model, image, (8, 8), tile=8)
+
+
+def test_eval_clips_lte_cells_by_default_and_the_switch_turns_it_off(tmp_path, capsys) -> None:
+    """``liif eval`` scores LTE as LTE's test.py does (x6 decoded with the x4 cell); --no-cell-clip gives it the
+    true cell; up to x4 nothing changes."""
+    from liif.cli import main
+
+    (tmp_path / "hr").mkdir()
+    Image.open(shared_file(SHARED / "data" / "benchmarks" / "Set14" / "comic.png")).convert("RGB") \
+        .crop((60, 40, 108, 88)).save(tmp_path / "hr" / "comic.png")
+    checkpoint = shared_file(DECODERS / "tiny-edsr-lte.pth")
+    scores = {}
+    for switch in ([], ["--no-cell-clip"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", "--quiet", "--model", str(checkpoint), "--data", str(tmp_path / "hr"), "--scales", "3,6",
+                  "--device", "cpu", "--out", str(tmp_path / "out"), *switch])
+        assert exit_info.value.code == 0, capsys.readouterr().err
+        scores[bool(switch)] = json.loads((tmp_path / "out" / "results.json").read_text())["hr"]
+    assert scores[False]["x3"] == scores[True]["x3"]
+    assert abs(scores[False]["x6"]["psnr"] - scores[True]["x6"]["psnr"]) > 1e-3
+
+    model = fixture_model("tiny-edsr-lte")
+    clipped = liif.evaluate(model, tmp_path / "hr", scales=[6], device="cpu", progress=False).means()
+    assert model.cell_clip is None  # evaluate restores the model's own setting
+    model.cell_clip = 4.0
+    assert liif.evaluate(model, tmp_path / "hr", scales=[6], device="cpu", progress=False,
+                         cell_clip=False).means() != clipped  # cell_clip=False really switches it off
+    assert model.cell_clip == 4.0
