@@ -154,3 +154,31 @@ def test_eval_clips_lte_cells_by_default_and_the_switch_turns_it_off(tmp_path, c
     assert liif.evaluate(model, tmp_path / "hr", scales=[6], device="cpu", progress=False,
                          cell_clip=False).means() != clipped  # cell_clip=False really switches it off
     assert model.cell_clip == 4.0
+
+
+@pytest.mark.parametrize("name", ["metasr", "lte"])
+def test_liif_train_trains_each_decoder_into_a_reference_format_checkpoint(tmp_path, name: str) -> None:
+    """configs/smoke.yaml with the decoder's SMALL model: the second epoch moves every part, and the checkpoints
+    are the reference format that builds the decoder."""
+    import yaml
+
+    from conftest import ROOT
+    from facts import SMALL
+    from liif.cli import main
+
+    config = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    config["model"] = SMALL[name]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    set14 = shared_file(SHARED / "data" / "benchmarks" / "Set14")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--quiet", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"),
+              "--set", f"train_dataset.dataset.args.root_path={set14}",
+              "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=1"])
+    assert exit_info.value.code == 0
+    ckpt = torch.load(tmp_path / "run" / "epoch-last.pth", weights_only=True)
+    assert (ckpt["model"]["name"], ckpt["model"]["args"]) == (name, SMALL[name]["args"])
+    assert ckpt["epoch"] == 2
+    first = liif.load_model(tmp_path / "run" / "epoch-1.pth").state_dict()
+    last = liif.load_model(tmp_path / "run" / "epoch-last.pth").state_dict()
+    moved = {k.split(".")[0] for k, v in first.items() if not torch.equal(v, last[k])}
+    assert moved == {"encoder", "imnet"} | ({"coef", "freq", "phase"} if name == "lte" else set())
