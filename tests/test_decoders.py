@@ -34,7 +34,8 @@ def test_both_paths_reproduce_the_reference_on_every_query_set(name: str, query_
     with torch.no_grad():
         latents = model.latents(model.encode(torch.from_numpy(data["inp"])))
         for query in QUERY_SETS:
-            pred = model.query(latents, torch.from_numpy(data[f"{query}.coord"]), torch.from_numpy(data[f"{query}.cell"]))
+            coord, cell = torch.from_numpy(data[f"{query}.coord"]), torch.from_numpy(data[f"{query}.cell"])
+            pred = model.query(latents, coord, cell)
             errors[query] = float((pred - torch.from_numpy(data[f"{query}.pred"])).abs().max())
     assert max(errors.values()) <= 1e-5, errors
 

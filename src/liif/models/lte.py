@@ -119,7 +119,8 @@ class LTE(TwoPathModel):
         q_coef, q_freq = estimates.split(self.hidden_dim, dim=-1)
         rel_coord = torch.stack([torch.stack([f[2], f[3]], dim=-1) for f in found]).view(-1, 2)
         rel_cell = cell * torch.tensor([h, w], dtype=cell.dtype, device=cell.device)
-        phase = self.phase(rel_cell).reshape(1, batch * n_queries, -1).expand(len(found), -1, -1).reshape(rows.shape[0], -1)
+        phase = self.phase(rel_cell).reshape(1, batch * n_queries, -1).expand(len(found), -1, -1)
+        phase = phase.reshape(rows.shape[0], -1)
         linears = self.imnet.linears
         hidden = mlp_tail(linears[0](q_coef * basis(q_freq, rel_coord, phase)), linears[1:])
         preds = hidden.view(len(found), batch, n_queries, -1).unbind(0)
