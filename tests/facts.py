@@ -11,6 +11,16 @@ def liif_spec(encoder: dict = EDSR, imnet: dict | None = MLP, **switches: bool) 
     return {"name": "liif", "args": {"encoder_spec": encoder, **({"imnet_spec": imnet} if imnet else {}), **switches}}
 
 
+def metasr_spec(encoder: dict = EDSR) -> dict:
+    return {"name": "metasr", "args": {"encoder_spec": encoder}}
+
+
+def lte_spec(encoder: dict = EDSR) -> dict:
+    return {"name": "lte", "args": {"encoder_spec": encoder, "imnet_spec": MLP_LTE, "hidden_dim": 256}}
+
+
+MLP_LTE = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256]}}
+
 # name -> (spec, number of state-dict keys, number of parameters)
 CONFIGS = {
     "edsr-baseline-liif": (liif_spec(), 82, 1_567_323),
@@ -22,10 +32,14 @@ CONFIGS = {
     "edsr-baseline-x2": (liif_spec({"name": "edsr-baseline", "args": {}}, None), 76, 1_369_883),
     "rdn-liif": (liif_spec(RDN), 306, 22_320_835),
     "rdn-x2": (liif_spec({"name": "rdn", "args": {}}, None), 300, 22_123_395),
+    "edsr-baseline-metasr": (metasr_spec(), 76, 1_665_560),
+    "rdn-metasr": (metasr_spec(RDN), 300, 22_419_072),
+    "edsr-baseline-lte": (lte_spec(), 85, 1_714_267),  # spec 2.8 and Appendix B
+    "rdn-lte": (lte_spec(RDN), 309, 22_467_779),
 }
 # The configurations the reference trains on DIV2K (configs/train-div2k/<name>.yaml).
 TRAINED = ("edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u", "edsr-baseline-liif-e",
-           "edsr-baseline-liif-d", "rdn-liif")
+           "edsr-baseline-liif-d", "rdn-liif", "edsr-baseline-metasr", "rdn-metasr", "edsr-baseline-lte", "rdn-lte")
 # A small instance of every registered model, for tests that run each of them.
 SMALL = {
     "edsr-baseline": {"name": "edsr-baseline", "args": {"n_resblocks": 2, "n_feats": 8, "no_upsampling": True}},
@@ -34,4 +48,10 @@ SMALL = {
     "mlp": {"name": "mlp", "args": {"in_dim": 6, "out_dim": 3, "hidden_list": [16]}},
     "liif": liif_spec({"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}},
                       {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}),
+    "metasr": metasr_spec({"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 4, "no_upsampling": True}}),
+    "lte": {"name": "lte", "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}},
+        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}, "hidden_dim": 16}},
 }
+# The registered models that decode coordinates (the renderer's ImplicitModel): the tests render each of them.
+IMPLICIT = ("liif", "lte", "metasr")

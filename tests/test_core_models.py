@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import liif
-from facts import CONFIGS, EDSR, SMALL
+from facts import CONFIGS, EDSR, IMPLICIT, SMALL
 from liif.geometry import make_cell, make_coord
+from liif.models import ImplicitModel
 from liif.registry import MODELS
 
 
@@ -20,6 +21,11 @@ def test_config_builds_with_reference_keys_and_sizes(name: str) -> None:
     assert model.spec == spec
 
 
+def test_the_implicit_models_are_the_registered_image_decoders() -> None:
+    decoders = {name for name in MODELS.names() if isinstance(liif.make(SMALL[name]), ImplicitModel)}
+    assert decoders == set(IMPLICIT)
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model_builds_and_round_trips_a_checkpoint(tmp_path, name: str) -> None:
     torch.manual_seed(0)
@@ -27,7 +33,7 @@ def test_every_registered_model_builds_and_round_trips_a_checkpoint(tmp_path, na
     assert model.spec == SMALL[name]
     liif.save_checkpoint(model, tmp_path / f"{name}.pth")
     loaded = liif.load_model(tmp_path / f"{name}.pth")
-    if name == "liif":
+    if name in IMPLICIT:
         coord = make_coord((9, 7)).unsqueeze(0)
         args = (torch.rand(1, 3, 5, 4), coord, make_cell(coord, (9, 7)))
     else:

@@ -6,7 +6,8 @@ from the HR: h = floor(H/s + 1e-9), HR cropped top-left to round(h*s), then bicu
 (--degrade pil, the reference; or matlab, MATLAB's imresize). The model renders the HR grid (cell 2/H, 2/W);
 its output is not quantised unless --quantize. PSNR in float64: benchmark = Y (EDSR weights), shave s;
 div2k = RGB, shave s + 6. SSIM on Y (11x11 Gaussian, sigma 1.5), same shave. Bicubic = PIL bicubic of the
-same LR. Scores are per image, then the dataset mean.
+same LR. Scores are per image, then the dataset mean. LTE models are tested as LTE's test.py tests them: above
+x4 they decode the x4 cell (cell x max(s/4, 1)); --no-cell-clip gives them the true cell.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pil or matlab (make every LR from the HR) (default auto)")
     parser.add_argument("--quantize", action="store_true", help="round the model output to 8 bits before scoring")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips and transposes")
+    parser.add_argument("--no-cell-clip", dest="cell_clip", action="store_false",
+                        help="decode the true cell at every scale; by default a model tested with cell clipping "
+                             "by its authors (LTE) gets the cell of x4 at scales above x4")
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
     parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_out_dir(args.out)
     results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
                        args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
-                       precision=args.precision, shard=(procs.rank, procs.world_size))
+                       precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip)
     results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
     if procs.is_main:
         print(results.markdown())

@@ -193,10 +193,12 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
              scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
-             model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1)) -> EvalResults:
+             model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1),
+             cell_clip: bool = True) -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
     ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
-    only the r-th of every W (dataset, scale, image) items, for W processes sharing the work.
+    only the r-th of every W (dataset, scale, image) items, for W processes sharing the work. ``cell_clip``
+    applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
 
     Every dataset and scale is checked before the model loads, so bad input fails at once.
     """
@@ -211,15 +213,20 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
     mine = items[shard[0]::shard[1]]
-    with tqdm(total=len(mine), disable=not progress, unit="img", dynamic_ncols=True) as bar:
-        for dataset, scale, source, image in mine:
-            bar.set_description(f"{dataset.name} {scale_key(scale)}")
-            try:
-                hr, lr = hr_lr_pair(dataset, image, scale, source)
-                values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble,
-                                        precision)
-            except ValueError as exc:  # an image too small for this scale or its shave
-                raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
-            scores.append(ImageScore(dataset.name, scale, image, source, *values))
-            bar.update()
+    own_clip = model.cell_clip
+    model.cell_clip = model.test_cell_clip if cell_clip else None
+    try:
+        with tqdm(total=len(mine), disable=not progress, unit="img", dynamic_ncols=True) as bar:
+            for dataset, scale, source, image in mine:
+                bar.set_description(f"{dataset.name} {scale_key(scale)}")
+                try:
+                    hr, lr = hr_lr_pair(dataset, image, scale, source)
+                    values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble,
+                                            precision)
+                except ValueError as exc:  # an image too small for this scale or its shave
+                    raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
+                scores.append(ImageScore(dataset.name, scale, image, source, *values))
+                bar.update()
+    finally:
+        model.cell_clip = own_clip
     return EvalResults(model_name, scores)

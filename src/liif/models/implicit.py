@@ -15,6 +15,8 @@ import torch.nn as nn
 from liif.normalization import DataNorm
 from liif.runtime import query_chunk
 
+QUERY_PATHS = ("fast", "reference")
+
 
 @dataclass(frozen=True)
 class LatentWindow:
@@ -42,6 +44,52 @@ class LatentWindow:
         return (local_y * cols + local_x + batch_offset).reshape(-1)
 
 
+@dataclass
+class FeatureLatents:
+    """A reference path's latents: the whole feature map (B, C, h, w)."""
+
+    feat: torch.Tensor
+
+
+@dataclass
+class TableLatents:
+    """A fast path's latents: per-latent values (B, rows*cols, D), row-major over ``window``."""
+
+    values: torch.Tensor
+    window: LatentWindow
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """The values as one (B * rows * cols, D) table, the rows ``LatentWindow.rows_of`` indexes."""
+        return self.values.reshape(-1, self.values.shape[-1])
+
+
+def table_latents(values: torch.Tensor, grid_shape: tuple[int, int], origin: tuple[int, int],
+                  trim: int) -> TableLatents:
+    """Per-latent values (B, D, rows, cols) of a window at ``origin`` of ``grid_shape`` as a table, less the
+    outermost ``trim`` latents on every side that does not touch the grid's border (a convolution over the window
+    computed those without the neighbours beyond)."""
+    rows, cols = values.shape[-2:]
+    top, left = origin
+    trim_top, trim_left = trim * (top > 0), trim * (left > 0)
+    trim_bottom, trim_right = trim * (top + rows < grid_shape[0]), trim * (left + cols < grid_shape[1])
+    values = values[:, :, trim_top:rows - trim_bottom, trim_left:cols - trim_right]
+    window = LatentWindow(tuple(grid_shape), (top + trim_top, left + trim_left), tuple(values.shape[2:]))
+    return TableLatents(values.flatten(2).transpose(1, 2).contiguous(), window)
+
+
+def check_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool) -> None:
+    """Raise a clear ValueError unless coord (and cell, when used) are (B, Q, 2) tensors."""
+    if not isinstance(coord, torch.Tensor) or coord.dim() != 3 or coord.shape[-1] != 2:
+        raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(getattr(coord, 'shape', ()))}")
+    if needs_cell:
+        if cell is None:
+            raise ValueError("this model decodes cells: pass cell, a (B, Q, 2) tensor")
+        if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
+            raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, "
+                             f"got {tuple(getattr(cell, 'shape', ()))}")
+
+
 class ImplicitModel(nn.Module):
     """An encoder's latent grid decoded at any coordinate; ``forward(inp, coord, cell)`` has the reference signature.
 
@@ -53,10 +101,23 @@ class ImplicitModel(nn.Module):
     encoder: nn.Module
     feature_halo: int = 0
     latent_reach: int = 0
+    # The scale its authors clip the cell at when testing (LTE: 4), or None; ``liif eval`` applies it by default.
+    test_cell_clip: float | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.data_norm = DataNorm()
+        # Test-time cell clipping: cells smaller than those of this scale are decoded as this scale's cells.
+        self.cell_clip: float | None = None
+
+    def clip_cell(self, cell: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
+        """``cell`` as the decoder sees it: with ``cell_clip`` set, the cell times max(scale / cell_clip, 1) per
+        axis (LTE's test.py), where the scale is latents per output pixel over the cell."""
+        if self.cell_clip is None:
+            return cell
+        floor = torch.tensor([2 / (grid_shape[0] * self.cell_clip), 2 / (grid_shape[1] * self.cell_clip)],
+                             dtype=cell.dtype, device=cell.device)
+        return torch.maximum(cell, floor)
 
     @property
     def receptive_radius(self) -> int:
@@ -97,3 +158,50 @@ class ImplicitModel(nn.Module):
         if torch.is_grad_enabled():
             return self.query(latents, coord, cell)
         return self.query_chunked(latents, coord, cell)
+
+
+class TwoPathModel(ImplicitModel):
+    """A decoder with two query paths computing one function: ``reference`` follows the reference code step by
+    step on the whole feature map; ``fast`` (the default) gathers per-latent tables by integer index and works on
+    windows of the grid. ``query_path`` picks one; subclasses define ``reference_query``, ``fast_latents`` and
+    ``fast_query``."""
+
+    query_path: str = "fast"
+
+    @property
+    def needs_cell(self) -> bool:
+        return True
+
+    @property
+    def windowed(self) -> bool:
+        return self.query_path == "fast"
+
+    def latents(self, feat: torch.Tensor, grid_shape: tuple[int, int] | None = None,
+                origin: tuple[int, int] = (0, 0)) -> FeatureLatents | TableLatents:
+        if self.query_path not in QUERY_PATHS:
+            raise ValueError(f"query_path must be one of {QUERY_PATHS}, not {self.query_path!r}")
+        if self.query_path == "reference":
+            if grid_shape not in (None, tuple(feat.shape[-2:])):
+                raise ValueError("the reference query path works on whole feature grids only")
+            return FeatureLatents(feat)
+        return self.fast_latents(feat, tuple(grid_shape or feat.shape[-2:]), origin)
+
+    def query(self, latents: FeatureLatents | TableLatents, coord: torch.Tensor,
+              cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs (B, Q, C) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
+        check_queries(coord, cell, self.needs_cell)
+        if isinstance(latents, FeatureLatents):
+            grid_shape = tuple(latents.feat.shape[-2:])
+            cell = None if cell is None else self.clip_cell(cell, grid_shape)
+            return self.reference_query(latents.feat, coord, cell)
+        cell = None if cell is None else self.clip_cell(cell, latents.window.grid_shape)
+        return self.fast_query(latents, coord, cell)
+
+    def reference_query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fast_latents(self, feat: torch.Tensor, grid_shape: tuple[int, int], origin: tuple[int, int]) -> TableLatents:
+        raise NotImplementedError
+
+    def fast_query(self, latents: TableLatents, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError

@@ -9,7 +9,6 @@ its coordinate and cell terms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,30 +16,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liif.geometry import make_coord
-from liif.models.implicit import ImplicitModel, LatentWindow
+from liif.models.implicit import TableLatents, TwoPathModel, table_latents
 from liif.registry import make, register
 
-QUERY_PATHS = ("fast", "reference")
 # Boundary ties are pushed to the positive side, and clamping keeps every lookup inside the grid.
 EPS_SHIFT = 1e-6
 CLAMP = 1 - 1e-6
 AREA_EPS = 1e-9
-
-
-@dataclass
-class FeatureLatents:
-    """The reference path's latents: the whole feature map (B, C, h, w)."""
-
-    feat: torch.Tensor
-
-
-@dataclass
-class TableLatents:
-    """The fast path's latents: per-latent values (B, rows*cols, D), row-major over ``window``; the first
-    layer's pre-activations, or the features themselves for a model without decoder."""
-
-    values: torch.Tensor
-    window: LatentWindow
+# The local ensemble's (vx, vy) neighbour shifts in the reference's loop order.
+ENSEMBLE_SHIFTS = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
 
 
 def nearest_index(u: torch.Tensor, n: int) -> torch.Tensor:
@@ -57,6 +41,44 @@ def blend_ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor], local_e
     for pred, area in zip(preds, areas):
         out = out + pred * (area / total).unsqueeze(-1)
     return out
+
+
+def reference_neighbours(feat: torch.Tensor, coord: torch.Tensor, shifts: list[tuple[int, int]],
+                          eps: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The reference's lookup (spec 4.5): for each (vx, vy) shift, the feature (B, Q, C) of the latent nearest to
+    the shifted, clamped query by ``grid_sample`` and the query's offset from its centre in latents (B, Q, 2)."""
+    batch, _, h, w = feat.shape
+    rx, ry = 2 / h / 2, 2 / w / 2
+    feat_coord = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1)
+    feat_coord = feat_coord.unsqueeze(0).expand(batch, 2, h, w).to(feat.dtype)
+    scale_hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
+    found = []
+    for vx, vy in shifts:
+        shifted = coord.clone()
+        shifted[:, :, 0] += vx * rx + eps
+        shifted[:, :, 1] += vy * ry + eps
+        shifted.clamp_(-CLAMP, CLAMP)
+        grid = shifted.flip(-1).unsqueeze(1)
+        q_feat = F.grid_sample(feat, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+        q_coord = F.grid_sample(feat_coord, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
+        found.append((q_feat, (coord - q_coord) * scale_hw))
+    return found
+
+
+def fast_neighbours(coord: torch.Tensor, grid_shape: tuple[int, int], shifts: list[tuple[int, int]],
+                    eps: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The same lookup by integer index: for each shift, the latent's (row, col) indices (B, Q) and the query's
+    offsets from its centre in latents, (rel_y, rel_x), each (B, Q)."""
+    h, w = grid_shape
+    centres_y = make_coord((h,), device=coord.device).view(-1).to(coord.dtype)
+    centres_x = make_coord((w,), device=coord.device).view(-1).to(coord.dtype)
+    rx, ry = 2 / h / 2, 2 / w / 2
+    found = []
+    for vx, vy in shifts:
+        iy = nearest_index((coord[..., 0] + (vx * rx + eps)).clamp(-CLAMP, CLAMP), h).clamp(0, h - 1)
+        ix = nearest_index((coord[..., 1] + (vy * ry + eps)).clamp(-CLAMP, CLAMP), w).clamp(0, w - 1)
+        found.append((iy, ix, (coord[..., 0] - centres_y[iy]) * h, (coord[..., 1] - centres_x[ix]) * w))
+    return found
 
 
 def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
@@ -81,7 +103,7 @@ def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
 
 
 @register("liif")
-class LIIF(ImplicitModel):
+class LIIF(TwoPathModel):
     """Encoder plus MLP decoder with the reference's three switches; ``query_path`` picks the algorithm."""
 
     def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None,
@@ -96,39 +118,20 @@ class LIIF(ImplicitModel):
         else:
             in_dim = self.encoder.out_dim * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
             self.imnet = make(imnet_spec, args={"in_dim": in_dim})
-        self.query_path = "fast"
         self.feature_halo = int(feat_unfold and self.imnet is not None)
         # The local ensemble's nearest latents lie within two latents of the one under the query
         # (half a cell of shift, rounding to the nearest centre, and the tie-breaking eps).
         self.latent_reach = 2
 
     @property
-    def windowed(self) -> bool:
-        return self.query_path == "fast"
+    def needs_cell(self) -> bool:
+        return self.cell_decode and self.imnet is not None
 
     def shifts(self) -> tuple[list[tuple[int, int]], float]:
-        """The (vy, vx) neighbour shifts in the reference's loop order, and the tie-breaking eps."""
+        """The (vx, vy) neighbour shifts in the reference's loop order, and the tie-breaking eps."""
         if self.local_ensemble:
-            return [(-1, -1), (-1, 1), (1, -1), (1, 1)], EPS_SHIFT
+            return ENSEMBLE_SHIFTS, EPS_SHIFT
         return [(0, 0)], 0.0
-
-    def latents(self, feat: torch.Tensor, grid_shape: tuple[int, int] | None = None,
-                origin: tuple[int, int] = (0, 0)) -> FeatureLatents | TableLatents:
-        if self.query_path not in QUERY_PATHS:
-            raise ValueError(f"query_path must be one of {QUERY_PATHS}, not {self.query_path!r}")
-        if self.query_path == "reference":
-            if grid_shape not in (None, tuple(feat.shape[-2:])):
-                raise ValueError("the reference query path works on whole feature grids only")
-            return FeatureLatents(feat)
-        return self.table_latents(feat, grid_shape or tuple(feat.shape[-2:]), origin)
-
-    def query(self, latents: FeatureLatents | TableLatents, coord: torch.Tensor,
-              cell: torch.Tensor | None = None) -> torch.Tensor:
-        """Colours (B, Q, 3) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
-        check_queries(coord, cell, self.cell_decode and self.imnet is not None)
-        if isinstance(latents, FeatureLatents):
-            return self.reference_query(latents.feat, coord, cell)
-        return self.fast_query(latents, coord, cell)
 
     def reference_query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
         """The reference algorithm (spec section 4.5), kept as the executable statement of the math."""
@@ -138,21 +141,9 @@ class LIIF(ImplicitModel):
         batch, channels, h, w = feat.shape
         if self.feat_unfold:
             feat = F.unfold(feat, 3, padding=1).view(batch, channels * 9, h, w)
-        shifts, eps = self.shifts()
-        rx, ry = 2 / h / 2, 2 / w / 2
-        feat_coord = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1)
-        feat_coord = feat_coord.unsqueeze(0).expand(batch, 2, h, w).to(feat.dtype)
         scale_hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
         preds, areas = [], []
-        for vx, vy in shifts:
-            shifted = coord.clone()
-            shifted[:, :, 0] += vx * rx + eps
-            shifted[:, :, 1] += vy * ry + eps
-            shifted.clamp_(-CLAMP, CLAMP)
-            grid = shifted.flip(-1).unsqueeze(1)
-            q_feat = F.grid_sample(feat, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
-            q_coord = F.grid_sample(feat_coord, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
-            rel_coord = (coord - q_coord) * scale_hw
+        for q_feat, rel_coord in reference_neighbours(feat, coord, *self.shifts()):
             parts = [q_feat, rel_coord]
             if self.cell_decode:
                 parts.append(cell * scale_hw)
@@ -160,32 +151,22 @@ class LIIF(ImplicitModel):
             areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + AREA_EPS)
         return blend_ensemble(preds, areas, self.local_ensemble)
 
-    def table_latents(self, feat: torch.Tensor, grid_shape: tuple[int, int], origin: tuple[int, int]) -> TableLatents:
-        """First-layer pre-activations per latent code of a feature window (B, C, rows, cols).
-
-        A window that does not touch the grid's border on some side loses its outermost latent there,
-        because the 3x3 unfolding needs the neighbour beyond it.
-        """
-        batch, channels, rows, cols = feat.shape
+    def fast_latents(self, feat: torch.Tensor, grid_shape: tuple[int, int], origin: tuple[int, int]) -> TableLatents:
+        """First-layer pre-activations per latent code of a feature window (B, C, rows, cols): a 3x3 convolution
+        when unfolding, which loses the window's outermost latent on sides inside the grid."""
         if self.imnet is None:
-            values = feat
-        else:
-            kernel = 3 if self.feat_unfold else 1
-            first = self.imnet.linears[0]
-            weight = first.weight[:, :channels * kernel * kernel].reshape(-1, channels, kernel, kernel)
-            values = F.conv2d(feat, weight, first.bias, padding=kernel // 2)
-        top, left = origin
-        halo = self.feature_halo
-        trim_top, trim_left = halo * (top > 0), halo * (left > 0)
-        trim_bottom, trim_right = halo * (top + rows < grid_shape[0]), halo * (left + cols < grid_shape[1])
-        values = values[:, :, trim_top:rows - trim_bottom, trim_left:cols - trim_right]
-        window = LatentWindow(tuple(grid_shape), (top + trim_top, left + trim_left), tuple(values.shape[2:]))
-        return TableLatents(values.flatten(2).transpose(1, 2).contiguous(), window)
+            return table_latents(feat, grid_shape, origin, 0)
+        kernel = 3 if self.feat_unfold else 1
+        first = self.imnet.linears[0]
+        channels = feat.shape[1]
+        weight = first.weight[:, :channels * kernel * kernel].reshape(-1, channels, kernel, kernel)
+        values = F.conv2d(feat, weight, first.bias, padding=kernel // 2)
+        return table_latents(values, grid_shape, origin, self.feature_halo)
 
     def fast_query(self, latents: TableLatents, coord: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
         """The same function as ``reference_query``, by gathering per-latent first-layer pre-activations."""
         h, w = latents.window.grid_shape
-        table = latents.values.reshape(-1, latents.values.shape[-1])
+        table = latents.rows
         batch, n_queries = coord.shape[:2]
         if self.imnet is None:
             iy, ix = nearest_index(coord[..., 0], h), nearest_index(coord[..., 1], w)
@@ -193,16 +174,9 @@ class LIIF(ImplicitModel):
             rows = latents.window.rows_of(iy.clamp(0, h - 1), ix.clamp(0, w - 1))
             return table.index_select(0, rows).view(batch, n_queries, -1) * inside.unsqueeze(-1)
 
-        centres_y = make_coord((h,), device=coord.device).view(-1).to(coord.dtype)
-        centres_x = make_coord((w,), device=coord.device).view(-1).to(coord.dtype)
         shifts, eps = self.shifts()
-        rx, ry = 2 / h / 2, 2 / w / 2
         index_y, index_x, rel_terms, areas = [], [], [], []
-        for vx, vy in shifts:
-            iy = nearest_index((coord[..., 0] + (vx * rx + eps)).clamp(-CLAMP, CLAMP), h).clamp(0, h - 1)
-            ix = nearest_index((coord[..., 1] + (vy * ry + eps)).clamp(-CLAMP, CLAMP), w).clamp(0, w - 1)
-            rel_y = (coord[..., 0] - centres_y[iy]) * h
-            rel_x = (coord[..., 1] - centres_x[ix]) * w
+        for iy, ix, rel_y, rel_x in fast_neighbours(coord, (h, w), shifts, eps):
             terms = [rel_y, rel_x]
             if self.cell_decode:
                 terms += [cell[..., 0] * h, cell[..., 1] * w]
@@ -220,15 +194,3 @@ class LIIF(ImplicitModel):
         hidden = mlp_tail(hidden, linears[1:])
         preds = hidden.view(len(shifts), batch, n_queries, -1).unbind(0)
         return blend_ensemble(list(preds), areas, self.local_ensemble)
-
-
-def check_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool) -> None:
-    """Raise a clear ValueError unless coord (and cell, when used) are (B, Q, 2) tensors."""
-    if not isinstance(coord, torch.Tensor) or coord.dim() != 3 or coord.shape[-1] != 2:
-        raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(getattr(coord, 'shape', ()))}")
-    if needs_cell:
-        if cell is None:
-            raise ValueError("this model decodes cells: pass cell, a (B, Q, 2) tensor")
-        if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
-            raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, "
-                             f"got {tuple(getattr(cell, 'shape', ()))}")
