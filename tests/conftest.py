@@ -22,3 +22,23 @@ def shared_file(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared material absent: {path}")
     return path
+
+
+def both_paths_training_step(model: torch.nn.Module, batch: int, side: int, queries: int, seed: int
+                             ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """One L1 training step on random inputs (``batch`` x ``side``², ``queries`` samples at scales in [1, 4]) by
+    each query path: the outputs and the gradients of every trainable tensor, by path."""
+    torch.manual_seed(seed)
+    inp = torch.rand(batch, 3, side, side) * 2 - 1
+    scale = torch.empty(batch, 1, 1).uniform_(1, 4)
+    coord = torch.rand(batch, queries, 2) * 2 - 1
+    cell = (2 / (side * scale)).expand(batch, queries, 2).contiguous()
+    target = torch.rand(batch, queries, 3) * 2 - 1
+    outputs, grads = {}, {}
+    for path in ("reference", "fast"):
+        model.zero_grad()
+        model.query_path = path
+        outputs[path] = model(inp, coord, cell)
+        (outputs[path] - target).abs().mean().backward()
+        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return outputs, grads

@@ -7,7 +7,7 @@ import torch
 
 import liif
 import liif.runtime
-from conftest import REFERENCE, shared_file
+from conftest import REFERENCE, both_paths_training_step, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell, make_coord
 
@@ -45,19 +45,7 @@ def test_integer_scales_cell_boundaries_and_borders(released, scale: float) -> N
 
 def test_gradients_match_on_a_training_batch(released) -> None:
     """16 inputs of 48x48, 2304 sampled queries each, as the reference training recipe."""
-    torch.manual_seed(2)
-    inp = torch.rand(16, 3, 48, 48) * 2 - 1
-    scale = torch.empty(16, 1, 1).uniform_(1, 4)
-    coord = torch.rand(16, 2304, 2) * 2 - 1
-    cell = (2 / (48 * scale)).expand(16, 2304, 2).contiguous()
-    target = torch.rand(16, 2304, 3) * 2 - 1
-    grads = {}
-    for path in ("reference", "fast"):
-        released.zero_grad()
-        released.query_path = path
-        loss = (released(inp, coord, cell) - target).abs().mean()
-        loss.backward()
-        grads[path] = {n: p.grad.clone() for n, p in released.named_parameters() if p.grad is not None}
+    _, grads = both_paths_training_step(released, batch=16, side=48, queries=2304, seed=2)
     assert grads["fast"].keys() == grads["reference"].keys()
     assert len(grads["fast"]) == 78  # every tensor but the 4 frozen MeanShift ones
     worst = max(float((grads["fast"][n] - grads["reference"][n]).abs().max()) for n in grads["fast"])

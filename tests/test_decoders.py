@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import SHARED, shared_file
+from conftest import SHARED, both_paths_training_step, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell
 
@@ -75,20 +75,7 @@ def test_metasr_mlp_is_the_reference_s() -> None:
 @pytest.mark.parametrize("name", FIXTURES)
 def test_gradients_agree_between_the_paths_on_a_training_batch(name: str) -> None:
     """4 inputs of 24x24, 600 sampled queries each at scales in [1, 4], as a small training step."""
-    model = fixture_model(name).train()
-    torch.manual_seed(3)
-    inp = torch.rand(4, 3, 24, 24) * 2 - 1
-    scale = torch.empty(4, 1, 1).uniform_(1, 4)
-    coord = torch.rand(4, 600, 2) * 2 - 1
-    cell = (2 / (24 * scale)).expand(4, 600, 2).contiguous()
-    target = torch.rand(4, 600, 3) * 2 - 1
-    outputs, grads = {}, {}
-    for path in ("reference", "fast"):
-        model.zero_grad()
-        model.query_path = path
-        outputs[path] = model(inp, coord, cell)
-        (outputs[path] - target).abs().mean().backward()
-        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    outputs, grads = both_paths_training_step(fixture_model(name).train(), batch=4, side=24, queries=600, seed=3)
     assert (outputs["fast"] - outputs["reference"]).abs().max() <= 1e-5
     assert grads["fast"].keys() == grads["reference"].keys()
     for key, expected in grads["reference"].items():
