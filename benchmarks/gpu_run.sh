@@ -6,8 +6,9 @@
 #       bash benchmarks/gpu_run.sh                  # rehearsal on a CPU
 #
 # Set-up, once, in the repo root (both folders ignored through .git/info/exclude):
-#   .whl/       the pypng wheel (liif.imageio needs it; the machine has no network):
-#               .venv/bin/pip download --no-deps --only-binary=:all: -d .whl pypng
+#   .whl/       the pypng and PyAV wheels (liif.imageio and liif.video need them; the machine has no network;
+#               PyAV's wheel carries its FFmpeg and is abi3: cp311-abi3 serves any Python >= 3.11 there):
+#               .venv/bin/pip download --no-deps --only-binary=:all: -d .whl pypng av
 #   .gpu_data/  copies of ../shared (data/benchmarks/{Set5,Set14}, fixtures/reference), same layout
 #
 # Time: ~1-2 min of machine start outside this script; the tests are bounded at 200 s, and gpu_check gets what
@@ -44,9 +45,9 @@ echo "== shared material: $LIIF_SHARED ($(ls "$DATA" 2>/dev/null | tr '\n' ' '))
 
 echo "== nvidia-smi"
 timeout 30 nvidia-smi || echo "(no nvidia-smi)"
-timeout 60 python3 -c "import sys, torch, png, liif; print('python', sys.version.split()[0], '| torch', torch.__version__,
-'| CUDA', torch.version.cuda, '| available', torch.cuda.is_available(), '| liif from', liif.__file__)" \
-    || echo "!! python3 cannot import torch, png or liif"
+timeout 60 python3 -c "import sys, torch, png, av, liif; print('python', sys.version.split()[0], '| torch', torch.__version__,
+'| CUDA', torch.version.cuda, '| available', torch.cuda.is_available(), '| PyAV', av.__version__, '| liif from', liif.__file__)" \
+    || echo "!! python3 cannot import torch, png, av or liif"
 
 echo "== GPU tests ($(( SECONDS - START )) s)"
 TIMEOUT_ARGS=()  # pytest-timeout, where installed (the image has it): a hung test fails alone

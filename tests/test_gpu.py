@@ -268,3 +268,25 @@ def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:
                         *train_args(tmp_path / "run", "--set", "compile=true")], timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "run")
+
+
+def test_video_on_cuda_batches_frames_like_single_frames(tmp_path: Path) -> None:
+    """Video upscaling on the GPU: 4 frames per model call render as 1 frame per call does (within one level
+    after truncation), every frame and the sound are kept."""
+    from clips import make_clip, packets
+
+    source = make_clip(tmp_path / "clip.mp4", frames=12, size=(64, 48))
+    model = liif.load_model("edsr-baseline-liif", "cuda")
+    for batch in (1, 4):
+        result = liif.upscale_video(source, tmp_path / f"b{batch}.mkv", scale=2.5, codec="ffv1", model=model,
+                                    batch=batch)
+        assert (result.frames, result.size) == (12, (160, 120))
+    import av
+
+    frames = {}
+    for batch in (1, 4):
+        with av.open(str(tmp_path / f"b{batch}.mkv")) as container:
+            frames[batch] = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+    assert len(frames[4]) == 12
+    assert max(np.abs(a - b).max() for a, b in zip(frames[1], frames[4])) <= 1
+    assert packets(tmp_path / "b4.mkv", "audio") == packets(source, "audio")

@@ -9,9 +9,10 @@ from liif.pretrained import DEFAULT_MODEL, pretrained_names
 from liif.registry import make, register
 from liif.renderer import render
 from liif.upscale import upscale
+from liif.video.upscale import upscale_video
 
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "save_checkpoint", "make_coord", "make_cell", "Geometry", "DataNorm", "make", "register",
-           "pretrained_names", "DEFAULT_MODEL", "evaluate", "render", "upscale", "LiifError", "CheckpointError",
-           "__version__"]
+           "pretrained_names", "DEFAULT_MODEL", "evaluate", "render", "upscale", "upscale_video", "LiifError",
+           "CheckpointError", "__version__"]

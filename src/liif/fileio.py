@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import socket
 import zlib
 from pathlib import Path
@@ -21,9 +22,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     """Call ``write`` on a temporary file beside ``path`` (its folder created if needed), sync it, rename it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    # A short name, so that any legal output name still works; mode 0o666 so the umask alone decides, as for open().
-    tmp = path.with_name(f".liif-{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = temporary_name(path)
+    # Mode 0o666 so the umask alone decides, as for open().
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -36,8 +36,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         raise
 
 
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A fresh temporary name beside ``path`` for a file or folder to be renamed to ``path`` once complete;
+    a killed writer's leftovers in that folder are removed first. Short, so that any legal output name works."""
+    path = Path(path)
+    remove_stale_temporaries(path.parent)
+    return path.with_name(f".liif-{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files this host's killed writers left in ``folder`` (their process is gone)."""
+    """Delete the temporary files and folders this host's killed writers left in ``folder`` (their process is
+    gone)."""
     if os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process instead of probing it
         return
     try:
@@ -48,7 +57,7 @@ def remove_stale_temporaries(folder: Path) -> None:
         match = TEMPORARY.fullmatch(name)
         if match and not process_exists(int(match.group(1))):
             try:
-                (folder / name).unlink(missing_ok=True)
+                remove_path(folder / name)
             except OSError:
                 pass  # another user's leftover in a shared folder: not ours to remove
 
@@ -62,3 +71,11 @@ def process_exists(pid: int) -> bool:
     except (OSError, OverflowError):
         return True  # EPERM: it exists under another user; a pid out of range is left alone
     return True
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a whole folder (a link is removed, never followed); nothing if it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

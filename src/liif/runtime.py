@@ -82,9 +82,10 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
-def query_chunk(device: torch.device) -> int:
-    """Queries per model call: cache-sized on the CPU, sized from free memory on a GPU."""
+def query_chunk(device: torch.device, batch: int = 1) -> int:
+    """Queries per model call for each of ``batch`` pictures: cache-sized on the CPU, sized from free memory
+    on a GPU (shared by the batch)."""
     if device.type != "cuda":
         return CPU_CHUNK
     free, _ = torch.cuda.mem_get_info(device)
-    return max(CPU_CHUNK, min(GPU_MAX_CHUNK, free // GPU_BYTES_PER_QUERY))
+    return max(CPU_CHUNK, min(GPU_MAX_CHUNK, free // (GPU_BYTES_PER_QUERY * batch)))

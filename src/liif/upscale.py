@@ -24,7 +24,7 @@ from liif.geometry import Geometry, Target
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, render_tiles
-from liif.runtime import autocast, check_precision, pick_device
+from liif.runtime import autocast, check_precision, pick_device, query_chunk
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
@@ -104,27 +104,46 @@ def render_picture(model: ImplicitModel, picture: Picture, target: Target, self_
     """Render ``target`` of ``picture`` with ``model`` (on its device) into a Picture of the same depth,
     channels and ICC profile, tile by tile into one output buffer; ``cache`` shares encoder features
     between renders of the same picture (exact: the pixels are the same without it)."""
+    return render_pictures(model, [picture], target, self_ensemble, alpha, precision, tile, chunk_size,
+                           progress, label, cache)[0]
+
+
+@torch.no_grad()
+def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: Target, self_ensemble: bool = False,
+                    alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
+                    progress: bool = False, label: str | None = None,
+                    cache: FeatureCache | None = None) -> list[Picture]:
+    """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
     if alpha not in ALPHA_MODES:
         raise LiifError(f"unknown alpha mode {alpha!r}; use model or bicubic")
     device = next(model.parameters()).device
-    inp = model_input(picture, alpha, device)
-    grid = target.grid(picture.pixels.shape[:2])
-    channels = picture.pixels.shape[2]
-    out = np.empty((*target.size, channels), dtype=picture.pixels.dtype)
-    model_channels = channels if alpha == "model" or not picture.has_alpha else channels - 1
+    inputs = [model_input(picture, alpha, device) for picture in pictures]
+    first = pictures[0]
+    grid = target.grid(first.pixels.shape[:2])
+    channels = first.pixels.shape[2]
+    outs = [np.empty((*target.size, channels), dtype=first.pixels.dtype) for _ in pictures]
+    model_channels = channels if alpha == "model" or not first.has_alpha else channels - 1
     bar = tqdm(total=target.size[0] * target.size[1], desc=label, unit="px", unit_scale=True,
                disable=not progress, leave=True, file=sys.stderr, dynamic_ncols=True)
+    batch = torch.cat(inputs)
+    if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
+        chunk_size = query_chunk(device, len(batch))
     with bar, autocast(device, precision):
-        for row, col, block in render_tiles(model, inp, grid, tile, chunk_size, self_ensemble, cache=cache):
+        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
                 hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
                 raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")
             rows, cols = block.shape[2:]
-            out[row:row + rows, col:col + cols, :model_channels] = quantise(block, picture.max_value, channels)
+            start = 0
+            for out, planes in zip(outs, inputs):  # each picture's planes: its colour, then its alpha if any
+                out[row:row + rows, col:col + cols, :model_channels] = \
+                    quantise(block[start:start + len(planes)], first.max_value, channels)
+                start += len(planes)
             bar.update(rows * cols)
     if model_channels < channels:
-        out[:, :, -1] = bicubic_alpha(picture, target)
-    return Picture(out, picture.icc_profile)
+        for out, picture in zip(outs, pictures):
+            out[:, :, -1] = bicubic_alpha(picture, target)
+    return [Picture(out, picture.icc_profile) for out, picture in zip(outs, pictures)]
 
 
 def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) -> Picture:

@@ -1,10 +1,12 @@
-"""Upscale pictures to any scale, size or region with a LIIF model, in bounded memory.
+"""Upscale pictures, videos and animations to any scale, size or region with a LIIF model, in bounded memory.
 
-Inputs are files, folders or globs (PNG, JPEG, WebP, BMP, TIFF, read by their content); folders and globs
-skip the tool's own earlier outputs (names ending in the suffix). The output format follows the output
-extension. An input is never written over, and inputs that would share an output all fail. Output size =
-round(input size x scale) per axis, halves rounded up. --region x0,y0,x1,y1 is in input pixels (floats
-allowed; the whole picture is 0,0,W,H) and renders only that part of the image.
+Inputs are files, folders or globs: pictures (PNG, JPEG, WebP, BMP, TIFF, read by their content), videos
+(MP4, MKV, WebM, MOV, AVI: every frame, sound and subtitles copied, timestamps kept) and animations (GIF,
+animated WebP and PNG: every frame, durations, loop and transparency kept). Folders and globs skip the tool's
+own earlier outputs (names ending in the suffix). The output format follows the output extension (a name
+with no extension: a folder of PNG frames). An input is never written over, and inputs that would share an
+output all fail. Output size = round(input size x scale) per axis, halves rounded up. --region x0,y0,x1,y1
+is in input pixels (floats allowed; the whole picture is 0,0,W,H) and renders only that part of the image.
 
 examples:
   liif upscale photo.jpg --scale 3.5 -o photo_x3.5.png
@@ -13,6 +15,9 @@ examples:
   liif upscale photo.jpg --region 100,80,164,144 --scale 30 -o detail.png
   liif upscale pictures/ 'more/*.jpg' --width 2000 -o out/ --suffix _big
   liif upscale shots/ --scale 2 -o out/ --skip-existing          (finish an interrupted batch)
+  liif upscale clip.mp4 --size 3840x2160 -o clip_4k.mp4 --crf 18 --preset slow
+  liif upscale clip.mkv --scale 2 -o archive.mkv --codec ffv1    (lossless)
+  liif upscale loop.gif --scale 3 -o loop_x3.gif
   torchrun --standalone --nproc-per-node 4 -m liif upscale shots/ --scale 2 -o out/   (one GPU per process)
 """
 
@@ -32,18 +37,23 @@ import torch
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
 from liif.errors import LiifError, one_line
 from liif.geometry import Geometry
-from liif.imageio import (FORMATS, IMAGE_SUFFIXES, check_output, output_format, read_picture,
-                          write_picture)
+from liif.imageio import FORMATS, IMAGE_SUFFIXES, check_output, read_picture, write_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import PRECISIONS, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
+from liif.video.reader import CLIP_SUFFIXES, is_moving
+from liif.video.upscale import VideoOptions, upscale_clip
+from liif.video.upscale import output_suffix as clip_output_suffix
+from liif.video.writer import ANIMATION_FORMATS, VIDEO_CONTAINERS
 
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *CLIP_SUFFIXES)  # what folders and globs give
 # What fails one input and lets the batch go on.
 FILE_ERRORS = (LiifError, OSError, MemoryError, torch.OutOfMemoryError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="picture, video or animation files, folders "
+                        "or globs")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (created if needed); "
                         "default: beside each input, with the suffix")
     geometry = parser.add_argument_group("output geometry (give one of --scale, --size, --width, --height)")
@@ -64,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how alpha is resized: through the model as gray (default) or PIL bicubic")
     parser.add_argument("--suffix", help="added to output names (default '_liif' beside the input, '' in -o "
                         "folder); folders and globs skip files whose name already ends with it")
-    parser.add_argument("--format", choices=sorted({ext.lstrip('.') for ext in FORMATS}),
+    parser.add_argument("--format", choices=sorted({ext.lstrip('.') for ext in
+                                                    (*FORMATS, *VIDEO_CONTAINERS, *ANIMATION_FORMATS)}),
                         help="format of outputs named after their inputs (default: the input's); "
                         "with -o FILE its extension decides")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
@@ -75,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
+    video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
+    video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
+                       "RGB) or an FFmpeg encoder name")
+    video.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, vp9 24, av1 28)")
+    video.add_argument("--preset", help="encoder speed: h264 ultrafast..veryslow, av1 0..13, vp9 cpu-used 0..8")
+    video.add_argument("--pix-fmt", help="pixel format (default yuv420p, which needs even sides: an odd one is "
+                       "rounded up, with a note; bgr0 for ffv1)")
+    video.add_argument("--batch", type=int, help="frames per model call (default 1 on a CPU, 4 on a GPU)")
 
 
 @dataclass
@@ -116,7 +135,7 @@ def expand_pattern(pattern: str, own_suffix: str) -> tuple[list[Path], bool]:
     else:
         return [Path(pattern)], False  # a missing or unreadable file fails in its turn, with the others going on
     # Non-folders are kept whatever they are, so that a FIFO or a broken link is reported, not skipped.
-    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not os.path.isdir(p)
+    return sorted(p for p in found if p.suffix.lower() in INPUT_SUFFIXES and not os.path.isdir(p)
                   and not (own_suffix and p.stem.endswith(own_suffix))), True
 
 
@@ -130,16 +149,21 @@ def single_output(args: argparse.Namespace, batch: bool) -> Path | None:
     if not args.output or batch or args.output.endswith(("/", "\\")) or os.path.isdir(args.output):
         return None
     output = Path(args.output)
-    if args.format and FORMATS[f".{args.format}"] != output_format(output):
+    if args.format and format_name(f".{args.format}") != format_name(output.suffix):
         raise LiifError(f"--format {args.format} contradicts -o {args.output}: "
                         f"a single output's format follows its extension")
     return output
 
 
+def format_name(suffix: str) -> str:
+    """What a suffix writes: the picture format (.jpg and .jpeg are one), else the suffix itself."""
+    return FORMATS.get(suffix.lower(), suffix.lower())
+
+
 def output_path(source: Path, args: argparse.Namespace, suffix: str) -> Path:
     """The output of ``source`` named after it: in the -o folder, or beside the input."""
     folder = Path(args.output) if args.output else source.parent
-    extension = f".{args.format}" if args.format else source.suffix
+    extension = f".{args.format}" if args.format else clip_output_suffix(source)
     return folder / f"{source.stem}{suffix}{extension}"
 
 
@@ -242,6 +266,12 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
 def upscale_file(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
                  progress: bool) -> None:
     """Read, plan, check the output path, render, write: one file."""
+    if is_moving(source):
+        options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
+                               args.alpha, args.precision, args.tile, int(args.max_pixels), args.overwrite)
+        upscale_clip(model, source, destination, geometry, options, progress,
+                     note=lambda text: print(f"liif upscale: note: {source}: {text}", file=sys.stderr))
+        return
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, int(args.max_pixels))

@@ -1,0 +1,234 @@
+"""Moving pictures in: a video through PyAV (any container and codec its FFmpeg decodes) or an animated GIF,
+WebP or PNG through Pillow, as frames with their timestamps and durations.
+
+``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, loop) and
+``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame. A video that ends
+before its declared duration, or whose decoding fails midway, yields the frames that decode and then raises
+``DecodeStopped`` saying where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from liif.errors import LiifError, one_line
+from liif.imageio import PIL_READ_ERRORS, check_regular_file
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
+ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
+MS = Fraction(1, 1000)
+DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
+# Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
+ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
+
+
+class DecodeStopped(LiifError):
+    """Decoding ended early (truncated or corrupt data); the frames before it were decoded."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """What a clip is: ``size`` (width, height) as displayed, ``rate`` in frames per second, the ``time_base``
+    of the frames' pts, ``frames`` (a count, or an estimate from the duration; None if unknown), ``loop``
+    (animations: 0 forever, None for the format's play-once), ``alpha`` (whether frames carry alpha)."""
+
+    kind: str  # "video" or "animation"
+    size: tuple[int, int]
+    rate: Fraction
+    time_base: Fraction
+    frames: int | None
+    loop: int | None = None
+    alpha: bool = False
+
+
+@dataclass
+class ClipFrame:
+    """One frame: (H, W, 3|4) uint8 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
+
+    pixels: np.ndarray
+    pts: int
+    duration_ms: float
+
+
+class Clip:
+    """An open clip; use as a context manager, read ``info``, iterate ``frames()`` once."""
+
+    info: ClipInfo
+
+    def __enter__(self) -> Clip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frames(self) -> Iterator[ClipFrame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def is_moving(path: str | Path) -> bool:
+    """Whether ``path`` is a clip by its name: a video suffix, any GIF, or an animated (more than one frame)
+    WebP or PNG. A still WebP or PNG is a picture."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in CLIP_SUFFIXES:
+        return True
+    if suffix in (".webp", ".png"):
+        try:
+            check_regular_file(path)
+            with Image.open(path, formats=ANIMATION_FORMATS) as image:
+                return getattr(image, "n_frames", 1) > 1
+        except (LiifError, UnidentifiedImageError, *ANIMATION_ERRORS):
+            return False  # the picture reader reports what is wrong with it
+    return False
+
+
+def open_clip(path: str | Path) -> Clip:
+    """Open a video or an animation (by its suffix; see ``is_moving``); every problem is a one-line LiifError."""
+    path = Path(path)
+    check_regular_file(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return VideoClip(path)
+    return AnimationClip(path)
+
+
+class VideoClip(Clip):
+    """The first video stream of a container, decoded by PyAV to RGB."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self.container = av.open(str(path))
+        except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+            raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
+        try:
+            if not self.container.streams.video:
+                kinds = sorted({s.type for s in self.container.streams}) or ["no stream at all"]
+                raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
+            self.stream = stream = self.container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
+            # The rotation is frame side data: the first frame tells it, and that it decodes at all.
+            self.decoded = self.container.decode(stream)
+            try:
+                self.first = next(self.decoded)
+            except StopIteration:
+                raise LiifError("its video stream has no frame that decodes") from None
+            except av.error.FFmpegError as exc:
+                raise LiifError(f"cannot decode its first frame, it may be corrupt ({one_line(exc)})") from None
+            self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
+            width, height = self.first.width, self.first.height
+            self.declared_end = declared_end(stream)
+            count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
+            size = (height, width) if self.rotation % 180 else (width, height)
+            self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def frames(self) -> Iterator[ClipFrame]:
+        info, index, end = self.info, 0, None
+        step = 1 / info.rate / info.time_base  # one frame, in the time base: for frames with no pts or duration
+        held = None  # a frame shows until the next one's pts (variable frame rates): each waits for the next
+        try:
+            for frame in itertools.chain([self.first], self.decoded):
+                pts = frame.pts if frame.pts is not None else round(index * step)
+                if held is not None and pts <= held[1]:  # a repeated or missing timestamp: the encoder needs order
+                    pts = held[1] + max(1, round(step))
+                if held is not None:
+                    yield self.clip_frame(*held[:2], pts - held[1])
+                # a stream whose size changes midway keeps the first frame's (the output was planned from it)
+                pixels = frame.to_ndarray(format="rgb24", width=self.first.width, height=self.first.height)
+                if self.rotation:
+                    pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
+                held = (pixels, pts, frame.duration or step)  # the duration in the time base
+                index += 1
+                end = (pts + held[2]) * info.time_base
+        except av.error.FFmpegError as exc:
+            if held is not None:
+                yield self.clip_frame(*held)
+            raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
+        yield self.clip_frame(*held)
+        # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding).
+        if self.declared_end is not None and (end or 0) < self.declared_end - max(3 / info.rate, Fraction(1, 4)):
+            raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)} of "
+                                f"{float(self.declared_end):.2f} s")
+
+    def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
+        """A frame whose ``duration`` is in the time base."""
+        return ClipFrame(pixels, pts, float(duration * self.info.time_base * 1000))
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def seconds_at(end: Fraction | None) -> str:
+    return f" ({float(end):.2f} s)" if end is not None else ""
+
+
+DURATION_TAG = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """When the stream says its frames end, in seconds: its duration, or Matroska's DURATION tag; None if
+    it does not say."""
+    start = (stream.start_time or 0) * (stream.time_base or 0)
+    if stream.duration and stream.time_base:
+        return start + stream.duration * stream.time_base
+    match = DURATION_TAG.fullmatch(stream.metadata.get("DURATION", "") or "")
+    if match:
+        hours, minutes, seconds = match.groups()
+        return start + Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+    return None
+
+
+class AnimationClip(Clip):
+    """An animated GIF, WebP or PNG through Pillow; pts and durations in milliseconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with self.open() as image:
+                count = getattr(image, "n_frames", 1)
+                durations, alpha = [], False
+                for index in range(count):
+                    image.seek(index)
+                    image.load()
+                    durations.append(float(image.info.get("duration") or 0) or 100.0)
+                    alpha = alpha or np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
+                loop = image.info.get("loop")
+                size = image.size
+        except UnidentifiedImageError:
+            raise LiifError("not an animation, or not one of the formats read (GIF, WebP, PNG)") from None
+        except ANIMATION_ERRORS as exc:
+            raise LiifError(f"cannot read the animation, it may be truncated or corrupt ({one_line(exc)})") from None
+        self.durations = durations
+        rate = Fraction(1000 * len(durations)) / Fraction(sum(durations)).limit_denominator(1000)
+        self.info = ClipInfo("animation", size, rate.limit_denominator(1000), MS, count, loop, bool(alpha))
+
+    def open(self) -> Image.Image:
+        return Image.open(self.path, formats=ANIMATION_FORMATS)
+
+    def frames(self) -> Iterator[ClipFrame]:
+        mode = "RGBA" if self.info.alpha else "RGB"
+        pts = 0.0
+        try:
+            with self.open() as image:
+                for index, duration in enumerate(self.durations):
+                    image.seek(index)
+                    yield ClipFrame(np.asarray(image.convert(mode)), round(pts), duration)
+                    pts += duration
+        except ANIMATION_ERRORS as exc:
+            raise DecodeStopped(f"decoding stopped at frame {index} ({pts / 1000:.2f} s): {one_line(exc)}") from None

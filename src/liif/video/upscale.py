@@ -1,0 +1,183 @@
+"""Upscale a video or an animation frame by frame: read (``reader``), plan the output once, render batches
+of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
+in flight. Timestamps, rate, loop count and durations are kept; a video's audio and subtitles are copied.
+
+``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
+``Geometry`` (the CLI's path).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from liif.errors import LiifError
+from liif.geometry import Geometry, Target
+from liif.imageio import Picture
+from liif.pretrained import DEFAULT_MODEL
+from liif.runtime import check_precision, pick_device
+from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_pictures, resolve_model
+from liif.video.pipeline import Background, prefetch
+from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
+from liif.video.writer import chroma_halved, open_frame_writer, output_kind, video_format
+
+# Output suffixes for inputs whose own container is read but not written.
+WRITTEN_SUFFIX = {".avi": ".mkv"}
+GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How frames are rendered and encoded (see ``upscale_video``)."""
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    batch: int | None = None
+    self_ensemble: bool = False
+    alpha: str = "model"
+    precision: str = "fp32"
+    tile: int = 256
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """What was written: the path, the frame count and the frame size (width, height)."""
+
+    path: Path
+    frames: int
+    size: tuple[int, int]
+
+
+def output_suffix(source: Path) -> str:
+    """The suffix of an output named after ``source``: its own, or .mkv for a container only read (.avi)."""
+    return WRITTEN_SUFFIX.get(source.suffix.lower(), source.suffix)
+
+
+def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
+              ) -> tuple[Target, str | None]:
+    """The output of every frame, checked before any rendering, and a note when a side was rounded to even:
+    4:2:0 video halves the colour resolution, so its sides must be even (an odd one is rounded up)."""
+    width, height = info.size
+    target = geometry.target((height, width))
+    note = None
+    if output_kind(destination) == "video":
+        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt)
+        halved = chroma_halved(pix_fmt)
+        even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
+        if even != target.size:
+            note = (f"the output {target.size[1]}x{target.size[0]} is rounded to {even[1]}x{even[0]}: "
+                    f"{pix_fmt} needs even sides (a 4:4:4 --pix-fmt such as yuv444p keeps odd ones)")
+            target = Target(even, target.region)
+    channels = 4 if info.alpha else 3
+    check_target(target, Picture(np.empty((1, 1, channels), np.uint8)), options.max_pixels)
+    return target, note
+
+
+def frame_groups(frames: Iterable[ClipFrame], size: int) -> Iterator[list[ClipFrame]]:
+    """Frames in lists of ``size``; when decoding stops early, the frames before it, then the error."""
+    group: list[ClipFrame] = []
+    try:
+        for frame in frames:
+            group.append(frame)
+            if len(group) == size:
+                yield group
+                group = []
+    except DecodeStopped:
+        if group:
+            yield group
+        raise
+    if group:
+        yield group
+
+
+def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str | os.PathLike,
+                 geometry: Geometry, options: VideoOptions = VideoOptions(), progress: bool = False,
+                 note: Callable[[str], object] = warnings.warn) -> VideoResult:
+    """Read ``source``, plan, render every frame with ``model`` (on its device), write ``destination``.
+    A clip whose decoding stops early is written up to there, then a LiifError says where it stopped."""
+    source, destination = Path(source), Path(destination)
+    device = next(model.parameters()).device
+    check_precision(device, options.precision)
+    batch = options.batch or (1 if device.type == "cpu" else GPU_BATCH)
+    if batch < 1:
+        raise LiifError(f"the batch must be at least 1 frame, got {batch}")
+    with open_clip(source) as clip:
+        target, rounded = plan_clip(clip.info, geometry, destination, options)
+        if rounded:
+            note(rounded)
+        written = render_clip(model, clip, source, destination, target, options, batch, progress)
+    return VideoResult(destination, written, target.size[::-1])
+
+
+def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, target: Target,
+                options: VideoOptions, batch: int, progress: bool) -> int:
+    """Decode, render and encode ``clip`` as a stream; the number of frames written."""
+    info = clip.info
+    writer = open_frame_writer(destination, target.size[::-1], info.rate, overwrite=options.overwrite,
+                               **writer_options(info, source, destination, options))
+    stopped = None
+    bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=True,
+               file=sys.stderr, dynamic_ncols=True)
+    with bar, writer:
+        encoder = Background(lambda item: writer.write(*item), depth=2 * batch)
+        try:
+            for group in frame_groups(prefetch(clip.frames(), depth=2 * batch), batch):
+                pictures = render_pictures(model, [Picture(frame.pixels) for frame in group], target,
+                                           options.self_ensemble, options.alpha, options.precision, options.tile)
+                for frame, picture in zip(group, pictures):
+                    encoder.put((picture.pixels, frame.pts, frame.duration_ms))
+                bar.update(len(group))
+        except DecodeStopped as exc:
+            stopped = exc
+        except BaseException:
+            encoder.stop()  # the writer is removed next: its thread must be done with it
+            raise
+        encoder.join()
+    if stopped is not None:
+        raise LiifError(f"{stopped}; the {writer.frames_written} frames before it were written to {destination}")
+    return writer.frames_written
+
+
+def writer_options(info: ClipInfo, source: Path, destination: Path, options: VideoOptions) -> dict:
+    """The writer's keywords: codec settings, timestamps and copied streams for a video output; the loop
+    count for an animation."""
+    kind = output_kind(destination)
+    if kind == "video":
+        return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
+                "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None}
+    if kind == "animation":
+        return {"loop": info.loop if info.kind == "animation" else 0}
+    return {}
+
+
+def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float | Sequence[float] | None = None,
+                  *, size: tuple[int, int] | None = None, width: int | None = None, height: int | None = None,
+                  region: Sequence[float] | None = None, model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
+                  device: str = "auto", precision: str = "fp32", self_ensemble: bool = False, alpha: str = "model",
+                  max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = 256, batch: int | None = None,
+                  codec: str | None = None, crf: int | None = None, preset: str | None = None,
+                  pix_fmt: str | None = None, overwrite: bool = False, progress: bool = False) -> VideoResult:
+    """Upscale the video or animation ``src`` into ``dst`` (its suffix picks the kind: .mp4 .mkv .mov .webm,
+    .gif .webp .png, or a folder of PNG frames). ``size`` is (W, H) per frame; ``region`` x0,y0,x1,y1 crops
+    every frame; ``codec`` h264 (default), vp9 (.webm default), av1 or ffv1 (lossless); ``batch`` frames per
+    model call (default 1 on a CPU, 4 on a GPU)."""
+    geometry = Geometry(scale, size, width, height, region)
+    torch_device = pick_device(device)
+    check_precision(torch_device, precision)
+    options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
+                           overwrite)
+    with torch.no_grad():
+        return upscale_clip(resolve_model(model, torch_device), src, dst, geometry, options, progress)

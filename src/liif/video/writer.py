@@ -1,0 +1,479 @@
+"""Frames to a file, written under a temporary name and renamed when complete.
+
+The kind follows the output path: ``.mp4`` ``.mkv`` ``.mov`` ``.webm`` are encoded through PyAV (H.264, VP9,
+AV1 through SVT-AV1, FFV1 lossless), with audio and subtitle streams copied packet for packet from another
+container; ``.gif`` ``.webp`` ``.png``/``.apng`` are animations through Pillow, with per-frame durations and a
+loop count; a path with no suffix, or an existing folder, gets a folder of PNG frames. Leaving the ``with``
+block normally renames the temporary output to the path; leaving it by an exception removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from liif.errors import LiifError, one_line
+from liif.fileio import remove_path, temporary_name
+from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
+
+# suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+# suffix -> Pillow format of an animation
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
+DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
+                  ".webm": "libvpx-vp9"}
+# the names people use -> the FFmpeg encoder
+CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "vp9": "libvpx-vp9", "vp8": "libvpx",
+                 "av1": "libsvtav1", "svt-av1": "libsvtav1", "svtav1": "libsvtav1", "hevc": "libx265",
+                 "h265": "libx265", "x265": "libx265"}
+DEFAULT_PIX_FMT = "yuv420p"
+LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unlike any YUV
+# An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
+FRAME_NAME = "frame_{:05d}.png"
+GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
+APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
+# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
+WEBP_NUDGE = 4
+# The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
+BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
+MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
+COPIED_TYPES = ("audio", "subtitle")
+
+
+def output_kind(path: Path) -> str:
+    """'video', 'animation' or 'folder', by the path's suffix (a folder: no suffix, or an existing folder)."""
+    if path.is_dir() or not path.suffix:
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_CONTAINERS:
+        return "video"
+    if suffix in ANIMATION_FORMATS:
+        return "animation"
+    raise LiifError(f"{path}: unknown video output {path.suffix!r}; use one of "
+                    f"{', '.join(sorted([*VIDEO_CONTAINERS, *ANIMATION_FORMATS]))}, or a folder for PNG frames")
+
+
+def encoder_name(codec: str | None, suffix: str) -> str:
+    """The FFmpeg encoder for ``codec`` (an alias such as h264, vp9, av1, ffv1, or an encoder name) in a
+    ``suffix`` container; a LiifError naming it where this PyAV build cannot encode it."""
+    name = CODEC_ALIASES.get(codec.lower(), codec.lower()) if codec else DEFAULT_CODECS[suffix]
+    try:
+        found = av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        found = None
+    if found is None or found.type != "video":
+        usable = [c for c in ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "ffv1") if can_encode(c)]
+        raise LiifError(f"this PyAV build (FFmpeg {av.ffmpeg_version_info}) cannot encode video with codec "
+                        f"{codec!r}; it can use {', '.join(usable)}")
+    return name
+
+
+def can_encode(name: str) -> bool:
+    try:
+        return av.Codec(name, "w").type == "video"
+    except (av.error.FFmpegError, ValueError):
+        return False
+
+
+def video_format(path: Path, codec: str | None, pix_fmt: str | None) -> tuple[str, str]:
+    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults),
+    checked against what this PyAV build encodes."""
+    encoder = encoder_name(codec, path.suffix.lower())
+    pix_fmt = pix_fmt or LOSSLESS_PIX_FMTS.get(encoder, DEFAULT_PIX_FMT)
+    formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
+    if formats and pix_fmt not in formats:
+        raise LiifError(f"{encoder} cannot encode pixel format {pix_fmt!r}; it takes {', '.join(formats[:12])}")
+    return encoder, pix_fmt
+
+
+def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
+    """Whether ``pix_fmt`` halves the colour resolution across the width, and down the height (4:2:0 both)."""
+    chroma = [c for c in av.VideoFormat(pix_fmt, 4, 4).components[1:] if not c.is_alpha]
+    return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
+
+
+def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
+    """Refuse an odd side where the pixel format halves the colour resolution along it."""
+    width, height = size
+    for side, halved, name in zip(size, chroma_halved(pix_fmt), ("width", "height")):
+        if side % 2 and halved:
+            raise LiifError(f"{pix_fmt} halves the colour resolution, so the {name} must be even; the frames "
+                            f"are {width}x{height} (choose an even size, or a 4:4:4 pixel format such as yuv444p)")
+
+
+class FrameWriter:
+    """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 frame."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
+        self.path, self.size, self.rate = path, size, Fraction(rate)
+        self.frames_written = 0
+        check_destination(path, overwrite)
+        self.overwrite = overwrite
+        self.temporary = temporary_name(path)
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: types.TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: np.ndarray, pts: int | None = None, duration_ms: float | None = None) -> None:
+        """Add one frame: (height, width, 3 or 4) uint8; ``pts`` in the time base (videos), ``duration_ms``
+        how long it shows (default: one frame at the rate)."""
+        width, height = self.size
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
+                frame.shape[2] not in (3, 4):
+            raise LiifError(f"a frame for {self.path} must be ({height}, {width}, 3 or 4) uint8, "
+                            f"got {frame.shape} {frame.dtype}")
+        self._write(frame, pts, duration_ms)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the output and rename it to the path."""
+        try:
+            self._finish()
+            if not self.frames_written:
+                raise LiifError(f"no frame was written to {self.path}; nothing is left there")
+            self._rename()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the output: nothing is left under the path, nor under the temporary name."""
+        try:
+            self._discard()
+        finally:
+            remove_path(self.temporary)
+
+    def _rename(self) -> None:
+        os.replace(self.temporary, self.path)
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        pass
+
+
+def check_destination(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``, and an unwritable folder; create a missing one."""
+    try:
+        if path.is_dir():
+            if any(path.iterdir()) and not overwrite:
+                raise LiifError(f"{path} exists and is not empty; pass --overwrite to replace it")
+            if not is_frame_folder(path):
+                raise LiifError(f"{path} holds files other than {FRAME_NAME.format(0)}, ...: it is never replaced")
+        elif path.exists() and not overwrite:
+            raise LiifError(f"{path} exists; pass --overwrite to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
+        if not os.access(path.parent, os.W_OK):
+            raise LiifError(f"cannot write {path}: permission denied")
+    except OSError as exc:
+        raise LiifError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from None
+
+
+def is_frame_folder(path: Path) -> bool:
+    """Whether the folder holds nothing but frame_NNNNN.png files (an earlier output, safe to replace)."""
+    return all(p.is_file() and p.name.startswith("frame_") and p.suffix == ".png" for p in path.iterdir())
+
+
+class VideoWriter(FrameWriter):
+    """A video container through PyAV, optionally with the audio and subtitle streams of another file."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
+                 crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
+                 copy_streams_from: str | os.PathLike | None) -> None:
+        super().__init__(path, size, rate, overwrite)
+        suffix = path.suffix.lower()
+        encoder, pix_fmt = video_format(path, codec, pix_fmt)
+        check_even(pix_fmt, size)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.rate
+        self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
+        self.next_pts = 0
+        self.yuv = pix_fmt.startswith(("yuv", "nv"))
+        self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
+        self.source = None
+        try:
+            if encoder not in self.container.supported_codecs:
+                raise LiifError(f"a {suffix} file cannot hold {encoder} video; choose another codec or container")
+            self.stream = self.container.add_stream(encoder, rate=self.rate,
+                                                    options=encoder_options(encoder, crf, preset))
+            context = self.stream.codec_context
+            context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
+            context.time_base = self.time_base
+            self.stream.time_base = self.time_base
+            if self.yuv:
+                context.colorspace = context.color_primaries = context.color_trc = BT709
+                context.color_range = MPEG_RANGE
+            self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
+            self.container.start_encoding()
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise LiifError(f"cannot encode {path} with {encoder} (crf {crf}, preset {preset}, {pix_fmt}): "
+                            f"{one_line(exc)}") from None
+        except BaseException:
+            self.abort()
+            raise
+        self.pending = None  # the next packet to copy, read ahead of the video
+
+    def _add_copies(self, source_path: str | os.PathLike) -> dict:
+        """Output streams for the audio and subtitle streams of ``source_path``, by input stream index."""
+        try:
+            self.source = av.open(str(source_path))
+        except av.error.FFmpegError as exc:
+            raise LiifError(f"cannot read the streams of {source_path}: {one_line(exc)}") from None
+        copies = {}
+        supported = self.container.supported_codecs
+        for stream in self.source.streams:
+            if stream.type not in COPIED_TYPES:
+                continue
+            name = stream.codec_context.name if stream.codec_context else "?"
+            if name not in supported:
+                raise LiifError(f"its {stream.type} stream #{stream.index} ({name}) cannot be copied into "
+                                f"{self.path.suffix} without re-encoding; write .mkv (or the input's container)")
+            copies[stream.index] = self.container.add_stream_from_template(stream)
+        self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
+        return copies
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        if pts is None:
+            pts = self.next_pts
+        step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
+        self.next_pts = pts + step
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24" if frame.shape[2] == 3 else "rgba")
+        context = self.stream.codec_context
+        video_frame = video_frame.reformat(format=context.pix_fmt, dst_colorspace="itu709" if self.yuv else None,
+                                           dst_color_range=MPEG_RANGE if self.yuv else None)
+        video_frame.pts, video_frame.time_base = pts, self.time_base
+        self._mux(self.stream.encode(video_frame))
+        self._copy_until(float(pts * self.time_base))
+
+    def _mux(self, packets: list) -> None:
+        try:
+            self.container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise LiifError(f"cannot write {self.path}: {one_line(exc)}") from None
+
+    def _copy_until(self, seconds: float | None) -> None:
+        """Copy the source's packets up to ``seconds`` (all of them for None), so that the muxer interleaves
+        them with the video. A source that ends in damage stops the copy there: the video is the work."""
+        if not self.copies:
+            return
+        try:
+            while True:
+                packet = self.pending or next(self.packets, None)
+                self.pending = None
+                if packet is None:
+                    return
+                if packet.dts is None:  # the demuxer's empty flush packet
+                    continue
+                if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                    self.pending = packet
+                    return
+                packet.stream = self.copies[packet.stream.index]
+                self.container.mux(packet)
+        except av.error.FFmpegError:
+            self.copies = {}
+
+    def _finish(self) -> None:
+        self._mux(self.stream.encode(None))
+        self._copy_until(None)
+        self._close_files()
+        with open(self.temporary, "rb+") as f:  # what PyAV wrote, on the disk before the rename
+            os.fsync(f.fileno())
+
+    def _close_files(self) -> None:
+        for container in (self.source, self.container):
+            if container is not None:
+                container.close()
+        self.source = self.container = None
+
+    def _discard(self) -> None:
+        try:
+            self._close_files()
+        except av.error.FFmpegError:
+            pass  # a container that cannot even close: it is removed below
+
+
+def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[str, str]:
+    """FFmpeg options for a quality (crf) and speed (preset) on each encoder that has them."""
+    if encoder == "ffv1":
+        if crf is not None:
+            raise LiifError("ffv1 is lossless: --crf does not apply to it")
+        if preset:
+            raise LiifError("ffv1 has no presets: --preset does not apply to it")
+        return {"level": "3", "slicecrc": "1"}
+    options = {}
+    crf = DEFAULT_CRF.get(encoder) if crf is None else crf
+    if crf is not None:
+        if not 0 <= crf <= 63:
+            raise LiifError(f"--crf must be 0 to 63 (lower is better quality), got {crf}")
+        options["crf"] = str(crf)
+        if encoder.startswith("libvpx"):
+            options["b"] = "0"  # VP9's constant-quality mode: crf with no bitrate target
+    if preset:
+        options["cpu-used" if encoder.startswith("libvpx") else "preset"] = preset
+    if encoder == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its settings to stderr otherwise
+    return options
+
+
+class AnimationWriter(FrameWriter):
+    """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the loop count.
+    Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
+
+    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed); every
+    frame is kept instead: in a GIF the repeat differs in a palette index of the same colour, in an APNG the
+    frame before it is disposed of, and in a WebP one pixel of the repeat differs by four levels. (A GIF frame
+    wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, loop: int | None) -> None:
+        super().__init__(path, size, rate, overwrite)
+        self.format = ANIMATION_FORMATS[path.suffix.lower()]
+        check_encodable(self.format, (size[1], size[0], 3))
+        self.loop = loop
+        self.frames: list[Image.Image] = []
+        self.durations: list[float] = []
+        self.disposals: list[int] = []  # APNG
+        self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        if self.format == "GIF":
+            image, self.last = gif_frame(frame, self.last)
+        else:
+            repeat = self.last is not None and np.array_equal(frame, self.last)
+            if repeat and self.format == "WEBP":
+                frame = frame.copy()
+                frame[0, 0, 0] ^= WEBP_NUDGE
+            elif repeat:
+                self.disposals[-1] = APNG_DISPOSE_BACKGROUND
+            self.last = frame
+            image = Image.fromarray(frame)
+            self.disposals.append(APNG_DISPOSE_NONE)
+        self.frames.append(image)
+        self.durations.append(float(1000 / self.rate) if duration_ms is None else duration_ms)
+
+    def _finish(self) -> None:
+        if not self.frames:
+            return
+        first, rest = self.frames[0], self.frames[1:]
+        options = {"save_all": True, "append_images": rest, "duration": self.durations}
+        if self.loop is not None or self.format != "GIF":  # a GIF with no loop block plays once
+            options["loop"] = 1 if self.loop is None else self.loop
+        if self.format == "GIF":
+            options.update(duration=[round(d) for d in self.durations], optimize=False)  # the palettes as made
+            if "transparency" in first.info:
+                options["disposal"] = 2  # clear each frame, or the one before shows through its transparency
+        elif self.format == "WEBP":
+            options["quality"] = LOSSY_QUALITY
+        else:
+            options.update(default_image=False, disposal=self.disposals)  # the first frame is no still fallback
+        try:
+            first.save(self.temporary, format=self.format, **options)
+            with open(self.temporary, "rb+") as f:
+                os.fsync(f.fileno())
+        except (OSError, ValueError) as exc:
+            raise LiifError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or one_line(exc)}") from None
+
+    def _discard(self) -> None:
+        self.frames = []
+
+
+def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
+    """A frame as a GIF palette frame, and its indices: 254 colours, index 254 a twin of the first opaque
+    pixel's colour (a repeat of ``previous``, the indices before, uses it there), and index 255 transparent
+    where alpha is below half. (Pillow's own RGBA conversion loses the transparency of some frames.)"""
+    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TWIN)
+    indices = np.asarray(quantised).copy()
+    palette = quantised.getpalette()[:3 * GIF_TWIN]
+    palette += [0] * (3 * GIF_TWIN - len(palette))
+    if frame.shape[2] == 4:
+        indices[frame[:, :, 3] < 128] = GIF_TRANSPARENT
+    opaque = np.flatnonzero(indices != GIF_TRANSPARENT)
+    twin = [0, 0, 0]
+    if opaque.size:  # the same twin colour in every frame, so that equal frames have equal palettes
+        spot = np.unravel_index(opaque[0], indices.shape)
+        colour = int(indices[spot])
+        twin = palette[3 * colour:3 * colour + 3]
+        if previous is not None and np.array_equal(indices, previous):
+            indices[spot] = GIF_TWIN
+    image = Image.fromarray(indices, "P")
+    image.putpalette(palette + twin + [0, 0, 0])
+    if frame.shape[2] == 4:
+        image.info["transparency"] = GIF_TRANSPARENT
+    return image, indices
+
+
+class FolderWriter(FrameWriter):
+    """A folder of frame_00000.png, frame_00001.png, ...: written in a temporary folder, then renamed."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
+        super().__init__(path, size, rate, overwrite)
+        self.temporary.mkdir()
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        try:
+            with open(self.temporary / FRAME_NAME.format(self.frames_written), "wb") as f:
+                encode_picture(Picture(frame), "PNG", f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise LiifError(f"cannot write {self.path}: {exc.strerror or one_line(exc)}") from None
+
+    def _finish(self) -> None:
+        pass
+
+    def _rename(self) -> None:
+        if self.path.is_dir() and any(self.path.iterdir()):  # an earlier output, checked to hold only frames
+            old = temporary_name(self.path)
+            os.replace(self.path, old)
+            os.replace(self.temporary, self.path)
+            remove_path(old)
+        else:
+            os.replace(self.temporary, self.path)  # over an empty folder, if there is one
+
+
+def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Fraction, *,
+                      codec: str | None = None, crf: int | None = None, preset: str | None = None,
+                      pix_fmt: str | None = None, loop: int | None = 0, overwrite: bool = False,
+                      time_base: Fraction | None = None,
+                      copy_streams_from: str | os.PathLike | None = None) -> FrameWriter:
+    """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
+    the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
+    ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
+    1/rate), and ``copy_streams_from``: a file whose audio and subtitle streams are copied. Animations: ``loop``
+    (0 = forever; n: the format's count; None: play once, as a GIF without a loop block)."""
+    path = Path(path)
+    width, height = size
+    if not (isinstance(width, int) and isinstance(height, int) and width >= 1 and height >= 1):
+        raise LiifError(f"frame size must be two whole numbers >= 1 (width, height), got {size!r}")
+    rate = Fraction(rate)
+    if rate <= 0:
+        raise LiifError(f"the frame rate must be above 0, got {rate}")
+    if loop is not None and loop < 0:
+        raise LiifError(f"the loop count must be 0 (forever) or more, got {loop}")
+    kind = output_kind(path)
+    if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from):
+        raise LiifError(f"{path}: codec, crf, preset, pixel format and copied streams are for video outputs "
+                        f"({', '.join(VIDEO_CONTAINERS)})")
+    if kind == "video":
+        return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
+                           copy_streams_from)
+    if kind == "animation":
+        return AnimationWriter(path, (width, height), rate, overwrite, loop)
+    return FolderWriter(path, (width, height), rate, overwrite)

@@ -1,0 +1,282 @@
+"""liif upscale on videos and animations: frames, timing, sound, geometry, errors, interruption (clips made
+with PyAV in tmp_path; a small LIIF keeps it fast)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import liif
+from clips import decoded_frames, frame_pixels, make_clip, packets
+from facts import SMALL
+from liif.cli import main
+from liif.video.pipeline import Background, prefetch
+from liif.video.reader import open_clip
+from liif.video.writer import open_frame_writer
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """A small LIIF with seeded weights, and its checkpoint for the command line."""
+    torch.manual_seed(0)
+    model = liif.make(SMALL["liif"]).eval()
+    path = tmp_path_factory.mktemp("model") / "tiny.pth"
+    liif.save_checkpoint(model, path)
+    return model, path
+
+
+def run_cli(capsys, *args: str) -> tuple[int, list[str]]:
+    """``liif upscale ARGS`` in this process: the exit code and the stderr lines."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", *map(str, args)])
+    return exit_info.value.code, capsys.readouterr().err.splitlines()
+
+
+def stream_info(path: Path) -> tuple[tuple[int, int], Fraction, list[str]]:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        return ((video.codec_context.width, video.codec_context.height), video.average_rate,
+                [s.type for s in container.streams])
+
+
+def test_lossless_frames_equal_the_picture_upscale_of_each_frame_and_sound_is_copied(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    source = make_clip(tmp_path / "clip.mp4", frames=12, size=(64, 48))
+    result = liif.upscale_video(source, tmp_path / "x.mkv", scale=1.5, codec="ffv1", model=model)
+    assert (result.frames, result.size) == (12, (96, 72))
+    assert stream_info(tmp_path / "x.mkv") == ((96, 72), 24, ["video", "audio"])
+    inputs, outputs = decoded_frames(source), decoded_frames(tmp_path / "x.mkv")
+    assert len(outputs) == 12
+    for (frame, _), (rendered, _) in zip(inputs, outputs):
+        assert np.array_equal(rendered, liif.upscale(frame, scale=1.5, model=model))
+    # Matroska shifts every stream by the AAC priming (negative audio pts) and counts milliseconds: the frames
+    # keep their spacing.
+    start = outputs[0][1]
+    assert all(abs(t - start - k / 24) <= 0.001 for k, (_, t) in enumerate(outputs))
+    assert packets(tmp_path / "x.mkv", "audio") == packets(source, "audio")
+
+
+def test_variable_frame_rate_timestamps_and_audio_are_kept(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    source = make_clip(tmp_path / "vfr.mkv", frames=12, durations_ms=[40, 80, 120])
+    code, _ = run_cli(capsys, source, "--size", "32x24", "-o", tmp_path / "out.mp4", "--model", weights, "-q")
+    assert code == 0
+    assert stream_info(tmp_path / "out.mp4")[0] == (32, 24)
+    assert [round(t, 3) for _, t in decoded_frames(tmp_path / "out.mp4")] == \
+        [round(t, 3) for _, t in decoded_frames(source)]
+    assert packets(tmp_path / "out.mp4", "audio") == packets(source, "audio")
+
+
+def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    rotated = make_clip(tmp_path / "rotated.mp4", frames=12, audio=False, rotation=90)
+    code, err = run_cli(capsys, rotated, "--scale", "0.5", "-o", tmp_path / "r.mp4", "--model", weights)
+    assert code == 0 and stream_info(tmp_path / "r.mp4")[0] == (24, 32)  # shown upright: 48 wide, 64 tall
+    with open_clip(rotated) as clip:  # the reader turns the frames upright (the model above is too small to tell)
+        upright = np.rot90(frame_pixels(0, (64, 48)))
+        first = next(clip.frames()).pixels.astype(int)
+        assert np.abs(first - upright).mean() < 8 and np.abs(first - upright[::-1, ::-1]).mean() > 30
+    assert any("frame/s" in line or "s/frame" in line for line in err)  # the progress bar: frames per second
+
+    clip = make_clip(tmp_path / "clip.webm", frames=12, audio=False, codec="libvpx-vp9")
+    code, err = run_cli(capsys, clip, "--region", "10,8,33,31", "-o", tmp_path / "crop.webm", "--model", weights,
+                        "-q", "--scale", "1")
+    assert code == 0 and stream_info(tmp_path / "crop.webm")[0] == (24, 24)
+    assert err == [f"liif upscale: note: {clip}: the output 23x23 is rounded to 24x24: yuv420p needs even sides "
+                   f"(a 4:4:4 --pix-fmt such as yuv444p keeps odd ones)"]
+    code, err = run_cli(capsys, clip, "--region", "10,8,33,31", "--scale", "1", "-o", tmp_path / "odd.mkv",
+                        "--model", weights, "-q", "--pix-fmt", "yuv444p")
+    assert code == 0 and err == [] and stream_info(tmp_path / "odd.mkv")[0] == (23, 23)
+
+
+def test_an_animated_gif_keeps_frames_durations_loop_and_transparency(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    frames = [Image.fromarray(np.dstack([frame_pixels(i, (32, 24)), np.full((24, 32), 255 * (i % 2), np.uint8)]))
+              for i in range(12)]
+    durations = [40, 60, 80] * 4
+    with open_frame_writer(tmp_path / "anim.gif", (32, 24), Fraction(20), loop=2) as writer:
+        for frame, duration in zip(frames, durations):
+            writer.write(np.asarray(frame), duration_ms=duration)
+    # (bicubic alpha: the small model's random weights would make every frame half transparent)
+    code, _ = run_cli(capsys, tmp_path / "anim.gif", "--scale", "2", "-o", f"{tmp_path}/out/", "--model", weights, "-q",
+                      "--alpha", "bicubic")
+    assert code == 0
+    with Image.open(tmp_path / "out" / "anim.gif") as image:
+        assert (image.n_frames, image.size, image.info["loop"]) == (12, (64, 48), 2)
+        for index in range(12):
+            image.seek(index)
+            assert image.info["duration"] == durations[index]
+            alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+            assert (alpha == 255 * (index % 2)).all()
+
+
+def test_a_truncated_clip_gives_the_frames_before_the_cut_and_one_line(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    whole = make_clip(tmp_path / "whole.mkv", frames=24)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    code, err = run_cli(capsys, cut, "--size", "32x24", "-o", tmp_path / "out.mkv", "--model", weights, "-q")
+    written = len(decoded_frames(tmp_path / "out.mkv"))
+    assert code == 1 and 0 < written < 24
+    assert len(err) == 1 and re.fullmatch(
+        rf"liif upscale: error: {re.escape(str(cut))}: the video is truncated: decoding stopped at frame {written} "
+        rf"\(0\.\d\d s\) of 1\.00 s; the {written} frames before it were written to "
+        rf"{re.escape(str(tmp_path / 'out.mkv'))}", err[0]), err
+
+
+def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    sound = tmp_path / "sound.mkv"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    clip = make_clip(tmp_path / "clip.mp4", frames=12, audio=False)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    cases = [
+        ([sound, "--scale", "2"], f"{sound}: no video stream in it (it holds audio)"),
+        ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video"),
+        ([clip, "--scale", "2", "--codec", "nonesuch"], f"{clip}: this PyAV build"),
+        ([clip, "--scale", "2", "--max-pixels", "1000"], f"{clip}: the output would be 128x96 = 0.0 MP, above"),
+        ([clip, "--scale", "2", "--crf", "99"], f"{clip}: --crf must be 0 to 63"),
+    ]
+    for args, start in cases:
+        code, err = run_cli(capsys, *args, "-o", f"{tmp_path}/out/", "--model", weights, "-q")
+        assert code == 1 and len(err) == 1 and err[0].startswith(f"liif upscale: error: {start}"), err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_interrupted_run_leaves_nothing_and_skip_existing_finishes_the_batch(tmp_path: Path, tiny, capsys,
+                                                                                monkeypatch) -> None:
+    _, weights = tiny
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        make_clip(inputs / name, frames=12, audio=name == "a.mp4")
+    import liif.video.upscale as video_upscale
+    real, calls = video_upscale.render_pictures, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 15:  # in the second clip
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video_upscale, "render_pictures", interrupted)
+    code, _ = run_cli(capsys, inputs, "--size", "32x24", "-o", tmp_path / "out", "--model", weights, "-q")
+    assert code == 130
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4"]  # no temporary, no half of b.mkv
+    monkeypatch.setattr(video_upscale, "render_pictures", real)
+    code, err = run_cli(capsys, inputs, "--size", "32x24", "-o", tmp_path / "out", "--model", weights,
+                        "--skip-existing")
+    assert code == 0 and "1 written, 1 skipped (existing), 0 failed" in err[-1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4", "b.mkv"]
+    assert len(decoded_frames(tmp_path / "out" / "b.mkv")) == 12
+
+
+def test_batches_of_frames_render_like_single_frames(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    source = make_clip(tmp_path / "clip.mkv", frames=12, audio=False)
+    liif.upscale_video(source, tmp_path / "one", size=(40, 30), model=model, batch=1)
+    liif.upscale_video(source, tmp_path / "three", size=(40, 30), model=model, batch=3)
+    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
+        one = np.asarray(Image.open(tmp_path / "one" / name), dtype=int)
+        three = np.asarray(Image.open(tmp_path / "three" / name), dtype=int)
+        assert np.abs(one - three).max() <= 1  # float sums in another order: at most one level after truncation
+    assert len(list((tmp_path / "three").iterdir())) == 12
+
+
+def test_the_pipeline_is_bounded_and_passes_errors_on() -> None:
+    produced = []
+
+    def numbers():
+        for n in range(100):
+            produced.append(n)
+            yield n
+
+    stream = prefetch(numbers(), depth=3)
+    assert next(stream) == 0
+    threading.Event().wait(0.3)
+    assert len(produced) <= 5  # the one taken, three queued, one waiting to be queued
+    stream.close()
+
+    def failing():
+        yield 1
+        raise ValueError("bad frame")
+
+    with pytest.raises(ValueError, match="bad frame"):
+        list(prefetch(failing(), depth=2))
+    seen = []
+    background = Background(lambda n: seen.append(n) if n < 3 else 1 / 0, depth=2)
+    with pytest.raises(ZeroDivisionError):
+        for n in range(10):
+            background.put(n)
+            threading.Event().wait(0.01)
+        background.join()
+    background.stop()
+    assert seen == [0, 1, 2]
+
+
+def test_damaged_clips_end_in_an_output_or_a_one_line_error(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    sources = [make_clip(tmp_path / "seed.mkv", frames=12, size=(32, 24)),
+               make_clip(tmp_path / "seed.mp4", frames=12, size=(32, 24))]
+    with open_frame_writer(tmp_path / "seed.gif", (32, 24), Fraction(10)) as writer:
+        for index in range(4):
+            writer.write(frame_pixels(index, (32, 24)))
+    sources.append(tmp_path / "seed.gif")
+    rng = np.random.default_rng(0)
+    outcomes = []
+    for source in sources:
+        data = source.read_bytes()
+        for trial in range(6):
+            damaged = bytearray(data[:int(len(data) * rng.uniform(0.3, 1.0))] if trial % 2 else data)
+            for spot in rng.integers(0, len(damaged), size=8):
+                damaged[spot] ^= 1 << int(rng.integers(0, 8))
+            path = tmp_path / f"damaged{trial}{source.suffix}"
+            path.write_bytes(bytes(damaged))
+            out = tmp_path / f"out{trial}{source.suffix}"
+            try:
+                result = liif.upscale_video(path, out, size=(32, 24), model=model, overwrite=True)
+                outcomes.append("written")
+                assert result.frames >= 1 and out.is_file()
+            except liif.LiifError as exc:
+                outcomes.append("error")
+                assert "\n" not in str(exc)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".liif-")]
+    assert "error" in outcomes and "written" in outcomes, outcomes
+
+
+def test_a_killed_run_leaves_no_output_and_its_leftover_goes_with_the_next_write(tmp_path: Path, tiny) -> None:
+    _, weights = tiny
+    source = make_clip(tmp_path / "clip.mp4", frames=24, size=(64, 48))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "liif", "upscale", str(source), "--scale", "2", "-o", str(out / "clip.mp4"),
+               "--model", str(weights), "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".liif-") for p in out.iterdir()) and time.monotonic() < deadline:
+            assert process.poll() is None, "the run ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".liif-")  # the temporary file only, never out/clip.mp4
+    liif.upscale_video(source, out / "clip.mp4", size=(32, 24), model=tiny[0])
+    assert [p.name for p in out.iterdir()] == ["clip.mp4"]

@@ -1,0 +1,176 @@
+"""liif.video.writer: every output kind, timestamps, copied streams, atomic rename, refusals."""
+
+from __future__ import annotations
+
+import os
+import stat
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from clips import decoded_frames, frame_pixels, make_clip, packets
+from liif.errors import LiifError
+from liif.video.writer import open_frame_writer
+
+SIZE = (64, 48)
+FRAMES = [frame_pixels(i, SIZE) for i in range(12)]
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def write_all(path: Path, frames=FRAMES, rate=Fraction(24), **options) -> None:
+    with open_frame_writer(path, (frames[0].shape[1], frames[0].shape[0]), rate, **options) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [("a.mp4", None, "yuv420p"), ("a.mov", "h264", "yuv420p"),
+                                                  ("a.mkv", None, "yuv420p"), ("a.webm", None, "yuv420p"),
+                                                  ("a.mkv", "av1", "yuv420p"), ("a.mkv", "ffv1", "bgr0")])
+def test_videos_keep_frame_count_rate_size_and_codec(tmp_path: Path, name, codec, pix_fmt) -> None:
+    path = tmp_path / name
+    write_all(path, codec=codec)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        expected = {None: {".webm": "vp9"}.get(path.suffix, "h264"), "h264": "h264", "av1": "av1", "ffv1": "ffv1"}
+        assert stream.codec_context.name in (expected[codec], "libdav1d")
+        assert (stream.codec_context.width, stream.codec_context.height) == SIZE
+        assert stream.codec_context.pix_fmt == pix_fmt
+        assert stream.average_rate == 24
+    frames = decoded_frames(path)
+    assert len(frames) == 12
+    assert [round(t * 24) for _, t in frames] == list(range(12))
+    # lossy codecs stay close to the frames; ffv1 is exact
+    errors = [np.abs(got.astype(int) - want).mean() for (got, _), want in zip(frames, FRAMES)]
+    assert max(errors) == 0 if codec == "ffv1" else max(errors) < 12
+
+
+def test_timestamps_in_a_time_base_are_kept(tmp_path: Path) -> None:
+    path, times = tmp_path / "vfr.mkv", [0, 40, 120, 240, 280, 360]
+    with open_frame_writer(path, SIZE, Fraction(25), codec="ffv1", time_base=Fraction(1, 1000)) as writer:
+        for frame, pts in zip(FRAMES, times):
+            writer.write(frame, pts=pts)
+    assert [round(t * 1000) for _, t in decoded_frames(path)] == times
+
+
+def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "in.mp4", frames=12)
+    out = tmp_path / "out.mp4"
+    write_all(out, copy_streams_from=source)
+    assert packets(out, "audio") == packets(source, "audio") and len(packets(out, "audio")) > 2
+    with av.open(str(out)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+
+
+def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "in.mkv", subtitles=True)
+    write_all(tmp_path / "out.mkv", copy_streams_from=source)
+    assert packets(tmp_path / "out.mkv", "subtitle") == packets(source, "subtitle") == [b"Hello", b"World"]
+    assert packets(tmp_path / "out.mkv", "audio") == packets(source, "audio")
+    with pytest.raises(LiifError, match=r"subtitle stream #2 \((srt|subrip)\) cannot be copied into .mp4"):
+        open_frame_writer(tmp_path / "out.mp4", SIZE, Fraction(24), copy_streams_from=source)
+    with pytest.raises(LiifError, match=r"audio stream #1 \(aac\) cannot be copied into .webm"):
+        open_frame_writer(tmp_path / "out.webm", SIZE, Fraction(24), copy_streams_from=source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv"]
+
+
+def test_gif_webp_and_apng_keep_durations_loop_and_transparency(tmp_path: Path) -> None:
+    frames = [np.dstack([f, np.full(f.shape[:2], 255 if i % 2 else 0, np.uint8)]) for i, f in enumerate(FRAMES[:4])]
+    durations = [50, 100, 150, 200]
+    for name in ("a.gif", "a.webp", "a.png", "a.apng"):
+        with open_frame_writer(tmp_path / name, SIZE, Fraction(10), loop=3) as writer:
+            for frame, duration in zip(frames, durations):
+                writer.write(frame, duration_ms=duration)
+        with Image.open(tmp_path / name) as image:
+            assert image.n_frames == 4, name
+            assert image.info.get("loop") == 3, name
+            seen = []
+            for index in range(4):
+                image.seek(index)
+                image.load()  # WebP sets a frame's duration when it decodes it
+                seen.append(image.info["duration"])
+                rgba = np.asarray(image.convert("RGBA"))
+                assert (rgba[:, :, 3] == (255 if index % 2 else 0)).all(), (name, index)
+            assert seen == durations, name
+
+
+def test_a_folder_of_png_frames(tmp_path: Path) -> None:
+    write_all(tmp_path / "frames", frames=FRAMES[:3])
+    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert names == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
+    assert (np.asarray(Image.open(tmp_path / "frames" / names[2])) == FRAMES[2]).all()
+    write_all(tmp_path / "frames", frames=FRAMES[:2], overwrite=True)  # an earlier output is replaced whole
+    assert len(list((tmp_path / "frames").iterdir())) == 2
+    (tmp_path / "frames" / "notes.txt").write_text("mine")
+    with pytest.raises(LiifError, match="never replaced"):
+        write_all(tmp_path / "frames", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "a.gif", "frames"])
+def test_an_exception_leaves_nothing_and_a_normal_exit_plain_permissions(tmp_path: Path, name, umask_022) -> None:
+    path = tmp_path / name
+    with pytest.raises(KeyboardInterrupt):
+        with open_frame_writer(path, SIZE, Fraction(24)) as writer:
+            writer.write(FRAMES[0])
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    write_all(path, frames=FRAMES[:2])
+    assert list(tmp_path.iterdir()) == [path]
+    assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644)
+
+
+def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match="cannot encode video with codec 'nonesuch'"):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), codec="nonesuch")
+    with pytest.raises(LiifError, match="yuv420p halves the colour resolution, so the width must be even"):
+        open_frame_writer(tmp_path / "a.mp4", (65, 48), Fraction(24))
+    write_all(tmp_path / "odd.mp4", frames=[np.zeros((47, 65, 3), np.uint8)], pix_fmt="yuv444p")
+    with pytest.raises(LiifError, match="cannot encode pixel format 'rgb24'"):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), pix_fmt="rgb24")
+    with pytest.raises(LiifError, match="unknown video output '.avi'"):
+        open_frame_writer(tmp_path / "a.avi", SIZE, Fraction(24))
+    with pytest.raises(LiifError, match="exists; pass --overwrite"):
+        open_frame_writer(tmp_path / "odd.mp4", (65, 47), Fraction(24), pix_fmt="yuv444p")
+    with pytest.raises(LiifError, match=r"must be \(48, 64, 3 or 4\) uint8"):
+        with open_frame_writer(tmp_path / "b.mp4", SIZE, Fraction(24)) as writer:
+            writer.write(np.zeros((48, 64), np.uint8))
+    with pytest.raises(LiifError, match="no frame was written"):
+        with open_frame_writer(tmp_path / "c.mp4", SIZE, Fraction(24)):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+@pytest.mark.parametrize("name", ["a.gif", "a.webp", "a.png"])
+@pytest.mark.parametrize("alpha", [False, True])
+def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
+    frame = np.dstack([FRAMES[0], np.full((48, 64), 200, np.uint8)]) if alpha else FRAMES[0]
+    with open_frame_writer(tmp_path / name, SIZE, Fraction(10)) as writer:
+        for duration in (30, 40, 50, 60):
+            writer.write(frame, duration_ms=duration)
+    with Image.open(tmp_path / name) as image:
+        assert image.n_frames == 4
+        seen, previous = [], None
+        for index in range(4):
+            image.seek(index)
+            image.load()
+            seen.append(image.info["duration"])
+            rgba = np.asarray(image.convert("RGBA")).astype(int)
+            assert (rgba[:, :, 3] == (200 if alpha and name != "a.gif" else 255)).all()
+            if name == "a.png":
+                assert np.array_equal(rgba[:, :, :3], FRAMES[0])
+            if index and name != "a.webp":
+                assert np.array_equal(rgba, previous)  # a repeat looks the same
+            elif index:  # lossy, and one pixel nudged
+                assert np.abs(rgba - previous).mean() < 0.1
+            previous = rgba
+        assert seen == [30, 40, 50, 60]
