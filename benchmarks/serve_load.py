@@ -153,8 +153,7 @@ def main() -> None:
         server.wait()
     failed = sum(status != 200 for status in result.statuses)
     wrong = wrong_answers(picture_path, requests, result.bodies, liif.load_model(args.model, args.device))
-    print(f"picture {width}x{height} ({args.picture}), model {args.model} on {args.device}, {os.cpu_count()} CPUs, "
-          f"torch threads {__import__('torch').get_num_threads()}")
+    print(f"picture {width}x{height} ({args.picture}), model {args.model} on {args.device}, {os.cpu_count()} CPUs")
     print(f"{len(paths)} requests ({len(requests)} distinct tiles of {args.tile} px at x{args.scales}) from "
           f"{args.clients} clients: {result.seconds:.1f} s, {len(paths) / result.seconds:.1f} requests/s")
     print(f"answers: {len(paths) - failed} x 200, {failed} failed, {len(wrong)} wrong, {result.inconsistent} inconsistent")

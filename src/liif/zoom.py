@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import sys
 from fractions import Fraction
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 import torch.nn as nn
 from tqdm import tqdm
 

@@ -4,7 +4,6 @@ requests by plain bicubic, for comparison), the viewer page at ``/`` and ``/view
 
 from __future__ import annotations
 
-import asyncio
 import html
 import io
 import logging
@@ -13,7 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote, unquote
 
 import numpy as np
