@@ -7,12 +7,12 @@ from liif.geometry import Geometry, make_cell, make_coord
 from liif.normalization import DataNorm
 from liif.pretrained import DEFAULT_MODEL, pretrained_names
 from liif.registry import make, register
-from liif.renderer import render
+from liif.renderer import FeatureCache, render
 from liif.upscale import upscale
 from liif.video.upscale import upscale_video
 
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "save_checkpoint", "make_coord", "make_cell", "Geometry", "DataNorm", "make", "register",
-           "pretrained_names", "DEFAULT_MODEL", "evaluate", "render", "upscale", "upscale_video", "LiifError",
+           "pretrained_names", "DEFAULT_MODEL", "evaluate", "render", "FeatureCache", "upscale", "upscale_video", "LiifError",
            "CheckpointError", "__version__"]

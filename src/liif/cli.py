@@ -15,6 +15,9 @@ SUBCOMMANDS = {
     "upscale": ("upscale", "upscale pictures to any scale, size or region (files, folders, globs)"),
     "eval": ("eval", "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)"),
     "train": ("train", "train or fine-tune a model from a YAML config (torchrun for several processes)"),
+    "serve": ("serve", "serve pictures over IIIF deep zoom (any region, any zoom) with a viewer page"),
+    "view": ("view", "open a picture in the deep-zoom viewer (serve it and open the browser)"),
+    "zoom": ("zoom", "make a continuous zoom into a point: video, animation or PNG frames"),
 }
 
 

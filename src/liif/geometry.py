@@ -60,8 +60,13 @@ class Grid:
     ranges: Ranges = WHOLE_IMAGE
 
     def axis(self, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Pixel-centre coordinates along ``dim`` (0: rows, 1: columns)."""
-        return make_coord((self.size[dim],), ranges=[self.ranges[dim]], device=device).view(-1)
+        """Pixel-centre coordinates along ``dim`` (0: rows, 1: columns), as ``make_coord`` but computed in
+        float64 before rounding to float32, so that a region's pixels get the very coordinates the same
+        pixels get in a larger render: tiles of a zoom level put together equal one render of it."""
+        (v0, v1), n = self.ranges[dim], self.size[dim]
+        radius = (v1 - v0) / (2 * n)
+        centres = v0 + radius * (2 * torch.arange(n, dtype=torch.float64) + 1)
+        return centres.float().to(device)
 
     def cell(self) -> tuple[float, float]:
         """The cell always follows the output pixel size."""

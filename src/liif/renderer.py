@@ -11,13 +11,15 @@ self-ensembles the same way.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Hashable, Iterator
 
 import torch
 
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
+from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel
 
 
@@ -58,6 +60,34 @@ IDENTITY = (Symmetry(),)
 ALL_SYMMETRIES = tuple(Symmetry(fy, fx, t) for t in (False, True) for fy in (False, True) for fx in (False, True))
 
 
+class FeatureCache:
+    """Encoder features of render windows, kept in an LRU bounded in bytes. The renderer cuts the latent grid
+    at multiples of a power-of-two tile side, so renders of one picture at nearby zooms (server tiles, zoom
+    frames) ask for the same windows, and each window is encoded once. A hit returns the features the encoder
+    gave for that very window, so rendering with the cache equals rendering without it, bit for bit."""
+
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
+        self.entries: ByteLRU[torch.Tensor] = ByteLRU(max_bytes, lambda t: t.element_size() * t.nelement())
+        self.encoded = 0  # windows encoded so far: one per miss
+
+    def features(self, key: Hashable, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The features of the window ``key`` names: cached, or ``encode()`` once."""
+        feat = self.entries.get(key)
+        if feat is None:
+            feat = encode().clone(memory_format=torch.contiguous_format)  # a view would keep its whole window alive
+            self.encoded += 1
+            self.entries.put(key, feat)
+        return feat
+
+
+def input_key(model: ImplicitModel, inp: torch.Tensor) -> tuple:
+    """What makes encoder features of ``inp`` reusable: the model, the input's content, the precision."""
+    digest = hashlib.blake2b(inp.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+    device = inp.device.type
+    precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else inp.dtype
+    return id(model), tuple(inp.shape), digest, str(precision)
+
+
 def latent_bins(axis: torch.Tensor, n: int) -> torch.Tensor:
     """The latent (of ``n``) under each output pixel centre of ``axis``."""
     return ((axis.double() + 1) * (n / 2)).floor().long().clamp(0, n - 1)
@@ -75,14 +105,16 @@ def tile_spans(bins: torch.Tensor, tile: int) -> list[tuple[int, int, int, int]]
 
 def pick_tile(model: ImplicitModel, grid: Grid, latent_shape: tuple[int, int], tile: int, block_pixels: int) -> int:
     """A tile side, in latents, whose output block holds at most ``block_pixels`` pixels (the whole grid for a
-    model whose latents cannot cover windows)."""
+    model whose latents cannot cover windows): ``tile``, or a power of two below it, so that renders at
+    nearby output densities cut the grid the same way and share encoder windows (``FeatureCache``)."""
     if not model.windowed:
         return max(latent_shape)
     density = 1.0
     for dim in (0, 1):
         span = latent_shape[dim] * (grid.ranges[dim][1] - grid.ranges[dim][0]) / 2
         density *= grid.size[dim] / span
-    return max(1, min(tile, int(math.sqrt(block_pixels / density))))
+    side = max(1, int(math.sqrt(block_pixels / density)))
+    return min(tile, 1 << (side.bit_length() - 1))
 
 
 def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
@@ -92,11 +124,13 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int = 256,
-                 chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22
-                 ) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22,
+                 cache: FeatureCache | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (row, col, block): ``block`` (B, C, hb, wb) in [0, 1] is the output of ``grid`` at (row, col) for
-    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile."""
+    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile. With a ``cache``,
+    encoder features come from (and go to) it."""
     inp = model.data_norm.to_model(image)
+    key = None if cache is None else input_key(model, inp)
     h, w = inp.shape[-2:]
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
     axes = [grid.axis(dim, inp.device) for dim in (0, 1)]
@@ -109,16 +143,17 @@ def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: in
         for c0, c1, x0, x1 in col_spans:
             latent_win = (clip(r0 - reach, r1 + reach, h), clip(c0 - reach, c1 + reach, w))
             coord = torch.stack(torch.meshgrid(axes[0][y0:y1], axes[1][x0:x1], indexing="ij"), dim=-1)
-            block = sum(render_window(model, inp, latent_win, coord, cell_hw, chunk_size, symmetry)
+            block = sum(render_window(model, inp, latent_win, coord, cell_hw, chunk_size, symmetry,
+                                      cache, None if key is None else (key, symmetry))
                         for symmetry in symmetries) / len(symmetries)
             yield y0, x0, model.data_norm.to_pixels(block, channel_dim=1)
 
 
 def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tuple[int, int], tuple[int, int]],
                   coord: torch.Tensor, cell_hw: torch.Tensor, chunk_size: int | None,
-                  symmetry: Symmetry) -> torch.Tensor:
+                  symmetry: Symmetry, cache: FeatureCache | None = None, key: Hashable = None) -> torch.Tensor:
     """The model-space output (B, C, hb, wb) at ``coord`` (hb, wb, 2), from latents of ``latent_win`` of
-    ``symmetry(inp)``."""
+    ``symmetry(inp)``; features from ``cache`` under ``key`` when given."""
     shape = tuple(inp.shape[-2:])
     halo, radius = model.feature_halo, model.receptive_radius
     (r0, r1), (c0, c1) = latent_win
@@ -127,9 +162,13 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
     window = inp[:, :, in_rows[0]:in_rows[1], in_cols[0]:in_cols[1]]
     in_rows, in_cols, _ = symmetry.window(in_rows, in_cols, shape)
     feat_rows, feat_cols, grid_shape = symmetry.window(feat_rows, feat_cols, shape)
-    feat = model.encode(symmetry.image(window))
-    feat = feat[:, :, feat_rows[0] - in_rows[0]:feat_rows[1] - in_rows[0],
-                feat_cols[0] - in_cols[0]:feat_cols[1] - in_cols[0]]
+
+    def encode() -> torch.Tensor:
+        feat = model.encode(symmetry.image(window))
+        return feat[:, :, feat_rows[0] - in_rows[0]:feat_rows[1] - in_rows[0],
+                    feat_cols[0] - in_cols[0]:feat_cols[1] - in_cols[0]]
+
+    feat = encode() if cache is None else cache.features((key, in_rows, in_cols, feat_rows, feat_cols), encode)
     latents = model.latents(feat, grid_shape=grid_shape, origin=(feat_rows[0], feat_cols[0]))
 
     batch = inp.shape[0]
@@ -142,11 +181,14 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
 
 @torch.no_grad()
 def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ranges: Ranges = WHOLE_IMAGE,
-           chunk_size: int | None = None, tile: int = 256, self_ensemble: bool = False) -> torch.Tensor:
+           chunk_size: int | None = None, tile: int = 256, self_ensemble: bool = False,
+           cache: FeatureCache | None = None) -> torch.Tensor:
     """The (B, C, H, W) picture in [0, 1] that ``model`` renders of pictures ``image`` (B, 3, h, w) in [0, 1]
-    at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region."""
+    at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; ``cache`` shares
+    encoder features between calls."""
     out = None
-    for row, col, block in render_tiles(model, image, Grid(tuple(size), ranges), tile, chunk_size, self_ensemble):
+    for row, col, block in render_tiles(model, image, Grid(tuple(size), ranges), tile, chunk_size, self_ensemble,
+                                        cache=cache):
         if out is None:
             out = block.new_empty(*block.shape[:2], *size)
         out[:, :, row:row + block.shape[2], col:col + block.shape[3]] = block

@@ -23,7 +23,7 @@ from liif.imageio import Picture, picture_from_pil, read_picture
 from liif.geometry import Geometry, Target
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
-from liif.renderer import render_tiles
+from liif.renderer import FeatureCache, render_tiles
 from liif.runtime import autocast, available_memory, check_precision, pick_device, query_chunk
 
 DEFAULT_MAX_PIXELS = 500_000_000
@@ -66,27 +66,41 @@ def quantise(block: torch.Tensor, max_value: int, channels: int) -> np.ndarray:
     return out.astype(np.uint16 if max_value > 255 else np.uint8)
 
 
+def bicubic_plane(plane: np.ndarray, target: Target, max_value: int) -> np.ndarray:
+    """One (h, w) channel resized by PIL bicubic over the target region, (H, W), of the same dtype."""
+    resized = Image.fromarray(plane.astype(np.float32), "F").resize(target.size[::-1], Image.BICUBIC,
+                                                                   box=target.region)
+    return np.asarray(resized).round().clip(0, max_value).astype(plane.dtype)
+
+
 def bicubic_alpha(picture: Picture, target: Target) -> np.ndarray:
     """The alpha channel resized by PIL bicubic over the target region, (H, W)."""
-    alpha = Image.fromarray(picture.alpha.astype(np.float32), "F")
-    resized = alpha.resize(target.size[::-1], Image.BICUBIC, box=target.region)
-    return np.asarray(resized).round().clip(0, picture.max_value).astype(picture.pixels.dtype)
+    return bicubic_plane(picture.alpha, target, picture.max_value)
+
+
+def resize_bicubic(picture: Picture, target: Target) -> Picture:
+    """``target`` of ``picture`` by plain PIL bicubic, every channel at full depth: what LIIF is compared to."""
+    planes = [bicubic_plane(picture.pixels[:, :, c], target, picture.max_value)
+              for c in range(picture.pixels.shape[2])]
+    return Picture(np.stack(planes, axis=2), picture.icc_profile)
 
 
 @torch.no_grad()
 def render_picture(model: ImplicitModel, picture: Picture, target: Target, self_ensemble: bool = False,
                    alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
-                   progress: bool = False, label: str | None = None) -> Picture:
+                   progress: bool = False, label: str | None = None, cache: FeatureCache | None = None) -> Picture:
     """Render ``target`` of ``picture`` with ``model`` (on its device) into a Picture of the same depth,
-    channels and ICC profile, tile by tile into one output buffer."""
+    channels and ICC profile, tile by tile into one output buffer; ``cache`` shares encoder features
+    between renders of the same picture (exact: the pixels are the same without it)."""
     return render_pictures(model, [picture], target, self_ensemble, alpha, precision, tile, chunk_size,
-                           progress, label)[0]
+                           progress, label, cache)[0]
 
 
 @torch.no_grad()
 def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: Target, self_ensemble: bool = False,
                     alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
-                    progress: bool = False, label: str | None = None) -> list[Picture]:
+                    progress: bool = False, label: str | None = None,
+                    cache: FeatureCache | None = None) -> list[Picture]:
     """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
     if alpha not in ALPHA_MODES:
         raise LiifError(f"unknown alpha mode {alpha!r}; use model or bicubic")
@@ -103,7 +117,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
         chunk_size = query_chunk(device, len(batch))
     with bar, autocast(device, precision):
-        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble):
+        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
                 hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
                 raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")

@@ -1,0 +1,90 @@
+"""Serve pictures over IIIF Image API 3.0 (level 2, with upscaling) with LIIF pixels, and a viewer page.
+
+Each picture's identifier is its file name, or its path inside a served folder (URL-encoded). Tiles and any
+region come from the same renderer as `liif upscale`: /iiif/3/{id}/{x},{y},{w},{h}/^{W},{H}/0/default.png
+has exactly the pixels of `liif upscale FILE --region x,y,x+w,y+h --size WxH`. /bicubic/3/{id}/... answers
+the same requests by plain bicubic. The viewer is at / and /view/{id}.
+
+examples:
+  liif serve photos/                         (http://127.0.0.1:8182/)
+  liif serve photo.jpg --max-scale 16 --port 9000
+  curl http://127.0.0.1:8182/iiif/3/photo.jpg/info.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from liif.errors import LiifError
+from liif.pretrained import DEFAULT_MODEL
+from liif.runtime import PRECISIONS
+
+DEFAULT_PORT = 8182
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="pictures and folders of pictures to serve")
+    add_server_arguments(parser)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `liif serve` and `liif view` share."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 or fp16 on a GPU (default fp32)")
+    parser.add_argument("--max-scale", type=float, default=32.0,
+                        help="largest zoom, in output pixels per picture pixel (default 32)")
+    parser.add_argument("--max-pixels", type=float, default=None,
+                        help="largest answer in pixels (default 4096x4096)")
+    parser.add_argument("--cache-mb", type=float, default=128, help="encoded images kept, in MB (default 128)")
+    parser.add_argument("--feature-cache-mb", type=float, default=512,
+                        help="encoder features kept, in MB (default 512)")
+
+
+def server_options(args: argparse.Namespace):
+    from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
+
+    for name in ("max_scale", "cache_mb", "feature_cache_mb"):
+        if not getattr(args, name) > 0:
+            raise LiifError(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name):g}")
+    max_pixels = DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels
+    if not max_pixels >= 1:
+        raise LiifError(f"--max-pixels must be at least 1, got {max_pixels:g}")
+    if not 0 <= args.port < 65536:
+        raise LiifError(f"--port must be 0 to 65535, got {args.port}")
+    return ServeOptions(max_scale=args.max_scale, max_pixels=int(max_pixels), precision=args.precision,
+                        image_cache_bytes=int(args.cache_mb * 2**20),
+                        feature_cache_bytes=int(args.feature_cache_mb * 2**20))
+
+
+def start(args: argparse.Namespace, paths: list[str], on_ready=None) -> int:
+    """Build the app, listen, call ``on_ready(base_url)`` once listening, and serve until interrupted."""
+    import uvicorn
+
+    from liif.serve.app import create_app
+
+    app = create_app(paths, args.model, args.device, server_options(args))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    original_startup = server.startup
+
+    async def startup(sockets=None) -> None:  # the address is known only once listening (--port 0)
+        await original_startup(sockets)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            host = args.host if ":" not in args.host else f"[{args.host}]"
+            url = f"http://{host}:{port}/"
+            print(f"liif {args.command}: serving {len(paths)} path(s) at {url} (Ctrl+C stops)", file=sys.stderr)
+            if on_ready is not None:
+                on_ready(url)
+
+    server.startup = startup
+    server.run()
+    return 0 if server.started else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    return start(args, args.paths)

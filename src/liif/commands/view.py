@@ -1,0 +1,39 @@
+"""Open a picture in the LIIF deep-zoom viewer: serve it (as `liif serve` does) and open the browser.
+
+The page zooms past 100% up to --max-scale, shows the zoom (x1.0, x8.3), compares with plain bicubic (a
+toggle or a split view), and saves the current view as a PNG made by one IIIF request.
+
+examples:
+  liif view photo.jpg
+  liif view photo.jpg --port 0 --no-browser      (print the address only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import webbrowser
+from urllib.parse import quote
+
+from liif.commands.serve import add_server_arguments, start
+from liif.errors import LiifError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("picture", metavar="PICTURE", help="the picture to view")
+    add_server_arguments(parser)
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser, print the address")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.picture):
+        raise LiifError(f"{args.picture}: no such picture")
+
+    def ready(url: str) -> None:
+        page = f"{url}view/{quote(os.path.basename(args.picture), safe='')}"
+        print(page, flush=True)
+        if not args.no_browser:
+            threading.Thread(target=webbrowser.open, args=(page,), daemon=True).start()
+
+    return start(args, [args.picture], ready)

@@ -1,0 +1,79 @@
+"""Make a continuous zoom into a point of a picture: a video, an animation or a folder of PNG frames.
+
+The zoom runs from START to END output pixels per picture pixel (START 'fit': the whole picture, fitted to
+the frame), the zoom factor growing geometrically. Frame k has exactly the pixels of
+`liif upscale PICTURE --region R_k --size WxH`; --print-regions prints each R_k as x0,y0,x1,y1.
+OUT: .mp4 (H.264) .webm (VP9) .mkv .mov through PyAV; .gif or .webp animations; a path without a suffix
+is a folder of PNG frames.
+
+examples:
+  liif zoom photo.jpg -o zoom.mp4 --center 812,430
+  liif zoom photo.jpg -o zoom.gif --size 320x180 --frames 48 --fps 12 --compare bicubic
+  liif zoom photo.jpg --print-regions --frames 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from liif.errors import LiifError
+from liif.geometry import parse_numbers
+from liif.pretrained import DEFAULT_MODEL
+from liif.runtime import PRECISIONS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("picture", metavar="PICTURE")
+    parser.add_argument("-o", "--output", metavar="OUT", help="video, animation or frame folder to write")
+    parser.add_argument("--center", metavar="X,Y", help="the point zoomed into, in picture pixels (default: the middle)")
+    parser.add_argument("--zoom", default="fit:16", metavar="START:END",
+                        help="zoom range in output pixels per picture pixel; START may be 'fit' (default fit:16)")
+    parser.add_argument("--frames", type=int, default=96, help="number of frames (default 96)")
+    parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24)")
+    parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
+    parser.add_argument("--compare", choices=("bicubic",), help="put plain bicubic beside LIIF (frames twice as wide)")
+    parser.add_argument("--print-regions", action="store_true",
+                        help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 or fp16 on a GPU (default fp32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def parse_zoom(text: str) -> tuple[float | None, float]:
+    start, colon, end = text.partition(":")
+    if not colon:
+        raise LiifError(f"--zoom {text!r}: expected START:END, such as fit:16 or 2:32")
+    first = None if start == "fit" else parse_numbers(start, "--zoom START", (1,))[0]
+    last = parse_numbers(end, "--zoom END", (1,))[0]
+    for value in (first, last):
+        if value is not None and not 0 < value < 1e6:
+            raise LiifError(f"--zoom {text!r}: zooms must be above 0 and below 1e6")
+    return first, last
+
+
+def run(args: argparse.Namespace) -> int:
+    from liif.imageio import read_picture
+    from liif.zoom import format_region, zoom, zoom_regions
+
+    start, end = parse_zoom(args.zoom)
+    size = tuple(int(v) for v in parse_numbers(args.size.lower(), "--size", (2,), "x"))
+    if any(v < 1 or v > 16384 for v in size):
+        raise LiifError(f"--size {args.size}: each side must be 1 to 16384")
+    center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
+    if not 0 < args.fps <= 1000:
+        raise LiifError(f"--fps must be above 0 and at most 1000, got {args.fps:g}")
+    if args.output is None and not args.print_regions:
+        raise LiifError("give -o OUT (or --print-regions)")
+    picture = read_picture(args.picture)
+    height, width = picture.pixels.shape[:2]
+    if args.print_regions:
+        for region in zoom_regions((width, height), size, center, start, end, args.frames):
+            print(format_region(region))
+        sys.stdout.flush()
+    if args.output is not None:
+        zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
+             args.device, args.precision, args.overwrite, progress=not args.quiet)
+    return 0

@@ -1,0 +1,227 @@
+"""The Starlette app: IIIF Image API 3.0 at ``/iiif/3/{id}`` (LIIF pixels) and ``/bicubic/3/{id}`` (the same
+requests by plain bicubic, for comparison), the viewer page at ``/`` and ``/view/{id}``, its assets at
+``/static``. Identifiers are taken from the raw URL path, so an escaped ``/`` (``%2F``) stays inside one."""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import numpy as np
+import torch
+import torch.nn as nn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from liif.errors import LiifError, one_line
+from liif.geometry import Geometry
+from liif.imageio import Picture, encode_picture, read_picture
+from liif.lru import ByteLRU
+from liif.pretrained import DEFAULT_MODEL
+from liif.renderer import FeatureCache
+from liif.runtime import check_precision, pick_device
+from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
+from liif.serve.library import Library
+from liif.serve.worker import RenderQueue
+from liif.upscale import check_target, render_picture, resize_bicubic, resolve_model
+
+log = logging.getLogger("liif.serve")
+STATIC = Path(str(resources.files("liif.serve") / "static"))
+PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
+CORS = {"Access-Control-Allow-Origin": "*"}
+METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
+DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
+
+
+@dataclass
+class ServeOptions:
+    """How the server renders: limits, caches (bytes) and the model's precision."""
+
+    max_scale: float = 32.0
+    max_pixels: int = DEFAULT_SERVE_PIXELS
+    tile: int = 256
+    image_cache_bytes: int = 128 << 20
+    feature_cache_bytes: int = 512 << 20
+    picture_cache_bytes: int = 256 << 20
+    precision: str = "fp32"
+
+
+@dataclass
+class Pictures:
+    """Served pictures read once and kept (bounded in bytes), keyed by path, size and modification time."""
+
+    max_bytes: int
+    cache: ByteLRU[Picture] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = ByteLRU(self.max_bytes, lambda p: p.pixels.nbytes)
+
+    def read(self, path: Path) -> tuple[Picture, tuple]:
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns)
+        picture = self.cache.get(key)
+        if picture is None:
+            picture = read_picture(path)
+            self.cache.put(key, picture)
+        return picture, key
+
+
+def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
+    """Mirror, rotate, apply the quality and encode: the rendered region as the response body."""
+    pixels = picture.pixels
+    if request.mirror:
+        pixels = pixels[:, ::-1]
+    if request.rotation:
+        pixels = np.rot90(pixels, k=-request.rotation // 90, axes=(0, 1))
+    has_alpha = pixels.shape[2] in (2, 4)
+    color, alpha = (pixels[:, :, :-1], pixels[:, :, -1:]) if has_alpha else (pixels, None)
+    if request.quality in ("gray", "bitonal") and color.shape[2] == 3:
+        luma = color.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        color = luma.round().astype(pixels.dtype)[:, :, None]
+    if request.quality == "bitonal":
+        color = np.where(color > picture.max_value // 2, picture.max_value, 0).astype(pixels.dtype)
+    if request.format == "jpg":
+        alpha = None
+    pixels = np.ascontiguousarray(color if alpha is None else np.concatenate([color, alpha], axis=2))
+    stream = io.BytesIO()
+    fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[request.format]
+    try:
+        encode_picture(Picture(pixels, picture.icc_profile), fmt, stream)
+    except LiifError as exc:
+        raise IIIFError(400, str(exc)) from None
+    return stream.getvalue()
+
+
+class Service:
+    """The model, the caches and the render queue behind the routes."""
+
+    def __init__(self, paths: list[str | os.PathLike], model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
+                 device: str = "auto", options: ServeOptions | None = None) -> None:
+        self.options = options or ServeOptions()
+        if not self.options.max_scale >= 1:
+            raise LiifError(f"--max-scale must be at least 1, got {self.options.max_scale:g}")
+        self.library = Library(paths)
+        self.device = pick_device(device)
+        check_precision(self.device, self.options.precision)
+        self.model = resolve_model(model, self.device)
+        self.features = FeatureCache(self.options.feature_cache_bytes)
+        self.pictures = Pictures(self.options.picture_cache_bytes)
+        self.queue = RenderQueue(self.options.image_cache_bytes)
+
+    def limits(self, picture: Picture) -> Limits:
+        height, width = picture.pixels.shape[:2]
+        return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
+
+    def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
+        """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
+        target = Geometry(size=request.size, region=request.region).target(picture.pixels.shape[:2])
+        check_target(target, picture, self.options.max_pixels)
+        if method == "bicubic":
+            result = resize_bicubic(picture, target)
+        else:
+            result = render_picture(self.model, picture, target, precision=self.options.precision,
+                                    tile=self.options.tile, cache=self.features)
+        return encode_answer(result, request)
+
+
+def path_segments(request: Request, prefix: str) -> list[str]:
+    """The percent-decoded segments of the raw path after ``prefix``: ``a%2Fb.png/info.json`` is two."""
+    raw = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
+    raw = raw.decode("latin-1")
+    root = request.scope.get("root_path", "")
+    if root and raw.startswith(root):
+        raw = raw[len(root):]
+    return [unquote(part) for part in raw[len(prefix):].split("/")]
+
+
+def error_response(exc: LiifError) -> Response:
+    status = exc.status if isinstance(exc, IIIFError) else 400
+    return PlainTextResponse(one_line(exc) + "\n", status_code=status, headers=CORS)
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the request has no body left to read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
+               device: str = "auto", options: ServeOptions | None = None) -> Starlette:
+    """The server for pictures ``paths`` (files and folders) with ``model``: run it with uvicorn."""
+    service = Service(paths, model, device, options)
+
+    async def iiif(request: Request) -> Response:
+        method = request.url.path.split("/")[1]
+        prefix = f"/{method}/3/"
+        segments = path_segments(request, prefix)
+        try:
+            identifier = segments[0]
+            path = service.library.resolve(identifier)
+            base = f"{str(request.base_url).rstrip('/')}/{method}/3/{quote(identifier, safe='')}"
+            if len(segments) == 1:
+                return RedirectResponse(f"{base}/info.json", status_code=303, headers=CORS)
+            picture, picture_key = await run_in_threadpool(service.pictures.read, path)
+            height, width = picture.pixels.shape[:2]
+            limits = service.limits(picture)
+            if segments[1:] == ["info.json"]:
+                ld = "application/ld+json" in request.headers.get("accept", "")
+                return JSONResponse(info_json(base, width, height, limits, service.options.tile),
+                                    media_type=JSON_LD if ld else "application/json", headers=CORS)
+            if len(segments) != 5:
+                raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
+            image_request = parse_request(*segments[1:], width, height, limits)
+            body = await service.queue.get((method, picture_key, image_request.key()),
+                                           lambda: service.render(method, picture, image_request),
+                                           lambda: client_gone(request))
+        except (LiifError, OSError) as exc:
+            if isinstance(exc, OSError):
+                exc = IIIFError(404, f"cannot read picture: {exc.strerror or one_line(exc)}")
+            return error_response(exc)
+        except (MemoryError, torch.OutOfMemoryError):
+            return PlainTextResponse("out of memory\n", status_code=503, headers=CORS)
+        if body is None:  # the client left: nobody reads this
+            return Response(status_code=499)
+        return Response(body, media_type=image_request.media_type, headers={**CORS, "Link": PROFILE_LINK})
+
+    async def index(request: Request) -> Response:
+        names = await run_in_threadpool(service.library.identifiers)
+        items = "\n".join(f'<li><a href="view/{quote(name, safe="")}">{html.escape(name)}</a></li>' for name in names)
+        return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>liif serve</title>"
+                            f"<link rel='stylesheet' href='static/viewer.css'></head><body class='index'>"
+                            f"<h1>LIIF deep zoom</h1><ul>{items}</ul></body></html>")
+
+    async def view(request: Request) -> Response:
+        segments = path_segments(request, "/view/")
+        try:
+            if len(segments) != 1:
+                raise IIIFError(404, "no such page")
+            service.library.resolve(segments[0])
+        except IIIFError as exc:
+            return error_response(exc)
+        return FileResponse(STATIC / "viewer.html", media_type="text/html")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        await service.queue.start()
+        try:
+            yield
+        finally:
+            await service.queue.stop()
+
+    routes = [Route("/", index), Route("/view/{rest:path}", view),
+              *(Route(f"/{method}/3/{{rest:path}}", iiif) for method in METHODS),
+              Mount("/static", StaticFiles(directory=STATIC), name="static")]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app

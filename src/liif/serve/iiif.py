@@ -1,0 +1,208 @@
+"""The IIIF Image API 3.0 as pure functions: a URL's region, size, rotation, quality and format to an
+``ImageRequest`` in input pixels, and a picture's info.json. Every refusal is an ``IIIFError`` with the HTTP
+status and a one-line reason.
+
+Regions are kept in input pixels as floats (``pct:`` regions need not fall on pixels): the continuous image
+renders any region exactly, and ``x,y,w,h`` at ``^W,H`` is the same request as
+``liif upscale --region x,y,x+w,y+h --size WxH``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from liif.errors import LiifError
+from liif.geometry import round_half_up
+
+CONTEXT = "http://iiif.io/api/image/3/context.json"
+JSON_LD = f'application/ld+json;profile="{CONTEXT}"'
+QUALITIES = ("default", "color", "gray", "bitonal")
+FORMATS = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+# What the server does beyond level 2's required features (level 2 ones are implied by the profile).
+EXTRA_FEATURES = ["sizeUpscaling", "mirroring", "regionSquare", "profileLinkHeader"]
+NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+
+
+class IIIFError(LiifError):
+    """A request the server refuses: ``status`` (400, 404) and a one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest output: width, height and area in pixels (info.json's maxWidth, maxHeight, maxArea)."""
+
+    max_width: int
+    max_height: int
+    max_area: int
+
+    @classmethod
+    def for_picture(cls, width: int, height: int, max_scale: float, max_pixels: int) -> Limits:
+        """``max_scale`` times the picture's own size, within ``max_pixels``."""
+        max_width, max_height = max(1, math.floor(width * max_scale)), max(1, math.floor(height * max_scale))
+        return cls(max_width, max_height, min(max_width * max_height, max_pixels))
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image request: ``region`` (x0, y0, x1, y1) in input pixels, ``size`` (W, H) of the output before
+    rotation, then mirroring, ``rotation`` (0, 90, 180, 270 clockwise), ``quality`` and ``format``."""
+
+    region: tuple[float, float, float, float]
+    size: tuple[int, int]
+    mirror: bool = False
+    rotation: int = 0
+    quality: str = "default"
+    format: str = "png"
+
+    @property
+    def media_type(self) -> str:
+        return FORMATS[self.format]
+
+    def key(self) -> str:
+        """A canonical text of the request, the same for every URL that asks for the same pixels."""
+        region = ",".join(repr(v) for v in self.region)
+        mirror = "!" if self.mirror else ""
+        return f"{region}/{self.size[0]},{self.size[1]}/{mirror}{self.rotation}/{self.quality}.{self.format}"
+
+
+def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:
+    pattern = r"\d+" if integer else NUMBER
+    parts = text.split(",")
+    if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
+        kind = "whole numbers" if integer else "numbers"
+        raise IIIFError(400, f"{what} {text!r}: expected {count} non-negative {kind} separated by commas")
+    return [float(p) for p in parts]
+
+
+def parse_region(text: str, width: int, height: int) -> tuple[float, float, float, float]:
+    """``full``, ``square``, ``x,y,w,h`` or ``pct:x,y,w,h`` to (x0, y0, x1, y1), cut to the picture."""
+    if text == "full":
+        return 0.0, 0.0, float(width), float(height)
+    if text == "square":
+        side = min(width, height)
+        x0, y0 = (width - side) // 2, (height - side) // 2
+        return float(x0), float(y0), float(x0 + side), float(y0 + side)
+    if text.startswith("pct:"):
+        px, py, pw, ph = numbers(text[4:], 4, "region", integer=False)
+        x, y, w, h = px * width / 100, py * height / 100, pw * width / 100, ph * height / 100
+    else:
+        x, y, w, h = numbers(text, 4, "region")
+    if w <= 0 or h <= 0:
+        raise IIIFError(400, f"region {text!r} has no width or no height")
+    if x >= width or y >= height:
+        raise IIIFError(400, f"region {text!r} lies outside the {width}x{height} picture")
+    return x, y, min(x + w, float(width)), min(y + h, float(height))
+
+
+def parse_size(text: str, region_width: float, region_height: float, limits: Limits) -> tuple[int, int]:
+    """A size (``max``, ``w,``, ``,h``, ``pct:n``, ``w,h``, ``!w,h``, each with an optional ``^``) to (W, H)
+    for a region of that many input pixels; upscaling only with ``^``, never beyond ``limits``."""
+    upscale = text.startswith("^")
+    body = text[1:] if upscale else text
+    aspect = region_width / region_height
+    own = (max(1, round_half_up(region_width)), max(1, round_half_up(region_height)))
+    if body == "max":
+        scale = 1.0 if not upscale else math.inf
+        scale = min(scale, limits.max_width / region_width, limits.max_height / region_height,
+                    math.sqrt(limits.max_area / (region_width * region_height)))
+        size = own if scale == 1.0 else (max(1, math.floor(region_width * scale)),
+                                         max(1, math.floor(region_height * scale)))
+        return check_size(text, size, own, upscale, limits)
+    if body.startswith("pct:"):
+        (percent,) = numbers(body[4:], 1, "size", integer=False)
+        if percent <= 0:
+            raise IIIFError(400, f"size {text!r} must be above 0 percent")
+        if percent > 100 and not upscale:
+            raise IIIFError(400, f"size {text!r} is above 100 percent: upscaling needs ^, as in ^{text}")
+        size = (round_half_up(region_width * percent / 100), round_half_up(region_height * percent / 100))
+    elif re.fullmatch(r"\d+,", body):
+        width = int(body[:-1])
+        size = (width, round_half_up(width / aspect))
+    elif re.fullmatch(r",\d+", body):
+        height = int(body[1:])
+        size = (round_half_up(height * aspect), height)
+    elif body.startswith("!"):
+        width, height = (int(v) for v in numbers(body[1:], 2, "size"))
+        fit = min(width / region_width, height / region_height)
+        size = (min(width, round_half_up(region_width * fit)), min(height, round_half_up(region_height * fit)))
+    else:
+        size = tuple(int(v) for v in numbers(body, 2, "size"))
+    return check_size(text, size, own, upscale, limits)
+
+
+def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: bool,
+               limits: Limits) -> tuple[int, int]:
+    width, height = size
+    if width < 1 or height < 1:
+        raise IIIFError(400, f"size {text!r} gives an empty {width}x{height} output")
+    if not upscale and (width > own[0] or height > own[1]):
+        raise IIIFError(400, f"size {text!r} ({width}x{height}) is larger than the {own[0]}x{own[1]} region: "
+                             f"upscaling needs ^, as in ^{text}")
+    if width > limits.max_width or height > limits.max_height or width * height > limits.max_area:
+        raise IIIFError(400, f"size {text!r} ({width}x{height}) is above the limit of {limits.max_width}x"
+                             f"{limits.max_height} and {limits.max_area} pixels")
+    return width, height
+
+
+def parse_rotation(text: str) -> tuple[bool, int]:
+    """``0``, ``90``, ``180``, ``270``, each with an optional leading ``!`` (mirror first) to (mirror, degrees)."""
+    mirror = text.startswith("!")
+    degrees = text[1:] if mirror else text
+    if degrees not in ("0", "90", "180", "270"):
+        raise IIIFError(400, f"rotation {text!r}: this server rotates by 0, 90, 180 or 270 degrees, "
+                             f"optionally mirrored with !")
+    return mirror, int(degrees)
+
+
+def parse_quality_format(text: str) -> tuple[str, str]:
+    """``quality.format`` to (quality, format)."""
+    quality, dot, fmt = text.rpartition(".")
+    if not dot or quality not in QUALITIES:
+        raise IIIFError(400, f"quality {quality or text!r}: expected one of {', '.join(QUALITIES)}")
+    if fmt not in FORMATS:
+        raise IIIFError(400, f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return quality, fmt
+
+
+def parse_request(region: str, size: str, rotation: str, quality_format: str, width: int, height: int,
+                  limits: Limits) -> ImageRequest:
+    """The four path parameters of an image request, for a picture of ``width`` x ``height`` pixels."""
+    box = parse_region(region, width, height)
+    out = parse_size(size, box[2] - box[0], box[3] - box[1], limits)
+    mirror, degrees = parse_rotation(rotation)
+    quality, fmt = parse_quality_format(quality_format)
+    return ImageRequest(box, out, mirror, degrees, quality, fmt)
+
+
+def scale_factors(width: int, height: int, tile: int) -> list[int]:
+    """Powers of two, from 1 until the whole picture fits in one tile."""
+    factors = [1]
+    while max(width, height) / factors[-1] > tile:
+        factors.append(factors[-1] * 2)
+    return factors
+
+
+def info_json(base_uri: str, width: int, height: int, limits: Limits, tile: int = 256) -> dict:
+    """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
+    return {
+        "@context": CONTEXT,
+        "id": base_uri,
+        "type": "ImageService3",
+        "protocol": "http://iiif.io/api/image",
+        "profile": "level2",
+        "width": width,
+        "height": height,
+        "maxWidth": limits.max_width,
+        "maxHeight": limits.max_height,
+        "maxArea": limits.max_area,
+        "tiles": [{"width": tile, "height": tile, "scaleFactors": scale_factors(width, height, tile)}],
+        "extraQualities": ["color", "gray", "bitonal"],
+        "extraFormats": ["webp"],
+        "extraFeatures": EXTRA_FEATURES,
+    }

@@ -1,0 +1,61 @@
+"""The pictures a server shows: identifiers (a file's name, or its path inside a served folder) to files,
+and nothing outside the served paths: ``..``, absolute paths and links leading out are not found."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from liif.errors import LiifError
+from liif.imageio import IMAGE_SUFFIXES
+from liif.serve.iiif import IIIFError
+
+
+class Library:
+    """Served files (by name) and folders (by relative path, searched in the order given)."""
+
+    def __init__(self, paths: list[str | os.PathLike]) -> None:
+        self.files: dict[str, Path] = {}
+        self.folders: list[Path] = []
+        for path in map(Path, paths):
+            if path.is_dir():
+                self.folders.append(path.resolve())
+            elif path.is_file():
+                if path.name in self.files:
+                    raise LiifError(f"two served files are named {path.name}: {self.files[path.name]} and {path}")
+                self.files[path.name] = path.resolve()
+            else:
+                raise LiifError(f"{path}: no such picture or folder")
+
+    def resolve(self, identifier: str) -> Path:
+        """The file of ``identifier``, or a 404 IIIFError."""
+        if identifier in self.files:
+            return self.files[identifier]
+        parts = identifier.split("/")
+        if identifier.startswith("/") or "\\" in identifier or "\0" in identifier \
+                or any(part in ("", ".", "..") for part in parts) \
+                or not identifier.lower().endswith(IMAGE_SUFFIXES):
+            raise IIIFError(404, f"no picture {identifier!r}")
+        for folder in self.folders:
+            path = Path(os.path.realpath(folder.joinpath(*parts)))
+            if path.is_relative_to(folder) and path.is_file():
+                return path
+        raise IIIFError(404, f"no picture {identifier!r}")
+
+    def identifiers(self, limit: int = 1000) -> list[str]:
+        """Served pictures' identifiers, files first, then each folder's pictures (at most ``limit``)."""
+        found = list(self.files)
+        for folder in self.folders:
+            for root, dirs, names in os.walk(folder):
+                dirs.sort()
+                for name in sorted(names):
+                    relative = Path(root, name).relative_to(folder).as_posix()
+                    if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                        try:
+                            self.resolve(relative)
+                        except IIIFError:
+                            continue
+                        found.append(relative)
+                        if len(found) >= limit:
+                            return found
+        return found

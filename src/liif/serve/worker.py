@@ -1,0 +1,96 @@
+"""Renders for the server: one model worker thread takes jobs in order; identical requests in flight are
+computed once; finished images are kept in an LRU cache bounded in bytes; a job whose clients have all gone
+is dropped before it renders."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Hashable
+
+from liif.lru import ByteLRU
+
+
+@dataclass
+class Job:
+    compute: Callable[[], bytes]
+    future: asyncio.Future
+    waiters: int = 0
+
+
+@dataclass
+class Stats:
+    rendered: int = 0  # jobs computed
+    shared: int = 0  # requests that joined a job already in flight
+    dropped: int = 0  # jobs dropped because every client had gone
+    cached: int = 0  # requests answered from the cache
+
+
+class RenderQueue:
+    """``await queue.get(key, compute, gone)``: the bytes ``compute()`` makes, computed at most once per key
+    while in flight or cached; None when ``gone`` (the client leaving) finishes first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.results: ByteLRU[bytes] = ByteLRU(max_bytes, len)
+        self.stats = Stats()
+        self.pending: dict[Hashable, Job] = {}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-render")
+        self.jobs: asyncio.Queue[Hashable] | None = None
+        self.worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.jobs = asyncio.Queue()
+        self.worker = asyncio.create_task(self.work())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            await asyncio.gather(self.worker, return_exceptions=True)
+        self.executor.shutdown(wait=True)
+
+    async def get(self, key: Hashable, compute: Callable[[], bytes],
+                  gone: Callable[[], Awaitable[object]] | None = None) -> bytes | None:
+        cached = self.results.get(key)
+        if cached is not None:
+            self.stats.cached += 1
+            return cached
+        job = self.pending.get(key)
+        if job is None:
+            job = self.pending[key] = Job(compute, asyncio.get_running_loop().create_future())
+            job.future.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen, even if nobody waits
+            self.jobs.put_nowait(key)
+        else:
+            self.stats.shared += 1
+        job.waiters += 1
+        leaving = asyncio.ensure_future(gone()) if gone is not None else None
+        try:
+            if leaving is None:
+                return await asyncio.shield(job.future)
+            done, _ = await asyncio.wait({job.future, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            return job.future.result() if job.future in done else None
+        finally:
+            job.waiters -= 1
+            if leaving is not None:
+                leaving.cancel()
+
+    async def work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.jobs.get()
+            job = self.pending[key]
+            try:
+                if job.waiters == 0:
+                    self.stats.dropped += 1
+                    job.future.cancel()
+                    continue
+                try:
+                    result = await loop.run_in_executor(self.executor, job.compute)
+                except Exception as exc:  # the request's error goes to every client waiting for it
+                    job.future.set_exception(exc)
+                else:
+                    self.stats.rendered += 1
+                    self.results.put(key, result)
+                    job.future.set_result(result)
+            finally:
+                del self.pending[key]

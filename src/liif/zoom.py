@@ -1,0 +1,119 @@
+"""A continuous zoom into a point of a picture: frame regions on a geometric schedule, each frame rendered
+exactly as ``liif upscale --region R_k --size WxH`` renders it, encoder features shared across frames.
+
+The first frame shows the whole picture fitted to the frame (cut to the frame's aspect ratio: a frame's region
+always lies inside the picture, so that it is a region ``liif upscale`` accepts); the last shows the point at
+``end`` output pixels per picture pixel. The zoom factor grows geometrically, so the motion is smooth, and
+every region is the first one scaled about the point, which stays where it is on the screen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+import torch.nn as nn
+from tqdm import tqdm
+
+from liif.errors import LiifError
+from liif.geometry import Geometry
+from liif.imageio import Picture
+from liif.pretrained import DEFAULT_MODEL
+from liif.renderer import FeatureCache
+from liif.runtime import check_precision, pick_device
+from liif.upscale import as_picture, check_target, render_picture, resize_bicubic, resolve_model
+
+Region = tuple[float, float, float, float]
+COMPARISONS = ("bicubic",)
+
+
+def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
+    """The smallest zoom (output pixels per picture pixel) whose frame region lies inside the picture."""
+    (width, height), (frame_width, frame_height) = picture_size, frame_size
+    return max(frame_width / width, frame_height / height)
+
+
+def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], center: tuple[float, float] | None = None,
+                 start: float | None = None, end: float = 16.0, frames: int = 96) -> list[Region]:
+    """The region (x0, y0, x1, y1), in picture pixels, of each frame of a zoom from ``start`` (None: the whole
+    picture, fitted) to ``end`` output pixels per picture pixel into ``center`` (default: the middle)."""
+    width, height = picture_size
+    frame_width, frame_height = frame_size
+    fit = fit_zoom(picture_size, frame_size)
+    start = fit if start is None else start
+    cx, cy = center if center is not None else (width / 2, height / 2)
+    if frames < 1:
+        raise LiifError(f"--frames must be at least 1, got {frames}")
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
+    if start < fit:
+        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}, where the {frame_width}x{frame_height} "
+                        f"frame shows the whole {width}x{height} picture")
+    if not start <= end:
+        raise LiifError(f"the zoom must grow: x{start:g} to x{end:g}")
+    region_width, region_height = frame_width / start, frame_height / start
+    x0 = min(max(cx - region_width / 2, 0.0), width - region_width)
+    y0 = min(max(cy - region_height / 2, 0.0), height - region_height)
+    regions = []
+    for k in range(frames):
+        shrink = (start / end) ** (k / (frames - 1)) if frames > 1 else 1.0  # start / zoom of frame k
+        regions.append((max(0.0, cx + (x0 - cx) * shrink), max(0.0, cy + (y0 - cy) * shrink),
+                        min(float(width), cx + (x0 + region_width - cx) * shrink),
+                        min(float(height), cy + (y0 + region_height - cy) * shrink)))
+    return regions
+
+
+def format_region(region: Region) -> str:
+    """``x0,y0,x1,y1`` as ``--region`` takes it, every number exact (Python's shortest round-trip form)."""
+    return ",".join(repr(v) for v in region)
+
+
+def rgb8(pixels: np.ndarray) -> np.ndarray:
+    """A frame as 8-bit RGB: 16 bits rounded to 8 (as 8-bit outputs are written), gray repeated, alpha dropped."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    color = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(color)
+
+
+def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
+                  compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
+                  progress: bool = False) -> Iterator[np.ndarray]:
+    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
+    plain bicubic on the right when ``compare`` is "bicubic"."""
+    if compare not in (None, *COMPARISONS):
+        raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
+    cache = cache if cache is not None else FeatureCache()
+    for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+        target = Geometry(size=size, region=region).target(picture.pixels.shape[:2])
+        check_target(target, picture)
+        frame = rgb8(render_picture(model, picture, target, precision=precision, cache=cache).pixels)
+        if compare == "bicubic":
+            frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
+        yield frame
+
+
+def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
+         start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
+         size: tuple[int, int] = (1280, 720), compare: str | None = None,
+         model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
+         overwrite: bool = False, progress: bool = False) -> list[Region]:
+    """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
+    frames); returns the frames' regions."""
+    from liif.video.writer import open_frame_writer
+
+    picture = as_picture(image)
+    height, width = picture.pixels.shape[:2]
+    regions = zoom_regions((width, height), size, center, start, end, frames)
+    torch_device = pick_device(device)
+    check_precision(torch_device, precision)
+    net = resolve_model(model, torch_device)
+    frame_size = (size[0] * (2 if compare else 1), size[1])
+    with open_frame_writer(output, size=frame_size, rate=Fraction(fps).limit_denominator(1001),
+                           overwrite=overwrite) as writer:
+        for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
+            writer.write(frame)
+    return regions

@@ -1,0 +1,89 @@
+"""Encoder features shared between renders: bit for bit the same output, each window encoded once, bounded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from liif import load_model
+from liif.geometry import Geometry
+from liif.imageio import Picture, read_picture
+from liif.lru import ByteLRU
+from liif.renderer import FeatureCache, render
+from liif.upscale import render_picture
+from conftest import BENCHMARKS, shared_file
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("edsr-baseline-liif")
+
+
+@pytest.fixture(scope="module")
+def picture() -> Picture:
+    return Picture(np.ascontiguousarray(read_picture(shared_file(BENCHMARKS / "Set5" / "butterfly.png")).pixels[60:100, 80:132]))
+
+
+def as_input(picture: Picture) -> torch.Tensor:
+    return torch.from_numpy(picture.pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def test_cached_renders_equal_plain_renders(model, picture):
+    cache = FeatureCache()
+    for geometry in (Geometry(scale=0.5), Geometry(scale=3.3, region=(10, 5, 40, 30)),
+                     Geometry(size=(97, 61), region=(33.5, 20.25, 41, 25)), Geometry(scale=2, region=(0, 20, 52, 40))):
+        target = geometry.target(picture.pixels.shape[:2])
+        plain = render_picture(model, picture, target, tile=16)
+        assert np.array_equal(render_picture(model, picture, target, tile=16, cache=cache).pixels, plain.pixels)
+    assert cache.encoded > 0
+
+
+def test_tiles_of_nearby_zooms_share_windows(model, picture):
+    """Quadrants at x4, then the whole picture at x2 and x3, then a corner at x16: one window (the tile side is
+    256 up to x8, 128 at x16, and either covers the 40x52 picture); x64 cuts the grid in 32-latent tiles."""
+    inp = as_input(picture)
+    cache = FeatureCache()
+    quadrants = [((-1, 0), (-1, 0)), ((-1, 0), (0, 1)), ((0, 1), (-1, 0)), ((0, 1), (0, 1))]
+    for ranges in quadrants:
+        assert torch.equal(render(model, inp, (80, 104), ranges=ranges, cache=cache),
+                           render(model, inp, (80, 104), ranges=ranges))
+    assert cache.encoded == 1
+    for size in ((80, 104), (120, 156)):
+        assert torch.equal(render(model, inp, size, cache=cache), render(model, inp, size))
+    assert cache.encoded == 1
+    corner = ((-1, -0.8), (-1, -1 + 8 / 52))  # 4x4 latents
+    for size in ((64, 64), (256, 256)):
+        assert torch.equal(render(model, inp, size, ranges=corner, cache=cache), render(model, inp, size, ranges=corner))
+    assert cache.encoded == 2
+    render(model, inp.flip(-1), (40, 52), cache=cache)  # another picture: its own windows
+    assert cache.encoded == 3
+
+
+def test_self_ensemble_with_the_cache(model, picture):
+    inp = as_input(picture)
+    cache = FeatureCache()
+    plain = render(model, inp, (50, 65), self_ensemble=True)
+    assert torch.equal(render(model, inp, (50, 65), self_ensemble=True, cache=cache), plain)
+    assert cache.encoded == 8  # one window per symmetry
+    assert torch.equal(render(model, inp, (50, 65), self_ensemble=True, cache=cache), plain)
+    assert cache.encoded == 8
+
+
+def test_cache_is_bounded_in_bytes(model, picture):
+    inp = as_input(picture)
+    cache = FeatureCache(max_bytes=40 * 52 * 64 * 4 * 3 // 2)  # room for one whole-picture window, not two
+    render(model, inp, (40, 52), cache=cache)
+    render(model, inp.flip(-1), (40, 52), cache=cache)
+    assert cache.encoded == 2 and len(cache.entries) == 1 and cache.entries.bytes <= cache.entries.max_bytes
+
+
+def test_byte_lru_drops_least_recently_used():
+    lru = ByteLRU(10, len)
+    lru.put("a", b"1234")
+    lru.put("b", b"1234")
+    assert lru.get("a") == b"1234"  # "a" is now the most recent
+    lru.put("c", b"1234")
+    assert lru.get("b") is None and lru.get("a") == b"1234" and lru.bytes == 8
+    lru.put("huge", b"x" * 11)
+    assert lru.get("huge") is None and lru.bytes == 8

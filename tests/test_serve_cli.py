@@ -1,0 +1,41 @@
+"""`liif view` and `liif serve` from the command line: a real process, its address, its refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+
+from conftest import ROOT
+from serving import small_picture
+
+
+def liif(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, "-m", "liif", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_view_serves_the_page_it_prints(tmp_path):
+    picture = small_picture(tmp_path, "my picture.png")
+    process = liif("view", str(picture), "--port", "0", "--no-browser", "--device", "cpu")
+    try:
+        page = process.stdout.readline().strip()
+        assert page.startswith("http://127.0.0.1:") and page.endswith("/view/my%20picture.png")
+        assert httpx.get(page).status_code == 200
+        info = httpx.get(page.replace("/view/", "/iiif/3/") + "/info.json").json()
+        assert (info["width"], info["height"]) == (48, 36)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_bad_options_are_one_line_errors(tmp_path):
+    for args in (["serve", str(tmp_path / "missing.png")], ["serve", str(tmp_path), "--max-scale", "0.5"],
+                 ["zoom", str(tmp_path / "missing.png"), "-o", str(tmp_path / "z.gif")],
+                 ["zoom", str(small_picture(tmp_path)), "-o", str(tmp_path / "z.gif"), "--zoom", "8:2"]):
+        process = liif(*args)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2 and stderr.count("\n") == 1 and "error:" in stderr, (args, stderr)

@@ -1,0 +1,207 @@
+"""The IIIF server over HTTP: the same pixels as `liif upscale`, seamless tiles, info.json, every refusal."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from liif.cli import main
+from liif.geometry import Geometry
+from liif.imageio import read_picture
+from liif.serve.iiif import CONTEXT
+from liif.upscale import resize_bicubic
+from liif.pretrained import DEFAULT_MODEL
+from serving import make_app, small_picture
+
+W, H = 48, 36
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served")
+    picture = small_picture(folder)
+    small_picture(folder / "sub", "inner pic.png", box=(10, 10, 40, 30))
+    outside = small_picture(tmp_path_factory.mktemp("outside"), "secret.png")
+    os.symlink(outside, folder / "link.png")
+    app = make_app([folder])
+    with TestClient(app) as client:
+        yield client, picture, folder
+
+
+def pixels_of(body: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(body)))
+
+
+def upscale_cli(tmp_path, picture, region, size) -> np.ndarray:
+    out = tmp_path / "cli.png"
+    with pytest.raises(SystemExit) as exit_code:
+        main(["upscale", str(picture), "--region", region, "--size", size, "--model", DEFAULT_MODEL,
+              "--device", "cpu", "-q", "-o", str(out), "--overwrite"])
+    assert exit_code.value.code == 0
+    return read_picture(out).pixels
+
+
+@pytest.mark.parametrize("region,size,cli_region,cli_size", [
+    ("8,4,20,16", "^160,128", "8,4,28,20", "160x128"),
+    ("full", "^200,150", "0,0,48,36", "200x150"),
+    ("0,0,48,36", "48,36", "0,0,48,36", "48x36"),
+    ("40,30,20,20", "^37,29", "40,30,48,36", "37x29"),  # cut to the picture: 8x6
+    ("pct:25,50,50,25", "^300,", "12,18,36,27", "300x113"),
+])
+def test_iiif_pixels_equal_liif_upscale(served, tmp_path, region, size, cli_region, cli_size):
+    client, picture, _ = served
+    answer = client.get(f"/iiif/3/butterfly.png/{region}/{size}/0/default.png")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.headers["access-control-allow-origin"] == "*"
+    served_pixels = pixels_of(answer.content)
+    expected = upscale_cli(tmp_path, picture, cli_region, cli_size)
+    assert served_pixels.shape == expected.shape
+    assert np.array_equal(served_pixels, expected)
+
+
+@pytest.mark.parametrize("scale,span", [(4, 16), (8, 8), (2, 20)])
+def test_tiles_of_a_level_stitch_into_one_render(served, scale, span):
+    """The viewer's tiles of a level (span picture pixels each, at ^span*scale) equal one render of the level."""
+    client, _, _ = served
+    whole = pixels_of(client.get(f"/iiif/3/butterfly.png/full/^{W * scale},{H * scale}/0/default.png").content)
+    stitched = np.zeros_like(whole)
+    for y in range(0, H, span):
+        for x in range(0, W, span):
+            w, h = min(span, W - x), min(span, H - y)
+            answer = client.get(f"/iiif/3/butterfly.png/{x},{y},{w},{h}/^{w * scale},{h * scale}/0/default.png")
+            assert answer.status_code == 200, answer.text
+            stitched[y * scale:(y + h) * scale, x * scale:(x + w) * scale] = pixels_of(answer.content)
+    assert np.array_equal(stitched, whole)
+
+
+def test_info_json(served):
+    client, _, _ = served
+    answer = client.get("/iiif/3/butterfly.png/info.json")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.headers["access-control-allow-origin"] == "*"
+    info = answer.json()
+    assert info["@context"] == CONTEXT and info["type"] == "ImageService3" and info["profile"] == "level2"
+    assert info["protocol"] == "http://iiif.io/api/image"
+    assert info["id"] == "http://testserver/iiif/3/butterfly.png"
+    assert (info["width"], info["height"]) == (W, H)
+    assert (info["maxWidth"], info["maxHeight"]) == (32 * W, 32 * H) and info["maxArea"] == 32 * W * 32 * H
+    assert info["tiles"] == [{"width": 256, "height": 256, "scaleFactors": [1]}]
+    assert "sizeUpscaling" in info["extraFeatures"] and "mirroring" in info["extraFeatures"]
+    ld = client.get("/iiif/3/butterfly.png/info.json", headers={"Accept": "application/ld+json"})
+    assert ld.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
+
+
+def test_base_uri_redirects_to_info_json(served):
+    client, _, _ = served
+    answer = client.get("/iiif/3/butterfly.png", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "http://testserver/iiif/3/butterfly.png/info.json"
+
+
+def test_escaped_identifier_in_a_subfolder(served, tmp_path):
+    client, _, folder = served
+    info = client.get("/iiif/3/sub%2Finner%20pic.png/info.json").json()
+    assert (info["width"], info["height"]) == (30, 20)
+    assert info["id"].endswith("/iiif/3/sub%2Finner%20pic.png")
+    body = client.get("/iiif/3/sub%2Finner%20pic.png/2,3,10,8/^40,32/0/default.png").content
+    expected = upscale_cli(tmp_path, folder / "sub" / "inner pic.png", "2,3,12,11", "40x32")
+    assert np.array_equal(pixels_of(body), expected)
+
+
+def test_rotation_mirroring_quality_and_formats(served):
+    client, _, _ = served
+    base = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/default.png").content)
+    assert base.shape == (H, W, 3)
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/90/default.png").content),
+                          np.rot90(base, k=-1))
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!0/color.png").content), base[:, ::-1])
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!270/default.png").content),
+                          np.rot90(base[:, ::-1], k=-3))
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/180/default.png").content),
+                          base[::-1, ::-1])
+    gray = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/gray.png").content)
+    assert gray.shape == (H, W)
+    assert np.abs(gray.astype(int) - (base @ [0.299, 0.587, 0.114]).round()).max() == 0
+    bitonal = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.png").content)
+    assert set(np.unique(bitonal)) <= {0, 255} and len(np.unique(bitonal)) == 2
+    for fmt, media in (("jpg", "image/jpeg"), ("webp", "image/webp")):
+        answer = client.get(f"/iiif/3/butterfly.png/full/max/0/default.{fmt}")
+        assert answer.headers["content-type"] == media
+        assert np.abs(pixels_of(answer.content).astype(int) - base).mean() < 4  # lossy, at quality 95
+
+
+def test_sizes(served):
+    client, _, _ = served
+    def size_of(size, region="full"):
+        answer = client.get(f"/iiif/3/butterfly.png/{region}/{size}/0/default.png")
+        assert answer.status_code == 200, (size, answer.text)
+        return Image.open(io.BytesIO(answer.content)).size
+    assert size_of("max") == (48, 36)
+    assert size_of("24,") == (24, 18) and size_of(",18") == (24, 18) and size_of("pct:50") == (24, 18)
+    assert size_of("^96,") == (96, 72) and size_of("^,72") == (96, 72) and size_of("^pct:200") == (96, 72)
+    assert size_of("!24,24") == (24, 18) and size_of("^!200,100") == (133, 100)
+    assert size_of("^50,10") == (50, 10) and size_of("max", "square") == (36, 36)
+
+
+BAD = [
+    ("/iiif/3/butterfly.png/1,2,3/max/0/default.png", 400),          # malformed region
+    ("/iiif/3/butterfly.png/a,b,c,d/max/0/default.png", 400),
+    ("/iiif/3/butterfly.png/0,0,0,10/max/0/default.png", 400),       # empty region
+    ("/iiif/3/butterfly.png/60,0,10,10/max/0/default.png", 400),     # outside the picture
+    ("/iiif/3/butterfly.png/full/96,/0/default.png", 400),           # upscaling without ^
+    ("/iiif/3/butterfly.png/full/96,72/0/default.png", 400),
+    ("/iiif/3/butterfly.png/full/pct:200/0/default.png", 400),
+    ("/iiif/3/butterfly.png/full/!96,96/0/default.png", 400),
+    ("/iiif/3/butterfly.png/full/^100000,/0/default.png", 400),      # over the limit
+    ("/iiif/3/butterfly.png/full/^1537,/0/default.png", 400),        # 32 x 48 + 1
+    ("/iiif/3/butterfly.png/full/0,/0/default.png", 400),
+    ("/iiif/3/butterfly.png/full/big/0/default.png", 400),
+    ("/iiif/3/butterfly.png/full/max/45/default.png", 400),          # rotation
+    ("/iiif/3/butterfly.png/full/max/0/best.png", 400),              # quality
+    ("/iiif/3/butterfly.png/full/max/0/default.gif", 400),           # format
+    ("/iiif/3/butterfly.png/full/max/0/default", 400),
+    ("/iiif/3/butterfly.png/full/max/0", 400),
+    ("/iiif/3/nothing.png/info.json", 404),                          # unknown identifier
+    ("/iiif/3/nothing.png/full/max/0/default.png", 404),
+    ("/iiif/3/..%2F..%2F..%2Fetc%2Fpasswd/info.json", 404),          # traversal
+    ("/iiif/3/sub%2F..%2F..%2Foutside%2Fsecret.png/info.json", 404),
+    ("/iiif/3/%2Fetc%2Fpasswd/info.json", 404),                      # absolute path
+    ("/iiif/3/link.png/info.json", 404),                             # a link leading out
+    ("/iiif/3/link.png/full/max/0/default.png", 404),
+    ("/view/..%2Fsecret.png", 404),
+]
+
+
+@pytest.mark.parametrize("url,status", BAD)
+def test_bad_requests(served, url, status):
+    client, _, _ = served
+    answer = client.get(url)
+    assert answer.status_code == status, answer.text
+    assert answer.text.count("\n") == 1 and "Traceback" not in answer.text and len(answer.text) < 300
+    assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_bicubic_service_is_plain_bicubic(served):
+    client, picture, _ = served
+    answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")
+    target = Geometry(size=(160, 128), region=(8, 4, 28, 20)).target((H, W))
+    assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
+
+
+def test_pages_and_assets(served):
+    client, _, _ = served
+    index = client.get("/")
+    assert index.status_code == 200 and 'href="view/sub%2Finner%20pic.png"' in index.text
+    assert "link.png" not in index.text
+    page = client.get("/view/butterfly.png")
+    assert page.status_code == 200 and "openseadragon.min.js" in page.text
+    for asset in ("openseadragon/openseadragon.min.js", "openseadragon/LICENSE.txt", "viewer.js",
+                  "openseadragon/images/zoomin_rest.png"):
+        assert client.get(f"/static/{asset}").status_code == 200

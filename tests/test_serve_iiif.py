@@ -1,0 +1,53 @@
+"""IIIF Image API 3.0 parameters as pure functions: sizes, regions, limits, upscaling only with ^."""
+
+from __future__ import annotations
+
+import pytest
+
+from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size
+
+LIMITS = Limits.for_picture(48, 36, max_scale=32, max_pixels=10**9)
+
+
+def test_limits_are_max_scale_times_the_picture_within_the_pixel_limit():
+    assert LIMITS == Limits(1536, 1152, 1536 * 1152)
+    assert Limits.for_picture(48, 36, 32, max_pixels=1000).max_area == 1000
+
+
+@pytest.mark.parametrize("size,expected", [
+    ("max", (48, 36)), ("^max", (1536, 1152)), ("24,", (24, 18)), (",18", (24, 18)), ("pct:50", (24, 18)),
+    ("^96,", (96, 72)), ("^,72", (96, 72)), ("^pct:200", (96, 72)), ("!24,24", (24, 18)), ("^!200,100", (133, 100)),
+    ("10,30", (10, 30)), ("^50,10", (50, 10)),
+])
+def test_sizes(size, expected):
+    assert parse_size(size, 48, 36, LIMITS) == expected
+
+
+def test_max_stays_within_max_area():
+    width, height = parse_size("^max", 48, 36, Limits(1536, 1152, 100_000))
+    assert width * height <= 100_000 and abs(width / height - 4 / 3) < 0.02
+
+
+@pytest.mark.parametrize("size", ["49,", ",37", "pct:101", "50,36", "!100,100", "^1537,", "^,1153", "0,", "^0,5",
+                                  "pct:0", "max,", "^", "1,2,3", "-5,", "1.5,", ""])
+def test_refused_sizes(size):
+    with pytest.raises(IIIFError) as refusal:
+        parse_size(size, 48, 36, LIMITS)
+    assert refusal.value.status == 400
+
+
+def test_regions():
+    assert parse_region("full", 48, 36) == (0, 0, 48, 36)
+    assert parse_region("square", 48, 36) == (6, 0, 42, 36)
+    assert parse_region("40,30,20,20", 48, 36) == (40, 30, 48, 36)  # cut to the picture
+    assert parse_region("pct:25,50,50,25", 48, 36) == (12, 18, 36, 27)
+    for bad in ("48,0,1,1", "0,0,0,1", "1,2,3", "pct:1,2,3", "-1,0,5,5", "a,b,c,d", "1.5,0,2,2"):
+        with pytest.raises(IIIFError):
+            parse_region(bad, 48, 36)
+
+
+def test_request_key_is_canonical():
+    one = parse_request("full", "48,", "0", "default.png", 48, 36, LIMITS)
+    other = parse_request("0,0,48,36", "max", "0", "default.png", 48, 36, LIMITS)
+    assert one.key() == other.key() and one.size == (48, 36)
+    assert parse_request("full", "max", "!90", "gray.webp", 48, 36, LIMITS).key().endswith("/!90/gray.webp")

@@ -1,0 +1,78 @@
+"""The render queue: one worker, identical requests computed once, results cached, gone clients dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from liif.serve.worker import RenderQueue
+
+
+def test_identical_requests_in_flight_are_computed_once():
+    calls = []
+
+    def compute(key):
+        def work():
+            calls.append(key)
+            return key.encode() * 10
+        return work
+
+    async def scenario():
+        queue = RenderQueue(max_bytes=1000)
+        await queue.start()
+        answers = await asyncio.gather(*(queue.get(key, compute(key)) for key in ["a", "b", "a", "a", "b", "c"]))
+        again = await queue.get("a", compute("a"))
+        await queue.stop()
+        return queue, answers, again
+
+    queue, answers, again = asyncio.run(scenario())
+    assert answers == [k.encode() * 10 for k in ["a", "b", "a", "a", "b", "c"]] and again == b"a" * 10
+    assert sorted(calls) == ["a", "b", "c"]
+    assert (queue.stats.rendered, queue.stats.shared, queue.stats.cached) == (3, 3, 1)
+
+
+def test_a_request_whose_client_has_gone_is_dropped_before_it_renders():
+    release = threading.Event()
+    calls = []
+
+    def slow():
+        calls.append("slow")
+        release.wait(10)
+        return b"slow"
+
+    def never():
+        calls.append("never")
+        return b"never"
+
+    async def scenario():
+        queue = RenderQueue(max_bytes=1000)
+        await queue.start()
+        first = asyncio.create_task(queue.get("slow", slow))
+        left = asyncio.Event()
+        leaving = asyncio.create_task(queue.get("never", never, gone=left.wait))
+        await asyncio.sleep(0.1)  # the worker is busy with "slow"; "never" waits in the queue
+        left.set()  # its client disconnects
+        assert await leaving is None
+        release.set()
+        assert await first == b"slow"
+        await asyncio.sleep(0.1)
+        await queue.stop()
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert calls == ["slow"] and queue.stats.dropped == 1 and not queue.pending
+
+
+def test_errors_reach_every_waiting_client():
+    def broken():
+        raise ValueError("bad request")
+
+    async def scenario():
+        queue = RenderQueue(max_bytes=1000)
+        await queue.start()
+        results = await asyncio.gather(queue.get("x", broken), queue.get("x", broken), return_exceptions=True)
+        await queue.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, ValueError) for r in results)

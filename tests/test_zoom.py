@@ -1,0 +1,90 @@
+"""`liif zoom`: geometric frame regions, frames equal to `liif upscale` of their regions, every output kind."""
+
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from liif import load_model
+from liif.cli import main
+from liif.geometry import Geometry
+from liif.imageio import read_picture
+from liif.renderer import FeatureCache
+from liif.upscale import render_picture
+from liif.zoom import render_frames, zoom, zoom_regions
+from serving import small_picture
+
+SIZE = (32, 18)  # even sides, for H.264
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def picture_path(tmp_path_factory):
+    return small_picture(tmp_path_factory.mktemp("zoom"))  # 48x36
+
+
+def test_regions_zoom_geometrically_into_the_point():
+    regions = zoom_regions((48, 36), (32, 18), center=(30, 12), end=16, frames=9)
+    assert regions[0] == (0.0, 0.0, 48.0, 27.0)  # the whole width, fitted, cut to 16:9, centred on y=12 as far as it can
+    widths = [x1 - x0 for x0, _, x1, _ in regions]
+    assert math.isclose(widths[-1], 32 / 16)  # x16 at the end
+    ratios = [b / a for a, b in zip(widths, widths[1:])]
+    assert all(math.isclose(r, ratios[0]) for r in ratios)  # geometric
+    for x0, y0, x1, y1 in regions:  # the point keeps its place in the frame
+        assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 36
+        assert math.isclose((30 - x0) / (x1 - x0), 30 / 48) and math.isclose((12 - y0) / (y1 - y0), 12 / 27)
+        assert math.isclose((x1 - x0) / (y1 - y0), 32 / 18)
+
+
+def test_print_regions_and_png_frames_equal_liif_upscale(picture_path, tmp_path, capsys):
+    out = tmp_path / "frames"
+    with pytest.raises(SystemExit) as code:
+        main(["zoom", str(picture_path), "-o", str(out), "--size", "32x18", "--frames", str(FRAMES), "--fps", "6",
+              "--center", "20,15", "--zoom", "fit:8", "--print-regions", "--device", "cpu", "-q"])
+    assert code.value.code == 0
+    lines = capsys.readouterr().out.split()
+    assert len(lines) == FRAMES
+    frames = sorted(out.iterdir())
+    assert len(frames) == FRAMES
+    for k in (0, FRAMES - 1):  # through the command line, as a user would check it
+        expected = tmp_path / f"upscaled{k}.png"
+        with pytest.raises(SystemExit) as code:
+            main(["upscale", str(picture_path), "--region", lines[k], "--size", "32x18", "-o", str(expected),
+                  "--device", "cpu", "-q"])
+        assert code.value.code == 0
+        assert np.array_equal(read_picture(frames[k]).pixels, read_picture(expected).pixels)
+    model = load_model("edsr-baseline-liif")
+    picture = read_picture(picture_path)
+    for frame, line in zip(frames, lines):  # every frame, through the Python API
+        target = Geometry(size=SIZE, region=tuple(float(v) for v in line.split(","))).target((36, 48))
+        assert np.array_equal(read_picture(frame).pixels, render_picture(model, picture, target).pixels)
+
+
+def test_encoder_shared_across_frames(picture_path):
+    picture = read_picture(picture_path)
+    cache = FeatureCache()
+    regions = zoom_regions((48, 36), SIZE, end=8, frames=FRAMES)
+    frames = list(render_frames(load_model("edsr-baseline-liif"), picture, regions, SIZE, cache=cache))
+    assert len(frames) == FRAMES and cache.encoded == 1  # up to x8 every frame uses the one 256-latent window
+
+
+@pytest.mark.parametrize("name", ["zoom.mp4", "zoom.webm", "zoom.gif", "zoom.webp", "frames"])
+def test_every_output_kind(picture_path, tmp_path, name):
+    out = tmp_path / name
+    regions = zoom(picture_path, out, end=4, frames=FRAMES, fps=6, size=SIZE, compare="bicubic", device="cpu")
+    assert len(regions) == FRAMES
+    width, height = 2 * SIZE[0], SIZE[1]  # LIIF | bicubic
+    if out.suffix in (".mp4", ".webm"):
+        with av.open(str(out)) as container:
+            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        assert len(decoded) == FRAMES and decoded[0].shape == (height, width, 3)
+    elif out.suffix:
+        with Image.open(out) as animation:
+            assert animation.n_frames == FRAMES and animation.size == (width, height)
+    else:
+        files = sorted(out.iterdir())
+        assert len(files) == FRAMES and Image.open(files[0]).size == (width, height)
