@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, one_line, os_reason
 from liif.geometry import Geometry
 from liif.imageio import Picture, encode_picture, read_picture
 from liif.lru import ByteLRU
@@ -186,7 +186,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
                                            lambda: client_gone(request))
         except (LiifError, OSError) as exc:
             if isinstance(exc, OSError):
-                exc = IIIFError(404, f"cannot read picture: {exc.strerror or one_line(exc)}")
+                exc = IIIFError(404, f"cannot read picture: {os_reason(exc)}")
             return error_response(exc)
         except (MemoryError, torch.OutOfMemoryError):
             return PlainTextResponse("out of memory\n", status_code=503, headers=CORS)
