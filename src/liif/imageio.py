@@ -9,6 +9,8 @@ written only where it describes the pixels. Writing goes to a temporary name bes
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import stat
@@ -65,6 +67,13 @@ class Picture:
     @property
     def max_value(self) -> int:
         return int(np.iinfo(self.pixels.dtype).max)
+
+    @functools.cached_property
+    def content_key(self) -> tuple:
+        """What the pixels are (shape, type, a digest), computed once per Picture: renders of one picture share
+        encoder features (``FeatureCache``) without hashing it again. Pixels are not to change in place after."""
+        digest = hashlib.blake2b(np.ascontiguousarray(self.pixels).data, digest_size=16).hexdigest()
+        return self.pixels.shape, str(self.pixels.dtype), digest
 
     def to_pil(self) -> Image.Image:
         """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16). PIL has no 16-bit colour mode."""

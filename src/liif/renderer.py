@@ -80,12 +80,14 @@ class FeatureCache:
         return feat
 
 
-def input_key(model: ImplicitModel, inp: torch.Tensor) -> tuple:
-    """What makes encoder features of ``inp`` reusable: the model, the input's content, the precision."""
-    digest = hashlib.blake2b(inp.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+def input_key(model: ImplicitModel, inp: torch.Tensor, source: Hashable | None = None) -> tuple:
+    """What makes encoder features of ``inp`` reusable: the model, the input's content (``source`` when the
+    caller names it, such as ``Picture.content_key``, else a digest of ``inp``), the precision."""
+    if source is None:
+        source = hashlib.blake2b(inp.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
     device = inp.device.type
     precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else inp.dtype
-    return id(model), tuple(inp.shape), digest, str(precision)
+    return id(model), tuple(inp.shape), source, str(precision)
 
 
 def latent_bins(axis: torch.Tensor, n: int) -> torch.Tensor:
@@ -125,12 +127,13 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 @torch.no_grad()
 def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int = 256,
                  chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22,
-                 cache: FeatureCache | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 cache: FeatureCache | None = None, source: Hashable | None = None
+                 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (row, col, block): ``block`` (B, C, hb, wb) in [0, 1] is the output of ``grid`` at (row, col) for
     pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile. With a ``cache``,
-    encoder features come from (and go to) it."""
+    encoder features come from (and go to) it, under ``source`` (what ``image`` holds) or a digest of ``image``."""
     inp = model.data_norm.to_model(image)
-    key = None if cache is None else input_key(model, inp)
+    key = None if cache is None else input_key(model, inp, source)
     h, w = inp.shape[-2:]
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
     axes = [grid.axis(dim, inp.device) for dim in (0, 1)]

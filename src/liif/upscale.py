@@ -117,7 +117,9 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
         chunk_size = query_chunk(device, len(batch))
     with bar, autocast(device, precision):
-        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache):
+        source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
+        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,
+                                            source=source):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
                 hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
                 raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")
