@@ -32,10 +32,12 @@ def test_view_serves_the_page_it_prints(tmp_path):
         process.wait(timeout=30)
 
 
-def test_bad_options_are_one_line_errors(tmp_path):
-    for args in (["serve", str(tmp_path / "missing.png")], ["serve", str(tmp_path), "--max-scale", "0.5"],
-                 ["zoom", str(tmp_path / "missing.png"), "-o", str(tmp_path / "z.gif")],
-                 ["zoom", str(small_picture(tmp_path)), "-o", str(tmp_path / "z.gif"), "--zoom", "8:2"]):
+def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
+    missing, picture = tmp_path / "missing.png", small_picture(tmp_path)
+    for args, expected in ((["serve", str(missing)], f"{missing}: no such picture or folder"),
+                           (["serve", str(tmp_path), "--max-scale", "0.5"], "--max-scale"),
+                           (["zoom", str(missing), "-o", str(tmp_path / "z.gif")], f"{missing}: no such file"),
+                           (["zoom", str(picture), "-o", str(tmp_path / "z.gif"), "--zoom", "40:2"], "the zoom must grow: x40 to x2")):
         process = liif(*args)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 2 and stderr.count("\n") == 1 and "error:" in stderr, (args, stderr)
+        assert process.returncode == 2 and stderr.count("\n") == 1 and expected in stderr, (args, stderr)

@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
         raise LiifError(f"--fps must be above 0 and at most 1000, got {args.fps:g}")
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
-    picture = read_picture(args.picture)
+    try:
+        picture = read_picture(args.picture)
+    except LiifError as exc:
+        raise LiifError(f"{args.picture}: {exc}") from None
     height, width = picture.pixels.shape[:2]
     if args.print_regions:
         for region in zoom_regions((width, height), size, center, start, end, args.frames):
