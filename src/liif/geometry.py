@@ -87,6 +87,11 @@ class Target:
         return Grid(self.size, ((2 * y0 / h - 1, 2 * y1 / h - 1), (2 * x0 / w - 1, 2 * x1 / w - 1)))
 
 
+def format_region(region: Sequence[float]) -> str:
+    """``x0,y0,x1,y1`` as ``--region`` takes it, every number exact (Python's shortest round-trip form)."""
+    return ",".join(repr(v) for v in region)
+
+
 def round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 

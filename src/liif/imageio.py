@@ -248,14 +248,20 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         write_png16(picture, stream)
         return
     if picture.pixels.dtype == np.uint16:
-        picture = Picture(((picture.pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8),
-                          picture.icc_profile)
+        picture = Picture(eight_bit(picture.pixels), picture.icc_profile)
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
         options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
     picture.to_pil().save(stream, format=fmt, **options)
+
+
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as uint8: 16 bits rounded to the nearest 8-bit level, 8 bits as they are."""
+    if pixels.dtype == np.uint16:
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return pixels
 
 
 def written_profile(picture: Picture, fmt: str) -> bytes | None:

@@ -159,6 +159,14 @@ def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) ->
     return model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
 
 
+def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str) -> nn.Module:
+    """``model`` (a name, a path or a module) on the device ``device`` names, once ``precision`` is known to
+    run there: what the Python API's entry points start with."""
+    torch_device = pick_device(device)
+    check_precision(torch_device, precision)
+    return resolve_model(model, torch_device)
+
+
 def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
             scale: float | Sequence[float] | None = None, *, size: tuple[int, int] | None = None,
             width: int | None = None, height: int | None = None, region: Sequence[float] | None = None,
@@ -170,9 +178,7 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
-    torch_device = pick_device(device)
-    check_precision(torch_device, precision)
-    net = resolve_model(model, torch_device)
+    net = model_on(model, device, precision)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)
     if isinstance(image, Image.Image):

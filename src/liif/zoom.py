@@ -20,11 +20,10 @@ from tqdm import tqdm
 
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import Picture
+from liif.imageio import Picture, eight_bit
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
-from liif.runtime import check_precision, pick_device
-from liif.upscale import as_picture, check_target, render_picture, resize_bicubic, resolve_model
+from liif.upscale import as_picture, check_target, model_on, render_picture, resize_bicubic
 
 Region = tuple[float, float, float, float]
 COMPARISONS = ("bicubic",)
@@ -66,15 +65,9 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     return regions
 
 
-def format_region(region: Region) -> str:
-    """``x0,y0,x1,y1`` as ``--region`` takes it, every number exact (Python's shortest round-trip form)."""
-    return ",".join(repr(v) for v in region)
-
-
 def rgb8(pixels: np.ndarray) -> np.ndarray:
     """A frame as 8-bit RGB: 16 bits rounded to 8 (as 8-bit outputs are written), gray repeated, alpha dropped."""
-    if pixels.dtype == np.uint16:
-        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    pixels = eight_bit(pixels)
     color = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
     return np.ascontiguousarray(color)
 
@@ -108,9 +101,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
-    torch_device = pick_device(device)
-    check_precision(torch_device, precision)
-    net = resolve_model(model, torch_device)
+    net = model_on(model, device, precision)
     frame_size = (size[0] * (2 if compare else 1), size[1])
     with open_frame_writer(output, size=frame_size, rate=Fraction(fps).limit_denominator(1001),
                            overwrite=overwrite) as writer:

@@ -17,16 +17,15 @@ import sys
 
 import torch
 
+from liif.commands import add_model_options
 from liif.distributed import gather_sharded, start_processes, stop_processes
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
-from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
+    add_model_options(parser)
     parser.add_argument("--data", action="append", required=True, metavar="DIR",
                         help="HR folder, EDSR benchmark set (<Set>/HR) or DIV2K_valid_HR; repeat for several")
     parser.add_argument("--scales", default=None,
@@ -43,9 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode the true cell at every scale; by default a model tested with cell clipping "
                              "by its authors (LTE) gets the cell of x4 at scales above x4")
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="bf16 or fp16 on a GPU; bf16 on a CPU with native bf16 (default fp32)")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

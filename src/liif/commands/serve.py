@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liif.commands import add_model_options
 from liif.errors import LiifError
-from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS
 
 DEFAULT_PORT = 8182
 
@@ -32,9 +31,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `liif serve` and `liif view` share."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 or fp16 on a GPU (default fp32)")
+    add_model_options(parser)
     parser.add_argument("--max-scale", type=float, default=32.0,
                         help="largest zoom, in output pixels per picture pixel (default 32)")
     parser.add_argument("--max-pixels", type=float, default=None,

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
+from liif.commands import add_model_options
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, check_output, read_picture, write_picture
-from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS, check_precision
+from liif.runtime import check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
@@ -63,10 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     geometry.add_argument("--height", help="output height, keeping the aspect ratio")
     geometry.add_argument("--region", metavar="X0,Y0,X1,Y1",
                           help="render only this window of the input (input pixels, floats allowed)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="bf16 or fp16 on a GPU; bf16 on a CPU with native bf16 (default fp32)")
+    add_model_options(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")

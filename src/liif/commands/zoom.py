@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liif.commands import add_model_options
 from liif.errors import LiifError
 from liif.geometry import parse_numbers
-from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", choices=("bicubic",), help="put plain bicubic beside LIIF (frames twice as wide)")
     parser.add_argument("--print-regions", action="store_true",
                         help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"built-in name or .pth path (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 or fp16 on a GPU (default fp32)")
+    add_model_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -56,7 +53,8 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
 
 def run(args: argparse.Namespace) -> int:
     from liif.imageio import read_picture
-    from liif.zoom import format_region, zoom, zoom_regions
+    from liif.geometry import format_region
+    from liif.zoom import zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = tuple(int(v) for v in parse_numbers(args.size.lower(), "--size", (2,), "x"))

@@ -30,11 +30,10 @@ from liif.imageio import Picture, encode_picture, read_picture
 from liif.lru import ByteLRU
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
-from liif.runtime import check_precision, pick_device
 from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
-from liif.upscale import check_target, render_picture, resize_bicubic, resolve_model
+from liif.upscale import check_target, model_on, render_picture, resize_bicubic
 
 log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
@@ -112,9 +111,7 @@ class Service:
         if not self.options.max_scale >= 1:
             raise LiifError(f"--max-scale must be at least 1, got {self.options.max_scale:g}")
         self.library = Library(paths)
-        self.device = pick_device(device)
-        check_precision(self.device, self.options.precision)
-        self.model = resolve_model(model, self.device)
+        self.model = model_on(model, device, self.options.precision)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.pictures = Pictures(self.options.picture_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)

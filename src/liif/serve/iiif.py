@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from liif.errors import LiifError
-from liif.geometry import round_half_up
+from liif.geometry import format_region, round_half_up
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 JSON_LD = f'application/ld+json;profile="{CONTEXT}"'
@@ -66,9 +66,8 @@ class ImageRequest:
 
     def key(self) -> str:
         """A canonical text of the request, the same for every URL that asks for the same pixels."""
-        region = ",".join(repr(v) for v in self.region)
         mirror = "!" if self.mirror else ""
-        return f"{region}/{self.size[0]},{self.size[1]}/{mirror}{self.rotation}/{self.quality}.{self.format}"
+        return f"{format_region(self.region)}/{self.size[0]},{self.size[1]}/{mirror}{self.rotation}/{self.quality}.{self.format}"
 
 
 def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:

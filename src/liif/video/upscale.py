@@ -24,8 +24,8 @@ from liif.errors import LiifError
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import check_precision, pick_device
-from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_pictures, resolve_model
+from liif.runtime import check_precision
+from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
 from liif.video.pipeline import Background, prefetch
 from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
 from liif.video.writer import chroma_halved, open_frame_writer, output_kind, video_format
@@ -175,9 +175,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
     every frame; ``codec`` h264 (default), vp9 (.webm default), av1 or ffv1 (lossless); ``batch`` frames per
     model call (default 1 on a CPU, 4 on a GPU)."""
     geometry = Geometry(scale, size, width, height, region)
-    torch_device = pick_device(device)
-    check_precision(torch_device, precision)
+    net = model_on(model, device, precision)
     options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
                            overwrite)
     with torch.no_grad():
-        return upscale_clip(resolve_model(model, torch_device), src, dst, geometry, options, progress)
+        return upscale_clip(net, src, dst, geometry, options, progress)
