@@ -7,9 +7,10 @@ import torch
 
 import liif
 import liif.runtime
-from conftest import REFERENCE, both_paths_training_step, shared_file
+from conftest import BENCHMARKS, REFERENCE, both_paths_training_step, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell, make_coord
+from liif.imageio import read_picture
 
 
 def both_paths(model, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,3 +128,25 @@ def test_wrong_query_shapes_are_clear_errors(released, coord_shape, cell_shape, 
         released(inp, torch.zeros(coord_shape), torch.zeros(cell_shape))
     with pytest.raises(ValueError, match="pass cell"):
         released(inp, torch.zeros(1, 10, 2), None)
+
+
+@pytest.mark.parametrize("name", ["liif", "metasr"])
+def test_reference_path_keeps_coordinates_in_float32_under_bf16(released, name: str) -> None:
+    """Under bf16 autocast the encoder's features are bf16; the reference path must not round the latent
+    centres to bf16 with them (that tripled its error over the fast path's)."""
+    picture = read_picture(shared_file(BENCHMARKS / "Set5" / "baby.png"))
+    inp = torch.from_numpy(picture.pixels[200:248, 200:248].astype("float32") / 255).permute(2, 0, 1)[None]
+    torch.manual_seed(0)
+    model = released if name == "liif" else liif.make(CONFIGS["edsr-baseline-metasr"][0]).eval()
+    coord = make_coord((144, 144)).unsqueeze(0)
+    cell = make_cell(coord, (144, 144))
+    errors = {}
+    with torch.no_grad():
+        for path in ("reference", "fast"):
+            model.query_path = path
+            fp32 = model(inp * 2 - 1, coord, cell)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = model(inp * 2 - 1, coord, cell).float()
+            errors[path] = (bf16 - fp32).abs().max().item()
+    model.query_path = "fast"
+    assert errors["reference"] < 1.5 * errors["fast"] + 1e-3, errors

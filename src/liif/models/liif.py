@@ -50,7 +50,7 @@ def reference_neighbours(feat: torch.Tensor, coord: torch.Tensor, shifts: list[t
     batch, _, h, w = feat.shape
     rx, ry = 2 / h / 2, 2 / w / 2
     feat_coord = make_coord((h, w), flatten=False, device=feat.device).permute(2, 0, 1)
-    feat_coord = feat_coord.unsqueeze(0).expand(batch, 2, h, w).to(feat.dtype)
+    feat_coord = feat_coord.unsqueeze(0).expand(batch, 2, h, w).to(coord.dtype)
     scale_hw = torch.tensor([h, w], dtype=coord.dtype, device=coord.device)
     found = []
     for vx, vy in shifts:

@@ -45,7 +45,7 @@ class MetaSR(TwoPathModel):
         corners = make_coord((h, w), flatten=False, device=feat.device)
         corners[:, :, 0] -= (2 / h) / 2
         corners[:, :, 1] -= (2 / w) / 2
-        corners = corners.permute(2, 0, 1).unsqueeze(0).expand(batch, 2, h, w).to(feat.dtype)
+        corners = corners.permute(2, 0, 1).unsqueeze(0).expand(batch, 2, h, w).to(coord.dtype)
         shifted = coord - cell / 2
         grid = (shifted + EPS_SHIFT).clamp(-CLAMP, CLAMP).flip(-1).unsqueeze(1)
         q_feat = F.grid_sample(feat, grid, mode="nearest", align_corners=False)[:, :, 0, :].permute(0, 2, 1)
