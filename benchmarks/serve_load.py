@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 from PIL import Image
 
@@ -56,7 +56,7 @@ async def run_load(base_url: str, paths: list[str], clients: int, timeout: float
 
     async def client() -> None:
         nonlocal inconsistent
-        async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as http:
+        async with httpx2.AsyncClient(base_url=base_url, timeout=timeout) as http:
             while todo:
                 index, path = todo.pop(0)
                 answer = await http.get(path)
@@ -138,9 +138,9 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{base}/iiif/3/load.png/info.json").status_code == 200:
+                if httpx2.get(f"{base}/iiif/3/load.png/info.json").status_code == 200:
                     break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("the server did not start")

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-import httpx
+import httpx2
 
 from conftest import ROOT
 from serving import small_picture
@@ -24,8 +24,8 @@ def test_view_serves_the_page_it_prints(tmp_path):
     try:
         page = process.stdout.readline().strip()
         assert page.startswith("http://127.0.0.1:") and page.endswith("/view/my%20picture.png")
-        assert httpx.get(page).status_code == 200
-        info = httpx.get(page.replace("/view/", "/iiif/3/") + "/info.json").json()
+        assert httpx2.get(page).status_code == 200
+        info = httpx2.get(page.replace("/view/", "/iiif/3/") + "/info.json").json()
         assert (info["width"], info["height"]) == (48, 36)
     finally:
         process.terminate()
