@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+import liif
 import liif.imageio
 from liif import load_model
 from liif.geometry import Geometry
 from liif.imageio import Picture, read_picture
 from liif.lru import ByteLRU
-from liif.renderer import FeatureCache, render
+from liif.renderer import FeatureCache, model_token, render
 from liif.upscale import render_picture
 from conftest import BENCHMARKS, shared_file
+from facts import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,19 @@ def test_byte_lru_drops_least_recently_used():
     assert lru.get("b") is None and lru.get("a") == b"1234" and lru.bytes == 8
     lru.put("huge", b"x" * 11)
     assert lru.get("huge") is None and lru.bytes == 8
+
+
+def test_a_model_created_where_a_freed_one_lived_gets_its_own_entries(picture):
+    """Models are told apart by a token that outlives the object's address: a new model never reads the
+    features a freed model left in the cache, even if Python gives it the same id()."""
+    cache = FeatureCache()
+    inp = as_input(picture)
+    tokens = set()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = liif.make(SMALL["liif"]).eval()
+        tokens.add(model_token(net))
+        cached = render(net, inp, (80, 104), tile=16, cache=cache)
+        assert torch.equal(cached, render(net, inp, (80, 104), tile=16))
+        del net
+    assert len(tokens) == 3

@@ -12,7 +12,9 @@ self-ensembles the same way.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator
 
@@ -80,6 +82,17 @@ class FeatureCache:
         return feat
 
 
+# A number per model object for as long as it lives: unlike id(), never reused by a later model.
+MODEL_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+NEXT_TOKEN = itertools.count()
+
+
+def model_token(model: ImplicitModel) -> int:
+    if model not in MODEL_TOKENS:
+        MODEL_TOKENS[model] = next(NEXT_TOKEN)
+    return MODEL_TOKENS[model]
+
+
 def input_key(model: ImplicitModel, inp: torch.Tensor, source: Hashable | None = None) -> tuple:
     """What makes encoder features of ``inp`` reusable: the model, the input's content (``source`` when the
     caller names it, such as ``Picture.content_key``, else a digest of ``inp``), the precision."""
@@ -87,7 +100,7 @@ def input_key(model: ImplicitModel, inp: torch.Tensor, source: Hashable | None =
         source = hashlib.blake2b(inp.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
     device = inp.device.type
     precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else inp.dtype
-    return id(model), tuple(inp.shape), source, str(precision)
+    return model_token(model), tuple(inp.shape), source, str(precision)
 
 
 def latent_bins(axis: torch.Tensor, n: int) -> torch.Tensor:
