@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import httpx2
+import pytest
 
 from conftest import ROOT
+from liif.cli import main
 from serving import small_picture
 
 
@@ -41,3 +43,23 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
         process = liif(*args)
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 2 and stderr.count("\n") == 1 and expected in stderr, (args, stderr)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["serve", "{dir}", "--max-scale", "nan"], "--max-scale must be a number >= 1, got nan"),
+    (["serve", "{dir}", "--cache-mb", "0"], "--cache-mb must be a number > 0, got 0.0"),
+    (["serve", "{dir}", "--feature-cache-mb", "-5"], "--feature-cache-mb must be a number > 0, got -5.0"),
+    (["serve", "{dir}", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
+    (["serve", "{dir}", "--port", "70000"], "--port must be an int in [0, 65535], got 70000"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "--fps must be a number above 0 and at most 1000"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "0x64"], "--size 0x64: each side must be an int in [1, 16384]"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--zoom", "0:4"], "--zoom 0:4: each zoom must be a number above 0"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int >= 1, got 0"),
+])
+def test_out_of_range_numbers_are_one_line_errors(tmp_path, capsys, args, expected):
+    picture = small_picture(tmp_path)
+    argv = [a.format(dir=tmp_path, picture=picture) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr

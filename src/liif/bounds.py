@@ -47,3 +47,4 @@ class Number:
 
 
 COUNT = Number(int, low=1)  # how many of something: layers, repeats, samples
+POSITIVE = Number(low=0, low_open=True)  # a size, a rate, a scale

@@ -18,6 +18,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
+from liif.bounds import COUNT
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
@@ -44,8 +45,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     fit = fit_zoom(picture_size, frame_size)
     start = fit if start is None else start
     cx, cy = center if center is not None else (width / 2, height / 2)
-    if frames < 1:
-        raise LiifError(f"--frames must be at least 1, got {frames}")
+    COUNT.check(frames, "--frames", LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liif.bounds import POSITIVE, Number
 from liif.commands import add_model_options
 from liif.errors import LiifError
 
@@ -44,14 +45,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def server_options(args: argparse.Namespace):
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
 
-    for name in ("max_scale", "cache_mb", "feature_cache_mb"):
-        if not getattr(args, name) > 0:
-            raise LiifError(f"--{name.replace('_', '-')} must be above 0, got {getattr(args, name):g}")
+    for name in ("cache_mb", "feature_cache_mb"):  # --max-scale: the Service checks it
+        POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)
     max_pixels = DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels
-    if not max_pixels >= 1:
-        raise LiifError(f"--max-pixels must be at least 1, got {max_pixels:g}")
-    if not 0 <= args.port < 65536:
-        raise LiifError(f"--port must be 0 to 65535, got {args.port}")
+    Number(low=1).check(max_pixels, "--max-pixels", LiifError)
+    Number(int, 0, 65535).check(args.port, "--port", LiifError)
     return ServeOptions(max_scale=args.max_scale, max_pixels=int(max_pixels), precision=args.precision,
                         image_cache_bytes=int(args.cache_mb * 2**20),
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20))

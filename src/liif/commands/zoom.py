@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from liif.bounds import Number
 from liif.commands import add_model_options
 from liif.errors import LiifError
 from liif.geometry import parse_numbers
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+ZOOM = Number(low=0, high=1e6, low_open=True)  # output pixels per picture pixel
+
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
     start, colon, end = text.partition(":")
@@ -46,8 +49,8 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
     first = None if start == "fit" else parse_numbers(start, "--zoom START", (1,))[0]
     last = parse_numbers(end, "--zoom END", (1,))[0]
     for value in (first, last):
-        if value is not None and not 0 < value < 1e6:
-            raise LiifError(f"--zoom {text!r}: zooms must be above 0 and below 1e6")
+        if value is not None:
+            ZOOM.check(value, f"--zoom {text}: each zoom", LiifError)
     return first, last
 
 
@@ -58,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     start, end = parse_zoom(args.zoom)
     size = tuple(int(v) for v in parse_numbers(args.size.lower(), "--size", (2,), "x"))
-    if any(v < 1 or v > 16384 for v in size):
-        raise LiifError(f"--size {args.size}: each side must be 1 to 16384")
+    for side in size:
+        Number(int, 1, 16384).check(side, f"--size {args.size}: each side", LiifError)
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
-    if not 0 < args.fps <= 1000:
-        raise LiifError(f"--fps must be above 0 and at most 1000, got {args.fps:g}")
+    Number(low=0, high=1000, low_open=True).check(args.fps, "--fps", LiifError)
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
     try:

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from liif.bounds import Number
 from liif.errors import LiifError, one_line, os_reason
 from liif.geometry import Geometry
 from liif.imageio import Picture, encode_picture, read_picture
@@ -108,8 +109,7 @@ class Service:
     def __init__(self, paths: list[str | os.PathLike], model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
                  device: str = "auto", options: ServeOptions | None = None) -> None:
         self.options = options or ServeOptions()
-        if not self.options.max_scale >= 1:
-            raise LiifError(f"--max-scale must be at least 1, got {self.options.max_scale:g}")
+        Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
         self.library = Library(paths)
         self.model = model_on(model, device, self.options.precision)
         self.features = FeatureCache(self.options.feature_cache_bytes)
