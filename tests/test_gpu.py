@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
         "tiny-rdn-liif"]
+DECODERS = REFERENCE.parent / "decoders"
+DECODER_FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
 QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 README_SET5_X4 = 32.2587  # README: Set5 x4, --degrade pil, CPU fp32
@@ -97,12 +99,13 @@ def load_pair(source, query_path: str):
 
 
 @pytest.mark.parametrize("query_path", ["fast", "reference"])
-@pytest.mark.parametrize("name", [*TINY, "edsr-baseline-liif"])
+@pytest.mark.parametrize("name", [*TINY, *DECODER_FIXTURES, "edsr-baseline-liif"])
 def test_cuda_output_equals_cpu_output_on_the_reference_fixtures(name: str, query_path: str) -> None:
     if name == "edsr-baseline-liif":  # the built-in released weights
         source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
     else:
-        source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
+        folder = DECODERS if name in DECODER_FIXTURES else REFERENCE
+        source, fixture = shared_file(folder / f"{name}.pth"), np.load(shared_file(folder / f"{name}.npz"))
     cpu, gpu = load_pair(source, query_path)
     inp = torch.from_numpy(fixture["inp"])
     on_gpu, on_cpu = outputs(gpu, inp, fixture), outputs(cpu, inp, fixture)
