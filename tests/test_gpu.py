@@ -224,6 +224,25 @@ def test_train_under_torchrun_one_process_on_cuda(tmp_path: Path) -> None:
     check_run(tmp_path / "run")
 
 
+def test_training_on_cuda_uses_fused_adam_which_updates_like_plain_adam() -> None:
+    from liif.training.loop import build_optimizer
+
+    torch.manual_seed(0)
+    models = [liif.load_model("edsr-baseline-liif", "cuda").train() for _ in range(2)]
+    fused = build_optimizer(models[0], {"name": "adam", "args": {"lr": 1e-3}})
+    plain = build_optimizer(models[1], {"name": "adam", "args": {"lr": 1e-3, "fused": False}})
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    inp, coord = torch.rand(2, 3, 24, 24, device="cuda") * 2 - 1, torch.rand(2, 300, 2, device="cuda") * 2 - 1
+    cell, gt = torch.full((2, 300, 2), 2 / 72, device="cuda"), torch.rand(2, 300, 3, device="cuda") * 2 - 1
+    for _ in range(3):
+        for model, optimizer in zip(models, (fused, plain)):
+            optimizer.zero_grad()
+            torch.nn.functional.l1_loss(model(inp, coord, cell), gt).backward()
+            optimizer.step()
+    for (key, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), key
+
+
 NCCL_SCRIPT = '''
 import copy, os, sys
 import torch, torch.distributed as dist
