@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. to finish an interrupted batch")
     parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
-    parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
+    parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
+                        "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
     video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise LiifError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.tile < 1:
+    if args.tile is not None and args.tile < 1:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")

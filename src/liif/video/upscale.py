@@ -47,7 +47,7 @@ class VideoOptions:
     self_ensemble: bool = False
     alpha: str = "model"
     precision: str = "fp32"
-    tile: int = 256
+    tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
 
@@ -167,7 +167,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
                   *, size: tuple[int, int] | None = None, width: int | None = None, height: int | None = None,
                   region: Sequence[float] | None = None, model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
                   device: str = "auto", precision: str = "fp32", self_ensemble: bool = False, alpha: str = "model",
-                  max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = 256, batch: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, tile: int | None = None, batch: int | None = None,
                   codec: str | None = None, crf: int | None = None, preset: str | None = None,
                   pix_fmt: str | None = None, overwrite: bool = False, progress: bool = False) -> VideoResult:
     """Upscale the video or animation ``src`` into ``dst`` (its suffix picks the kind: .mp4 .mkv .mov .webm,
