@@ -161,6 +161,24 @@ def test_bf16_autocast_stays_close_to_fp32(query_path: str) -> None:
     assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and psnr >= 45, stats
 
 
+def test_a_model_put_on_cuda_encodes_channels_last_with_the_auto_tile_and_renders_as_on_cpu() -> None:
+    from liif.runtime import render_tile
+    from liif.upscale import resolve_model
+
+    gpu = resolve_model("edsr-baseline-liif", torch.device("cuda"))
+    cpu = resolve_model("edsr-baseline-liif", torch.device("cpu"))
+    assert gpu.channels_last and not cpu.channels_last
+    assert gpu.encoder.head[0].weight.is_contiguous(memory_format=torch.channels_last)
+    tile = render_tile(torch.device("cuda"))
+    assert tile in (256, 512, 1024), tile
+    image = bird_input(96) * 0.5 + 0.5
+    size = (250, 230)
+    on_gpu = liif.render(gpu, image.cuda(), size).cpu()  # the auto tile: the whole picture in one tile
+    on_cpu = liif.render(cpu, image, size, tile=32)
+    diff = float((on_gpu - on_cpu).abs().max())
+    assert diff <= 1e-4, diff
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: str) -> None:
     bird = shared_file(BENCHMARKS / "Set5" / "bird.png")  # 288x288

@@ -158,7 +158,12 @@ def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) ->
 
 
 def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) -> nn.Module:
-    return model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
+    """``model`` (a name, a path or a module) in eval mode on ``device``; on a GPU, an image model's encoder
+    runs channels-last (``ImplicitModel.use_channels_last``)."""
+    net = model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
+    if device.type == "cuda" and isinstance(net, ImplicitModel):
+        net.use_channels_last()
+    return net
 
 
 def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str) -> nn.Module:
