@@ -26,7 +26,7 @@ from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
-from liif.video.pipeline import Background, prefetch
+from liif.pipeline import Background, prefetch
 from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
 from liif.video.writer import chroma_halved, open_frame_writer, output_kind, video_format
 
