@@ -15,6 +15,8 @@ import torch
 from liif.errors import LiifError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# How queries may run: eagerly, compiled by torch.compile, or compiled and replayed as CUDA graphs.
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Queries per chunk on the CPU: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough
 # to stay below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
 CPU_CHUNK = 4096

@@ -42,7 +42,7 @@ from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
 from liif.pipeline import Background, prefetch
-from liif.runtime import check_precision
+from liif.runtime import COMPILE_MODES, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
@@ -90,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
                         "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="run the decoder's query chunks compiled by torch.compile: default, or reduce-overhead "
+                        "(CUDA graphs too, on a GPU); the first picture pays for compiling (default none: eager)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
     video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
@@ -251,6 +254,8 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
     model = resolve_model(args.model, device)
+    if args.compile != "none":
+        model.compile_queries(args.compile)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:
