@@ -279,6 +279,26 @@ def test_ddp_with_nccl_trains_like_a_single_process(tmp_path: Path) -> None:
     assert result.returncode == 0 and "nccl ddp ok" in result.stdout, result.stderr[-3000:]
 
 
+def test_queries_compiled_as_cuda_graphs_render_as_eager() -> None:
+    """``compile_queries("reduce-overhead")`` (liif upscale --compile reduce-overhead): torch.compile and CUDA graph
+    replays over tiles and chunks of several shapes give the eager pixels; one graph serves them all."""
+    from torch._dynamo.utils import counters
+
+    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"), "cuda")
+    image = (bird_input(96) * 0.5 + 0.5).cuda()
+    sizes = [(250, 230), (97, 301)]
+    eager = [liif.render(model, image, size, tile=40, chunk_size=4096).cpu() for size in sizes]
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_queries("reduce-overhead")
+    for _ in range(2):  # the second pass replays the graphs the first recorded
+        for size, expected in zip(sizes, eager):
+            got = liif.render(model, image, size, tile=40, chunk_size=4096).cpu()
+            diff = float((got - expected).abs().max())
+            assert diff <= 1e-4, (size, diff)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
 def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:
     """``compile: true`` (torch.compile of the training step's model); in a subprocess, bounded in time. Last in
     the file: compiling is the slowest and least predictable step."""
