@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -24,7 +24,7 @@ from liif.errors import LiifError
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import check_precision
+from liif.runtime import check_precision, render_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
 from liif.pipeline import Background, prefetch
 from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
@@ -114,6 +114,8 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     batch = options.batch or (1 if device.type == "cpu" else GPU_BATCH)
     if batch < 1:
         raise LiifError(f"the batch must be at least 1 frame, got {batch}")
+    if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
+        options = replace(options, tile=render_tile(device, batch))
     with open_clip(source) as clip:
         target, rounded = plan_clip(clip.info, geometry, destination, options)
         if rounded:
