@@ -4,8 +4,11 @@
     python3 benchmarks/gpu_check.py --out DIR [--data-root DIR] [--budget 310] [--device cuda]
     python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck     # smoke test, under a minute
 
-Sections (run in this order: the slow and riskiest torch.compile ones last):
+Sections (run in this order: the slow and riskiest torch.compile ones last, but render, the issue's question):
   device         a. the card, torch, CUDA, memory
+  render         g. liif.render end to end, 1920x1080 -> 3840x2160, bf16, the auto tile, the model as liif upscale
+                    puts it on the card (channels-last encoder): eager queries against compile_queries("default")
+                    and compile_queries("reduce-overhead") (CUDA graphs); frames/s and the difference to eager
   query          b. query throughput of the released model (encode + latents + query_chunked over the whole
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
                     bf16 autocast; the fast path at several chunk sizes
@@ -47,6 +50,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 # name, title, time limit (s) on a GPU, time limit (s) in --quick mode
 SECTIONS = [
     ("device", "a. Device", 60, 10),
+    ("render", "g. End-to-end render, 1920x1080 -> 3840x2160: eager vs compiled queries", 150, 90),
     ("query", "b. Query throughput, eager", 120, 15),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 18),
@@ -55,9 +59,9 @@ SECTIONS = [
     ("train_compile", "d. Training with torch.compile", 110, 60),
     ("query_compile", "b. Query throughput, torch.compile", 120, 60),
 ]
-COMPILE_SECTIONS = ("query_compile", "train_compile")  # left out of --quick unless named in --sections
+COMPILE_SECTIONS = ("render", "query_compile", "train_compile")  # left out of --quick unless named in --sections
 SECTION_NAMES = [s[0] for s in SECTIONS]
-REPORT_ORDER = ["device", "query", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
+REPORT_ORDER = ["device", "render", "query", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
 REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
@@ -370,6 +374,26 @@ def render_query_compile(sec: dict, report: dict) -> list[str]:
                           "frames/s", "vs eager", "peak MiB"], rows)
 
 
+def render_render(sec: dict, report: dict) -> list[str]:
+    cases = ok_cases(sec)
+    eager = next((c for c in cases if c["compile"] == "none"), None)
+    rows = [[c["compile"], fmt(c["first_s"], 1), fmt(c["seconds"], 3), sig(c["fps"]), sig(c["mp_per_s"]),
+             fmt(c["fps"] / eager["fps"], 2) + "x" if eager else "-",
+             fmt(c.get("max_abs_diff"), 5) if isinstance(c.get("max_abs_diff"), float) else "-",
+             fmt(c.get("peak_mib"), 0)] for c in cases]
+    lines = [f"liif.render of a random {sec.get('input', '?')} picture to {sec.get('output', '?')}, "
+             f"{sec.get('precision', '?')} autocast, tile {sec.get('tile', '?')} (auto), default chunk, released "
+             "EDSR-baseline-LIIF put on the device by liif.upscale.resolve_model (channels-last encoder on CUDA); "
+             f"best of {sec.get('repeats', '?')} after the first run (which compiles). Compiled: "
+             "model.compile_queries(mode), i.e. liif upscale --compile MODE.", ""]
+    lines += table(["compile", "first run (s)", "seconds", "frames/s", "output MP/s", "vs eager",
+                    "max abs diff vs eager", "peak MiB"], rows)
+    if cases:
+        best = max(cases, key=lambda c: c["fps"])
+        lines += ["", f"Fastest: **{best['compile']}** ({sig(best['fps'])} frames/s)."]
+    return lines
+
+
 def render_memory(report: dict) -> str:
     rows = []
     for name in REPORT_ORDER:
@@ -394,7 +418,7 @@ def render_video(sec: dict, report: dict) -> list[str]:
          "peak MiB"], rows)
 
 
-RENDERERS = {"device": render_device, "query": render_query, "encoder": render_encoder, "psnr": render_psnr,
+RENDERERS = {"device": render_device, "render": render_render, "query": render_query, "encoder": render_encoder, "psnr": render_psnr,
              "train": render_train, "query_compile": render_query_compile, "train_compile": render_train,
              "video": render_video}
 
@@ -867,8 +891,45 @@ def section_video(ctx: Ctx, result: Result) -> None:
         attempt(ctx, result, f"{precision} batch {batch}", run, precision=precision, batch=batch)
 
 
+def section_render(ctx: Ctx, result: Result) -> None:
+    import liif
+    import render_speed
+    from liif.runtime import autocast, render_tile
+    from liif.upscale import resolve_model
+
+    torch = ctx.torch
+    configure_dynamo(ctx)
+    ctx.set_tf32(False)
+    in_size, out_size = ((16, 24), (32, 48)) if ctx.quick else ((1080, 1920), (2160, 3840))
+    precision = "bf16" if ctx.cuda else "fp32"
+    repeats = 1 if ctx.quick else 3
+    model = resolve_model("edsr-baseline-liif", ctx.device)
+    result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", precision=precision,
+                  tile=render_tile(ctx.device), repeats=repeats)
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, *in_size, device=ctx.device)
+    outputs = {}
+    for mode in ("none", "default", "reduce-overhead"):
+        if mode != "none" and ctx.left() < 45:  # a compile that cannot finish measures nothing
+            result["cases"].append({"label": f"compile {mode}", "compile": mode,
+                                    "error": f"skipped: {ctx.left():.0f} s left in the section"})
+            result.save()
+            continue
+
+        def run(mode=mode):
+            model.compile_queries(mode)
+            stats = render_speed.measure(model, image, out_size, precision, None, None, repeats, ctx.sync)
+            with autocast(ctx.device, precision):
+                outputs[mode] = liif.render(model, image, out_size).float()
+            if mode != "none" and "none" in outputs:
+                stats["max_abs_diff"] = float((outputs.pop(mode) - outputs["none"]).abs().max())
+            return stats
+
+        attempt(ctx, result, f"compile {mode}", run, compile=mode)
+
+
 CHILDREN = {"device": lambda ctx, result: None,  # run before the CUDA check in run_child
-             "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
+             "render": section_render, "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
             "train": section_train, "query_compile": section_query_compile, "train_compile": section_train_compile,
             "video": section_video}
 

@@ -1,20 +1,41 @@
 """End-to-end render speed as users get it: ``liif.render`` (tiles, chunks, [0, 1] in and out) per precision.
 
 Random input of --size, rendered at --scale with the built-in model, on --device; best of --repeats after a
-warm-up, synchronised. Prints a markdown table (MP/s, frames/s, peak GPU memory).
+warm-up (which includes compiling, timed apart), synchronised. Prints a markdown table (MP/s, frames/s, peak GPU
+memory). --tiles auto is the device's tile (liif.runtime.render_tile); --compile none,default,reduce-overhead
+compares eager queries with ``compile_queries`` (reduce-overhead: CUDA graphs).
 
     python benchmarks/render_speed.py --device cuda --size 1920x1080 --scale 2 --precisions fp32,bf16,fp16
+    python benchmarks/render_speed.py --device cuda --precisions bf16 --tiles auto --compile none,default,reduce-overhead
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import torch
 
 import liif
-from liif.runtime import autocast, pick_device
+from liif.runtime import autocast, pick_device, render_tile
+from liif.upscale import resolve_model
+
+
+def measure(model, image: torch.Tensor, out_size: tuple[int, int], precision: str, tile: int | None,
+            chunk: int | None, repeats: int, sync: Callable[[], object]) -> dict:
+    """Seconds of the first render (warm-up, compiling) and the best of ``repeats`` more, with MP/s and frames/s."""
+    times = []
+    with autocast(image.device, precision):
+        for _ in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            liif.render(model, image, out_size, chunk_size=chunk, tile=tile)
+            sync()
+            times.append(time.perf_counter() - start)
+    best = min(times[1:])
+    return {"first_s": times[0], "seconds": best, "mp_per_s": out_size[0] * out_size[1] / 1e6 / best,
+            "fps": 1 / best}
 
 
 def main() -> None:
@@ -24,7 +45,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=2)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--chunks", default="0", help="comma-separated query chunks to try (0: the device's default)")
-    parser.add_argument("--tiles", default="256", help="comma-separated tile sides to try")
+    parser.add_argument("--tiles", default="auto", help="comma-separated tile sides to try (auto: the device's)")
+    parser.add_argument("--compile", default="none", help="comma-separated query compile modes: none, default, "
+                        "reduce-overhead")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -33,32 +56,27 @@ def main() -> None:
     device = pick_device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
     out_size = (round(height * args.scale), round(width * args.scale))
-    model = liif.load_model("edsr-baseline-liif", device)
+    model = resolve_model("edsr-baseline-liif", device)  # as liif upscale runs it (channels-last)
     torch.manual_seed(0)
     image = torch.rand(1, 3, height, width, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# liif.render {width}x{height} -> {out_size[1]}x{out_size[0]}, {where}, torch {torch.__version__}")
-    print("| precision | tile | chunk | seconds | output MP/s | frames/s | peak GPU MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for precision in args.precisions.split(","):
-        for tile in (int(t) for t in args.tiles.split(",")):
-            for chunk in (int(c) or None for c in args.chunks.split(",")):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                best = float("inf")
-                with autocast(device, precision):
-                    for i in range(args.repeats + 1):
-                        sync()
-                        start = time.perf_counter()
-                        liif.render(model, image, out_size, chunk_size=chunk, tile=tile)
-                        sync()
-                        if i:  # the first run warms up kernels and the allocator
-                            best = min(best, time.perf_counter() - start)
-                peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-                mp = out_size[0] * out_size[1] / 1e6
-                print(f"| {precision} | {tile} | {chunk or 'default'} | {best:.3f} | {mp / best:.2f} | {1 / best:.2f} | "
-                      f"{peak:.0f} |", flush=True)
+    print("| precision | tile | chunk | compile | first run s | seconds | output MP/s | frames/s | peak GPU MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode in args.compile.split(","):
+        model.compile_queries(mode)
+        for precision in args.precisions.split(","):
+            for tile in (None if t == "auto" else int(t) for t in args.tiles.split(",")):
+                for chunk in (int(c) or None for c in args.chunks.split(",")):
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    stats = measure(model, image, out_size, precision, tile, chunk, args.repeats, sync)
+                    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+                    shown_tile = tile or f"auto ({render_tile(device)})"
+                    print(f"| {precision} | {shown_tile} | {chunk or 'default'} | {mode} | {stats['first_s']:.2f} | "
+                          f"{stats['seconds']:.3f} | {stats['mp_per_s']:.2f} | {stats['fps']:.2f} | {peak:.0f} |",
+                          flush=True)
 
 
 if __name__ == "__main__":

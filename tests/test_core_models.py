@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import liif
+from conftest import REFERENCE, shared_file
 from facts import CONFIGS, EDSR, IMPLICIT, SMALL
 from liif.geometry import make_cell, make_coord
 from liif.models import ImplicitModel
@@ -55,3 +57,44 @@ def test_mean_shift_is_stored_but_not_applied() -> None:
 def test_mlp_layer_sizes_must_be_positive_whole_numbers(hidden) -> None:
     with pytest.raises(liif.LiifError, match="bad arguments for model 'mlp': layer sizes must be whole numbers"):
         liif.make({"name": "mlp", "args": {"in_dim": 6, "out_dim": 3, "hidden_list": hidden}})
+
+
+ENCODERS = [name for name in MODELS.names() if name != "mlp" and name not in IMPLICIT]
+
+
+def comic_patch() -> torch.Tensor:
+    """The fixtures' 20x28 patch of Set14 comic, (1, 3, 20, 28) in [-1, 1] (the model's space)."""
+    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"])
+
+
+@pytest.mark.parametrize("name", [*ENCODERS, *IMPLICIT])
+def test_channels_last_encoding_equals_contiguous_encoding(name: str) -> None:
+    torch.manual_seed(0)
+    model = liif.make(SMALL[name]).eval()
+    inp = torch.cat([comic_patch(), comic_patch().flip(-1)])
+    encoder = model if name in ENCODERS else model.encoder
+    seen = []
+    encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(
+        memory_format=torch.channels_last)))
+    with torch.no_grad():
+        plain = model(inp) if name in ENCODERS else model.encode(inp)
+        if name in ENCODERS:
+            model.to(memory_format=torch.channels_last)
+            fast = model(inp.contiguous(memory_format=torch.channels_last))
+        else:
+            assert model.use_channels_last() is model and model.channels_last
+            fast = model.encode(inp)
+    convs = [m.weight for m in encoder.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    assert seen == [False, True]
+    torch.testing.assert_close(fast.contiguous(), plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_a_channels_last_model_renders_the_same_picture(name: str) -> None:
+    torch.manual_seed(0)
+    model = liif.make(SMALL[name]).eval()
+    image = comic_patch() * 0.5 + 0.5
+    plain = liif.render(model, image, (45, 61), tile=8)
+    fast = liif.render(model.use_channels_last(), image, (45, 61), tile=8)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -61,6 +61,15 @@ def test_cpu_chunk_is_cache_sized() -> None:
     assert query_chunk(torch.device("cpu")) == liif.runtime.CPU_CHUNK
 
 
+def test_render_tile_is_the_cpu_tile_off_cuda_and_follows_free_memory_on_a_gpu(monkeypatch) -> None:
+    assert liif.runtime.render_tile(torch.device("cpu")) == liif.runtime.CPU_TILE == 256
+    gib = 1 << 30
+    for free, batch, expected in ((80 * gib, 1, 1024), (80 * gib, 4, 512), (20 * gib, 1, 512), (4 * gib, 1, 256),
+                                  (1 * gib, 1, 256)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 80 * gib))
+        assert liif.runtime.render_tile(torch.device("cuda", 0), batch) == expected, (free, batch)
+
+
 def run_command(capsys, *args: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))

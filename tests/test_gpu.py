@@ -164,6 +164,24 @@ def test_bf16_autocast_stays_close_to_fp32(query_path: str) -> None:
     assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and psnr >= 45, stats
 
 
+def test_a_model_put_on_cuda_encodes_channels_last_with_the_auto_tile_and_renders_as_on_cpu() -> None:
+    from liif.runtime import render_tile
+    from liif.upscale import resolve_model
+
+    gpu = resolve_model("edsr-baseline-liif", torch.device("cuda"))
+    cpu = resolve_model("edsr-baseline-liif", torch.device("cpu"))
+    assert gpu.channels_last and not cpu.channels_last
+    assert gpu.encoder.head[0].weight.is_contiguous(memory_format=torch.channels_last)
+    tile = render_tile(torch.device("cuda"))
+    assert tile in (256, 512, 1024), tile
+    image = bird_input(96) * 0.5 + 0.5
+    size = (250, 230)
+    on_gpu = liif.render(gpu, image.cuda(), size).cpu()  # the auto tile: the whole picture in one tile
+    on_cpu = liif.render(cpu, image, size, tile=32)
+    diff = float((on_gpu - on_cpu).abs().max())
+    assert diff <= 1e-4, diff
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: str) -> None:
     bird = shared_file(BENCHMARKS / "Set5" / "bird.png")  # 288x288
@@ -281,6 +299,26 @@ def test_ddp_with_nccl_trains_like_a_single_process(tmp_path: Path) -> None:
     result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
                         script, shared_file(REFERENCE / "tiny-edsr-liif.pth")], timeout=120)
     assert result.returncode == 0 and "nccl ddp ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_queries_compiled_as_cuda_graphs_render_as_eager() -> None:
+    """``compile_queries("reduce-overhead")`` (liif upscale --compile reduce-overhead): torch.compile and CUDA graph
+    replays over tiles and chunks of several shapes give the eager pixels; one graph serves them all."""
+    from torch._dynamo.utils import counters
+
+    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"), "cuda")
+    image = (bird_input(96) * 0.5 + 0.5).cuda()
+    sizes = [(250, 230), (97, 301)]
+    eager = [liif.render(model, image, size, tile=40, chunk_size=4096).cpu() for size in sizes]
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_queries("reduce-overhead")
+    for _ in range(2):  # the second pass replays the graphs the first recorded
+        for size, expected in zip(sizes, eager):
+            got = liif.render(model, image, size, tile=40, chunk_size=4096).cpu()
+            diff = float((got - expected).abs().max())
+            assert diff <= 1e-4, (size, diff)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
 
 
 def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:

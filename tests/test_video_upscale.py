@@ -21,7 +21,7 @@ import liif
 from clips import decoded_frames, frame_pixels, make_clip, packets
 from facts import SMALL
 from liif.cli import main
-from liif.video.pipeline import Background, prefetch
+from liif.pipeline import Background, prefetch
 from liif.video.reader import open_clip
 from liif.video.writer import open_frame_writer
 

@@ -23,6 +23,7 @@ import torch
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel
+from liif.runtime import render_tile
 
 
 @dataclass(frozen=True)
@@ -138,16 +139,19 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int = 256,
+def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int | None = None,
                  chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22,
                  cache: FeatureCache | None = None, source: Hashable | None = None
                  ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (row, col, block): ``block`` (B, C, hb, wb) in [0, 1] is the output of ``grid`` at (row, col) for
-    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile. With a ``cache``,
+    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile (``tile`` latents a side at
+    most; None: the device's ``render_tile``). With a ``cache``,
     encoder features come from (and go to) it, under ``source`` (what ``image`` holds) or a digest of ``image``."""
     inp = model.data_norm.to_model(image)
     key = None if cache is None else input_key(model, inp, source)
     h, w = inp.shape[-2:]
+    if tile is None:
+        tile = render_tile(inp.device, inp.shape[0])
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
     axes = [grid.axis(dim, inp.device) for dim in (0, 1)]
     row_spans = tile_spans(latent_bins(axes[0], h), side)
@@ -197,7 +201,7 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
 
 @torch.no_grad()
 def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ranges: Ranges = WHOLE_IMAGE,
-           chunk_size: int | None = None, tile: int = 256, self_ensemble: bool = False,
+           chunk_size: int | None = None, tile: int | None = None, self_ensemble: bool = False,
            cache: FeatureCache | None = None) -> torch.Tensor:
     """The (B, C, H, W) picture in [0, 1] that ``model`` renders of pictures ``image`` (B, 3, h, w) in [0, 1]
     at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; ``cache`` shares

@@ -1,4 +1,5 @@
-"""Where and how the model runs: the device (auto, cpu, cuda, cuda:N, mps), the precision, the query chunk.
+"""Where and how the model runs: the device (auto, cpu, cuda, cuda:N, mps), the precision, the query chunk and
+the render tile.
 
 ``upscale``, ``eval`` and ``train`` all resolve their ``--device`` and precision here, so a name means the
 same everywhere and a device that is not there is one clear error.
@@ -14,6 +15,8 @@ import torch
 from liif.errors import LiifError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# How queries may run: eagerly, compiled by torch.compile, or compiled and replayed as CUDA graphs.
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Queries per chunk on the CPU: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough
 # to stay below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
 CPU_CHUNK = 4096
@@ -21,6 +24,14 @@ CPU_CHUNK = 4096
 # and layer, with room to spare), capped where larger chunks stop paying.
 GPU_BYTES_PER_QUERY = 64 << 10
 GPU_MAX_CHUNK = 1 << 20
+# Render tile side in latents on the CPU (and MPS): windows that stay in cache and bound memory.
+CPU_TILE = 256
+# A GPU tile is sized from free memory at this many bytes per latent of the encoded window (RDN's widest
+# activations in fp32, with room to spare), using at most a quarter of it, and capped where larger tiles stop
+# paying: 1024 measured 1.6x faster than 256 end to end on an H200 (BENCHMARKS.md), and the renderer's block
+# limit caps it at x2 anyway.
+GPU_BYTES_PER_LATENT = 16 << 10
+GPU_MAX_TILE = 1024
 
 
 def mps_available() -> bool:
@@ -89,6 +100,18 @@ def query_chunk(device: torch.device, batch: int = 1) -> int:
         return CPU_CHUNK
     free, _ = torch.cuda.mem_get_info(device)
     return max(CPU_CHUNK, min(GPU_MAX_CHUNK, free // (GPU_BYTES_PER_QUERY * batch)))
+
+
+def render_tile(device: torch.device, batch: int = 1) -> int:
+    """The renderer's tile side in latents for ``batch`` pictures at once: ``CPU_TILE`` off CUDA; on a GPU the
+    largest power of two from ``CPU_TILE`` to ``GPU_MAX_TILE`` whose windows fit a quarter of free memory."""
+    if device.type != "cuda":
+        return CPU_TILE
+    free, _ = torch.cuda.mem_get_info(device)
+    tile = CPU_TILE
+    while tile < GPU_MAX_TILE and (2 * tile) ** 2 * GPU_BYTES_PER_LATENT * batch <= free // 4:
+        tile *= 2
+    return tile
 
 
 def available_memory() -> int | None:

@@ -87,19 +87,21 @@ def resize_bicubic(picture: Picture, target: Target) -> Picture:
 
 @torch.no_grad()
 def render_picture(model: ImplicitModel, picture: Picture, target: Target, self_ensemble: bool = False,
-                   alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
-                   progress: bool = False, label: str | None = None, cache: FeatureCache | None = None) -> Picture:
+                   alpha: str = "model", precision: str = "fp32", tile: int | None = None,
+                   chunk_size: int | None = None, progress: bool = False, label: str | None = None,
+                   cache: FeatureCache | None = None) -> Picture:
     """Render ``target`` of ``picture`` with ``model`` (on its device) into a Picture of the same depth,
-    channels and ICC profile, tile by tile into one output buffer; ``cache`` shares encoder features
-    between renders of the same picture (exact: the pixels are the same without it)."""
+    channels and ICC profile, tile by tile into one output buffer (``tile`` None: the device's side,
+    ``liif.runtime.render_tile``); ``cache`` shares encoder features between renders of the same picture
+    (exact: the pixels are the same without it)."""
     return render_pictures(model, [picture], target, self_ensemble, alpha, precision, tile, chunk_size,
                            progress, label, cache)[0]
 
 
 @torch.no_grad()
 def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: Target, self_ensemble: bool = False,
-                    alpha: str = "model", precision: str = "fp32", tile: int = 256, chunk_size: int | None = None,
-                    progress: bool = False, label: str | None = None,
+                    alpha: str = "model", precision: str = "fp32", tile: int | None = None,
+                    chunk_size: int | None = None, progress: bool = False, label: str | None = None,
                     cache: FeatureCache | None = None) -> list[Picture]:
     """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
     if alpha not in ALPHA_MODES:
@@ -156,7 +158,12 @@ def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) ->
 
 
 def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) -> nn.Module:
-    return model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
+    """``model`` (a name, a path or a module) in eval mode on ``device``; on a GPU, an image model's encoder
+    runs channels-last (``ImplicitModel.use_channels_last``)."""
+    net = model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
+    if device.type == "cuda" and isinstance(net, ImplicitModel):
+        net.use_channels_last()
+    return net
 
 
 def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str) -> nn.Module:
@@ -172,7 +179,7 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
             width: int | None = None, height: int | None = None, region: Sequence[float] | None = None,
             model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
             self_ensemble: bool = False, alpha: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
-            tile: int = 256, progress: bool = False) -> Picture | Image.Image | np.ndarray:
+            tile: int | None = None, progress: bool = False) -> Picture | Image.Image | np.ndarray:
     """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array an array, a path or a
     Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1."""
     picture = as_picture(image)

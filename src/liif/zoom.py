@@ -24,6 +24,7 @@ from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
+from liif.runtime import render_tile
 from liif.upscale import as_picture, check_target, model_on, render_picture, resize_bicubic
 
 Region = tuple[float, float, float, float]
@@ -80,10 +81,11 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
     if compare not in (None, *COMPARISONS):
         raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
     cache = cache if cache is not None else FeatureCache()
+    tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
         target = Geometry(size=size, region=region).target(picture.pixels.shape[:2])
         check_target(target, picture)
-        frame = rgb8(render_picture(model, picture, target, precision=precision, cache=cache).pixels)
+        frame = rgb8(render_picture(model, picture, target, precision=precision, tile=tile, cache=cache).pixels)
         if compare == "bicubic":
             frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
         yield frame

@@ -31,15 +31,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
+from tqdm import tqdm
 
 from liif.commands import add_model_options
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
 from liif.errors import LiifError, os_reason, printable
-from liif.geometry import Geometry
-from liif.imageio import FORMATS, IMAGE_SUFFIXES, check_output, read_picture, write_picture
-from liif.runtime import check_precision
+from liif.geometry import Geometry, Target
+from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
+from liif.pipeline import Background, prefetch
+from liif.runtime import COMPILE_MODES, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
@@ -49,6 +52,10 @@ from liif.video.writer import ANIMATION_FORMATS, VIDEO_CONTAINERS
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *CLIP_SUFFIXES)  # what folders and globs give
 # What fails one input and lets the batch go on.
 FILE_ERRORS = (LiifError, OSError, MemoryError, torch.OutOfMemoryError)
+# Pictures read ahead of the renderer, and rendered pictures waiting to be written: each stage holds one more
+# in hand, so at most two pictures are in flight on either side of the one rendering.
+READ_AHEAD = 1
+WRITE_BEHIND = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. to finish an interrupted batch")
     parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
-    parser.add_argument("--tile", type=int, default=256, help="encoder tile side in input pixels (default 256)")
+    parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
+                        "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="run the decoder's query chunks compiled by torch.compile: default, or reduce-overhead "
+                        "(CUDA graphs too, on a GPU); the first picture pays for compiling (default none: eager)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
     video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
@@ -100,8 +111,14 @@ class Failure:
     names: list[str]
     reason: str
 
+    @classmethod
+    def of(cls, source: Path, exc: BaseException) -> Failure:
+        reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else os_reason(exc)
+        return cls([str(source)], reason)
+
     def report(self) -> None:
-        print(printable(f"liif upscale: error: {', '.join(self.names)}: {self.reason}"), file=sys.stderr)
+        # tqdm.write keeps a progress bar drawn by the rendering thread whole
+        tqdm.write(printable(f"liif upscale: error: {', '.join(self.names)}: {self.reason}"), file=sys.stderr)
 
 
 def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], list[Failure], bool]:
@@ -212,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise LiifError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.tile < 1:
+    if args.tile is not None and args.tile < 1:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
@@ -237,21 +254,15 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
     model = resolve_model(args.model, device)
+    if args.compile != "none":
+        model.compile_queries(args.compile)
 
-    started, written, failed = time.perf_counter(), 0, 0
+    started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:
         failure.report()
         failed += len(failure.names)
-    for source, destination in jobs:
-        try:
-            upscale_file(model, source, destination, geometry, args, progress=not args.quiet and procs.is_main)
-            written += 1
-        except FILE_ERRORS as exc:  # one barrier per input: whatever fails it, the batch goes on
-            failed += 1
-            reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else \
-                os_reason(exc)
-            Failure([str(source)], reason).report()
-    written, failed = global_sum([written, failed], procs)
+    outcomes = upscale_files(model, jobs, geometry, args, progress=not args.quiet and procs.is_main)
+    written, failed = global_sum([outcomes.written, failed + outcomes.failed], procs)
     if not args.quiet and procs.is_main:
         where = f"{procs.world_size} processes" if procs.distributed else str(device)
         skip = f"{len(skipped)} skipped (existing), " if args.skip_existing else ""
@@ -260,19 +271,85 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     return 1 if failed else 0
 
 
-def upscale_file(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
-                 progress: bool) -> None:
-    """Read, plan, check the output path, render, write: one file."""
-    if is_moving(source):
-        options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
-                               args.alpha, args.precision, args.tile, int(args.max_pixels), args.overwrite)
-        upscale_clip(model, source, destination, geometry, options, progress,
-                     note=lambda text: print(f"liif upscale: note: {source}: {text}", file=sys.stderr))
-        return
+@dataclass
+class Outcomes:
+    """The inputs written and failed so far; one barrier per input: whatever fails it, the batch goes on."""
+
+    overwrite: bool
+    written: int = 0
+    failed: int = 0
+
+    def finish(self, job: tuple[Path, Path, Picture | BaseException | None]) -> None:
+        """Write a rendered picture, count a clip written (None), or report a failure: in input order."""
+        source, destination, outcome = job
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is not None:
+                write_picture(outcome, destination, self.overwrite)
+            self.written += 1
+        except FILE_ERRORS as exc:
+            self.failed += 1
+            Failure.of(source, exc).report()
+
+
+def upscale_files(model, jobs: list[tuple[Path, Path]], geometry: Geometry, args: argparse.Namespace,
+                  progress: bool) -> Outcomes:
+    """Upscale each (input, output) of ``jobs``: pictures are read in a thread ahead of the renderer and written
+    in a thread behind it, so the device does not wait for the disk; outcomes are reported in input order."""
+    outcomes = Outcomes(args.overwrite)
+    finisher = Background(outcomes.finish, depth=WRITE_BEHIND)
+    loads = prefetch(read_jobs(jobs, geometry, args), depth=READ_AHEAD)
+    try:
+        for source, destination, loaded in loads:
+            try:
+                if isinstance(loaded, BaseException):
+                    raise loaded
+                if loaded is None:
+                    upscale_moving(model, source, destination, geometry, args, progress)
+                    result = None
+                else:
+                    picture, target = loaded
+                    result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision,
+                                            args.tile, progress=progress, label=source.name)
+            except FILE_ERRORS as exc:
+                result = exc
+            finisher.put((source, destination, result))
+    except BaseException:
+        finisher.stop()  # pictures already rendered are written whole (atomically) before leaving
+        raise
+    finally:
+        loads.close()  # the reading thread stops
+    finisher.join()
+    return outcomes
+
+
+def read_jobs(jobs: Iterable[tuple[Path, Path]], geometry: Geometry, args: argparse.Namespace
+              ) -> Iterator[tuple[Path, Path, tuple[Picture, Target] | BaseException | None]]:
+    """(input, output, what to render) per job: the picture read and its output checked, None for a clip
+    (read as it renders), or the error that fails the input."""
+    for source, destination in jobs:
+        try:
+            loaded = None if is_moving(source) else read_planned(source, destination, geometry, args)
+        except FILE_ERRORS as exc:
+            loaded = exc
+        yield source, destination, loaded
+
+
+def read_planned(source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace
+                 ) -> tuple[Picture, Target]:
+    """Read a picture, plan its output and check the output path: everything that can refuse it before rendering."""
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, int(args.max_pixels))
     check_output(destination, (*target.size, picture.pixels.shape[2]), args.overwrite)
-    result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision, args.tile,
-                            progress=progress, label=source.name)
-    write_picture(result, destination, args.overwrite)
+    return picture, target
+
+
+def upscale_moving(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
+                   progress: bool) -> None:
+    """Upscale a video or an animation: it streams through its own reading and writing threads."""
+    options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
+                           args.alpha, args.precision, args.tile, int(args.max_pixels), args.overwrite)
+    upscale_clip(model, source, destination, geometry, options, progress,
+                 note=lambda text: tqdm.write(f"liif upscale: note: {source}: {text}", file=sys.stderr))

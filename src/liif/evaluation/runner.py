@@ -15,7 +15,6 @@ from typing import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from liif.checkpoint import load_model
 from liif.errors import LiifError, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
@@ -25,6 +24,7 @@ from liif.models.implicit import ImplicitModel
 from liif.renderer import render
 from liif.resize import pil_bicubic
 from liif.runtime import autocast, check_precision, pick_device
+from liif.upscale import resolve_model
 
 LR_SOURCES = ("auto", "files") + DEGRADATIONS
 FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
@@ -208,7 +208,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
-        model = load_model(model, pick_device(device))
+        model = resolve_model(model, pick_device(device))
     check_precision(next(model.parameters()).device, precision)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -24,9 +24,9 @@ from liif.errors import LiifError
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
-from liif.runtime import check_precision
+from liif.runtime import check_precision, render_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
-from liif.video.pipeline import Background, prefetch
+from liif.pipeline import Background, prefetch
 from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
 from liif.video.writer import chroma_halved, open_frame_writer, output_kind, video_format
 
@@ -47,7 +47,7 @@ class VideoOptions:
     self_ensemble: bool = False
     alpha: str = "model"
     precision: str = "fp32"
-    tile: int = 256
+    tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
 
@@ -114,6 +114,8 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     batch = options.batch or (1 if device.type == "cpu" else GPU_BATCH)
     if batch < 1:
         raise LiifError(f"the batch must be at least 1 frame, got {batch}")
+    if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
+        options = replace(options, tile=render_tile(device, batch))
     with open_clip(source) as clip:
         target, rounded = plan_clip(clip.info, geometry, destination, options)
         if rounded:
@@ -167,7 +169,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
                   *, size: tuple[int, int] | None = None, width: int | None = None, height: int | None = None,
                   region: Sequence[float] | None = None, model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
                   device: str = "auto", precision: str = "fp32", self_ensemble: bool = False, alpha: str = "model",
-                  max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = 256, batch: int | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS, tile: int | None = None, batch: int | None = None,
                   codec: str | None = None, crf: int | None = None, preset: str | None = None,
                   pix_fmt: str | None = None, overwrite: bool = False, progress: bool = False) -> VideoResult:
     """Upscale the video or animation ``src`` into ``dst`` (its suffix picks the kind: .mp4 .mkv .mov .webm,

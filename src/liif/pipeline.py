@@ -1,6 +1,6 @@
-"""Decode, render and encode at once: the decoder and the encoder run in threads beside the renderer, joined
-by bounded queues, so a bounded number of frames is in flight whatever the clip's length. PyAV and torch
-release the GIL while they work."""
+"""Read, render and write at once: reading (decoding) and writing (encoding) run in threads beside the renderer,
+joined by bounded queues, so the device never waits for the disk and a bounded number of pictures or frames is
+in flight whatever the batch's or the clip's length. PIL, PyAV and torch release the GIL while they work."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
             if close is not None and stop.is_set():
                 close()  # the consumer left early: let the generator release what it holds
 
-    worker = threading.Thread(target=produce, name="liif-decode", daemon=True)
+    worker = threading.Thread(target=produce, name="liif-read", daemon=True)
     worker.start()
     try:
         while True:
@@ -71,7 +71,7 @@ class Background:
         self.consume = consume
         self.buffer: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.worker = threading.Thread(target=self.run, name="liif-encode", daemon=True)
+        self.worker = threading.Thread(target=self.run, name="liif-write", daemon=True)
         self.worker.start()
 
     def run(self) -> None:

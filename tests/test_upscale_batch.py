@@ -1,0 +1,174 @@
+"""``liif upscale`` on many pictures: reading ahead and writing behind the renderer change nothing in the files
+written or in the order of the messages, stay bounded, and leave nothing half-written when interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import liif
+import liif.commands.upscale
+from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from liif import cli
+from liif.errors import LiifError
+from liif.geometry import Geometry
+from liif.imageio import read_picture, write_picture
+from liif.upscale import render_picture
+
+TINY = REFERENCE / "tiny-edsr-liif.pth"
+# Real pictures of several sizes and kinds: crops of Set5 (RGB, and one as gray).
+CROPS = {"a.png": ("bird.png", (0, 0, 30, 22), "RGB"), "b.png": ("butterfly.png", (40, 40, 64, 58), "RGB"),
+         "c.png": ("head.png", (100, 90, 121, 120), "L"), "d.png": ("woman.png", (20, 50, 48, 70), "RGB"),
+         "e.png": ("baby.png", (200, 200, 226, 219), "RGB")}
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name, (source, box, mode) in CROPS.items():
+        with Image.open(shared_file(BENCHMARKS / "Set5" / source)) as img:
+            img.convert(mode).crop(box).save(inputs / name)
+    return inputs
+
+
+def upscale_cli(capsys, *args) -> tuple[int, list[str]]:
+    """``liif upscale`` in this process with the tiny model: its exit code and its own stderr lines."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["upscale", *map(str, args), "--model", str(shared_file(TINY)), "--device", "cpu"])
+    lines = capsys.readouterr().err.splitlines()
+    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
+
+
+def test_a_batch_writes_what_render_and_write_give_file_by_file(tmp_path, folder, capsys) -> None:
+    code, lines = upscale_cli(capsys, folder, "--scale", "2.5", "-o", tmp_path / "out")
+    assert code == 0 and lines[-1].startswith("liif upscale: 5 written, 0 failed")
+    model = liif.load_model(shared_file(TINY))
+    for name in CROPS:
+        picture = read_picture(folder / name)
+        target = Geometry(2.5).target(picture.pixels.shape[:2])
+        write_picture(render_picture(model, picture, target), tmp_path / f"plain-{name}")
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / f"plain-{name}").read_bytes(), name
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(CROPS)
+
+
+def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written(tmp_path, folder, capsys,
+                                                                                 monkeypatch) -> None:
+    (folder / "b.png").write_bytes(b"not a picture")  # fails when read
+    real_write = liif.commands.upscale.write_picture
+
+    def write(picture, path, overwrite=False):
+        if Path(path).name == "c.png":  # fails when written, later than d's and e's reads
+            time.sleep(0.3)
+            raise LiifError(f"cannot write {path}: disk full")
+        real_write(picture, path, overwrite)
+
+    monkeypatch.setattr(liif.commands.upscale, "write_picture", write)
+    (folder / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails when read
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
+    assert code == 1
+    assert [line.split(": ")[2] for line in lines[:-1]] == [str(folder / n) for n in ("b.png", "c.png", "e.png")]
+    assert "disk full" in lines[1]
+    assert lines[-1].startswith("liif upscale: 2 written, 3 failed")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "d.png"]
+
+
+def test_reading_and_writing_overlap_rendering_a_bounded_number_ahead_and_behind(tmp_path, folder, capsys,
+                                                                                  monkeypatch) -> None:
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def log(kind: str, name: str) -> None:
+        with lock:
+            events.append((kind, name))
+
+    module = liif.commands.upscale
+    real_read, real_render, real_write = module.read_picture, module.render_picture, module.write_picture
+
+    def read(path):
+        log("read", Path(path).name)
+        return real_read(path)
+
+    def render(model, picture, target, *args, label=None, **kwargs):
+        log("render", label)
+        time.sleep(0.2)  # a slow device: the reader has time to run ahead as far as it may
+        result = real_render(model, picture, target, *args, label=label, **kwargs)
+        log("rendered", label)
+        return result
+
+    def write(picture, path, overwrite=False):
+        log("write", Path(path).name)
+        time.sleep(0.5)  # a slow disk: the renderer goes on meanwhile, as far as it may
+        real_write(picture, path, overwrite)
+        log("written", Path(path).name)
+
+    for name, function in (("read_picture", read), ("render_picture", render), ("write_picture", write)):
+        monkeypatch.setattr(module, name, function)
+    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", "--quiet")
+    assert code == 0
+    names = sorted(CROPS)
+    position = {event: i for i, event in enumerate(events)}
+    # the next picture is read while one renders, and a picture is written while the next renders
+    assert position[("read", "b.png")] < position[("rendered", "a.png")]
+    assert position[("write", "a.png")] < position[("rendered", "b.png")]
+    for i, name in enumerate(names):  # bounded: at most 2 read ahead of, and 2 unwritten behind, a render
+        start = position[("render", name)]
+        assert sum(1 for kind, _ in events[:start] if kind == "read") <= i + 3, events
+        assert sum(1 for kind, _ in events[:start] if kind == "rendered") \
+            - sum(1 for kind, _ in events[:start] if kind == "written") <= 2, events
+    assert [n for kind, n in events if kind == "written"] == names
+
+
+INTERRUPTED = '''
+import sys, time
+import liif.commands.upscale as command
+real_render, real_write = command.render_picture, command.write_picture
+
+def render(model, picture, target, *args, label=None, **kwargs):
+    print("render", label, flush=True)
+    time.sleep(0.5)
+    return real_render(model, picture, target, *args, label=label, **kwargs)
+
+def write(picture, path, overwrite=False):
+    time.sleep(1.0)  # a write is queued when the interrupt comes
+    real_write(picture, path, overwrite)
+
+command.render_picture, command.write_picture = render, write
+from liif.cli import main
+main(sys.argv[1:])
+'''
+
+
+def test_ctrl_c_with_writes_queued_leaves_only_whole_files(tmp_path, folder) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(script), "upscale", str(folder), "--scale", "2", "-o", str(out),
+                             "--model", str(shared_file(TINY)), "--device", "cpu", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "render c.png":  # a and b are rendered, a is being written, b waits
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "liif upscale: interrupted" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no temporary file, nothing partial
+    for name in ("a.png", "b.png"):
+        with Image.open(out / name) as img:
+            img.load()  # decodes to the end: a whole file
+            assert img.size == tuple(2 * s for s in Image.open(folder / name).size)
+    assert np.asarray(Image.open(out / "a.png")).std() > 5  # a picture, not a blank
