@@ -55,7 +55,7 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
         valid = queries < n_queries
         blended = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
         for member in range(MEMBERS):
-            items = member * n_queries + queries
+            items = (member * n_queries + queries).to(tl.int64)  # items * WIDTH passes 2**31 in a big chunk
             rows = tl.load(rows_ptr + items, mask=valid, other=0)
             # First layer: the latent's row of pre-activations plus each coordinate/cell term times its column.
             for start in range(0, WIDTH, BLOCK_D):
@@ -83,10 +83,10 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
                         acc = tl.full((BLOCK_Q, BLOCK_D), 0.0, tl.float32)
                         for inner in range(0, WIDTH, BLOCK_D):
                             activation = tl.load(source + inner + tile)
-                            # (inner, out) slice of W^T: W is (out, in), row-major
-                            weight = tl.load(weights + (start + col_offsets)[None, :] * WIDTH
-                                             + (inner + col_offsets)[:, None])
-                            acc = tl.dot(activation, weight, acc, input_precision=PRECISION)
+                            # W is (out, in), row-major: load its (out, in) tile, multiply by the transpose
+                            weight = tl.load(weights + (start + col_offsets)[:, None] * WIDTH
+                                             + (inner + col_offsets)[None, :])
+                            acc = tl.dot(activation, tl.trans(weight), acc, input_precision=PRECISION)
                         acc += tl.load(hidden_bias_ptr + layer * WIDTH + start + col_offsets)[None, :]
                         tl.store(target + start + tile, tl.maximum(acc, 0.0).to(scratch_ptr.dtype.element_ty))
                     tl.debug_barrier()
@@ -94,9 +94,9 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
                 pred = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
                 for inner in range(0, WIDTH, BLOCK_D):
                     activation = tl.load(source + inner + tile)
-                    weight = tl.load(out_weight_ptr + out_offsets[None, :] * WIDTH + (inner + col_offsets)[:, None],
-                                     mask=out_valid[None, :], other=0.0)
-                    pred = tl.dot(activation, weight, pred, input_precision=PRECISION)
+                    weight = tl.load(out_weight_ptr + out_offsets[:, None] * WIDTH + (inner + col_offsets)[None, :],
+                                     mask=out_valid[:, None], other=0.0)
+                    pred = tl.dot(activation, tl.trans(weight), pred, input_precision=PRECISION)
                 pred += tl.load(out_bias_ptr + out_offsets, mask=out_valid, other=0.0)[None, :]
                 blended += pred * tl.load(blend_ptr + items, mask=valid, other=0.0)[:, None]
                 tl.debug_barrier()  # every thread is done with the scratch before the next member writes it
