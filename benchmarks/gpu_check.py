@@ -9,6 +9,8 @@ Sections (run in this order: the slow and riskiest torch.compile ones last):
   query          b. query throughput of the released model (encode + latents + query_chunked over the whole
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
                     bf16 autocast; the fast path at several chunk sizes
+  triton         b. the query alone at 1920x1080 -> 3840x2160 by kernel (liif.kernels): torch, triton-first-layer,
+                    triton (fused), fp32 (TF32 off) and bf16 autocast; compile time and max difference from torch
   encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
   psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
   train          d. training iterations per second at the reference batch (16 x 48x48 LR, 2304 queries)
@@ -48,6 +50,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 SECTIONS = [
     ("device", "a. Device", 60, 10),
     ("query", "b. Query throughput, eager", 120, 15),
+    ("triton", "b. Triton query kernels against torch", 40, 15),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 18),
     ("train", "d. Training iterations per second, eager", 90, 25),
@@ -57,7 +60,7 @@ SECTIONS = [
 ]
 COMPILE_SECTIONS = ("query_compile", "train_compile")  # left out of --quick unless named in --sections
 SECTION_NAMES = [s[0] for s in SECTIONS]
-REPORT_ORDER = ["device", "query", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
+REPORT_ORDER = ["device", "query", "triton", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
 REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
@@ -296,6 +299,24 @@ def render_query(sec: dict, report: dict) -> list[str]:
     return lines
 
 
+def render_triton(sec: dict, report: dict) -> list[str]:
+    torch_seconds = {c["mode"]: c["seconds"] for c in ok_cases(sec, kernel="torch")}
+    rows = []
+    for c in ok_cases(sec):
+        base = torch_seconds.get(c["mode"])
+        rows.append([MODE_TEXT.get(c["mode"], c["mode"]), c["kernel"], fmt(c["first_call_s"], 2),
+                     fmt(c["seconds"], 3), sig(c["mp_per_s"]), sig(c["fps"]), fmt(base / c["seconds"], 2) + "x" if base else "-",
+                     f"{c['max_abs_diff']:.2e}" if isinstance(c.get("max_abs_diff"), float) else "-",
+                     c.get("launches", "-"), fmt(c.get("peak_mib"), 0)])
+    lines = [f"model.query_chunked alone (latents made beforehand) over a {sec.get('output', '?')} output grid from a "
+             f"{sec.get('input', '?')} random input, released EDSR-baseline-LIIF, chunk {sec.get('chunk', '?')} "
+             f"(the renderer's); best of {sec.get('repeats', '?')} after a first call (which compiles the kernel). "
+             "launches = Triton kernel calls in the timed runs (0 would mean it fell back to torch). "
+             "The kernel becomes the default only where it beats torch here.", ""]
+    return lines + table(["precision", "kernel", "first call (s)", "seconds", "output MP/s", "frames/s",
+                          "speed vs torch", "max abs(kernel - torch)", "launches", "peak MiB"], rows)
+
+
 def render_encoder(sec: dict, report: dict) -> list[str]:
     base = next((c["seconds"] for c in ok_cases(sec) if c["variant"] == "fp32"), None)
     rows = [[c["variant"], sig(c["seconds"] * 1000), sig(c["fps"]),
@@ -391,7 +412,7 @@ def render_video(sec: dict, report: dict) -> list[str]:
          "peak MiB"], rows)
 
 
-RENDERERS = {"device": render_device, "query": render_query, "encoder": render_encoder, "psnr": render_psnr,
+RENDERERS = {"device": render_device, "query": render_query, "triton": render_triton, "encoder": render_encoder, "psnr": render_psnr,
              "train": render_train, "query_compile": render_query_compile, "train_compile": render_train,
              "video": render_video}
 
@@ -630,6 +651,70 @@ def section_query(ctx: Ctx, result: Result) -> None:
         del inp, coord, cell
 
 
+def counted_kernel_launches(counts: dict[str, int]) -> None:
+    """Count the calls of liif.kernels.triton_query's entry points in ``counts`` (a fall-back to torch shows)."""
+    from liif.kernels import triton_query
+
+    for name in ("fused_query", "first_layer"):
+        original = getattr(triton_query, name)
+
+        def counted(*args, original=original):
+            counts["launches"] += 1
+            return original(*args)
+
+        setattr(triton_query, name, counted)
+
+
+def section_triton(ctx: Ctx, result: Result) -> None:
+    """The query alone (the encoder is the same for every kernel) by kernel and precision; on a CPU, run with
+    TRITON_INTERPRET=1 (the interpreter: a correctness rehearsal, its times mean nothing)."""
+    from liif.kernels import check_kernel
+    from liif.runtime import query_chunk
+
+    torch = ctx.torch
+    in_size, out_size = ((4, 4), (8, 8)) if ctx.quick else ((1080, 1920), (2160, 3840))
+    repeats = 1 if ctx.quick else 2
+    chunk = query_chunk(ctx.device)
+    result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", repeats=repeats,
+                  chunk=chunk)
+    model = released_model(ctx)
+    counts = {"launches": 0}
+    counted_kernel_launches(counts)
+    torch.manual_seed(0)
+    inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
+    coord, cell = coords_for(ctx, out_size)
+    for mode in ["fp32", "bf16"] if ctx.cuda else ["fp32"]:
+        with torch.no_grad(), ctx.precision(mode):
+            latents = model.latents(model.encode(inp))
+        outputs = {}
+        for kernel in ("torch", "triton-first-layer", "triton"):
+            def run(kernel=kernel, mode=mode):
+                check_kernel(kernel, ctx.device)
+                model.query_kernel = kernel
+                times = []
+                try:
+                    with torch.no_grad(), ctx.precision(mode):
+                        for i in range(repeats + 1):
+                            if i == 1:
+                                counts["launches"] = 0
+                            ctx.sync()
+                            start = time.perf_counter()
+                            pred = model.query_chunked(latents, coord, cell, chunk_size=chunk)
+                            ctx.sync()
+                            times.append(time.perf_counter() - start)
+                finally:
+                    model.query_kernel = "torch"
+                outputs[kernel] = pred
+                best = min(times[1:])
+                stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
+                         "fps": 1 / best, "launches": counts["launches"]}
+                if kernel != "torch" and "torch" in outputs:
+                    stats["max_abs_diff"] = float((pred.float() - outputs["torch"].float()).abs().max())
+                return stats
+
+            attempt(ctx, result, f"{mode} {kernel}", run, mode=mode, kernel=kernel)
+
+
 def section_encoder(ctx: Ctx, result: Result) -> None:
     import copy
 
@@ -858,7 +943,7 @@ def section_video(ctx: Ctx, result: Result) -> None:
 
 
 CHILDREN = {"device": lambda ctx, result: None,  # run before the CUDA check in run_child
-             "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
+             "query": section_query, "triton": section_triton, "encoder": section_encoder, "psnr": section_psnr,
             "train": section_train, "query_compile": section_query_compile, "train_compile": section_train_compile,
             "video": section_video}
 
