@@ -21,12 +21,13 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-# Untuned starting points, to be tuned on a card: queries per block, scratch programs per SM, warps.
-BLOCK_QUERIES = 64
+# Untuned starting points, to be tuned on a card: rows (members x queries) per block, which is how many rows
+# share each weight tile loaded; scratch programs per SM; warps.
+BLOCK_ROWS = 128
 PROGRAMS_PER_SM = 2
 NUM_WARPS = 4
 # In the interpreter: small blocks and few programs, so that tests cover partial blocks and the persistent loop.
-INTERPRETED_BLOCK_QUERIES = 32
+INTERPRETED_BLOCK_ROWS = 64
 INTERPRETED_PROGRAMS = 3
 MAX_OUT = 16  # the output layer's width is padded to this (tl.dot's smallest tile)
 TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -35,74 +36,79 @@ TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hidden_weight_ptr, hidden_bias_ptr,
                  out_weight_ptr, out_bias_ptr, out_ptr, scratch_ptr, n_queries, n_hidden,
                  MEMBERS: tl.constexpr, TERMS: tl.constexpr, WIDTH: tl.constexpr, OUT_DIM: tl.constexpr,
-                 BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, OUT_BLOCK: tl.constexpr, FUSED: tl.constexpr,
-                 PRECISION: tl.constexpr):
-    """Items are member-major: item = member * n_queries + query. Unfused, ``out`` is (items, WIDTH), the first
-    layer's activation; fused, ``out`` is (n_queries, OUT_DIM), the blended prediction.
+                 BLOCK_Q: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, OUT_BLOCK: tl.constexpr,
+                 FUSED: tl.constexpr, PRECISION: tl.constexpr):
+    """Items are member-major: item = member * n_queries + query. A block is BLOCK_Q queries, all their members
+    at once: tile row r (of ROWS = MEMBERS * BLOCK_Q) is member r // BLOCK_Q of query r % BLOCK_Q. Unfused, ``out`` is (items, WIDTH), the
+    first layer's activation; fused, ``out`` is (n_queries, OUT_DIM), the blended prediction.
 
     Only builtins of triton.language here (tl.full, not tl.zeros; integer maths, not tl.cdiv): its jit-written
     helpers were built when triton was imported, and the interpreter cannot call them unless TRITON_INTERPRET
     was set by then."""
     program = tl.program_id(0)
+    row_offsets = tl.arange(0, ROWS)
     query_offsets = tl.arange(0, BLOCK_Q)
     col_offsets = tl.arange(0, BLOCK_D)
     out_offsets = tl.arange(0, OUT_BLOCK)
     out_valid = out_offsets < OUT_DIM
-    buffers = scratch_ptr + program * (2 * BLOCK_Q * WIDTH)
-    tile = query_offsets[:, None] * WIDTH + col_offsets[None, :]
+    buffers = scratch_ptr + program * (2 * ROWS * WIDTH)
+    tile = row_offsets[:, None] * WIDTH + col_offsets[None, :]
     for block in range(program, (n_queries + BLOCK_Q - 1) // BLOCK_Q, tl.num_programs(0)):
-        queries = block * BLOCK_Q + query_offsets
+        queries = block * BLOCK_Q + row_offsets % BLOCK_Q
         valid = queries < n_queries
-        blended = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
-        for member in range(MEMBERS):
-            items = (member * n_queries + queries).to(tl.int64)  # items * WIDTH passes 2**31 in a big chunk
-            rows = tl.load(rows_ptr + items, mask=valid, other=0)
-            # First layer: the latent's row of pre-activations plus each coordinate/cell term times its column.
-            for start in range(0, WIDTH, BLOCK_D):
-                cols = start + col_offsets
-                inside = valid[:, None] & (cols < WIDTH)[None, :]
-                hidden = tl.load(table_ptr + rows[:, None] * WIDTH + cols[None, :], mask=inside,
-                                 other=0.0).to(tl.float32)
-                for term in tl.static_range(TERMS):
-                    value = tl.load(terms_ptr + items * TERMS + term, mask=valid, other=0.0)
-                    weight = tl.load(extra_weight_ptr + cols * TERMS + term, mask=cols < WIDTH, other=0.0)
-                    hidden += value[:, None] * weight[None, :]
-                hidden = tl.maximum(hidden, 0.0)
-                if FUSED:
-                    tl.store(buffers + start + tile, hidden.to(scratch_ptr.dtype.element_ty))
-                else:
-                    tl.store(out_ptr + items[:, None] * WIDTH + cols[None, :], hidden.to(out_ptr.dtype.element_ty),
-                             mask=inside)
+        items = ((row_offsets // BLOCK_Q) * n_queries + queries).to(tl.int64)  # items * WIDTH may pass 2**31
+        rows = tl.load(rows_ptr + items, mask=valid, other=0)
+        # First layer: the latent's row of pre-activations plus each coordinate/cell term times its column.
+        for start in range(0, WIDTH, BLOCK_D):
+            cols = start + col_offsets
+            inside = valid[:, None] & (cols < WIDTH)[None, :]
+            hidden = tl.load(table_ptr + rows[:, None] * WIDTH + cols[None, :], mask=inside, other=0.0).to(tl.float32)
+            for term in tl.static_range(TERMS):
+                value = tl.load(terms_ptr + items * TERMS + term, mask=valid, other=0.0)
+                weight = tl.load(extra_weight_ptr + cols * TERMS + term, mask=cols < WIDTH, other=0.0)
+                hidden += value[:, None] * weight[None, :]
+            hidden = tl.maximum(hidden, 0.0)
             if FUSED:
-                tl.debug_barrier()  # the block's first activation is written before any thread reads it
-                for layer in range(n_hidden):
-                    source = buffers + (layer % 2) * (BLOCK_Q * WIDTH)
-                    target = buffers + ((layer + 1) % 2) * (BLOCK_Q * WIDTH)
-                    weights = hidden_weight_ptr + layer * (WIDTH * WIDTH)
-                    for start in range(0, WIDTH, BLOCK_D):
-                        acc = tl.full((BLOCK_Q, BLOCK_D), 0.0, tl.float32)
-                        for inner in range(0, WIDTH, BLOCK_D):
-                            activation = tl.load(source + inner + tile)
-                            # W is (out, in), row-major: load its (out, in) tile, multiply by the transpose
-                            weight = tl.load(weights + (start + col_offsets)[:, None] * WIDTH
-                                             + (inner + col_offsets)[None, :])
-                            acc = tl.dot(activation, tl.trans(weight), acc, input_precision=PRECISION)
-                        acc += tl.load(hidden_bias_ptr + layer * WIDTH + start + col_offsets)[None, :]
-                        tl.store(target + start + tile, tl.maximum(acc, 0.0).to(scratch_ptr.dtype.element_ty))
-                    tl.debug_barrier()
-                source = buffers + (n_hidden % 2) * (BLOCK_Q * WIDTH)
+                tl.store(buffers + start + tile, hidden.to(scratch_ptr.dtype.element_ty))
+            else:
+                tl.store(out_ptr + items[:, None] * WIDTH + cols[None, :], hidden.to(out_ptr.dtype.element_ty),
+                         mask=inside)
+        if FUSED:
+            tl.debug_barrier()  # the block's first activation is written before any thread reads it
+            for layer in range(n_hidden):
+                source = buffers + (layer % 2) * (ROWS * WIDTH)
+                target = buffers + ((layer + 1) % 2) * (ROWS * WIDTH)
+                weights = hidden_weight_ptr + layer * (WIDTH * WIDTH)
+                for start in range(0, WIDTH, BLOCK_D):
+                    acc = tl.full((ROWS, BLOCK_D), 0.0, tl.float32)
+                    for inner in range(0, WIDTH, BLOCK_D):
+                        activation = tl.load(source + inner + tile)
+                        # W is (out, in), row-major: load its (out, in) tile, multiply by the transpose
+                        weight = tl.load(weights + (start + col_offsets)[:, None] * WIDTH
+                                         + (inner + col_offsets)[None, :])
+                        acc = tl.dot(activation, tl.trans(weight), acc, input_precision=PRECISION)
+                    acc += tl.load(hidden_bias_ptr + layer * WIDTH + start + col_offsets)[None, :]
+                    tl.store(target + start + tile, tl.maximum(acc, 0.0).to(scratch_ptr.dtype.element_ty))
+                tl.debug_barrier()
+            # Output layer and blend, member by member (fp32 from here on).
+            source = buffers + (n_hidden % 2) * (ROWS * WIDTH)
+            block_queries = block * BLOCK_Q + query_offsets
+            block_valid = block_queries < n_queries
+            blended = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
+            for member in range(MEMBERS):
                 pred = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
                 for inner in range(0, WIDTH, BLOCK_D):
-                    activation = tl.load(source + inner + tile)
+                    activation = tl.load(source + (member * BLOCK_Q + query_offsets)[:, None] * WIDTH
+                                         + (inner + col_offsets)[None, :])
                     weight = tl.load(out_weight_ptr + out_offsets[:, None] * WIDTH + (inner + col_offsets)[None, :],
                                      mask=out_valid[:, None], other=0.0)
                     pred = tl.dot(activation, tl.trans(weight), pred, input_precision=PRECISION)
                 pred += tl.load(out_bias_ptr + out_offsets, mask=out_valid, other=0.0)[None, :]
-                blended += pred * tl.load(blend_ptr + items, mask=valid, other=0.0)[:, None]
-                tl.debug_barrier()  # every thread is done with the scratch before the next member writes it
-        if FUSED:
-            tl.store(out_ptr + queries[:, None] * OUT_DIM + out_offsets[None, :], blended,
-                     mask=valid[:, None] & out_valid[None, :])
+                share = tl.load(blend_ptr + member * n_queries + block_queries, mask=block_valid, other=0.0)
+                blended += pred * share[:, None]
+            tl.store(out_ptr + block_queries[:, None] * OUT_DIM + out_offsets[None, :], blended,
+                     mask=block_valid[:, None] & out_valid[None, :])
+            tl.debug_barrier()  # every thread is done with the scratch before the next block writes it
 
 
 @lru_cache(maxsize=2)
@@ -121,9 +127,10 @@ def runs_on(device: torch.device) -> bool:
 
 
 def first_layer_supported(table: torch.Tensor, terms: torch.Tensor) -> bool:
-    """Whether ``first_layer`` serves these inputs: inference (no gradients), fp32 terms, a float table."""
+    """Whether ``first_layer`` serves these inputs: inference (no gradients), fp32 terms, a float table, 1, 2 or 4
+    members (a block's rows are a power of two)."""
     return (not torch.is_grad_enabled() and table.dtype in TABLE_DTYPES and terms.dtype == torch.float32
-            and runs_on(table.device))
+            and terms.shape[0] in (1, 2, 4) and runs_on(table.device))
 
 
 def fused_supported(table: torch.Tensor, terms: torch.Tensor, linears: list[nn.Linear]) -> bool:
@@ -145,7 +152,7 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
     members, n_queries, n_terms = terms.shape
     width = table.shape[1]
     interpreted = device.type != "cuda"
-    block_q = INTERPRETED_BLOCK_QUERIES if interpreted else BLOCK_QUERIES
+    block_q = (INTERPRETED_BLOCK_ROWS if interpreted else BLOCK_ROWS) // members
     blocks = triton.cdiv(n_queries, block_q)
     table = table.contiguous()
     rows = rows.contiguous()
@@ -166,7 +173,7 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
             hidden_weight = hidden_bias = table
         out_weight = linears[-1].weight.to(gemm_dtype).contiguous()
         out_bias = linears[-1].bias.float().contiguous()
-        scratch = torch.empty(programs, 2, block_q, width, dtype=gemm_dtype, device=device)
+        scratch = torch.empty(programs, 2, members * block_q, width, dtype=gemm_dtype, device=device)
         # fp32 GEMMs follow torch's TF32 switch; bf16/fp16 ones take Triton's default (the setting is for fp32)
         ieee = gemm_dtype == torch.float32 and (interpreted or not torch.backends.cuda.matmul.allow_tf32)
         precision = "ieee" if ieee else "tf32"
@@ -181,7 +188,7 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
     built_kernel(interpreted)[(programs,)](
         table, rows, terms, extra_weight, blend, hidden_weight, hidden_bias, out_weight, out_bias, out, scratch,
         n_queries, n_hidden, MEMBERS=members, TERMS=n_terms, WIDTH=width, OUT_DIM=out_dim, BLOCK_Q=block_q,
-        BLOCK_D=block_d, OUT_BLOCK=MAX_OUT, FUSED=fused, PRECISION=precision,
+        ROWS=members * block_q, BLOCK_D=block_d, OUT_BLOCK=MAX_OUT, FUSED=fused, PRECISION=precision,
         **({} if interpreted else {"num_warps": NUM_WARPS}))
     return out
 
