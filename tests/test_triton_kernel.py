@@ -219,3 +219,39 @@ def test_upscale_cli_kernel_option(tmp_path: Path) -> None:
     torch_pixels = liif.upscale(source, 2, model=REFERENCE / "tiny-edsr-liif.pth", device="cpu").pixels.astype(int)
     assert torch_pixels.shape == (24, 32, 3)
     assert np.abs(torch_pixels - triton_pixels).max() <= 1
+
+
+def compile_for_card(capability: int, dtype: str, fused: bool, width: int = 256, members: int = 4, terms: int = 4):
+    """The kernel compiled ahead of time for a CUDA card (Triton's own ptxas; no GPU needed), as ``launch`` would
+    call it for the released model."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    table = f"*{dtype}"
+    fp32_or_table = "*fp32" if fused else table
+    signature = {"table_ptr": table, "rows_ptr": "*i64", "terms_ptr": "*fp32", "extra_weight_ptr": "*fp32",
+                 "blend_ptr": fp32_or_table, "hidden_weight_ptr": table, "hidden_bias_ptr": fp32_or_table,
+                 "out_weight_ptr": table, "out_bias_ptr": fp32_or_table, "out_ptr": fp32_or_table, "scratch_ptr": table,
+                 "n_queries": "i32", "n_hidden": "i32"}
+    block_q = triton_query.BLOCK_ROWS // members
+    constants = {"MEMBERS": members, "TERMS": terms, "WIDTH": width, "OUT_DIM": 3 if fused else 1, "BLOCK_Q": block_q,
+                 "ROWS": members * block_q, "BLOCK_D": 64 if width % 64 == 0 else 16, "OUT_BLOCK": triton_query.MAX_OUT,
+                 "FUSED": fused, "PRECISION": "ieee" if dtype == "fp32" else "tf32"}
+    signature.update(dict.fromkeys(constants, "constexpr"))
+    names = list(signature)
+    source = ASTSource(fn=triton_query.built_kernel(interpreted=False), signature=signature,
+                       constexprs={(names.index(k),): v for k, v in constants.items()})
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                          options={"num_warps": triton_query.NUM_WARPS})
+
+
+@pytest.mark.parametrize("capability,dtype,fused", [(90, "bf16", True), (90, "fp32", True), (90, "fp16", False),
+                                                    (80, "bf16", True)])
+def test_kernel_compiles_for_cuda_cards(capability, dtype, fused, monkeypatch, tmp_path) -> None:
+    """What the interpreter cannot check: the kernel lowers to a cubin for an H100 (sm_90) and an A100 (sm_80),
+    within their shared memory (228 and 164 KiB)."""
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compiled here, not found in ~/.triton
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
+    kernel = compile_for_card(capability, dtype, fused)
+    assert kernel.asm["cubin"] and kernel.metadata.shared <= (164 << 10)

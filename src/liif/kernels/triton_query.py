@@ -14,6 +14,7 @@ compiled for CUDA tensors and interpreted for CPU tensors (TRITON_INTERPRET=1, t
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import torch
@@ -39,8 +40,9 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
                  BLOCK_Q: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, OUT_BLOCK: tl.constexpr,
                  FUSED: tl.constexpr, PRECISION: tl.constexpr):
     """Items are member-major: item = member * n_queries + query. A block is BLOCK_Q queries, all their members
-    at once: tile row r (of ROWS = MEMBERS * BLOCK_Q) is member r // BLOCK_Q of query r % BLOCK_Q. Unfused, ``out`` is (items, WIDTH), the
-    first layer's activation; fused, ``out`` is (n_queries, OUT_DIM), the blended prediction.
+    at once: tile row r (of ROWS = MEMBERS * BLOCK_Q) is member r // BLOCK_Q of query r % BLOCK_Q. Unfused,
+    ``out`` is (items, WIDTH), the first layer's activation; fused, ``out`` is (n_queries, OUT_DIM), the blended
+    prediction.
 
     Only builtins of triton.language here (tl.full, not tl.zeros; integer maths, not tl.cdiv): its jit-written
     helpers were built when triton was imported, and the interpreter cannot call them unless TRITON_INTERPRET
@@ -185,11 +187,13 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
         programs = blocks
         blend = hidden_weight = hidden_bias = out_weight = out_bias = scratch = table
         precision, n_hidden, out_dim = "ieee", 0, 1
-    built_kernel(interpreted)[(programs,)](
-        table, rows, terms, extra_weight, blend, hidden_weight, hidden_bias, out_weight, out_bias, out, scratch,
-        n_queries, n_hidden, MEMBERS=members, TERMS=n_terms, WIDTH=width, OUT_DIM=out_dim, BLOCK_Q=block_q,
-        ROWS=members * block_q, BLOCK_D=block_d, OUT_BLOCK=MAX_OUT, FUSED=fused, PRECISION=precision,
-        **({} if interpreted else {"num_warps": NUM_WARPS}))
+    # Triton launches on the current CUDA device: make it the tensors' one (cuda:1 under torchrun, say).
+    with contextlib.nullcontext() if interpreted else torch.cuda.device(device):
+        built_kernel(interpreted)[(programs,)](
+            table, rows, terms, extra_weight, blend, hidden_weight, hidden_bias, out_weight, out_bias, out, scratch,
+            n_queries, n_hidden, MEMBERS=members, TERMS=n_terms, WIDTH=width, OUT_DIM=out_dim, BLOCK_Q=block_q,
+            ROWS=members * block_q, BLOCK_D=block_d, OUT_BLOCK=MAX_OUT, FUSED=fused, PRECISION=precision,
+            **({} if interpreted else {"num_warps": NUM_WARPS}))
     return out
 
 
