@@ -10,7 +10,8 @@ Sections (run in this order: the slow and riskiest torch.compile ones last):
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
                     bf16 autocast; the fast path at several chunk sizes
   triton         b. the query alone at 1920x1080 -> 3840x2160 by kernel (liif.kernels): torch, triton-first-layer,
-                    triton (fused), fp32 (TF32 off) and bf16 autocast; compile time and max difference from torch
+                    triton (fused), fp32 (TF32 off) and bf16 autocast, then fused variants (block rows, warps);
+                    compile time and max difference from torch
   encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
   psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
   train          d. training iterations per second at the reference batch (16 x 48x48 LR, 2304 queries)
@@ -50,7 +51,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 SECTIONS = [
     ("device", "a. Device", 60, 10),
     ("query", "b. Query throughput, eager", 120, 15),
-    ("triton", "b. Triton query kernels against torch", 40, 15),
+    ("triton", "b. Triton query kernels against torch", 40, 20),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 18),
     ("train", "d. Training iterations per second, eager", 90, 25),
@@ -304,8 +305,12 @@ def render_triton(sec: dict, report: dict) -> list[str]:
     rows = []
     for c in ok_cases(sec):
         base = torch_seconds.get(c["mode"])
-        rows.append([MODE_TEXT.get(c["mode"], c["mode"]), c["kernel"], fmt(c["first_call_s"], 2),
-                     fmt(c["seconds"], 3), sig(c["mp_per_s"]), sig(c["fps"]), fmt(base / c["seconds"], 2) + "x" if base else "-",
+        setting = c.get("setting")
+        kernel = c["kernel"] + (" (rows {}, warps {}, programs/SM {})".format(*setting)
+                                if c["kernel"] != "torch" and setting else "")
+        rows.append([MODE_TEXT.get(c["mode"], c["mode"]), kernel, fmt(c["first_call_s"], 2),
+                     fmt(c["seconds"], 3), sig(c["mp_per_s"]), sig(c["fps"]),
+                     fmt(base / c["seconds"], 2) + "x" if base else "-",
                      f"{c['max_abs_diff']:.2e}" if isinstance(c.get("max_abs_diff"), float) else "-",
                      c.get("launches", "-"), fmt(c.get("peak_mib"), 0)])
     lines = [f"model.query_chunked alone (latents made beforehand) over a {sec.get('output', '?')} output grid from a "
@@ -412,9 +417,9 @@ def render_video(sec: dict, report: dict) -> list[str]:
          "peak MiB"], rows)
 
 
-RENDERERS = {"device": render_device, "query": render_query, "triton": render_triton, "encoder": render_encoder, "psnr": render_psnr,
-             "train": render_train, "query_compile": render_query_compile, "train_compile": render_train,
-             "video": render_video}
+RENDERERS = {"device": render_device, "query": render_query, "triton": render_triton, "encoder": render_encoder,
+             "psnr": render_psnr, "train": render_train, "query_compile": render_query_compile,
+             "train_compile": render_train, "video": render_video}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -665,54 +670,70 @@ def counted_kernel_launches(counts: dict[str, int]) -> None:
         setattr(triton_query, name, counted)
 
 
+# Fused-kernel settings tried after the defaults, in bf16 (the GPU's precision): (BLOCK_ROWS, NUM_WARPS,
+# PROGRAMS_PER_SM) of liif.kernels.triton_query, to tune it from the one run a card is lent for.
+TRITON_VARIANTS = [(256, 8, 1), (64, 4, 4), (128, 8, 2)]
+
+
 def section_triton(ctx: Ctx, result: Result) -> None:
-    """The query alone (the encoder is the same for every kernel) by kernel and precision; on a CPU, run with
-    TRITON_INTERPRET=1 (the interpreter: a correctness rehearsal, its times mean nothing)."""
-    from liif.kernels import check_kernel
+    """The query alone (the encoder is the same for every kernel) by kernel and precision, then fused-kernel
+    variants; on a CPU, run with TRITON_INTERPRET=1 (the interpreter: a correctness rehearsal, no timing)."""
+    from liif.kernels import check_kernel, triton_query
     from liif.runtime import query_chunk
 
     torch = ctx.torch
     in_size, out_size = ((4, 4), (8, 8)) if ctx.quick else ((1080, 1920), (2160, 3840))
     repeats = 1 if ctx.quick else 2
     chunk = query_chunk(ctx.device)
+    default = (triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM)
     result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", repeats=repeats,
-                  chunk=chunk)
+                  chunk=chunk, default_setting=list(default))
     model = released_model(ctx)
     counts = {"launches": 0}
     counted_kernel_launches(counts)
     torch.manual_seed(0)
     inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
     coord, cell = coords_for(ctx, out_size)
-    for mode in ["fp32", "bf16"] if ctx.cuda else ["fp32"]:
-        with torch.no_grad(), ctx.precision(mode):
-            latents = model.latents(model.encode(inp))
-        outputs = {}
-        for kernel in ("torch", "triton-first-layer", "triton"):
-            def run(kernel=kernel, mode=mode):
-                check_kernel(kernel, ctx.device)
-                model.query_kernel = kernel
-                times = []
-                try:
-                    with torch.no_grad(), ctx.precision(mode):
-                        for i in range(repeats + 1):
-                            if i == 1:
-                                counts["launches"] = 0
-                            ctx.sync()
-                            start = time.perf_counter()
-                            pred = model.query_chunked(latents, coord, cell, chunk_size=chunk)
-                            ctx.sync()
-                            times.append(time.perf_counter() - start)
-                finally:
-                    model.query_kernel = "torch"
-                outputs[kernel] = pred
-                best = min(times[1:])
-                stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
-                         "fps": 1 / best, "launches": counts["launches"]}
-                if kernel != "torch" and "torch" in outputs:
-                    stats["max_abs_diff"] = float((pred.float() - outputs["torch"].float()).abs().max())
-                return stats
+    modes = ["fp32", "bf16"] if ctx.cuda else ["fp32"]
+    variants = TRITON_VARIANTS[:1] if ctx.quick else TRITON_VARIANTS
+    plan = [(mode, kernel, default) for mode in modes for kernel in ("torch", "triton-first-layer", "triton")]
+    plan += [(modes[-1], "triton", setting) for setting in variants]
+    latents, outputs = {}, {}
+    for mode, kernel, setting in plan:
+        if mode not in latents:
+            latents.clear()  # one precision's latents at a time
+            with torch.no_grad(), ctx.precision(mode):
+                latents[mode] = model.latents(model.encode(inp))
 
-            attempt(ctx, result, f"{mode} {kernel}", run, mode=mode, kernel=kernel)
+        def run(mode=mode, kernel=kernel, setting=setting):
+            check_kernel(kernel, ctx.device)
+            model.query_kernel = kernel
+            triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM = setting
+            times = []
+            try:
+                with torch.no_grad(), ctx.precision(mode):
+                    for i in range(repeats + 1):
+                        if i == 1:
+                            counts["launches"] = 0
+                        ctx.sync()
+                        start = time.perf_counter()
+                        pred = model.query_chunked(latents[mode], coord, cell, chunk_size=chunk)
+                        ctx.sync()
+                        times.append(time.perf_counter() - start)
+            finally:
+                model.query_kernel = "torch"
+                triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM = default
+            best = min(times[1:])
+            stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
+                     "fps": 1 / best, "launches": counts["launches"]}
+            if kernel == "torch":
+                outputs[mode] = pred
+            elif mode in outputs:
+                stats["max_abs_diff"] = float((pred.float() - outputs[mode].float()).abs().max())
+            return stats
+
+        label = f"{mode} {kernel}" + ("" if setting == default else " rows {} warps {} programs/SM {}".format(*setting))
+        attempt(ctx, result, label, run, mode=mode, kernel=kernel, setting=list(setting))
 
 
 def section_encoder(ctx: Ctx, result: Result) -> None:
