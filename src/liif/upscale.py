@@ -20,8 +20,8 @@ from tqdm import tqdm
 from liif.checkpoint import load_model
 from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
-from liif.kernels import set_query_kernel
 from liif.geometry import Geometry, Target
+from liif.kernels import set_query_kernel
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, render_tiles
