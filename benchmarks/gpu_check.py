@@ -306,7 +306,7 @@ def render_triton(sec: dict, report: dict) -> list[str]:
     for c in ok_cases(sec):
         base = torch_seconds.get(c["mode"])
         setting = c.get("setting")
-        kernel = c["kernel"] + (" (rows {}, warps {}, programs/SM {})".format(*setting)
+        kernel = c["kernel"] + (" (rows {}, warps {}, programs/SM {}, k {})".format(*setting)
                                 if c["kernel"] != "torch" and setting else "")
         rows.append([MODE_TEXT.get(c["mode"], c["mode"]), kernel, fmt(c["first_call_s"], 2),
                      fmt(c["seconds"], 3), sig(c["mp_per_s"]), sig(c["fps"]),
@@ -671,8 +671,9 @@ def counted_kernel_launches(counts: dict[str, int]) -> None:
 
 
 # Fused-kernel settings tried after the defaults, in bf16 (the GPU's precision): (BLOCK_ROWS, NUM_WARPS,
-# PROGRAMS_PER_SM) of liif.kernels.triton_query, to tune it from the one run a card is lent for.
-TRITON_VARIANTS = [(256, 8, 1), (64, 4, 4), (128, 8, 2)]
+# PROGRAMS_PER_SM, BLOCK_K) of liif.kernels.triton_query, to tune it from the one run a card is lent for.
+TRITON_SETTING = ("BLOCK_ROWS", "NUM_WARPS", "PROGRAMS_PER_SM", "BLOCK_K")
+TRITON_VARIANTS = [(256, 8, 1, 64), (128, 8, 2, 256), (64, 4, 4, 64)]
 
 
 def section_triton(ctx: Ctx, result: Result) -> None:
@@ -685,7 +686,7 @@ def section_triton(ctx: Ctx, result: Result) -> None:
     in_size, out_size = ((4, 4), (8, 8)) if ctx.quick else ((1080, 1920), (2160, 3840))
     repeats = 1 if ctx.quick else 2
     chunk = query_chunk(ctx.device)
-    default = (triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM)
+    default = tuple(getattr(triton_query, name) for name in TRITON_SETTING)
     result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", repeats=repeats,
                   chunk=chunk, default_setting=list(default))
     model = released_model(ctx)
@@ -708,7 +709,8 @@ def section_triton(ctx: Ctx, result: Result) -> None:
         def run(mode=mode, kernel=kernel, setting=setting):
             check_kernel(kernel, ctx.device)
             model.query_kernel = kernel
-            triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM = setting
+            for name, value in zip(TRITON_SETTING, setting):
+                setattr(triton_query, name, value)
             times = []
             try:
                 with torch.no_grad(), ctx.precision(mode):
@@ -722,7 +724,8 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                         times.append(time.perf_counter() - start)
             finally:
                 model.query_kernel = "torch"
-                triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.PROGRAMS_PER_SM = default
+                for name, value in zip(TRITON_SETTING, default):
+                    setattr(triton_query, name, value)
             best = min(times[1:])
             stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
                      "fps": 1 / best, "launches": counts["launches"]}
@@ -732,7 +735,8 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                 stats["max_abs_diff"] = float((pred.float() - outputs[mode].float()).abs().max())
             return stats
 
-        label = f"{mode} {kernel}" + ("" if setting == default else " rows {} warps {} programs/SM {}".format(*setting))
+        variant = "" if setting == default else " rows {} warps {} programs/SM {} k {}".format(*setting)
+        label = f"{mode} {kernel}{variant}"
         attempt(ctx, result, label, run, mode=mode, kernel=kernel, setting=list(setting))
 
 

@@ -99,6 +99,16 @@ def test_fused_kernel_equals_the_torch_fast_path(hidden, switches, launches) -> 
     assert diff <= TOLERANCE, diff
 
 
+@pytest.mark.parametrize("block_rows,block_k", [(64, 16), (128, 64)])
+def test_fused_kernel_tile_settings_equal_the_torch_fast_path(block_rows, block_k, launches, monkeypatch) -> None:
+    """Other block sizes: a reduction tile narrower than the output tile, and twice the rows per block."""
+    monkeypatch.setattr(triton_query, "INTERPRETED_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(triton_query, "BLOCK_K", block_k)
+    diff = compare(small_model([64, 64, 64]), "triton")
+    assert launches["fused_query"] == 1
+    assert diff <= TOLERANCE, diff
+
+
 @pytest.mark.parametrize("hidden", [[16, 16], [12, 12], [20, 16, 8]])
 def test_first_layer_kernel_equals_the_torch_fast_path(hidden, launches) -> None:
     """Widths that are not multiples of 16 too: the first-layer kernel masks its columns."""
@@ -221,7 +231,8 @@ def test_upscale_cli_kernel_option(tmp_path: Path) -> None:
     assert np.abs(torch_pixels - triton_pixels).max() <= 1
 
 
-def compile_for_card(capability: int, dtype: str, fused: bool, width: int = 256, members: int = 4, terms: int = 4):
+def compile_for_card(capability: int, dtype: str, fused: bool, setting: tuple[int, int, int], width: int = 256,
+                     members: int = 4, terms: int = 4):
     """The kernel compiled ahead of time for a CUDA card (Triton's own ptxas; no GPU needed), as ``launch`` would
     call it for the released model."""
     from triton.backends.compiler import GPUTarget
@@ -233,25 +244,32 @@ def compile_for_card(capability: int, dtype: str, fused: bool, width: int = 256,
                  "blend_ptr": fp32_or_table, "hidden_weight_ptr": table, "hidden_bias_ptr": fp32_or_table,
                  "out_weight_ptr": table, "out_bias_ptr": fp32_or_table, "out_ptr": fp32_or_table, "scratch_ptr": table,
                  "n_queries": "i32", "n_hidden": "i32"}
-    block_q = triton_query.BLOCK_ROWS // members
+    block_rows, num_warps, block_k = setting
+    block_q = block_rows // members
     constants = {"MEMBERS": members, "TERMS": terms, "WIDTH": width, "OUT_DIM": 3 if fused else 1, "BLOCK_Q": block_q,
-                 "ROWS": members * block_q, "BLOCK_D": 64 if width % 64 == 0 else 16, "OUT_BLOCK": triton_query.MAX_OUT,
+                 "ROWS": members * block_q, "BLOCK_D": 64, "BLOCK_K": block_k, "OUT_BLOCK": triton_query.MAX_OUT,
                  "FUSED": fused, "PRECISION": "ieee" if dtype == "fp32" else "tf32"}
     signature.update(dict.fromkeys(constants, "constexpr"))
     names = list(signature)
     source = ASTSource(fn=triton_query.built_kernel(interpreted=False), signature=signature,
                        constexprs={(names.index(k),): v for k, v in constants.items()})
     return triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                          options={"num_warps": triton_query.NUM_WARPS})
+                          options={"num_warps": num_warps})
 
 
-@pytest.mark.parametrize("capability,dtype,fused", [(90, "bf16", True), (90, "fp32", True), (90, "fp16", False),
-                                                    (80, "bf16", True)])
-def test_kernel_compiles_for_cuda_cards(capability, dtype, fused, monkeypatch, tmp_path) -> None:
+DEFAULT_SETTING = (triton_query.BLOCK_ROWS, triton_query.NUM_WARPS, triton_query.BLOCK_K)
+
+
+@pytest.mark.parametrize("capability,dtype,fused,setting", [
+    (90, "bf16", True, DEFAULT_SETTING), (90, "fp32", True, DEFAULT_SETTING), (90, "fp16", False, DEFAULT_SETTING),
+    (80, "bf16", True, DEFAULT_SETTING),
+    (90, "bf16", True, (128, 8, 256)),  # a gpu_check variant: the whole width as one reduction tile
+])
+def test_kernel_compiles_for_cuda_cards(capability, dtype, fused, setting, monkeypatch, tmp_path) -> None:
     """What the interpreter cannot check: the kernel lowers to a cubin for an H100 (sm_90) and an A100 (sm_80),
     within their shared memory (228 and 164 KiB)."""
     monkeypatch.delenv("TRITON_INTERPRET")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compiled here, not found in ~/.triton
     monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, without its warning
-    kernel = compile_for_card(capability, dtype, fused)
+    kernel = compile_for_card(capability, dtype, fused, setting)
     assert kernel.asm["cubin"] and kernel.metadata.shared <= (164 << 10)

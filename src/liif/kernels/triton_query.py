@@ -23,10 +23,11 @@ import triton
 import triton.language as tl
 
 # Untuned starting points, to be tuned on a card: rows (members x queries) per block, which is how many rows
-# share each weight tile loaded; scratch programs per SM; warps.
+# share each weight tile loaded; scratch programs per SM; warps; the GEMMs' reduction tile (up to the width).
 BLOCK_ROWS = 128
 PROGRAMS_PER_SM = 2
 NUM_WARPS = 4
+BLOCK_K = 64
 # In the interpreter: small blocks and few programs, so that tests cover partial blocks and the persistent loop.
 INTERPRETED_BLOCK_ROWS = 64
 INTERPRETED_PROGRAMS = 3
@@ -37,8 +38,8 @@ TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hidden_weight_ptr, hidden_bias_ptr,
                  out_weight_ptr, out_bias_ptr, out_ptr, scratch_ptr, n_queries, n_hidden,
                  MEMBERS: tl.constexpr, TERMS: tl.constexpr, WIDTH: tl.constexpr, OUT_DIM: tl.constexpr,
-                 BLOCK_Q: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, OUT_BLOCK: tl.constexpr,
-                 FUSED: tl.constexpr, PRECISION: tl.constexpr):
+                 BLOCK_Q: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                 OUT_BLOCK: tl.constexpr, FUSED: tl.constexpr, PRECISION: tl.constexpr):
     """Items are member-major: item = member * n_queries + query. A block is BLOCK_Q queries, all their members
     at once: tile row r (of ROWS = MEMBERS * BLOCK_Q) is member r // BLOCK_Q of query r % BLOCK_Q. Unfused,
     ``out`` is (items, WIDTH), the first layer's activation; fused, ``out`` is (n_queries, OUT_DIM), the blended
@@ -54,7 +55,9 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
     out_offsets = tl.arange(0, OUT_BLOCK)
     out_valid = out_offsets < OUT_DIM
     buffers = scratch_ptr + program * (2 * ROWS * WIDTH)
+    k_offsets = tl.arange(0, BLOCK_K)
     tile = row_offsets[:, None] * WIDTH + col_offsets[None, :]
+    k_tile = row_offsets[:, None] * WIDTH + k_offsets[None, :]
     for block in range(program, (n_queries + BLOCK_Q - 1) // BLOCK_Q, tl.num_programs(0)):
         queries = block * BLOCK_Q + row_offsets % BLOCK_Q
         valid = queries < n_queries
@@ -83,11 +86,11 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
                 weights = hidden_weight_ptr + layer * (WIDTH * WIDTH)
                 for start in range(0, WIDTH, BLOCK_D):
                     acc = tl.full((ROWS, BLOCK_D), 0.0, tl.float32)
-                    for inner in range(0, WIDTH, BLOCK_D):
-                        activation = tl.load(source + inner + tile)
+                    for inner in range(0, WIDTH, BLOCK_K):
+                        activation = tl.load(source + inner + k_tile)
                         # W is (out, in), row-major: load its (out, in) tile, multiply by the transpose
                         weight = tl.load(weights + (start + col_offsets)[:, None] * WIDTH
-                                         + (inner + col_offsets)[None, :])
+                                         + (inner + k_offsets)[None, :])
                         acc = tl.dot(activation, tl.trans(weight), acc, input_precision=PRECISION)
                     acc += tl.load(hidden_bias_ptr + layer * WIDTH + start + col_offsets)[None, :]
                     tl.store(target + start + tile, tl.maximum(acc, 0.0).to(scratch_ptr.dtype.element_ty))
@@ -99,10 +102,10 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
             blended = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
             for member in range(MEMBERS):
                 pred = tl.full((BLOCK_Q, OUT_BLOCK), 0.0, tl.float32)
-                for inner in range(0, WIDTH, BLOCK_D):
+                for inner in range(0, WIDTH, BLOCK_K):
                     activation = tl.load(source + (member * BLOCK_Q + query_offsets)[:, None] * WIDTH
-                                         + (inner + col_offsets)[None, :])
-                    weight = tl.load(out_weight_ptr + out_offsets[:, None] * WIDTH + (inner + col_offsets)[None, :],
+                                         + (inner + k_offsets)[None, :])
+                    weight = tl.load(out_weight_ptr + out_offsets[:, None] * WIDTH + (inner + k_offsets)[None, :],
                                      mask=out_valid[:, None], other=0.0)
                     pred = tl.dot(activation, tl.trans(weight), pred, input_precision=PRECISION)
                 pred += tl.load(out_bias_ptr + out_offsets, mask=out_valid, other=0.0)[None, :]
@@ -162,6 +165,7 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
     extra_weight = extra_weight.float().contiguous()
     if fused:
         block_d = next(b for b in (64, 32, 16) if width % b == 0)
+        block_k = next(b for b in (BLOCK_K, 64, 32, 16) if b <= BLOCK_K and width % b == 0)
         if interpreted:
             programs = min(blocks, INTERPRETED_PROGRAMS)
         else:
@@ -183,7 +187,7 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
         n_hidden = len(hidden)
         out_dim = linears[-1].out_features
     else:
-        block_d = min(64, max(16, triton.next_power_of_2(width)))
+        block_d = block_k = min(64, max(16, triton.next_power_of_2(width)))
         programs = blocks
         blend = hidden_weight = hidden_bias = out_weight = out_bias = scratch = table
         precision, n_hidden, out_dim = "ieee", 0, 1
@@ -192,8 +196,8 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
         built_kernel(interpreted)[(programs,)](
             table, rows, terms, extra_weight, blend, hidden_weight, hidden_bias, out_weight, out_bias, out, scratch,
             n_queries, n_hidden, MEMBERS=members, TERMS=n_terms, WIDTH=width, OUT_DIM=out_dim, BLOCK_Q=block_q,
-            ROWS=members * block_q, BLOCK_D=block_d, OUT_BLOCK=MAX_OUT, FUSED=fused, PRECISION=precision,
-            **({} if interpreted else {"num_warps": NUM_WARPS}))
+            ROWS=members * block_q, BLOCK_D=block_d, BLOCK_K=block_k, OUT_BLOCK=MAX_OUT, FUSED=fused,
+            PRECISION=precision, **({} if interpreted else {"num_warps": NUM_WARPS}))
     return out
 
 
