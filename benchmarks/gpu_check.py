@@ -3,6 +3,7 @@
 
     python3 benchmarks/gpu_check.py --out DIR [--data-root DIR] [--budget 310] [--device cuda]
     python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck     # smoke test, under a minute
+    TRITON_INTERPRET=1 python3 benchmarks/gpu_check.py --device cpu --quick --sections triton --out /tmp/gpucheck
 
 Sections (run in this order: the slow and riskiest torch.compile ones last):
   device         a. the card, torch, CUDA, memory
@@ -60,6 +61,8 @@ SECTIONS = [
     ("query_compile", "b. Query throughput, torch.compile", 120, 60),
 ]
 COMPILE_SECTIONS = ("query_compile", "train_compile")  # left out of --quick unless named in --sections
+# Left out of --quick unless named too: on a CPU it needs Triton's interpreter (TRITON_INTERPRET=1) and its time.
+INTERPRETER_SECTIONS = ("triton",)
 SECTION_NAMES = [s[0] for s in SECTIONS]
 REPORT_ORDER = ["device", "query", "triton", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
@@ -149,7 +152,8 @@ def main() -> int:
                         help="seconds for all sections together (default 310; 55 with --quick)")
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTION_NAMES)} (default all; with --quick, "
-                             "all but the compile ones, which take minutes on a CPU)")
+                             "all but the compile ones, which take minutes on a CPU, and triton, which needs "
+                             "TRITON_INTERPRET=1 there)")
     parser.add_argument("--child", choices=SECTION_NAMES, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--time-limit", type=float, default=None, help=argparse.SUPPRESS)
@@ -159,7 +163,7 @@ def main() -> int:
     if args.out is None:
         parser.error("--out is required")
     if args.sections is None:
-        wanted = [s for s in SECTION_NAMES if not (args.quick and s in COMPILE_SECTIONS)]
+        wanted = [s for s in SECTION_NAMES if not (args.quick and s in COMPILE_SECTIONS + INTERPRETER_SECTIONS)]
     else:
         wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTION_NAMES))
