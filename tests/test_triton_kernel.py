@@ -132,27 +132,31 @@ def test_released_model_kernels_equal_the_torch_fast_path(kernel, launches) -> N
     assert diff <= TOLERANCE, diff
 
 
-@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
-def test_fp16_autocast_kernels_stay_close_to_the_torch_fast_path(kernel, launches) -> None:
-    """Under fp16 autocast the table is fp16 and so are the kernel's GEMMs (fp32 accumulation), while its terms
-    stay fp32 where torch rounds them to fp16: on the released model the two differ by at most 8e-4 (measured),
-    and the kernel is the closer to fp32. (bf16 runs on a GPU only: the interpreter's bf16 tl.dot is wrong.)"""
+@pytest.mark.parametrize("dtype,kernel,entry,bound", [
+    (torch.float16, "triton", "fused_query", 0.005), (torch.float16, "triton-first-layer", "first_layer", 0.005),
+    # bf16 is not fused in the interpreter (Triton 3.9's interpreted bf16 tl.dot is wrong): the first layer serves
+    (torch.bfloat16, "triton", "first_layer", 0.05),
+])
+def test_autocast_kernels_stay_close_to_the_torch_fast_path(dtype, kernel, entry, bound, launches) -> None:
+    """Under autocast the table is fp16 (bf16) and so are the kernel's GEMMs (fp32 accumulation), while its terms
+    stay fp32 where torch rounds them: on the released model the two differ by at most 8e-4 (0.012) (measured),
+    and the kernel is the closer to fp32."""
     model = liif.load_model("edsr-baseline-liif")
     torch.manual_seed(4)
     inp = torch.rand(1, 3, 6, 6) * 2 - 1
     coord, cell = queries((6, 6), 1, 20)
     with torch.no_grad():
         fp32 = model.query(model.latents(model.encode(inp)), coord, cell)
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
             latents = model.latents(model.encode(inp))
-            assert latents.values.dtype == torch.float16
-            fp16 = model.query(latents, coord, cell)
+            assert latents.values.dtype == dtype
+            expected = model.query(latents, coord, cell)
             model.query_kernel = kernel
             got = model.query(latents, coord, cell)
-    assert launches["fused_query" if kernel == "triton" else "first_layer"] == 1
-    assert got.dtype == fp16.dtype == torch.float32
-    assert float((got - fp16).abs().max()) <= 0.005
-    assert float((got - fp32).abs().max()) <= float((fp16 - fp32).abs().max()) * 1.5
+    assert launches == {"fused_query": int(entry == "fused_query"), "first_layer": int(entry == "first_layer")}
+    assert got.dtype == expected.dtype == torch.float32
+    assert float((got - expected).abs().max()) <= bound
+    assert float((got - fp32).abs().max()) <= float((expected - fp32).abs().max()) * 1.5
 
 
 def test_training_falls_back_to_torch_with_the_same_gradients(launches) -> None:

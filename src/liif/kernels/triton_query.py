@@ -1,12 +1,13 @@
 """LIIF's fast query as one Triton kernel: gather, first-layer terms, ReLU, the MLP and the ensemble blend.
 
 The torch fast path (``LIIF.fast_query``) computes the neighbours' table rows, their coordinate and cell terms
-and the blend weights; this kernel takes those and does the rest per block of queries. With ``fused`` off it
-stops after the first layer's ReLU and writes that activation (members x queries, width), for torch's GEMMs.
-Fused, it runs every member's hidden layers on a per-program scratch pair (ping-pong, in the GEMM dtype), so the
-activations stay in cache instead of going through memory once per layer; programs loop over query blocks
-(a persistent grid) so the scratch stays small. Index maths, terms, the output layer's sum and the blend are fp32;
-the hidden GEMMs run in the table's dtype (bf16/fp16 under autocast) with fp32 accumulation.
+and the blend weights (so ties are broken exactly as there); this kernel does the rest, a block of queries with
+all their ensemble members at a time. Unfused it stops after the first layer's ReLU and writes that activation
+(members x queries, width) for torch's GEMMs. Fused, it runs the hidden layers on a per-program pair of scratch
+tiles (ping-pong, in the GEMM dtype), so the activations stay in cache instead of going through memory once per
+layer, then the output layer and the blend; programs loop over the blocks (a persistent grid), so the scratch
+stays small. Index maths, terms, accumulations, the output and the blend are fp32; the GEMMs' inputs are in the
+table's dtype (bf16/fp16 under autocast).
 
 The module imports triton: import it only when a Triton kernel is asked for. Kernels are built on first use,
 compiled for CUDA tensors and interpreted for CPU tensors (TRITON_INTERPRET=1, the CPU tests).
