@@ -134,7 +134,7 @@ def test_released_model_kernels_equal_the_torch_fast_path(kernel, launches) -> N
 
 @pytest.mark.parametrize("dtype,kernel,entry,bound", [
     (torch.float16, "triton", "fused_query", 0.005), (torch.float16, "triton-first-layer", "first_layer", 0.005),
-    # bf16 is not fused in the interpreter (Triton 3.9's interpreted bf16 tl.dot is wrong): the first layer serves
+    # bf16 is not fused in the interpreter (no bf16 tl.dot there, triton-lang/triton#11584): the first layer serves
     (torch.bfloat16, "triton", "first_layer", 0.05),
 ])
 def test_autocast_kernels_stay_close_to_the_torch_fast_path(dtype, kernel, entry, bound, launches) -> None:

@@ -143,7 +143,8 @@ def fused_supported(table: torch.Tensor, terms: torch.Tensor, linears: list[nn.L
     """Whether ``fused_query`` serves these inputs: as ``first_layer``, plus hidden layers all of one width, a
     multiple of 16 (tl.dot's tiles), and at most 16 outputs."""
     width = linears[0].out_features
-    # Triton 3.9's interpreter multiplies bf16 tiles wrongly (tl.dot on their raw bits): no fused bf16 on the CPU.
+    # Triton's interpreter does not support a bf16 tl.dot (it multiplies the raw bits, triton-lang/triton#11584):
+    # no fused bf16 on the CPU.
     interpreted_bf16 = table.device.type != "cuda" and table.dtype == torch.bfloat16
     return (first_layer_supported(table, terms) and width % 16 == 0 and not interpreted_bf16
             and all(linear.out_features == width for linear in linears[:-1])
