@@ -3,6 +3,7 @@
 
     python3 benchmarks/gpu_check.py --out DIR [--data-root DIR] [--budget 310] [--device cuda]
     python3 benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpucheck     # smoke test, under a minute
+    TRITON_INTERPRET=1 python3 benchmarks/gpu_check.py --device cpu --quick --sections triton --out /tmp/gpucheck
 
 Sections (run in this order: the slow and riskiest torch.compile ones last, but render, the issue's question):
   device         a. the card, torch, CUDA, memory
@@ -12,6 +13,9 @@ Sections (run in this order: the slow and riskiest torch.compile ones last, but 
   query          b. query throughput of the released model (encode + latents + query_chunked over the whole
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
                     bf16 autocast; the fast path at several chunk sizes
+  triton         b. the query alone at 1920x1080 -> 3840x2160 by kernel (liif.kernels): torch, triton-first-layer,
+                    triton (fused), fp32 (TF32 off) and bf16 autocast, then fused variants (block rows, warps);
+                    compile time and max difference from torch
   encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
   psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
   train          d. training iterations per second at the reference batch (16 x 48x48 LR, 2304 queries)
@@ -52,6 +56,7 @@ SECTIONS = [
     ("device", "a. Device", 60, 10),
     ("render", "g. End-to-end render, 1920x1080 -> 3840x2160: eager vs compiled queries", 150, 90),
     ("query", "b. Query throughput, eager", 120, 15),
+    ("triton", "b. Triton query kernels against torch", 40, 20),
     ("encoder", "b. Encoder alone at 1920x1080", 60, 10),
     ("psnr", "c. Set14 PSNR-Y by precision", 120, 18),
     ("train", "d. Training iterations per second, eager", 90, 25),
@@ -60,8 +65,11 @@ SECTIONS = [
     ("query_compile", "b. Query throughput, torch.compile", 120, 60),
 ]
 COMPILE_SECTIONS = ("render", "query_compile", "train_compile")  # left out of --quick unless named in --sections
+# Left out of --quick unless named too: on a CPU it needs Triton's interpreter (TRITON_INTERPRET=1) and its time.
+INTERPRETER_SECTIONS = ("triton",)
 SECTION_NAMES = [s[0] for s in SECTIONS]
-REPORT_ORDER = ["device", "render", "query", "query_compile", "encoder", "psnr", "train", "train_compile", "video"]
+REPORT_ORDER = ["device", "render", "query", "triton", "query_compile", "encoder", "psnr", "train", "train_compile",
+                "video"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
 REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
@@ -149,7 +157,8 @@ def main() -> int:
                         help="seconds for all sections together (default 310; 55 with --quick)")
     parser.add_argument("--sections", default=None,
                         help=f"comma-separated subset of {','.join(SECTION_NAMES)} (default all; with --quick, "
-                             "all but the compile ones, which take minutes on a CPU)")
+                             "all but the compile ones, which take minutes on a CPU, and triton, which needs "
+                             "TRITON_INTERPRET=1 there)")
     parser.add_argument("--child", choices=SECTION_NAMES, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--time-limit", type=float, default=None, help=argparse.SUPPRESS)
@@ -159,7 +168,7 @@ def main() -> int:
     if args.out is None:
         parser.error("--out is required")
     if args.sections is None:
-        wanted = [s for s in SECTION_NAMES if not (args.quick and s in COMPILE_SECTIONS)]
+        wanted = [s for s in SECTION_NAMES if not (args.quick and s in COMPILE_SECTIONS + INTERPRETER_SECTIONS)]
     else:
         wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTION_NAMES))
@@ -300,6 +309,28 @@ def render_query(sec: dict, report: dict) -> list[str]:
     return lines
 
 
+def render_triton(sec: dict, report: dict) -> list[str]:
+    torch_seconds = {c["mode"]: c["seconds"] for c in ok_cases(sec, kernel="torch")}
+    rows = []
+    for c in ok_cases(sec):
+        base = torch_seconds.get(c["mode"])
+        setting = c.get("setting")
+        kernel = c["kernel"] + (" (rows {}, warps {}, programs/SM {}, k {})".format(*setting)
+                                if c["kernel"] != "torch" and setting else "")
+        rows.append([MODE_TEXT.get(c["mode"], c["mode"]), kernel, fmt(c["first_call_s"], 2),
+                     fmt(c["seconds"], 3), sig(c["mp_per_s"]), sig(c["fps"]),
+                     fmt(base / c["seconds"], 2) + "x" if base else "-",
+                     f"{c['max_abs_diff']:.2e}" if isinstance(c.get("max_abs_diff"), float) else "-",
+                     c.get("launches", "-"), fmt(c.get("peak_mib"), 0)])
+    lines = [f"model.query_chunked alone (latents made beforehand) over a {sec.get('output', '?')} output grid from a "
+             f"{sec.get('input', '?')} random input, released EDSR-baseline-LIIF, chunk {sec.get('chunk', '?')} "
+             f"(the renderer's); best of {sec.get('repeats', '?')} after a first call (which compiles the kernel). "
+             "launches = Triton kernel calls in the timed runs (0 would mean it fell back to torch). "
+             "The kernel becomes the default only where it beats torch here.", ""]
+    return lines + table(["precision", "kernel", "first call (s)", "seconds", "output MP/s", "frames/s",
+                          "speed vs torch", "max abs(kernel - torch)", "launches", "peak MiB"], rows)
+
+
 def render_encoder(sec: dict, report: dict) -> list[str]:
     base = next((c["seconds"] for c in ok_cases(sec) if c["variant"] == "fp32"), None)
     rows = [[c["variant"], sig(c["seconds"] * 1000), sig(c["fps"]),
@@ -418,9 +449,9 @@ def render_video(sec: dict, report: dict) -> list[str]:
          "peak MiB"], rows)
 
 
-RENDERERS = {"device": render_device, "render": render_render, "query": render_query, "encoder": render_encoder, "psnr": render_psnr,
-             "train": render_train, "query_compile": render_query_compile, "train_compile": render_train,
-             "video": render_video}
+RENDERERS = {"device": render_device, "render": render_render, "query": render_query, "triton": render_triton,
+             "encoder": render_encoder, "psnr": render_psnr, "train": render_train,
+             "query_compile": render_query_compile, "train_compile": render_train, "video": render_video}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -655,6 +686,90 @@ def section_query(ctx: Ctx, result: Result) -> None:
             outputs.clear()
             result.save()
         del inp, coord, cell
+
+
+def counted_kernel_launches(counts: dict[str, int]) -> None:
+    """Count the calls of liif.kernels.triton_query's entry points in ``counts`` (a fall-back to torch shows)."""
+    from liif.kernels import triton_query
+
+    for name in ("fused_query", "first_layer"):
+        original = getattr(triton_query, name)
+
+        def counted(*args, original=original):
+            counts["launches"] += 1
+            return original(*args)
+
+        setattr(triton_query, name, counted)
+
+
+# Fused-kernel settings tried after the defaults, in bf16 (the GPU's precision): (BLOCK_ROWS, NUM_WARPS,
+# PROGRAMS_PER_SM, BLOCK_K) of liif.kernels.triton_query, to tune it from the one run a card is lent for.
+TRITON_SETTING = ("BLOCK_ROWS", "NUM_WARPS", "PROGRAMS_PER_SM", "BLOCK_K")
+TRITON_VARIANTS = [(256, 8, 1, 64), (128, 8, 2, 256), (64, 4, 4, 64)]
+
+
+def section_triton(ctx: Ctx, result: Result) -> None:
+    """The query alone (the encoder is the same for every kernel) by kernel and precision, then fused-kernel
+    variants; on a CPU, run with TRITON_INTERPRET=1 (the interpreter: a correctness rehearsal, no timing)."""
+    from liif.kernels import check_kernel, triton_query
+    from liif.runtime import query_chunk
+
+    torch = ctx.torch
+    in_size, out_size = ((4, 4), (8, 8)) if ctx.quick else ((1080, 1920), (2160, 3840))
+    repeats = 1 if ctx.quick else 2
+    chunk = query_chunk(ctx.device)
+    default = tuple(getattr(triton_query, name) for name in TRITON_SETTING)
+    result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", repeats=repeats,
+                  chunk=chunk, default_setting=list(default))
+    model = released_model(ctx)
+    counts = {"launches": 0}
+    counted_kernel_launches(counts)
+    torch.manual_seed(0)
+    inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
+    coord, cell = coords_for(ctx, out_size)
+    modes = ["fp32", "bf16"] if ctx.cuda else ["fp32"]
+    variants = TRITON_VARIANTS[:1] if ctx.quick else TRITON_VARIANTS
+    plan = [(mode, kernel, default) for mode in modes for kernel in ("torch", "triton-first-layer", "triton")]
+    plan += [(modes[-1], "triton", setting) for setting in variants]
+    latents, outputs = {}, {}
+    for mode, kernel, setting in plan:
+        if mode not in latents:
+            latents.clear()  # one precision's latents at a time
+            with torch.no_grad(), ctx.precision(mode):
+                latents[mode] = model.latents(model.encode(inp))
+
+        def run(mode=mode, kernel=kernel, setting=setting):
+            check_kernel(kernel, ctx.device)
+            model.query_kernel = kernel
+            for name, value in zip(TRITON_SETTING, setting):
+                setattr(triton_query, name, value)
+            times = []
+            try:
+                with torch.no_grad(), ctx.precision(mode):
+                    for i in range(repeats + 1):
+                        if i == 1:
+                            counts["launches"] = 0
+                        ctx.sync()
+                        start = time.perf_counter()
+                        pred = model.query_chunked(latents[mode], coord, cell, chunk_size=chunk)
+                        ctx.sync()
+                        times.append(time.perf_counter() - start)
+            finally:
+                model.query_kernel = "torch"
+                for name, value in zip(TRITON_SETTING, default):
+                    setattr(triton_query, name, value)
+            best = min(times[1:])
+            stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
+                     "fps": 1 / best, "launches": counts["launches"]}
+            if kernel == "torch":
+                outputs[mode] = pred
+            elif mode in outputs:
+                stats["max_abs_diff"] = float((pred.float() - outputs[mode].float()).abs().max())
+            return stats
+
+        variant = "" if setting == default else " rows {} warps {} programs/SM {} k {}".format(*setting)
+        label = f"{mode} {kernel}{variant}"
+        attempt(ctx, result, label, run, mode=mode, kernel=kernel, setting=list(setting))
 
 
 def section_encoder(ctx: Ctx, result: Result) -> None:
@@ -929,7 +1044,8 @@ def section_render(ctx: Ctx, result: Result) -> None:
 
 
 CHILDREN = {"device": lambda ctx, result: None,  # run before the CUDA check in run_child
-             "render": section_render, "query": section_query, "encoder": section_encoder, "psnr": section_psnr,
+             "render": section_render, "query": section_query, "triton": section_triton, "encoder": section_encoder,
+             "psnr": section_psnr,
             "train": section_train, "query_compile": section_query_compile, "train_compile": section_train_compile,
             "video": section_video}
 

@@ -182,6 +182,83 @@ def test_a_model_put_on_cuda_encodes_channels_last_with_the_auto_tile_and_render
     assert diff <= 1e-4, diff
 
 
+@pytest.fixture
+def kernel_launches(monkeypatch) -> dict[str, int]:
+    """How many times each Triton entry point ran (a comparison must not pass by falling back to torch)."""
+    triton_query = pytest.importorskip("liif.kernels.triton_query", reason="triton is not installed")
+    counts = {"fused_query": 0, "first_layer": 0}
+    for name in counts:
+        original = getattr(triton_query, name)
+
+        def counted(*args, name=name, original=original):
+            counts[name] += 1
+            return original(*args)
+
+        monkeypatch.setattr(triton_query, name, counted)
+    return counts
+
+
+KERNEL_ENTRY = {"triton": "fused_query", "triton-first-layer": "first_layer"}
+
+
+@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
+@pytest.mark.parametrize("name", ["tiny-edsr-liif", "tiny-edsr-liif-no-ensemble", "edsr-baseline-liif"])
+def test_triton_kernels_on_cuda_equal_the_torch_fast_path(name: str, kernel: str, kernel_launches) -> None:
+    """The compiled kernels (tests/test_triton_kernel.py checks them in the interpreter) on every query set of
+    the reference fixtures, edges and ties included; fp32 with TF32 off."""
+    if name == "edsr-baseline-liif":
+        source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
+    else:
+        source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
+    model = liif.load_model(source, "cuda")
+    inp = torch.from_numpy(fixture["inp"])
+    expected = outputs(model, inp, fixture)
+    model.query_kernel = kernel
+    got = outputs(model, inp, fixture)
+    assert kernel_launches[KERNEL_ENTRY[kernel]] == len(QUERY_SETS)
+    assert max(max_abs(got, expected).values()) <= 1e-4, max_abs(got, expected)
+
+
+@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
+def test_triton_kernels_render_a_real_picture_as_torch_in_fp32_and_bf16(kernel: str, kernel_launches) -> None:
+    """The released model over a whole output grid in chunks: fp32 within 1e-4 of the torch fast path; under bf16
+    autocast within test_bf16_autocast_stays_close_to_fp32's bounds of fp32 and of torch's own bf16."""
+    model = liif.load_model("edsr-baseline-liif", "cuda")
+    inp, size = bird_input(96), (192, 192)
+    renders = {}
+    for kind in ("torch", kernel):
+        model.query_kernel = kind
+        renders[kind, "fp32"] = render_grid(model, inp, size, chunk=10000)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            renders[kind, "bf16"] = render_grid(model, inp, size, chunk=10000)
+    assert kernel_launches[KERNEL_ENTRY[kernel]] == 2 * math.ceil(192 * 192 / 10000)
+    fp32_diff = float((renders[kernel, "fp32"] - renders["torch", "fp32"]).abs().max())
+    assert fp32_diff <= 1e-4, fp32_diff
+    for reference in (renders["torch", "fp32"], renders["torch", "bf16"]):
+        bf16 = renders[kernel, "bf16"]
+        assert torch.isfinite(bf16).all()
+        diff = (bf16 - reference).abs()
+        mse = float((((bf16 * 0.5 + 0.5).clamp(0, 1) - (reference * 0.5 + 0.5).clamp(0, 1)) ** 2).mean())
+        stats = {"mean": float(diff.mean()), "max": float(diff.max()), "psnr": -10 * math.log10(max(mse, 1e-20))}
+        assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and stats["psnr"] >= 45, stats
+
+
+def test_upscale_cli_kernel_triton_on_cuda_matches_torch(tmp_path: Path) -> None:
+    """``liif upscale --kernel triton`` end to end on the GPU: the picture ``--kernel torch`` writes, within a
+    level after rounding."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    bird = shared_file(BENCHMARKS / "Set5" / "bird.png")
+    pixels = {}
+    for kernel in ("torch", "triton"):
+        out = tmp_path / f"bird_{kernel}.png"
+        result = run_group([sys.executable, "-m", "liif", "upscale", bird, "--scale", "2.5", "-o", out,
+                            "--device", "cuda", "--kernel", kernel, "--quiet"], timeout=120, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        pixels[kernel] = np.asarray(Image.open(out)).astype(int)
+    assert pixels["triton"].shape == pixels["torch"].shape == (720, 720, 3)
+    assert np.abs(pixels["triton"] - pixels["torch"]).max() <= 1
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: str) -> None:
     bird = shared_file(BENCHMARKS / "Set5" / "bird.png")  # 288x288

@@ -21,6 +21,7 @@ from liif.checkpoint import load_model
 from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
 from liif.geometry import Geometry, Target
+from liif.kernels import set_query_kernel
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, render_tiles
@@ -166,12 +167,15 @@ def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) ->
     return net
 
 
-def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str) -> nn.Module:
+def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str,
+             kernel: str | None = None) -> nn.Module:
     """``model`` (a name, a path or a module) on the device ``device`` names, once ``precision`` is known to
-    run there: what the Python API's entry points start with."""
+    run there, with its query ``kernel`` set when given (``liif.kernels``): what the Python API's entry points
+    start with."""
     torch_device = pick_device(device)
     check_precision(torch_device, precision)
-    return resolve_model(model, torch_device)
+    net = resolve_model(model, torch_device)
+    return net if kernel is None else set_query_kernel(net, kernel, torch_device)
 
 
 def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
@@ -179,13 +183,15 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
             width: int | None = None, height: int | None = None, region: Sequence[float] | None = None,
             model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
             self_ensemble: bool = False, alpha: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
-            tile: int | None = None, progress: bool = False) -> Picture | Image.Image | np.ndarray:
+            tile: int | None = None, progress: bool = False,
+            kernel: str | None = None) -> Picture | Image.Image | np.ndarray:
     """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array an array, a path or a
-    Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1."""
+    Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1; ``kernel``
+    picks the query kernel (``liif.kernels.QUERY_KERNELS``; default: as the model has it, torch)."""
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
-    net = model_on(model, device, precision)
+    net = model_on(model, device, precision, kernel)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)
     if isinstance(image, Image.Image):

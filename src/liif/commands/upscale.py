@@ -41,6 +41,7 @@ from liif.distributed import Processes, global_sum, start_processes, stop_proces
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
+from liif.kernels import QUERY_KERNELS, set_query_kernel
 from liif.pipeline import Background, prefetch
 from liif.runtime import COMPILE_MODES, check_precision
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
@@ -71,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     geometry.add_argument("--region", metavar="X0,Y0,X1,Y1",
                           help="render only this window of the input (input pixels, floats allowed)")
     add_model_options(parser)
+    parser.add_argument("--kernel", default="torch", choices=QUERY_KERNELS,
+                        help="what runs a LIIF query: torch (default) or a Triton kernel on CUDA (opt-in until "
+                        "measured faster on a card; see README)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
@@ -253,7 +257,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
-    model = resolve_model(args.model, device)
+    model = set_query_kernel(resolve_model(args.model, device), args.kernel, device)
     if args.compile != "none":
         model.compile_queries(args.compile)
 

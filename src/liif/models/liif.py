@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liif.geometry import make_coord
+from liif.kernels import QUERY_KERNELS
 from liif.models.implicit import TableLatents, TwoPathModel, table_latents
 from liif.registry import make, register
 
@@ -32,14 +33,19 @@ def nearest_index(u: torch.Tensor, n: int) -> torch.Tensor:
     return torch.round((u + 1) * (n / 2) - 0.5).long()
 
 
-def blend_ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor], local_ensemble: bool) -> torch.Tensor:
-    """Weight each neighbour's prediction by the area of the rectangle to the diagonally opposite latent."""
+def blend_weights(areas: list[torch.Tensor], local_ensemble: bool) -> list[torch.Tensor]:
+    """Each neighbour's share: the area of the rectangle to the diagonally opposite latent over the total."""
     total = torch.stack(areas).sum(dim=0)
     if local_ensemble:
         areas = areas[::-1]
+    return [area / total for area in areas]
+
+
+def blend_ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor], local_ensemble: bool) -> torch.Tensor:
+    """Weight each neighbour's prediction by its ``blend_weights`` share."""
     out = 0
-    for pred, area in zip(preds, areas):
-        out = out + pred * (area / total).unsqueeze(-1)
+    for pred, weight in zip(preds, blend_weights(areas, local_ensemble)):
+        out = out + pred * weight.unsqueeze(-1)
     return out
 
 
@@ -91,7 +97,11 @@ def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
 
 def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
     """ReLU then each Linear in turn, from the first layer's pre-activations to the output."""
-    hidden = F.relu(hidden)
+    return mlp_layers(F.relu(hidden), linears)
+
+
+def mlp_layers(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
+    """Each Linear in turn with ReLU between, from the first hidden activation to the output."""
     if fused_linear_relu_available(hidden):
         # Bias and ReLU in the GEMM's epilogue save a pass over memory per layer (about 20% on CPU).
         for linear in linears[:-1]:
@@ -104,7 +114,10 @@ def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
 
 @register("liif")
 class LIIF(TwoPathModel):
-    """Encoder plus MLP decoder with the reference's three switches; ``query_path`` picks the algorithm."""
+    """Encoder plus MLP decoder with the reference's three switches; ``query_path`` picks the algorithm and
+    ``query_kernel`` (``liif.kernels``) what runs the fast one: torch, or a Triton kernel where it serves."""
+
+    query_kernel: str = "torch"
 
     def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None,
                  local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True):
@@ -187,10 +200,22 @@ class LIIF(TwoPathModel):
 
         # All shifts and batch items go through each layer as one matrix multiply.
         rows = latents.window.rows_of(torch.stack(index_y), torch.stack(index_x))
+        terms = torch.stack(rel_terms).view(len(shifts), batch * n_queries, -1)
         linears = self.imnet.linears
-        extra_weight = linears[0].weight[:, linears[0].weight.shape[1] - rel_terms[0].shape[-1]:]
-        hidden = torch.addmm(table.index_select(0, rows), torch.stack(rel_terms).view(rows.shape[0], -1),
-                             extra_weight.t())
-        hidden = mlp_tail(hidden, linears[1:])
+        extra_weight = linears[0].weight[:, linears[0].weight.shape[1] - terms.shape[-1]:]
+        hidden = None
+        if self.query_kernel != "torch":
+            if self.query_kernel not in QUERY_KERNELS:
+                raise ValueError(f"query_kernel must be one of {QUERY_KERNELS}, not {self.query_kernel!r}")
+            from liif.kernels import triton_query
+
+            if self.query_kernel == "triton" and triton_query.fused_supported(table, terms, linears):
+                weights = torch.stack(blend_weights(areas, self.local_ensemble)).view(len(shifts), -1)
+                return triton_query.fused_query(table, rows, terms, weights, linears).view(batch, n_queries, -1)
+            if triton_query.first_layer_supported(table, terms):
+                hidden = mlp_layers(triton_query.first_layer(table, rows, terms, extra_weight), linears[1:])
+        if hidden is None:
+            hidden = mlp_tail(torch.addmm(table.index_select(0, rows), terms.view(rows.shape[0], -1),
+                                          extra_weight.t()), linears[1:])
         preds = hidden.view(len(shifts), batch, n_queries, -1).unbind(0)
         return blend_ensemble(list(preds), areas, self.local_ensemble)
