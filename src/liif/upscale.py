@@ -116,7 +116,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     batch = torch.cat(inputs)
     if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
         chunk_size = query_chunk(device, len(batch))
-    with bar, autocast(device, precision):
+    with bar, autocast(device, precision, model):
         source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
         for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,
                                             source=source):
