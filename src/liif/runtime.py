@@ -82,13 +82,17 @@ def has_cpp_compiler() -> bool:
     return True
 
 
-def check_precision(device: torch.device, precision: str) -> None:
+def check_precision(device: torch.device, precision: str, model: torch.nn.Module | None = None) -> None:
     """Refuse a precision this device cannot run well: fp16 on the CPU, bf16 on a CPU without native bf16,
-    int8 anywhere but a CPU with int8 dot products (and a C++ compiler for its fused kernels)."""
+    int8 anywhere but a CPU with int8 dot products (and a C++ compiler for its fused kernels), or for a ``model``
+    that cannot decode in int8 (only LIIF's fast query path can: ``decodes_int8``)."""
     if precision not in PRECISIONS:
         raise LiifError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if precision == "int8":
         check_int8(device)
+        if model is not None and not getattr(model, "decodes_int8", False):
+            raise LiifError(f"precision int8 is for LIIF's fast query path; this {type(model).__name__} model "
+                            "cannot decode in int8, use fp32")
         return
     if device.type != "cpu" or precision == "fp32":
         return
@@ -113,15 +117,12 @@ def check_int8(device: torch.device) -> None:
 
 def autocast(device: torch.device, precision: str = "fp32",
              model: torch.nn.Module | None = None) -> contextlib.AbstractContextManager:
-    """Mixed precision for the model's matrix products (checked by ``check_precision``); fp32 is a no-op. int8
-    decodes LIIF's hidden layers in int8 and refuses a ``model`` that cannot (``decodes_int8``)."""
-    check_precision(device, precision)
+    """Mixed precision for ``model``'s matrix products (checked by ``check_precision``); fp32 is a no-op, int8
+    decodes LIIF's hidden layers in int8."""
+    check_precision(device, precision, model)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "int8":
-        if model is not None and not getattr(model, "decodes_int8", False):
-            raise LiifError(f"precision int8 is for LIIF's fast query path; this {type(model).__name__} "
-                            "model cannot decode in int8, use fp32")
         from liif.models import int8  # the models import this module
         return int8.decoding()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])

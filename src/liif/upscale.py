@@ -164,7 +164,9 @@ def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str) 
     run there: what the Python API's entry points start with."""
     torch_device = pick_device(device)
     check_precision(torch_device, precision)
-    return resolve_model(model, torch_device)
+    net = resolve_model(model, torch_device)
+    check_precision(torch_device, precision, net)
+    return net
 
 
 def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,

@@ -237,6 +237,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
     model = resolve_model(args.model, device)
+    check_precision(device, args.precision, model)
 
     started, written, failed = time.perf_counter(), 0, 0
     for failure in failures + refused if procs.is_main else []:

@@ -209,7 +209,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
         model = load_model(model, pick_device(device))
-    check_precision(next(model.parameters()).device, precision)
+    check_precision(next(model.parameters()).device, precision, model)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
     mine = items[shard[0]::shard[1]]
