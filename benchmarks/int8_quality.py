@@ -14,6 +14,7 @@ decoder speed of fp32.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import platform
@@ -26,6 +27,7 @@ import liif
 from liif.evaluation.datasets import open_dataset, read_rgb
 from liif.evaluation.runner import evaluate
 from liif.fileio import write_text
+from liif.models import int8
 from liif.geometry import make_cell, make_coord
 from liif.runtime import autocast, cpu_flags, cpu_has_bf16, cpu_has_int8
 
@@ -44,6 +46,14 @@ def cpu_name() -> str:
         return platform.processor()
 
 
+def measured(precision: str) -> tuple[contextlib.AbstractContextManager, str]:
+    """The context to run ``precision`` in and the precision to name to liif: on a CPU without int8 dot products,
+    where ``--precision int8`` is refused, int8 still runs (through ``int8.decoding()``) to be measured."""
+    if precision == "int8" and not cpu_has_int8():
+        return int8.decoding(), "fp32"
+    return contextlib.nullcontext(), precision
+
+
 def quality(model: torch.nn.Module, data: Path, scales: list[float], images: int | None,
             precisions: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     """``{precision: {"x4": {image: PSNR-Y}}}`` by the eval protocol."""
@@ -53,7 +63,9 @@ def quality(model: torch.nn.Module, data: Path, scales: list[float], images: int
     out: dict[str, dict[str, dict[str, float]]] = {}
     for precision in precisions:
         started = time.perf_counter()
-        results = evaluate(model, dataset, scales, degrade="pil", precision=precision, progress=True)
+        context, named = measured(precision)
+        with context:
+            results = evaluate(model, dataset, scales, degrade="pil", precision=named, progress=True)
         for s in results.scores:
             out.setdefault(precision, {}).setdefault(f"x{s.scale:g}", {})[s.image] = s.psnr
         print(f"# {precision}: Set14 scored in {time.perf_counter() - started:.0f} s", flush=True)
@@ -75,7 +87,8 @@ def speed(model: torch.nn.Module, precisions: list[str], repeats: int) -> dict[s
     for i in range(repeats + 1):
         for precision in precisions:
             for name, run in runs.items():
-                with torch.no_grad(), autocast(device, precision, model):
+                context, named = measured(precision)
+                with torch.no_grad(), context, autocast(device, named, model):
                     started = time.perf_counter()
                     run()
                     seconds = time.perf_counter() - started
@@ -105,7 +118,8 @@ def main() -> None:
     print(f"# CPU: {cpu_name()}; flags: {' '.join(flags) or 'none of ' + ' '.join(SHOWN_FLAGS)}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     if not cpu_has_int8():
-        print("# this CPU has no int8 dot products (VNNI or AMX): --precision int8 is refused here; measuring anyway")
+        print("# this CPU has no int8 dot products (VNNI or AMX): --precision int8 is refused here; measured anyway",
+              flush=True)
     precisions = ["fp32", "int8"] + (["bf16"] if cpu_has_bf16() else [])
     model = liif.load_model("edsr-baseline-liif", torch.device("cpu"))
     scales = [float(s) for s in args.scales.split(",")]
