@@ -67,8 +67,8 @@ def cpu_has_bf16() -> bool:
 
 
 def cpu_has_int8() -> bool:
-    """Whether this CPU has int8 dot products (AVX512_VNNI, AVX_VNNI or AMX), which oneDNN's int8 GEMM needs
-    to beat fp32."""
+    """Whether this CPU has int8 dot products (AVX512_VNNI, AVX_VNNI or AMX), which oneDNN's fast int8 GEMM
+    runs on."""
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
 
 
@@ -104,12 +104,12 @@ def check_precision(device: torch.device, precision: str, model: torch.nn.Module
 
 
 def check_int8(device: torch.device) -> None:
-    """int8 runs on CPUs only, where measured faster than fp32: those with int8 dot products."""
+    """int8 runs on CPUs with int8 dot products only (and a C++ compiler for its fused steps)."""
     if device.type != "cpu":
         raise LiifError(f"precision int8 is for CPUs with int8 dot products; on {device.type} use bf16 or fp16")
     if not cpu_has_int8():
         raise LiifError("precision int8 needs a CPU with int8 dot products (AVX512_VNNI, AVX_VNNI or AMX), "
-                        "without which it is slower than fp32; this CPU has none, use fp32")
+                        "which oneDNN's fast int8 GEMM runs on; this CPU has none, use fp32")
     if not has_cpp_compiler():
         raise LiifError("precision int8 builds its kernels with torch.compile, which needs a C++ compiler "
                         "(g++, or the one $CXX names); none found, use fp32")
