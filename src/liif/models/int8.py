@@ -3,9 +3,10 @@
 After the first layer's fp32 pre-activations (gathered from the latents' table), each hidden 256x256 layer
 runs as one oneDNN u8 x s8 -> s32 GEMM. Weights are quantised once, symmetric, one scale per output channel.
 The activations entering each layer are post-ReLU, so non-negative: each row (one query of one neighbour)
-gets its own scale, its largest value / 255, and zero point 0, which keeps a smooth sky's small activations
-from being rounded away by a bright neighbour's range. The GEMM's int32 sums are rescaled by row scale x
-channel scale, the bias added and the ReLU applied in fp32; the last layer (256 -> 3) stays fp32.
+gets its own scale, its largest value / 255, and zero point 0 (uint8 keeps all 8 bits for values >= 0, where
+symmetric int8 would use 7). The GEMM's int32 sums are rescaled by row scale x channel scale, the bias added
+and the ReLU applied in fp32, fused with the next layer's quantisation by torch.compile; the first layer's
+gathered pre-activations and the last layer (256 -> 3) stay fp32.
 """
 
 from __future__ import annotations
