@@ -14,7 +14,8 @@ import torch
 
 from liif.errors import LiifError
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# int8 names the dtype of LIIF's hidden-layer GEMMs (``liif.models.int8``); the rest autocast.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 # How queries may run: eagerly, compiled by torch.compile, or compiled and replayed as CUDA graphs.
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Queries per chunk on the CPU: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough
@@ -62,20 +63,48 @@ def pick_device(name: str | torch.device = "auto", local_rank: int | None = None
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), where bf16 can be faster than fp32."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as /proc/cpuinfo lists them (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
     except OSError:
+        return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), where bf16 can be faster than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_has_int8() -> bool:
+    """Whether this CPU has AMX int8 tiles, the only kind where int8 decoding was measured faster than fp32
+    (BENCHMARKS.md); VNNI alone is not enough to promise it."""
+    return "amx_int8" in cpu_flags()
+
+
+def has_cpp_compiler() -> bool:
+    """Whether torch.compile finds the C++ compiler it builds CPU kernels with (g++, or $CXX)."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    try:
+        get_cpp_compiler()
+    except Exception:  # inductor raises its own error types for a missing or unusable compiler
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return True
 
 
-def check_precision(device: torch.device, precision: str) -> None:
-    """Refuse a precision this device cannot run well: fp16 on the CPU, bf16 on a CPU without native bf16."""
+def check_precision(device: torch.device, precision: str, model: torch.nn.Module | None = None) -> None:
+    """Refuse a precision this device cannot run well: fp16 on the CPU, bf16 on a CPU without native bf16,
+    int8 anywhere but a CPU with AMX int8 (and a C++ compiler for its fused kernels), or for a ``model``
+    that cannot decode in int8 (only LIIF's fast query path can: ``decodes_int8``)."""
     if precision not in PRECISIONS:
         raise LiifError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        check_int8(device)
+        if model is not None and not getattr(model, "decodes_int8", False):
+            raise LiifError(f"precision int8 is for LIIF's fast query path; this {type(model).__name__} model "
+                            "cannot decode in int8, use fp32")
+        return
     if device.type != "cpu" or precision == "fp32":
         return
     if precision == "fp16":
@@ -85,11 +114,28 @@ def check_precision(device: torch.device, precision: str) -> None:
                         "this CPU has neither, use fp32")
 
 
-def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
-    """Mixed precision for the model's matrix products (checked by ``check_precision``); fp32 is a no-op."""
-    check_precision(device, precision)
+def check_int8(device: torch.device) -> None:
+    """int8 runs on CPUs with AMX int8 only (and a C++ compiler for its fused steps)."""
+    if device.type != "cpu":
+        raise LiifError(f"precision int8 is for CPUs with AMX; on {device.type} use bf16 or fp16")
+    if not cpu_has_int8():
+        raise LiifError("precision int8 needs a CPU with AMX int8 (where it was measured faster than fp32); "
+                        "this CPU has none, use fp32" + (" or bf16" if cpu_has_bf16() else ""))
+    if not has_cpp_compiler():
+        raise LiifError("precision int8 builds its kernels with torch.compile, which needs a C++ compiler "
+                        "(g++, or the one $CXX names); none found, use fp32")
+
+
+def autocast(device: torch.device, precision: str = "fp32",
+             model: torch.nn.Module | None = None) -> contextlib.AbstractContextManager:
+    """Mixed precision for ``model``'s matrix products (checked by ``check_precision``); fp32 is a no-op, int8
+    decodes LIIF's hidden layers in int8."""
+    check_precision(device, precision, model)
     if precision == "fp32":
         return contextlib.nullcontext()
+    if precision == "int8":
+        from liif.models import int8  # the models import this module
+        return int8.decoding()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 

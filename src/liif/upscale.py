@@ -119,7 +119,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     batch = torch.cat(inputs)
     if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
         chunk_size = query_chunk(device, len(batch))
-    with bar, autocast(device, precision):
+    with bar, autocast(device, precision, model):
         source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
         for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,
                                             source=source):
@@ -175,6 +175,7 @@ def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str,
     torch_device = pick_device(device)
     check_precision(torch_device, precision)
     net = resolve_model(model, torch_device)
+    check_precision(torch_device, precision, net)
     return net if kernel is None else set_query_kernel(net, kernel, torch_device)
 
 

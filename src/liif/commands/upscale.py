@@ -258,6 +258,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
     model = set_query_kernel(resolve_model(args.model, device), args.kernel, device)
+    check_precision(device, args.precision, model)
     if args.compile != "none":
         model.compile_queries(args.compile)
 

@@ -88,7 +88,7 @@ def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, pro
     """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
     size = tuple(hr.shape[-2:])
     device = next(model.parameters()).device
-    with autocast(device, precision):
+    with autocast(device, precision, model):
         sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
     if quantize:
         sr = torch.round(sr * 255) / 255
@@ -209,7 +209,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
         model = resolve_model(model, pick_device(device))
-    check_precision(next(model.parameters()).device, precision)
+    check_precision(next(model.parameters()).device, precision, model)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
     mine = items[shard[0]::shard[1]]

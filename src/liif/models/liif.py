@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from liif.geometry import make_coord
 from liif.kernels import QUERY_KERNELS
+from liif.models import int8
 from liif.models.implicit import TableLatents, TwoPathModel, table_latents
 from liif.registry import make, register
 
@@ -97,6 +98,8 @@ def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
 
 def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
     """ReLU then each Linear in turn, from the first layer's pre-activations to the output."""
+    if int8.active(hidden):
+        return int8.int8_mlp_tail(hidden, linears)
     return mlp_layers(F.relu(hidden), linears)
 
 
@@ -135,6 +138,11 @@ class LIIF(TwoPathModel):
         # The local ensemble's nearest latents lie within two latents of the one under the query
         # (half a cell of shift, rounding to the nearest centre, and the tie-breaking eps).
         self.latent_reach = 2
+
+    @property
+    def decodes_int8(self) -> bool:
+        """Whether precision int8 applies: the fast query path's MLP has hidden layers to run in int8."""
+        return self.query_path == "fast" and self.imnet is not None and len(self.imnet.linears) > 1
 
     @property
     def needs_cell(self) -> bool:

@@ -110,7 +110,7 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     A clip whose decoding stops early is written up to there, then a LiifError says where it stopped."""
     source, destination = Path(source), Path(destination)
     device = next(model.parameters()).device
-    check_precision(device, options.precision)
+    check_precision(device, options.precision, model)
     batch = options.batch or (1 if device.type == "cpu" else GPU_BATCH)
     if batch < 1:
         raise LiifError(f"the batch must be at least 1 frame, got {batch}")
