@@ -118,6 +118,8 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "-o", "{picture}/out.png"], "cannot write"),
     (["{picture}", "--scale", "2", "-o", "out.xyz"], "unknown output format"),
     (["{picture}", "--scale", "2", "--precision", "fp16", "--device", "cpu"], "fp16 is for GPUs"),
+    (["{picture}", "--scale", "2", "--precision", "int8", "--compile", "default"], "--compile does not run int8"),
+    (["{picture}", "--scale", "2", "--tile", "0"], "--tile must be at least 1, got 0"),
 ])
 def test_bad_options(picture, tmp_path, options, fragment):
     args = [a.replace("{picture}", str(picture)) for a in options] + ["--quiet"]

@@ -237,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
+    if args.compile != "none" and args.precision == "int8":
+        raise LiifError("--compile does not run int8 queries (int8 compiles its own steps); leave one out")
     procs = start_processes(args.device)
     code = upscale_batch(args, geometry, procs)
     stop_processes(procs, wait=True)

@@ -121,9 +121,10 @@ def int8_mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tenso
 
 
 def active(hidden: torch.Tensor) -> bool:
-    """Whether this query runs in int8: inside ``decoding()``, CPU fp32 inference."""
-    return (_decoding.get() and hidden.device.type == "cpu" and hidden.dtype == torch.float32
-            and not torch.is_grad_enabled())
+    """Whether this query runs in int8: inside ``decoding()``, CPU fp32 inference, not traced by torch.compile
+    (which cannot read the context variable; ``liif upscale`` refuses --compile with int8)."""
+    return (not torch.compiler.is_compiling() and _decoding.get() and hidden.device.type == "cpu"
+            and hidden.dtype == torch.float32 and not torch.is_grad_enabled())
 
 
 @contextlib.contextmanager
