@@ -42,3 +42,19 @@ def both_paths_training_step(model: torch.nn.Module, batch: int, side: int, quer
         (outputs[path] - target).abs().mean().backward()
         grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     return outputs, grads
+
+
+@pytest.fixture
+def kernel_launches(monkeypatch) -> dict[str, int]:
+    """How many times each Triton entry point ran (a kernel comparison must not pass by falling back to torch)."""
+    triton_query = pytest.importorskip("liif.kernels.triton_query", reason="triton is not installed")
+    counts = {"fused_query": 0, "first_layer": 0}
+    for name in counts:
+        original = getattr(triton_query, name)
+
+        def counted(*args, name=name, original=original):
+            counts[name] += 1
+            return original(*args)
+
+        monkeypatch.setattr(triton_query, name, counted)
+    return counts

@@ -182,22 +182,6 @@ def test_a_model_put_on_cuda_encodes_channels_last_with_the_auto_tile_and_render
     assert diff <= 1e-4, diff
 
 
-@pytest.fixture
-def kernel_launches(monkeypatch) -> dict[str, int]:
-    """How many times each Triton entry point ran (a comparison must not pass by falling back to torch)."""
-    triton_query = pytest.importorskip("liif.kernels.triton_query", reason="triton is not installed")
-    counts = {"fused_query": 0, "first_layer": 0}
-    for name in counts:
-        original = getattr(triton_query, name)
-
-        def counted(*args, name=name, original=original):
-            counts[name] += 1
-            return original(*args)
-
-        monkeypatch.setattr(triton_query, name, counted)
-    return counts
-
-
 KERNEL_ENTRY = {"triton": "fused_query", "triton-first-layer": "first_layer"}
 
 

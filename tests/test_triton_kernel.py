@@ -33,21 +33,6 @@ def interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
-@pytest.fixture
-def launches(monkeypatch) -> dict[str, int]:
-    """How many times each kernel entry point ran: a comparison must not pass by falling back to torch."""
-    counts = {"fused_query": 0, "first_layer": 0}
-    for name in counts:
-        original = getattr(triton_query, name)
-
-        def counted(*args, name=name, original=original):
-            counts[name] += 1
-            return original(*args)
-
-        monkeypatch.setattr(triton_query, name, counted)
-    return counts
-
-
 def small_model(hidden: list[int], **switches: bool):
     torch.manual_seed(0)
     model = make(liif_spec(ENCODER, {"name": "mlp", "args": {"out_dim": 3, "hidden_list": hidden}}, **switches))
@@ -92,43 +77,44 @@ def compare(model, kernel: str, grid=(7, 9), batch: int = 2, n_random: int = 150
     ([32, 32, 32], {}),                       # two hidden GEMMs: the scratch ping-pongs back
     ([16, 32, 32, 32], {}),                   # widths differ: the first-layer kernel, then torch
 ])
-def test_fused_kernel_equals_the_torch_fast_path(hidden, switches, launches) -> None:
+def test_fused_kernel_equals_the_torch_fast_path(hidden, switches, kernel_launches) -> None:
     diff = compare(small_model(hidden, **switches), "triton")
     fused = len(set(hidden)) == 1
-    assert launches == {"fused_query": int(fused), "first_layer": int(not fused)}
+    assert kernel_launches == {"fused_query": int(fused), "first_layer": int(not fused)}
     assert diff <= TOLERANCE, diff
 
 
 @pytest.mark.parametrize("block_rows,block_k", [(64, 16), (128, 64)])
-def test_fused_kernel_tile_settings_equal_the_torch_fast_path(block_rows, block_k, launches, monkeypatch) -> None:
+def test_fused_kernel_tile_settings_equal_the_torch_fast_path(block_rows, block_k, kernel_launches,
+                                                              monkeypatch) -> None:
     """Other block sizes: a reduction tile narrower than the output tile, and twice the rows per block."""
     monkeypatch.setattr(triton_query, "INTERPRETED_BLOCK_ROWS", block_rows)
     monkeypatch.setattr(triton_query, "BLOCK_K", block_k)
     diff = compare(small_model([64, 64, 64]), "triton")
-    assert launches["fused_query"] == 1
+    assert kernel_launches["fused_query"] == 1
     assert diff <= TOLERANCE, diff
 
 
 @pytest.mark.parametrize("hidden", [[16, 16], [12, 12], [20, 16, 8]])
-def test_first_layer_kernel_equals_the_torch_fast_path(hidden, launches) -> None:
+def test_first_layer_kernel_equals_the_torch_fast_path(hidden, kernel_launches) -> None:
     """Widths that are not multiples of 16 too: the first-layer kernel masks its columns."""
     diff = compare(small_model(hidden), "triton-first-layer")
-    assert launches == {"fused_query": 0, "first_layer": 1}
+    assert kernel_launches == {"fused_query": 0, "first_layer": 1}
     assert diff <= TOLERANCE, diff
 
 
-def test_widths_the_fused_kernel_cannot_tile_fall_back_to_the_first_layer_kernel(launches) -> None:
+def test_widths_the_fused_kernel_cannot_tile_fall_back_to_the_first_layer_kernel(kernel_launches) -> None:
     diff = compare(small_model([24, 24]), "triton")
-    assert launches == {"fused_query": 0, "first_layer": 1}
+    assert kernel_launches == {"fused_query": 0, "first_layer": 1}
     assert diff <= TOLERANCE, diff
 
 
 @pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
-def test_released_model_kernels_equal_the_torch_fast_path(kernel, launches) -> None:
+def test_released_model_kernels_equal_the_torch_fast_path(kernel, kernel_launches) -> None:
     """The released EDSR-baseline-LIIF: 256-wide first layer, three 256x256 hidden layers, its real weights."""
     model = liif.load_model("edsr-baseline-liif")
     diff = compare(model, kernel, grid=(5, 6), batch=1, n_random=24)
-    assert launches["fused_query" if kernel == "triton" else "first_layer"] == 1
+    assert kernel_launches["fused_query" if kernel == "triton" else "first_layer"] == 1
     assert diff <= TOLERANCE, diff
 
 
@@ -137,7 +123,7 @@ def test_released_model_kernels_equal_the_torch_fast_path(kernel, launches) -> N
     # bf16 is not fused in the interpreter (no bf16 tl.dot there, triton-lang/triton#11584): the first layer serves
     (torch.bfloat16, "triton", "first_layer", 0.05),
 ])
-def test_autocast_kernels_stay_close_to_the_torch_fast_path(dtype, kernel, entry, bound, launches) -> None:
+def test_autocast_kernels_stay_close_to_the_torch_fast_path(dtype, kernel, entry, bound, kernel_launches) -> None:
     """Under autocast the table is fp16 (bf16) and so are the kernel's GEMMs (fp32 accumulation), while its terms
     stay fp32 where torch rounds them: on the released model the two differ by at most 8e-4 (0.012) (measured),
     and the kernel is the closer to fp32."""
@@ -153,13 +139,13 @@ def test_autocast_kernels_stay_close_to_the_torch_fast_path(dtype, kernel, entry
             expected = model.query(latents, coord, cell)
             model.query_kernel = kernel
             got = model.query(latents, coord, cell)
-    assert launches == {"fused_query": int(entry == "fused_query"), "first_layer": int(entry == "first_layer")}
+    assert kernel_launches == {"fused_query": int(entry == "fused_query"), "first_layer": int(entry == "first_layer")}
     assert got.dtype == expected.dtype == torch.float32
     assert float((got - expected).abs().max()) <= bound
     assert float((got - fp32).abs().max()) <= float((expected - fp32).abs().max()) * 1.5
 
 
-def test_training_falls_back_to_torch_with_the_same_gradients(launches) -> None:
+def test_training_falls_back_to_torch_with_the_same_gradients(kernel_launches) -> None:
     """The kernels have no backward: with gradients on, the query runs in torch and trains as before."""
     model = small_model([16, 16]).train()
     torch.manual_seed(3)
@@ -171,19 +157,19 @@ def test_training_falls_back_to_torch_with_the_same_gradients(launches) -> None:
         model.query_kernel = kernel
         model(inp, coord, cell).abs().mean().backward()
         grads[kernel] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    assert launches == {"fused_query": 0, "first_layer": 0}
+    assert kernel_launches == {"fused_query": 0, "first_layer": 0}
     assert grads["torch"].keys() == grads["triton"].keys() and "imnet.layers.0.weight" in grads["torch"]
     assert all(torch.equal(grads["torch"][name], grads["triton"][name]) for name in grads["torch"])
 
 
-def test_tiled_render_through_the_python_api_equals_torch(launches) -> None:
+def test_tiled_render_through_the_python_api_equals_torch(kernel_launches) -> None:
     """liif.upscale(kernel=...) with tiles smaller than the picture: windows of the latent grid, every query."""
     model = small_model([16, 16])
     pixels = np.asarray(Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB"))[40:52, 60:70]
     outs = {kernel: liif.upscale(pixels, 2.5, model=model, device="cpu", tile=4, kernel=kernel)
             for kernel in ("torch", "triton")}
     assert outs["torch"].shape == (30, 25, 3)
-    assert launches["fused_query"] > 4  # one per tile
+    assert kernel_launches["fused_query"] > 4  # one per tile
     assert np.abs(outs["torch"].astype(int) - outs["triton"]).max() <= 1  # fp32 sums may round a level apart
     assert (outs["torch"] == outs["triton"]).mean() > 0.99
 
