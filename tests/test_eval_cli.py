@@ -212,6 +212,23 @@ def test_self_ensemble_reaches_the_model(tmp_path, capsys):
     assert a["bicubic_psnr"] == b["bicubic_psnr"]
 
 
+def test_compiled_queries_score_as_eager_and_a_kernel_without_cuda_is_refused(tmp_path, capsys, monkeypatch):
+    """The model options every rendering command shares (--kernel, --compile) reach eval's model."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(crop("butterfly", (32, 32))).save(folder / "butterfly.png")
+    scores = {}
+    for mode in ("none", "default"):
+        out = tmp_path / mode
+        assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--device", "cpu", "--compile", mode,
+                       "--out", str(out))[0] == 0
+        scores[mode] = json.loads((out / "results.json").read_text())["one"]["x2"]["psnr"]
+    assert abs(scores["default"] - scores["none"]) < 1e-4, scores
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    expect_error(capsys, "kernel triton-first-layer", "--data", str(folder), "--scales", "2", "--device", "cpu",
+                 "--kernel", "triton-first-layer")
+
+
 def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp_path):
     data = tmp_path / "set"
     data.mkdir()

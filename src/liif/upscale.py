@@ -167,16 +167,27 @@ def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) ->
     return net
 
 
-def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str,
-             kernel: str | None = None) -> nn.Module:
+def model_on(model: str | os.PathLike | nn.Module, device: str, precision: str, kernel: str | None = None,
+             compile: str = "none") -> nn.Module:
     """``model`` (a name, a path or a module) on the device ``device`` names, once ``precision`` is known to
-    run there, with its query ``kernel`` set when given (``liif.kernels``): what the Python API's entry points
-    start with."""
+    run there, with its query ``kernel`` set when given (``liif.kernels``) and its queries compiled in mode
+    ``compile`` (``ImplicitModel.compile_queries``): what the Python API's entry points and the commands'
+    model options start with."""
     torch_device = pick_device(device)
     check_precision(torch_device, precision)
-    net = resolve_model(model, torch_device)
-    check_precision(torch_device, precision, net)
-    return net if kernel is None else set_query_kernel(net, kernel, torch_device)
+    return configure_model(resolve_model(model, torch_device), precision, kernel, compile)
+
+
+def configure_model(net: nn.Module, precision: str, kernel: str | None = None, compile: str = "none") -> nn.Module:
+    """``net``, once ``precision`` is known to run it on its device, with its query ``kernel`` set when given and
+    its queries compiled in mode ``compile``."""
+    device = next(net.parameters()).device
+    check_precision(device, precision, net)
+    if compile != "none" and precision == "int8":
+        raise LiifError("--compile does not run int8 queries (int8 compiles its own steps); leave one out")
+    if kernel is not None:
+        set_query_kernel(net, kernel, device)
+    return net.compile_queries(compile) if compile != "none" else net
 
 
 def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
@@ -184,15 +195,15 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
             width: int | None = None, height: int | None = None, region: Sequence[float] | None = None,
             model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
             self_ensemble: bool = False, alpha: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
-            tile: int | None = None, progress: bool = False,
-            kernel: str | None = None) -> Picture | Image.Image | np.ndarray:
+            tile: int | None = None, progress: bool = False, kernel: str | None = None,
+            compile: str = "none") -> Picture | Image.Image | np.ndarray:
     """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array an array, a path or a
     Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1; ``kernel``
-    picks the query kernel (``liif.kernels.QUERY_KERNELS``; default: as the model has it, torch)."""
+    and ``compile`` are ``model_on``'s."""
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
-    net = model_on(model, device, precision, kernel)
+    net = model_on(model, device, precision, kernel, compile)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)
     if isinstance(image, Image.Image):

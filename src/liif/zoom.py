@@ -95,7 +95,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
          start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
-         overwrite: bool = False, progress: bool = False) -> list[Region]:
+         overwrite: bool = False, progress: bool = False, kernel: str | None = None,
+         compile: str = "none") -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
     frames); returns the frames' regions."""
     from liif.video.writer import open_frame_writer
@@ -103,7 +104,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
-    net = model_on(model, device, precision)
+    net = model_on(model, device, precision, kernel, compile)
     frame_size = (size[0] * (2 if compare else 1), size[1])
     with open_frame_writer(output, size=frame_size, rate=Fraction(fps).limit_denominator(1001),
                            overwrite=overwrite) as writer:

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         prepare_out_dir(args.out)
     results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
                        args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
-                       precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip)
+                       precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip,
+                       kernel=args.kernel, compile=args.compile)
     results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
     if procs.is_main:
         print(results.markdown())

@@ -51,6 +51,7 @@ def server_options(args: argparse.Namespace):
     Number(low=1).check(max_pixels, "--max-pixels", LiifError)
     Number(int, 0, 65535).check(args.port, "--port", LiifError)
     return ServeOptions(max_scale=args.max_scale, max_pixels=int(max_pixels), precision=args.precision,
+                        kernel=args.kernel, compile=args.compile,
                         image_cache_bytes=int(args.cache_mb * 2**20),
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20))
 

@@ -41,10 +41,9 @@ from liif.distributed import Processes, global_sum, start_processes, stop_proces
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
-from liif.kernels import QUERY_KERNELS, set_query_kernel
 from liif.pipeline import Background, prefetch
-from liif.runtime import COMPILE_MODES, check_precision
-from liif.upscale import DEFAULT_MAX_PIXELS, check_target, render_picture, resolve_model
+from liif.runtime import check_precision
+from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
 from liif.video.upscale import output_suffix as clip_output_suffix
@@ -72,9 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     geometry.add_argument("--region", metavar="X0,Y0,X1,Y1",
                           help="render only this window of the input (input pixels, floats allowed)")
     add_model_options(parser)
-    parser.add_argument("--kernel", default="torch", choices=QUERY_KERNELS,
-                        help="what runs a LIIF query: torch (default) or a Triton kernel on CUDA (opt-in until "
-                        "measured faster on a card; see README)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
@@ -94,9 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
     parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
                         "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
-    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
-                        help="run the decoder's query chunks compiled by torch.compile: default, or reduce-overhead "
-                        "(CUDA graphs too, on a GPU); the first picture pays for compiling (default none: eager)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
     video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
@@ -237,8 +230,6 @@ def run(args: argparse.Namespace) -> int:
         raise LiifError(f"--tile must be at least 1, got {args.tile}")
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
-    if args.compile != "none" and args.precision == "int8":
-        raise LiifError("--compile does not run int8 queries (int8 compiles its own steps); leave one out")
     procs = start_processes(args.device)
     code = upscale_batch(args, geometry, procs)
     stop_processes(procs, wait=True)
@@ -259,10 +250,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
-    model = set_query_kernel(resolve_model(args.model, device), args.kernel, device)
-    check_precision(device, args.precision, model)
-    if args.compile != "none":
-        model.compile_queries(args.compile)
+    model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:

@@ -78,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     if args.output is not None:
         zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
-             args.device, args.precision, args.overwrite, progress=not args.quiet)
+             args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
+             compile=args.compile)
     return 0

@@ -23,8 +23,8 @@ from liif.fileio import write_text
 from liif.models.implicit import ImplicitModel
 from liif.renderer import render
 from liif.resize import pil_bicubic
-from liif.runtime import autocast, check_precision, pick_device
-from liif.upscale import resolve_model
+from liif.runtime import autocast, pick_device
+from liif.upscale import configure_model, resolve_model
 
 LR_SOURCES = ("auto", "files") + DEGRADATIONS
 FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
@@ -194,11 +194,12 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
              model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1),
-             cell_clip: bool = True) -> EvalResults:
+             cell_clip: bool = True, kernel: str | None = None, compile: str = "none") -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
     ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
     only the r-th of every W (dataset, scale, image) items, for W processes sharing the work. ``cell_clip``
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
+    ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
 
     Every dataset and scale is checked before the model loads, so bad input fails at once.
     """
@@ -209,7 +210,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
         model = resolve_model(model, pick_device(device))
-    check_precision(next(model.parameters()).device, precision, model)
+    model = configure_model(model, precision, kernel, compile)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
     mine = items[shard[0]::shard[1]]

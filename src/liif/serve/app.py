@@ -46,7 +46,7 @@ DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must n
 
 @dataclass
 class ServeOptions:
-    """How the server renders: limits, caches (bytes) and the model's precision."""
+    """How the server renders: limits, caches (bytes), and the model's precision, query kernel and compile mode."""
 
     max_scale: float = 32.0
     max_pixels: int = DEFAULT_SERVE_PIXELS
@@ -55,6 +55,8 @@ class ServeOptions:
     feature_cache_bytes: int = 512 << 20
     picture_cache_bytes: int = 256 << 20
     precision: str = "fp32"
+    kernel: str | None = None
+    compile: str = "none"
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Service:
         self.options = options or ServeOptions()
         Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
         self.library = Library(paths)
-        self.model = model_on(model, device, self.options.precision)
+        self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.pictures = Pictures(self.options.picture_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)

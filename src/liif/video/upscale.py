@@ -171,13 +171,14 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
                   device: str = "auto", precision: str = "fp32", self_ensemble: bool = False, alpha: str = "model",
                   max_pixels: int = DEFAULT_MAX_PIXELS, tile: int | None = None, batch: int | None = None,
                   codec: str | None = None, crf: int | None = None, preset: str | None = None,
-                  pix_fmt: str | None = None, overwrite: bool = False, progress: bool = False) -> VideoResult:
+                  pix_fmt: str | None = None, overwrite: bool = False, progress: bool = False,
+                  kernel: str | None = None, compile: str = "none") -> VideoResult:
     """Upscale the video or animation ``src`` into ``dst`` (its suffix picks the kind: .mp4 .mkv .mov .webm,
     .gif .webp .png, or a folder of PNG frames). ``size`` is (W, H) per frame; ``region`` x0,y0,x1,y1 crops
     every frame; ``codec`` h264 (default), vp9 (.webm default), av1 or ffv1 (lossless); ``batch`` frames per
-    model call (default 1 on a CPU, 4 on a GPU)."""
+    model call (default 1 on a CPU, 4 on a GPU); ``kernel`` and ``compile`` as ``liif.upscale.model_on``."""
     geometry = Geometry(scale, size, width, height, region)
-    net = model_on(model, device, precision)
+    net = model_on(model, device, precision, kernel, compile)
     options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
                            overwrite)
     with torch.no_grad():
