@@ -3,6 +3,7 @@ over an input, or over another output of the run, and a killed write leaves noth
 
 from __future__ import annotations
 
+import importlib
 import io
 import itertools
 import os
@@ -93,7 +94,7 @@ def test_non_finite_render_writes_nothing(picture, tmp_path, crop, capsys, monke
         list(model.parameters())[-1].fill_(float("nan"))
     with pytest.raises(LiifError, match="NaN or infinite values; nothing was written"):
         liif.upscale(crop, scale=2, model=model, device="cpu")
-    monkeypatch.setattr(liif.commands.upscale, "resolve_model", lambda name, device: model)
+    monkeypatch.setattr(importlib.import_module("liif.upscale"), "resolve_model", lambda name, device: model)
     code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", tmp_path / "out.png")
     assert code == 1
     assert lines == [f"liif upscale: error: {picture}: the model gave NaN or infinite values; nothing was written"]
