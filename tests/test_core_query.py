@@ -150,3 +150,31 @@ def test_reference_path_keeps_coordinates_in_float32_under_bf16(released, name: 
             errors[path] = (bf16 - fp32).abs().max().item()
     model.query_path = "fast"
     assert errors["reference"] < 1.5 * errors["fast"] + 1e-3, errors
+
+
+def test_under_bf16_autocast_the_hidden_layers_run_in_bf16_and_the_blend_in_fp32(released, monkeypatch) -> None:
+    """Reduced precision where it is cheap to lose: the MLP's GEMMs; index maths, coordinates and the ensemble
+    blend stay fp32, so the answer comes back fp32."""
+    import liif.models.liif as liif_module
+
+    released.query_path = "fast"
+    layer_inputs, blend_inputs = [], []
+    hooks = [linear.register_forward_hook(lambda m, args, out: layer_inputs.append(args[0].dtype))
+             for linear in released.imnet.linears[1:]]
+    plain_weights = liif_module.blend_weights
+
+    def recorded_weights(areas, local_ensemble):
+        blend_inputs.extend(area.dtype for area in areas)
+        return plain_weights(areas, local_ensemble)
+
+    monkeypatch.setattr(liif_module, "blend_weights", recorded_weights)
+    coord = make_coord((40, 40)).unsqueeze(0)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = released(torch.rand(1, 3, 12, 12) * 2 - 1, coord, make_cell(coord, (40, 40)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert layer_inputs and set(layer_inputs) == {torch.bfloat16}
+    assert blend_inputs and set(blend_inputs) == {torch.float32}
+    assert out.dtype == torch.float32
