@@ -690,20 +690,6 @@ def section_query(ctx: Ctx, result: Result) -> None:
         del inp, coord, cell
 
 
-def counted_kernel_launches(counts: dict[str, int]) -> None:
-    """Count the calls of liif.kernels.triton_query's entry points in ``counts`` (a fall-back to torch shows)."""
-    from liif.kernels import triton_query
-
-    for name in ("fused_query", "first_layer"):
-        original = getattr(triton_query, name)
-
-        def counted(*args, original=original):
-            counts["launches"] += 1
-            return original(*args)
-
-        setattr(triton_query, name, counted)
-
-
 # Fused-kernel settings tried after the defaults, in bf16 (the GPU's precision): (BLOCK_ROWS, NUM_WARPS,
 # PROGRAMS_PER_SM, BLOCK_K) of liif.kernels.triton_query, to tune it from the one run a card is lent for.
 TRITON_SETTING = ("BLOCK_ROWS", "NUM_WARPS", "PROGRAMS_PER_SM", "BLOCK_K")
@@ -724,8 +710,6 @@ def section_triton(ctx: Ctx, result: Result) -> None:
     result.update(input=f"{in_size[1]}x{in_size[0]}", output=f"{out_size[1]}x{out_size[0]}", repeats=repeats,
                   chunk=chunk, default_setting=list(default))
     model = released_model(ctx)
-    counts = {"launches": 0}
-    counted_kernel_launches(counts)
     torch.manual_seed(0)
     inp = torch.rand(1, 3, *in_size, device=ctx.device) * 2 - 1
     coord, cell = coords_for(ctx, out_size)
@@ -750,7 +734,7 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                 with torch.no_grad(), ctx.precision(mode):
                     for i in range(repeats + 1):
                         if i == 1:
-                            counts["launches"] = 0
+                            launched = sum(triton_query.LAUNCHES.values())
                         ctx.sync()
                         start = time.perf_counter()
                         pred = model.query_chunked(latents[mode], coord, cell, chunk_size=chunk)
@@ -762,7 +746,7 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                     setattr(triton_query, name, value)
             best = min(times[1:])
             stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
-                     "fps": 1 / best, "launches": counts["launches"]}
+                     "fps": 1 / best, "launches": sum(triton_query.LAUNCHES.values()) - launched}
             if kernel == "torch":
                 outputs[mode] = pred
             elif mode in outputs:

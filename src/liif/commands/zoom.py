@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+
 ZOOM = Number(low=0, high=1e6, low_open=True)  # output pixels per picture pixel
 
 

@@ -40,10 +40,8 @@ def check_kernel(name: str, device: torch.device) -> None:
 def set_query_kernel(model: torch.nn.Module, name: str, device: torch.device) -> torch.nn.Module:
     """``model`` with its query kernel set to ``name``, once checked; ``torch`` suits every model."""
     check_kernel(name, device)
-    if name != "torch":
-        if not hasattr(model, "query_kernel"):
-            raise LiifError(f"kernel {name} serves LIIF decoders; this model is {type(model).__name__}")
+    if hasattr(model, "query_kernel"):
         model.query_kernel = name
-    elif hasattr(model, "query_kernel"):
-        model.query_kernel = name
+    elif name != "torch":
+        raise LiifError(f"kernel {name} serves LIIF decoders; this model is {type(model).__name__}")
     return model

@@ -34,6 +34,8 @@ INTERPRETED_BLOCK_ROWS = 64
 INTERPRETED_PROGRAMS = 3
 MAX_OUT = 16  # the output layer's width is padded to this (tl.dot's smallest tile)
 TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Calls of each entry point so far, so that tests and benchmarks can tell a kernel ran from a fall-back to torch.
+LAUNCHES = {"first_layer": 0, "fused_query": 0}
 
 
 def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hidden_weight_ptr, hidden_bias_ptr,
@@ -208,14 +210,15 @@ def first_layer(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor,
     """ReLU(table[rows] + terms @ extra_weight^T): the first hidden activation (members * queries, width) in the
     table's dtype, from ``rows`` (members * queries,), ``terms`` (members, queries, T) and ``extra_weight``
     (width, T), the first layer's last T columns."""
+    LAUNCHES["first_layer"] += 1
     out = torch.empty(rows.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
     return launch(table, rows, terms, extra_weight, None, [], out)
 
 
-def fused_query(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, blend: torch.Tensor,
-                linears: list[nn.Linear]) -> torch.Tensor:
+def fused_query(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_weight: torch.Tensor,
+                blend: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
     """The blended prediction (queries, out_dim) in fp32: ``first_layer``, then ``linears[1:]`` with ReLU between,
     per member, weighted by ``blend`` (members, queries) and summed over members."""
-    extra_weight = linears[0].weight[:, linears[0].weight.shape[1] - terms.shape[-1]:]
+    LAUNCHES["fused_query"] += 1
     out = torch.empty(terms.shape[1], linears[-1].out_features, dtype=torch.float32, device=table.device)
     return launch(table, rows, terms, extra_weight, blend, linears, out)

@@ -39,8 +39,9 @@ class LatentWindow:
         # Indices are clamped to the grid, so only a true window can be left; skipping the check on the whole
         # grid saves a device-to-host sync per chunk, and skipping it when compiling a graph break (the renderer,
         # which compiled queries serve, never reaches beyond its windows).
-        if self.shape != self.grid_shape and not torch.compiler.is_compiling() and bool((local_y.min() < 0) | (local_y.max() >= rows)
-                                                  | (local_x.min() < 0) | (local_x.max() >= cols)):
+        checked = self.shape != self.grid_shape and not torch.compiler.is_compiling()
+        if checked and bool((local_y.min() < 0) | (local_y.max() >= rows) | (local_x.min() < 0)
+                            | (local_x.max() >= cols)):
             raise ValueError("a query reaches a latent outside the window these latents cover")
         batch_offset = torch.arange(iy.shape[-2], device=iy.device).unsqueeze(-1) * (rows * cols)
         return (local_y * cols + local_x + batch_offset).reshape(-1)

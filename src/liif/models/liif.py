@@ -219,7 +219,8 @@ class LIIF(TwoPathModel):
 
             if self.query_kernel == "triton" and triton_query.fused_supported(table, terms, linears):
                 weights = torch.stack(blend_weights(areas, self.local_ensemble)).view(len(shifts), -1)
-                return triton_query.fused_query(table, rows, terms, weights, linears).view(batch, n_queries, -1)
+                return triton_query.fused_query(table, rows, terms, extra_weight, weights,
+                                                linears).view(batch, n_queries, -1)
             if triton_query.first_layer_supported(table, terms):
                 hidden = mlp_layers(triton_query.first_layer(table, rows, terms, extra_weight), linears[1:])
         if hidden is None:
