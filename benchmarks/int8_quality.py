@@ -29,7 +29,7 @@ from liif.evaluation.runner import evaluate
 from liif.fileio import write_text
 from liif.models import int8
 from liif.geometry import make_cell, make_coord
-from liif.runtime import autocast, cpu_flags, cpu_has_bf16, cpu_has_int8
+from liif.runtime import autocast, cpu_flags, cpu_has_bf16, cpu_has_int8, cpu_info
 
 SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set14"
 SPEED_IMAGE, SPEED_CROP, SPEED_SCALE = "baboon.png", 128, 4
@@ -38,12 +38,7 @@ MAX_MEAN_LOSS, MAX_WORST_LOSS, MIN_SPEED_UP = 0.02, 0.1, 1.5
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                        platform.processor())
-    except OSError:
-        return platform.processor()
+    return cpu_info().get("model name") or platform.processor()
 
 
 def measured(precision: str) -> tuple[contextlib.AbstractContextManager, str]:
