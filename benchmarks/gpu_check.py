@@ -668,7 +668,7 @@ def section_query(ctx: Ctx, result: Result) -> None:
                 for chunk in chunks:
                     holder = {}
 
-                    def run(path=path, chunk=chunk, holder=holder):
+                    def run(path=path, chunk=chunk, holder=holder, inp=inp, coord=coord, cell=cell):
                         stats, pred = render_timed(ctx, models[path], inp, coord, cell, chunk, mode, repeats)
                         holder["pred"] = pred
                         return stats

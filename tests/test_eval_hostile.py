@@ -103,10 +103,11 @@ def test_evaluate_checks_its_scales(tmp_path):
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
 
 
-@pytest.mark.parametrize("threads", ["0", "-1"])
-def test_threads_below_one_are_refused(tmp_path, capsys, threads):
+@pytest.mark.parametrize("option,value", [("--threads", "0"), ("--threads", "-1"), ("--chunk-size", "0")])
+def test_counts_below_one_are_refused(tmp_path, capsys, option, value):
     data = flat_folder(tmp_path / "flat")
-    expect_error(capsys, "--threads must be at least 1", "--data", str(data), "--scales", "2", "--threads", threads)
+    expect_error(capsys, f"{option} must be an int >= 1, got {value}", "--data", str(data), "--scales", "2",
+                 option, value)
 
 
 def test_a_16_bit_hr_image_is_named(tmp_path, capsys):

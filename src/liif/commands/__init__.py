@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from liif.bounds import COUNT, Number
+from liif.errors import LiifError
 from liif.kernels import QUERY_KERNELS
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import COMPILE_MODES, PRECISIONS
@@ -23,3 +27,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
                         help="run the decoder's query chunks compiled by torch.compile: default, or reduce-overhead "
                         "(CUDA graphs too, on a GPU); the first render pays for compiling (default none: eager)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads``, for the commands that render in the foreground (``set_threads`` applies it)."""
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads; None keeps its default. A LiifError below 1."""
+    if threads is not None:
+        torch.set_num_threads(COUNT.check(threads, "--threads", LiifError))
+
+
+def checked_max_pixels(max_pixels: float) -> int:
+    """``--max-pixels`` as a whole number of pixels; a LiifError for anything below one pixel."""
+    return int(Number(low=1).check(max_pixels, "--max-pixels", LiifError))

@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from liif.commands import add_model_options
+from liif.bounds import COUNT
+from liif.commands import add_model_options, add_threads_option, set_threads
 from liif.distributed import gather_sharded, start_processes, stop_processes
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
@@ -44,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -64,12 +63,9 @@ def parse_scales(text: str | None, protocol: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise LiifError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise LiifError(f"--chunk-size must be positive, got {args.chunk_size}")
+    set_threads(args.threads)
+    if args.chunk_size is not None:
+        COUNT.check(args.chunk_size, "--chunk-size", LiifError)
     scales = parse_scales(args.scales, args.protocol)
     procs = start_processes(args.device)
     if args.out:

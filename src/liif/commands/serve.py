@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from liif.bounds import POSITIVE, Number
-from liif.commands import add_model_options
+from liif.commands import add_model_options, checked_max_pixels
 from liif.errors import LiifError
 
 DEFAULT_PORT = 8182
@@ -47,10 +47,9 @@ def server_options(args: argparse.Namespace):
 
     for name in ("cache_mb", "feature_cache_mb"):  # --max-scale: the Service checks it
         POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)
-    max_pixels = DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels
-    Number(low=1).check(max_pixels, "--max-pixels", LiifError)
+    max_pixels = checked_max_pixels(DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels)
     Number(int, 0, 65535).check(args.port, "--port", LiifError)
-    return ServeOptions(max_scale=args.max_scale, max_pixels=int(max_pixels), precision=args.precision,
+    return ServeOptions(max_scale=args.max_scale, max_pixels=max_pixels, precision=args.precision,
                         kernel=args.kernel, compile=args.compile,
                         image_cache_bytes=int(args.cache_mb * 2**20),
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20))

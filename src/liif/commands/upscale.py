@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import os
 import sys
 import time
@@ -36,7 +35,8 @@ from typing import Iterable, Iterator
 import torch
 from tqdm import tqdm
 
-from liif.commands import add_model_options
+from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
+from liif.bounds import COUNT
 from liif.distributed import Processes, global_sum, start_processes, stop_processes
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     geometry.add_argument("--region", metavar="X0,Y0,X1,Y1",
                           help="render only this window of the input (input pixels, floats allowed)")
     add_model_options(parser)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
     parser.add_argument("--alpha", default="model", choices=("model", "bicubic"),
@@ -220,14 +220,10 @@ def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     geometry = Geometry.parse(args.scale, args.size, args.width, args.height, args.region)
-    if not (math.isfinite(args.max_pixels) and args.max_pixels >= 1):
-        raise LiifError(f"--max-pixels must be a number >= 1, got {args.max_pixels:g}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise LiifError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.tile is not None and args.tile < 1:
-        raise LiifError(f"--tile must be at least 1, got {args.tile}")
+    args.max_pixels = checked_max_pixels(args.max_pixels)
+    set_threads(args.threads)
+    if args.tile is not None:
+        COUNT.check(args.tile, "--tile", LiifError)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
     procs = start_processes(args.device)
@@ -336,7 +332,7 @@ def read_planned(source: Path, destination: Path, geometry: Geometry, args: argp
     """Read a picture, plan its output and check the output path: everything that can refuse it before rendering."""
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
-    check_target(target, picture, int(args.max_pixels))
+    check_target(target, picture, args.max_pixels)
     check_output(destination, (*target.size, picture.pixels.shape[2]), args.overwrite)
     return picture, target
 
@@ -345,6 +341,6 @@ def upscale_moving(model, source: Path, destination: Path, geometry: Geometry, a
                    progress: bool) -> None:
     """Upscale a video or an animation: it streams through its own reading and writing threads."""
     options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
-                           args.alpha, args.precision, args.tile, int(args.max_pixels), args.overwrite)
+                           args.alpha, args.precision, args.tile, args.max_pixels, args.overwrite)
     upscale_clip(model, source, destination, geometry, options, progress,
                  note=lambda text: tqdm.write(f"liif upscale: note: {source}: {text}", file=sys.stderr))
