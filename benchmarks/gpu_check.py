@@ -56,7 +56,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 # case, video); the sections an H200 already measured (BENCHMARKS.md) last, where the budget allows.
 SECTIONS = [
     ("device", "a. Device", 60, 10),
-    ("render", "g. End-to-end render, 1920x1080 -> 3840x2160: eager vs compiled queries", 150, 90),
+    ("render", "g. End-to-end render, 1920x1080 -> 3840x2160: query kernels, eager vs compiled", 180, 90),
     ("triton", "b. Triton query kernels against torch", 40, 20),
     ("train", "d. Training iterations per second, eager", 90, 25),
     ("train_compile", "d. Training with torch.compile", 110, 60),
@@ -409,21 +409,22 @@ def render_query_compile(sec: dict, report: dict) -> list[str]:
 
 def render_render(sec: dict, report: dict) -> list[str]:
     cases = ok_cases(sec)
-    eager = next((c for c in cases if c["compile"] == "none"), None)
-    rows = [[c["compile"], fmt(c["first_s"], 1), fmt(c["seconds"], 3), sig(c["fps"]), sig(c["mp_per_s"]),
+    eager = next((c for c in cases if c["compile"] == "none" and c.get("kernel", "torch") == "torch"), None)
+    rows = [[c["compile"], c.get("kernel", "torch"), fmt(c["first_s"], 1), fmt(c["seconds"], 3), sig(c["fps"]), sig(c["mp_per_s"]),
              fmt(c["fps"] / eager["fps"], 2) + "x" if eager else "-",
              fmt(c.get("max_abs_diff"), 5) if isinstance(c.get("max_abs_diff"), float) else "-",
-             fmt(c.get("peak_mib"), 0)] for c in cases]
+             c.get("launches", "-"), fmt(c.get("peak_mib"), 0)] for c in cases]
     lines = [f"liif.render of a random {sec.get('input', '?')} picture to {sec.get('output', '?')}, "
              f"{sec.get('precision', '?')} autocast, tile {sec.get('tile', '?')} (auto), default chunk, released "
              "EDSR-baseline-LIIF put on the device by liif.upscale.resolve_model (channels-last encoder on CUDA); "
              f"best of {sec.get('repeats', '?')} after the first run (which compiles). Compiled: "
-             "model.compile_queries(mode), i.e. liif upscale --compile MODE.", ""]
-    lines += table(["compile", "first run (s)", "seconds", "frames/s", "output MP/s", "vs eager",
-                    "max abs diff vs eager", "peak MiB"], rows)
+             "model.compile_queries(mode), i.e. liif upscale --compile MODE; kernel: liif upscale --kernel.", ""]
+    lines += table(["compile", "kernel", "first run (s)", "seconds", "frames/s", "output MP/s", "vs eager",
+                    "max abs diff vs eager", "Triton launches", "peak MiB"], rows)
     if cases:
         best = max(cases, key=lambda c: c["fps"])
-        lines += ["", f"Fastest: **{best['compile']}** ({sig(best['fps'])} frames/s)."]
+        lines += ["", f"Fastest: **compile {best['compile']}, kernel {best.get('kernel', 'torch')}** "
+                      f"({sig(best['fps'])} frames/s)."]
     return lines
 
 
@@ -992,9 +993,16 @@ def section_video(ctx: Ctx, result: Result) -> None:
         attempt(ctx, result, f"{precision} batch {batch}", run, precision=precision, batch=batch)
 
 
+def kernel_launches() -> int:
+    """Calls of the Triton kernels so far (0 where Triton was never imported)."""
+    query_module = sys.modules.get("liif.kernels.triton_query")
+    return sum(query_module.LAUNCHES.values()) if query_module else 0
+
+
 def section_render(ctx: Ctx, result: Result) -> None:
     import liif
     import render_speed
+    from liif.kernels import interpreting
     from liif.runtime import autocast, render_tile
     from liif.upscale import resolve_model
 
@@ -1010,23 +1018,37 @@ def section_render(ctx: Ctx, result: Result) -> None:
     torch.manual_seed(0)
     image = torch.rand(1, 3, *in_size, device=ctx.device)
     outputs = {}
-    for mode in ("none", "default", "reduce-overhead"):
+    # Eager with each query kernel (liif upscale --kernel), then torch's query compiled both ways.
+    plan = [("none", "torch")]
+    if ctx.cuda or interpreting():  # on a CPU, Triton's interpreter rehearses them
+        plan += [("none", "triton-first-layer"), ("none", "triton")]
+    plan += [("default", "torch"), ("reduce-overhead", "torch")]
+    for mode, kernel in plan:
+        label = f"compile {mode}" if kernel == "torch" else f"kernel {kernel}"
         if mode != "none" and ctx.left() < 45:  # a compile that cannot finish measures nothing
-            result["cases"].append({"label": f"compile {mode}", "compile": mode,
+            result["cases"].append({"label": label, "compile": mode, "kernel": kernel,
                                     "error": f"skipped: {ctx.left():.0f} s left in the section"})
             result.save()
             continue
 
-        def run(mode=mode):
+        def run(mode=mode, kernel=kernel):
             model.compile_queries(mode)
-            stats = render_speed.measure(model, image, out_size, precision, None, None, repeats, ctx.sync)
-            with autocast(ctx.device, precision):
-                outputs[mode] = liif.render(model, image, out_size).float()
-            if mode != "none" and "none" in outputs:
-                stats["max_abs_diff"] = float((outputs.pop(mode) - outputs["none"]).abs().max())
+            model.query_kernel = kernel
+            launches = kernel_launches()
+            try:
+                stats = render_speed.measure(model, image, out_size, precision, None, None, repeats, ctx.sync)
+                with autocast(ctx.device, precision):
+                    output = liif.render(model, image, out_size).float()
+            finally:
+                model.query_kernel = "torch"
+            stats["launches"] = kernel_launches() - launches  # 0 for a Triton kernel: it fell back to torch
+            if "none torch" in outputs:
+                stats["max_abs_diff"] = float((output - outputs["none torch"]).abs().max())
+            else:
+                outputs[f"{mode} {kernel}"] = output
             return stats
 
-        attempt(ctx, result, f"compile {mode}", run, compile=mode)
+        attempt(ctx, result, label, run, compile=mode, kernel=kernel)
 
 
 CHILDREN = {"device": lambda ctx, result: None,  # run before the CUDA check in run_child
