@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import liif
 import liif.runtime
 from conftest import BENCHMARKS, REFERENCE, both_paths_training_step, shared_file
-from facts import CONFIGS
+from facts import CONFIGS, SMALL
 from liif.geometry import make_cell, make_coord
 from liif.imageio import read_picture
 
@@ -84,6 +86,21 @@ def test_both_paths_agree_on_every_variant(name: str) -> None:
     coord = make_coord((23, 31)).unsqueeze(0)
     with torch.no_grad():
         expected, fast = both_paths(model, inp, coord, make_cell(coord, (23, 31)))
+    assert (fast - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["liif", "lte"])
+def test_a_decoder_without_hidden_layers_answers_alike_on_both_paths(name: str) -> None:
+    """An MLP with ``hidden_list: []`` is one Linear: its first layer is the output, with no ReLU after it."""
+    torch.manual_seed(0)
+    spec = copy.deepcopy(SMALL[name])
+    spec["args"]["imnet_spec"]["args"]["hidden_list"] = []
+    model = liif.make(spec).eval()
+    inp = torch.rand(1, 3, 9, 13) * 2 - 1
+    coord = make_coord((23, 31)).unsqueeze(0)
+    with torch.no_grad():
+        expected, fast = both_paths(model, inp, coord, make_cell(coord, (23, 31)))
+    assert expected.min() < 0  # the output is not clipped by a ReLU on either path
     assert (fast - expected).abs().max() <= 1e-5
 
 

@@ -97,7 +97,10 @@ def fused_linear_relu_available(hidden: torch.Tensor) -> bool:
 
 
 def mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
-    """ReLU then each Linear in turn, from the first layer's pre-activations to the output."""
+    """ReLU then each Linear in turn, from the first layer's pre-activations to the output (which they are when
+    the MLP has no hidden layer)."""
+    if not linears:
+        return hidden
     if int8.active(hidden):
         return int8.int8_mlp_tail(hidden, linears)
     return mlp_layers(F.relu(hidden), linears)
@@ -221,7 +224,7 @@ class LIIF(TwoPathModel):
                 weights = torch.stack(blend_weights(areas, self.local_ensemble)).view(len(shifts), -1)
                 return triton_query.fused_query(table, rows, terms, extra_weight, weights,
                                                 linears).view(batch, n_queries, -1)
-            if triton_query.first_layer_supported(table, terms):
+            if triton_query.first_layer_supported(table, terms) and len(linears) > 1:  # else no ReLU follows
                 hidden = mlp_layers(triton_query.first_layer(table, rows, terms, extra_weight), linears[1:])
         if hidden is None:
             hidden = mlp_tail(torch.addmm(table.index_select(0, rows), terms.view(rows.shape[0], -1),
