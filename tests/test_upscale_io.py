@@ -127,3 +127,15 @@ def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypat
     assert (tmp_path / "classic.tiff").read_bytes()[:4] == b"II*\x00"
     assert (tmp_path / "big.tiff").read_bytes()[:4] == b"II+\x00"
     np.testing.assert_array_equal(read_picture(tmp_path / "big.tiff").pixels, crop)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    ({"size": 640}, "size must be two numbers"),
+    ({"scale": 2, "region": 5}, "region must be four finite numbers"),
+    ({"scale": 2, "tile": 0}, "tile must be an int >= 1, got 0"),
+    ({"scale": 2, "tile": -4}, "tile must be an int >= 1, got -4"),
+    ({"scale": 2, "tile": 2.5}, "tile must be an int >= 1, got 2.5"),
+])
+def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
+    with pytest.raises(LiifError, match=message):
+        liif.upscale(crop, model=model, **arguments)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from liif import load_model
+from liif import load_model, make
+from liif.errors import LiifError
 from liif.geometry import Geometry, Grid
 from liif.imageio import Picture
 from liif.normalization import DataNorm
@@ -116,3 +117,12 @@ def test_a_model_without_windowed_latents_renders_in_one_block():
     assert len(blocks) == 1 and blocks[0][:2] == (0, 0)
     expected = model.data_norm.to_pixels(torch.from_numpy(data["x3.7.pred"])).view(1, *size, 3).permute(0, 3, 1, 2)
     assert (blocks[0][2] - expected).abs().max().item() <= 1e-6
+
+
+def test_an_encoder_that_upsamples_is_refused_not_rendered_wrong():
+    """Tiles and latent windows are cut in input pixels: an encoder whose grid is larger cannot be rendered."""
+    torch.manual_seed(0)
+    model = make({"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
+        "n_resblocks": 1, "n_feats": 8, "scale": 2, "no_upsampling": False}}}}).eval()
+    with pytest.raises(LiifError, match=r"keeps the input's size \(no_upsampling\), got \(16, 20\) from \(8, 10\)"):
+        render(model, real_patch()[:, :, :8, :10], (16, 20))

@@ -4,7 +4,9 @@ a single process needs nothing."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -50,6 +52,19 @@ def stop_processes(procs: Processes, wait: bool = False) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def joined_processes(device: str) -> Iterator[Processes]:
+    """``start_processes`` for the length of a with-block; at its end every process waits for the others and
+    leaves the group, or, where the block raised, leaves at once."""
+    procs = start_processes(device)
+    try:
+        yield procs
+    except BaseException:
+        stop_processes(procs)
+        raise
+    stop_processes(procs, wait=True)
 
 
 def global_mean(value: torch.Tensor, procs: Processes) -> torch.Tensor:

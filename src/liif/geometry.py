@@ -93,6 +93,7 @@ def format_region(region: Sequence[float]) -> str:
 
 
 def round_half_up(value: float) -> int:
+    """``value`` to the nearest whole number, halves up (as output sizes are rounded)."""
     return int(math.floor(value + 0.5))
 
 
@@ -138,14 +139,14 @@ class Geometry:
                 raise LiifError(f"scale must be one number or two (sy, sx), got {len(pair)}")
             object.__setattr__(self, "scale", tuple(bounded(v, "scale") for v in pair))
         if self.size is not None:
-            if len(self.size) != 2:
+            if not isinstance(self.size, (tuple, list)) or len(self.size) != 2:
                 raise LiifError(f"size must be two numbers (width, height), got {self.size!r}")
             object.__setattr__(self, "size", tuple(bounded(v, "size", integer=True) for v in self.size))
         for name in ("width", "height"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, bounded(getattr(self, name), name, integer=True))
         if self.region is not None:
-            if len(self.region) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not isinstance(self.region, (tuple, list)) or len(self.region) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                 and abs(v) <= MAX_SIDE for v in self.region):
                 raise LiifError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
             object.__setattr__(self, "region", tuple(float(v) for v in self.region))

@@ -17,8 +17,6 @@ class ByteLRU(Generic[Value]):
         self.max_bytes = max_bytes
         self.size_of = size_of
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
         self._items: OrderedDict[Hashable, tuple[Value, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -29,9 +27,7 @@ class ByteLRU(Generic[Value]):
         with self._lock:
             item = self._items.get(key)
             if item is None:
-                self.misses += 1
                 return None
-            self.hits += 1
             self._items.move_to_end(key)
             return item[0]
 

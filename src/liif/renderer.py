@@ -20,6 +20,8 @@ from typing import Callable, Hashable, Iterator
 
 import torch
 
+from liif.bounds import COUNT
+from liif.errors import LiifError
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel
@@ -89,6 +91,7 @@ NEXT_TOKEN = itertools.count()
 
 
 def model_token(model: ImplicitModel) -> int:
+    """The number ``model`` holds in ``MODEL_TOKENS`` (given on first use)."""
     if model not in MODEL_TOKENS:
         MODEL_TOKENS[model] = next(NEXT_TOKEN)
     return MODEL_TOKENS[model]
@@ -133,6 +136,11 @@ def pick_tile(model: ImplicitModel, grid: Grid, latent_shape: tuple[int, int], t
     return min(tile, 1 << (side.bit_length() - 1))
 
 
+def checked_tile(tile: int | None) -> int | None:
+    """``tile`` (None: the device's) if it is a whole number of latents, at least one; else a LiifError."""
+    return tile if tile is None else COUNT.check(tile, "tile", LiifError)
+
+
 def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
     """[lo, hi) cut to [0, n)."""
     return max(lo, 0), min(hi, n)
@@ -150,7 +158,7 @@ def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: in
     inp = model.data_norm.to_model(image)
     key = None if cache is None else input_key(model, inp, source)
     h, w = inp.shape[-2:]
-    if tile is None:
+    if checked_tile(tile) is None:
         tile = render_tile(inp.device, inp.shape[0])
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
     axes = [grid.axis(dim, inp.device) for dim in (0, 1)]
@@ -184,7 +192,11 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
     feat_rows, feat_cols, grid_shape = symmetry.window(feat_rows, feat_cols, shape)
 
     def encode() -> torch.Tensor:
-        feat = model.encode(symmetry.image(window))
+        window_image = symmetry.image(window)
+        feat = model.encode(window_image)
+        if feat.shape[-2:] != window_image.shape[-2:]:  # tiles and latents are cut in input pixels
+            raise LiifError(f"rendering needs an encoder that keeps the input's size (no_upsampling), got "
+                            f"{tuple(feat.shape[-2:])} from {tuple(window_image.shape[-2:])}")
         return feat[:, :, feat_rows[0] - in_rows[0]:feat_rows[1] - in_rows[0],
                     feat_cols[0] - in_cols[0]:feat_cols[1] - in_cols[0]]
 

@@ -17,7 +17,7 @@ import sys
 
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
-from liif.distributed import gather_sharded, start_processes, stop_processes
+from liif.distributed import gather_sharded, joined_processes
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
@@ -67,18 +67,18 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_size is not None:
         COUNT.check(args.chunk_size, "--chunk-size", LiifError)
     scales = parse_scales(args.scales, args.protocol)
-    procs = start_processes(args.device)
-    if args.out:
-        prepare_out_dir(args.out)
-    results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize, args.self_ensemble,
-                       args.chunk_size, procs.device, progress=not args.quiet and procs.is_main,
-                       precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip,
-                       kernel=args.kernel, compile=args.compile)
-    results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
-    if procs.is_main:
-        print(results.markdown())
+    with joined_processes(args.device) as procs:
         if args.out:
-            results.write(args.out)
-            print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
-    stop_processes(procs, wait=True)
+            prepare_out_dir(args.out)
+        results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize,
+                           args.self_ensemble, args.chunk_size, procs.device,
+                           progress=not args.quiet and procs.is_main, precision=args.precision,
+                           shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip, kernel=args.kernel,
+                           compile=args.compile)
+        results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
+        if procs.is_main:
+            print(results.markdown())
+            if args.out:
+                results.write(args.out)
+                print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
     return 0

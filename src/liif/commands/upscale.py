@@ -36,13 +36,12 @@ import torch
 from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
-from liif.bounds import COUNT
-from liif.distributed import Processes, global_sum, start_processes, stop_processes
+from liif.distributed import Processes, global_sum, joined_processes
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
 from liif.pipeline import Background, prefetch
-from liif.runtime import check_precision
+from liif.renderer import checked_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
@@ -222,31 +221,27 @@ def run(args: argparse.Namespace) -> int:
     geometry = Geometry.parse(args.scale, args.size, args.width, args.height, args.region)
     args.max_pixels = checked_max_pixels(args.max_pixels)
     set_threads(args.threads)
-    if args.tile is not None:
-        COUNT.check(args.tile, "--tile", LiifError)
+    checked_tile(args.tile)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
-    procs = start_processes(args.device)
-    code = upscale_batch(args, geometry, procs)
-    stop_processes(procs, wait=True)
-    return code
+    with joined_processes(args.device) as procs:
+        return upscale_batch(args, geometry, procs)
 
 
 def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes) -> int:
     """Plan every output, skip existing ones if asked, then upscale this process's share (rank r of W takes
     jobs r, r+W, ...); rank 0 reports planning failures and the summary of all processes."""
     device = procs.device
-    check_precision(device, args.precision)
     suffix = output_suffix(args)
     files, failures, batch = expand_inputs(args.inputs, suffix)
     if not files and not failures:
         raise LiifError(f"no input files match {' '.join(args.inputs)}")
     single = single_output(args, batch)
+    model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
     prepare_output_folder(args, batch)
     jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
-    model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:
@@ -343,4 +338,4 @@ def upscale_moving(model, source: Path, destination: Path, geometry: Geometry, a
     options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
                            args.alpha, args.precision, args.tile, args.max_pixels, args.overwrite)
     upscale_clip(model, source, destination, geometry, options, progress,
-                 note=lambda text: tqdm.write(f"liif upscale: note: {source}: {text}", file=sys.stderr))
+                 note=lambda text: tqdm.write(printable(f"liif upscale: note: {source}: {text}"), file=sys.stderr))

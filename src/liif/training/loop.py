@@ -26,7 +26,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory
-from liif.distributed import Processes, global_mean, start_processes, stop_processes
+from liif.distributed import Processes, global_mean, joined_processes
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
 
@@ -241,8 +241,7 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     """
     run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
-    procs = start_processes(config["device"])
-    try:
+    with joined_processes(config["device"]) as procs:
         run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace)
         for epoch in range(run.epoch_start, config["epoch_max"] + 1):
             start = time.time()
@@ -250,8 +249,6 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
             run.finish_epoch(epoch, losses, time.time() - start)
         run.close()
         return run.summary
-    finally:
-        stop_processes(procs)
 
 
 class Run:
