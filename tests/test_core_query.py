@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import liif
+import liif.models.implicit
 import liif.runtime
 from conftest import BENCHMARKS, REFERENCE, both_paths_training_step, shared_file
 from facts import CONFIGS, SMALL
@@ -195,3 +196,22 @@ def test_under_bf16_autocast_the_hidden_layers_run_in_bf16_and_the_blend_in_fp32
     assert layer_inputs and set(layer_inputs) == {torch.bfloat16}
     assert blend_inputs and set(blend_inputs) == {torch.float32}
     assert out.dtype == torch.float32
+
+
+def test_the_default_chunk_is_sized_for_the_whole_batch(released, monkeypatch) -> None:
+    """A GPU's chunk comes from free memory shared by every picture of the batch: query_chunked asks for it so."""
+    asked = []
+
+    def chunk_for(device, batch=1):
+        asked.append(batch)
+        return 100
+
+    monkeypatch.setattr(liif.models.implicit, "query_chunk", chunk_for)
+    inp = torch.rand(3, 3, 6, 7) * 2 - 1
+    coord = make_coord((13, 17)).unsqueeze(0).expand(3, -1, -1)
+    with torch.no_grad():
+        latents = released.latents(released.encode(inp))
+        whole = released.query(latents, coord, make_cell(coord, (13, 17)))
+        chunked = released.query_chunked(latents, coord, make_cell(coord, (13, 17)))
+    assert asked == [3]
+    assert (chunked - whole).abs().max() <= 1e-6

@@ -12,28 +12,19 @@ import torch.nn as nn
 
 from liif.models import ImplicitModel  # importing liif.models registers the model names
 from liif.errors import CheckpointError, LiifError, one_line, os_reason
-from liif.fileio import atomic_write
+from liif.fileio import atomic_write, check_regular_file
 from liif.normalization import DataNorm
 from liif.pretrained import pretrained_path, pretrained_names
 from liif.registry import make
 
 
-def check_file(path: Path) -> None:
-    """A CheckpointError unless ``path`` is a regular file (a name too long or with a NUL byte included)."""
-    try:
-        if path.is_file():
-            return
-        problem = "is a folder, not a checkpoint file" if path.is_dir() else \
-            "not a regular file" if path.exists() else "no such checkpoint file"
-    except (OSError, ValueError) as exc:
-        problem = f"cannot open ({os_reason(exc)})"
-    raise CheckpointError(f"{path}: {problem}")
-
-
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only``: it can never run code) and check its layout."""
     path = Path(path)
-    check_file(path)
+    try:
+        check_regular_file(path, "checkpoint file")
+    except LiifError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         with open(path, "rb") as f:
             plain_pickle = f.read(1) == b"\x80"

@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -18,6 +19,23 @@ from liif.errors import LiifError, os_reason
 # from a live one's, even in a folder shared by several machines or containers.
 HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 TEMPORARY = re.compile(rf"\.liif-{HOST_TAG}-(\d{{1,10}})-[0-9a-f]+\.tmp")
+
+
+def check_regular_file(path: Path, noun: str = "file") -> None:
+    """Refuse, without opening it, anything but a readable regular file (a FIFO or a device could block): a
+    LiifError saying why, with ``noun`` naming what was expected ("no such checkpoint file")."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise LiifError(f"no such {noun}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise LiifError(f"cannot read it: {os_reason(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise LiifError(f"is a folder, not a {noun}")
+    if not stat.S_ISREG(mode):
+        raise LiifError("not a regular file (a FIFO, socket or device); it is not opened")
+    if not os.access(path, os.R_OK):
+        raise LiifError("cannot read it: permission denied")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import io
 import os
-import stat
 import struct
 import warnings
 import zlib
@@ -26,7 +25,7 @@ import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from liif.errors import LiifError, one_line, os_reason
-from liif.fileio import atomic_write
+from liif.fileio import atomic_write, check_regular_file
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
            ".tif": "TIFF", ".tiff": "TIFF"}
@@ -180,22 +179,6 @@ def read_picture(path: str | os.PathLike) -> Picture:
     if picture.pixels.size == 0:
         raise LiifError("empty image (0 pixels)")
     return picture
-
-
-def check_regular_file(path: Path) -> None:
-    """Refuse, without opening it, anything but a readable regular file: a FIFO or a device could block."""
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise LiifError("no such file") from None
-    except OSError as exc:
-        raise LiifError(f"cannot read it: {os_reason(exc)}") from None
-    if stat.S_ISDIR(mode):
-        raise LiifError("is a folder, not an image")
-    if not stat.S_ISREG(mode):
-        raise LiifError("not a regular file (a FIFO, socket or device); it is not opened")
-    if not os.access(path, os.R_OK):
-        raise LiifError("cannot read it: permission denied")
 
 
 def png_bit_depth(path: Path) -> int:

@@ -25,7 +25,7 @@ from liif.kernels import set_query_kernel
 from liif.models.implicit import ImplicitModel
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, render_tiles
-from liif.runtime import autocast, available_memory, check_precision, pick_device, query_chunk
+from liif.runtime import autocast, available_memory, check_precision, pick_device
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
@@ -106,7 +106,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
                     cache: FeatureCache | None = None) -> list[Picture]:
     """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
     if alpha not in ALPHA_MODES:
-        raise LiifError(f"unknown alpha mode {alpha!r}; use model or bicubic")
+        raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
     device = next(model.parameters()).device
     inputs = [model_input(picture, alpha, device) for picture in pictures]
     first = pictures[0]
@@ -117,8 +117,6 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     bar = tqdm(total=target.size[0] * target.size[1], desc=label, unit="px", unit_scale=True,
                disable=not progress, leave=True, file=sys.stderr, dynamic_ncols=True)
     batch = torch.cat(inputs)
-    if chunk_size is None and device.type == "cuda":  # the GPU's chunk is for all the pictures at once
-        chunk_size = query_chunk(device, len(batch))
     with bar, autocast(device, precision, model):
         source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
         for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,

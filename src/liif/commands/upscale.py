@@ -42,7 +42,7 @@ from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
 from liif.pipeline import Background, prefetch
 from liif.renderer import checked_tile
-from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
+from liif.upscale import ALPHA_MODES, DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
 from liif.video.reader import CLIP_SUFFIXES, is_moving
 from liif.video.upscale import VideoOptions, upscale_clip
 from liif.video.upscale import output_suffix as clip_output_suffix
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_option(parser)
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips and transposes (8x slower, a little sharper)")
-    parser.add_argument("--alpha", default="model", choices=("model", "bicubic"),
+    parser.add_argument("--alpha", default="model", choices=ALPHA_MODES,
                         help="how alpha is resized: through the model as gray (default) or PIL bicubic")
     parser.add_argument("--suffix", help="added to output names (default '_liif' beside the input, '' in -o "
                         "folder); folders and globs skip files whose name already ends with it")

@@ -182,8 +182,9 @@ class ImplicitModel(nn.Module):
 
     def query_chunked(self, latents: Any, coord: torch.Tensor, cell: torch.Tensor | None = None,
                       chunk_size: int | None = None) -> torch.Tensor:
-        """``query`` over contiguous chunks of at most ``chunk_size`` queries (default: the device's), to bound memory."""
-        chunk_size = chunk_size or query_chunk(coord.device)
+        """``query`` over contiguous chunks of at most ``chunk_size`` queries per picture (default: the device's, for
+        the batch), to bound memory."""
+        chunk_size = chunk_size or query_chunk(coord.device, coord.shape[0])
         if self.compiled_query is not None:
             return self.compiled_chunks(latents, coord, cell, chunk_size)
         if coord.shape[1] <= chunk_size:

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from liif.errors import LiifError, one_line
-from liif.imageio import PIL_READ_ERRORS, check_regular_file
+from liif.fileio import check_regular_file
+from liif.imageio import PIL_READ_ERRORS
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
