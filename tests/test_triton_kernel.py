@@ -187,7 +187,7 @@ def test_kernel_choice_is_checked(monkeypatch) -> None:
         set_query_kernel(make(SMALL["metasr"]), "triton", cpu)
     model = small_model([16, 16])
     model.query_kernel = "cuda-magic"
-    with pytest.raises(ValueError, match="query_kernel must be one of"):
+    with pytest.raises(LiifError, match="unknown kernel .cuda-magic."):
         model.query(model.latents(model.encode(torch.zeros(1, 3, 4, 4))), *queries((4, 4), 1, 3))
 
 

@@ -34,7 +34,7 @@ class Number:
         if self.low is not None and self.high is not None and self.low_open:
             return f"{text} above {self.low} and at most {self.high}"
         if self.low is not None and self.high is not None:
-            return f"{text} in {'(' if self.low_open else '['}{self.low}, {self.high}]"
+            return f"{text} in [{self.low}, {self.high}]"
         if self.low is not None:
             return f"{text} {'>' if self.low_open else '>='} {self.low}"
         return f"{text} <= {self.high}" if self.high is not None else text

@@ -140,6 +140,7 @@ def data_norm_of(ckpt: dict[str, Any], source: str) -> DataNorm:
 
 
 def exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for a name the system cannot even look up."""
     try:
         return path.exists()
     except (OSError, ValueError):  # a name too long for the file system

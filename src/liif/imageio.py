@@ -182,6 +182,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
 
 
 def png_bit_depth(path: Path) -> int:
+    """The bit depth a PNG's header gives (8 for anything that is not a PNG)."""
     with open(path, "rb") as f:
         header = f.read(25)
     return header[24] if len(header) == 25 and header.startswith(PNG_SIGNATURE) else 8
@@ -258,6 +259,7 @@ def written_profile(picture: Picture, fmt: str) -> bytes | None:
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:
+    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile if any."""
     height, width, channels = picture.pixels.shape
     writer = png.Writer(width, height, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16)
     raw = io.BytesIO()
@@ -270,6 +272,7 @@ def write_png16(picture: Picture, stream: BinaryIO) -> None:
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and CRC."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 

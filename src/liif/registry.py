@@ -14,7 +14,7 @@ KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYW
 class Registry:
     """The constructors of one kind of object (``kind`` names it in errors: "model", "dataset") by name."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str) -> None:
         self.kind = kind
         self.constructors: dict[str, Callable[..., Any]] = {}
 

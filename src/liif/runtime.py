@@ -36,6 +36,7 @@ GPU_MAX_TILE = 1024
 
 
 def mps_available() -> bool:
+    """Whether this torch has Apple's Metal backend and a device for it."""
     return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
 
 

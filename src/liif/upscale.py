@@ -138,6 +138,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
 
 
 def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) -> Picture:
+    """``image`` as a Picture: read from a path (a LiifError naming it when it cannot be), or wrapped."""
     if isinstance(image, Picture):
         return image
     if isinstance(image, Image.Image):

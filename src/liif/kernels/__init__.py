@@ -2,8 +2,8 @@
 
 ``torch`` (the default) is the fast path in plain torch. ``triton`` runs the whole LIIF query in one Triton
 kernel (gather, first-layer terms, every MLP layer and the ensemble blend); ``triton-first-layer`` runs only
-the gather, first-layer terms and ReLU in Triton and the rest in torch. Both fall back to torch for a model or
-input the kernel does not cover. They are opt-in until measured faster than torch on a card.
+the gather, first-layer terms and ReLU in Triton and the rest in torch. ``triton`` falls back to the first-layer
+kernel for an MLP it cannot tile, and both to torch for gradients or an input they do not cover. They are opt-in until measured faster than torch on a card.
 """
 
 from __future__ import annotations

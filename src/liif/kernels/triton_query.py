@@ -120,7 +120,7 @@ def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hi
 
 
 @lru_cache(maxsize=2)
-def built_kernel(interpreted: bool):
+def built_kernel(interpreted: bool) -> triton.runtime.JITFunction:
     """The kernel, JIT-compiled or interpreted: built on first use, whatever TRITON_INTERPRET was at import."""
     with triton.knobs.runtime.scope():
         triton.knobs.runtime.interpret = interpreted

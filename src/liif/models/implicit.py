@@ -28,10 +28,6 @@ class LatentWindow:
     origin: tuple[int, int]
     shape: tuple[int, int]
 
-    @classmethod
-    def whole(cls, shape: tuple[int, int]) -> LatentWindow:
-        return cls(tuple(shape), (0, 0), tuple(shape))
-
     def rows_of(self, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
         """Flat rows of a (B * rows * cols, D) table for global latent indices shaped (..., B, Q)."""
         rows, cols = self.shape

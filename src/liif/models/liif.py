@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from liif.geometry import make_coord
-from liif.kernels import QUERY_KERNELS
+from liif.kernels import check_kernel
 from liif.models import int8
 from liif.models.implicit import TableLatents, TwoPathModel, table_latents
 from liif.registry import make, register
@@ -126,7 +126,7 @@ class LIIF(TwoPathModel):
     query_kernel: str = "torch"
 
     def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None,
-                 local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True):
+                 local_ensemble: bool = True, feat_unfold: bool = True, cell_decode: bool = True) -> None:
         super().__init__()
         self.local_ensemble = local_ensemble
         self.feat_unfold = feat_unfold
@@ -216,8 +216,7 @@ class LIIF(TwoPathModel):
         extra_weight = linears[0].weight[:, linears[0].weight.shape[1] - terms.shape[-1]:]
         hidden = None
         if self.query_kernel != "torch":
-            if self.query_kernel not in QUERY_KERNELS:
-                raise ValueError(f"query_kernel must be one of {QUERY_KERNELS}, not {self.query_kernel!r}")
+            check_kernel(self.query_kernel, table.device)  # the attribute may have been set directly
             from liif.kernels import triton_query
 
             if self.query_kernel == "triton" and triton_query.fused_supported(table, terms, linears):

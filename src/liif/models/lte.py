@@ -61,7 +61,8 @@ class LTE(TwoPathModel):
 
     test_cell_clip = 4.0  # LTE's test.py and demo.py clip the cell at x4 (the training range's top)
 
-    def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None, hidden_dim: int = 256):
+    def __init__(self, encoder_spec: dict[str, Any], imnet_spec: dict[str, Any] | None = None,
+                 hidden_dim: int = 256) -> None:
         super().__init__()
         if imnet_spec is None:
             raise ValueError("LTE needs an imnet_spec (its MLP decoder)")

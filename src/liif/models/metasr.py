@@ -28,7 +28,7 @@ HIDDEN = [256]  # the reference's MetaSR MLP, 3 -> 256 -> 9C x 3
 class MetaSR(TwoPathModel):
     """Encoder plus a weight-predicting MLP (Meta-SR, Hu et al. 2019, as the LIIF reference implements it)."""
 
-    def __init__(self, encoder_spec: dict[str, Any]):
+    def __init__(self, encoder_spec: dict[str, Any]) -> None:
         super().__init__()
         self.encoder = make(encoder_spec)
         self.imnet = make({"name": "mlp", "args": {"in_dim": 3, "out_dim": self.encoder.out_dim * 9 * 3,

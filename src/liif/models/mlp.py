@@ -13,7 +13,7 @@ from liif.registry import register
 class MLP(nn.Module):
     """Linear/ReLU stack: in_dim -> hidden_list... -> out_dim."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]):
+    def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]) -> None:
         super().__init__()
         if not all(COUNT.fits(n) for n in (in_dim, out_dim, *hidden_list)):
             raise ValueError(f"layer sizes must be whole numbers >= 1, got {in_dim}, {hidden_list}, {out_dim}")

@@ -12,7 +12,7 @@ RDN_CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
 
 
 class RDBConv(nn.Module):
-    def __init__(self, in_channels: int, growth: int, kernel_size: int):
+    def __init__(self, in_channels: int, growth: int, kernel_size: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(nn.Conv2d(in_channels, growth, kernel_size, padding=kernel_size // 2), nn.ReLU())
 
@@ -21,7 +21,7 @@ class RDBConv(nn.Module):
 
 
 class RDB(nn.Module):
-    def __init__(self, base: int, growth: int, n_convs: int, kernel_size: int):
+    def __init__(self, base: int, growth: int, n_convs: int, kernel_size: int) -> None:
         super().__init__()
         self.convs = nn.Sequential(*[RDBConv(base + c * growth, growth, kernel_size) for c in range(n_convs)])
         self.LFF = nn.Conv2d(base + n_convs * growth, base, 1)
@@ -35,7 +35,7 @@ class RDN(nn.Module):
     """Shallow features, D dense blocks, global feature fusion; optional upsampling network."""
 
     def __init__(self, G0: int = 64, RDNkSize: int = 3, RDNconfig: str = "B", scale: int = 2,
-                 no_upsampling: bool = False, n_colors: int = 3):
+                 no_upsampling: bool = False, n_colors: int = 3) -> None:
         super().__init__()
         if RDNconfig not in RDN_CONFIGS:
             raise ValueError(f"RDNconfig must be one of {sorted(RDN_CONFIGS)}, not {RDNconfig!r}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from liif.bounds import COUNT, Number
+from liif.bounds import COUNT, POSITIVE, Number
 from liif.errors import LiifError, os_reason
 from liif.normalization import DataNorm
 
@@ -70,7 +70,7 @@ SCHEMA: dict[str, Any] = {
     "init_from": Maybe(str),  # start from these weights (a built-in name or a .pth): fine-tuning
     "optimizer": {"name": OneOf(("adam", "sgd")), "args": Maybe(FREE)},
     "epoch_max": COUNT,
-    "multi_step_lr": Maybe({"milestones": ListOf(COUNT), "gamma": Maybe(Number(float, low=0, low_open=True)),
+    "multi_step_lr": Maybe({"milestones": ListOf(COUNT), "gamma": Maybe(POSITIVE),
                             "unit": Maybe(OneOf(("epoch", "iter")))}),  # left out: gamma 0.1, per epoch
     "epoch_val": Maybe(COUNT),  # null: never validate, as in the reference
     "epoch_save": Maybe(Number(int, low=0)),  # 0 or null: no epoch-N.pth
