@@ -52,7 +52,12 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["serve", "{dir}", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["serve", "{dir}", "--port", "70000"], "--port must be an int in [0, 65535], got 70000"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "--fps must be a number above 0 and at most 1000"),
-    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "0x64"], "--size 0x64: each side must be an int in [1, 16384]"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "0x64"], "size must be an int above 0"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "nanx64"], "size must be an int above 0 and at most 16777216, "
+                                                                   "got nan"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "64.5x64"], "got 64.5"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "20000x64"], "--size 20000x64: each side must be an int in "
+                                                                     "[1, 16384]"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--zoom", "0:4"], "--zoom 0:4: each zoom must be a number above 0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int >= 1, got 0"),
 ])

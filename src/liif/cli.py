@@ -10,23 +10,24 @@ import sys
 from liif import __version__
 from liif.errors import LiifError, printable
 
-# subcommand -> module in liif.commands providing add_arguments(parser) and run(args) -> exit code
+# subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
-    "upscale": ("upscale", "upscale pictures to any scale, size or region (files, folders, globs)"),
-    "eval": ("eval", "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)"),
-    "train": ("train", "train or fine-tune a model from a YAML config (torchrun for several processes)"),
-    "serve": ("serve", "serve pictures over IIIF deep zoom (any region, any zoom) with a viewer page"),
-    "view": ("view", "open a picture in the deep-zoom viewer (serve it and open the browser)"),
-    "zoom": ("zoom", "make a continuous zoom into a point: video, animation or PNG frames"),
+    "upscale": "upscale pictures to any scale, size or region (files, folders, globs)",
+    "eval": "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)",
+    "train": "train or fine-tune a model from a YAML config (torchrun for several processes)",
+    "serve": "serve pictures over IIIF deep zoom (any region, any zoom) with a viewer page",
+    "view": "open a picture in the deep-zoom viewer (serve it and open the browser)",
+    "zoom": "make a continuous zoom into a point: video, animation or PNG frames",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``liif`` parser with every subcommand's options."""
     parser = argparse.ArgumentParser(prog="liif", description="Continuous image super-resolution with LIIF.")
     parser.add_argument("--version", action="version", version=f"liif {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, summary) in SUBCOMMANDS.items():
-        module = importlib.import_module(f"liif.commands.{module_name}")
+    for name, summary in SUBCOMMANDS.items():
+        module = importlib.import_module(f"liif.commands.{name}")
         sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)

@@ -24,6 +24,7 @@ from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, EvalResults, evalu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif eval`'s options."""
     add_model_options(parser)
     parser.add_argument("--data", action="append", required=True, metavar="DIR",
                         help="HR folder, EDSR benchmark set (<Set>/HR) or DIV2K_valid_HR; repeat for several")
@@ -63,6 +64,7 @@ def parse_scales(text: str | None, protocol: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out)."""
     set_threads(args.threads)
     if args.chunk_size is not None:
         COUNT.check(args.chunk_size, "--chunk-size", LiifError)

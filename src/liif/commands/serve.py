@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Callable
 
 from liif.bounds import POSITIVE, Number
 from liif.commands import add_model_options, checked_max_pixels
 from liif.errors import LiifError
 
+if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server starts
+    from liif.serve.app import ServeOptions
+
 DEFAULT_PORT = 8182
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif serve`'s options."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="pictures and folders of pictures to serve")
     add_server_arguments(parser)
 
@@ -42,7 +47,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="encoder features kept, in MB (default 512)")
 
 
-def server_options(args: argparse.Namespace):
+def server_options(args: argparse.Namespace) -> ServeOptions:
+    """The server's options from the command line, each checked (a LiifError naming the option)."""
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
 
     for name in ("cache_mb", "feature_cache_mb"):  # --max-scale: the Service checks it
@@ -55,7 +61,7 @@ def server_options(args: argparse.Namespace):
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20))
 
 
-def start(args: argparse.Namespace, paths: list[str], on_ready=None) -> int:
+def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], None] | None = None) -> int:
     """Build the app, listen, call ``on_ready(base_url)`` once listening, and serve until interrupted."""
     import uvicorn
 
@@ -82,4 +88,5 @@ def start(args: argparse.Namespace, paths: list[str], on_ready=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve the paths until interrupted."""
     return start(args, args.paths)

@@ -16,6 +16,7 @@ from liif.training import resume_config, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif train`'s options."""
     parser.add_argument("--config", help="YAML config (optional with --resume: the checkpoint's own config)")
     parser.add_argument("--out", help="run folder for checkpoints, log.txt and config.yaml "
                                       "(default: runs/<config name>)")
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train from --config (or continue --resume) into the run folder; print the best validation PSNR."""
     config, resume, ckpt = resume_config(args.resume, args.config, args.overrides)
     out = args.out or (Path(args.resume).parent if args.resume else Path("runs") / Path(args.config).stem)
     summary = train(config, out, ckpt, quiet=args.quiet, resume=resume, overwrite=args.overwrite)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
+import torch.nn as nn
 from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
@@ -58,6 +59,7 @@ WRITE_BEHIND = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif upscale`'s options."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="picture, video or animation files, folders "
                         "or globs")
     parser.add_argument("-o", "--output", help="output file (one input) or folder (created if needed); "
@@ -90,7 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
                         "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
-    video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; a folder of PNG frames for -o DIR/)")
+    video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; -o NAME without a suffix: a folder of PNG "
+                                      "frames)")
     video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
                        "RGB) or an FFmpeg encoder name")
     video.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, vp9 24, av1 28)")
@@ -109,10 +112,12 @@ class Failure:
 
     @classmethod
     def of(cls, source: Path, exc: BaseException) -> Failure:
+        """The failure of ``source`` by ``exc``, its reason in a few words."""
         reason = "out of memory" if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) else os_reason(exc)
         return cls([str(source)], reason)
 
     def report(self) -> None:
+        """Print the failure as one line on stderr."""
         # tqdm.write keeps a progress bar drawn by the rendering thread whole
         tqdm.write(printable(f"liif upscale: error: {', '.join(self.names)}: {self.reason}"), file=sys.stderr)
 
@@ -154,9 +159,14 @@ def output_suffix(args: argparse.Namespace) -> str:
     return args.suffix if args.suffix is not None else ("" if args.output else "_liif")
 
 
+def output_folder(args: argparse.Namespace, batch: bool) -> bool:
+    """Whether -o names the folder of outputs named after their inputs: for a batch, or a path ending in a slash."""
+    return bool(args.output) and (batch or args.output.endswith(("/", "\\")))
+
+
 def single_output(args: argparse.Namespace, batch: bool) -> Path | None:
     """The file -o names for a single input, or None when outputs are named after their inputs."""
-    if not args.output or batch or args.output.endswith(("/", "\\")) or os.path.isdir(args.output):
+    if not args.output or output_folder(args, batch) or os.path.isdir(args.output):
         return None
     output = Path(args.output)
     if args.format and format_name(f".{args.format}") != format_name(output.suffix):
@@ -210,7 +220,8 @@ def plan_outputs(destinations: dict[Path, Path]) -> tuple[list[tuple[Path, Path]
 
 
 def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
-    if args.output and (batch or args.output.endswith(("/", "\\"))):
+    """Create the -o folder where it is one (``output_folder``); a LiifError when it cannot be."""
+    if output_folder(args, batch):
         try:
             Path(args.output).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -218,6 +229,7 @@ def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Upscale every input (this process's share under torchrun); 1 if any failed."""
     geometry = Geometry.parse(args.scale, args.size, args.width, args.height, args.region)
     args.max_pixels = checked_max_pixels(args.max_pixels)
     set_threads(args.threads)
@@ -279,7 +291,7 @@ class Outcomes:
             Failure.of(source, exc).report()
 
 
-def upscale_files(model, jobs: list[tuple[Path, Path]], geometry: Geometry, args: argparse.Namespace,
+def upscale_files(model: nn.Module, jobs: list[tuple[Path, Path]], geometry: Geometry, args: argparse.Namespace,
                   progress: bool) -> Outcomes:
     """Upscale each (input, output) of ``jobs``: pictures are read in a thread ahead of the renderer and written
     in a thread behind it, so the device does not wait for the disk; outcomes are reported in input order."""
@@ -332,7 +344,7 @@ def read_planned(source: Path, destination: Path, geometry: Geometry, args: argp
     return picture, target
 
 
-def upscale_moving(model, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
+def upscale_moving(model: nn.Module, source: Path, destination: Path, geometry: Geometry, args: argparse.Namespace,
                    progress: bool) -> None:
     """Upscale a video or an animation: it streams through its own reading and writing threads."""
     options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,

@@ -21,12 +21,14 @@ from liif.errors import LiifError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif view`'s options."""
     parser.add_argument("picture", metavar="PICTURE", help="the picture to view")
     add_server_arguments(parser)
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser, print the address")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve the picture and open (or print) its viewer page, until interrupted."""
     if not os.path.isfile(args.picture):
         raise LiifError(f"{args.picture}: no such picture")
 

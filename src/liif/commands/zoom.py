@@ -20,10 +20,12 @@ import sys
 from liif.bounds import Number
 from liif.commands import add_model_options
 from liif.errors import LiifError
-from liif.geometry import parse_numbers
+from liif.geometry import Geometry, parse_numbers
+from liif.zoom import COMPARISONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`liif zoom`'s options."""
     parser.add_argument("picture", metavar="PICTURE")
     parser.add_argument("-o", "--output", metavar="OUT", help="video, animation or frame folder to write")
     parser.add_argument("--center", metavar="X,Y", help="the point zoomed into, in picture pixels (default: the middle)")
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=96, help="number of frames (default 96)")
     parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
-    parser.add_argument("--compare", choices=("bicubic",), help="put plain bicubic beside LIIF (frames twice as wide)")
+    parser.add_argument("--compare", choices=COMPARISONS, help="put plain bicubic beside LIIF (frames twice as wide)")
     parser.add_argument("--print-regions", action="store_true",
                         help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
     add_model_options(parser)
@@ -41,9 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ZOOM = Number(low=0, high=1e6, low_open=True)  # output pixels per picture pixel
+FRAME_SIDE = Number(int, 1, 16384)
 
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
+    """``START:END`` as (start, end) output pixels per picture pixel; start None for ``fit``."""
     start, colon, end = text.partition(":")
     if not colon:
         raise LiifError(f"--zoom {text!r}: expected START:END, such as fit:16 or 2:32")
@@ -56,22 +60,20 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from liif.imageio import read_picture
+    """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
+    from liif.upscale import as_picture
     from liif.zoom import zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
-    size = tuple(int(v) for v in parse_numbers(args.size.lower(), "--size", (2,), "x"))
+    size = Geometry.parse(size=args.size).size
     for side in size:
-        Number(int, 1, 16384).check(side, f"--size {args.size}: each side", LiifError)
+        FRAME_SIDE.check(side, f"--size {args.size}: each side", LiifError)
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     Number(low=0, high=1000, low_open=True).check(args.fps, "--fps", LiifError)
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
-    try:
-        picture = read_picture(args.picture)
-    except LiifError as exc:
-        raise LiifError(f"{args.picture}: {exc}") from None
+    picture = as_picture(args.picture)
     height, width = picture.pixels.shape[:2]
     if args.print_regions:
         for region in zoom_regions((width, height), size, center, start, end, args.frames):
