@@ -119,9 +119,21 @@ def test_folder_is_recursive_sorted_repeated_and_cached_alike(tmp_path):
         for i in range(len(plain)):
             assert torch.equal(cached[i], plain[i])
     bins = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "_bin_imgs").rglob("*"))
-    assert bins == ["_bin_imgs/a", "_bin_imgs/a.npy", "_bin_imgs/a/c.npy", "_bin_imgs/b.npy", "_bin_imgs/d.npy"]
-    assert np.array_equal(np.load(tmp_path / "_bin_imgs" / "b.npy", allow_pickle=False), arrays["b.png"])
+    assert bins == ["_bin_imgs/a", "_bin_imgs/a.png.npy", "_bin_imgs/a/c.png.npy", "_bin_imgs/b.png.npy",
+                    "_bin_imgs/d.jpg.npy"]
+    assert np.array_equal(np.load(tmp_path / "_bin_imgs" / "b.png.npy", allow_pickle=False), arrays["b.png"])
     assert torch.equal(plain[1], from_uint8(arrays["a/c.png"]))
+
+
+def test_bin_cache_keeps_images_that_differ_only_in_suffix_apart(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(root / "x.png")
+    Image.new("RGB", (20, 20), (128, 128, 128)).save(root / "x.bmp")
+    for _ in range(2):  # the first pass writes the cache, the second reads it back
+        dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(root), "cache": "bin"}})
+        assert [p.name for p in dataset.files] == ["x.bmp", "x.png"]
+        assert [float(dataset[i].mean()) for i in range(2)] == pytest.approx([128 / 255, 0.0])
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):

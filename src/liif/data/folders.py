@@ -1,9 +1,9 @@
 """Folders of images (``image-folder``, ``paired-image-folders``) held as uint8, with optional caching.
 
 Cache modes: ``none`` decodes on every access; ``in_memory`` keeps every decoded image as uint8 (a quarter
-of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as an ``.npy``
-uint8 array under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable files are
-skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
+of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as a uint8
+``<name>.<suffix>.npy`` under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable
+files are skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ class ImageFolder(torch.utils.data.Dataset):
         if self.cache == "in_memory":
             return decode(path)
         rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
-        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_suffix(".npy")
+        # the full name, suffix included: x.png and x.bmp get a cache file each
+        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_name(rel.name + ".npy")
         if not cached.exists():
             array = decode(path)
             atomic_write(cached, lambda f: np.save(f, array, allow_pickle=False))
