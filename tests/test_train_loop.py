@@ -273,6 +273,11 @@ def test_resume_takes_the_learning_rate_of_the_new_config_with_the_decay_reached
                       "--set", "optimizer.args.lr=4e-3") == 0
     group = read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]
     assert group["lr"] == pytest.approx(2e-3) and group["initial_lr"] == pytest.approx(4e-3)
+    # optimizer.args may be null (the schema allows it): the checkpoint's learning rate then goes on
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=3",
+                      "--set", "optimizer.args=null") == 0
+    group = read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(2e-3) and group["initial_lr"] == pytest.approx(4e-3)
 
 
 def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):

@@ -278,8 +278,9 @@ class Run:
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
-            if "lr" in config["optimizer"]["args"]:
-                take_base_lr(self.optimizer, self.scheduler, config["optimizer"]["args"]["lr"])
+            optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
+            if "lr" in optimizer_args:
+                take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
         self.train_loader = build_loader(config["train_dataset"], config, procs, True)
         self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
                            if config.get("val_dataset") and procs.is_main else None)
