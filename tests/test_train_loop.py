@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,8 @@ from conftest import BENCHMARKS, ROOT, shared_file
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
 from liif.evaluation import evaluate
+from liif.normalization import DataNorm
+from liif.training.loop import validate
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -288,3 +291,22 @@ def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
                       "--set", "multi_step_lr.milestones=[2]", "--set", "multi_step_lr.gamma=0.1") == 0
     ckpt = read_checkpoint(run / "epoch-last.pth")
     assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
+class MidGrey(torch.nn.Module):
+    """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
+
+    def forward(self, inp, coord, cell):
+        return torch.zeros(*coord.shape[:-1], 3)
+
+
+def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_match():
+    def batch(n: int, grey: float) -> dict[str, torch.Tensor]:
+        return {"inp": torch.zeros(n, 3, 4, 4), "coord": torch.zeros(n, 16, 2), "cell": torch.zeros(n, 16, 2),
+                "gt": torch.full((n, 16, 3), grey)}
+
+    model = MidGrey()
+    # mse 0.25**2 (12.04 dB) on 3 samples, 0.5**2 (6.02 dB) on 1
+    expected = (3 * 10 * math.log10(16) + 10 * math.log10(4)) / 4
+    assert validate(model, [batch(3, 0.25), batch(1, 1.0)], DataNorm(), torch.device("cpu")) == pytest.approx(expected)
+    assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf

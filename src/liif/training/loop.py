@@ -20,6 +20,7 @@ from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError, os_reason
+from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 from liif.fileio import write_text
 from liif.normalization import DataNorm
@@ -153,14 +154,14 @@ def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device) -> float:
-    """The reference's training-time proxy: PSNR on the sampled pixels, RGB, no shave, per batch, averaged."""
+    """The reference's training-time proxy: PSNR (``metrics.psnr``) on the sampled pixels, RGB, no shave, per
+    batch, averaged over samples; infinite when every batch matches exactly."""
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
-        mse = (pred - batch["gt"]).pow(2).mean().item()
-        total += -10 * math.log10(mse) * batch["inp"].shape[0]
+        total += psnr(pred, batch["gt"], border=0, on_y=False) * batch["inp"].shape[0]
         count += batch["inp"].shape[0]
     model.train()
     return total / count
