@@ -19,7 +19,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, one_line, os_reason
 from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 from liif.fileio import write_text
@@ -110,8 +110,7 @@ def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optim
     try:
         return optimizers[spec["name"]](model.parameters(), **args)
     except Exception as exc:  # torch checks the args by indexing and comparing them: any error is theirs
-        raise LiifError(f"bad optimizer.args for {spec['name']!r}: "
-                        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {one_line(exc)}") from None
 
 
 def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> None:
