@@ -12,15 +12,13 @@ from liif.errors import LiifError, os_reason
 from liif.imageio import IMAGE_SUFFIXES, read_picture
 from liif.resize import from_uint8
 
-LAYOUTS = ("folder", "benchmark", "div2k")
-
 
 @dataclass(frozen=True)
 class EvalDataset:
     """An HR folder, where its LR files live (``<lr_root>/X{s}/<stem>x{s}.png``), and its sorted image names."""
 
     name: str
-    layout: str
+    layout: str  # "folder", "benchmark" or "div2k"
     hr_dir: Path
     lr_root: Path | None
     images: tuple[str, ...]
