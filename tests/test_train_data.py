@@ -181,6 +181,10 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     assert torch.allclose(sample["cell"], torch.full((900, 2), 2 / 30))
     whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
     assert whole["inp"].shape == (3, 40, 30) and whole["gt"].shape == (120 * 90, 3)
+    # an HR a little larger than 3x its LR is cropped top-left to LR size x 3
+    Image.fromarray(np.pad(hr, ((0, 2), (0, 2), (0, 0)), constant_values=255)).save(tmp_path / "hr" / "x.png")
+    whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
+    assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
 
 
 def test_two_ranks_split_each_global_batch_of_one_process():

@@ -16,7 +16,7 @@ import torch
 from liif.data.checks import check_count, check_scales
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
-from liif.evaluation.degrade import make_lr
+from liif.evaluation.degrade import hr_crop_size, make_lr
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
@@ -130,7 +130,8 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         s = hr_img.shape[0] // lr_img.shape[0]
         if self.inp_size is None:
             lr = from_uint8(lr_img)
-            hr = from_uint8(hr_img[:lr_img.shape[0] * s, :lr_img.shape[1] * s])
+            crop = hr_crop_size(lr_img.shape[:2], s)
+            hr = from_uint8(hr_img[:crop[0], :crop[1]])
         else:
             side = self.inp_size
             if min(lr_img.shape[:2]) < side:
