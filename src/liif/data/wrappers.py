@@ -63,7 +63,8 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
     Training (``inp_size`` set): an HR crop of side round(inp_size * s) at a uniform random corner, its
     inp_size x inp_size LR, optional flips, ``sample_q`` pixels. Images smaller than the largest crop,
     round(inp_size * scale_max), are skipped at construction with a warning (counted in ``too_small``).
-    Test (no ``inp_size``): the HR cropped top-left to a multiple of s and its LR of floor(H/s) x floor(W/s).
+    Test (no ``inp_size``): as ``degrade.make_lr``, an LR of h x w = floor(H/s + 1e-9) x floor(W/s + 1e-9) and
+    the HR cropped top-left to round(h*s) x round(w*s) (s need not be an integer).
     """
 
     def __init__(self, dataset: Any, inp_size: int | None = None, scale_min: float = 1,
