@@ -20,6 +20,7 @@ from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.errors import LiifError, one_line, os_reason
+from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 from liif.fileio import write_text
@@ -28,6 +29,7 @@ from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory
 from liif.distributed import Processes, global_mean, start_processes, stop_processes
+from liif.training.config import load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
 
@@ -177,8 +179,6 @@ def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.
 
 def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
     """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s protocol)."""
-    from liif.evaluation import evaluate
-
     model.eval()
     means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=False).means()
     model.train()
@@ -190,8 +190,6 @@ def resume_config(resume: str | None, config_path: str | None,
                   overrides: list[str]) -> tuple[dict[str, Any], Path | None, dict[str, Any] | None]:
     """The config (the given file, else the checkpoint's own), and the path and contents of the checkpoint to
     resume from (``--resume``, else the config's ``resume``), if any."""
-    from liif.training.config import load_config
-
     ckpt = read_checkpoint(resume) if resume else None
     if config_path is None and ckpt is None:
         raise LiifError("give --config, or --resume a checkpoint that holds its config")
