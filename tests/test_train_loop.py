@@ -51,6 +51,10 @@ def test_smoke_run_writes_reference_checkpoints_log_and_config(tmp_path, set14):
     assert {p.name for p in run.iterdir()} >= {"epoch-1.pth", "epoch-2.pth", "epoch-last.pth", "epoch-best.pth",
                                                "config.yaml", "log.txt"}
     ckpt = read_checkpoint(run / "epoch-last.pth")
+    # the reference's entries first (spec 3), then what an exact resume needs
+    assert list(ckpt) == ["model", "data_norm", "optimizer", "epoch", "scheduler", "global_step", "best_val", "rng",
+                          "config"]
+    assert list(ckpt["model"]) == ["name", "args", "sd"] and list(ckpt["optimizer"]) == ["name", "args", "sd"]
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 14
     assert ckpt["optimizer"]["name"] == "adam" and set(ckpt["optimizer"]["sd"]) == {"state", "param_groups"}
     assert ckpt["model"]["name"] == "liif" and not any(k.startswith("module.") for k in ckpt["model"]["sd"])

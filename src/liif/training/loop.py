@@ -31,7 +31,7 @@ from liif.runtime import autocast, available_memory
 from liif.distributed import Processes, global_mean, start_processes, stop_processes
 from liif.training.config import load_config
 from liif.training.monitor import RunLog
-from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
+from liif.training.state import check_resumable, restore, write_checkpoint
 
 MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
@@ -361,13 +361,12 @@ class Run:
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
                 self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
             self.log.line(text)
-            state = training_checkpoint(self.model, self.optimizer, self.config, self.scheduler, epoch,
-                                        self.step, self.best)
-            write_checkpoint(state, self.last_good)
+            state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
+            write_checkpoint(self.last_good, *state)
             if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
-                write_checkpoint(state, self.run_dir / f"epoch-{epoch}.pth")
+                write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
             if improved:
-                write_checkpoint(state, self.run_dir / "epoch-best.pth")
+                write_checkpoint(self.run_dir / "epoch-best.pth", *state)
         if self.procs.distributed:
             torch.distributed.barrier()
 
