@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import BENCHMARKS, shared_file
 from liif.geometry import make_coord
 from liif.data import build_dataset
+from liif.data.folders import decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.degrade import make_lr
@@ -134,6 +135,26 @@ def test_bin_cache_keeps_images_that_differ_only_in_suffix_apart(tmp_path):
         dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(root), "cache": "bin"}})
         assert [p.name for p in dataset.files] == ["x.bmp", "x.png"]
         assert [float(dataset[i].mean()) for i in range(2)] == pytest.approx([128 / 255, 0.0])
+
+
+def test_folders_read_pictures_as_eval_and_upscale_do(tmp_path, set5):
+    # the benchmark PNGs (and DIV2K's, without EXIF) come out byte for byte as PIL's RGB conversion gives them
+    paths = sorted(set5.glob("*.png")) + sorted(shared_file(BENCHMARKS / "Set14").glob("*.png"))
+    assert len(paths) == 19
+    for path in paths:
+        with Image.open(path) as img:
+            assert np.array_equal(decode(path), np.asarray(img.convert("RGB"))), path
+    rgb = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(np.array([[0, 32896], [65535, 257]], dtype=np.uint16)).save(tmp_path / "grey16.png")
+    for cache in ("none", "in_memory"):
+        dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
+        assert [p.name for p in dataset.files] == ["grey16.png", "turned.png"]
+        assert np.array_equal(dataset.array(0), np.repeat([[[0], [128]], [[255], [1]]], 3, axis=2))
+        assert np.array_equal(dataset.array(1), np.rot90(rgb, -1))
+        assert all(dataset.array(i).dtype == np.uint8 for i in range(2))
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import IMAGE_SUFFIXES
+from liif.imageio import IMAGE_SUFFIXES, eight_bit, read_picture
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -50,13 +50,16 @@ def split_names(split_file: str, split_key: str | None) -> list[str]:
 
 
 def decode(path: Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 array (grey and alpha images converted to RGB)."""
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
+    """An image file as an (H, W, 3) uint8 array, read as ``liif eval`` and ``liif upscale`` read it
+    (``read_picture``: EXIF orientation, CMYK through its profile); grey repeated, alpha dropped, 16 bits
+    rounded to 8. On 8-bit RGB files without orientation (DIV2K, the benchmarks) it equals PIL's RGB conversion."""
+    color = eight_bit(read_picture(path).color)
+    return np.repeat(color, 3 // color.shape[2], axis=2)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the header, after checking the file's integrity."""
+    """(height, width) from the header, after checking the file's integrity; before EXIF orientation, which
+    may swap them in ``decode`` (callers use the smaller side only)."""
     with Image.open(path) as img:
         size = (img.height, img.width)
         img.verify()
@@ -93,7 +96,7 @@ class ImageFolder(torch.utils.data.Dataset):
                     array = self.load_cached(path)
                     self.arrays.append(array)
                     self.sizes.append(array.shape[:2])
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            except (LiifError, OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
                 self.skipped += 1
                 warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
                 continue
