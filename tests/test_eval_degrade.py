@@ -103,6 +103,16 @@ def test_reference_geometry_crops_top_left_and_floors_the_lr_size():
         assert torch.equal(torch.round(lr * 255) / 255, lr)  # 8-bit values
 
 
+def test_at_integer_scales_the_geometry_is_floor_division_and_lr_times_s():
+    # what the paired readers (benchmark LR files, sr-implicit-paired) crop to, by the same two functions
+    for s in (2, 3, 4, 6, 8):
+        for side in range(1, 2049):
+            lr = lr_size((side, side + 1), s)
+            assert lr == (side // s, (side + 1) // s)
+            assert hr_crop_size(lr, s) == (lr[0] * s, lr[1] * s)
+            assert hr_crop_size(lr, float(s)) == hr_crop_size(lr, s)
+
+
 def test_matlab_and_pil_bicubic_agree_away_from_the_borders():
     path = shared_file(BENCHMARKS / "Set5" / "butterfly.png")
     hr = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255

@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import BENCHMARKS, shared_file
 from liif.geometry import make_coord
 from liif.data import build_dataset
+from liif.data.folders import decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.degrade import make_lr
@@ -119,9 +120,41 @@ def test_folder_is_recursive_sorted_repeated_and_cached_alike(tmp_path):
         for i in range(len(plain)):
             assert torch.equal(cached[i], plain[i])
     bins = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "_bin_imgs").rglob("*"))
-    assert bins == ["_bin_imgs/a", "_bin_imgs/a.npy", "_bin_imgs/a/c.npy", "_bin_imgs/b.npy", "_bin_imgs/d.npy"]
-    assert np.array_equal(np.load(tmp_path / "_bin_imgs" / "b.npy", allow_pickle=False), arrays["b.png"])
+    assert bins == ["_bin_imgs/a", "_bin_imgs/a.png.npy", "_bin_imgs/a/c.png.npy", "_bin_imgs/b.png.npy",
+                    "_bin_imgs/d.jpg.npy"]
+    assert np.array_equal(np.load(tmp_path / "_bin_imgs" / "b.png.npy", allow_pickle=False), arrays["b.png"])
     assert torch.equal(plain[1], from_uint8(arrays["a/c.png"]))
+
+
+def test_bin_cache_keeps_images_that_differ_only_in_suffix_apart(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(root / "x.png")
+    Image.new("RGB", (20, 20), (128, 128, 128)).save(root / "x.bmp")
+    for _ in range(2):  # the first pass writes the cache, the second reads it back
+        dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(root), "cache": "bin"}})
+        assert [p.name for p in dataset.files] == ["x.bmp", "x.png"]
+        assert [float(dataset[i].mean()) for i in range(2)] == pytest.approx([128 / 255, 0.0])
+
+
+def test_folders_read_pictures_as_eval_and_upscale_do(tmp_path, set5):
+    # the benchmark PNGs (and DIV2K's, without EXIF) come out byte for byte as PIL's RGB conversion gives them
+    paths = sorted(set5.glob("*.png")) + sorted(shared_file(BENCHMARKS / "Set14").glob("*.png"))
+    assert len(paths) == 19
+    for path in paths:
+        with Image.open(path) as img:
+            assert np.array_equal(decode(path), np.asarray(img.convert("RGB"))), path
+    rgb = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "turned.png", exif=exif)
+    Image.fromarray(np.array([[0, 32896], [65535, 257]], dtype=np.uint16)).save(tmp_path / "grey16.png")
+    for cache in ("none", "in_memory"):
+        dataset = DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path), "cache": cache}})
+        assert [p.name for p in dataset.files] == ["grey16.png", "turned.png"]
+        assert np.array_equal(dataset.array(0), np.repeat([[[0], [128]], [[255], [1]]], 3, axis=2))
+        assert np.array_equal(dataset.array(1), np.rot90(rgb, -1))
+        assert all(dataset.array(i).dtype == np.uint8 for i in range(2))
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
@@ -169,6 +202,10 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     assert torch.allclose(sample["cell"], torch.full((900, 2), 2 / 30))
     whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
     assert whole["inp"].shape == (3, 40, 30) and whole["gt"].shape == (120 * 90, 3)
+    # an HR a little larger than 3x its LR is cropped top-left to LR size x 3
+    Image.fromarray(np.pad(hr, ((0, 2), (0, 2), (0, 0)), constant_values=255)).save(tmp_path / "hr" / "x.png")
+    whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
+    assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
 
 
 def test_two_ranks_split_each_global_batch_of_one_process():

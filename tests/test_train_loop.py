@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,8 @@ from conftest import BENCHMARKS, ROOT, shared_file
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
 from liif.evaluation import evaluate
+from liif.normalization import DataNorm
+from liif.training.loop import validate
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -48,6 +51,10 @@ def test_smoke_run_writes_reference_checkpoints_log_and_config(tmp_path, set14):
     assert {p.name for p in run.iterdir()} >= {"epoch-1.pth", "epoch-2.pth", "epoch-last.pth", "epoch-best.pth",
                                                "config.yaml", "log.txt"}
     ckpt = read_checkpoint(run / "epoch-last.pth")
+    # the reference's entries first (spec 3), then what an exact resume needs
+    assert list(ckpt) == ["model", "data_norm", "optimizer", "epoch", "scheduler", "global_step", "best_val", "rng",
+                          "config"]
+    assert list(ckpt["model"]) == ["name", "args", "sd"] and list(ckpt["optimizer"]) == ["name", "args", "sd"]
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 14
     assert ckpt["optimizer"]["name"] == "adam" and set(ckpt["optimizer"]["sd"]) == {"state", "param_groups"}
     assert ckpt["model"]["name"] == "liif" and not any(k.startswith("module.") for k in ckpt["model"]["sd"])
@@ -273,6 +280,11 @@ def test_resume_takes_the_learning_rate_of_the_new_config_with_the_decay_reached
                       "--set", "optimizer.args.lr=4e-3") == 0
     group = read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]
     assert group["lr"] == pytest.approx(2e-3) and group["initial_lr"] == pytest.approx(4e-3)
+    # optimizer.args may be null (the schema allows it): the checkpoint's learning rate then goes on
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=3",
+                      "--set", "optimizer.args=null") == 0
+    group = read_checkpoint(run / "epoch-last.pth")["optimizer"]["sd"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(2e-3) and group["initial_lr"] == pytest.approx(4e-3)
 
 
 def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
@@ -283,3 +295,22 @@ def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
                       "--set", "multi_step_lr.milestones=[2]", "--set", "multi_step_lr.gamma=0.1") == 0
     ckpt = read_checkpoint(run / "epoch-last.pth")
     assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
+class MidGrey(torch.nn.Module):
+    """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
+
+    def forward(self, inp, coord, cell):
+        return torch.zeros(*coord.shape[:-1], 3)
+
+
+def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_match():
+    def batch(n: int, grey: float) -> dict[str, torch.Tensor]:
+        return {"inp": torch.zeros(n, 3, 4, 4), "coord": torch.zeros(n, 16, 2), "cell": torch.zeros(n, 16, 2),
+                "gt": torch.full((n, 16, 3), grey)}
+
+    model = MidGrey()
+    # mse 0.25**2 (12.04 dB) on 3 samples, 0.5**2 (6.02 dB) on 1
+    expected = (3 * 10 * math.log10(16) + 10 * math.log10(4)) / 4
+    assert validate(model, [batch(3, 0.25), batch(1, 1.0)], DataNorm(), torch.device("cpu")) == pytest.approx(expected)
+    assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf

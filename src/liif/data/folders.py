@@ -1,9 +1,9 @@
 """Folders of images (``image-folder``, ``paired-image-folders``) held as uint8, with optional caching.
 
 Cache modes: ``none`` decodes on every access; ``in_memory`` keeps every decoded image as uint8 (a quarter
-of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as an ``.npy``
-uint8 array under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable files are
-skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
+of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as a uint8
+``<name>.<suffix>.npy`` under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable
+files are skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import IMAGE_SUFFIXES
+from liif.imageio import IMAGE_SUFFIXES, eight_bit, read_picture
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -50,13 +50,16 @@ def split_names(split_file: str, split_key: str | None) -> list[str]:
 
 
 def decode(path: Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 array (grey and alpha images converted to RGB)."""
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
+    """An image file as an (H, W, 3) uint8 array, read as ``liif eval`` and ``liif upscale`` read it
+    (``read_picture``: EXIF orientation, CMYK through its profile); grey repeated, alpha dropped, 16 bits
+    rounded to 8. On 8-bit RGB files without orientation (DIV2K, the benchmarks) it equals PIL's RGB conversion."""
+    color = eight_bit(read_picture(path).color)
+    return np.repeat(color, 3 // color.shape[2], axis=2)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the header, after checking the file's integrity."""
+    """(height, width) from the header, after checking the file's integrity; before EXIF orientation, which
+    may swap them in ``decode`` (callers use the smaller side only)."""
     with Image.open(path) as img:
         size = (img.height, img.width)
         img.verify()
@@ -93,7 +96,7 @@ class ImageFolder(torch.utils.data.Dataset):
                     array = self.load_cached(path)
                     self.arrays.append(array)
                     self.sizes.append(array.shape[:2])
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            except (LiifError, OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
                 self.skipped += 1
                 warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
                 continue
@@ -107,7 +110,8 @@ class ImageFolder(torch.utils.data.Dataset):
         if self.cache == "in_memory":
             return decode(path)
         rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
-        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_suffix(".npy")
+        # the full name, suffix included: x.png and x.bmp get a cache file each
+        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_name(rel.name + ".npy")
         if not cached.exists():
             array = decode(path)
             atomic_write(cached, lambda f: np.save(f, array, allow_pickle=False))

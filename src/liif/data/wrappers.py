@@ -16,7 +16,7 @@ import torch
 from liif.data.checks import check_count, check_scales
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
-from liif.evaluation.degrade import make_lr
+from liif.evaluation.degrade import hr_crop_size, make_lr
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
@@ -63,7 +63,8 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
     Training (``inp_size`` set): an HR crop of side round(inp_size * s) at a uniform random corner, its
     inp_size x inp_size LR, optional flips, ``sample_q`` pixels. Images smaller than the largest crop,
     round(inp_size * scale_max), are skipped at construction with a warning (counted in ``too_small``).
-    Test (no ``inp_size``): the HR cropped top-left to a multiple of s and its LR of floor(H/s) x floor(W/s).
+    Test (no ``inp_size``): as ``degrade.make_lr``, an LR of h x w = floor(H/s + 1e-9) x floor(W/s + 1e-9) and
+    the HR cropped top-left to round(h*s) x round(w*s) (s need not be an integer).
     """
 
     def __init__(self, dataset: Any, inp_size: int | None = None, scale_min: float = 1,
@@ -130,7 +131,8 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         s = hr_img.shape[0] // lr_img.shape[0]
         if self.inp_size is None:
             lr = from_uint8(lr_img)
-            hr = from_uint8(hr_img[:lr_img.shape[0] * s, :lr_img.shape[1] * s])
+            crop = hr_crop_size(lr_img.shape[:2], s)
+            hr = from_uint8(hr_img[:crop[0], :crop[1]])
         else:
             side = self.inp_size
             if min(lr_img.shape[:2]) < side:

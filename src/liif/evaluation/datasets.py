@@ -9,10 +9,9 @@ import numpy as np
 import torch
 
 from liif.errors import LiifError, os_reason
+from liif.evaluation.degrade import hr_crop_size, lr_size
 from liif.imageio import IMAGE_SUFFIXES, read_picture
 from liif.resize import from_uint8
-
-LAYOUTS = ("folder", "benchmark", "div2k")
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class EvalDataset:
     """An HR folder, where its LR files live (``<lr_root>/X{s}/<stem>x{s}.png``), and its sorted image names."""
 
     name: str
-    layout: str
+    layout: str  # "folder", "benchmark" or "div2k"
     hr_dir: Path
     lr_root: Path | None
     images: tuple[str, ...]
@@ -109,9 +108,9 @@ def read_pair(dataset: EvalDataset, image: str, scale: float) -> tuple[torch.Ten
     hr = read_rgb(dataset.hr_dir / image)
     lr_file = dataset.lr_path(image, scale)
     lr = read_rgb(lr_file)
-    s = int(scale)
-    expected = (hr.shape[1] // s, hr.shape[2] // s)
+    expected = lr_size(tuple(hr.shape[1:]), scale)
     if tuple(lr.shape[1:]) != expected:
         raise LiifError(f"{lr_file}: LR is {lr.shape[2]}x{lr.shape[1]}, but HR {dataset.hr_dir / image} "
-                        f"({hr.shape[2]}x{hr.shape[1]}) at x{s} needs {expected[1]}x{expected[0]}")
-    return hr[:, :expected[0] * s, :expected[1] * s], lr
+                        f"({hr.shape[2]}x{hr.shape[1]}) at x{scale:g} needs {expected[1]}x{expected[0]}")
+    crop = hr_crop_size(expected, scale)
+    return hr[:, :crop[0], :crop[1]], lr

@@ -19,7 +19,9 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, one_line, os_reason
+from liif.evaluation import evaluate
+from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 from liif.fileio import write_text
 from liif.normalization import DataNorm
@@ -27,8 +29,9 @@ from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory
 from liif.distributed import Processes, global_mean, joined_processes
+from liif.training.config import load_config
 from liif.training.monitor import RunLog
-from liif.training.state import check_resumable, restore, training_checkpoint, write_checkpoint
+from liif.training.state import check_resumable, restore, write_checkpoint
 
 MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
@@ -109,8 +112,7 @@ def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optim
     try:
         return optimizers[spec["name"]](model.parameters(), **args)
     except Exception as exc:  # torch checks the args by indexing and comparing them: any error is theirs
-        raise LiifError(f"bad optimizer.args for {spec['name']!r}: "
-                        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {one_line(exc)}") from None
 
 
 def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> None:
@@ -153,14 +155,14 @@ def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device) -> float:
-    """The reference's training-time proxy: PSNR on the sampled pixels, RGB, no shave, per batch, averaged."""
+    """The reference's training-time proxy: PSNR (``metrics.psnr``) on the sampled pixels, RGB, no shave, per
+    batch, averaged over samples; infinite when every batch matches exactly."""
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
-        mse = (pred - batch["gt"]).pow(2).mean().item()
-        total += -10 * math.log10(mse) * batch["inp"].shape[0]
+        total += psnr(pred, batch["gt"], border=0, on_y=False) * batch["inp"].shape[0]
         count += batch["inp"].shape[0]
     model.train()
     return total / count
@@ -177,8 +179,6 @@ def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.
 
 def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
     """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s protocol)."""
-    from liif.evaluation import evaluate
-
     model.eval()
     means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=False).means()
     model.train()
@@ -190,8 +190,6 @@ def resume_config(resume: str | None, config_path: str | None,
                   overrides: list[str]) -> tuple[dict[str, Any], Path | None, dict[str, Any] | None]:
     """The config (the given file, else the checkpoint's own), and the path and contents of the checkpoint to
     resume from (``--resume``, else the config's ``resume``), if any."""
-    from liif.training.config import load_config
-
     ckpt = read_checkpoint(resume) if resume else None
     if config_path is None and ckpt is None:
         raise LiifError("give --config, or --resume a checkpoint that holds its config")
@@ -275,8 +273,9 @@ class Run:
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
-            if "lr" in config["optimizer"]["args"]:
-                take_base_lr(self.optimizer, self.scheduler, config["optimizer"]["args"]["lr"])
+            optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
+            if "lr" in optimizer_args:
+                take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
         self.train_loader = build_loader(config["train_dataset"], config, procs, True)
         self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
                            if config.get("val_dataset") and procs.is_main else None)
@@ -359,13 +358,12 @@ class Run:
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
                 self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
             self.log.line(text)
-            state = training_checkpoint(self.model, self.optimizer, self.config, self.scheduler, epoch,
-                                        self.step, self.best)
-            write_checkpoint(state, self.last_good)
+            state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
+            write_checkpoint(self.last_good, *state)
             if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
-                write_checkpoint(state, self.run_dir / f"epoch-{epoch}.pth")
+                write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
             if improved:
-                write_checkpoint(state, self.run_dir / "epoch-best.pth")
+                write_checkpoint(self.run_dir / "epoch-best.pth", *state)
         if self.procs.distributed:
             torch.distributed.barrier()
 

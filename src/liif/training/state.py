@@ -11,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from liif.checkpoint import check_state_fits, model_entries
+from liif.checkpoint import check_state_fits, save_checkpoint
 from liif.errors import LiifError, os_reason
-from liif.fileio import atomic_write
 
 
 def rng_states() -> dict[str, Any]:
@@ -38,23 +37,15 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def training_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any],
-                        scheduler: Any, epoch: int, global_step: int, best_val: float | None) -> dict[str, Any]:
-    """The object written as ``epoch-*.pth``; ``load_model`` and the reference's test.py read it as is."""
-    return {**model_entries(model),
-            "optimizer": {**config["optimizer"], "sd": optimizer.state_dict()},
-            "epoch": epoch,
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-            "global_step": global_step,
-            "best_val": best_val,
-            "rng": rng_states(),
-            "config": config}
-
-
-def write_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
-    """Write atomically; a full disk (or any failed write) leaves the previous file at ``path`` intact."""
+def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any],
+                     scheduler: Any, epoch: int, global_step: int, best_val: float | None) -> None:
+    """Write ``epoch-*.pth`` by ``save_checkpoint`` (the reference entries, which ``load_model`` and the reference's
+    test.py read as is, then what an exact resume needs), atomically: a full disk (or any failed write) leaves the
+    previous file at ``path`` intact."""
     try:
-        atomic_write(path, lambda f: torch.save(ckpt, f))
+        save_checkpoint(model, path, optimizer={**config["optimizer"], "sd": optimizer.state_dict()}, epoch=epoch,
+                        scheduler=None if scheduler is None else scheduler.state_dict(), global_step=global_step,
+                        best_val=best_val, rng=rng_states(), config=config)
     except (OSError, RuntimeError) as exc:
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
         raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}{kept}") from None
