@@ -114,8 +114,7 @@ class FrameWriter:
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
-        check_destination(path, overwrite)
-        self.overwrite = overwrite
+        check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
     def __enter__(self) -> FrameWriter:
@@ -145,7 +144,10 @@ class FrameWriter:
             self._finish()
             if not self.frames_written:
                 raise LiifError(f"no frame was written to {self.path}; nothing is left there")
-            self._rename()
+            try:
+                self._rename()
+            except OSError as exc:  # the path became what cannot be replaced (a folder for a file, or so)
+                raise LiifError(f"cannot write {self.path}: {os_reason(exc)}") from None
         except BaseException:
             self.abort()
             raise
@@ -170,9 +172,13 @@ class FrameWriter:
         pass
 
 
-def check_destination(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``, and an unwritable folder; create a missing one."""
+def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
+    """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
+    a file goes), and an unwritable folder; create a missing one."""
     try:
+        if path.exists() and path.is_dir() != folder:
+            raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
+                            f"{'folder of frames' if folder else 'file'}; choose another output")
         if path.is_dir():
             if any(path.iterdir()) and not overwrite:
                 raise LiifError(f"{path} exists and is not empty; pass --overwrite to replace it")
@@ -442,7 +448,11 @@ class FolderWriter(FrameWriter):
         if self.path.is_dir() and any(self.path.iterdir()):  # an earlier output, checked to hold only frames
             old = temporary_name(self.path)
             os.replace(self.path, old)
-            os.replace(self.temporary, self.path)
+            try:
+                os.replace(self.temporary, self.path)
+            except OSError:
+                os.replace(old, self.path)  # the earlier output stays as it was
+                raise
             remove_path(old)
         else:
             os.replace(self.temporary, self.path)  # over an empty folder, if there is one
