@@ -199,6 +199,13 @@ def test_batches_of_frames_render_like_single_frames(tmp_path: Path, tiny) -> No
     assert len(list((tmp_path / "three").iterdir())) == 12
 
 
+def test_a_batch_of_no_frames_is_refused(tmp_path: Path, tiny) -> None:
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match="^the batch must be at least 1 frame, got 0$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
 def test_the_pipeline_is_bounded_and_passes_errors_on() -> None:
     produced = []
 
