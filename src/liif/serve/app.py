@@ -161,9 +161,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
     service = Service(paths, model, device, options)
 
     async def iiif(request: Request) -> Response:
-        method = request.url.path.split("/")[1]
-        prefix = f"/{method}/3/"
-        segments = path_segments(request, prefix)
+        method, _, *segments = path_segments(request, "/")  # after the root path: /{method}/3/{id}/...
         try:
             identifier = segments[0]
             path = service.library.resolve(identifier)
