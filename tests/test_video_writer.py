@@ -210,3 +210,12 @@ def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -
         write_all(tmp_path / "frames", frames=FRAMES[:3], overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
     assert len(list((tmp_path / "frames").iterdir())) == 2
+
+
+def test_an_encoder_failure_is_a_one_line_error_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match=r"^cannot write .*a\.webm: .*Invalid data") as refused:
+        with open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24)) as writer:
+            for pts in (5, 3):  # libvpx refuses a frame that comes before the one before
+                writer.write(FRAMES[0], pts=pts)
+    assert "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
