@@ -287,3 +287,15 @@ def test_a_killed_run_leaves_no_output_and_its_leftover_goes_with_the_next_write
     assert len(left) == 1 and left[0].startswith(".liif-")  # the temporary file only, never out/clip.mp4
     liif.upscale_video(source, out / "clip.mp4", size=(32, 24), model=tiny[0])
     assert [p.name for p in out.iterdir()] == ["clip.mp4"]
+
+
+def test_an_animation_gone_after_opening_stops_at_its_first_frame(tmp_path: Path) -> None:
+    from liif.video.reader import DecodeStopped
+
+    with open_frame_writer(tmp_path / "anim.gif", (32, 24), Fraction(10)) as writer:
+        for index in range(3):
+            writer.write(frame_pixels(index, (32, 24)))
+    with open_clip(tmp_path / "anim.gif") as clip:
+        (tmp_path / "anim.gif").unlink()
+        with pytest.raises(DecodeStopped, match=r"^decoding stopped at frame 0 \(0.00 s\): .*No such file"):
+            next(iter(clip.frames()))

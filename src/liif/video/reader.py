@@ -223,7 +223,7 @@ class AnimationClip(Clip):
 
     def frames(self) -> Iterator[ClipFrame]:
         mode = "RGBA" if self.info.alpha else "RGB"
-        pts = 0.0
+        index, pts = 0, 0.0
         try:
             with self.open() as image:
                 for index, duration in enumerate(self.durations):
