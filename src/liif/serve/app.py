@@ -31,6 +31,7 @@ from liif.imageio import Picture, encode_picture, read_picture
 from liif.lru import ByteLRU
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
+from liif.runtime import render_tile
 from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
@@ -50,7 +51,6 @@ class ServeOptions:
 
     max_scale: float = 32.0
     max_pixels: int = DEFAULT_SERVE_PIXELS
-    tile: int = 256
     image_cache_bytes: int = 128 << 20
     feature_cache_bytes: int = 512 << 20
     picture_cache_bytes: int = 256 << 20
@@ -114,6 +114,8 @@ class Service:
         Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
         self.library = Library(paths)
         self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)
+        # the renderer's own tile, chosen once: every request cuts the latent grid alike, so they share windows
+        self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.pictures = Pictures(self.options.picture_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
@@ -130,7 +132,7 @@ class Service:
             result = resize_bicubic(picture, target)
         else:
             result = render_picture(self.model, picture, target, precision=self.options.precision,
-                                    tile=self.options.tile, cache=self.features)
+                                    tile=self.render_tile, cache=self.features)
         return encode_answer(result, request)
 
 
@@ -173,7 +175,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
                 ld = "application/ld+json" in request.headers.get("accept", "")
-                return JSONResponse(info_json(base, width, height, limits, service.options.tile),
+                return JSONResponse(info_json(base, width, height, limits),
                                     media_type=JSON_LD if ld else "application/json", headers=CORS)
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")

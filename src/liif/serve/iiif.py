@@ -179,6 +179,9 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     return ImageRequest(box, out, mirror, degrees, quality, fmt)
 
 
+TILE = 256  # the side of the tiles info.json offers: the viewer reads it there
+
+
 def scale_factors(width: int, height: int, tile: int) -> list[int]:
     """Powers of two, from 1 until the whole picture fits in one tile."""
     factors = [1]
@@ -187,7 +190,7 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def info_json(base_uri: str, width: int, height: int, limits: Limits, tile: int = 256) -> dict:
+def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
     """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
     return {
         "@context": CONTEXT,
@@ -200,7 +203,7 @@ def info_json(base_uri: str, width: int, height: int, limits: Limits, tile: int 
         "maxWidth": limits.max_width,
         "maxHeight": limits.max_height,
         "maxArea": limits.max_area,
-        "tiles": [{"width": tile, "height": tile, "scaleFactors": scale_factors(width, height, tile)}],
+        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": scale_factors(width, height, TILE)}],
         "extraQualities": ["color", "gray", "bitonal"],
         "extraFormats": ["webp"],
         "extraFeatures": EXTRA_FEATURES,
