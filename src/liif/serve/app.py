@@ -70,6 +70,7 @@ class Pictures:
         self.cache = ByteLRU(self.max_bytes, lambda p: p.pixels.nbytes)
 
     def read(self, path: Path) -> tuple[Picture, tuple]:
+        """The picture at ``path`` (read once while the file is unchanged), and its cache key."""
         info = path.stat()
         key = (str(path), info.st_size, info.st_mtime_ns)
         picture = self.cache.get(key)
@@ -121,6 +122,7 @@ class Service:
         self.queue = RenderQueue(self.options.image_cache_bytes)
 
     def limits(self, picture: Picture) -> Limits:
+        """The largest answer for ``picture``: the max scale times its size, within the pixel limit."""
         height, width = picture.pixels.shape[:2]
         return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
 
@@ -147,6 +149,7 @@ def path_segments(request: Request, prefix: str) -> list[str]:
 
 
 def error_response(exc: LiifError) -> Response:
+    """A refusal as one line of text: its IIIF status, or 400 for any other LiifError."""
     status = exc.status if isinstance(exc, IIIFError) else 400
     return PlainTextResponse(one_line(exc) + "\n", status_code=status, headers=CORS)
 

@@ -71,6 +71,7 @@ class ImageRequest:
 
 
 def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:
+    """The ``count`` comma-separated non-negative numbers (whole ones if ``integer``) of ``text``, or a 400."""
     pattern = r"\d+" if integer else NUMBER
     parts = text.split(",")
     if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
@@ -137,6 +138,8 @@ def parse_size(text: str, region_width: float, region_height: float, limits: Lim
 
 def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: bool,
                limits: Limits) -> tuple[int, int]:
+    """``size`` if it is not empty, larger than the ``own`` region only with ``upscale`` (^), and within
+    ``limits``; else a 400 quoting the request's ``text``."""
     width, height = size
     if width < 1 or height < 1:
         raise IIIFError(400, f"size {text!r} gives an empty {width}x{height} output")

@@ -175,6 +175,7 @@ class VideoClip(Clip):
 
 
 def seconds_at(end: Fraction | None) -> str:
+    """Where decoding stopped, for a message: " (12.34 s)", or nothing when the time is unknown."""
     return f" ({float(end):.2f} s)" if end is not None else ""
 
 

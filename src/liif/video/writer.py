@@ -78,6 +78,7 @@ def encoder_name(codec: str | None, suffix: str) -> str:
 
 
 def can_encode(name: str) -> bool:
+    """Whether this PyAV build has a video encoder called ``name``."""
     try:
         return av.Codec(name, "w").type == "video"
     except (av.error.FFmpegError, ValueError):
