@@ -205,3 +205,17 @@ def test_pages_and_assets(served):
     for asset in ("openseadragon/openseadragon.min.js", "openseadragon/LICENSE.txt", "viewer.js",
                   "openseadragon/images/zoomin_rest.png"):
         assert client.get(f"/static/{asset}").status_code == 200
+
+
+def test_behind_a_root_path(served):
+    """Under a proxy's prefix (Starlette's root_path) every route still answers, its URLs carrying the prefix."""
+    _, _, folder = served
+    with TestClient(make_app([folder]), root_path="/x") as prefixed:
+        info = prefixed.get("/x/iiif/3/sub%2Finner%20pic.png/info.json")
+        assert info.status_code == 200, info.text
+        assert info.json()["id"] == "http://testserver/x/iiif/3/sub%2Finner%20pic.png"
+        answer = prefixed.get("/x/bicubic/3/butterfly.png", follow_redirects=False)
+        assert answer.headers["location"] == "http://testserver/x/bicubic/3/butterfly.png/info.json"
+        answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
+        assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
+        assert prefixed.get("/x/view/butterfly.png").status_code == 200

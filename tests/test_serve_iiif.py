@@ -51,3 +51,13 @@ def test_request_key_is_canonical():
     other = parse_request("0,0,48,36", "max", "0", "default.png", 48, 36, LIMITS)
     assert one.key() == other.key() and one.size == (48, 36)
     assert parse_request("full", "max", "!90", "gray.webp", 48, 36, LIMITS).key().endswith("/!90/gray.webp")
+
+
+def test_info_json_offers_the_one_tile_size(monkeypatch):
+    from liif.serve import iiif
+
+    info = iiif.info_json("http://x/iiif/3/a.png", 1000, 600, LIMITS)
+    assert info["tiles"] == [{"width": iiif.TILE, "height": iiif.TILE, "scaleFactors": [1, 2, 4]}]
+    monkeypatch.setattr(iiif, "TILE", 64)  # the viewer reads the size from here: nothing else names it
+    info = iiif.info_json("http://x/iiif/3/a.png", 100, 60, LIMITS)
+    assert info["tiles"] == [{"width": 64, "height": 64, "scaleFactors": [1, 2]}]

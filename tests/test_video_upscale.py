@@ -199,6 +199,13 @@ def test_batches_of_frames_render_like_single_frames(tmp_path: Path, tiny) -> No
     assert len(list((tmp_path / "three").iterdir())) == 12
 
 
+def test_a_batch_of_no_frames_is_refused(tmp_path: Path, tiny) -> None:
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match="^the batch must be at least 1 frame, got 0$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
 def test_the_pipeline_is_bounded_and_passes_errors_on() -> None:
     produced = []
 
@@ -280,3 +287,15 @@ def test_a_killed_run_leaves_no_output_and_its_leftover_goes_with_the_next_write
     assert len(left) == 1 and left[0].startswith(".liif-")  # the temporary file only, never out/clip.mp4
     liif.upscale_video(source, out / "clip.mp4", size=(32, 24), model=tiny[0])
     assert [p.name for p in out.iterdir()] == ["clip.mp4"]
+
+
+def test_an_animation_gone_after_opening_stops_at_its_first_frame(tmp_path: Path) -> None:
+    from liif.video.reader import DecodeStopped
+
+    with open_frame_writer(tmp_path / "anim.gif", (32, 24), Fraction(10)) as writer:
+        for index in range(3):
+            writer.write(frame_pixels(index, (32, 24)))
+    with open_clip(tmp_path / "anim.gif") as clip:
+        (tmp_path / "anim.gif").unlink()
+        with pytest.raises(DecodeStopped, match=r"^decoding stopped at frame 0 \(0.00 s\): .*No such file"):
+            next(iter(clip.frames()))

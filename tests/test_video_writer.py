@@ -174,3 +174,48 @@ def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
                 assert np.abs(rgba - previous).mean() < 0.1
             previous = rgba
         assert seen == [30, 40, 50, 60]
+
+
+def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_path: Path) -> None:
+    from liif.video.writer import AnimationWriter
+
+    (tmp_path / "plain").write_text("mine")  # no suffix: the output is a folder of frames
+    with pytest.raises(LiifError, match="plain is a file: it cannot be replaced by a folder of frames"):
+        open_frame_writer(tmp_path / "plain", SIZE, Fraction(24), overwrite=True)
+    (tmp_path / "a.gif").mkdir()
+    with pytest.raises(LiifError, match="a.gif is a folder: it cannot be replaced by a file"):
+        AnimationWriter(tmp_path / "a.gif", SIZE, Fraction(24), True, 0)
+    (tmp_path / "a.gif").rmdir()
+    for name, make in (("frames", lambda p: p.write_text("late")), ("b.mp4", lambda p: (p / "x").mkdir(parents=True))):
+        with pytest.raises(LiifError, match=f"cannot write .*{name}: "):  # the path appears while frames are written
+            with open_frame_writer(tmp_path / name, SIZE, Fraction(24)) as writer:
+                writer.write(FRAMES[0])
+                make(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "frames", "plain"]
+    assert (tmp_path / "plain").read_text() == "mine" and (tmp_path / "frames").read_text() == "late"
+
+
+def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -> None:
+    write_all(tmp_path / "frames", frames=FRAMES[:2])
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(target)
+        if len(calls) == 2:  # the new frames moving in, once the earlier ones moved aside
+            raise PermissionError(13, "Permission denied")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(LiifError, match="cannot write .*frames: Permission denied"):
+        write_all(tmp_path / "frames", frames=FRAMES[:3], overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    assert len(list((tmp_path / "frames").iterdir())) == 2
+
+
+def test_an_encoder_failure_is_a_one_line_error_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match=r"^cannot write .*a\.webm: .*Invalid data") as refused:
+        with open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24)) as writer:
+            for pts in (5, 3):  # libvpx refuses a frame that comes before the one before
+                writer.write(FRAMES[0], pts=pts)
+    assert "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from liif import load_model
 from liif.cli import main
+from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import read_picture
 from liif.renderer import FeatureCache
@@ -88,3 +90,16 @@ def test_every_output_kind(picture_path, tmp_path, name):
     else:
         files = sorted(out.iterdir())
         assert len(files) == FRAMES and Image.open(files[0]).size == (width, height)
+
+
+@pytest.mark.parametrize("fps", [0.0001, 0, -1, 1001, float("nan")])
+def test_a_frame_rate_out_of_bounds_is_refused_before_the_model_loads(picture_path, tmp_path, fps):
+    with pytest.raises(LiifError, match=rf"^fps must be a number in \[0.001, 1000\], got {fps!r}$"):
+        zoom(picture_path, tmp_path / "zoom.gif", frames=2, fps=fps, size=SIZE, model="no-such-model", device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_slowest_frame_rate_is_kept(picture_path, tmp_path):
+    zoom(picture_path, tmp_path / "zoom.mkv", end=2, frames=2, fps=0.001, size=SIZE, device="cpu")
+    with av.open(str(tmp_path / "zoom.mkv")) as container:
+        assert container.streams.video[0].average_rate == Fraction(1, 1000)

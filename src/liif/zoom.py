@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT
+from liif.bounds import COUNT, Number
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
@@ -29,6 +29,8 @@ from liif.upscale import as_picture, check_target, model_on, render_picture, res
 
 Region = tuple[float, float, float, float]
 COMPARISONS = ("bicubic",)
+# Frames per second: from 0.001, which the rate's fraction (denominator at most 1001) keeps above 0
+FPS = Number(low=0.001, high=1000)
 
 
 def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
@@ -101,6 +103,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     frames); returns the frames' regions."""
     from liif.video.writer import open_frame_writer
 
+    FPS.check(fps, "fps", LiifError)
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)

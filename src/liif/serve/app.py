@@ -31,6 +31,7 @@ from liif.imageio import Picture, encode_picture, read_picture
 from liif.lru import ByteLRU
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
+from liif.runtime import render_tile
 from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
@@ -50,7 +51,6 @@ class ServeOptions:
 
     max_scale: float = 32.0
     max_pixels: int = DEFAULT_SERVE_PIXELS
-    tile: int = 256
     image_cache_bytes: int = 128 << 20
     feature_cache_bytes: int = 512 << 20
     picture_cache_bytes: int = 256 << 20
@@ -70,6 +70,7 @@ class Pictures:
         self.cache = ByteLRU(self.max_bytes, lambda p: p.pixels.nbytes)
 
     def read(self, path: Path) -> tuple[Picture, tuple]:
+        """The picture at ``path`` (read once while the file is unchanged), and its cache key."""
         info = path.stat()
         key = (str(path), info.st_size, info.st_mtime_ns)
         picture = self.cache.get(key)
@@ -114,11 +115,14 @@ class Service:
         Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
         self.library = Library(paths)
         self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)
+        # the renderer's own tile, chosen once: every request cuts the latent grid alike, so they share windows
+        self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.pictures = Pictures(self.options.picture_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
 
     def limits(self, picture: Picture) -> Limits:
+        """The largest answer for ``picture``: the max scale times its size, within the pixel limit."""
         height, width = picture.pixels.shape[:2]
         return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
 
@@ -130,7 +134,7 @@ class Service:
             result = resize_bicubic(picture, target)
         else:
             result = render_picture(self.model, picture, target, precision=self.options.precision,
-                                    tile=self.options.tile, cache=self.features)
+                                    tile=self.render_tile, cache=self.features)
         return encode_answer(result, request)
 
 
@@ -145,6 +149,7 @@ def path_segments(request: Request, prefix: str) -> list[str]:
 
 
 def error_response(exc: LiifError) -> Response:
+    """A refusal as one line of text: its IIIF status, or 400 for any other LiifError."""
     status = exc.status if isinstance(exc, IIIFError) else 400
     return PlainTextResponse(one_line(exc) + "\n", status_code=status, headers=CORS)
 
@@ -161,9 +166,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
     service = Service(paths, model, device, options)
 
     async def iiif(request: Request) -> Response:
-        method = request.url.path.split("/")[1]
-        prefix = f"/{method}/3/"
-        segments = path_segments(request, prefix)
+        method, _, *segments = path_segments(request, "/")  # after the root path: /{method}/3/{id}/...
         try:
             identifier = segments[0]
             path = service.library.resolve(identifier)
@@ -175,7 +178,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
                 ld = "application/ld+json" in request.headers.get("accept", "")
-                return JSONResponse(info_json(base, width, height, limits, service.options.tile),
+                return JSONResponse(info_json(base, width, height, limits),
                                     media_type=JSON_LD if ld else "application/json", headers=CORS)
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")

@@ -71,6 +71,7 @@ class ImageRequest:
 
 
 def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:
+    """The ``count`` comma-separated non-negative numbers (whole ones if ``integer``) of ``text``, or a 400."""
     pattern = r"\d+" if integer else NUMBER
     parts = text.split(",")
     if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
@@ -137,6 +138,8 @@ def parse_size(text: str, region_width: float, region_height: float, limits: Lim
 
 def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: bool,
                limits: Limits) -> tuple[int, int]:
+    """``size`` if it is not empty, larger than the ``own`` region only with ``upscale`` (^), and within
+    ``limits``; else a 400 quoting the request's ``text``."""
     width, height = size
     if width < 1 or height < 1:
         raise IIIFError(400, f"size {text!r} gives an empty {width}x{height} output")
@@ -179,6 +182,9 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     return ImageRequest(box, out, mirror, degrees, quality, fmt)
 
 
+TILE = 256  # the side of the tiles info.json offers: the viewer reads it there
+
+
 def scale_factors(width: int, height: int, tile: int) -> list[int]:
     """Powers of two, from 1 until the whole picture fits in one tile."""
     factors = [1]
@@ -187,7 +193,7 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def info_json(base_uri: str, width: int, height: int, limits: Limits, tile: int = 256) -> dict:
+def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
     """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
     return {
         "@context": CONTEXT,
@@ -200,7 +206,7 @@ def info_json(base_uri: str, width: int, height: int, limits: Limits, tile: int 
         "maxWidth": limits.max_width,
         "maxHeight": limits.max_height,
         "maxArea": limits.max_area,
-        "tiles": [{"width": tile, "height": tile, "scaleFactors": scale_factors(width, height, tile)}],
+        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": scale_factors(width, height, TILE)}],
         "extraQualities": ["color", "gray", "bitonal"],
         "extraFormats": ["webp"],
         "extraFeatures": EXTRA_FEATURES,

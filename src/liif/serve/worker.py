@@ -14,6 +14,8 @@ from liif.lru import ByteLRU
 
 @dataclass
 class Job:
+    """A render in flight: how to compute it, the future its clients wait on, and how many wait."""
+
     compute: Callable[[], bytes]
     future: asyncio.Future
     waiters: int = 0
@@ -21,6 +23,8 @@ class Job:
 
 @dataclass
 class Stats:
+    """What the queue did with the requests it was given, counted."""
+
     rendered: int = 0  # jobs computed
     shared: int = 0  # requests that joined a job already in flight
     dropped: int = 0  # jobs dropped because every client had gone
@@ -40,10 +44,12 @@ class RenderQueue:
         self.worker: asyncio.Task | None = None
 
     async def start(self) -> None:
+        """Start the worker on the running event loop (the app's startup)."""
         self.jobs = asyncio.Queue()
         self.worker = asyncio.create_task(self.work())
 
     async def stop(self) -> None:
+        """Cancel the worker and wait for the render thread to finish (the app's shutdown)."""
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.gather(self.worker, return_exceptions=True)
@@ -51,6 +57,7 @@ class RenderQueue:
 
     async def get(self, key: Hashable, compute: Callable[[], bytes],
                   gone: Callable[[], Awaitable[object]] | None = None) -> bytes | None:
+        """The bytes for ``key``: cached, joined to the job in flight, or queued; None if ``gone`` ends first."""
         cached = self.results.get(key)
         if cached is not None:
             self.stats.cached += 1
@@ -75,6 +82,7 @@ class RenderQueue:
                 leaving.cancel()
 
     async def work(self) -> None:
+        """The worker: run the queued jobs one at a time in the render thread, dropping those nobody awaits."""
         loop = asyncio.get_running_loop()
         while True:
             key = await self.jobs.get()

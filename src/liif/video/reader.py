@@ -176,6 +176,7 @@ class VideoClip(Clip):
 
 
 def seconds_at(end: Fraction | None) -> str:
+    """Where decoding stopped, for a message: " (12.34 s)", or nothing when the time is unknown."""
     return f" ({float(end):.2f} s)" if end is not None else ""
 
 
@@ -224,7 +225,7 @@ class AnimationClip(Clip):
 
     def frames(self) -> Iterator[ClipFrame]:
         mode = "RGBA" if self.info.alpha else "RGB"
-        pts = 0.0
+        index, pts = 0, 0.0
         try:
             with self.open() as image:
                 for index, duration in enumerate(self.durations):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 import torch.nn as nn
 from tqdm import tqdm
 
@@ -111,7 +110,7 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     source, destination = Path(source), Path(destination)
     device = next(model.parameters()).device
     check_precision(device, options.precision, model)
-    batch = options.batch or (1 if device.type == "cpu" else GPU_BATCH)
+    batch = options.batch if options.batch is not None else 1 if device.type == "cpu" else GPU_BATCH
     if batch < 1:
         raise LiifError(f"the batch must be at least 1 frame, got {batch}")
     if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
@@ -181,5 +180,4 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
     net = model_on(model, device, precision, kernel, compile)
     options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
                            overwrite)
-    with torch.no_grad():
-        return upscale_clip(net, src, dst, geometry, options, progress)
+    return upscale_clip(net, src, dst, geometry, options, progress)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import types
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
 from PIL import Image
 
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
 
@@ -76,6 +78,7 @@ def encoder_name(codec: str | None, suffix: str) -> str:
 
 
 def can_encode(name: str) -> bool:
+    """Whether this PyAV build has a video encoder called ``name``."""
     try:
         return av.Codec(name, "w").type == "video"
     except (av.error.FFmpegError, ValueError):
@@ -108,14 +111,22 @@ def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
                             f"are {width}x{height} (choose an even size, or a 4:4:4 pixel format such as yuv444p)")
 
 
+@contextmanager
+def write_errors(failure: str) -> Iterator[None]:
+    """The disk's and FFmpeg's errors inside, as a one-line LiifError: ``failure``, then why."""
+    try:
+        yield
+    except (av.error.FFmpegError, OSError) as exc:
+        raise LiifError(f"{failure}: {os_reason(exc)}") from None
+
+
 class FrameWriter:
     """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 frame."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
-        check_destination(path, overwrite)
-        self.overwrite = overwrite
+        check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
     def __enter__(self) -> FrameWriter:
@@ -145,7 +156,8 @@ class FrameWriter:
             self._finish()
             if not self.frames_written:
                 raise LiifError(f"no frame was written to {self.path}; nothing is left there")
-            self._rename()
+            with write_errors(f"cannot write {self.path}"):  # the path became a folder for a file, or so
+                self._rename()
         except BaseException:
             self.abort()
             raise
@@ -170,9 +182,13 @@ class FrameWriter:
         pass
 
 
-def check_destination(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``, and an unwritable folder; create a missing one."""
+def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
+    """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
+    a file goes), and an unwritable folder; create a missing one."""
     try:
+        if path.exists() and path.is_dir() != folder:
+            raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
+                            f"{'folder of frames' if folder else 'file'}; choose another output")
         if path.is_dir():
             if any(path.iterdir()) and not overwrite:
                 raise LiifError(f"{path} exists and is not empty; pass --overwrite to replace it")
@@ -206,26 +222,24 @@ class VideoWriter(FrameWriter):
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
         self.yuv = pix_fmt.startswith(("yuv", "nv"))
-        self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
-        self.source = None
+        self.container = self.source = None
         try:
+            with write_errors(f"cannot write {path}"):
+                self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
             if encoder not in self.container.supported_codecs:
                 raise LiifError(f"a {suffix} file cannot hold {encoder} video; choose another codec or container")
-            self.stream = self.container.add_stream(encoder, rate=self.rate,
-                                                    options=encoder_options(encoder, crf, preset))
-            context = self.stream.codec_context
-            context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
-            context.time_base = self.time_base
-            self.stream.time_base = self.time_base
-            if self.yuv:
-                context.colorspace = context.color_primaries = context.color_trc = BT709
-                context.color_range = MPEG_RANGE
-            self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
-            self.container.start_encoding()
-        except av.error.FFmpegError as exc:
-            self.abort()
-            raise LiifError(f"cannot encode {path} with {encoder} (crf {crf}, preset {preset}, {pix_fmt}): "
-                            f"{one_line(exc)}") from None
+            with write_errors(f"cannot encode {path} with {encoder} (crf {crf}, preset {preset}, {pix_fmt})"):
+                self.stream = self.container.add_stream(encoder, rate=self.rate,
+                                                        options=encoder_options(encoder, crf, preset))
+                context = self.stream.codec_context
+                context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
+                context.time_base = self.time_base
+                self.stream.time_base = self.time_base
+                if self.yuv:
+                    context.colorspace = context.color_primaries = context.color_trc = BT709
+                    context.color_range = MPEG_RANGE
+                self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
+                self.container.start_encoding()
         except BaseException:
             self.abort()
             raise
@@ -233,10 +247,8 @@ class VideoWriter(FrameWriter):
 
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
         """Output streams for the audio and subtitle streams of ``source_path``, by input stream index."""
-        try:
+        with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
-        except av.error.FFmpegError as exc:
-            raise LiifError(f"cannot read the streams of {source_path}: {one_line(exc)}") from None
         copies = {}
         supported = self.container.supported_codecs
         for stream in self.source.streams:
@@ -255,19 +267,15 @@ class VideoWriter(FrameWriter):
             pts = self.next_pts
         step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
         self.next_pts = pts + step
-        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24" if frame.shape[2] == 3 else "rgba")
-        context = self.stream.codec_context
-        video_frame = video_frame.reformat(format=context.pix_fmt, dst_colorspace="itu709" if self.yuv else None,
-                                           dst_color_range=MPEG_RANGE if self.yuv else None)
-        video_frame.pts, video_frame.time_base = pts, self.time_base
-        self._mux(self.stream.encode(video_frame))
+        with write_errors(f"cannot write {self.path}"):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24" if frame.shape[2] == 3 else "rgba")
+            context = self.stream.codec_context
+            video_frame = video_frame.reformat(format=context.pix_fmt,
+                                               dst_colorspace="itu709" if self.yuv else None,
+                                               dst_color_range=MPEG_RANGE if self.yuv else None)
+            video_frame.pts, video_frame.time_base = pts, self.time_base
+            self.container.mux(self.stream.encode(video_frame))
         self._copy_until(float(pts * self.time_base))
-
-    def _mux(self, packets: list) -> None:
-        try:
-            self.container.mux(packets)
-        except av.error.FFmpegError as exc:
-            raise LiifError(f"cannot write {self.path}: {one_line(exc)}") from None
 
     def _copy_until(self, seconds: float | None) -> None:
         """Copy the source's packets up to ``seconds`` (all of them for None), so that the muxer interleaves
@@ -291,11 +299,12 @@ class VideoWriter(FrameWriter):
             self.copies = {}
 
     def _finish(self) -> None:
-        self._mux(self.stream.encode(None))
-        self._copy_until(None)
-        self._close_files()
-        with open(self.temporary, "rb+") as f:  # what PyAV wrote, on the disk before the rename
-            os.fsync(f.fileno())
+        with write_errors(f"cannot write {self.path}"):
+            self.container.mux(self.stream.encode(None))
+            self._copy_until(None)
+            self._close_files()
+            with open(self.temporary, "rb+") as f:  # what PyAV wrote, on the disk before the rename
+                os.fsync(f.fileno())
 
     def _close_files(self) -> None:
         for container in (self.source, self.container):
@@ -427,13 +436,11 @@ class FolderWriter(FrameWriter):
         self.temporary.mkdir()
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
-        try:
+        with write_errors(f"cannot write {self.path}"):
             with open(self.temporary / FRAME_NAME.format(self.frames_written), "wb") as f:
                 encode_picture(Picture(frame), "PNG", f)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as exc:
-            raise LiifError(f"cannot write {self.path}: {os_reason(exc)}") from None
 
     def _finish(self) -> None:
         pass
@@ -442,7 +449,11 @@ class FolderWriter(FrameWriter):
         if self.path.is_dir() and any(self.path.iterdir()):  # an earlier output, checked to hold only frames
             old = temporary_name(self.path)
             os.replace(self.path, old)
-            os.replace(self.temporary, self.path)
+            try:
+                os.replace(self.temporary, self.path)
+            except OSError:
+                os.replace(old, self.path)  # the earlier output stays as it was
+                raise
             remove_path(old)
         else:
             os.replace(self.temporary, self.path)  # over an empty folder, if there is one

@@ -4,7 +4,6 @@
 // stretches that level up to the max scale itself.
 "use strict";
 (async function () {
-  const tile = 256;
   const at = location.pathname.lastIndexOf("/view/");
   const root = location.pathname.slice(0, at);
   const identifier = decodeURIComponent(location.pathname.slice(at + "/view/".length));
@@ -13,7 +12,7 @@
   document.title = `${identifier} - liif view`;
 
   const info = await (await fetch(`${root}/iiif/3/${escaped}/info.json`)).json();
-  const width = info.width, height = info.height;
+  const width = info.width, height = info.height, tile = info.tiles[0].width;
   const maxScale = Math.min(info.maxWidth / width, info.maxHeight / height);
   let top = 1;
   while (top * 2 <= maxScale && top * 2 <= tile) top *= 2;
