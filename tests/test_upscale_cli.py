@@ -121,6 +121,7 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "--precision", "int8", "--compile", "default"], "--compile does not run int8"),
     (["{picture}", "--scale", "2", "--tile", "0"], "tile must be an int >= 1, got 0"),
     (["{picture}", "--scale", "2", "--threads", "0"], "--threads must be an int >= 1, got 0"),
+    (["{picture}", "--scale", "2", "--batch", "0"], "--batch must be an int >= 1, got 0"),
     (["{picture}", "--scale", "2", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["{picture}", "--scale", "2", "--max-pixels", "nan"], "--max-pixels must be a number >= 1, got nan"),
 ])

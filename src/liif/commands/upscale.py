@@ -37,6 +37,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
+from liif.bounds import COUNT
 from liif.distributed import Processes, global_sum, joined_processes
 from liif.errors import LiifError, os_reason, printable
 from liif.geometry import Geometry, Target
@@ -234,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
     args.max_pixels = checked_max_pixels(args.max_pixels)
     set_threads(args.threads)
     checked_tile(args.tile)
+    if args.batch is not None:  # checked again per clip by the Python API; here before any model loads
+        COUNT.check(args.batch, "--batch", LiifError)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
     with joined_processes(args.device) as procs:

@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     for side in size:
         FRAME_SIDE.check(side, f"--size {args.size}: each side", LiifError)
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
-    Number(low=0, high=1000, low_open=True).check(args.fps, "--fps", LiifError)
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
     picture = as_picture(args.picture)
