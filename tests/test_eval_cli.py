@@ -11,8 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch._dynamo
 from PIL import Image
+from torch._dynamo.utils import counters
 
+import liif
 from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
@@ -107,6 +111,21 @@ def test_flat_folder_and_div2k_layout(tmp_path, capsys):
     assert list(results) == ["flat", "DIV2K_valid_HR"]
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["lr_source"] for r in rows] == ["pil", "files"]
+    # the DIV2K row: the model's output quantised to 8 bits, PSNR on RGB with shave 3 + 6, worked out here
+    model = liif.load_model("edsr-baseline-liif")
+    lr = torch.from_numpy(np.array(Image.open(lr_dir / "0801x3.png"))).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        sr = liif.render(model, lr[None], hr.shape[:2])[0].permute(1, 2, 0).double().numpy()
+    quantised = np.round(sr * 255) / 255
+
+    def rgb_psnr(image: np.ndarray, shave: int) -> float:
+        diff = (image - hr / 255)[shave:-shave, shave:-shave]
+        return -10 * math.log10(np.mean(diff**2))
+
+    assert float(rows[1]["psnr"]) == pytest.approx(rgb_psnr(quantised, 9), abs=1e-6)
+    # the check tells the options apart: unquantised output, or the benchmark shave, score differently
+    assert abs(rgb_psnr(sr, 9) - rgb_psnr(quantised, 9)) > 1e-3
+    assert abs(rgb_psnr(quantised, 3) - rgb_psnr(quantised, 9)) > 1e-3
 
 
 def test_degrade_matlab_replaces_the_lr_files(tmp_path, capsys):
@@ -217,12 +236,16 @@ def test_compiled_queries_score_as_eager_and_a_kernel_without_cuda_is_refused(tm
     folder = tmp_path / "one"
     folder.mkdir()
     Image.fromarray(crop("butterfly", (32, 32))).save(folder / "butterfly.png")
-    scores = {}
+    scores, graphs = {}, {}
     for mode in ("none", "default"):
         out = tmp_path / mode
+        torch._dynamo.reset()
+        counters.clear()
         assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--device", "cpu", "--compile", mode,
                        "--out", str(out))[0] == 0
         scores[mode] = json.loads((out / "results.json").read_text())["one"]["x2"]["psnr"]
+        graphs[mode] = counters["stats"]["unique_graphs"]
+    assert graphs == {"none": 0, "default": 1}, graphs  # the queries were compiled, once, only when asked
     assert abs(scores["default"] - scores["none"]) < 1e-4, scores
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     expect_error(capsys, "kernel triton-first-layer", "--data", str(folder), "--scales", "2", "--device", "cpu",
