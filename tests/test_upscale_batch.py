@@ -17,14 +17,12 @@ from PIL import Image
 
 import liif
 import liif.commands.upscale
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
-from liif import cli
+from conftest import BENCHMARKS, ROOT, TINY, shared_file, upscale_cli
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import read_picture, write_picture
 from liif.upscale import render_picture
 
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 # Real pictures of several sizes and kinds: crops of Set5 (RGB, and one as gray).
 CROPS = {"a.png": ("bird.png", (0, 0, 30, 22), "RGB"), "b.png": ("butterfly.png", (40, 40, 64, 58), "RGB"),
          "c.png": ("head.png", (100, 90, 121, 120), "L"), "d.png": ("woman.png", (20, 50, 48, 70), "RGB"),
@@ -41,16 +39,8 @@ def folder(tmp_path) -> Path:
     return inputs
 
 
-def upscale_cli(capsys, *args) -> tuple[int, list[str]]:
-    """``liif upscale`` in this process with the tiny model: its exit code and its own stderr lines."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["upscale", *map(str, args), "--model", str(shared_file(TINY)), "--device", "cpu"])
-    lines = capsys.readouterr().err.splitlines()
-    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
-
-
 def test_a_batch_writes_what_render_and_write_give_file_by_file(tmp_path, folder, capsys) -> None:
-    code, lines = upscale_cli(capsys, folder, "--scale", "2.5", "-o", tmp_path / "out")
+    code, lines = upscale_cli(capsys, folder, "--scale", "2.5", "-o", tmp_path / "out", quiet=False)
     assert code == 0 and lines[-1].startswith("liif upscale: 5 written, 0 failed")
     model = liif.load_model(shared_file(TINY))
     for name in CROPS:
@@ -74,7 +64,7 @@ def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written
 
     monkeypatch.setattr(liif.commands.upscale, "write_picture", write)
     (folder / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails when read
-    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", quiet=False)
     assert code == 1
     assert [line.split(": ")[2] for line in lines[:-1]] == [str(folder / n) for n in ("b.png", "c.png", "e.png")]
     assert "disk full" in lines[1]
@@ -127,7 +117,7 @@ def test_reading_and_writing_overlap_rendering_a_bounded_number_ahead_and_behind
 
     for name, function in (("read_picture", read), ("render_picture", render), ("write_picture", write)):
         monkeypatch.setattr(module, name, function)
-    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", "--quiet")
+    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
     assert code == 0
     assert not missed, missed  # reading ran 2 ahead of each render, and writing 2 behind
     position = {event: i for i, event in enumerate(events)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from fractions import Fraction
 from pathlib import Path
@@ -18,13 +17,6 @@ from liif.video.writer import open_frame_writer
 
 SIZE = (64, 48)
 FRAMES = [frame_pixels(i, SIZE) for i in range(12)]
-
-
-@pytest.fixture
-def umask_022():
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
 
 
 def write_all(path: Path, frames=FRAMES, rate=Fraction(24), **options) -> None:
