@@ -7,12 +7,11 @@ import torch
 from PIL import Image
 
 import liif.runtime
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from liif.cli import main
 from liif.errors import LiifError
 from liif.runtime import autocast, check_precision, pick_device, query_chunk
 
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 NO_CUDA = not torch.cuda.is_available()
 NO_MPS = not liif.runtime.mps_available()
 

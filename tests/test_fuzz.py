@@ -39,13 +39,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import MAX_SIDE, Geometry
 from liif.imageio import read_picture
 
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 CASE_SECONDS = 30  # one case (a decode, a load, a tiny render) takes well under a second: over this is a hang
 
 
