@@ -1,18 +1,32 @@
-"""Shared test helpers: where ../shared lives, and a clean skip when a shared file is absent."""
+"""Shared test helpers: where ../shared lives, a clean skip when a shared file is absent, the shared fixtures
+(the tiny reference checkpoint, the Set14 comic crop and patch, the reference query sets) and small runners."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from liif import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # LIIF_SHARED points elsewhere when ../shared is absent (on the GPU machine: a copy in .gpu_data, same layout).
 SHARED = Path(os.environ.get("LIIF_SHARED") or ROOT.parent / "shared").resolve()
 REFERENCE = SHARED / "fixtures" / "reference"
 BENCHMARKS = SHARED / "data" / "benchmarks"
+DECODERS = SHARED / "fixtures" / "decoders"
+TINY = REFERENCE / "tiny-edsr-liif.pth"  # the tiny reference checkpoint most tests render with
+# The reference checkpoints of fixtures/reference, each with its .npz of outputs at every query set.
+TINY_FIXTURES = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
+                 "tiny-rdn-liif"]
+QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
+COMIC_BOX = (60, 40, 88, 60)  # x0, y0, x1, y1 of the Set14 comic crop
 
 torch.set_num_threads(2)
 
@@ -22,6 +36,71 @@ def shared_file(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared material absent: {path}")
     return path
+
+
+def comic_crop() -> np.ndarray:
+    """A real 28x20 crop of Set14 comic, (20, 28, 3) uint8."""
+    with Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")) as img:
+        return np.array(img.convert("RGB").crop(COMIC_BOX))
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    """``comic_crop()``, once per module."""
+    return comic_crop()
+
+
+def comic_patch() -> torch.Tensor:
+    """The reference fixtures' 20x28 patch of Set14 comic, (1, 3, 20, 28) in [0, 1]."""
+    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"]) * 0.5 + 0.5
+
+
+def query_set_outputs(model: torch.nn.Module, fixture) -> dict[str, torch.Tensor]:
+    """The model's output (on the CPU) at every query set of a reference fixture (an .npz), from its input."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        latents = model.latents(model.encode(torch.from_numpy(fixture["inp"]).to(device)))
+        return {name: model.query(latents, torch.from_numpy(fixture[f"{name}.coord"]).to(device),
+                                  torch.from_numpy(fixture[f"{name}.cell"]).to(device)).cpu()
+                for name in QUERY_SETS}
+
+
+def max_errors(model: torch.nn.Module, fixture) -> dict[str, float]:
+    """The largest absolute difference from a reference fixture's outputs, per query set."""
+    return {name: float((pred - torch.from_numpy(fixture[f"{name}.pred"])).abs().max())
+            for name, pred in query_set_outputs(model, fixture).items()}
+
+
+def upscale_cli(capsys, *args, quiet: bool = True) -> tuple[int, list[str]]:
+    """``liif upscale`` in this process with the tiny model on the CPU: its exit code and its own stderr lines."""
+    argv = ["upscale", *map(str, args), "--model", str(shared_file(TINY)), "--device", "cpu"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv + (["--quiet"] if quiet else []))
+    lines = capsys.readouterr().err.splitlines()
+    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
+
+
+def run_group(command: list, timeout: float = 300, env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own process group and kill the whole group (torchrun's workers too) on timeout,
+    which fails the test."""
+    proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, command))}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+@pytest.fixture
+def umask_022():
+    """The umask 022 of a usual login, restored afterwards (permission checks compare with a plain write)."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 def both_paths_training_step(model: torch.nn.Module, batch: int, side: int, queries: int, seed: int

@@ -1,6 +1,9 @@
-"""Facts about the reference configurations (spec sections 2.5-2.7), in one place for every test that checks them."""
+"""Facts about the reference configurations (spec sections 2.5-2.7) and evaluation (spec 6), in one place for every
+test that checks them."""
 
 from __future__ import annotations
+
+import numpy as np
 
 EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
 RDN = {"name": "rdn", "args": {"no_upsampling": True}}
@@ -53,5 +56,11 @@ SMALL = {
         "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}},
         "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}, "hidden_dim": 16}},
 }
+# EDSR's luminance weights, R, G, B (spec 6.2).
+EDSR_Y = np.array([65.738, 129.057, 25.064]) / 256
+# Set5 PSNR-Y by scale: reference test.py with the released edsr-baseline-liif.pth, LR by PIL bicubic from the
+# top-left-cropped HR, output not quantised (issue 5); and PIL bicubic from the same LR.
+REFERENCE_Y_PSNR = {2: 37.9971, 3: 34.4179, 4: 32.2587, 6: 28.9551, 8: 26.9824}
+BICUBIC_Y_PSNR = {2: 33.67, 3: 30.40, 4: 28.43, 6: 25.93, 8: 24.40}
 # The registered models that decode coordinates (the renderer's ImplicitModel): the tests render each of them.
 IMPLICIT = ("liif", "lte", "metasr")

@@ -1,4 +1,5 @@
-"""Helpers for the server tests: a small real picture, the tiny model, a server running in this process."""
+"""Helpers for the server tests: a small real picture, an app serving it with the default model, and a server
+running in this process."""
 
 from __future__ import annotations
 
@@ -13,11 +14,7 @@ import uvicorn
 from liif.imageio import Picture, read_picture, write_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.serve.app import ServeOptions, create_app
-from conftest import BENCHMARKS, REFERENCE, shared_file
-
-
-def tiny_model_path() -> Path:
-    return shared_file(REFERENCE / "tiny-edsr-liif.pth")
+from conftest import BENCHMARKS, shared_file
 
 
 def small_picture(folder: Path, name: str = "butterfly.png", box=(100, 70, 148, 106)) -> Path:

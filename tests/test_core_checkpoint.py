@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from conftest import BENCHMARKS, REFERENCE, ROOT, TINY, comic_crop, shared_file
 from liif.checkpoint import read_checkpoint
 from liif.cli import main
 from liif.errors import CheckpointError
@@ -62,7 +62,7 @@ def test_missing_file_and_unknown_name() -> None:
 
 
 def tampered(tmp_path: Path, change) -> Path:
-    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
     change(ckpt["model"]["sd"])
     path = tmp_path / "tampered.pth"
     torch.save(ckpt, path)
@@ -82,7 +82,7 @@ def test_missing_extra_and_misshaped_keys_are_named(tmp_path: Path) -> None:
 
 
 def test_an_unknown_encoder_name_in_a_checkpoint(tmp_path: Path) -> None:
-    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
     ckpt["model"]["args"]["encoder_spec"]["name"] = "swinir-xl"
     path = tmp_path / "unknown.pth"
     torch.save(ckpt, path)
@@ -130,7 +130,7 @@ def test_a_model_trained_with_another_data_norm_upscales_with_it(tmp_path: Path,
     assert read_checkpoint(checkpoint)["data_norm"] == {"inp": {"sub": [0.0], "div": [1.0]},
                                                        "gt": {"sub": [0.0], "div": [1.0]}}
 
-    crop = np.array(Image.open(set14 / "comic.png").convert("RGB"))[40:60, 60:88]
+    crop = comic_crop()
     Image.fromarray(crop).save(tmp_path / "in.png")
     with pytest.raises(SystemExit) as upscaled:
         main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "-o", str(tmp_path / "out.png"),
@@ -153,7 +153,7 @@ def test_a_model_trained_with_another_data_norm_upscales_with_it(tmp_path: Path,
 
 
 def test_reference_checkpoints_keep_the_reference_data_norm() -> None:
-    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+    model = liif.load_model(shared_file(TINY))
     assert model.data_norm == liif.DataNorm((0.5,), (0.5,), (0.5,), (0.5,))
 
 
@@ -165,7 +165,7 @@ def test_non_finite_weights_are_refused(tmp_path: Path, value: float) -> None:
 
 
 def test_a_spec_far_larger_than_its_weights_fails_before_allocating(tmp_path: Path) -> None:
-    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
     ckpt["model"]["args"]["encoder_spec"]["args"]["n_feats"] = 100_000  # 360 GB of float32 if it were built
     torch.save(ckpt, tmp_path / "huge.pth")
     with pytest.raises(liif.CheckpointError, match="wrong shape: encoder.head.0.weight"):
@@ -180,7 +180,7 @@ def test_a_spec_far_larger_than_its_weights_fails_before_allocating(tmp_path: Pa
      "bad arguments for model 'edsr-baseline': Trying to create tensor with negative dimension"),
 ])
 def test_malformed_checkpoints_are_one_line_errors_naming_the_file(tmp_path: Path, change, message: str) -> None:
-    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
     change(ckpt["model"])
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError) as error:
@@ -190,7 +190,7 @@ def test_malformed_checkpoints_are_one_line_errors_naming_the_file(tmp_path: Pat
 
 
 def test_a_spec_asking_for_a_billion_blocks_stops_at_once(tmp_path: Path) -> None:
-    ckpt = torch.load(shared_file(REFERENCE / "tiny-edsr-liif.pth"), weights_only=True)
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
     ckpt["model"]["args"]["encoder_spec"]["args"]["n_resblocks"] = 10**9
     torch.save(ckpt, tmp_path / "deep.pth")
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'deep.pth'}: the spec builds far more weights than the 22"):

@@ -3,28 +3,22 @@ fixed small set of graphs whatever the tiles, chunks and pictures. Compiling on 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
 import liif
-from conftest import REFERENCE, shared_file
+from conftest import comic_patch
 from facts import SMALL
 from liif.errors import LiifError
-
-
-def comic() -> torch.Tensor:
-    """The fixtures' 20x28 patch of Set14 comic, (1, 3, 20, 28) in [0, 1]."""
-    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"]) * 0.5 + 0.5
 
 
 def test_compiled_queries_render_as_eager_with_one_graph_for_every_tile_and_chunk() -> None:
     torch.manual_seed(0)
     model = liif.make(SMALL["liif"]).eval()
     # 12 tiles of 6 shapes, each in several chunks of 256 queries and a shorter last one; then another picture
-    cases = [(comic(), (57, 83)), (comic()[..., 3:17, 5:26], (31, 47))]
+    cases = [(comic_patch(), (57, 83)), (comic_patch()[..., 3:17, 5:26], (31, 47))]
     eager = [liif.render(model, image, size, tile=8, chunk_size=256) for image, size in cases]
     torch._dynamo.reset()
     counters.clear()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import liif
-from conftest import REFERENCE, shared_file
+from conftest import comic_patch
 from facts import CONFIGS, EDSR, IMPLICIT, SMALL
 from liif.geometry import make_cell, make_coord
 from liif.models import ImplicitModel
@@ -62,16 +61,12 @@ def test_mlp_layer_sizes_must_be_positive_whole_numbers(hidden) -> None:
 ENCODERS = [name for name in MODELS.names() if name != "mlp" and name not in IMPLICIT]
 
 
-def comic_patch() -> torch.Tensor:
-    """The fixtures' 20x28 patch of Set14 comic, (1, 3, 20, 28) in [-1, 1] (the model's space)."""
-    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"])
-
-
 @pytest.mark.parametrize("name", [*ENCODERS, *IMPLICIT])
 def test_channels_last_encoding_equals_contiguous_encoding(name: str) -> None:
     torch.manual_seed(0)
     model = liif.make(SMALL[name]).eval()
-    inp = torch.cat([comic_patch(), comic_patch().flip(-1)])
+    patch = comic_patch() * 2 - 1  # the model's space
+    inp = torch.cat([patch, patch.flip(-1)])
     encoder = model if name in ENCODERS else model.encoder
     seen = []
     encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous(
@@ -94,7 +89,7 @@ def test_channels_last_encoding_equals_contiguous_encoding(name: str) -> None:
 def test_a_channels_last_model_renders_the_same_picture(name: str) -> None:
     torch.manual_seed(0)
     model = liif.make(SMALL[name]).eval()
-    image = comic_patch() * 0.5 + 0.5
+    image = comic_patch()
     plain = liif.render(model, image, (45, 61), tile=8)
     fast = liif.render(model.use_channels_last(), image, (45, 61), tile=8)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -10,7 +10,7 @@ import torch
 import liif
 import liif.models.implicit
 import liif.runtime
-from conftest import BENCHMARKS, REFERENCE, both_paths_training_step, shared_file
+from conftest import BENCHMARKS, TINY, both_paths_training_step, shared_file
 from facts import CONFIGS, SMALL
 from liif.geometry import make_cell, make_coord
 from liif.imageio import read_picture
@@ -58,7 +58,7 @@ def test_gradients_match_on_a_training_batch(released) -> None:
 
 def test_windowed_latents_answer_like_the_whole_grid() -> None:
     """Latents of a feature window (for tiled rendering) give the whole grid's outputs for queries inside it."""
-    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+    model = liif.load_model(shared_file(TINY))
     torch.manual_seed(3)
     inp = torch.rand(1, 3, 12, 10) * 2 - 1
     size = (36, 30)

@@ -6,31 +6,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import liif
-from conftest import REFERENCE, shared_file
+from conftest import REFERENCE, TINY_FIXTURES, max_errors, shared_file
 from facts import CONFIGS
-
-TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
-        "tiny-rdn-liif"]
-QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
-
-
-def max_errors(model, fixture: np.lib.npyio.NpzFile) -> dict[str, float]:
-    inp = torch.from_numpy(fixture["inp"])
-    errors = {}
-    with torch.no_grad():
-        latents = model.latents(model.encode(inp))
-        for name in QUERY_SETS:
-            pred = model.query(latents, torch.from_numpy(fixture[f"{name}.coord"]),
-                               torch.from_numpy(fixture[f"{name}.cell"]))
-            errors[name] = float((pred - torch.from_numpy(fixture[f"{name}.pred"])).abs().max())
-    return errors
 
 
 @pytest.mark.parametrize("query_path", ["fast", "reference"])
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_FIXTURES)
 def test_fixture_checkpoints_reproduce_reference_outputs(name: str, query_path: str) -> None:
     model = liif.load_model(shared_file(REFERENCE / f"{name}.pth"))
     model.query_path = query_path
@@ -38,7 +21,7 @@ def test_fixture_checkpoints_reproduce_reference_outputs(name: str, query_path: 
     assert max(errors.values()) <= 1e-5, errors
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_FIXTURES)
 def test_fixture_checkpoints_have_the_indexed_sizes(name: str) -> None:
     index = json.loads(shared_file(REFERENCE / "index.json").read_text())[name]
     model = liif.load_model(shared_file(REFERENCE / f"{name}.pth"))

@@ -7,12 +7,11 @@ import torch
 from PIL import Image
 
 import liif.runtime
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from liif.cli import main
 from liif.errors import LiifError
 from liif.runtime import autocast, check_precision, pick_device, query_chunk
 
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 NO_CUDA = not torch.cuda.is_available()
 NO_MPS = not liif.runtime.mps_available()
 
@@ -57,8 +56,14 @@ def test_cpu_bf16_detection_reads_the_cpu_flags() -> None:
     assert liif.runtime.cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
-def test_cpu_chunk_is_cache_sized() -> None:
-    assert query_chunk(torch.device("cpu")) == liif.runtime.CPU_CHUNK
+def test_query_chunk_is_the_cpu_chunk_off_cuda_and_follows_free_memory_on_a_gpu(monkeypatch) -> None:
+    assert query_chunk(torch.device("cpu")) == query_chunk(torch.device("cpu"), 4) == 4096
+    gib = 1 << 30
+    # 64 KiB per query, shared by the batch, from 4096 up to 2**20 queries
+    for free, batch, expected in ((80 * gib, 1, 1 << 20), (80 * gib, 4, 327_680), (1 * gib, 1, 16_384),
+                                  (1 * gib, 3, 5_461), (100 << 20, 1, 4096)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 80 * gib))
+        assert query_chunk(torch.device("cuda", 0), batch) == expected, (free, batch)
 
 
 def test_render_tile_is_the_cpu_tile_off_cuda_and_follows_free_memory_on_a_gpu(monkeypatch) -> None:

@@ -11,13 +11,11 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import SHARED, both_paths_training_step, shared_file
+from conftest import DECODERS, SHARED, both_paths_training_step, max_errors, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell
 
-DECODERS = SHARED / "fixtures" / "decoders"
 FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
-QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
 
 
 def fixture_model(name: str):
@@ -29,14 +27,7 @@ def fixture_model(name: str):
 def test_both_paths_reproduce_the_reference_on_every_query_set(name: str, query_path: str) -> None:
     model = fixture_model(name)
     model.query_path = query_path
-    data = np.load(shared_file(DECODERS / f"{name}.npz"))
-    errors = {}
-    with torch.no_grad():
-        latents = model.latents(model.encode(torch.from_numpy(data["inp"])))
-        for query in QUERY_SETS:
-            coord, cell = torch.from_numpy(data[f"{query}.coord"]), torch.from_numpy(data[f"{query}.cell"])
-            pred = model.query(latents, coord, cell)
-            errors[query] = float((pred - torch.from_numpy(data[f"{query}.pred"])).abs().max())
+    errors = max_errors(model, np.load(shared_file(DECODERS / f"{name}.npz")))
     assert max(errors.values()) <= 1e-5, errors
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, shared_file
+from conftest import comic_crop
 from facts import IMPLICIT, SMALL
 from liif.normalization import DataNorm
 from liif.renderer import render
@@ -24,13 +24,8 @@ CASES = [((41, 57), ((-1, 1), (-1, 1)), False),            # x2.05: every tile b
          ((27, 39), ((-1, 1), (-1, 1)), True)]             # self-ensemble
 
 
-def comic_crop() -> Image.Image:
-    """A real 28x20 crop of Set14 comic."""
-    return Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB").crop((60, 40, 88, 60))
-
-
 def comic_tensor() -> torch.Tensor:
-    return torch.from_numpy(np.array(comic_crop())).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(comic_crop()).permute(2, 0, 1)[None].float() / 255
 
 
 def small(name: str):
@@ -58,7 +53,7 @@ def test_tiled_equals_untiled(name, size, ranges, self_ensemble) -> None:
 def test_cli_upscale_writes_what_the_api_renders_untiled(tmp_path, name) -> None:
     model = small(name)
     liif.save_checkpoint(model, tmp_path / f"{name}.pth")
-    comic_crop().save(tmp_path / "comic.png")
+    Image.fromarray(comic_crop()).save(tmp_path / "comic.png")
     command = [sys.executable, "-m", "liif", "upscale", "comic.png", "--scale", "2", "--region", "2,1,26,19",
                "--self-ensemble", "--tile", "6", "--model", f"{name}.pth", "-o", "out.png", "--threads", "1", "--quiet"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -7,54 +7,20 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch._dynamo
 from PIL import Image
+from torch._dynamo.utils import counters
 
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+import liif
+from conftest import ROOT, TINY, shared_file
+from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_crop
+from facts import EDSR_Y
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
-
-NAMES = ("baby", "bird", "head")
-EDSR_Y = np.array([65.738, 129.057, 25.064]) / 256
-
-
-def crop(name: str, size: tuple[int, int] = (52, 44)) -> np.ndarray:
-    """A (h, w, 3) uint8 crop from a Set5 image, away from its borders."""
-    img = np.array(Image.open(shared_file(BENCHMARKS / "Set5" / f"{name}.png")).convert("RGB"))
-    return img[60:60 + size[0], 70:70 + size[1]]
-
-
-def make_benchmark_set(root: Path, scales=(2,), lr_names=None) -> Path:
-    """An EDSR-layout set <root>/HR, <root>/LR_bicubic/X{s}/<name>x{s}.png made with MATLAB-style bicubic."""
-    (root / "HR").mkdir(parents=True)
-    for name in NAMES:
-        hr = crop(name)
-        Image.fromarray(hr).save(root / "HR" / f"{name}.png")
-        for s in scales:
-            folder = root / "LR_bicubic" / f"X{s}"
-            folder.mkdir(parents=True, exist_ok=True)
-            lr = matlab_imresize(hr, (hr.shape[0] // s, hr.shape[1] // s), 1 / s)
-            Image.fromarray(lr).save(folder / f"{(lr_names or {}).get(name, name)}x{s}.png")
-    return root
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "--quiet", *args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def expect_error(capsys, mentions: str, *args: str) -> str:
-    code, _, err = run_cli(capsys, *args)
-    assert code == 2, err
-    assert err.startswith("liif eval: error: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert mentions in err, err
-    return err
-
 
 def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
     """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
@@ -80,7 +46,7 @@ def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsy
             assert value == pytest.approx(np.mean([float(r[metric]) for r in rows if r["scale"] == scale]))
     # the bicubic row: PIL bicubic of the LR file back to the HR size, PSNR on Y with shave 2
     for row in rows[:3]:
-        hr = crop(row["image"][:-4])
+        hr = set5_crop(row["image"][:-4])
         lr = Image.open(data / "LR_bicubic" / "X2" / row["image"].replace(".png", "x2.png"))
         up = np.array(lr.resize((hr.shape[1], hr.shape[0]), Image.BICUBIC))
         # float32 images, as the reference: 1e-6 dB from float64 arithmetic on the same 8-bit values
@@ -91,12 +57,12 @@ def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsy
 def test_flat_folder_and_div2k_layout(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    Image.fromarray(set5_crop("bird")).save(flat / "bird.png")
     div2k = tmp_path / "div2k"
     hr_dir, lr_dir = div2k / "DIV2K_valid_HR", div2k / "DIV2K_valid_LR_bicubic" / "X3"
     hr_dir.mkdir(parents=True)
     lr_dir.mkdir(parents=True)
-    hr = crop("baby", (54, 48))
+    hr = set5_crop("baby", (54, 48))
     Image.fromarray(hr).save(hr_dir / "0801.png")
     Image.fromarray(matlab_imresize(hr, (18, 16), 1 / 3)).save(lr_dir / "0801x3.png")
     out = tmp_path / "out"
@@ -107,6 +73,21 @@ def test_flat_folder_and_div2k_layout(tmp_path, capsys):
     assert list(results) == ["flat", "DIV2K_valid_HR"]
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["lr_source"] for r in rows] == ["pil", "files"]
+    # the DIV2K row: the model's output quantised to 8 bits, PSNR on RGB with shave 3 + 6, worked out here
+    model = liif.load_model("edsr-baseline-liif")
+    lr = torch.from_numpy(np.array(Image.open(lr_dir / "0801x3.png"))).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        sr = liif.render(model, lr[None], hr.shape[:2])[0].permute(1, 2, 0).double().numpy()
+    quantised = np.round(sr * 255) / 255
+
+    def rgb_psnr(image: np.ndarray, shave: int) -> float:
+        diff = (image - hr / 255)[shave:-shave, shave:-shave]
+        return -10 * math.log10(np.mean(diff**2))
+
+    assert float(rows[1]["psnr"]) == pytest.approx(rgb_psnr(quantised, 9), abs=1e-6)
+    # the check tells the options apart: unquantised output, or the benchmark shave, score differently
+    assert abs(rgb_psnr(sr, 9) - rgb_psnr(quantised, 9)) > 1e-3
+    assert abs(rgb_psnr(quantised, 3) - rgb_psnr(quantised, 9)) > 1e-3
 
 
 def test_degrade_matlab_replaces_the_lr_files(tmp_path, capsys):
@@ -133,7 +114,7 @@ def test_missing_and_empty_folders(tmp_path, capsys):
 def test_non_image_files_are_named(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    Image.fromarray(crop("bird")).save(folder / "bird.png")
+    Image.fromarray(set5_crop("bird")).save(folder / "bird.png")
     (folder / "notes.txt").write_text("not a picture")
     expect_error(capsys, str(folder / "notes.txt"), "--data", str(folder), "--scales", "2")
     (folder / "notes.txt").unlink()
@@ -150,7 +131,7 @@ def test_mismatched_lr_names_and_sizes(tmp_path, capsys):
     # now every HR has its LR, and facex2.png is left without an HR
     expect_error(capsys, str(lr_dir / "facex2.png"), "--data", str(data), "--scales", "2")
     (lr_dir / "facex2.png").unlink()
-    Image.fromarray(crop("head", (20, 20))).save(lr_dir / "headx2.png")
+    Image.fromarray(set5_crop("head", (20, 20))).save(lr_dir / "headx2.png")
     err = expect_error(capsys, str(lr_dir / "headx2.png"), "--data", str(data), "--scales", "2")
     assert "20x20" in err and "22x26" in err
 
@@ -161,14 +142,14 @@ def test_a_scale_without_lr_files_where_the_protocol_needs_them(tmp_path, capsys
     assert "--degrade pil" in err
     flat = tmp_path / "flat"
     flat.mkdir()
-    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    Image.fromarray(set5_crop("bird")).save(flat / "bird.png")
     expect_error(capsys, "no LR files for x2", "--data", str(flat), "--scales", "2", "--degrade", "files")
 
 
 def test_bad_options(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    Image.fromarray(crop("bird")).save(flat / "bird.png")
+    Image.fromarray(set5_crop("bird")).save(flat / "bird.png")
     expect_error(capsys, "--scales", "--data", str(flat), "--scales", "2,x")
     expect_error(capsys, "at least 1", "--data", str(flat), "--scales", "0")
     expect_error(capsys, "too small", "--data", str(flat), "--scales", "60")
@@ -196,14 +177,14 @@ def test_errors_reach_the_shell_as_one_line_without_traceback(tmp_path):
 def test_an_image_too_small_for_the_shave_is_named(tmp_path, capsys):
     folder = tmp_path / "small"
     folder.mkdir()
-    Image.fromarray(crop("bird", (16, 16))).save(folder / "tiny.png")
+    Image.fromarray(set5_crop("bird", (16, 16))).save(folder / "tiny.png")
     expect_error(capsys, f"{folder / 'tiny.png'} at x4", "--data", str(folder), "--scales", "4")
 
 
 def test_self_ensemble_reaches_the_model(tmp_path, capsys):
     folder = tmp_path / "one"
     folder.mkdir()
-    Image.fromarray(crop("butterfly", (32, 32))).save(folder / "butterfly.png")
+    Image.fromarray(set5_crop("butterfly", (32, 32))).save(folder / "butterfly.png")
     plain, ensemble = tmp_path / "plain", tmp_path / "ensemble"
     assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--out", str(plain))[0] == 0
     assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--self-ensemble", "--out", str(ensemble))[0] == 0
@@ -216,13 +197,17 @@ def test_compiled_queries_score_as_eager_and_a_kernel_without_cuda_is_refused(tm
     """The model options every rendering command shares (--kernel, --compile) reach eval's model."""
     folder = tmp_path / "one"
     folder.mkdir()
-    Image.fromarray(crop("butterfly", (32, 32))).save(folder / "butterfly.png")
-    scores = {}
+    Image.fromarray(set5_crop("butterfly", (32, 32))).save(folder / "butterfly.png")
+    scores, graphs = {}, {}
     for mode in ("none", "default"):
         out = tmp_path / mode
+        torch._dynamo.reset()
+        counters.clear()
         assert run_cli(capsys, "--data", str(folder), "--scales", "2", "--device", "cpu", "--compile", mode,
                        "--out", str(out))[0] == 0
         scores[mode] = json.loads((out / "results.json").read_text())["one"]["x2"]["psnr"]
+        graphs[mode] = counters["stats"]["unique_graphs"]
+    assert graphs == {"none": 0, "default": 1}, graphs  # the queries were compiled, once, only when asked
     assert abs(scores["default"] - scores["none"]) < 1e-4, scores
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     expect_error(capsys, "kernel triton-first-layer", "--data", str(folder), "--scales", "2", "--device", "cpu",
@@ -233,8 +218,8 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
     data = tmp_path / "set"
     data.mkdir()
     for name in NAMES:
-        Image.fromarray(crop(name)).save(data / f"{name}.png")
-    model = str(shared_file(REFERENCE / "tiny-edsr-liif.pth"))
+        Image.fromarray(set5_crop(name)).save(data / f"{name}.png")
+    model = str(shared_file(TINY))
     common = ["-m", "liif", "eval", "--data", str(data), "--scales", "2,3", "--degrade", "pil", "--model", model,
               "--device", "cpu", "--threads", "1", "--quiet"]
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,

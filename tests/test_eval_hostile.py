@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REFERENCE, shared_file
+from conftest import TINY, shared_file
+from evaluating import expect_error, make_benchmark_set, run_cli, set5_crop
 from liif.errors import LiifError
 from liif.evaluation import EvalResults, ImageScore, evaluate
-from test_eval_cli import crop, expect_error, make_benchmark_set, run_cli
-
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 
 
 def strict_json(text: str):
@@ -31,7 +29,7 @@ def flat_folder(root: Path) -> Path:
     """A folder with a flat gray image (PIL bicubic of a flat LR is exact: bicubic PSNR is +inf) and a real crop."""
     root.mkdir()
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(root / "gray.png")
-    Image.fromarray(crop("bird", (40, 40))).save(root / "bird.png")
+    Image.fromarray(set5_crop("bird", (40, 40))).save(root / "bird.png")
     return root
 
 

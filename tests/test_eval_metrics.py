@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from facts import EDSR_Y
 from liif.evaluation.metrics import psnr, shave_for, ssim_y
-
-EDSR_Y = np.array([65.738, 129.057, 25.064]) / 256  # spec 6.2
 
 
 def random_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -49,10 +48,18 @@ def test_psnr_ignores_exactly_the_shaved_border():
 
 
 def test_psnr_is_computed_in_float64():
-    hr = torch.full((3, 30, 30), 0.5)
-    sr = hr + 1e-4  # float32 rounding of this difference alone would move PSNR by ~1e-3 dB
-    diff = np.float64(np.float32(0.5) + np.float32(1e-4)) - 0.5
-    assert psnr(sr, hr, border=0, on_y=False) == pytest.approx(-20 * math.log10(diff), abs=1e-9)
+    """A large image with small differences: float32 squares and means round to ~1e-7 dB, float64 does not."""
+    hr = random_image(300, 300, seed=3)
+    sr = hr + torch.from_numpy(np.random.default_rng(4).normal(0, 1e-3, hr.shape)).float()
+    diff = sr.numpy().astype(np.float64) - hr.numpy().astype(np.float64)
+    tolerance = 1e-9
+    for on_y, channels in ((False, diff), (True, np.tensordot(EDSR_Y, diff, axes=1))):
+        expected = -10 * math.log10(np.mean(channels**2))
+        weights = torch.tensor(EDSR_Y, dtype=torch.float32)
+        in_float32 = torch.einsum("chw,c->hw", sr - hr, weights) if on_y else sr - hr
+        float32_psnr = -10 * math.log10(in_float32.pow(2).mean().item())
+        assert abs(float32_psnr - expected) > 10 * tolerance, (on_y, float32_psnr - expected)  # the test can fail
+        assert psnr(sr, hr, border=0, on_y=on_y) == pytest.approx(expected, abs=tolerance)
 
 
 def test_ssim_of_identical_images_is_one():

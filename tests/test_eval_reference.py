@@ -7,11 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import BENCHMARKS, shared_file
+from facts import BICUBIC_Y_PSNR, REFERENCE_Y_PSNR
 from liif.evaluation import evaluate
-
-# reference test.py with the released edsr-baseline-liif.pth, and PIL bicubic from the same LR (issue 5)
-REFERENCE_Y_PSNR = {2: 37.9971, 3: 34.4179, 4: 32.2587, 6: 28.9551, 8: 26.9824}
-BICUBIC_Y_PSNR = {2: 33.67, 3: 30.40, 4: 28.43, 6: 25.93, 8: 24.40}
 
 
 @pytest.mark.parametrize("scale", sorted(REFERENCE_Y_PSNR))

@@ -11,8 +11,6 @@ import json
 import math
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,19 +20,16 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
+from conftest import (BENCHMARKS, DECODERS, QUERY_SETS, REFERENCE, ROOT, TINY, TINY_FIXTURES, query_set_outputs,
+                      run_group, shared_file)
+from facts import REFERENCE_Y_PSNR
 from liif.checkpoint import read_checkpoint
 from liif.cli import main
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
-TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-cell", "tiny-edsr-liif-no-ensemble",
-        "tiny-rdn-liif"]
-DECODERS = REFERENCE.parent / "decoders"
 DECODER_FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
-QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
 SMOKE = ROOT / "configs" / "smoke.yaml"
-README_SET5_X4 = 32.2587  # README: Set5 x4, --degrade pil, CPU fp32
 
 
 @pytest.fixture(autouse=True)
@@ -64,29 +59,6 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_group(command: list, timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``command`` in its own process group and kill the whole group (torchrun's workers too) on timeout."""
-    proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, command))}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
-def outputs(model, inp: torch.Tensor, fixture) -> dict[str, torch.Tensor]:
-    """The model's output at every query set of a fixture, on the CPU."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        latents = model.latents(model.encode(inp.to(device)))
-        return {name: model.query(latents, torch.from_numpy(fixture[f"{name}.coord"]).to(device),
-                                  torch.from_numpy(fixture[f"{name}.cell"]).to(device)).cpu()
-                for name in QUERY_SETS}
-
-
 def max_abs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float((a[k] - b[k]).abs().max()) for k in a}
 
@@ -99,7 +71,7 @@ def load_pair(source, query_path: str):
 
 
 @pytest.mark.parametrize("query_path", ["fast", "reference"])
-@pytest.mark.parametrize("name", [*TINY, *DECODER_FIXTURES, "edsr-baseline-liif"])
+@pytest.mark.parametrize("name", [*TINY_FIXTURES, *DECODER_FIXTURES, "edsr-baseline-liif"])
 def test_cuda_output_equals_cpu_output_on_the_reference_fixtures(name: str, query_path: str) -> None:
     if name == "edsr-baseline-liif":  # the built-in released weights
         source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
@@ -107,8 +79,7 @@ def test_cuda_output_equals_cpu_output_on_the_reference_fixtures(name: str, quer
         folder = DECODERS if name in DECODER_FIXTURES else REFERENCE
         source, fixture = shared_file(folder / f"{name}.pth"), np.load(shared_file(folder / f"{name}.npz"))
     cpu, gpu = load_pair(source, query_path)
-    inp = torch.from_numpy(fixture["inp"])
-    on_gpu, on_cpu = outputs(gpu, inp, fixture), outputs(cpu, inp, fixture)
+    on_gpu, on_cpu = query_set_outputs(gpu, fixture), query_set_outputs(cpu, fixture)
     expected = {k: torch.from_numpy(fixture[f"{k}.pred"]) for k in QUERY_SETS}
     assert max(max_abs(on_gpu, on_cpu).values()) <= 1e-4, max_abs(on_gpu, on_cpu)
     assert max(max_abs(on_gpu, expected).values()) <= 1e-4, max_abs(on_gpu, expected)
@@ -195,10 +166,9 @@ def test_triton_kernels_on_cuda_equal_the_torch_fast_path(name: str, kernel: str
     else:
         source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
     model = liif.load_model(source, "cuda")
-    inp = torch.from_numpy(fixture["inp"])
-    expected = outputs(model, inp, fixture)
+    expected = query_set_outputs(model, fixture)
     model.query_kernel = kernel
-    got = outputs(model, inp, fixture)
+    got = query_set_outputs(model, fixture)
     assert kernel_launches[KERNEL_ENTRY[kernel]] == len(QUERY_SETS)
     assert max(max_abs(got, expected).values()) <= 1e-4, max_abs(got, expected)
 
@@ -236,7 +206,8 @@ def test_upscale_cli_kernel_triton_on_cuda_matches_torch(tmp_path: Path) -> None
     for kernel in ("torch", "triton"):
         out = tmp_path / f"bird_{kernel}.png"
         result = run_group([sys.executable, "-m", "liif", "upscale", bird, "--scale", "2.5", "-o", out,
-                            "--device", "cuda", "--kernel", kernel, "--quiet"], timeout=120, cwd=tmp_path)
+                            "--device", "cuda", "--kernel", kernel, "--quiet"],
+                           env=subprocess_env(), timeout=120, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         pixels[kernel] = np.asarray(Image.open(out)).astype(int)
     assert pixels["triton"].shape == pixels["torch"].shape == (720, 720, 3)
@@ -248,7 +219,8 @@ def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: st
     bird = shared_file(BENCHMARKS / "Set5" / "bird.png")  # 288x288
     out = tmp_path / f"bird_{precision}.png"
     result = run_group([sys.executable, "-m", "liif", "upscale", bird, "--scale", "2.5", "-o", out,
-                        "--device", "cuda", "--precision", precision, "--quiet"], timeout=120, cwd=tmp_path)
+                        "--device", "cuda", "--precision", precision, "--quiet"],
+                       env=subprocess_env(), timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(out) as img:
         assert img.size == (720, 720) and img.mode == "RGB"
@@ -259,11 +231,11 @@ def test_upscale_cli_on_cuda_writes_the_right_size(tmp_path: Path, precision: st
 def test_eval_on_cuda_matches_the_readme_set5_x4_psnr(tmp_path: Path) -> None:
     set5 = shared_file(BENCHMARKS / "Set5")
     result = run_group([sys.executable, "-m", "liif", "eval", "--device", "cuda", "--data", set5, "--scales", "4",
-                        "--degrade", "pil", "--out", tmp_path / "eval", "--quiet"], timeout=150)
+                        "--degrade", "pil", "--out", tmp_path / "eval", "--quiet"], env=subprocess_env(), timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     psnr = json.loads((tmp_path / "eval" / "results.json").read_text())["Set5"]["x4"]["psnr"]
     # liif eval runs cuDNN with its defaults (TF32 convolutions allowed): still within 0.01 dB of the CPU figure
-    assert abs(psnr - README_SET5_X4) <= 0.01, psnr
+    assert abs(psnr - REFERENCE_Y_PSNR[4]) <= 0.01, psnr
 
 
 def train_args(run: Path, *extra: str) -> list[str]:
@@ -298,7 +270,8 @@ def test_train_smoke_on_cuda(tmp_path: Path, amp: str) -> None:
 def test_train_under_torchrun_one_process_on_cuda(tmp_path: Path) -> None:
     """The torchrun launch path on a GPU (one process: liif trains without a process group then)."""
     result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                        "-m", "liif", "train", "--quiet", *train_args(tmp_path / "run")], timeout=150)
+                        "-m", "liif", "train", "--quiet", *train_args(tmp_path / "run")],
+                       env=subprocess_env(), timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "run")
 
@@ -358,7 +331,7 @@ def test_ddp_with_nccl_trains_like_a_single_process(tmp_path: Path) -> None:
     script = tmp_path / "nccl_ddp.py"
     script.write_text(NCCL_SCRIPT)
     result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                        script, shared_file(REFERENCE / "tiny-edsr-liif.pth")], timeout=120)
+                        script, shared_file(TINY)], env=subprocess_env(), timeout=120)
     assert result.returncode == 0 and "nccl ddp ok" in result.stdout, result.stderr[-3000:]
 
 
@@ -367,7 +340,7 @@ def test_queries_compiled_as_cuda_graphs_render_as_eager() -> None:
     replays over tiles and chunks of several shapes give the eager pixels; one graph serves them all."""
     from torch._dynamo.utils import counters
 
-    model = liif.load_model(shared_file(REFERENCE / "tiny-edsr-liif.pth"), "cuda")
+    model = liif.load_model(shared_file(TINY), "cuda")
     image = (bird_input(96) * 0.5 + 0.5).cuda()
     sizes = [(250, 230), (97, 301)]
     eager = [liif.render(model, image, size, tile=40, chunk_size=4096).cpu() for size in sizes]
@@ -386,7 +359,7 @@ def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:
     """``compile: true`` (torch.compile of the training step's model); in a subprocess, bounded in time. Last in
     the file: compiling is the slowest and least predictable step."""
     result = run_group([sys.executable, "-m", "liif", "train", "--quiet",
-                        *train_args(tmp_path / "run", "--set", "compile=true")], timeout=150)
+                        *train_args(tmp_path / "run", "--set", "compile=true")], env=subprocess_env(), timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     check_run(tmp_path / "run")
 

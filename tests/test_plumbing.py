@@ -66,13 +66,6 @@ def test_a_constructor_type_error_is_a_liif_error(tmp_path: Path) -> None:
         DATASETS.make(spec)
 
 
-@pytest.fixture
-def umask_022():
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
 def test_outputs_are_readable_by_all_and_leave_no_temporary_file(tmp_path: Path, umask_022) -> None:
     images, out = tmp_path / "images", tmp_path / "out"
     images.mkdir()

@@ -27,7 +27,7 @@ def browser():
 
 
 def test_viewer_zooms_to_x8_with_every_tile_served(browser, tmp_path):
-    picture = small_picture(tmp_path, box=(40, 40, 168, 136))  # 128x96: x8 is zooming in on a 900x600 page
+    picture = small_picture(tmp_path, box=(40, 40, 168, 136))  # 128x96: x8 is zooming in on a 640x400 page
     with RunningServer(make_app([picture])) as url:
         page = browser.new_page(viewport={"width": 640, "height": 400}, accept_downloads=True)
         errors, tiles = [], []

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 
 import torch
 
-from conftest import BENCHMARKS, ROOT, shared_file
+from conftest import BENCHMARKS, ROOT, run_group, shared_file
 from liif.checkpoint import read_checkpoint
-
-
-def run_group(command: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, str]:
-    """Run ``command`` in its own process group, killing the whole group (torchrun's workers too) on timeout."""
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return proc.returncode, err
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
@@ -34,8 +19,8 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     for name, prefix in (("one", [sys.executable]), ("two", launch)):
-        code, err = run_group([*prefix, *common, "--out", str(tmp_path / name)], env)
-        assert code == 0, err[-3000:]
+        result = run_group([*prefix, *common, "--out", str(tmp_path / name)], env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
     one, two = (read_checkpoint(tmp_path / name / "epoch-last.pth") for name in ("one", "two"))
     assert one["global_step"] == two["global_step"] == 14
     for key, value in one["model"]["sd"].items():

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, shared_file
+from conftest import BENCHMARKS, TINY, shared_file
 from facts import SMALL, liif_spec
 from liif.errors import LiifError
 from liif.kernels import check_kernel, set_query_kernel
@@ -196,7 +196,7 @@ def liif_upscale(*args, cwd: Path, interpret: bool) -> subprocess.CompletedProce
     if interpret:
         env["TRITON_INTERPRET"] = "1"
     command = [sys.executable, "-m", "liif", "upscale", *map(str, args), "--model",
-               str(shared_file(REFERENCE / "tiny-edsr-liif.pth")), "--device", "cpu", "--threads", "1", "--quiet"]
+               str(shared_file(TINY)), "--device", "cpu", "--threads", "1", "--quiet"]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -216,7 +216,7 @@ def test_upscale_cli_kernel_option(tmp_path: Path) -> None:
                           interpret=True)
     assert result.returncode == 0, result.stderr
     triton_pixels = np.asarray(Image.open(tmp_path / "triton.png")).astype(int)
-    torch_pixels = liif.upscale(source, 2, model=REFERENCE / "tiny-edsr-liif.pth", device="cpu").pixels.astype(int)
+    torch_pixels = liif.upscale(source, 2, model=TINY, device="cpu").pixels.astype(int)
     assert torch_pixels.shape == (24, 32, 3)
     assert np.abs(torch_pixels - triton_pixels).max() <= 1
 

@@ -24,15 +24,7 @@ from liif import cli
 from liif.errors import LiifError
 from liif.fileio import atomic_write
 from liif.imageio import Picture, read_picture, write_picture
-from conftest import BENCHMARKS, REFERENCE, shared_file
-
-TINY = REFERENCE / "tiny-edsr-liif.pth"
-
-
-@pytest.fixture(scope="module")
-def crop() -> np.ndarray:
-    """A real 20x28 RGB crop of Set14 comic."""
-    return np.asarray(Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB").crop((60, 40, 88, 60)))
+from conftest import TINY, shared_file, upscale_cli
 
 
 @pytest.fixture
@@ -40,15 +32,6 @@ def picture(tmp_path, crop) -> Path:
     path = tmp_path / "comic.png"
     Image.fromarray(crop).save(path)
     return path
-
-
-def upscale_cli(capsys, *args, quiet: bool = True) -> tuple[int, list[str]]:
-    """Run ``liif upscale`` in this process with the tiny model: its exit code and its own stderr lines."""
-    argv = ["upscale", *map(str, args), "--model", str(shared_file(TINY))] + (["--quiet"] if quiet else [])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv)
-    lines = capsys.readouterr().err.splitlines()
-    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
 
 
 def errors(lines: list[str]) -> list[str]:

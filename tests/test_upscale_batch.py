@@ -17,14 +17,12 @@ from PIL import Image
 
 import liif
 import liif.commands.upscale
-from conftest import BENCHMARKS, REFERENCE, ROOT, shared_file
-from liif import cli
+from conftest import BENCHMARKS, ROOT, TINY, shared_file, upscale_cli
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import read_picture, write_picture
 from liif.upscale import render_picture
 
-TINY = REFERENCE / "tiny-edsr-liif.pth"
 # Real pictures of several sizes and kinds: crops of Set5 (RGB, and one as gray).
 CROPS = {"a.png": ("bird.png", (0, 0, 30, 22), "RGB"), "b.png": ("butterfly.png", (40, 40, 64, 58), "RGB"),
          "c.png": ("head.png", (100, 90, 121, 120), "L"), "d.png": ("woman.png", (20, 50, 48, 70), "RGB"),
@@ -41,16 +39,8 @@ def folder(tmp_path) -> Path:
     return inputs
 
 
-def upscale_cli(capsys, *args) -> tuple[int, list[str]]:
-    """``liif upscale`` in this process with the tiny model: its exit code and its own stderr lines."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["upscale", *map(str, args), "--model", str(shared_file(TINY)), "--device", "cpu"])
-    lines = capsys.readouterr().err.splitlines()
-    return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
-
-
 def test_a_batch_writes_what_render_and_write_give_file_by_file(tmp_path, folder, capsys) -> None:
-    code, lines = upscale_cli(capsys, folder, "--scale", "2.5", "-o", tmp_path / "out")
+    code, lines = upscale_cli(capsys, folder, "--scale", "2.5", "-o", tmp_path / "out", quiet=False)
     assert code == 0 and lines[-1].startswith("liif upscale: 5 written, 0 failed")
     model = liif.load_model(shared_file(TINY))
     for name in CROPS:
@@ -74,7 +64,7 @@ def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written
 
     monkeypatch.setattr(liif.commands.upscale, "write_picture", write)
     (folder / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails when read
-    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", quiet=False)
     assert code == 1
     assert [line.split(": ")[2] for line in lines[:-1]] == [str(folder / n) for n in ("b.png", "c.png", "e.png")]
     assert "disk full" in lines[1]
@@ -84,12 +74,24 @@ def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written
 
 def test_reading_and_writing_overlap_rendering_a_bounded_number_ahead_and_behind(tmp_path, folder, capsys,
                                                                                   monkeypatch) -> None:
+    """Each render waits until the reader has read as far ahead as it may (2 pictures), and each write until the
+    renderer has finished as far behind as it may (the next 2): both happen only if reading and writing run beside
+    rendering. Waits end by events, never by a sleep; their timeout only ends a run that would otherwise hang."""
+    names = sorted(CROPS)
     events: list[tuple[str, str]] = []
+    happened = {(kind, name): threading.Event() for kind in ("read", "rendered") for name in names}
+    missed: list[str] = []
     lock = threading.Lock()
 
     def log(kind: str, name: str) -> None:
         with lock:
             events.append((kind, name))
+        if (kind, name) in happened:
+            happened[kind, name].set()
+
+    def wait_for(kind: str, name: str, waiting: str) -> None:
+        if not happened[kind, name].wait(timeout=120):
+            missed.append(f"{waiting} waited in vain for {kind} {name}")
 
     module = liif.commands.upscale
     real_read, real_render, real_write = module.read_picture, module.render_picture, module.write_picture
@@ -100,29 +102,28 @@ def test_reading_and_writing_overlap_rendering_a_bounded_number_ahead_and_behind
 
     def render(model, picture, target, *args, label=None, **kwargs):
         log("render", label)
-        time.sleep(0.2)  # a slow device: the reader has time to run ahead as far as it may
+        wait_for("read", names[min(names.index(label) + 2, len(names) - 1)], f"render {label}")
         result = real_render(model, picture, target, *args, label=label, **kwargs)
         log("rendered", label)
         return result
 
     def write(picture, path, overwrite=False):
-        log("write", Path(path).name)
-        time.sleep(0.5)  # a slow disk: the renderer goes on meanwhile, as far as it may
+        name = Path(path).name
+        log("write", name)
+        if names.index(name) + 2 < len(names):
+            wait_for("rendered", names[names.index(name) + 2], f"write {name}")
         real_write(picture, path, overwrite)
-        log("written", Path(path).name)
+        log("written", name)
 
     for name, function in (("read_picture", read), ("render_picture", render), ("write_picture", write)):
         monkeypatch.setattr(module, name, function)
-    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out", "--quiet")
+    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
     assert code == 0
-    names = sorted(CROPS)
+    assert not missed, missed  # reading ran 2 ahead of each render, and writing 2 behind
     position = {event: i for i, event in enumerate(events)}
-    # the next picture is read while one renders, and a picture is written while the next renders
-    assert position[("read", "b.png")] < position[("rendered", "a.png")]
-    assert position[("write", "a.png")] < position[("rendered", "b.png")]
     for i, name in enumerate(names):  # bounded: at most 2 read ahead of, and 2 unwritten behind, a render
-        start = position[("render", name)]
-        assert sum(1 for kind, _ in events[:start] if kind == "read") <= i + 3, events
+        start, end = position[("render", name)], position[("rendered", name)]
+        assert sum(1 for kind, _ in events[:end] if kind == "read") <= i + 3, events
         assert sum(1 for kind, _ in events[:start] if kind == "rendered") \
             - sum(1 for kind, _ in events[:start] if kind == "written") <= 2, events
     assert [n for kind, n in events if kind == "written"] == names

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARKS, REFERENCE, shared_file
-
-TINY = REFERENCE / "tiny-edsr-liif.pth"
+from conftest import BENCHMARKS, TINY, comic_crop, shared_file
 
 
 def liif_upscale(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -25,7 +23,7 @@ def liif_upscale(*args, cwd: Path) -> subprocess.CompletedProcess:
 def picture(tmp_path) -> Path:
     """A real 28x20 crop of Set14 comic."""
     path = tmp_path / "comic.png"
-    Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).crop((60, 40, 88, 60)).save(path)
+    Image.fromarray(comic_crop()).save(path)
     return path
 
 

@@ -10,20 +10,12 @@ import liif
 import liif.imageio
 from liif.errors import LiifError
 from liif.imageio import Picture, orient, read_picture, write_picture
-from conftest import BENCHMARKS, REFERENCE, shared_file
-
-TINY = REFERENCE / "tiny-edsr-liif.pth"
+from conftest import TINY, shared_file
 
 
 @pytest.fixture(scope="module")
 def model():
     return liif.load_model(shared_file(TINY))
-
-
-@pytest.fixture(scope="module")
-def crop() -> np.ndarray:
-    """A real 20x28 RGB crop of Set14 comic."""
-    return np.asarray(Image.open(shared_file(BENCHMARKS / "Set14" / "comic.png")).convert("RGB").crop((60, 40, 88, 60)))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -13,20 +13,15 @@ from liif.imageio import Picture
 from liif.normalization import DataNorm
 from liif.renderer import ALL_SYMMETRIES, render, render_tiles
 from liif.upscale import render_picture
-from conftest import REFERENCE, shared_file
+from conftest import REFERENCE, comic_patch, shared_file
 
 # tiny-rdn-liif is left out: its receptive radius (123) exceeds the patch, so every tile encodes it whole.
-TINY = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell"]
+TILED_FIXTURES = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell"]
 WHOLE = 10_000  # a tile side larger than any test input: one tile, i.e. untiled
 
 
 def tiny(name: str = "tiny-edsr-liif"):
     return load_model(shared_file(REFERENCE / f"{name}.pth"))
-
-
-def real_patch() -> torch.Tensor:
-    """The fixtures' 20x28 patch of Set14 comic, in [0, 1]."""
-    return torch.from_numpy(np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))["inp"]) * 0.5 + 0.5
 
 
 def unclamped(model):
@@ -37,13 +32,13 @@ def unclamped(model):
 
 
 CASES = [("tiny-edsr-liif", (74, 104), ((-1, 1), (-1, 1))), ("tiny-edsr-liif", (9, 11), ((-1, 1), (-1, 1)))] + [
-    (name, (37, 29), ((-0.45, 0.6), (-1.0, -0.1))) for name in TINY]
+    (name, (37, 29), ((-0.45, 0.6), (-1.0, -0.1))) for name in TILED_FIXTURES]
 
 
 @pytest.mark.parametrize("name,size,ranges", CASES)
 def test_tiled_equals_untiled(name, size, ranges):
     model = tiny(name)
-    inp = real_patch()
+    inp = comic_patch()
     whole = render(model, inp, size, ranges=ranges, tile=WHOLE)
     assert (render(model, inp, size, ranges=ranges, tile=10) - whole).abs().max().item() <= 1e-5
 
@@ -55,21 +50,21 @@ def test_whole_render_matches_reference_fixture():
     size = (round(3.7 * 20), round(3.7 * 28))
     expected = model.data_norm.to_pixels(torch.from_numpy(data["x3.7.pred"])).view(1, *size, 3).permute(0, 3, 1, 2)
     assert 0 < expected.min() and expected.max() < 1
-    assert (render(model, real_patch(), size, tile=5) - expected).abs().max().item() <= 1e-6
+    assert (render(model, comic_patch(), size, tile=5) - expected).abs().max().item() <= 1e-6
 
 
 def test_blocks_cover_the_grid_once():
     model = tiny()
     grid = Grid((50, 61))
     hits = torch.zeros(grid.size, dtype=torch.int32)
-    for row, col, block in render_tiles(model, real_patch(), grid, tile=6):
+    for row, col, block in render_tiles(model, comic_patch(), grid, tile=6):
         hits[row:row + block.shape[2], col:col + block.shape[3]] += 1
     assert bool((hits == 1).all())
 
 
 def test_tiled_8bit_output_identical():
     model = tiny()
-    pixels = (real_patch()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    pixels = (comic_patch()[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     picture = Picture(np.concatenate([pixels, pixels[:, :, :1]], axis=2))  # RGBA: alpha through the model too
     for target in (Geometry(scale=3.3).target((20, 28)), Geometry(scale=(2, 5), region=(3.5, 2, 20, 17.25)).target((20, 28))):
         whole = render_picture(model, picture, target, tile=WHOLE).pixels
@@ -81,7 +76,7 @@ def test_tiled_8bit_output_identical():
 def test_region_is_a_window_of_the_whole_render():
     """Rendering a region at the whole render's pixel size gives exactly the whole render's pixels there."""
     model = tiny()
-    inp = real_patch()
+    inp = comic_patch()
     whole = render(model, inp, (60, 84))  # x3
     # rows 12..42 and columns 21..60 of the x3 grid = input pixels y 4..14, x 7..20
     part = render(model, inp, (30, 39), ranges=((2 * 4 / 20 - 1, 2 * 14 / 20 - 1), (2 * 7 / 28 - 1, 2 * 20 / 28 - 1)))
@@ -91,7 +86,7 @@ def test_region_is_a_window_of_the_whole_render():
 def test_self_ensemble_averages_the_eight_symmetries():
     """Each symmetry alone is the render of the transformed input, transformed back."""
     model = unclamped(tiny())
-    inp = real_patch()
+    inp = comic_patch()
     size = (47, 65)  # non-integer scales: no exact ties, where the reference's eps breaks the symmetry
     plain = render(model, inp, size, tile=WHOLE)
     renders = []
@@ -113,7 +108,7 @@ def test_a_model_without_windowed_latents_renders_in_one_block():
     model.query_path = "reference"
     data = np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))
     size = (round(3.7 * 20), round(3.7 * 28))
-    blocks = list(render_tiles(model, real_patch(), Grid(size), tile=3))
+    blocks = list(render_tiles(model, comic_patch(), Grid(size), tile=3))
     assert len(blocks) == 1 and blocks[0][:2] == (0, 0)
     expected = model.data_norm.to_pixels(torch.from_numpy(data["x3.7.pred"])).view(1, *size, 3).permute(0, 3, 1, 2)
     assert (blocks[0][2] - expected).abs().max().item() <= 1e-6
@@ -125,4 +120,4 @@ def test_an_encoder_that_upsamples_is_refused_not_rendered_wrong():
     model = make({"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {
         "n_resblocks": 1, "n_feats": 8, "scale": 2, "no_upsampling": False}}}}).eval()
     with pytest.raises(LiifError, match=r"keeps the input's size \(no_upsampling\), got \(16, 20\) from \(8, 10\)"):
-        render(model, real_patch()[:, :, :8, :10], (16, 20))
+        render(model, comic_patch()[:, :, :8, :10], (16, 20))

@@ -20,13 +20,6 @@ SIZE = (64, 48)
 FRAMES = [frame_pixels(i, SIZE) for i in range(12)]
 
 
-@pytest.fixture
-def umask_022():
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
 def write_all(path: Path, frames=FRAMES, rate=Fraction(24), **options) -> None:
     with open_frame_writer(path, (frames[0].shape[1], frames[0].shape[0]), rate, **options) as writer:
         for frame in frames:
