@@ -75,7 +75,7 @@ def test_outputs_are_readable_by_all_and_leave_no_temporary_file(tmp_path: Path,
     save_checkpoint(MODELS.make(TINY_LIIF), out / "model.pth")
     EvalResults("m", [ImageScore("Set5", 2.0, "a.png", "pil", 30.0, 0.9, 28.0, 0.8)]).write(out)
     DATASETS.make({"name": "image-folder", "args": {"root_path": str(images), "cache": "bin"}})
-    written = sorted(out.iterdir()) + [tmp_path / "_bin_images" / "a.npy"]
+    written = sorted(out.iterdir()) + [tmp_path / "_bin_images" / "a.png.npy"]
     assert [(p.name, oct(stat.S_IMODE(p.stat().st_mode))) for p in written] == [
         (p.name, "0o644") for p in written]
     assert [p.name for p in written] == ["model.pth", "per_image.csv", "picture.png", "results.json", "a.npy"]
