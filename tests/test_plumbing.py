@@ -78,7 +78,7 @@ def test_outputs_are_readable_by_all_and_leave_no_temporary_file(tmp_path: Path,
     written = sorted(out.iterdir()) + [tmp_path / "_bin_images" / "a.png.npy"]
     assert [(p.name, oct(stat.S_IMODE(p.stat().st_mode))) for p in written] == [
         (p.name, "0o644") for p in written]
-    assert [p.name for p in written] == ["model.pth", "per_image.csv", "picture.png", "results.json", "a.npy"]
+    assert [p.name for p in written] == ["model.pth", "per_image.csv", "picture.png", "results.json", "a.png.npy"]
     assert not list(tmp_path.rglob("*.tmp"))
 
 
