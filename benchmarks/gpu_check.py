@@ -23,7 +23,7 @@ Sections, in the order they run (SECTIONS: what no card has measured first, then
   query          b. query throughput of the released model (encode + latents + query_chunked over the whole
                     output): fast vs reference path, 128x128 -> x4 and 1920x1080 -> x2, fp32 with TF32 off and on,
                     bf16 autocast; the fast path at several chunk sizes
-  psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate under torch.autocast)
+  psnr           c. Set14 PSNR-Y at x2, x3, x4 in fp32, bf16 and fp16 (liif.evaluate's precision, as liif eval)
   encoder        b. the EDSR-baseline encoder alone at 1920x1080: fp32, TF32, bf16, channels_last
   query_compile  b. the query throughput with torch.compile (encode and query compiled)
 The peak GPU memory of every case and section (e.) is in each table and in a summary table.
@@ -739,7 +739,7 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                 with torch.no_grad(), ctx.precision(mode):
                     for i in range(repeats + 1):
                         if i == 1:
-                            launched = sum(triton_query.LAUNCHES.values())
+                            launched = kernel_launches()
                         ctx.sync()
                         start = time.perf_counter()
                         pred = model.query_chunked(latents[mode], coord, cell, chunk_size=chunk)
@@ -751,7 +751,7 @@ def section_triton(ctx: Ctx, result: Result) -> None:
                     setattr(triton_query, name, value)
             best = min(times[1:])
             stats = {"seconds": best, "first_call_s": times[0], "mp_per_s": coord.shape[1] / best / 1e6,
-                     "fps": 1 / best, "launches": sum(triton_query.LAUNCHES.values()) - launched}
+                     "fps": 1 / best, "launches": kernel_launches() - launched}
             if kernel == "torch":
                 outputs[mode] = pred
             elif mode in outputs:
@@ -837,9 +837,9 @@ def section_psnr(ctx: Ctx, result: Result) -> None:
                 model.query_chunked(model.latents(model.encode(warm)), coord, cell)
             ctx.sync()
             start = time.perf_counter()
-            with ctx.precision(mode):
-                results = liif.evaluate(model, [data], scales=[2, 3, 4], degrade="pil", device=ctx.device,
-                                        progress=False)
+            ctx.precision(mode)  # TF32 as the mode says; evaluate applies the precision as liif eval does
+            results = liif.evaluate(model, [data], scales=[2, 3, 4], degrade="pil", device=ctx.device,
+                                    progress=False, precision=mode)
             seconds = time.perf_counter() - start
             means = results.means()[data.name]
             return {"psnr": {k: v["psnr"] for k, v in means.items()},
