@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from common import REFERENCE_CHUNK
 import liif
 from liif.geometry import make_cell, make_coord
 from liif.training.config import load_config
@@ -50,7 +51,7 @@ def render_seconds(model, size: int, scale: float, repeats: int) -> tuple[dict[s
                 model.query_path = path
                 start = time.perf_counter()
                 latents = model.latents(model.encode(inp))
-                outputs[path] = model.query_chunked(latents, coord, cell, 30000 if path == "reference" else None)
+                outputs[path] = model.query_chunked(latents, coord, cell, REFERENCE_CHUNK if path == "reference" else None)
                 best[path] = min(best.get(path, float("inf")), time.perf_counter() - start)
     return best, float((outputs["fast"] - outputs["reference"]).abs().max())
 

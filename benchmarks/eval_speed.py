@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 import liif
+from common import BENCHMARK_SETS
 from liif.evaluation.runner import EvalResults
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = args.data or [str(SHARED / "Set5"), str(SHARED / "Set14")]
+    data = args.data or [str(BENCHMARK_SETS / "Set5"), str(BENCHMARK_SETS / "Set14")]
     scales = [float(s) for s in args.scales.split(",")]
     model = liif.load_model(liif.DEFAULT_MODEL)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

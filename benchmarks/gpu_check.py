@@ -51,8 +51,8 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
+from common import BENCHMARK_SETS, REFERENCE_CHUNK, ROOT
+
 
 # name, title, time limit (s) on a GPU, time limit (s) in --quick mode
 # In the order they run: what has never been measured on a card first (render, triton, the liif-train-like training
@@ -77,7 +77,6 @@ REPORT_ORDER = ["device", "render", "query", "triton", "query_compile", "encoder
                 "video"]
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
-REFERENCE_CHUNK = 30000  # the reference's batched_predict bsize
 MODE_TEXT = {"fp32": "fp32, TF32 off", "tf32": "fp32, TF32 on", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
 
 
@@ -154,8 +153,8 @@ def run_section(name: str, title: str, limit: float, args: argparse.Namespace, s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="folder for gpu_report.md and gpu_report.json")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA,
-                        help=f"folder holding Set14 (default {DEFAULT_DATA})")
+    parser.add_argument("--data-root", type=Path, default=BENCHMARK_SETS,
+                        help=f"folder holding Set14 (default {BENCHMARK_SETS})")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (a CPU smoke test)")
     parser.add_argument("--budget", type=float, default=None,

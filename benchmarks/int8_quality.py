@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from common import BENCHMARK_SETS
 import liif
 from liif.evaluation.datasets import open_dataset, read_rgb
 from liif.evaluation.runner import evaluate
@@ -31,7 +32,7 @@ from liif.models import int8
 from liif.geometry import make_cell, make_coord
 from liif.runtime import autocast, cpu_flags, cpu_has_bf16, cpu_has_int8, cpu_info
 
-SET14 = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "Set14"
+SET14 = BENCHMARK_SETS / "Set14"
 SPEED_IMAGE, SPEED_CROP, SPEED_SCALE = "baboon.png", 128, 4
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 MAX_MEAN_LOSS, MAX_WORST_LOSS, MIN_SPEED_UP = 0.02, 0.1, 1.5

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from common import REFERENCE_CHUNK
 CASES = [((96, 96), 4), ((128, 128), 4), ((64, 64), 12)]
 MODES = ("reference", "fast", "forward")
 PROCESSES = (("reference",), ("fast", "forward"))
@@ -48,7 +49,7 @@ def render_once(modes: tuple[str, ...], size: tuple[int, int], scale: int, threa
                     pred = model(inp, coord, cell)
                 else:
                     latents = model.latents(model.encode(inp))
-                    pred = model.query_chunked(latents, coord, cell, 30000 if mode == "reference" else None)
+                    pred = model.query_chunked(latents, coord, cell, REFERENCE_CHUNK if mode == "reference" else None)
                     del latents
                 best[mode] = min(best[mode], time.perf_counter() - start)
                 checksums[mode] = float(pred.double().sum())

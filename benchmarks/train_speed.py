@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common import BENCHMARK_SETS, ROOT
 from liif.data import build_dataset
 from liif.registry import make
 from liif.training.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per path (after 1 warm-up)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "benchmarks" / "Set14")
+    parser.add_argument("--images", type=Path, default=BENCHMARK_SETS / "Set14")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

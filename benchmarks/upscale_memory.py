@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT.parent / "shared" / "data" / "benchmarks" / "Set14" / "baboon.png"
+from common import BENCHMARK_SETS
+SOURCE = BENCHMARK_SETS / "Set14" / "baboon.png"
 
 
 def measure(size: int, scale: float, threads: int, device: str, model: str, workdir: Path) -> tuple[float, float]:

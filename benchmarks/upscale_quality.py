@@ -18,12 +18,12 @@ import torch
 
 from liif import load_model
 from liif.evaluation.metrics import psnr
+from common import BENCHMARK_SETS
 from liif.imageio import Picture, read_picture
 from liif.resize import from_uint8, pil_bicubic, to_uint8
 from liif.geometry import Geometry
 from liif.upscale import render_picture
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 SCALE = 4
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     for name in args.sets:
         scores = {"bicubic": [], "plain": [], "ensemble": []}
         seconds = {"plain": 0.0, "ensemble": 0.0}
-        for path in sorted((BENCHMARKS / name).glob("*.png")):
+        for path in sorted((BENCHMARK_SETS / name).glob("*.png")):
             hr, lr = hr_and_lr(path)
             bicubic = pil_bicubic(from_uint8(as_rgb(lr.pixels)), hr.shape[1:])
             scores["bicubic"].append(psnr(bicubic, hr, SCALE, True))
