@@ -1,6 +1,6 @@
 """PSNR on Y (shave 4) of ``liif upscale --scale 4`` on Set5 and Set14, plain and with --self-ensemble.
 
-Each HR picture is cropped to a multiple of 4, downscaled by 4 with PIL bicubic (8-bit), upscaled x4
+Each HR picture is cropped and downscaled by 4 with PIL bicubic (8-bit) as `liif eval --degrade pil` does, upscaled x4
 through the same steps the CLI runs (read, plan, render, quantise to 8 bits), and compared with the HR;
 bicubic upscaling of the same LR is the baseline. Prints a Markdown table.
 
@@ -20,6 +20,8 @@ from liif import load_model
 from liif.evaluation.metrics import psnr
 from common import BENCHMARK_SETS
 from liif.imageio import Picture, read_picture
+from liif.evaluation.datasets import read_rgb
+from liif.evaluation.degrade import make_lr
 from liif.resize import from_uint8, pil_bicubic, to_uint8
 from liif.geometry import Geometry
 from liif.upscale import render_picture
@@ -28,12 +30,11 @@ SCALE = 4
 
 
 def hr_and_lr(path: Path) -> tuple[torch.Tensor, Picture]:
-    """The HR (3, H, W) in [0, 1] cropped to a multiple of the scale, and its bicubic LR as a Picture."""
-    pixels = read_picture(path).pixels
-    pixels = pixels[:pixels.shape[0] // SCALE * SCALE, :pixels.shape[1] // SCALE * SCALE]
-    hr = from_uint8(as_rgb(pixels))
-    lr = to_uint8(pil_bicubic(hr, (hr.shape[1] // SCALE, hr.shape[2] // SCALE)))
-    return hr, Picture(lr[:, :, :pixels.shape[2]])  # a gray picture stays gray, as the CLI keeps it
+    """The HR (3, H, W) in [0, 1] cropped and its bicubic LR, as ``liif eval --degrade pil`` makes them; the LR
+    as a Picture, gray where the file is (the CLI keeps gray pictures gray)."""
+    hr, lr = make_lr(read_rgb(path), SCALE, "pil")
+    planes = read_picture(path).color.shape[2]
+    return hr, Picture(to_uint8(lr)[:, :, :planes])
 
 
 def as_rgb(pixels: np.ndarray) -> np.ndarray:
