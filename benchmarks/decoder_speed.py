@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import torch
 
-from common import REFERENCE_CHUNK
+from common import REFERENCE_CHUNK, ROOT
 import liif
 from liif.geometry import make_cell, make_coord
 from liif.training.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train-div2k"
+CONFIGS = ROOT / "configs" / "train-div2k"
 DECODERS = ("liif", "metasr", "lte")
 PATHS = ("reference", "fast")
 

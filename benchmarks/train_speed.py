@@ -28,11 +28,16 @@ from liif.training.config import load_config
 
 
 
-def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
-    """``count`` training batches from the reference sampler over ``images``."""
+RECIPE = ROOT / "configs" / "train-div2k" / "edsr-baseline-liif.yaml"  # the reference's EDSR-baseline-LIIF
+
+
+def batches(images: Path, count: int, batch_size: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """``count`` training batches over ``images``, sampled as the recipe's training set is (48x48 LR crops, 2304
+    queries, x1 to x4), of the recipe's batch size unless ``batch_size`` is given."""
+    train = load_config(RECIPE)["train_dataset"]
     section = {"dataset": {"name": "image-folder", "args": {"root_path": str(images), "cache": "in_memory"}},
-               "wrapper": {"name": "sr-implicit-downsampled",
-                           "args": {"inp_size": 48, "scale_max": 4, "augment": True, "sample_q": 2304}}}
+               "wrapper": train["wrapper"]}
+    batch_size = batch_size or train["batch_size"]
     dataset = build_dataset(section)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                          sampler=[(i % len(dataset), i // len(dataset)) for i in range(count * batch_size)])
@@ -40,8 +45,8 @@ def batches(images: Path, count: int, batch_size: int = 16) -> list[dict[str, to
 
 
 def reference_spec() -> dict:
-    """The EDSR-baseline-LIIF model spec of the reference recipe (configs/train-div2k/edsr-baseline-liif.yaml)."""
-    return load_config(ROOT / "configs" / "train-div2k" / "edsr-baseline-liif.yaml")["model"]
+    """The EDSR-baseline-LIIF model spec of the reference recipe."""
+    return load_config(RECIPE)["model"]
 
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
