@@ -1,6 +1,6 @@
 """The README's screenshot of the viewer at x8, bicubic on the left of the divider and LIIF on the right.
 
-    python scripts/viewer_screenshot.py ../shared/data/benchmarks/Set5/butterfly.png 150,120 -o docs/images/viewer_x8.png
+    python scripts/viewer_screenshot.py ../shared/data/benchmarks/Set5/butterfly.png 128,128 -o docs/images/viewer_x8.png
 
 Serves the picture in this process, opens /view in headless Chromium (Debian's, through Playwright), zooms to x8
 at the point through the viewer's API, waits for every tile, and saves the screenshot.
