@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from liif.fileio import atomic_write
 
-# Photographs (1-20 MP, renders and paintings left out) inside the extracted packages, relative to their root.
+# Photographs (0.7 to 20 MP, renders and paintings left out) inside the extracted packages, relative to their root.
 PHOTOS = [
     "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg",
     "usr/share/backgrounds/Dragonfly_by_Bolly.jpg",
