@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
+import sys
+from types import ModuleType
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,17 @@ QUERY_SETS = ["x1", "x2", "x3.7", "x2by3", "x12", "random", "edges"]
 COMIC_BOX = (60, 40, 88, 60)  # x0, y0, x1, y1 of the Set14 comic crop
 
 torch.set_num_threads(2)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as its script run would, so its sibling imports (``common``) resolve."""
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_file(path: Path) -> Path:

@@ -3,7 +3,6 @@ the released model, the benchmark's Set14 path against fp32 on a real crop, and 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from liif.models import liif as liif_model
 from liif.registry import make
 from liif.runtime import autocast, check_precision, cpu_has_int8, has_cpp_compiler
 
-from conftest import BENCHMARKS, ROOT, SHARED, shared_file
+from conftest import BENCHMARKS, SHARED, load_benchmark, shared_file
 from facts import SMALL
 
 MONARCH = BENCHMARKS / "Set14" / "monarch.png"
@@ -117,18 +116,11 @@ def test_a_changed_weight_is_quantised_again() -> None:
     assert torch.allclose(int8.quantized(linear).scales, first.scales * 2)
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("int8_quality", ROOT / "benchmarks" / "int8_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @needs_int8
 def test_benchmark_int8_psnr_is_within_a_hundredth_of_a_db_of_fp32(model, tmp_path) -> None:
     pixels = np.asarray(Image.open(shared_file(MONARCH)).convert("RGB"))[CROP]
     Image.fromarray(pixels).save(tmp_path / "monarch-crop.png")
-    bench = load_benchmark()
+    bench = load_benchmark("int8_quality")
     scores = bench.quality(model, tmp_path, [4.0], None, ["fp32", "int8"])
     mean_loss, worst_loss, worst = bench.losses(scores, "int8", "x4")
     assert worst == "monarch-crop.png"

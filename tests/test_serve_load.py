@@ -4,18 +4,14 @@ memory bounded."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import threading
 import time
 
 from liif.pretrained import DEFAULT_MODEL
-from conftest import ROOT
+from conftest import load_benchmark
 from serving import RunningServer, make_app, small_picture
 
-spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-serve_load = sys.modules["serve_load"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(serve_load)
+serve_load = load_benchmark("serve_load")
 
 RSS_GROWTH_MB = 400  # the bound: caches are set to 1 + 8 + 1 MB here, the rest is the renderer's working set
 
