@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 
-from common import REFERENCE_CHUNK, ROOT
+from common import ROOT, best_of, predict
 import liif
 from liif.geometry import make_cell, make_coord
 from liif.training.config import load_config
@@ -42,17 +41,12 @@ def render_seconds(model, size: int, scale: float, repeats: int) -> tuple[dict[s
     out_size = (round(size * scale),) * 2
     coord = make_coord(out_size).unsqueeze(0)
     cell = make_cell(coord, out_size)
-    best, outputs = {}, {}
     model.eval()
     with torch.no_grad():
-        for _ in range(repeats):
-            for path in PATHS:
-                model.query_path = path
-                start = time.perf_counter()
-                latents = model.latents(model.encode(inp))
-                outputs[path] = model.query_chunked(latents, coord, cell, REFERENCE_CHUNK if path == "reference" else None)
-                best[path] = min(best.get(path, float("inf")), time.perf_counter() - start)
-    return best, float((outputs["fast"] - outputs["reference"]).abs().max())
+        timings = best_of({path: lambda path=path: predict(on_path(model, path), inp, coord, cell) for path in PATHS},
+                          repeats)
+    difference = (timings["fast"].result - timings["reference"].result).abs().max()
+    return {path: t.seconds for path, t in timings.items()}, float(difference)
 
 
 def train_seconds(model, batch: int, repeats: int) -> tuple[dict[str, float], float]:
@@ -63,18 +57,22 @@ def train_seconds(model, batch: int, repeats: int) -> tuple[dict[str, float], fl
     coord = torch.rand(batch, 2304, 2) * 2 - 1
     cell = (2 / (48 * scale)).expand(batch, 2304, 2).contiguous()
     target = torch.rand(batch, 2304, 3) * 2 - 1
-    best, losses = {}, {}
     model.train()
-    for _ in range(repeats):
-        for path in PATHS:
-            model.query_path = path
-            model.zero_grad(set_to_none=True)
-            start = time.perf_counter()
-            loss = (model(inp, coord, cell) - target).abs().mean()
-            loss.backward()
-            best[path] = min(best.get(path, float("inf")), time.perf_counter() - start)
-            losses[path] = loss.detach().item()
-    return best, abs(losses["fast"] - losses["reference"])
+
+    def step(path: str) -> float:
+        on_path(model, path).zero_grad(set_to_none=True)
+        loss = (model(inp, coord, cell) - target).abs().mean()
+        loss.backward()
+        return loss.detach().item()
+
+    timings = best_of({path: lambda path=path: step(path) for path in PATHS}, repeats)
+    return {path: t.seconds for path, t in timings.items()}, abs(timings["fast"].result - timings["reference"].result)
+
+
+def on_path(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """The model set to query by ``path`` (the paths share one model, so alternating runs switch it)."""
+    model.query_path = path
+    return model
 
 
 def main() -> None:

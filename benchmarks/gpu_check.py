@@ -51,7 +51,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import BENCHMARK_SETS, REFERENCE_CHUNK, ROOT
+from common import BENCHMARK_SETS, REFERENCE_CHUNK, ROOT, best_of, predict
 
 
 # name, title, time limit (s) on a GPU, time limit (s) in --quick mode
@@ -628,11 +628,9 @@ def render_timed(ctx: Ctx, model, inp, coord, cell, chunk: int, mode: str, repea
             pred = None
             ctx.sync()
             start = time.perf_counter()
-            latents = model.latents(model.encode(inp))
-            pred = model.query_chunked(latents, coord, cell, chunk_size=chunk)
+            pred = predict(model, inp, coord, cell, chunk)
             ctx.sync()
             elapsed = time.perf_counter() - start
-            del latents
             if i == 0:
                 first = elapsed
                 if elapsed > 2 and repeats > 1:  # a slow case: one timed run is enough
@@ -785,20 +783,14 @@ def section_encoder(ctx: Ctx, result: Result) -> None:
         def run(mode=mode, channels_last=channels_last, bench=bench):
             net, x = (encoder_cl, inp_cl) if channels_last else (encoder, inp)
             torch.backends.cudnn.benchmark = bench
-            times = []
+            def encode() -> None:  # no output outlives its call
+                net(x)
+
             try:
                 with torch.no_grad(), ctx.precision(mode):
-                    for i in range(repeats + warmup):
-                        ctx.sync()
-                        start = time.perf_counter()
-                        feat = net(x)
-                        ctx.sync()
-                        if i >= warmup:
-                            times.append(time.perf_counter() - start)
-                        del feat
+                    best = best_of({"encode": encode}, repeats, warmup, ctx.sync)["encode"].seconds
             finally:
                 torch.backends.cudnn.benchmark = False
-            best = min(times)
             return {"seconds": best, "fps": 1 / best}
 
         attempt(ctx, result, label, run, variant=label)

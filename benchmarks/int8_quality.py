@@ -20,10 +20,11 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from common import BENCHMARK_SETS
+from common import BENCHMARK_SETS, best_of
 import liif
 from liif.evaluation.datasets import open_dataset, read_rgb
 from liif.evaluation.runner import evaluate
@@ -79,18 +80,16 @@ def speed(model: torch.nn.Module, precisions: list[str], repeats: int) -> dict[s
     cell = make_cell(coord, size)
     runs = {"decoder": lambda: model.query_chunked(latents, coord, cell),
             "render": lambda: liif.render(model, picture, size)}
-    best = {p: {name: float("inf") for name in runs} for p in precisions}
-    for i in range(repeats + 1):
-        for precision in precisions:
-            for name, run in runs.items():
-                context, named = measured(precision)
-                with torch.no_grad(), context, autocast(device, named, model):
-                    started = time.perf_counter()
-                    run()
-                    seconds = time.perf_counter() - started
-                if i:  # the first round warms up kernels, the allocator and int8's compiled steps
-                    best[precision][name] = min(best[precision][name], seconds)
-    return best
+
+    def run_in(precision: str, run: Callable[[], object]) -> None:
+        context, named = measured(precision)
+        with torch.no_grad(), context, autocast(device, named, model):
+            run()
+
+    # the first round warms up kernels, the allocator and int8's compiled steps
+    timings = best_of({f"{precision} {name}": lambda precision=precision, run=run: run_in(precision, run)
+                       for precision in precisions for name, run in runs.items()}, repeats, warmup=1)
+    return {p: {name: timings[f"{p} {name}"].seconds for name in runs} for p in precisions}
 
 
 def losses(scores: dict[str, dict[str, dict[str, float]]], precision: str, key: str) -> tuple[float, float, str]:

@@ -16,11 +16,11 @@ import json
 import multiprocessing as mp
 import platform
 import resource
-import time
 
 import torch
 
-from common import REFERENCE_CHUNK
+from common import best_of, predict
+
 CASES = [((96, 96), 4), ((128, 128), 4), ((64, 64), 12)]
 MODES = ("reference", "fast", "forward")
 PROCESSES = (("reference",), ("fast", "forward"))
@@ -40,20 +40,15 @@ def render_once(modes: tuple[str, ...], size: tuple[int, int], scale: int, threa
     coord = make_coord(out_size).unsqueeze(0)
     cell = make_cell(coord, out_size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    best, checksums = dict.fromkeys(modes, float("inf")), {}
+
+    def checksum(mode: str) -> float:  # only a sum is kept: no output outlives its render
+        pred = model(inp, coord, cell) if mode == "forward" else predict(model, inp, coord, cell)
+        return float(pred.double().sum())
+
     with torch.no_grad():
-        for _ in range(repeats):
-            for mode in modes:
-                start = time.perf_counter()
-                if mode == "forward":
-                    pred = model(inp, coord, cell)
-                else:
-                    latents = model.latents(model.encode(inp))
-                    pred = model.query_chunked(latents, coord, cell, REFERENCE_CHUNK if mode == "reference" else None)
-                    del latents
-                best[mode] = min(best[mode], time.perf_counter() - start)
-                checksums[mode] = float(pred.double().sum())
-                del pred
+        timings = best_of({mode: lambda mode=mode: checksum(mode) for mode in modes}, repeats)
+    best = {mode: t.seconds for mode, t in timings.items()}
+    checksums = {mode: t.result for mode, t in timings.items()}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put({mode: {"mode": mode, "seconds": best[mode], "mp_per_s": out_size[0] * out_size[1] / best[mode] / 1e6,
                       "peak_rss_mib": peak, "rss_after_load_mib": rss_before, "checksum": checksums[mode]}

@@ -12,11 +12,11 @@ compares eager queries with ``compile_queries`` (reduce-overhead: CUDA graphs).
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 import torch
 
+from common import best_of, no_sync
 import liif
 from liif.runtime import autocast, pick_device, render_tile
 from liif.upscale import resolve_model
@@ -25,16 +25,11 @@ from liif.upscale import resolve_model
 def measure(model, image: torch.Tensor, out_size: tuple[int, int], precision: str, tile: int | None,
             chunk: int | None, repeats: int, sync: Callable[[], object]) -> dict:
     """Seconds of the first render (warm-up, compiling) and the best of ``repeats`` more, with MP/s and frames/s."""
-    times = []
     with autocast(image.device, precision):
-        for _ in range(repeats + 1):
-            sync()
-            start = time.perf_counter()
-            liif.render(model, image, out_size, chunk_size=chunk, tile=tile)
-            sync()
-            times.append(time.perf_counter() - start)
-    best = min(times[1:])
-    return {"first_s": times[0], "seconds": best, "mp_per_s": out_size[0] * out_size[1] / 1e6 / best,
+        timing = best_of({"render": lambda: liif.render(model, image, out_size, chunk_size=chunk, tile=tile)},
+                         repeats, warmup=1, sync=sync)["render"]
+    best = timing.seconds
+    return {"first_s": timing.first_s, "seconds": best, "mp_per_s": out_size[0] * out_size[1] / 1e6 / best,
             "fps": 1 / best}
 
 
@@ -59,7 +54,7 @@ def main() -> None:
     model = resolve_model("edsr-baseline-liif", device)  # as liif upscale runs it (channels-last)
     torch.manual_seed(0)
     image = torch.rand(1, 3, height, width, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else no_sync
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# liif.render {width}x{height} -> {out_size[1]}x{out_size[0]}, {where}, torch {torch.__version__}")
     print("| precision | tile | chunk | compile | first run s | seconds | output MP/s | frames/s | peak GPU MiB |")
