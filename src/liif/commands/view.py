@@ -14,7 +14,6 @@ import argparse
 import os
 import threading
 import webbrowser
-from urllib.parse import quote
 
 from liif.commands.serve import add_server_arguments, start
 from liif.errors import LiifError
@@ -32,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.picture):
         raise LiifError(f"{args.picture}: no such picture")
 
+    from liif.serve.app import viewer_path
+    from liif.serve.library import file_identifier
+
     def ready(url: str) -> None:
-        page = f"{url}view/{quote(os.path.basename(args.picture), safe='')}"
+        page = url + viewer_path(file_identifier(args.picture))
         print(page, flush=True)
         if not args.no_browser:
             threading.Thread(target=webbrowser.open, args=(page,), daemon=True).start()

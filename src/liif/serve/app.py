@@ -45,6 +45,11 @@ METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or pl
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
 
 
+def viewer_path(identifier: str) -> str:
+    """The viewer page of a picture, relative to the server's root."""
+    return f"view/{quote(identifier, safe='')}"
+
+
 @dataclass
 class ServeOptions:
     """How the server renders: limits, caches (bytes), and the model's precision, query kernel and compile mode."""
@@ -198,7 +203,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
 
     async def index(request: Request) -> Response:
         names = await run_in_threadpool(service.library.identifiers)
-        items = "\n".join(f'<li><a href="view/{quote(name, safe="")}">{html.escape(name)}</a></li>' for name in names)
+        items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>' for name in names)
         return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>liif serve</title>"
                             f"<link rel='stylesheet' href='static/viewer.css'></head><body class='index'>"
                             f"<h1>LIIF deep zoom</h1><ul>{items}</ul></body></html>")

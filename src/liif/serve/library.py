@@ -11,6 +11,11 @@ from liif.imageio import IMAGE_SUFFIXES
 from liif.serve.iiif import IIIFError
 
 
+def file_identifier(path: str | os.PathLike) -> str:
+    """The identifier a served file goes by: its name."""
+    return Path(path).name
+
+
 class Library:
     """Served files (by name) and folders (by relative path, searched in the order given)."""
 
@@ -21,9 +26,10 @@ class Library:
             if path.is_dir():
                 self.folders.append(path.resolve())
             elif path.is_file():
-                if path.name in self.files:
-                    raise LiifError(f"two served files are named {path.name}: {self.files[path.name]} and {path}")
-                self.files[path.name] = path.resolve()
+                identifier = file_identifier(path)
+                if identifier in self.files:
+                    raise LiifError(f"two served files are named {identifier}: {self.files[identifier]} and {path}")
+                self.files[identifier] = path.resolve()
             else:
                 raise LiifError(f"{path}: no such picture or folder")
 
