@@ -783,6 +783,7 @@ def section_encoder(ctx: Ctx, result: Result) -> None:
         def run(mode=mode, channels_last=channels_last, bench=bench):
             net, x = (encoder_cl, inp_cl) if channels_last else (encoder, inp)
             torch.backends.cudnn.benchmark = bench
+
             def encode() -> None:  # no output outlives its call
                 net(x)
 

@@ -8,8 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -36,10 +36,10 @@ torch.set_num_threads(2)
 
 def load_benchmark(name: str) -> ModuleType:
     """Import ``benchmarks/<name>.py`` as its script run would, so its sibling imports (``common``) resolve."""
-    folder = str(ROOT / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    folder = ROOT / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
