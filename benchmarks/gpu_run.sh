@@ -5,12 +5,8 @@
 #   PATH=.venv/bin:$PATH OUT=/tmp/gpurun GPU_CHECK_ARGS="--device cpu --quick --budget 55" \
 #       bash benchmarks/gpu_run.sh                  # rehearsal on a CPU
 #
-# Set-up, once, in the repo root (both folders ignored through .git/info/exclude):
-#   .whl/       the pypng and PyAV wheels (liif.imageio and liif.video need them; the machine has no network;
-#               PyAV's wheel carries its FFmpeg and is abi3: cp311-abi3 serves any Python >= 3.11 there):
-#               .venv/bin/pip download --no-deps --only-binary=:all: -d .whl pypng av
-#   .gpu_data/  copies of ../shared (data/benchmarks/{Set5,Set14}, fixtures/reference without tiny-rdn-liif.*,
-#               fixtures/decoders), same layout
+# Set-up, once, in the repo root: `bash scripts/prepare_gpu_run.sh` makes .whl/ (the pypng and PyAV wheels: the
+# machine has no network) and .gpu_data/ (a copy of ../shared's test images and fixtures), both ignored.
 #
 # Time: ~1-2 min of machine start outside this script; the tests are bounded at 240 s, and gpu_check gets what
 # is left of END_BY seconds (default 540) less 25 s, plus 20 s of grace: the script ends within ~9.5 minutes, so
