@@ -60,8 +60,10 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
                                                                      "[1, 16384]"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--zoom", "0:4"], "--zoom 0:4: each zoom must be a number above 0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int >= 1, got 0"),
+    (["view", "{dir}/missing.png"], "missing.png: no such picture"),
+    (["view", "{dir}"], ": is a folder, not a picture"),
 ])
-def test_out_of_range_numbers_are_one_line_errors(tmp_path, capsys, args, expected):
+def test_out_of_range_values_and_wrong_paths_are_one_line_errors(tmp_path, capsys, args, expected):
     picture = small_picture(tmp_path)
     argv = [a.format(dir=tmp_path, picture=picture) for a in args]
     with pytest.raises(SystemExit) as exit_info:

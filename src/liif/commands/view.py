@@ -11,12 +11,13 @@ examples:
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import webbrowser
+from pathlib import Path
 
 from liif.commands.serve import add_server_arguments, start
 from liif.errors import LiifError
+from liif.fileio import check_regular_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the picture and open (or print) its viewer page, until interrupted."""
-    if not os.path.isfile(args.picture):
-        raise LiifError(f"{args.picture}: no such picture")
+    try:
+        check_regular_file(Path(args.picture), "picture")
+    except LiifError as exc:
+        raise LiifError(f"{args.picture}: {exc}") from None
 
     from liif.serve.app import viewer_path
     from liif.serve.library import file_identifier
