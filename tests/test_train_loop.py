@@ -22,7 +22,7 @@ from liif.distributed import Processes
 from liif.evaluation import evaluate
 from liif.geometry import make_coord
 from liif.normalization import DataNorm
-from liif.training.loop import train_step, validate
+from liif.training.loop import build_scheduler, train_step, validate
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -349,3 +349,16 @@ def test_a_training_step_descends_the_l1_loss_in_the_normalised_space():
                       Processes(0, 1, cpu))
     assert 0.1 < expected_loss and loss == pytest.approx(expected_loss, abs=1e-6)
     assert model.offset.detach().tolist() == pytest.approx([o - g for o, g in zip(offset, expected_grad)], abs=1e-6)
+
+
+@pytest.mark.parametrize("schedule", [{"milestones": [1, 3]}, {"milestones": [1, 3], "gamma": None}])
+def test_a_schedule_that_leaves_gamma_out_decays_tenfold_at_each_milestone(schedule):
+    """The config schema's word: multi_step_lr without gamma (or with gamma null) decays by 0.1."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, schedule)
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1.0, 0.1, 0.1, 0.01])
