@@ -91,6 +91,19 @@ def test_self_ensemble_with_the_cache(model, picture):
     assert cache.encoded == 8
 
 
+def test_features_encoded_in_another_precision_are_not_reused(model, picture):
+    """bf16 features differ from fp32 ones: a render in fp32 after one under bf16 autocast encodes its own window,
+    and equals the fp32 render without a cache."""
+    inp = as_input(picture)
+    cache = FeatureCache()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = render(model, inp, (40, 52), cache=cache)
+    plain = render(model, inp, (40, 52))
+    assert (low - plain).abs().max() > 1e-3  # the precisions really give other pictures
+    assert torch.equal(render(model, inp, (40, 52), cache=cache), plain)
+    assert cache.encoded == 2
+
+
 def test_cache_is_bounded_in_bytes(model, picture):
     inp = as_input(picture)
     cache = FeatureCache(max_bytes=40 * 52 * 64 * 4 * 3 // 2)  # room for one whole-picture window, not two
