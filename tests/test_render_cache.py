@@ -59,6 +59,11 @@ def test_tiles_of_nearby_zooms_share_windows(model, picture):
     for size in ((64, 64), (256, 256)):
         assert torch.equal(render(model, inp, size, ranges=corner, cache=cache), render(model, inp, size, ranges=corner))
     assert cache.encoded == 2
+    # x72, between powers of two: a block of sqrt(2**22 / 72**2) = 28.4 latents a side, cut to the power of two
+    # below it, as at x64: x64's windows
+    assert torch.equal(render(model, inp, (288, 288), ranges=corner, cache=cache),
+                       render(model, inp, (288, 288), ranges=corner))
+    assert cache.encoded == 2
     render(model, inp.flip(-1), (40, 52), cache=cache)  # another picture: its own windows
     assert cache.encoded == 3
 
