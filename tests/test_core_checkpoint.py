@@ -157,6 +157,17 @@ def test_reference_checkpoints_keep_the_reference_data_norm() -> None:
     assert model.data_norm == liif.DataNorm((0.5,), (0.5,), (0.5,), (0.5,))
 
 
+def test_a_checkpoint_s_own_data_norm_comes_before_its_training_config_s(tmp_path: Path) -> None:
+    """The data_norm of a checkpoint is its own entry, else its training config's, else the reference's 0.5/0.5."""
+    ckpt = torch.load(shared_file(TINY), weights_only=True)
+    own = {"inp": {"sub": [0.4], "div": [0.3]}, "gt": {"sub": [0.6], "div": [0.2]}}
+    configured = {"inp": {"sub": [0.0], "div": [1.0]}, "gt": {"sub": [0.1], "div": [0.9]}}
+    torch.save({**ckpt, "config": {"data_norm": configured}}, tmp_path / "config.pth")
+    assert liif.load_model(tmp_path / "config.pth").data_norm == liif.DataNorm((0.0,), (1.0,), (0.1,), (0.9,))
+    torch.save({**ckpt, "config": {"data_norm": configured}, "data_norm": own}, tmp_path / "both.pth")
+    assert liif.load_model(tmp_path / "both.pth").data_norm == liif.DataNorm((0.4,), (0.3,), (0.6,), (0.2,))
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused(tmp_path: Path, value: float) -> None:
     path = tampered(tmp_path, lambda sd: sd["imnet.layers.0.bias"].__setitem__(3, value))

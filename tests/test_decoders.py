@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import DECODERS, SHARED, both_paths_training_step, max_errors, shared_file
+from conftest import DECODERS, SHARED, both_paths_training_step, comic_patch, max_errors, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell
 
@@ -105,6 +105,22 @@ def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
     assert whole.shape == (1, 3, 8, 8)
     with pytest.raises(liif.LiifError, match="more than tiles allow"):
         liif.render(model, image, (8, 8), tile=8)
+
+
+def test_metasr_renders_a_tiled_downscale_of_up_to_3x_as_it_renders_it_whole() -> None:
+    """Downscaling 2.8x (README: tiles serve up to 3x), the query moves 1.4 latents up and left of its own: the
+    tile's latents reach two beyond it, so every tile answers as the whole picture does."""
+    model = fixture_model("tiny-edsr-metasr")
+    image = comic_patch()  # 20x28 of Set14 comic
+    size = (7, 10)  # x1/2.86 and x1/2.8
+    # an output norm that keeps the colours inside [0.1, 0.9], where the renderer's clamp hides nothing
+    model.data_norm = liif.DataNorm(gt_sub=(0.5,), gt_div=(1e-6,))
+    peak = float((liif.render(model, image, size, tile=10_000) - 0.5).abs().max()) / 1e-6
+    model.data_norm = liif.DataNorm(gt_sub=(0.5,), gt_div=(0.4 / peak,))
+    whole = liif.render(model, image, size, tile=10_000)
+    assert whole.std() > 0.05 and 0.05 < whole.min() and whole.max() < 0.95
+    tiled = liif.render(model, image, size, tile=4)
+    assert (tiled - whole).abs().max().item() <= 1e-5
 
 
 def test_eval_clips_lte_cells_by_default_and_the_switch_turns_it_off(tmp_path, capsys) -> None:

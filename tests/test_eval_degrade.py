@@ -93,8 +93,13 @@ def test_integer_scales_give_exact_shapes():
 
 def test_reference_geometry_crops_top_left_and_floors_the_lr_size():
     assert lr_size((13, 20), 3) == (4, 6) and hr_crop_size((4, 6), 3) == (12, 18)
-    assert lr_size((12, 9), 3) == (4, 3)  # floor(H/s + 1e-9): no loss to float error
+    assert lr_size((12, 9), 3) == (4, 3)
+    # floor(H/s + 1e-9): no loss to float error, where H/s falls just below a whole number (33 / 1.1 is
+    # 29.999999999999996 in floats, 55 / 1.1 is 49.99999999999999)
+    assert lr_size((33, 55), 1.1) == (30, 50)
     assert lr_size((11, 11), 2.5) == (4, 4) and hr_crop_size((4, 4), 2.5) == (10, 10)
+    # the crop is Python's round(h_lr * s), as the reference's: 12.5 -> 12 and 7.5 -> 8 (halves to even)
+    assert hr_crop_size((5, 3), 2.5) == (12, 8)
     hr = torch.rand(3, 13, 20)
     hr = torch.round(hr * 255) / 255
     for method in ("pil", "matlab"):

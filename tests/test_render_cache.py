@@ -59,6 +59,11 @@ def test_tiles_of_nearby_zooms_share_windows(model, picture):
     for size in ((64, 64), (256, 256)):
         assert torch.equal(render(model, inp, size, ranges=corner, cache=cache), render(model, inp, size, ranges=corner))
     assert cache.encoded == 2
+    # x72, between powers of two: a block of sqrt(2**22 / 72**2) = 28.4 latents a side, cut to the power of two
+    # below it, as at x64: x64's windows
+    assert torch.equal(render(model, inp, (288, 288), ranges=corner, cache=cache),
+                       render(model, inp, (288, 288), ranges=corner))
+    assert cache.encoded == 2
     render(model, inp.flip(-1), (40, 52), cache=cache)  # another picture: its own windows
     assert cache.encoded == 3
 
@@ -89,6 +94,19 @@ def test_self_ensemble_with_the_cache(model, picture):
     assert cache.encoded == 8  # one window per symmetry
     assert torch.equal(render(model, inp, (50, 65), self_ensemble=True, cache=cache), plain)
     assert cache.encoded == 8
+
+
+def test_features_encoded_in_another_precision_are_not_reused(model, picture):
+    """bf16 features differ from fp32 ones: a render in fp32 after one under bf16 autocast encodes its own window,
+    and equals the fp32 render without a cache."""
+    inp = as_input(picture)
+    cache = FeatureCache()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = render(model, inp, (40, 52), cache=cache)
+    plain = render(model, inp, (40, 52))
+    assert (low - plain).abs().max() > 1e-3  # the precisions really give other pictures
+    assert torch.equal(render(model, inp, (40, 52), cache=cache), plain)
+    assert cache.encoded == 2
 
 
 def test_cache_is_bounded_in_bytes(model, picture):

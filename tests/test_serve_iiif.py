@@ -39,6 +39,8 @@ def test_refused_sizes(size):
 def test_regions():
     assert parse_region("full", 48, 36) == (0, 0, 48, 36)
     assert parse_region("square", 48, 36) == (6, 0, 42, 36)
+    assert parse_region("square", 36, 48) == (0, 6, 36, 42)  # a portrait picture: centred vertically
+    assert parse_region("square", 37, 48) == (0, 5, 37, 42)  # (48 - 37) // 2 = 5
     assert parse_region("40,30,20,20", 48, 36) == (40, 30, 48, 36)  # cut to the picture
     assert parse_region("pct:25,50,50,25", 48, 36) == (12, 18, 36, 27)
     for bad in ("48,0,1,1", "0,0,0,1", "1,2,3", "pct:1,2,3", "-1,0,5,5", "a,b,c,d", "1.5,0,2,2"):

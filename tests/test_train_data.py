@@ -82,6 +82,28 @@ def test_augmentation_flips_lr_and_hr_together(set5):
         assert (sample["inp"] - pil_bicubic(hr, (48, 48))).abs().max() <= 1 / 255 + 1e-6
 
 
+def test_augmentation_draws_the_flips_and_transposes_of_the_crop(set5):
+    """With the same seed, epoch and index, the augmented crop is one of the 8 flips/transposes of the plain one,
+    drawn by three coin flips: over 20 samples, more than one of them, transposes included."""
+    def transformed(hr: torch.Tensor, flip_y: bool, flip_x: bool, transpose: bool) -> torch.Tensor:
+        dims = [d for d, flip in ((0, flip_y), (1, flip_x)) if flip]
+        hr = hr.flip(dims) if dims else hr
+        return hr.transpose(0, 1) if transpose else hr
+
+    plain = downsampled(set5, inp_size=16, scale_min=2, scale_max=2)
+    augmented = downsampled(set5, inp_size=16, scale_min=2, scale_max=2, augment=True)
+    symmetries = [(fy, fx, t) for fy in (False, True) for fx in (False, True) for t in (False, True)]
+    seen = set()
+    for epoch in range(4):
+        for idx in range(len(plain)):
+            hr = plain[(idx, epoch)]["gt"].view(32, 32, 3)
+            got = augmented[(idx, epoch)]["gt"].view(32, 32, 3)
+            matches = [sym for sym in symmetries if torch.equal(got, transformed(hr, *sym))]
+            assert matches, (idx, epoch)
+            seen.update(matches)
+    assert len(seen) >= 4 and any(t for _, _, t in seen)
+
+
 def test_samples_are_repeatable_by_seed_epoch_and_index(set5):
     dataset = downsampled(set5, inp_size=48, scale_max=4, augment=True, sample_q=2304)
     a, b, c = dataset[(1, 5)], dataset[(1, 5)], dataset[(1, 6)]

@@ -8,18 +8,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
 
 import liif.checkpoint
-from conftest import BENCHMARKS, ROOT, shared_file
+from conftest import BENCHMARKS, ROOT, comic_crop, shared_file
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
+from liif.distributed import Processes
 from liif.evaluation import evaluate
+from liif.geometry import make_coord
 from liif.normalization import DataNorm
-from liif.training.loop import validate
+from liif.training.loop import build_scheduler, train_step, validate
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -314,3 +317,48 @@ def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_
     expected = (3 * 10 * math.log10(16) + 10 * math.log10(4)) / 4
     assert validate(model, [batch(3, 0.25), batch(1, 1.0)], DataNorm(), torch.device("cpu")) == pytest.approx(expected)
     assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf
+
+
+class Offset(torch.nn.Module):
+    """A model whose every colour is its own learnable (3,) offset, in the normalised space."""
+
+    def __init__(self, offset: list[float]) -> None:
+        super().__init__()
+        self.offset = torch.nn.Parameter(torch.tensor(offset))
+
+    def forward(self, inp, coord, cell):
+        return self.offset.expand(*coord.shape[:-1], 3)
+
+
+def test_a_training_step_descends_the_l1_loss_in_the_normalised_space():
+    """Spec 5: L1 (mean) between the prediction and the GT mapped to the model's [-1, 1] space, worked out by hand
+    here on the Set14 comic crop's pixels: the loss is mean |offset - (gt - 0.5) / 0.5|, and its gradient per
+    channel the mean sign of the differences, over all 3Q values."""
+    pixels = comic_crop().reshape(-1, 3).astype(np.float64) / 255  # (Q, 3)
+    offset = [0.1, -0.2, 0.3]
+    target = (pixels - 0.5) / 0.5
+    expected_loss = float(abs(np.array(offset) - target).mean())
+    expected_grad = [float(((offset[c] - target[:, c]) > 0).sum() - ((offset[c] - target[:, c]) < 0).sum())
+                     / target.size for c in range(3)]
+    model = Offset(offset)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    batch = {"inp": torch.zeros(1, 3, 20, 28), "coord": make_coord((20, 28))[None], "cell": torch.zeros(1, 560, 2),
+             "gt": torch.from_numpy(pixels).float()[None]}
+    cpu = torch.device("cpu")
+    loss = train_step(model, batch, DataNorm(), optimizer, torch.amp.GradScaler("cpu", enabled=False), "none",
+                      Processes(0, 1, cpu))
+    assert 0.1 < expected_loss and loss == pytest.approx(expected_loss, abs=1e-6)
+    assert model.offset.detach().tolist() == pytest.approx([o - g for o, g in zip(offset, expected_grad)], abs=1e-6)
+
+
+@pytest.mark.parametrize("schedule", [{"milestones": [1, 3]}, {"milestones": [1, 3], "gamma": None}])
+def test_a_schedule_that_leaves_gamma_out_decays_tenfold_at_each_milestone(schedule):
+    """The config schema's word: multi_step_lr without gamma (or with gamma null) decays by 0.1."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, schedule)
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1.0, 0.1, 0.1, 0.01])

@@ -44,6 +44,7 @@ def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None
     (["--width", "70"], (70, 50)),
     (["--region", "2.5,3,12.5,9.5", "--scale", "2.2"], (22, 14)),  # 10 x 6.5 input pixels: 22 x 14.3
     (["--scale", "0.5"], (14, 10)),
+    (["--scale", "1.125"], (32, 23)),            # 31.5 and 22.5: halves round up (README), not to even
 ])
 def test_output_sizes(picture, tmp_path, options, size):
     result = liif_upscale(picture, *options, "-o", "out.png", "--quiet", cwd=tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
@@ -55,6 +57,26 @@ def test_16bit_png_kept_in_full(tmp_path, model, crop):
     assert np.array_equal(read_picture(tmp_path / "out16.png").pixels, out.pixels)
     reference = liif.upscale((pixels // 257).astype(np.uint8), scale=2, model=model, device="cpu")
     assert np.abs(out.pixels / 65535 - reference / 255).max() < 0.02  # the same picture, finer levels
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_16bit_png_exif_orientation_is_applied_as_for_8bit(tmp_path, crop, orientation):
+    """A 16-bit PNG with an eXIf chunk turns as PIL's exif_transpose turns the same picture in 8 bits."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(crop).save(tmp_path / "o8.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o8.png")).convert("RGB"))
+    Picture(pixels).save(tmp_path / "plain16.png")
+    data = (tmp_path / "plain16.png").read_bytes()
+    payload = exif.tobytes()
+    chunk = (len(payload).to_bytes(4, "big") + b"eXIf" + payload
+             + zlib.crc32(b"eXIf" + payload).to_bytes(4, "big"))
+    end_of_header = 8 + 8 + 13 + 4  # signature, IHDR length and type, its 13 bytes, its CRC
+    (tmp_path / "o16.png").write_bytes(data[:end_of_header] + chunk + data[end_of_header:])
+    got = read_picture(tmp_path / "o16.png").pixels
+    assert got.dtype == np.uint16 and got.shape == expected.shape
+    assert np.array_equal(got // 257, expected)  # the same turn, with the low bits kept
 
 
 def test_alpha_goes_through_the_model_aligned_with_colour(model, crop):
