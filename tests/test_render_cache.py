@@ -44,7 +44,8 @@ def test_cached_renders_equal_plain_renders(model, picture):
 
 def test_tiles_of_nearby_zooms_share_windows(model, picture):
     """Quadrants at x4, then the whole picture at x2 and x3, then a corner at x16: one window (the tile side is
-    256 up to x8, 128 at x16, and either covers the 40x52 picture); x64 cuts the grid in 32-latent tiles."""
+    256 up to x8, 128 at x16, and either covers the 40x52 picture); x64 cuts the grid in 16-latent tiles (its block
+    side, sqrt(2**22 / 64**2) = 32, lands a hair below 32 with the corner's float range)."""
     inp = as_input(picture)
     cache = FeatureCache()
     quadrants = [((-1, 0), (-1, 0)), ((-1, 0), (0, 1)), ((0, 1), (-1, 0)), ((0, 1), (0, 1))]
