@@ -157,6 +157,13 @@ def test_reference_checkpoints_keep_the_reference_data_norm() -> None:
     assert model.data_norm == liif.DataNorm((0.5,), (0.5,), (0.5,), (0.5,))
 
 
+def test_model_outputs_beyond_the_colour_range_are_clamped_to_it() -> None:
+    """0.5/0.5 maps outputs -1 and 1 to colours 0 and 1; overshoot past them, as a model's can, is cut there."""
+    output = torch.tensor([[-1.5, -1.0, 0.0], [0.5, 1.0, 1.5]])
+    colours = liif.DataNorm().to_pixels(output)
+    assert torch.equal(colours, torch.tensor([[0.0, 0.0, 0.5], [0.75, 1.0, 1.0]]))
+
+
 def test_a_checkpoint_s_own_data_norm_comes_before_its_training_config_s(tmp_path: Path) -> None:
     """The data_norm of a checkpoint is its own entry, else its training config's, else the reference's 0.5/0.5."""
     ckpt = torch.load(shared_file(TINY), weights_only=True)
