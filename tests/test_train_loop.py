@@ -195,6 +195,18 @@ def test_bad_values_fail_in_one_line_before_the_run_folder_exists(tmp_path, set1
     assert not run.exists()
 
 
+def test_a_precision_the_device_refuses_fails_before_an_overwritten_run_is_deleted(tmp_path, set14, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {"epoch-last.pth": b"the last run", "log.txt": b"its log\n"}
+    for name, data in old.items():
+        (run / name).write_bytes(data)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--overwrite",
+                      "--set", "device=cpu", "--set", "amp=fp16") == 2
+    assert "precision fp16 is for GPUs" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
+
+
 def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, set14, capsys):
     run, other = tmp_path / "run", tmp_path / "other"
     new_run = ["--config", str(SMOKE), *folder_sets(set14), "--set", "epoch_max=1"]
