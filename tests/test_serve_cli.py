@@ -59,7 +59,7 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "20000x64"], "--size 20000x64: each side must be an int in "
                                                                      "[1, 16384]"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--zoom", "0:4"], "--zoom 0:4: each zoom must be a number above 0"),
-    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int >= 1, got 0"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int in [1, 100000], got 0"),
 ])
 def test_out_of_range_numbers_are_one_line_errors(tmp_path, capsys, args, expected):
     picture = small_picture(tmp_path)

@@ -103,3 +103,12 @@ def test_the_slowest_frame_rate_is_kept(picture_path, tmp_path):
     zoom(picture_path, tmp_path / "zoom.mkv", end=2, frames=2, fps=0.001, size=SIZE, device="cpu")
     with av.open(str(tmp_path / "zoom.mkv")) as container:
         assert container.streams.video[0].average_rate == Fraction(1, 1000)
+
+
+@pytest.mark.parametrize("frames", [0, 100_001])
+def test_a_frame_count_out_of_bounds_is_one_line_before_any_region_is_planned(picture_path, capsys, frames):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--frames", str(frames), "--size", "32x18"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err == f"liif zoom: error: --frames must be an int in [1, 100000], got {frames}\n"

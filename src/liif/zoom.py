@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT, Number
+from liif.bounds import Number
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
@@ -31,6 +31,9 @@ Region = tuple[float, float, float, float]
 COMPARISONS = ("bicubic",)
 # Frames per second: from 0.001, which the rate's fraction (denominator at most 1001) keeps above 0
 FPS = Number(low=0.001, high=1000)
+# Frames of one zoom: every frame's region is planned up front, so a nonsense count would fill the memory
+# before anything is rendered; 100,000 frames is over an hour at 24 fps.
+FRAMES = Number(int, low=1, high=100_000)
 
 
 def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
@@ -48,7 +51,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     fit = fit_zoom(picture_size, frame_size)
     start = fit if start is None else start
     cx, cy = center if center is not None else (width / 2, height / 2)
-    COUNT.check(frames, "--frames", LiifError)
+    FRAMES.check(frames, "--frames", LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
