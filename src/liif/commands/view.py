@@ -11,12 +11,10 @@ examples:
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import webbrowser
 
 from liif.commands.serve import add_server_arguments, start
-from liif.errors import LiifError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the picture and open (or print) its viewer page, until interrupted."""
-    if not os.path.isfile(args.picture):
-        raise LiifError(f"{args.picture}: no such picture")
-
     from liif.serve.app import viewer_path
     from liif.serve.library import file_identifier
+    from liif.upscale import as_picture
+
+    # Read once before serving: a picture that cannot be read is a one-line error here, not a blank page.
+    as_picture(args.picture)
 
     def ready(url: str) -> None:
         page = url + viewer_path(file_identifier(args.picture))
