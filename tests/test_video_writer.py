@@ -143,6 +143,14 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 
+def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
+    with pytest.raises(LiifError, match=r"^--preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")
+    assert capfd.readouterr().err == ""  # x264's own "x264 [error]: invalid preset" line would land here
+    assert list(tmp_path.iterdir()) == []
+    write_all(tmp_path / "a.mp4", frames=FRAMES[:2], preset="UltraFast")  # x264 takes them in any case
+
+
 @pytest.mark.parametrize("name", ["a.gif", "a.webp", "a.png"])
 @pytest.mark.parametrize("alpha", [False, True])
 def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
