@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from liif.bounds import Number
 from liif.errors import LiifError
+from liif.fileio import file_id
 from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
 from liif.pretrained import DEFAULT_MODEL
@@ -96,6 +97,13 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
         yield frame
 
 
+def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Refuse an output that is the picture zoomed into (by any name or link), even with ``overwrite``."""
+    source = file_id(picture_path)
+    if source is not None and source == file_id(output):
+        raise LiifError(f"{output} is the picture zoomed into, which is never written over")
+
+
 def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
          start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
@@ -107,6 +115,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, "fps", LiifError)
+    if isinstance(image, (str, os.PathLike)):
+        check_not_input(image, output)
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)

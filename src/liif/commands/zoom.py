@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
     from liif.upscale import as_picture
-    from liif.zoom import zoom, zoom_regions
+    from liif.zoom import check_not_input, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
+    if args.output is not None:
+        check_not_input(args.picture, args.output)
     picture = as_picture(args.picture)
     height, width = picture.pixels.shape[:2]
     if args.print_regions:
