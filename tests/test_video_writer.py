@@ -196,6 +196,20 @@ def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_pa
     assert (tmp_path / "plain").read_text() == "mine" and (tmp_path / "frames").read_text() == "late"
 
 
+def test_a_frame_folder_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(".liif-"):  # the temporary folder of frames, on a full disk
+            raise OSError(28, "No space left on device")
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(LiifError, match=r"^cannot write .*frames: No space left on device$"):
+        write_all(tmp_path / "frames", frames=FRAMES[:2])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -> None:
     write_all(tmp_path / "frames", frames=FRAMES[:2])
     real_replace, calls = os.replace, []

@@ -439,7 +439,8 @@ class FolderWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         super().__init__(path, size, rate, overwrite)
-        self.temporary.mkdir()
+        with write_errors(f"cannot write {path}"):  # a full disk, or a folder that takes no new entries (/proc)
+            self.temporary.mkdir()
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         with write_errors(f"cannot write {self.path}"):
