@@ -101,10 +101,11 @@ def test_evaluate_checks_its_scales(tmp_path):
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
 
 
-@pytest.mark.parametrize("option,value", [("--threads", "0"), ("--threads", "-1"), ("--chunk-size", "0")])
-def test_counts_below_one_are_refused(tmp_path, capsys, option, value):
+@pytest.mark.parametrize("option,value,bound", [("--threads", "0", "in [1, 1024]"), ("--threads", "-1", "in [1, 1024]"),
+                                               ("--threads", "100000", "in [1, 1024]"), ("--chunk-size", "0", ">= 1")])
+def test_counts_out_of_bounds_are_refused(tmp_path, capsys, option, value, bound):
     data = flat_folder(tmp_path / "flat")
-    expect_error(capsys, f"{option} must be an int >= 1, got {value}", "--data", str(data), "--scales", "2",
+    expect_error(capsys, f"{option} must be an int {bound}, got {value}", "--data", str(data), "--scales", "2",
                  option, value)
 
 

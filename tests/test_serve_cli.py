@@ -34,6 +34,18 @@ def test_view_serves_the_page_it_prints(tmp_path):
         process.wait(timeout=30)
 
 
+def test_view_refuses_a_picture_it_cannot_read_before_serving(tmp_path):
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(small_picture(tmp_path).read_bytes()[:100])
+    process = liif("view", str(damaged), "--port", "0", "--no-browser", "--device", "cpu")
+    try:
+        _, stderr = process.communicate(timeout=30)  # a server started instead would never end
+    finally:
+        process.kill()
+    assert process.returncode == 2 and stderr == (f"liif view: error: {damaged}: cannot read the image, it may be "
+                                                  f"truncated or corrupt (image file is truncated)\n")
+
+
 def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     missing, picture = tmp_path / "missing.png", small_picture(tmp_path)
     for args, expected in ((["serve", str(missing)], f"{missing}: no such picture or folder"),
@@ -59,9 +71,9 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "20000x64"], "--size 20000x64: each side must be an int in "
                                                                      "[1, 16384]"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--zoom", "0:4"], "--zoom 0:4: each zoom must be a number above 0"),
-    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int >= 1, got 0"),
-    (["view", "{dir}/missing.png"], "missing.png: no such picture"),
-    (["view", "{dir}"], ": is a folder, not a picture"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--frames", "0"], "--frames must be an int in [1, 100000], got 0"),
+    (["view", "{dir}/missing.png"], "missing.png: no such file"),
+    (["view", "{dir}"], ": is a folder, not a file"),
 ])
 def test_out_of_range_values_and_wrong_paths_are_one_line_errors(tmp_path, capsys, args, expected):
     picture = small_picture(tmp_path)

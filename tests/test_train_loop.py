@@ -190,12 +190,27 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     ("val_dataset.wrapper.args.sample_q=1000", "val_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
                                                "sample_q=1000 is more than the 576 pixels of the smallest HR crop"),
     ("benchmark_eval={root: /nonexistent, scales: [2]}", "benchmark_eval: /nonexistent: no such folder"),
+    # an epoch whose sample order no memory holds: refused, not a MemoryError or the OOM killer
+    ("train_dataset.dataset.args.repeat=1000000000000", "train_dataset: an epoch of 14,000,000,000,000 samples "
+                                                        "(images x repeat) needs"),
 ])
 def test_bad_values_fail_in_one_line_before_the_run_folder_exists(tmp_path, set14, capsys, override, message):
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", override) == 2
     assert message in one_line_error(capsys)
     assert not run.exists()
+
+
+def test_a_precision_the_device_refuses_fails_before_an_overwritten_run_is_deleted(tmp_path, set14, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    old = {"epoch-last.pth": b"the last run", "log.txt": b"its log\n"}
+    for name, data in old.items():
+        (run / name).write_bytes(data)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--overwrite",
+                      "--set", "device=cpu", "--set", "amp=fp16") == 2
+    assert "precision fp16 is for GPUs" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == old
 
 
 def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, set14, capsys):

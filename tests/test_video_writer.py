@@ -143,6 +143,14 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 
+def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
+    with pytest.raises(LiifError, match=r"^--preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")
+    assert capfd.readouterr().err == ""  # x264's own "x264 [error]: invalid preset" line would land here
+    assert list(tmp_path.iterdir()) == []
+    write_all(tmp_path / "a.mp4", frames=FRAMES[:2], preset="UltraFast")  # x264 takes them in any case
+
+
 @pytest.mark.parametrize("name", ["a.gif", "a.webp", "a.png"])
 @pytest.mark.parametrize("alpha", [False, True])
 def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
@@ -186,6 +194,20 @@ def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_pa
                 make(tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "frames", "plain"]
     assert (tmp_path / "plain").read_text() == "mine" and (tmp_path / "frames").read_text() == "late"
+
+
+def test_a_frame_folder_that_cannot_be_made_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(".liif-"):  # the temporary folder of frames, on a full disk
+            raise OSError(28, "No space left on device")
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(LiifError, match=r"^cannot write .*frames: No space left on device$"):
+        write_all(tmp_path / "frames", frames=FRAMES[:2])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -> None:

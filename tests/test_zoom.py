@@ -103,3 +103,28 @@ def test_the_slowest_frame_rate_is_kept(picture_path, tmp_path):
     zoom(picture_path, tmp_path / "zoom.mkv", end=2, frames=2, fps=0.001, size=SIZE, device="cpu")
     with av.open(str(tmp_path / "zoom.mkv")) as container:
         assert container.streams.video[0].average_rate == Fraction(1, 1000)
+
+
+@pytest.mark.parametrize("frames", [0, 100_001])
+def test_a_frame_count_out_of_bounds_is_one_line_before_any_region_is_planned(picture_path, capsys, frames):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--frames", str(frames), "--size", "32x18"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err == f"liif zoom: error: --frames must be an int in [1, 100000], got {frames}\n"
+
+
+def test_the_picture_zoomed_into_is_never_written_over(picture_path, tmp_path, capsys):
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(picture_path.read_bytes())
+    (tmp_path / "link.png").symlink_to(picture)
+    for output in (picture, tmp_path / "link.png"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoom", str(picture), "-o", str(output), "--overwrite", "--frames", "2", "--size", "32x18",
+                  "--device", "cpu"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == (f"liif zoom: error: {output} is the picture zoomed into, which is never "
+                                           f"written over\n")
+    with pytest.raises(LiifError, match="is the picture zoomed into"):
+        zoom(picture, picture, frames=2, size=SIZE, overwrite=True, device="cpu")
+    assert picture.read_bytes() == picture_path.read_bytes() and (tmp_path / "link.png").is_symlink()

@@ -48,3 +48,4 @@ class Number:
 
 COUNT = Number(int, low=1)  # how many of something: layers, repeats, samples
 POSITIVE = Number(low=0, low_open=True)  # a size, a rate, a scale
+THREADS = Number(int, low=1, high=1024)  # torch's CPU threads: it crashes on absurd counts

@@ -38,6 +38,15 @@ def check_regular_file(path: Path, noun: str = "file") -> None:
         raise LiifError("cannot read it: permission denied")
 
 
+def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None where there is none: one file by any name or link."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path`` (its folder created if needed), sync it, rename it."""
     path = Path(path)

@@ -18,8 +18,9 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT, Number
+from liif.bounds import Number
 from liif.errors import LiifError
+from liif.fileio import file_id
 from liif.geometry import Geometry
 from liif.imageio import Picture, eight_bit
 from liif.pretrained import DEFAULT_MODEL
@@ -31,6 +32,9 @@ Region = tuple[float, float, float, float]
 COMPARISONS = ("bicubic",)
 # Frames per second: from 0.001, which the rate's fraction (denominator at most 1001) keeps above 0
 FPS = Number(low=0.001, high=1000)
+# Frames of one zoom: every frame's region is planned up front, so a nonsense count would fill the memory
+# before anything is rendered; 100,000 frames is over an hour at 24 fps.
+FRAMES = Number(int, low=1, high=100_000)
 
 
 def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
@@ -48,7 +52,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     fit = fit_zoom(picture_size, frame_size)
     start = fit if start is None else start
     cx, cy = center if center is not None else (width / 2, height / 2)
-    COUNT.check(frames, "--frames", LiifError)
+    FRAMES.check(frames, "--frames", LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
@@ -93,6 +97,13 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
         yield frame
 
 
+def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Refuse an output that is the picture zoomed into (by any name or link), even with ``overwrite``."""
+    source = file_id(picture_path)
+    if source is not None and source == file_id(output):
+        raise LiifError(f"{output} is the picture zoomed into, which is never written over")
+
+
 def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
          start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
@@ -104,6 +115,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, "fps", LiifError)
+    if isinstance(image, (str, os.PathLike)):
+        check_not_input(image, output)
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)

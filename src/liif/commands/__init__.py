@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from liif.bounds import COUNT, Number
+from liif.bounds import THREADS, Number
 from liif.errors import LiifError
 from liif.kernels import QUERY_KERNELS
 from liif.pretrained import DEFAULT_MODEL
@@ -35,9 +35,9 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Give torch ``threads`` CPU threads; None keeps its default. A LiifError below 1."""
+    """Give torch ``threads`` CPU threads; None keeps its default. A LiifError outside ``bounds.THREADS``."""
     if threads is not None:
-        torch.set_num_threads(COUNT.check(threads, "--threads", LiifError))
+        torch.set_num_threads(THREADS.check(threads, "--threads", LiifError))
 
 
 def checked_max_pixels(max_pixels: float) -> int:

@@ -40,6 +40,7 @@ from liif.commands import add_model_options, add_threads_option, checked_max_pix
 from liif.bounds import COUNT
 from liif.distributed import Processes, global_sum, joined_processes
 from liif.errors import LiifError, os_reason, printable
+from liif.fileio import file_id
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
 from liif.pipeline import Background, prefetch
@@ -186,15 +187,6 @@ def output_path(source: Path, args: argparse.Namespace, suffix: str) -> Path:
     folder = Path(args.output) if args.output else source.parent
     extension = f".{args.format}" if args.format else clip_output_suffix(source)
     return folder / f"{source.stem}{suffix}{extension}"
-
-
-def file_id(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at ``path``, or None where there is none."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def plan_outputs(destinations: dict[Path, Path]) -> tuple[list[tuple[Path, Path]], list[Failure]]:

@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import threading
 import webbrowser
-from pathlib import Path
 
 from liif.commands.serve import add_server_arguments, start
-from liif.errors import LiifError
-from liif.fileio import check_regular_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the picture and open (or print) its viewer page, until interrupted."""
-    try:
-        check_regular_file(Path(args.picture), "picture")
-    except LiifError as exc:
-        raise LiifError(f"{args.picture}: {exc}") from None
-
     from liif.serve.app import viewer_path
     from liif.serve.library import file_identifier
+    from liif.upscale import as_picture
+
+    # Read once before serving: a picture that cannot be read is a one-line error here, not a blank page.
+    as_picture(args.picture)
 
     def ready(url: str) -> None:
         page = url + viewer_path(file_identifier(args.picture))

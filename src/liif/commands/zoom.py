@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center", metavar="X,Y", help="the point zoomed into, in picture pixels (default: the middle)")
     parser.add_argument("--zoom", default="fit:16", metavar="START:END",
                         help="zoom range in output pixels per picture pixel; START may be 'fit' (default fit:16)")
-    parser.add_argument("--frames", type=int, default=96, help="number of frames (default 96)")
+    parser.add_argument("--frames", type=int, default=96, help="number of frames, at most 100000 (default 96)")
     parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
     parser.add_argument("--compare", choices=COMPARISONS, help="put plain bicubic beside LIIF (frames twice as wide)")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
     from liif.upscale import as_picture
-    from liif.zoom import zoom, zoom_regions
+    from liif.zoom import check_not_input, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
+    if args.output is not None:
+        check_not_input(args.picture, args.output)
     picture = as_picture(args.picture)
     height, width = picture.pixels.shape[:2]
     if args.print_regions:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from liif.bounds import COUNT, POSITIVE, Number
+from liif.bounds import COUNT, POSITIVE, THREADS, Number
 from liif.errors import LiifError, os_reason
 from liif.normalization import DataNorm
 
@@ -81,7 +81,7 @@ SCHEMA: dict[str, Any] = {
     "device": str,
     "amp": OneOf(("none", "bf16", "fp16")),
     "compile": bool,
-    "threads": Maybe(Number(int, low=1, high=1024)),  # torch crashes on absurd thread counts
+    "threads": Maybe(THREADS),
     "log_every": COUNT,
     "tensorboard": bool,
     "benchmark_eval": Maybe({"root": str, "scales": list, "every": Maybe(COUNT)}),  # root, scales: when built

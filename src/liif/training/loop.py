@@ -27,7 +27,7 @@ from liif.fileio import write_text
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
-from liif.runtime import autocast, available_memory
+from liif.runtime import autocast, available_memory, check_precision
 from liif.distributed import Processes, global_mean, joined_processes
 from liif.training.config import load_config
 from liif.training.monitor import RunLog
@@ -137,10 +137,15 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def amp_precision(amp: str) -> str:
+    """The ``runtime`` precision a config's ``amp`` trains in (``none``: fp32)."""
+    return "fp32" if amp == "none" else amp
+
+
 def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, amp: str, procs: Processes) -> float:
     """One optimisation step; returns the loss (mean over processes), raising if it is not finite."""
-    with autocast(procs.device, "fp32" if amp == "none" else amp):
+    with autocast(procs.device, amp_precision(amp)):
         pred = model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"])
     loss = F.l1_loss(pred.float(), norm.to_target(batch["gt"]))
     value = global_mean(loss.detach(), procs).item()
@@ -265,6 +270,7 @@ class Run:
         self.model = initial_model(config).to(procs.device)
         self.optimizer = build_optimizer(self.model, config["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
+        check_precision(procs.device, amp_precision(config["amp"]))
         self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
         self.epoch_start, self.step, self.best = 1, 0, None
         if ckpt is not None:

@@ -38,6 +38,10 @@ DEFAULT_PIX_FMT = "yuv420p"
 LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unlike any YUV
 # An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
+# The presets x264 and x265 know (in any case): x264 prints its refusal of another straight to the terminal, so
+# an unknown one is refused here first, in one line.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 FRAME_NAME = "frame_{:05d}.png"
 GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
@@ -335,6 +339,8 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
         options["crf"] = str(crf)
         if encoder.startswith("libvpx"):
             options["b"] = "0"  # VP9's constant-quality mode: crf with no bitrate target
+    if preset and encoder in ("libx264", "libx265") and preset.lower() not in X264_PRESETS:
+        raise LiifError(f"--preset {preset!r}: {encoder} takes {', '.join(X264_PRESETS)}")
     if preset:
         options["cpu-used" if encoder.startswith("libvpx") else "preset"] = preset
     if encoder == "libsvtav1":
@@ -433,7 +439,8 @@ class FolderWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         super().__init__(path, size, rate, overwrite)
-        self.temporary.mkdir()
+        with write_errors(f"cannot write {path}"):  # a full disk, or a folder that takes no new entries (/proc)
+            self.temporary.mkdir()
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         with write_errors(f"cannot write {self.path}"):
