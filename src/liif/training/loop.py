@@ -315,6 +315,7 @@ class Run:
         self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
         self.last_good = run_dir / "epoch-last.pth"
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
+        self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
 
     def train_epoch(self, epoch: int) -> list[float]:
         """One pass over this process's share of the training set; the losses of its steps."""
@@ -323,6 +324,7 @@ class Run:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config['epoch_max']}", leave=False,
                    dynamic_ncols=True, disable=self.quiet or not self.procs.is_main)
         for batch in bar:
+            self.lr = self.optimizer.param_groups[0]["lr"]  # read before the schedule steps past it
             try:
                 loss = train_step(self.net, to_device(batch, self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
@@ -335,10 +337,9 @@ class Run:
             self.step += 1
             if self.per_iter:
                 self.scheduler.step()
-            lr = self.optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr:.2e}", refresh=False)
             if self.log is not None and self.step % self.config["log_every"] == 0:
-                self.log.scalars(self.step, **{"train/loss": loss, "train/lr": lr})
+                self.log.scalars(self.step, **{"train/loss": loss, "train/lr": self.lr})
         if self.scheduler is not None and not self.per_iter:
             self.scheduler.step()
         return losses
@@ -349,7 +350,7 @@ class Run:
                         "it_per_s": len(losses) / seconds, "best_val": self.best}
         if self.procs.is_main:
             text = (f"epoch {epoch}/{self.config['epoch_max']}: loss {self.summary['train_loss']:.4f}, "
-                    f"lr {self.optimizer.param_groups[0]['lr']:.2e}, {self.summary['it_per_s']:.2f} it/s, "
+                    f"lr {self.lr:.2e}, {self.summary['it_per_s']:.2f} it/s, "
                     f"{seconds:.0f} s")
             improved = False
             every = self.config["epoch_val"]
