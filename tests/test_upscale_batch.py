@@ -72,6 +72,19 @@ def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "d.png"]
 
 
+def test_a_folder_or_glob_listing_nothing_beside_others_fails_on_its_own_line(tmp_path, folder, capsys) -> None:
+    """A typo in one glob of several, or an empty folder, is reported, not silently passed over."""
+    (tmp_path / "empty").mkdir()
+    typo = str(tmp_path / "nowhere" / "*.png")
+    code, lines = upscale_cli(capsys, folder / "a.png", tmp_path / "empty", typo, "--scale", "2",
+                              "-o", tmp_path / "out", quiet=False)
+    assert code == 1
+    assert lines[:-1] == [f"liif upscale: error: {tmp_path / 'empty'}: no picture or video to upscale in this folder",
+                          f"liif upscale: error: {typo}: matches no picture or video"]
+    assert lines[-1].startswith("liif upscale: 1 written, 2 failed")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
 def test_reading_and_writing_overlap_rendering_a_bounded_number_ahead_and_behind(tmp_path, folder, capsys,
                                                                                   monkeypatch) -> None:
     """Each render waits until the reader has read as far ahead as it may (2 pictures), and each write until the

@@ -125,10 +125,11 @@ class Failure:
 
 
 def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], list[Failure], bool]:
-    """Input files in order, each once (by resolved path); the patterns that could not be listed; and whether
-    this is a batch (several inputs, a folder or a glob)."""
+    """Input files in order, each once (by resolved path); the patterns that could not be listed or, beside
+    others that found files, list nothing (a typo in one glob of several); and whether this is a batch
+    (several inputs, a folder or a glob)."""
     files: dict[str, Path] = {}
-    failures = []
+    failures, empty = [], []
     batch = len(patterns) > 1
     for pattern in patterns:
         try:
@@ -137,8 +138,13 @@ def expand_inputs(patterns: list[str], own_suffix: str) -> tuple[list[Path], lis
             failures.append(Failure([pattern], f"cannot list it: {os_reason(exc)}"))
             continue
         batch = batch or listed
+        if listed and not found:
+            empty.append(pattern)
         for path in found:
             files.setdefault(os.path.realpath(path), path)
+    if files:
+        failures += [Failure([pattern], "no picture or video to upscale in this folder" if os.path.isdir(pattern)
+                             else "matches no picture or video") for pattern in empty]
     return list(files.values()), failures, batch
 
 
