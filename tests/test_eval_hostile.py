@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import liif.commands.eval
 from conftest import TINY, shared_file
 from evaluating import expect_error, make_benchmark_set, run_cli, set5_crop
 from liif.errors import LiifError
@@ -145,3 +146,16 @@ def test_a_model_path_that_is_a_folder_or_too_long_is_a_one_line_error(tmp_path,
     data = flat_folder(tmp_path / "flat")
     expect_error(capsys, f"{tmp_path}: is a folder", "--data", str(data), "--scales", "2", "--model", str(tmp_path))
     expect_error(capsys, "File name too long", "--data", str(data), "--scales", "2", "--model", "m" * 5000 + ".pth")
+
+
+def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """A folder where per_image.csv goes used to fail only once the whole evaluation had run."""
+    data, out = flat_folder(tmp_path / "flat"), tmp_path / "out"
+    (out / "per_image.csv").mkdir(parents=True)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the output folder was checked")
+
+    monkeypatch.setattr(liif.commands.eval, "evaluate", must_not_run)
+    expect_error(capsys, f"{out / 'per_image.csv'}: is a folder", "--data", str(data), "--scales", "2",
+                 "--out", str(out), "--model", str(shared_file(TINY)))

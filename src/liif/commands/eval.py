@@ -20,7 +20,7 @@ from liif.commands import add_model_options, add_threads_option, set_threads
 from liif.distributed import gather_sharded, joined_processes
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import LR_SOURCES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
+from liif.evaluation.runner import LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
             print(results.markdown())
             if args.out:
                 results.write(args.out)
-                print(f"wrote {args.out}/per_image.csv and {args.out}/results.json", file=sys.stderr)
+                print(f"wrote {' and '.join(f'{args.out}/{name}' for name in OUTPUT_FILES)}", file=sys.stderr)
     return 0

@@ -30,6 +30,7 @@ LR_SOURCES = ("auto", "files") + DEGRADATIONS
 FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the benchmark and DIV2K layouts
 SCALE_PRESETS = {"benchmark": (2, 3, 4, 6, 8), "div2k": (2, 3, 4, 6, 12, 18, 24, 30)}
 METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+OUTPUT_FILES = ("per_image.csv", "results.json")  # what EvalResults.write puts in the folder: the table, the means
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,9 @@ class EvalResults:
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
         results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
-        write_text(out_dir / "per_image.csv", table.getvalue())
-        write_text(out_dir / "results.json", results)
+        per_image, means = (out_dir / name for name in OUTPUT_FILES)
+        write_text(per_image, table.getvalue())
+        write_text(means, results)
 
 
 def prepare_out_dir(out_dir: str | Path) -> None:
@@ -162,6 +164,9 @@ def prepare_out_dir(out_dir: str | Path) -> None:
         raise LiifError(f"{out_dir}: cannot create the output folder ({os_reason(exc)})") from None
     if not os.access(out_dir, os.W_OK):
         raise LiifError(f"{out_dir}: output folder is not writable")
+    for name in OUTPUT_FILES:
+        if (out_dir / name).is_dir():
+            raise LiifError(f"{out_dir / name}: is a folder, where the results go")
 
 
 def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
