@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import ROOT
 from liif.cli import main
+from liif.serve import app as serve_app
 from serving import small_picture
 
 
@@ -82,3 +84,20 @@ def test_out_of_range_values_and_wrong_paths_are_one_line_errors(tmp_path, capsy
         main(argv)
     stderr = capsys.readouterr().err
     assert exit_info.value.code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def test_a_taken_port_or_unknown_host_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    picture = small_picture(tmp_path)
+    monkeypatch.setattr(serve_app, "create_app", lambda *args: pytest.fail("the app was built"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, expected in (([str(picture), "--port", str(port)], f"cannot listen on 127.0.0.1:{port}: Address "
+                                                                     "already in use"),
+                               ([str(picture), "--host", "no.such.host.invalid"], "cannot listen on "
+                                                                                  "no.such.host.invalid:8182: ")):
+            with pytest.raises(SystemExit) as exit_info:
+                main(["serve", *args])
+            stderr = capsys.readouterr().err
+            assert exit_info.value.code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr

@@ -14,12 +14,13 @@ examples:
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from typing import TYPE_CHECKING, Callable
 
 from liif.bounds import POSITIVE, Number
 from liif.commands import add_model_options, checked_max_pixels
-from liif.errors import LiifError
+from liif.errors import LiifError, os_reason
 
 if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server starts
     from liif.serve.app import ServeOptions
@@ -61,13 +62,32 @@ def server_options(args: argparse.Namespace) -> ServeOptions:
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20))
 
 
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or a LiifError saying why not (the port is taken, the host unknown)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise LiifError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once on the same port
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise LiifError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
+    return sock
+
+
 def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], None] | None = None) -> int:
-    """Build the app, listen, call ``on_ready(base_url)`` once listening, and serve until interrupted."""
+    """Bind the address, build the app, call ``on_ready(base_url)`` once listening, and serve until interrupted."""
     import uvicorn
 
     from liif.serve.app import create_app
 
-    app = create_app(paths, args.model, args.device, server_options(args))
+    options = server_options(args)
+    sock = bound_socket(args.host, args.port)  # before the model loads: a taken port fails at once
+    app = create_app(paths, args.model, args.device, options)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     original_startup = server.startup
@@ -83,7 +103,7 @@ def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], 
                 on_ready(url)
 
     server.startup = startup
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
 
 
