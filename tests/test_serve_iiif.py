@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size
 
@@ -18,6 +22,7 @@ def test_limits_are_max_scale_times_the_picture_within_the_pixel_limit():
     ("max", (48, 36)), ("^max", (1536, 1152)), ("24,", (24, 18)), (",18", (24, 18)), ("pct:50", (24, 18)),
     ("^96,", (96, 72)), ("^,72", (96, 72)), ("^pct:200", (96, 72)), ("!24,24", (24, 18)), ("^!200,100", (133, 100)),
     ("10,30", (10, 30)), ("^50,10", (50, 10)),
+    ("!96,96", (48, 36)), ("^!100000,100000", (1536, 1152)),  # best fit: not above the region (no ^), the limits
 ])
 def test_sizes(size, expected):
     assert parse_size(size, 48, 36, LIMITS) == expected
@@ -26,10 +31,18 @@ def test_sizes(size, expected):
 def test_max_stays_within_max_area():
     width, height = parse_size("^max", 48, 36, Limits(1536, 1152, 100_000))
     assert width * height <= 100_000 and abs(width / height - 4 / 3) < 0.02
+    # a thin region: its width raised to one pixel must not take the height over the area
+    assert parse_size("^max", 0.01, 36, Limits(1536, 1152, 100)) == (1, 100)
+    assert parse_size("^max", 36, 0.01, Limits(1536, 1152, 100)) == (100, 1)
 
 
-@pytest.mark.parametrize("size", ["49,", ",37", "pct:101", "50,36", "!100,100", "^1537,", "^,1153", "0,", "^0,5",
-                                  "pct:0", "max,", "^", "1,2,3", "-5,", "1.5,", ""])
+HUGE = "9" * 400  # a float's inf, an int too large for one
+
+
+@pytest.mark.parametrize("size", ["49,", ",37", "pct:101", "50,36", "^1537,", "^,1153", "0,", "^0,5",
+                                  "pct:0", "max,", "^", "1,2,3", "-5,", "1.5,", "", "١٠,", "pct:٥٠", "^!0,10",
+                                  f"^{HUGE},", f"^,{HUGE}", f"^pct:{HUGE}", f"^!{HUGE},{HUGE}", f"{HUGE},5",
+                                  "^" + "9" * 5000 + ","])
 def test_refused_sizes(size):
     with pytest.raises(IIIFError) as refusal:
         parse_size(size, 48, 36, LIMITS)
@@ -43,7 +56,9 @@ def test_regions():
     assert parse_region("square", 37, 48) == (0, 5, 37, 42)  # (48 - 37) // 2 = 5
     assert parse_region("40,30,20,20", 48, 36) == (40, 30, 48, 36)  # cut to the picture
     assert parse_region("pct:25,50,50,25", 48, 36) == (12, 18, 36, 27)
-    for bad in ("48,0,1,1", "0,0,0,1", "1,2,3", "pct:1,2,3", "-1,0,5,5", "a,b,c,d", "1.5,0,2,2"):
+    for bad in ("48,0,1,1", "0,0,0,1", "1,2,3", "pct:1,2,3", "-1,0,5,5", "a,b,c,d", "1.5,0,2,2", "١,0,5,5",
+                # regions too thin for their aspect and the scales to the limits to be finite
+                "pct:50,0,0.0000000000000000001,100", "pct:0,0,0." + "0" * 318 + "1,100"):
         with pytest.raises(IIIFError):
             parse_region(bad, 48, 36)
 
@@ -63,3 +78,37 @@ def test_info_json_offers_the_one_tile_size(monkeypatch):
     monkeypatch.setattr(iiif, "TILE", 64)  # the viewer reads the size from here: nothing else names it
     info = iiif.info_json("http://x/iiif/3/a.png", 100, 60, LIMITS)
     assert info["tiles"] == [{"width": 64, "height": 64, "scaleFactors": [1, 2]}]
+
+
+PART = st.one_of(st.integers(0, 60).map(str), st.sampled_from(["", "0", "00", "1e400", "nan", "inf", "+1", "-1", "١",
+                                                               "9" * 400, "0.5", ".5", "5.", "1" + "0" * 30]))
+
+
+def size_texts() -> st.SearchStrategy[str]:
+    pair = st.builds("{},{}".format, PART, PART)
+    body = st.one_of(st.just("max"), pair, PART.map("{},".format), PART.map(",{}".format), PART.map("pct:{}".format),
+                     pair.map("!{}".format), st.text(max_size=6))
+    return st.builds("{}{}".format, st.sampled_from(["", "^"]), body)
+
+
+def region_texts() -> st.SearchStrategy[str]:
+    four = st.builds("{},{},{},{}".format, PART, PART, PART, PART)
+    return st.one_of(st.sampled_from(["full", "square"]), four, four.map("pct:{}".format), st.text(max_size=8))
+
+
+@settings(derandomize=True, database=None, max_examples=3000, deadline=None)
+@given(region=region_texts(), size=size_texts(), max_pixels=st.sampled_from([100, 5000, 10**9]))
+def test_every_request_is_a_size_within_the_limits_or_a_400(region, size, max_pixels):
+    """Any region and size: an output the spec's size, inside the picture and the limits, or a 400, never a crash."""
+    limits = Limits.for_picture(48, 36, max_scale=32, max_pixels=max_pixels)
+    try:
+        request = parse_request(region, size, "0", "default.png", 48, 36, limits)
+    except IIIFError as refusal:
+        assert refusal.status == 400 and "\n" not in str(refusal)
+        return
+    x0, y0, x1, y1 = request.region
+    width, height = request.size
+    assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 36 and all(map(math.isfinite, request.region))
+    assert 1 <= width and 1 <= height and limits.admit(request.size)
+    if not size.startswith("^"):
+        assert width <= max(1, math.floor(x1 - x0 + 0.5)) and height <= max(1, math.floor(y1 - y0 + 0.5))

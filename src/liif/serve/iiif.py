@@ -13,8 +13,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from liif.bounds import Number
 from liif.errors import LiifError
-from liif.geometry import format_region, round_half_up
+from liif.geometry import MAX_SIDE, format_region, round_half_up
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 JSON_LD = f'application/ld+json;profile="{CONTEXT}"'
@@ -22,7 +23,14 @@ QUALITIES = ("default", "color", "gray", "bitonal")
 FORMATS = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 # What the server does beyond level 2's required features (level 2 ones are implied by the profile).
 EXTRA_FEATURES = ["sizeUpscaling", "mirroring", "regionSquare", "profileLinkHeader"]
-NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+# ASCII digits only: re's \d also takes other scripts' digits ('١'), which IIIF's grammar does not
+WHOLE = r"[0-9]+"
+NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+# A size's numbers: any above MAX_SIDE is over every limit, and bounding them keeps the arithmetic on them finite
+SIZE_NUMBER = Number(low=0, high=MAX_SIDE)
+# The narrowest region side, in input pixels: no scale Geometry takes (at most MAX_SIDE) makes a pixel of less,
+# and above it the region's aspect and the scales to the limits stay finite
+MIN_REGION_SIDE = 1 / MAX_SIDE
 
 
 class IIIFError(LiifError):
@@ -46,6 +54,10 @@ class Limits:
         """``max_scale`` times the picture's own size, within ``max_pixels``."""
         max_width, max_height = max(1, math.floor(width * max_scale)), max(1, math.floor(height * max_scale))
         return cls(max_width, max_height, min(max_width * max_height, max_pixels))
+
+    def admit(self, size: tuple[int, int]) -> bool:
+        """Whether an output of ``size`` (W, H) is within the limits."""
+        return size[0] <= self.max_width and size[1] <= self.max_height and size[0] * size[1] <= self.max_area
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ class ImageRequest:
 
 def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:
     """The ``count`` comma-separated non-negative numbers (whole ones if ``integer``) of ``text``, or a 400."""
-    pattern = r"\d+" if integer else NUMBER
+    pattern = WHOLE if integer else NUMBER
     parts = text.split(",")
     if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
         kind = "whole numbers" if integer else "numbers"
@@ -97,7 +109,19 @@ def parse_region(text: str, width: int, height: int) -> tuple[float, float, floa
         raise IIIFError(400, f"region {text!r} has no width or no height")
     if x >= width or y >= height:
         raise IIIFError(400, f"region {text!r} lies outside the {width}x{height} picture")
-    return x, y, min(x + w, float(width)), min(y + h, float(height))
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    if x1 - x < MIN_REGION_SIDE or y1 - y < MIN_REGION_SIDE:
+        raise IIIFError(400, f"region {text!r} is narrower than 1/{MAX_SIDE} of a pixel")
+    return x, y, x1, y1
+
+
+def size_numbers(text: str, body: str, count: int, limits: Limits, integer: bool = True) -> list[float]:
+    """The ``count`` numbers of a size's ``body``; a 400 quoting ``text`` if malformed or above every limit."""
+    values = numbers(body, count, "size", integer)
+    if not all(SIZE_NUMBER.fits(v) for v in values):
+        raise IIIFError(400, f"size {text!r} is above the limit of {limits.max_width}x{limits.max_height} "
+                             f"and {limits.max_area} pixels")
+    return values
 
 
 def parse_size(text: str, region_width: float, region_height: float, limits: Limits) -> tuple[int, int]:
@@ -107,33 +131,46 @@ def parse_size(text: str, region_width: float, region_height: float, limits: Lim
     body = text[1:] if upscale else text
     aspect = region_width / region_height
     own = (max(1, round_half_up(region_width)), max(1, round_half_up(region_height)))
+    top, largest = largest_size(region_width, region_height, own, upscale, limits)
     if body == "max":
-        scale = 1.0 if not upscale else math.inf
-        scale = min(scale, limits.max_width / region_width, limits.max_height / region_height,
-                    math.sqrt(limits.max_area / (region_width * region_height)))
-        size = own if scale == 1.0 else (max(1, math.floor(region_width * scale)),
-                                         max(1, math.floor(region_height * scale)))
-        return check_size(text, size, own, upscale, limits)
+        return check_size(text, largest, own, upscale, limits)
     if body.startswith("pct:"):
-        (percent,) = numbers(body[4:], 1, "size", integer=False)
+        (percent,) = size_numbers(text, body[4:], 1, limits, integer=False)
         if percent <= 0:
             raise IIIFError(400, f"size {text!r} must be above 0 percent")
         if percent > 100 and not upscale:
             raise IIIFError(400, f"size {text!r} is above 100 percent: upscaling needs ^, as in ^{text}")
         size = (round_half_up(region_width * percent / 100), round_half_up(region_height * percent / 100))
-    elif re.fullmatch(r"\d+,", body):
-        width = int(body[:-1])
-        size = (width, round_half_up(width / aspect))
-    elif re.fullmatch(r",\d+", body):
-        height = int(body[1:])
-        size = (round_half_up(height * aspect), height)
+    elif re.fullmatch(WHOLE + ",", body):
+        (width,) = size_numbers(text, body[:-1], 1, limits)
+        size = (int(width), round_half_up(width / aspect))
+    elif re.fullmatch("," + WHOLE, body):
+        (height,) = size_numbers(text, body[1:], 1, limits)
+        size = (round_half_up(height * aspect), int(height))
     elif body.startswith("!"):
-        width, height = (int(v) for v in numbers(body[1:], 2, "size"))
+        width, height = (int(v) for v in size_numbers(text, body[1:], 2, limits))
         fit = min(width / region_width, height / region_height)
         size = (min(width, round_half_up(region_width * fit)), min(height, round_half_up(region_height * fit)))
+        # the spec's best fit is as large as possible but not larger than w,h, the region (without ^) or the
+        # limits: where those bind first, it is max's size, not a refusal
+        if fit >= top or not limits.admit(size):
+            size = largest
     else:
-        size = tuple(int(v) for v in numbers(body, 2, "size"))
+        size = tuple(int(v) for v in size_numbers(text, body, 2, limits))
     return check_size(text, size, own, upscale, limits)
+
+
+def largest_size(region_width: float, region_height: float, own: tuple[int, int], upscale: bool,
+                 limits: Limits) -> tuple[float, tuple[int, int]]:
+    """``max``'s scale and size for a region: its ``own`` size, or with ``upscale`` the largest within ``limits``."""
+    scale = min(1.0 if not upscale else math.inf, limits.max_width / region_width,
+                limits.max_height / region_height, math.sqrt(limits.max_area / (region_width * region_height)))
+    if scale == 1.0:
+        return scale, own
+    width, height = max(1, math.floor(region_width * scale)), max(1, math.floor(region_height * scale))
+    # a side raised to one pixel (a thin region), or float rounding, must not take the other over the area
+    width = min(width, max(1, limits.max_area // height))
+    return scale, (width, min(height, max(1, limits.max_area // width)))
 
 
 def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: bool,
@@ -146,7 +183,7 @@ def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: 
     if not upscale and (width > own[0] or height > own[1]):
         raise IIIFError(400, f"size {text!r} ({width}x{height}) is larger than the {own[0]}x{own[1]} region: "
                              f"upscaling needs ^, as in ^{text}")
-    if width > limits.max_width or height > limits.max_height or width * height > limits.max_area:
+    if not limits.admit(size):
         raise IIIFError(400, f"size {text!r} ({width}x{height}) is above the limit of {limits.max_width}x"
                              f"{limits.max_height} and {limits.max_area} pixels")
     return width, height
