@@ -176,6 +176,9 @@ BAD = [
     ("/iiif/3/link.png/info.json", 404),                             # a link leading out
     ("/iiif/3/link.png/full/max/0/default.png", 404),
     ("/view/..%2Fsecret.png", 404),
+    ("/iiif%2F3%2Fbutterfly.png/info.json", 404),                    # escaped slashes in the service's path
+    ("/iiif/3%2Fbutterfly.png", 404),
+    ("/iiif/3%2Fbutterfly.png/info.json", 404),
 ]
 
 

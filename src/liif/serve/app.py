@@ -171,8 +171,12 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
     service = Service(paths, model, device, options)
 
     async def iiif(request: Request) -> Response:
-        method, _, *segments = path_segments(request, "/")  # after the root path: /{method}/3/{id}/...
+        parts = path_segments(request, "/")  # after the root path: /{method}/3/{id}/...
+        method, segments = parts[0], parts[2:]
         try:
+            # the route matched the decoded path: an escaped slash (/iiif%2F3%2Fa.png) leaves the raw one unlike it
+            if method not in METHODS or parts[1:2] != ["3"] or not segments:
+                raise IIIFError(404, "no such page")
             identifier = segments[0]
             path = service.library.resolve(identifier)
             base = f"{str(request.base_url).rstrip('/')}/{method}/3/{quote(identifier, safe='')}"
