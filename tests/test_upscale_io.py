@@ -153,3 +153,16 @@ def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypat
 def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
     with pytest.raises(LiifError, match=message):
         liif.upscale(crop, model=model, **arguments)
+
+
+def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
+    """A (C, H, W) Picture once rendered as a 3-row picture of 28 channels; a float one failed inside numpy."""
+    for pixels, got in ((crop.transpose(2, 0, 1), r"got \(3, 20, 28\) uint8"),
+                        (crop / 255, r"got \(20, 28, 3\) float64"), (crop.tolist(), "got a list")):
+        with pytest.raises(LiifError, match=rf"must be \(H, W\) or \(H, W, 1\|2\|3\|4\), uint8 or uint16; {got}"):
+            liif.upscale(Picture(pixels), scale=2, model=model)
+    with pytest.raises(LiifError, match=r"empty image \(0x0 pixels\)"):
+        liif.upscale(Image.new("RGB", (0, 0)), scale=2, model=model)
+    gray = liif.upscale(Picture(crop[:, :, 0]), scale=2, model=model)
+    assert gray.pixels.shape == (40, 56, 1)
+    np.testing.assert_array_equal(gray.pixels[:, :, 0], liif.upscale(crop[:, :, 0], scale=2, model=model))

@@ -144,11 +144,7 @@ def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) ->
     if isinstance(image, Image.Image):
         return picture_from_pil(image)
     if isinstance(image, np.ndarray):
-        if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3) or \
-                (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)) or image.size == 0:
-            raise LiifError(f"an array image must be (H, W) or (H, W, 1|2|3|4), uint8 or uint16; "
-                            f"got {image.shape} {image.dtype}")
-        return Picture(image if image.ndim == 3 else image[:, :, None])
+        return Picture(image)
     if isinstance(image, (str, os.PathLike)):
         try:
             return read_picture(image)
