@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageCms, ImageOps
 
 import liif
@@ -166,3 +167,13 @@ def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
     gray = liif.upscale(Picture(crop[:, :, 0]), scale=2, model=model)
     assert gray.pixels.shape == (40, 56, 1)
     np.testing.assert_array_equal(gray.pixels[:, :, 0], liif.upscale(crop[:, :, 0], scale=2, model=model))
+
+
+def test_a_model_that_cannot_render_is_refused_and_left_where_it_was(crop):
+    """A module other than an image model failed on a missing attribute, float64 weights inside a convolution."""
+    with pytest.raises(LiifError, match="model must be an image model .* got Linear"):
+        liif.upscale(crop, scale=2, model=torch.nn.Linear(2, 2))
+    wide = liif.load_model(shared_file(TINY)).double()
+    with pytest.raises(LiifError, match=r"weights are torch.float64; it renders with float32 weights"):
+        liif.upscale(crop, scale=2, model=wide)
+    assert next(wide.parameters()).dtype == torch.float64
