@@ -213,3 +213,10 @@ def test_a_spec_asking_for_a_billion_blocks_stops_at_once(tmp_path: Path) -> Non
     torch.save(ckpt, tmp_path / "deep.pth")
     with pytest.raises(CheckpointError, match=f"{tmp_path / 'deep.pth'}: the spec builds far more weights than the 22"):
         liif.load_model(tmp_path / "deep.pth")
+
+
+def test_load_model_takes_the_device_names_of_the_commands():
+    """``auto`` and a misspelt device were handed to torch as they were (a RuntimeError listing its backends)."""
+    assert next(liif.load_model(shared_file(TINY), "auto").parameters()).device.type in ("cpu", "cuda", "mps")
+    with pytest.raises(liif.LiifError, match="unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"):
+        liif.load_model(shared_file(TINY), "gpu")

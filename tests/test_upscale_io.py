@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageCms, ImageOps
 
 import liif
@@ -153,3 +154,26 @@ def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypat
 def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
     with pytest.raises(LiifError, match=message):
         liif.upscale(crop, model=model, **arguments)
+
+
+def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
+    """A (C, H, W) Picture once rendered as a 3-row picture of 28 channels; a float one failed inside numpy."""
+    for pixels, got in ((crop.transpose(2, 0, 1), r"got \(3, 20, 28\) uint8"),
+                        (crop / 255, r"got \(20, 28, 3\) float64"), (crop.tolist(), "got a list")):
+        with pytest.raises(LiifError, match=rf"must be \(H, W\) or \(H, W, 1\|2\|3\|4\), uint8 or uint16; {got}"):
+            liif.upscale(Picture(pixels), scale=2, model=model)
+    with pytest.raises(LiifError, match=r"empty image \(0x0 pixels\)"):
+        liif.upscale(Image.new("RGB", (0, 0)), scale=2, model=model)
+    gray = liif.upscale(Picture(crop[:, :, 0]), scale=2, model=model)
+    assert gray.pixels.shape == (40, 56, 1)
+    np.testing.assert_array_equal(gray.pixels[:, :, 0], liif.upscale(crop[:, :, 0], scale=2, model=model))
+
+
+def test_a_model_that_cannot_render_is_refused_and_left_where_it_was(crop):
+    """A module other than an image model failed on a missing attribute, float64 weights inside a convolution."""
+    with pytest.raises(LiifError, match="model must be an image model .* got Linear"):
+        liif.upscale(crop, scale=2, model=torch.nn.Linear(2, 2))
+    wide = liif.load_model(shared_file(TINY)).double()
+    with pytest.raises(LiifError, match=r"weights are torch.float64; it renders with float32 weights"):
+        liif.upscale(crop, scale=2, model=wide)
+    assert next(wide.parameters()).dtype == torch.float64

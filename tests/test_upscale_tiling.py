@@ -136,3 +136,35 @@ def test_an_encoder_that_upsamples_is_refused_not_rendered_wrong():
         "n_resblocks": 1, "n_feats": 8, "scale": 2, "no_upsampling": False}}}}).eval()
     with pytest.raises(LiifError, match=r"keeps the input's size \(no_upsampling\), got \(16, 20\) from \(8, 10\)"):
         render(model, comic_patch()[:, :, :8, :10], (16, 20))
+
+
+@pytest.mark.parametrize("image,size,message", [
+    (lambda x: (x * 255).round().to(torch.uint8), (40, 56), r"floats in \[0, 1\], got torch.uint8"),
+    (lambda x: x * 255, (40, 56), r"values in \[0, 1\], got 2 to 235"),
+    (lambda x: x.permute(0, 2, 3, 1), (40, 56), r"got shape \(1, 20, 28, 3\) \(channels last"),
+    (lambda x: x[0], (40, 56), r"\(B, 3, h, w\) tensor in \[0, 1\], got shape \(3, 20, 28\)"),
+    (lambda x: x[:, :, :0], (40, 56), r"got shape \(1, 3, 0, 28\)"),
+    (lambda x: x.numpy(), (40, 56), "got a ndarray"),
+    (lambda x: torch.where(x > 0.5, float("nan"), x), (40, 56), r"values in \[0, 1\], got nan"),
+    (lambda x: x, (0, 56), "size must be an int above 0"),
+    (lambda x: x, 40, r"size must be two numbers \(height, width\), got 40"),
+])
+def test_render_refuses_pictures_and_sizes_it_would_render_wrong(image, size, message):
+    """8-bit values, channels last or NaN once gave white or NaN pictures, or failed deep inside torch."""
+    with pytest.raises(LiifError, match=message):
+        render(tiny(), image(comic_patch()), size)
+
+
+def test_render_names_a_bad_model_region_or_chunk_and_takes_float64_pictures():
+    model = tiny()
+    for ranges in (((1, -1), (-1, 1)), ((float("nan"), 1), (-1, 1)), (-1, 1)):
+        with pytest.raises(LiifError, match=r"ranges must be \(\(y0, y1\), \(x0, x1\)\)"):
+            render(model, comic_patch(), (40, 56), ranges=ranges)
+    with pytest.raises(LiifError, match="model must be an image model .* got str"):
+        render("tiny-edsr-liif", comic_patch(), (40, 56))
+    with pytest.raises(LiifError, match=r"weights are torch.float64; it renders with float32 weights"):
+        render(tiny().double(), comic_patch(), (40, 56))
+    for chunk in (-1, "64"):
+        with pytest.raises(LiifError, match="chunk_size must be an int >= 1"):
+            render(model, comic_patch(), (40, 56), chunk_size=chunk)
+    assert torch.equal(render(model, comic_patch().double(), (40, 56)), render(model, comic_patch(), (40, 56)))

@@ -128,3 +128,16 @@ def test_the_picture_zoomed_into_is_never_written_over(picture_path, tmp_path, c
     with pytest.raises(LiifError, match="is the picture zoomed into"):
         zoom(picture, picture, frames=2, size=SIZE, overwrite=True, device="cpu")
     assert picture.read_bytes() == picture_path.read_bytes() and (tmp_path / "link.png").is_symlink()
+
+
+@pytest.mark.parametrize("arguments,message", [
+    ({"end": "4"}, "the end zoom must be a number > 0, got '4'"),
+    ({"end": math.inf}, "the end zoom must be a number > 0, got inf"),
+    ({"start": "1"}, "the start zoom must be a number > 0, got '1'"),
+    ({"center": (1, 2, 3)}, r"the center must be two numbers \(x, y\), got \(1, 2, 3\)"),
+    ({"frame_size": (0, 16)}, "the frame size must be an int >= 1, got 0"),
+])
+def test_zoom_numbers_are_checked_before_any_region_is_planned(arguments, message):
+    """A string failed inside a comparison; an infinite zoom or a frame of no pixels planned empty regions."""
+    with pytest.raises(LiifError, match=message):
+        zoom_regions(**{"picture_size": (28, 20), "frame_size": (16, 16), "end": 2.0, "frames": 2, **arguments})

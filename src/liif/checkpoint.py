@@ -16,6 +16,7 @@ from liif.fileio import atomic_write, check_regular_file
 from liif.normalization import DataNorm
 from liif.pretrained import pretrained_path, pretrained_names
 from liif.registry import make
+from liif.runtime import pick_device
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -158,7 +159,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
     model = model_from_spec(ckpt["model"], str(path))
     if isinstance(model, ImplicitModel):
         model.data_norm = data_norm_of(ckpt, str(path))
-    return model.to(device).eval()
+    return model.to(pick_device(device)).eval()
 
 
 def model_entries(model: nn.Module) -> dict[str, Any]:

@@ -59,6 +59,17 @@ class Grid:
     size: tuple[int, int]
     ranges: Ranges = WHOLE_IMAGE
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, (tuple, list)) or len(self.size) != 2:
+            raise LiifError(f"size must be two numbers (height, width), got {self.size!r}")
+        object.__setattr__(self, "size", tuple(bounded(n, "size", integer=True) for n in self.size))
+        if not isinstance(self.ranges, (tuple, list)) or len(self.ranges) != 2 or not all(
+                isinstance(r, (tuple, list)) and len(r) == 2 and all(finite_number(v) for v in r) and r[0] < r[1]
+                for r in self.ranges):
+            raise LiifError(f"ranges must be ((y0, y1), (x0, x1)), finite numbers with y0 < y1 and x0 < x1, "
+                            f"got {self.ranges!r}")
+        object.__setattr__(self, "ranges", tuple((float(v0), float(v1)) for v0, v1 in self.ranges))
+
     def axis(self, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Pixel-centre coordinates along ``dim`` (0: rows, 1: columns), as ``make_coord`` but computed in
         float64 before rounding to float32, so that a region's pixels get the very coordinates the same
@@ -95,6 +106,11 @@ def format_region(region: Sequence[float]) -> str:
 def round_half_up(value: float) -> int:
     """``value`` to the nearest whole number, halves up (as output sizes are rounded)."""
     return int(math.floor(value + 0.5))
+
+
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool) within MAX_SIDE of 0: finite, and far from overflowing."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_SIDE
 
 
 def bounded(value: object, what: str, integer: bool = False) -> float:
@@ -146,8 +162,7 @@ class Geometry:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, bounded(getattr(self, name), name, integer=True))
         if self.region is not None:
-            if not isinstance(self.region, (tuple, list)) or len(self.region) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                and abs(v) <= MAX_SIDE for v in self.region):
+            if not isinstance(self.region, (tuple, list)) or len(self.region) != 4 or not all(map(finite_number, self.region)):
                 raise LiifError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
             object.__setattr__(self, "region", tuple(float(v) for v in self.region))
 

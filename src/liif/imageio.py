@@ -49,6 +49,19 @@ class Picture:
     pixels: np.ndarray
     icc_profile: bytes | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, as every picture passes here: a (C, H, W) or float array would otherwise render as garbage
+        # or fail deep in numpy. A gray (H, W) array gets its channel axis.
+        pixels = self.pixels
+        if not isinstance(pixels, np.ndarray) or pixels.dtype not in (np.uint8, np.uint16) or \
+                pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
+            got = f"{pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else f"a {type(pixels).__name__}"
+            raise LiifError(f"an array image must be (H, W) or (H, W, 1|2|3|4), uint8 or uint16; got {got}")
+        if pixels.size == 0:
+            raise LiifError(f"empty image ({pixels.shape[1]}x{pixels.shape[0]} pixels)")
+        if pixels.ndim == 2:
+            self.pixels = pixels[:, :, None]
+
     @property
     def has_alpha(self) -> bool:
         return self.pixels.shape[2] in (2, 4)
@@ -176,8 +189,6 @@ def read_picture(path: str | os.PathLike) -> Picture:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
-    if picture.pixels.size == 0:
-        raise LiifError("empty image (0 pixels)")
     return picture
 
 

@@ -24,7 +24,7 @@ from liif.bounds import COUNT
 from liif.errors import LiifError
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
-from liif.models.implicit import ImplicitModel
+from liif.models.implicit import ImplicitModel, renderable
 from liif.runtime import render_tile
 
 
@@ -211,6 +211,23 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
     return pred.view(batch, rows, cols, -1).permute(0, 3, 1, 2)
 
 
+def checked_pictures(image: object) -> torch.Tensor:
+    """``image`` as float32 pictures (B, 3, h, w) in [0, 1]; anything else (8-bit values, channels last, NaN) would
+    render wrong or fail deep in torch, so it is a LiifError saying what it got."""
+    if not isinstance(image, torch.Tensor):
+        raise LiifError(f"pictures must be a (B, 3, h, w) tensor in [0, 1], got a {type(image).__name__}")
+    if image.dim() != 4 or image.shape[1] != 3 or image.numel() == 0:
+        layout = " (channels last? use .permute(0, 3, 1, 2))" if image.dim() == 4 and image.shape[-1] == 3 else ""
+        raise LiifError(f"pictures must be a (B, 3, h, w) tensor in [0, 1], got shape {tuple(image.shape)}{layout}")
+    if not image.is_floating_point():
+        raise LiifError(f"pictures must be floats in [0, 1], got {image.dtype} (divide 8-bit values by 255)")
+    image = image.float()
+    low, high = (float(v) for v in torch.aminmax(image))
+    if not 0 <= low <= high <= 1:  # NaN fails too
+        raise LiifError(f"pictures must hold values in [0, 1], got {low:g} to {high:g}")
+    return image
+
+
 @torch.no_grad()
 def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ranges: Ranges = WHOLE_IMAGE,
            chunk_size: int | None = None, tile: int | None = None, self_ensemble: bool = False,
@@ -218,10 +235,11 @@ def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ran
     """The (B, C, H, W) picture in [0, 1] that ``model`` renders of pictures ``image`` (B, 3, h, w) in [0, 1]
     at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; ``cache`` shares
     encoder features between calls."""
+    grid = Grid(size, ranges)
     out = None
-    for row, col, block in render_tiles(model, image, Grid(tuple(size), ranges), tile, chunk_size, self_ensemble,
-                                        cache=cache):
+    for row, col, block in render_tiles(renderable(model), checked_pictures(image), grid, tile, chunk_size,
+                                        self_ensemble, cache=cache):
         if out is None:
-            out = block.new_empty(*block.shape[:2], *size)
+            out = block.new_empty(*block.shape[:2], *grid.size)
         out[:, :, row:row + block.shape[2], col:col + block.shape[3]] = block
     return out

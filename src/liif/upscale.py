@@ -22,7 +22,7 @@ from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
 from liif.geometry import Geometry, Target
 from liif.kernels import set_query_kernel
-from liif.models.implicit import ImplicitModel
+from liif.models.implicit import ImplicitModel, renderable
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, render_tiles
 from liif.runtime import autocast, available_memory, check_precision, pick_device
@@ -144,11 +144,7 @@ def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) ->
     if isinstance(image, Image.Image):
         return picture_from_pil(image)
     if isinstance(image, np.ndarray):
-        if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3) or \
-                (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)) or image.size == 0:
-            raise LiifError(f"an array image must be (H, W) or (H, W, 1|2|3|4), uint8 or uint16; "
-                            f"got {image.shape} {image.dtype}")
-        return Picture(image if image.ndim == 3 else image[:, :, None])
+        return Picture(image)
     if isinstance(image, (str, os.PathLike)):
         try:
             return read_picture(image)
@@ -160,8 +156,11 @@ def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) ->
 def resolve_model(model: str | os.PathLike | nn.Module, device: torch.device) -> nn.Module:
     """``model`` (a name, a path or a module) in eval mode on ``device``; on a GPU, an image model's encoder
     runs channels-last (``ImplicitModel.use_channels_last``)."""
-    net = model.to(device).eval() if isinstance(model, nn.Module) else load_model(model, device)
-    if device.type == "cuda" and isinstance(net, ImplicitModel):
+    if isinstance(model, nn.Module):
+        net = renderable(model).to(device).eval()  # checked first: a refused model stays where it was
+    else:
+        net = renderable(load_model(model, device))
+    if device.type == "cuda":
         net.use_channels_last()
     return net
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import Number
+from liif.bounds import COUNT, POSITIVE, Number
 from liif.errors import LiifError
 from liif.fileio import file_id
 from liif.geometry import Geometry
@@ -47,11 +47,18 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
                  start: float | None = None, end: float = 16.0, frames: int = 96) -> list[Region]:
     """The region (x0, y0, x1, y1), in picture pixels, of each frame of a zoom from ``start`` (None: the whole
     picture, fitted) to ``end`` output pixels per picture pixel into ``center`` (default: the middle)."""
-    width, height = picture_size
-    frame_width, frame_height = frame_size
+    # Checked before any arithmetic: a string or an infinity would fail in a comparison, or give empty regions
+    # that fail only once the model is loaded.
+    for name, pair in (("picture size", picture_size), ("frame size", frame_size), ("center", center)):
+        if pair is not None and (not isinstance(pair, (tuple, list)) or len(pair) != 2):
+            raise LiifError(f"the {name} must be two numbers (x, y), got {pair!r}")
+    width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
+    frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
-    start = fit if start is None else start
-    cx, cy = center if center is not None else (width / 2, height / 2)
+    start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
+    POSITIVE.check(end, "the end zoom", LiifError)
+    cx, cy = (Number().check(v, "the centre", LiifError) for v in center) if center is not None else \
+        (width / 2, height / 2)
     FRAMES.check(frames, "--frames", LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")

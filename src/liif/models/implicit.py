@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from liif.bounds import COUNT
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.runtime import COMPILE_MODES, query_chunk
@@ -97,6 +98,19 @@ def padded_chunk(queries: torch.Tensor, start: int, count: int, size: int) -> to
     return chunk.clone(memory_format=torch.contiguous_format)  # a view's offset would be one more guard
 
 
+def renderable(model: object) -> ImplicitModel:
+    """``model`` if the renderer can run it: an ImplicitModel with float32 weights (``precision`` picks the maths);
+    else a LiifError saying what it is."""
+    if not isinstance(model, ImplicitModel):
+        raise LiifError(f"model must be an image model (an ImplicitModel, as liif.load_model gives), "
+                        f"got {type(model).__name__}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes - {torch.float32}:
+        raise LiifError(f"the model's weights are {', '.join(sorted(map(str, dtypes)))}; it renders with float32 "
+                        "weights (load it again, or model.float()), and precision='bf16' or 'fp16' picks the maths")
+    return model
+
+
 class ImplicitModel(nn.Module):
     """An encoder's latent grid decoded at any coordinate; ``forward(inp, coord, cell)`` has the reference signature.
 
@@ -180,7 +194,9 @@ class ImplicitModel(nn.Module):
                       chunk_size: int | None = None) -> torch.Tensor:
         """``query`` over contiguous chunks of at most ``chunk_size`` queries per picture (default: the device's, for
         the batch), to bound memory."""
-        chunk_size = chunk_size or query_chunk(coord.device, coord.shape[0])
+        if chunk_size is None:
+            chunk_size = query_chunk(coord.device, coord.shape[0])
+        COUNT.check(chunk_size, "chunk_size", LiifError)
         if self.compiled_query is not None:
             return self.compiled_chunks(latents, coord, cell, chunk_size)
         if coord.shape[1] <= chunk_size:
