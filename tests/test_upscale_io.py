@@ -144,6 +144,18 @@ def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypat
     np.testing.assert_array_equal(read_picture(tmp_path / "big.tiff").pixels, crop)
 
 
+def test_numpy_numbers_are_numbers(model, crop):
+    """Sizes worked out from an array's shape are numpy scalars; they give what Python numbers give."""
+    height, width = crop.shape[:2]
+    plain = liif.upscale(crop, size=(2 * width, 2 * height), region=(2, 1, width - 3, height - 2), model=model)
+    from_numpy = liif.upscale(crop, size=(np.int64(2) * width, np.int64(2) * height),
+                              region=tuple(np.float32(v) for v in (2, 1, width - 3, height - 2)), model=model)
+    assert np.array_equal(from_numpy, plain)
+    assert np.array_equal(liif.upscale(crop, scale=np.float32(2), model=model), liif.upscale(crop, scale=2, model=model))
+    with pytest.raises(LiifError, match="scale must be a number above 0"):
+        liif.upscale(crop, scale=np.float32("nan"), model=model)
+
+
 @pytest.mark.parametrize("arguments,message", [
     ({"size": 640}, "size must be two numbers"),
     ({"scale": 2, "region": 5}, "region must be four finite numbers"),

@@ -7,6 +7,7 @@ each turns a miss into its own error (a LiifError, a config key's error, a Value
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,9 @@ class Number:
     low_open: bool = False
 
     def fits(self, value: Any) -> bool:
-        kinds = (int,) if self.kind is int else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
+        # numbers.Integral and Real take numpy's scalars too (an np.int64 from an array's shape is a fine size)
+        kinds = numbers.Integral if self.kind is int else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         return above and (self.high is None or value <= self.high)
@@ -40,10 +40,10 @@ class Number:
         return f"{text} <= {self.high}" if self.high is not None else text
 
     def check(self, value: Any, what: str, error: type[Exception] = ValueError) -> Any:
-        """``value`` if it fits, else ``error`` saying what ``what`` must be."""
+        """``value`` as a Python int or float if it fits, else ``error`` saying what ``what`` must be."""
         if not self.fits(value):
             raise error(f"{what} must be {self.describe()}, got {value!r}")
-        return value
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 COUNT = Number(int, low=1)  # how many of something: layers, repeats, samples

@@ -8,6 +8,7 @@ once, and ``Geometry.target`` maps it to the output size, region and pixel grid 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -110,7 +111,7 @@ def round_half_up(value: float) -> int:
 
 def finite_number(value: object) -> bool:
     """Whether ``value`` is a real number (not a bool) within MAX_SIDE of 0: finite, and far from overflowing."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_SIDE
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and abs(value) <= MAX_SIDE
 
 
 def bounded(value: object, what: str, integer: bool = False) -> float:
