@@ -24,10 +24,11 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False) -> Path:
+              pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
+              pixel_aspect: Fraction | None = None) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska)."""
+    subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=rate)
         video.width, video.height, video.pix_fmt = size[0], size[1], pix_fmt
@@ -35,6 +36,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             video.codec_context.time_base = video.time_base = Fraction(1, 1000)
         if rotation:
             video.set_display_rotation(rotation)
+        if pixel_aspect:
+            video.codec_context.sample_aspect_ratio = pixel_aspect
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None

@@ -100,6 +100,23 @@ def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
     assert code == 0 and err == [] and stream_info(tmp_path / "odd.mkv")[0] == (23, 23)
 
 
+def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    wide = make_clip(tmp_path / "wide.mp4", frames=3, size=(32, 24), audio=False, pixel_aspect=Fraction(4, 3))
+    for name in ("x2.mp4", "x2.mkv"):  # shown 16:9 before and after, as FFmpeg's scale keeps it
+        liif.upscale_video(wide, tmp_path / name, scale=2, model=model)
+        with av.open(str(tmp_path / name)) as container:
+            assert container.streams.video[0].sample_aspect_ratio == Fraction(4, 3), name
+    liif.upscale_video(wide, tmp_path / "square.mp4", size=(64, 36), model=model)  # its display shape, in square pixels
+    with av.open(str(tmp_path / "square.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio in (None, 1)
+    upright = make_clip(tmp_path / "upright.mp4", frames=3, size=(32, 24), audio=False, rotation=90,
+                        pixel_aspect=Fraction(4, 3))
+    liif.upscale_video(upright, tmp_path / "upright_x2.mp4", scale=2, model=model)  # a quarter turn: 3:4 pixels
+    with av.open(str(tmp_path / "upright_x2.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
+
+
 def test_an_animated_gif_keeps_frames_durations_loop_and_transparency(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     frames = [Image.fromarray(np.dstack([frame_pixels(i, (32, 24)), np.full((24, 32), 255 * (i % 2), np.uint8)]))

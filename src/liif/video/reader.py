@@ -42,7 +42,8 @@ class DecodeStopped(LiifError):
 class ClipInfo:
     """What a clip is: ``size`` (width, height) as displayed, ``rate`` in frames per second, the ``time_base``
     of the frames' pts, ``frames`` (a count, or an estimate from the duration; None if unknown), ``loop``
-    (animations: 0 forever, None for the format's play-once), ``alpha`` (whether frames carry alpha)."""
+    (animations: 0 forever, None for the format's play-once), ``alpha`` (whether frames carry alpha),
+    ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square)."""
 
     kind: str  # "video" or "animation"
     size: tuple[int, int]
@@ -51,6 +52,7 @@ class ClipInfo:
     frames: int | None
     loop: int | None = None
     alpha: bool = False
+    pixel_aspect: Fraction = Fraction(1)
 
 
 @dataclass
@@ -134,7 +136,11 @@ class VideoClip(Clip):
             self.declared_end = declared_end(stream)
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
-            self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count)
+            # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
+            aspect = Fraction(stream.sample_aspect_ratio or 1)
+            aspect = 1 / aspect if self.rotation % 180 else aspect
+            self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
+                                 pixel_aspect=aspect)
         except BaseException:
             self.container.close()
             raise

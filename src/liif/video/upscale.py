@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -128,7 +129,7 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
     """Decode, render and encode ``clip`` as a stream; the number of frames written."""
     info = clip.info
     writer = open_frame_writer(destination, target.size[::-1], info.rate, overwrite=options.overwrite,
-                               **writer_options(info, source, destination, options))
+                               **writer_options(info, target, source, destination, options))
     stopped = None
     bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=True,
                file=sys.stderr, dynamic_ncols=True)
@@ -152,16 +153,28 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
     return writer.frames_written
 
 
-def writer_options(info: ClipInfo, source: Path, destination: Path, options: VideoOptions) -> dict:
-    """The writer's keywords: codec settings, timestamps and copied streams for a video output; the loop
-    count for an animation."""
+def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
+                   ) -> dict:
+    """The writer's keywords: codec settings, timestamps, pixel aspect and copied streams for a video output;
+    the loop count for an animation."""
     kind = output_kind(destination)
     if kind == "video":
         return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
-                "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None}
+                "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
+                "pixel_aspect": pixel_aspect(info, target)}
     if kind == "animation":
         return {"loop": info.loop if info.kind == "animation" else 0}
     return {}
+
+
+def pixel_aspect(info: ClipInfo, target: Target) -> Fraction | None:
+    """The output's sample aspect ratio: an anamorphic input's display shape kept, as FFmpeg's scale filter
+    keeps it; None (square) for square input pixels, which an explicit size stretches as it does pictures."""
+    if info.pixel_aspect == 1:
+        return None
+    x0, y0, x1, y1 = target.region
+    height, width = target.size
+    return info.pixel_aspect * Fraction(x1 - x0) * height / (Fraction(y1 - y0) * width)
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float | Sequence[float] | None = None,

@@ -51,6 +51,7 @@ WEBP_NUDGE = 4
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 COPIED_TYPES = ("audio", "subtitle")
+MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
 
 
 def output_kind(path: Path) -> str:
@@ -217,7 +218,7 @@ class VideoWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
-                 copy_streams_from: str | os.PathLike | None) -> None:
+                 copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
@@ -239,6 +240,8 @@ class VideoWriter(FrameWriter):
                 context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
                 context.time_base = self.time_base
                 self.stream.time_base = self.time_base
+                if pixel_aspect is not None:
+                    context.sample_aspect_ratio = pixel_aspect
                 if self.yuv:
                     context.colorspace = context.color_primaries = context.color_trc = BT709
                     context.color_range = MPEG_RANGE
@@ -469,12 +472,13 @@ class FolderWriter(FrameWriter):
 def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Fraction, *,
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
                       pix_fmt: str | None = None, loop: int | None = 0, overwrite: bool = False,
-                      time_base: Fraction | None = None,
-                      copy_streams_from: str | os.PathLike | None = None) -> FrameWriter:
+                      time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
+                      pixel_aspect: Fraction | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
-    1/rate), and ``copy_streams_from``: a file whose audio and subtitle streams are copied. Animations: ``loop``
+    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
+    sample aspect ratio, a pixel's width over its height as displayed (default square). Animations: ``loop``
     (0 = forever; n: the format's count; None: play once, as a GIF without a loop block)."""
     path = Path(path)
     width, height = size
@@ -486,12 +490,17 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     if loop is not None and loop < 0:
         raise LiifError(f"the loop count must be 0 (forever) or more, got {loop}")
     kind = output_kind(path)
-    if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format and copied streams are for video outputs "
-                        f"({', '.join(VIDEO_CONTAINERS)})")
+    if pixel_aspect is not None:
+        pixel_aspect = Fraction(pixel_aspect).limit_denominator(MAX_ASPECT_TERM)
+        if pixel_aspect <= 0:
+            raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
+    if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
+                            pixel_aspect not in (None, 1)):
+        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect and copied streams are for video "
+                        f"outputs ({', '.join(VIDEO_CONTAINERS)})")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from)
+                           copy_streams_from, pixel_aspect)
     if kind == "animation":
         return AnimationWriter(path, (width, height), rate, overwrite, loop)
     return FolderWriter(path, (width, height), rate, overwrite)
