@@ -25,10 +25,11 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
-              pixel_aspect: Fraction | None = None) -> Path:
+              pixel_aspect: Fraction | None = None, start: int = 0) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video)."""
+    subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
+    ``start`` the first frame's time in frames (the sound still starts at 0)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(codec, rate=rate)
         video.width, video.height, video.pix_fmt = size[0], size[1], pix_fmt
@@ -48,11 +49,11 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 frame.pts, frame.time_base = pts, Fraction(1, 1000)
                 pts += durations_ms[index % len(durations_ms)]
             else:
-                frame.pts = index
+                frame.pts = start + index
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None:
-            seconds = pts / 1000 if durations_ms else frames / rate
+            seconds = pts / 1000 if durations_ms else (start + frames) / rate
             samples = int(seconds * SAMPLE_RATE)
             tone = (np.sin(np.arange(samples) * 2 * math.pi * 440 / SAMPLE_RATE) * 0.3).astype(np.float32)
             for start in range(0, samples, 1024):

@@ -78,6 +78,15 @@ def test_variable_frame_rate_timestamps_and_audio_are_kept(tmp_path: Path, tiny,
     assert packets(tmp_path / "out.mp4", "audio") == packets(source, "audio")
 
 
+def test_a_video_that_starts_late_is_whole_and_keeps_its_times(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    late = make_clip(tmp_path / "late.mkv", frames=6, size=(32, 24), start=48)  # at 2 s; the sound from 0
+    for name in ("late_x2.mkv", "late_x2.mp4"):
+        assert liif.upscale_video(late, tmp_path / name, scale=2, model=model).frames == 6  # not "truncated"
+        assert [t for _, t in decoded_frames(tmp_path / name)] == [t for _, t in decoded_frames(late)]
+        assert packets(tmp_path / name, "audio") == packets(late, "audio")
+
+
 def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     rotated = make_clip(tmp_path / "rotated.mp4", frames=12, audio=False, rotation=90)

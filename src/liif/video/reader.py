@@ -198,7 +198,10 @@ def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
     match = DURATION_TAG.fullmatch(stream.metadata.get("DURATION", "") or "")
     if match:
         hours, minutes, seconds = match.groups()
-        return start + Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+        tag = Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+        # FFmpeg's muxer tags the end of the last frame, mkvmerge the time from the first frame to it
+        by_ffmpeg = str(stream.container.metadata.get("ENCODER", "")).startswith("Lavf")
+        return tag if by_ffmpeg else start + tag
     return None
 
 
