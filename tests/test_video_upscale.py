@@ -161,6 +161,25 @@ def test_a_truncated_clip_gives_the_frames_before_the_cut_and_one_line(tmp_path:
         rf"{re.escape(str(tmp_path / 'out.mkv'))}", err[0]), err
 
 
+def test_a_clip_whose_last_packet_is_cut_short_is_truncated_not_whole(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:  # the index before the data
+        video = container.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        for index in range(24):
+            frame = av.VideoFrame.from_ndarray(frame_pixels(index, (32, 24)), format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:-8])  # into the last packet: frame threads swallow its decoding error
+    with pytest.raises(liif.LiifError, match=r"^the video is truncated: decoding stopped at frame 2\d \(0\.\d\d s\) "
+                                             r"of 1\.00 s; the 2\d frames before it were written to "):
+        liif.upscale_video(cut, tmp_path / "out.mkv", scale=1, model=model)
+    assert 20 <= len(decoded_frames(tmp_path / "out.mkv")) < 24
+
+
 def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     sound = tmp_path / "sound.mkv"

@@ -124,7 +124,8 @@ class VideoClip(Clip):
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
-            self.decoded = self.container.decode(stream)
+            self.cut_short = False
+            self.decoded = self.decode()
             try:
                 self.first = next(self.decoded)
             except StopIteration:
@@ -144,6 +145,14 @@ class VideoClip(Clip):
         except BaseException:
             self.container.close()
             raise
+
+    def decode(self) -> Iterator[av.VideoFrame]:
+        """The stream's frames, noting whether its last packet is cut short: frame threads drop the decoder's
+        error on it, and the frames it held back go unsaid."""
+        for packet in self.container.demux(self.stream):
+            if packet.size:
+                self.cut_short = packet.is_corrupt
+            yield from packet.decode()
 
     def frames(self) -> Iterator[ClipFrame]:
         info, index, end = self.info, 0, None
@@ -168,10 +177,12 @@ class VideoClip(Clip):
                 yield self.clip_frame(*held)
             raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
         yield self.clip_frame(*held)
-        # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding).
-        if self.declared_end is not None and (end or 0) < self.declared_end - max(3 / info.rate, Fraction(1, 4)):
-            raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)} of "
-                                f"{float(self.declared_end):.2f} s")
+        # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding),
+        # or the demuxer's flag on a last packet that the file's end cut short.
+        declared = self.declared_end
+        if self.cut_short or declared is not None and (end or 0) < declared - max(3 / info.rate, Fraction(1, 4)):
+            of = f" of {float(declared):.2f} s" if declared is not None else ""
+            raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)}{of}")
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
         """A frame whose ``duration`` is in the time base."""
