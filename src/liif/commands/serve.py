@@ -68,13 +68,13 @@ def bound_socket(host: str, port: int) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once on the port
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
     except OSError as exc:
-        raise LiifError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once on the same port
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
         raise LiifError(f"cannot listen on {host}:{port}: {os_reason(exc)}") from None
     return sock
 
