@@ -3,6 +3,7 @@ the released model, the benchmark's Set14 path against fp32 on a real crop, and 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,10 +28,9 @@ from facts import SMALL
 MONARCH = BENCHMARKS / "Set14" / "monarch.png"
 # A 96x96 corner of monarch: smooth out-of-focus background and a wing edge (the worst Set14 image at x4).
 CROP = (slice(0, 96), slice(0, 96))
-# Without AMX or VNNI oneDNN's u8 x s8 products go through saturating 16-bit sums (measured here with
-# ONEDNN_MAX_CPU_ISA=AVX2: the exact-product test fails), one more reason int8 is refused off AMX.
-needs_int8 = pytest.mark.skipif(not cpu_has_int8() or not has_cpp_compiler(),
-                                reason="this CPU has no AMX int8 (or no C++ compiler): int8 is refused here")
+# The int8 arithmetic runs on any x86 CPU (with 7-bit activations on AVX2 without VNNI or AMX), though
+# --precision int8 is refused off AMX; its fused steps need torch.compile's C++ compiler.
+needs_compiler = pytest.mark.skipif(not has_cpp_compiler(), reason="no C++ compiler: int8's fused steps cannot build")
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +60,42 @@ def activations(model) -> tuple[torch.Tensor, list[torch.nn.Linear]]:
     return hidden, seen[0][1]
 
 
-def test_rows_quantise_to_within_half_a_step_of_their_own_scale(activations) -> None:
+@pytest.mark.parametrize("levels", int8.ACTIVATION_LEVELS)
+def test_rows_quantise_to_within_half_a_step_of_their_own_scale(activations, levels: int) -> None:
     hidden, _ = activations
-    rows, scales = int8.quantize_rows(hidden)
+    rows, scales = int8.quantize_rows(hidden, levels)
     values = torch.relu(hidden)
     assert rows.dtype == torch.uint8 and scales.shape == (len(hidden), 1)
     # each row's largest value is its top level, and every value within half a step of that row's scale
-    assert torch.equal(rows.amax(dim=1)[values.amax(dim=1) > 0], torch.full_like(rows[:, 0], 255)[values.amax(dim=1) > 0])
+    live = values.amax(dim=1) > 0
+    assert bool(live.any()) and torch.equal(rows.amax(dim=1)[live], torch.full_like(rows[:, 0], levels)[live])
     error = (rows.float() * scales - values).abs()
     assert bool((error <= scales * (0.5 + 1e-4)).all()), float((error / scales).max())  # 1e-4: fp32 rounding
 
 
-@needs_int8
+def test_activation_levels_are_the_largest_this_cpus_gemm_sums_exactly() -> None:
+    levels = int8.activation_levels()
+    assert int8.sums_exactly(levels)
+    # 255 x 127 x 2 overflows a 16-bit pair sum: 8-bit activations are exact only where sums are 32-bit
+    assert (levels == 255) == int8.sums_exactly(255)
+    assert levels in int8.ACTIVATION_LEVELS
+
+
+def test_7_bit_activations_are_exact_where_8_bit_ones_saturate() -> None:
+    # AVX2 without VNNI sums u8 x s8 pairs in saturating 16-bit lanes; oneDNN limited to AVX2 shows it on any x86
+    probe = ("from liif.models import int8; "
+             "print(int8.sums_exactly(255), int8.sums_exactly(127), int8.activation_levels())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "127"]
+
+
 def test_int8_layer_matches_the_dequantised_float_product_and_its_error_bound(activations) -> None:
     hidden, linears = activations
     linear = linears[0]
     layer = int8.quantized(linear)
-    rows, row_scales = int8.quantize_rows(hidden)
+    rows, row_scales = int8.quantize_rows(hidden, int8.activation_levels())
     out = int8.rescale(layer.scaled_sums(rows), row_scales, layer.bias)
     # the GEMM is exact in int32: the result is the float64 product of the dequantised operands, to fp32 rounding
     bias = linear.bias.detach().double()
@@ -96,7 +115,7 @@ def test_int8_layer_matches_the_dequantised_float_product_and_its_error_bound(ac
     assert float(error.mean()) < 0.01 * float(exact.abs().mean())
 
 
-@needs_int8
+@needs_compiler
 def test_int8_tail_stays_close_to_fp32(activations) -> None:
     hidden, linears = activations
     with torch.no_grad():
@@ -116,7 +135,7 @@ def test_a_changed_weight_is_quantised_again() -> None:
     assert torch.allclose(int8.quantized(linear).scales, first.scales * 2)
 
 
-@needs_int8
+@needs_compiler
 def test_benchmark_int8_psnr_is_within_a_hundredth_of_a_db_of_fp32(model, tmp_path) -> None:
     pixels = np.asarray(Image.open(shared_file(MONARCH)).convert("RGB"))[CROP]
     Image.fromarray(pixels).save(tmp_path / "monarch-crop.png")

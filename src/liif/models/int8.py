@@ -4,7 +4,8 @@ After the first layer's fp32 pre-activations (gathered from the latents' table),
 runs as one oneDNN u8 x s8 -> s32 GEMM. Weights are quantised once, symmetric, one scale per output channel.
 The activations entering each layer are post-ReLU, so non-negative: each row (one query of one neighbour)
 gets its own scale, its largest value / 255, and zero point 0 (uint8 keeps all 8 bits for values >= 0, where
-symmetric int8 would use 7). The GEMM's int32 sums are rescaled by row scale x channel scale, the bias added
+symmetric int8 would use 7). Where oneDNN sums pairs of u8 x s8 products in saturating 16-bit lanes (AVX2 without
+VNNI or AMX), the activations keep 7 bits, 0 to 127, so that every sum stays exact. The GEMM's int32 sums are rescaled by row scale x channel scale, the bias added
 and the ReLU applied in fp32, fused with the next layer's quantisation by torch.compile; the first layer's
 gathered pre-activations and the last layer (256 -> 3) stay fp32.
 """
@@ -21,8 +22,9 @@ from typing import Callable, Iterator
 import torch
 import torch.nn as nn
 
-# Positive levels of a uint8 activation and of a symmetric int8 weight.
-ACTIVATION_LEVELS = 255
+# Positive levels of a uint8 activation (all 8 bits, or 7 where 16-bit pair sums would saturate) and of a
+# symmetric int8 weight.
+ACTIVATION_LEVELS = (255, 127)
 WEIGHT_LEVELS = 127
 
 _decoding = contextvars.ContextVar("liif_int8_decoding", default=False)
@@ -75,13 +77,33 @@ def quantized(linear: nn.Linear) -> QuantizedLinear:
     return cached
 
 
-def quantize_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sums_exactly(levels: int) -> bool:
+    """Whether oneDNN's u8 x s8 GEMM on this CPU sums uint8 activations up to ``levels`` exactly: without VNNI or
+    AMX it adds pairs of products in 16-bit lanes, which saturate above 32767."""
+    rows = torch.full((16, 64), levels, dtype=torch.uint8)
+    weight = torch.full((16, 64), WEIGHT_LEVELS, dtype=torch.int8)
+    packed = torch.ops.onednn.qlinear_prepack(weight, None)
+    sums = torch.ops.onednn.qlinear_pointwise(rows, 1.0, 0, packed, torch.ones(16), torch.zeros(16, dtype=torch.long),
+                                              None, 1.0, 0, torch.float32, "none", [], "")
+    return bool((sums == levels * WEIGHT_LEVELS * 64).all())
+
+
+@lru_cache(maxsize=None)
+def activation_levels() -> int:
+    """The top uint8 activation level this CPU's int8 GEMM sums exactly: 255 with VNNI or AMX, 127 on plain AVX2."""
+    for levels in ACTIVATION_LEVELS:
+        if sums_exactly(levels):
+            return levels
+    raise RuntimeError("oneDNN's int8 GEMM sums no activation range exactly on this CPU")
+
+
+def quantize_rows(values: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ReLU of fp32 rows (M, K) as uint8 (M, K) and each row's scale (M, 1): value ~ uint8 x scale, the row's
-    largest value mapped to 255, rounded to nearest."""
+    largest value mapped to ``levels``, rounded to nearest."""
     values = torch.relu(values)
     peak = values.amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-    # Truncating x + 0.5 rounds to nearest: x is in [0, 255].
-    return (values * (ACTIVATION_LEVELS / peak) + 0.5).to(torch.uint8), peak / ACTIVATION_LEVELS
+    # Truncating x + 0.5 rounds to nearest: x is in [0, levels].
+    return (values * (levels / peak) + 0.5).to(torch.uint8), peak / levels
 
 
 def rescale(sums: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -89,9 +111,10 @@ def rescale(sums: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor) ->
     return sums * row_scales + bias
 
 
-def requantize(sums: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def requantize(sums: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor,
+               levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One hidden layer's output, ReLU'd, as the next layer's uint8 rows and row scales."""
-    return quantize_rows(rescale(sums, row_scales, bias))
+    return quantize_rows(rescale(sums, row_scales, bias), levels)
 
 
 def dequantize(sums: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -111,10 +134,11 @@ def int8_mlp_tail(hidden: torch.Tensor, linears: list[nn.Linear]) -> torch.Tenso
     flat = hidden.reshape(-1, hidden.shape[-1])
     if not hidden_layers:
         return output_layer(torch.relu(hidden))
-    rows, row_scales = fused(quantize_rows)(flat)
+    levels = activation_levels()
+    rows, row_scales = fused(quantize_rows)(flat, levels)
     for linear in hidden_layers[:-1]:
         layer = quantized(linear)
-        rows, row_scales = fused(requantize)(layer.scaled_sums(rows), row_scales, layer.bias)
+        rows, row_scales = fused(requantize)(layer.scaled_sums(rows), row_scales, layer.bias, levels)
     layer = quantized(hidden_layers[-1])
     flat = fused(dequantize)(layer.scaled_sums(rows), row_scales, layer.bias)
     return output_layer(flat).view(*hidden.shape[:-1], -1)
