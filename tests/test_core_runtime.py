@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -115,3 +119,45 @@ def test_absent_device_is_one_line_in_every_command(capsys, picture, tmp_path, c
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"liif {command}: error: device {device} is not available on this machine"), err
     assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+# Buffers of MIB MiB made, filled and freed COUNT at a time, round after round, as a CPU query chunk's are; prints
+# whether the command's thresholds were set and the minor page faults of 10 rounds after the first.
+CHUNK_ROUNDS = """
+import resource, sys, torch
+from liif.cli import keep_freed_buffers
+changed = keep_freed_buffers()
+count, mib = int(sys.argv[1]), int(sys.argv[2])
+def chunk():
+    buffers = [torch.ones(mib << 18) for _ in range(count)]
+    del buffers
+chunk()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    chunk()
+print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def chunk_rounds(count: int, mib: int, environment: dict[str, str]) -> tuple[str, int]:
+    result = subprocess.run([sys.executable, "-c", CHUNK_ROUNDS, str(count), str(mib)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, **environment})
+    assert result.returncode == 0, result.stderr
+    changed, faults = result.stdout.split()
+    return changed, int(faults)
+
+
+@pytest.mark.parametrize("count,mib", [(4, 16), (2, 40)])
+def test_the_command_keeps_freed_buffers_for_reuse_instead_of_faulting_them_in_again(count: int, mib: int) -> None:
+    pages_per_round = count * mib * 256
+    changed, faults = chunk_rounds(count, mib, {})
+    assert changed == "True"
+    # the pages of the first round are reused by the ten after it: at most about one round's worth is faulted in
+    assert faults < 1.5 * pages_per_round, (faults, pages_per_round)
+
+
+def test_the_environments_malloc_settings_win_over_the_commands() -> None:
+    changed, faults = chunk_rounds(2, 40, {"GLIBC_TUNABLES": ""})
+    assert changed == "False"
+    # with glibc's own thresholds a block above 32 MiB is always mapped anew: every round faults all its pages in
+    assert faults > 0.9 * 10 * 2 * 40 * 256, faults

@@ -19,7 +19,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 # How queries may run: eagerly, compiled by torch.compile, or compiled and replayed as CUDA graphs.
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Queries per chunk on the CPU: 4 neighbours x 4096 rows x 256 floats = 16 MiB per activation, small enough
-# to stay below glibc's mmap threshold (so buffers are reused, not page-faulted anew) and cache-friendly.
+# to stay below glibc's largest mmap threshold (so buffers come from the heap; the command keeps them there,
+# ``liif.cli.keep_freed_buffers``) and cache-friendly.
 CPU_CHUNK = 4096
 # A GPU chunk is sized from free memory at this many bytes per query (activations of every ensemble member
 # and layer, with room to spare), capped where larger chunks stop paying.
