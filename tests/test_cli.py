@@ -1,10 +1,16 @@
 """The command line itself: what argparse refuses is one line like the commands' own errors, on every parser;
---help and --version still print."""
+--help and --version still print; Ctrl-C while the console script still imports torch is one line too."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
+from conftest import ROOT
 from liif import __version__
 from liif.cli import SUBCOMMANDS, main
 
@@ -60,3 +66,40 @@ def test_help_and_version_still_print_and_exit_0(capsys, argv, start):
         main(argv)
     captured = capsys.readouterr()
     assert exit_info.value.code == 0 and captured.out.startswith(start) and captured.err == "", captured
+
+
+# Runs the console script's target as pip's generated script does, with torch's import held until SIGINT comes:
+# the interrupt lands inside `import liif` whatever the machine's load.
+HELD_IMPORT = """
+import importlib, signal, sys, time
+
+class HoldTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("importing torch", flush=True)
+            time.sleep(600)
+        return None
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, whatever the test runner ignores
+sys.meta_path.insert(0, HoldTorch())
+module, _, function = {target!r}.partition(":")
+sys.argv[0] = "liif"
+sys.exit(getattr(importlib.import_module(module), function)())
+"""
+
+
+def test_ctrl_c_while_the_console_script_imports_torch_is_one_line(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["liif"]
+    script = tmp_path / "liif"
+    script.write_text(HELD_IMPORT.format(target=target))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, str(script), "upscale", "in.png", "--scale", "2"], env=env,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == "importing torch\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and (out, err) == ("", "liif: interrupted\n"), err

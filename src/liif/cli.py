@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from liif import __version__
 from liif.errors import LiifError, printable
+from liif_entry import interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
@@ -105,6 +106,5 @@ def main(argv: list[str] | None = None) -> None:
         print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print(f"{command}: interrupted", file=sys.stderr)
-        code = 130
+        interrupted(command)
     sys.exit(code or 0)
