@@ -179,6 +179,9 @@ BAD = [
     ("/iiif%2F3%2Fbutterfly.png/info.json", 404),                    # escaped slashes in the service's path
     ("/iiif/3%2Fbutterfly.png", 404),
     ("/iiif/3%2Fbutterfly.png/info.json", 404),
+    # huge requests: the reason quotes their start, not all of them
+    pytest.param("/iiif/3/butterfly.png/full/^" + "9" * 5000 + ",/0/default.png", 400, id="a 5000-digit size"),
+    pytest.param("/iiif/3/" + "x" * 5000 + "/info.json", 404, id="a 5000-character identifier"),
 ]
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size
+from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size, quoted
 
 LIMITS = Limits.for_picture(48, 36, max_scale=32, max_pixels=10**9)
 
@@ -47,6 +48,40 @@ def test_refused_sizes(size):
     with pytest.raises(IIIFError) as refusal:
         parse_size(size, 48, 36, LIMITS)
     assert refusal.value.status == 400
+
+
+def test_quoted_text_is_cut_after_40_characters_with_its_length():
+    assert quoted("9" * 40) == repr("9" * 40)
+    assert quoted("9" * 41) == repr("9" * 40) + "... (41 characters)"
+    assert quoted("\n" * 100) == repr("\n" * 40) + "... (100 characters)"  # still escaped: one line
+
+
+LONG = "9" * 5000
+ZEROS = "0" * 5000  # leading zeros: numbers of any value, as long as wanted
+
+
+@pytest.mark.parametrize("region,size,rotation,quality_format", [
+    ("1,2," + LONG, "max", "0", "default.png"),                                  # malformed region
+    (LONG + ",0,1,1", "max", "0", "default.png"),                                # outside the picture
+    ("0,0,1," + ZEROS, "max", "0", "default.png"),                               # no height
+    ("pct:0,0," + ZEROS + "." + "0" * 318 + "1,100", "max", "0", "default.png"),  # narrower than a pixel allows
+    ("full", "x" * 5000, "0", "default.png"),                                    # malformed size
+    ("full", "^" + LONG + ",", "0", "default.png"),                              # above every limit
+    ("full", "^" + ZEROS + "1537,", "0", "default.png"),                         # above the limits
+    ("full", ZEROS + "96,", "0", "default.png"),                                 # upscaling without ^
+    ("full", "pct:101." + ZEROS, "0", "default.png"),                            # the same, in percent
+    ("full", "pct:0." + ZEROS, "0", "default.png"),                              # 0 percent
+    ("full", ZEROS + ",", "0", "default.png"),                                   # an empty output
+    ("full", "max", LONG, "default.png"),                                        # rotation
+    ("full", "max", "0", "x" * 5000 + ".png"),                                   # quality
+    ("full", "max", "0", "default." + "x" * 5000),                               # format
+])
+def test_every_reason_quotes_a_huge_request_short(region, size, rotation, quality_format):
+    with pytest.raises(IIIFError) as refusal:
+        parse_request(region, size, rotation, quality_format, 48, 36, LIMITS)
+    reason = str(refusal.value)
+    assert refusal.value.status == 400 and len(reason) < 300, reason
+    assert re.search(r"'.{40}'\.\.\. \([0-9]{4} characters\)", reason), reason
 
 
 def test_regions():

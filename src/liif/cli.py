@@ -7,9 +7,11 @@ import ctypes
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from liif import __version__
 from liif.errors import LiifError, printable
+from liif_entry import interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
@@ -22,9 +24,23 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def usage_error(prog: str, message: str) -> NoReturn:
+    """Exit 2 on a bad command line with one line on stderr, in the commands' own style."""
+    print(printable(f"{prog}: error: {message}; see {prog} --help"), file=sys.stderr)
+    sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``usage_error``), not its usage block and then the error;
+    ``add_subparsers`` makes the subcommands' parsers of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self.prog, message)
+
+
+def build_parser() -> OneLineParser:
     """The ``liif`` parser with every subcommand's options."""
-    parser = argparse.ArgumentParser(prog="liif", description="Continuous image super-resolution with LIIF.")
+    parser = OneLineParser(prog="liif", description="Continuous image super-resolution with LIIF.")
     parser.add_argument("--version", action="version", version=f"liif {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in SUBCOMMANDS.items():
@@ -80,14 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     """Parse, run, and turn user errors into one line on stderr with a non-zero exit."""
     quiet_libtiff()
     keep_freed_buffers()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    command = f"liif {args.command}"
+    if unknown:  # parse_args would report a subcommand's unknown option as the top-level parser's
+        usage_error(command, f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code = args.run(args)
     except LiifError as exc:
-        print(printable(f"liif {args.command}: error: {exc}"), file=sys.stderr)
+        print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print(f"liif {args.command}: interrupted", file=sys.stderr)
-        code = 130
+        interrupted(command)
     sys.exit(code or 0)

@@ -31,6 +31,8 @@ SIZE_NUMBER = Number(low=0, high=MAX_SIDE)
 # The narrowest region side, in input pixels: no scale Geometry takes (at most MAX_SIDE) makes a pixel of less,
 # and above it the region's aspect and the scales to the limits stay finite
 MIN_REGION_SIDE = 1 / MAX_SIDE
+# The most of a request's text a reason quotes: a 5000-digit size must not make a 5000-character reason
+QUOTED_CHARS = 40
 
 
 class IIIFError(LiifError):
@@ -39,6 +41,14 @@ class IIIFError(LiifError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+def quoted(text: str) -> str:
+    """A request's ``text`` as every reason quotes it: its repr, cut after ``QUOTED_CHARS`` characters with an
+    ellipsis and its length."""
+    if len(text) <= QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:QUOTED_CHARS]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def numbers(text: str, count: int, what: str, integer: bool = True) -> list[floa
     parts = text.split(",")
     if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
         kind = "whole numbers" if integer else "numbers"
-        raise IIIFError(400, f"{what} {text!r}: expected {count} non-negative {kind} separated by commas")
+        raise IIIFError(400, f"{what} {quoted(text)}: expected {count} non-negative {kind} separated by commas")
     return [float(p) for p in parts]
 
 
@@ -106,12 +116,12 @@ def parse_region(text: str, width: int, height: int) -> tuple[float, float, floa
     else:
         x, y, w, h = numbers(text, 4, "region")
     if w <= 0 or h <= 0:
-        raise IIIFError(400, f"region {text!r} has no width or no height")
+        raise IIIFError(400, f"region {quoted(text)} has no width or no height")
     if x >= width or y >= height:
-        raise IIIFError(400, f"region {text!r} lies outside the {width}x{height} picture")
+        raise IIIFError(400, f"region {quoted(text)} lies outside the {width}x{height} picture")
     x1, y1 = min(x + w, float(width)), min(y + h, float(height))
     if x1 - x < MIN_REGION_SIDE or y1 - y < MIN_REGION_SIDE:
-        raise IIIFError(400, f"region {text!r} is narrower than 1/{MAX_SIDE} of a pixel")
+        raise IIIFError(400, f"region {quoted(text)} is narrower than 1/{MAX_SIDE} of a pixel")
     return x, y, x1, y1
 
 
@@ -119,7 +129,7 @@ def size_numbers(text: str, body: str, count: int, limits: Limits, integer: bool
     """The ``count`` numbers of a size's ``body``; a 400 quoting ``text`` if malformed or above every limit."""
     values = numbers(body, count, "size", integer)
     if not all(SIZE_NUMBER.fits(v) for v in values):
-        raise IIIFError(400, f"size {text!r} is above the limit of {limits.max_width}x{limits.max_height} "
+        raise IIIFError(400, f"size {quoted(text)} is above the limit of {limits.max_width}x{limits.max_height} "
                              f"and {limits.max_area} pixels")
     return values
 
@@ -137,9 +147,10 @@ def parse_size(text: str, region_width: float, region_height: float, limits: Lim
     if body.startswith("pct:"):
         (percent,) = size_numbers(text, body[4:], 1, limits, integer=False)
         if percent <= 0:
-            raise IIIFError(400, f"size {text!r} must be above 0 percent")
+            raise IIIFError(400, f"size {quoted(text)} must be above 0 percent")
         if percent > 100 and not upscale:
-            raise IIIFError(400, f"size {text!r} is above 100 percent: upscaling needs ^, as in ^{text}")
+            raise IIIFError(400, f"size {quoted(text)} is above 100 percent: upscaling needs ^, as in "
+                                 f"{quoted('^' + text)}")
         size = (round_half_up(region_width * percent / 100), round_half_up(region_height * percent / 100))
     elif re.fullmatch(WHOLE + ",", body):
         (width,) = size_numbers(text, body[:-1], 1, limits)
@@ -179,12 +190,12 @@ def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: 
     ``limits``; else a 400 quoting the request's ``text``."""
     width, height = size
     if width < 1 or height < 1:
-        raise IIIFError(400, f"size {text!r} gives an empty {width}x{height} output")
+        raise IIIFError(400, f"size {quoted(text)} gives an empty {width}x{height} output")
     if not upscale and (width > own[0] or height > own[1]):
-        raise IIIFError(400, f"size {text!r} ({width}x{height}) is larger than the {own[0]}x{own[1]} region: "
-                             f"upscaling needs ^, as in ^{text}")
+        raise IIIFError(400, f"size {quoted(text)} ({width}x{height}) is larger than the {own[0]}x{own[1]} "
+                             f"region: upscaling needs ^, as in {quoted('^' + text)}")
     if not limits.admit(size):
-        raise IIIFError(400, f"size {text!r} ({width}x{height}) is above the limit of {limits.max_width}x"
+        raise IIIFError(400, f"size {quoted(text)} ({width}x{height}) is above the limit of {limits.max_width}x"
                              f"{limits.max_height} and {limits.max_area} pixels")
     return width, height
 
@@ -194,7 +205,7 @@ def parse_rotation(text: str) -> tuple[bool, int]:
     mirror = text.startswith("!")
     degrees = text[1:] if mirror else text
     if degrees not in ("0", "90", "180", "270"):
-        raise IIIFError(400, f"rotation {text!r}: this server rotates by 0, 90, 180 or 270 degrees, "
+        raise IIIFError(400, f"rotation {quoted(text)}: this server rotates by 0, 90, 180 or 270 degrees, "
                              f"optionally mirrored with !")
     return mirror, int(degrees)
 
@@ -203,9 +214,9 @@ def parse_quality_format(text: str) -> tuple[str, str]:
     """``quality.format`` to (quality, format)."""
     quality, dot, fmt = text.rpartition(".")
     if not dot or quality not in QUALITIES:
-        raise IIIFError(400, f"quality {quality or text!r}: expected one of {', '.join(QUALITIES)}")
+        raise IIIFError(400, f"quality {quoted(quality or text)}: expected one of {', '.join(QUALITIES)}")
     if fmt not in FORMATS:
-        raise IIIFError(400, f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise IIIFError(400, f"format {quoted(fmt)}: expected one of {', '.join(FORMATS)}")
     return quality, fmt
 
 

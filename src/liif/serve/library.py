@@ -8,7 +8,7 @@ from pathlib import Path
 
 from liif.errors import LiifError
 from liif.imageio import IMAGE_SUFFIXES
-from liif.serve.iiif import IIIFError
+from liif.serve.iiif import IIIFError, quoted
 
 
 def file_identifier(path: str | os.PathLike) -> str:
@@ -41,12 +41,12 @@ class Library:
         if identifier.startswith("/") or "\\" in identifier or "\0" in identifier \
                 or any(part in ("", ".", "..") for part in parts) \
                 or not identifier.lower().endswith(IMAGE_SUFFIXES):
-            raise IIIFError(404, f"no picture {identifier!r}")
+            raise IIIFError(404, f"no picture {quoted(identifier)}")
         for folder in self.folders:
             path = Path(os.path.realpath(folder.joinpath(*parts)))
             if path.is_relative_to(folder) and path.is_file():
                 return path
-        raise IIIFError(404, f"no picture {identifier!r}")
+        raise IIIFError(404, f"no picture {quoted(identifier)}")
 
     def identifiers(self, limit: int = 1000) -> list[str]:
         """Served pictures' identifiers, files first, then each folder's pictures (at most ``limit``)."""

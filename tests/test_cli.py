@@ -1,0 +1,105 @@
+"""The command line itself: what argparse refuses is one line like the commands' own errors, on every parser;
+--help and --version still print; Ctrl-C while the console script still imports torch is one line too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from liif import __version__
+from liif.cli import SUBCOMMANDS, main
+
+# What each subcommand requires, so that the option after it is what gets refused.
+REQUIRED = {"upscale": ["in.png"], "eval": ["--data", "hr"], "train": [], "serve": ["pictures"], "view": ["in.png"],
+            "zoom": ["in.png"]}
+
+
+def refusal(capsys, argv: list[str]) -> str:
+    """The one line ``liif ARGV`` prints before exiting 2 (the test fails on more lines or another exit code)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and captured.out == "", captured
+    assert captured.err.count("\n") == 1 and captured.err.endswith("\n"), captured.err
+    return captured.err[:-1]
+
+
+@pytest.mark.parametrize("argv,start", [
+    ([], "liif: error: the following arguments are required: COMMAND"),
+    (["upscal"], "liif: error: argument COMMAND: invalid choice: 'upscal' (choose from "),
+    (["--no-such-option"], "liif: error: the following arguments are required: COMMAND"),
+    (["upscale", "in.png", "--scale"], "liif upscale: error: argument --scale: expected one argument"),
+    (["upscale", "in.png", "--precision", "fp64"], "liif upscale: error: argument --precision: invalid choice: 'fp64'"),
+    (["upscale", "in.png", "--tile", "big"], "liif upscale: error: argument --tile: invalid int value: 'big'"),
+    (["serve", "pictures", "--port", "http"], "liif serve: error: argument --port: invalid int value: 'http'"),
+    (["zoom", "in.png", "--fps"], "liif zoom: error: argument --fps: expected one argument"),
+])
+def test_a_command_line_argparse_refuses_is_one_line_naming_the_command(capsys, argv, start):
+    line = refusal(capsys, argv)
+    command = start.split(": error: ")[0]
+    assert line.startswith(start) and line.endswith(f"; see {command} --help"), line
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_names_itself_in_its_refusals(capsys, name):
+    """Its unknown options too, which argparse would report as the top-level parser's."""
+    assert refusal(capsys, [name, *REQUIRED[name], "--no-such-option"]) == \
+        f"liif {name}: error: unrecognized arguments: --no-such-option; see liif {name} --help"
+    if REQUIRED[name]:
+        assert refusal(capsys, [name]).startswith(f"liif {name}: error: the following arguments are required: ")
+
+
+def test_control_characters_in_a_refused_argument_keep_the_line_and_the_terminal(capsys):
+    assert refusal(capsys, ["upscale", "in.png", "--x\n\x1b[2J"]) == \
+        "liif upscale: error: unrecognized arguments: --x\\n\\x1b[2J; see liif upscale --help"
+
+
+@pytest.mark.parametrize("argv,start", [(["--version"], f"liif {__version__}\n"), (["--help"], "usage: liif ")]
+                         + [([name, "--help"], f"usage: liif {name} ") for name in SUBCOMMANDS])
+def test_help_and_version_still_print_and_exit_0(capsys, argv, start):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and captured.out.startswith(start) and captured.err == "", captured
+
+
+# Runs the console script's target as pip's generated script does, with torch's import held until SIGINT comes:
+# the interrupt lands inside `import liif` whatever the machine's load.
+HELD_IMPORT = """
+import importlib, signal, sys, time
+
+class HoldTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("importing torch", flush=True)
+            time.sleep(600)
+        return None
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, whatever the test runner ignores
+sys.meta_path.insert(0, HoldTorch())
+module, _, function = {target!r}.partition(":")
+sys.argv[0] = "liif"
+sys.exit(getattr(importlib.import_module(module), function)())
+"""
+
+
+def test_ctrl_c_while_the_console_script_imports_torch_is_one_line(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["liif"]
+    script = tmp_path / "liif"
+    script.write_text(HELD_IMPORT.format(target=target))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, str(script), "upscale", "in.png", "--scale", "2"], env=env,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == "importing torch\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and (out, err) == ("", "liif: interrupted\n"), err
