@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import webbrowser
+from pathlib import Path
 
 import httpx2
 import pytest
 
 from conftest import ROOT
+from liif import imageio
 from liif.cli import main
+from liif.commands import serve as serve_command
 from liif.serve import app as serve_app
+from liif.serve.library import Library
 from serving import small_picture
 
 
@@ -46,6 +52,68 @@ def test_view_refuses_a_picture_it_cannot_read_before_serving(tmp_path):
         process.kill()
     assert process.returncode == 2 and stderr == (f"liif view: error: {damaged}: cannot read the image, it may be "
                                                   f"truncated or corrupt (image file is truncated)\n")
+
+
+def test_view_reads_its_picture_once_and_serves_what_it_read(tmp_path, monkeypatch):
+    """The read that refuses a bad picture before serving is the one the page and its tiles are served from."""
+    picture = small_picture(tmp_path)
+    reads, read_picture = [], imageio.read_picture
+
+    def counted_read(path):
+        reads.append(Path(path).resolve())
+        return read_picture(path)
+
+    for module in list(sys.modules.values()):  # wherever it was imported from
+        if getattr(module, "read_picture", None) is read_picture:
+            monkeypatch.setattr(module, "read_picture", counted_read)
+    statuses = []
+
+    def browser(page: str) -> None:  # opened once the server listens: ask for the picture, then Ctrl+C
+        try:
+            base = page.replace("/view/", "/iiif/3/")
+            statuses.extend(httpx2.get(f"{base}/{ask}", timeout=60).status_code
+                            for ask in ("info.json", "full/^96,/0/default.png"))
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["view", str(picture), "--port", "0", "--device", "cpu"])
+    assert exit_info.value.code == 130 and statuses == [200, 200] and reads == [picture.resolve()]
+
+
+NOT_AN_IMAGE = "not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)"
+
+
+@pytest.mark.parametrize("command", ["serve", "view"])
+@pytest.mark.parametrize("damage,expected", [
+    pytest.param(lambda png: png[:100], "cannot read the image, it may be truncated or corrupt (", id="truncated"),
+    pytest.param(lambda png: b"not a picture", NOT_AN_IMAGE, id="text"),
+    pytest.param(lambda png: b"", NOT_AN_IMAGE, id="empty"),
+])
+def test_a_named_picture_that_cannot_be_read_is_refused_before_binding(tmp_path, capsys, monkeypatch, command,
+                                                                       damage, expected):
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(damage(small_picture(tmp_path).read_bytes()))
+    monkeypatch.setattr(serve_command, "bound_socket", lambda *args: pytest.fail("the address was bound"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, str(damaged), "--device", "cpu"])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"liif {command}: error: {damaged}: {expected}"), stderr
+
+
+def test_serve_checks_a_named_picture_without_reading_it_and_view_reads_it_for_serving(tmp_path, monkeypatch):
+    """`liif serve` checks a picture named by its header, cheap for a big one; `liif view` reads its picture
+    whole, once, and keeps it for serving."""
+    picture = small_picture(tmp_path)
+    monkeypatch.setattr("liif.serve.library.read_picture", lambda path: pytest.fail("the picture was read"))
+    assert len(Library([picture], 1 << 20).pictures) == 0
+    monkeypatch.undo()
+    library = Library([picture], 1 << 20, read=True)
+    assert len(library.pictures) == 1
+    monkeypatch.setattr("liif.serve.library.read_picture", lambda path: pytest.fail("the picture was read again"))
+    assert library.read(library.files["butterfly.png"])[0].pixels.shape == (36, 48, 3)
 
 
 def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):

@@ -26,6 +26,7 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
     picture = small_picture(folder)
     small_picture(folder / "sub", "inner pic.png", box=(10, 10, 40, 30))
+    (folder / "damaged.png").write_bytes(picture.read_bytes()[:100])  # in a folder: found when asked for
     outside = small_picture(tmp_path_factory.mktemp("outside"), "secret.png")
     os.symlink(outside, folder / "link.png")
     app = make_app([folder])
@@ -168,6 +169,8 @@ BAD = [
     ("/iiif/3/butterfly.png/full/max/0/default.gif", 400),           # format
     ("/iiif/3/butterfly.png/full/max/0/default", 400),
     ("/iiif/3/butterfly.png/full/max/0", 400),
+    ("/iiif/3/damaged.png/info.json", 400),                          # a picture that cannot be read
+    ("/iiif/3/damaged.png/full/max/0/default.png", 400),
     ("/iiif/3/nothing.png/info.json", 404),                          # unknown identifier
     ("/iiif/3/nothing.png/full/max/0/default.png", 404),
     ("/iiif/3/..%2F..%2F..%2Fetc%2Fpasswd/info.json", 404),          # traversal

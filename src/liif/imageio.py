@@ -9,6 +9,7 @@ written only where it describes the pixels. Writing goes to a temporary name bes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -18,7 +19,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import png
@@ -163,10 +164,11 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transforms.get(orientation, lambda a: a)(pixels))
 
 
-def read_picture(path: str | os.PathLike) -> Picture:
-    """Read a PNG, JPEG, WebP, BMP or TIFF file, by its content whatever its name says; every problem with
-    it is a LiifError with a one-line reason. Pillow's decompression-bomb limit applies, without its warning."""
-    path = Path(path)
+@contextlib.contextmanager
+def opened_image(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow (its header read), by its content whatever its name says: every problem with
+    it, there or in the ``with`` body, is a LiifError with a one-line reason. Pillow's decompression-bomb limit
+    applies, without its warning."""
     check_regular_file(path)
     try:
         with warnings.catch_warnings():
@@ -179,17 +181,30 @@ def read_picture(path: str | os.PathLike) -> Picture:
             with Image.open(path, formats=READ_FORMATS) as img:
                 if img.width == 0 or img.height == 0:
                     raise LiifError(f"empty image ({img.width}x{img.height} pixels)")
-                if img.format == "PNG" and png_bit_depth(path) == 16:
-                    return read_png16(path, img)
-                img.load()
-                picture = picture_from_pil(img)
+                yield img
     except UnidentifiedImageError:
         raise LiifError("not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)") from None
     except Image.DecompressionBombError as exc:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
-    return picture
+
+
+def read_picture(path: str | os.PathLike) -> Picture:
+    """Read a PNG, JPEG, WebP, BMP or TIFF file; every problem with it is a LiifError with a one-line reason."""
+    path = Path(path)
+    with opened_image(path) as img:
+        if img.format == "PNG" and png_bit_depth(path) == 16:
+            return read_png16(path, img)
+        img.load()
+        return picture_from_pil(img)
+
+
+def check_picture(path: str | os.PathLike) -> None:
+    """Refuse, as ``read_picture`` would, a file that is not a picture, without decoding its pixels: the
+    header is read, and a PNG's chunks are checked to its end (a truncated PNG is found, a truncated JPEG not)."""
+    with opened_image(Path(path)) as img:
+        img.verify()
 
 
 def png_bit_depth(path: Path) -> int:

@@ -79,15 +79,19 @@ def bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], None] | None = None) -> int:
-    """Bind the address, build the app, call ``on_ready(base_url)`` once listening, and serve until interrupted."""
+def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], None] | None = None,
+          read: bool = False) -> int:
+    """Check the files named (with ``read``, read them whole), bind the address, build the app, call
+    ``on_ready(base_url)`` once listening, and serve until interrupted."""
     import uvicorn
 
     from liif.serve.app import create_app
+    from liif.serve.library import Library
 
     options = server_options(args)
+    library = Library(paths, options.picture_cache_bytes, read)  # a file that is no picture: refused before binding
     sock = bound_socket(args.host, args.port)  # before the model loads: a taken port fails at once
-    app = create_app(paths, args.model, args.device, options)
+    app = create_app(library, args.model, args.device, options)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     original_startup = server.startup

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import threading
 import webbrowser
+from pathlib import Path
 
 from liif.commands.serve import add_server_arguments, start
+from liif.errors import LiifError
+from liif.fileio import check_regular_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,10 +31,11 @@ def run(args: argparse.Namespace) -> int:
     """Serve the picture and open (or print) its viewer page, until interrupted."""
     from liif.serve.app import viewer_path
     from liif.serve.library import file_identifier
-    from liif.upscale import as_picture
 
-    # Read once before serving: a picture that cannot be read is a one-line error here, not a blank page.
-    as_picture(args.picture)
+    try:  # a folder would be served as one, and its viewer page left blank
+        check_regular_file(Path(args.picture))
+    except LiifError as exc:
+        raise LiifError(f"{args.picture}: {exc}") from None
 
     def ready(url: str) -> None:
         page = url + viewer_path(file_identifier(args.picture))
@@ -39,4 +43,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_browser:
             threading.Thread(target=webbrowser.open, args=(page,), daemon=True).start()
 
-    return start(args, [args.picture], ready)
+    # read whole before serving, and served from what was read: a picture that cannot be read is a one-line
+    # error here, not a blank page
+    return start(args, [args.picture], ready, read=True)

@@ -9,7 +9,7 @@ import io
 import logging
 import os
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -27,8 +27,7 @@ from starlette.staticfiles import StaticFiles
 from liif.bounds import Number
 from liif.errors import LiifError, one_line, os_reason
 from liif.geometry import Geometry
-from liif.imageio import Picture, encode_picture, read_picture
-from liif.lru import ByteLRU
+from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import render_tile
@@ -64,27 +63,6 @@ class ServeOptions:
     compile: str = "none"
 
 
-@dataclass
-class Pictures:
-    """Served pictures read once and kept (bounded in bytes), keyed by path, size and modification time."""
-
-    max_bytes: int
-    cache: ByteLRU[Picture] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.cache = ByteLRU(self.max_bytes, lambda p: p.pixels.nbytes)
-
-    def read(self, path: Path) -> tuple[Picture, tuple]:
-        """The picture at ``path`` (read once while the file is unchanged), and its cache key."""
-        info = path.stat()
-        key = (str(path), info.st_size, info.st_mtime_ns)
-        picture = self.cache.get(key)
-        if picture is None:
-            picture = read_picture(path)
-            self.cache.put(key, picture)
-        return picture, key
-
-
 def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
     """Mirror, rotate, apply the quality and encode: the rendered region as the response body."""
     pixels = picture.pixels
@@ -114,16 +92,17 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
 class Service:
     """The model, the caches and the render queue behind the routes."""
 
-    def __init__(self, paths: list[str | os.PathLike], model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
-                 device: str = "auto", options: ServeOptions | None = None) -> None:
+    def __init__(self, paths: list[str | os.PathLike] | Library,
+                 model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto",
+                 options: ServeOptions | None = None) -> None:
         self.options = options or ServeOptions()
         Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
-        self.library = Library(paths)
+        # a Library given was built (its files checked) before the server bound its address; it keeps its cache
+        self.library = paths if isinstance(paths, Library) else Library(paths, self.options.picture_cache_bytes)
         self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)
         # the renderer's own tile, chosen once: every request cuts the latent grid alike, so they share windows
         self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
-        self.pictures = Pictures(self.options.picture_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
 
     def limits(self, picture: Picture) -> Limits:
@@ -165,9 +144,10 @@ async def client_gone(request: Request) -> None:
         pass
 
 
-def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
+def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
                device: str = "auto", options: ServeOptions | None = None) -> Starlette:
-    """The server for pictures ``paths`` (files and folders) with ``model``: run it with uvicorn."""
+    """The server for pictures ``paths`` (files and folders, or a Library of them) with ``model``: run it with
+    uvicorn."""
     service = Service(paths, model, device, options)
 
     async def iiif(request: Request) -> Response:
@@ -182,7 +162,7 @@ def create_app(paths: list[str | os.PathLike], model: str | os.PathLike | nn.Mod
             base = f"{str(request.base_url).rstrip('/')}/{method}/3/{quote(identifier, safe='')}"
             if len(segments) == 1:
                 return RedirectResponse(f"{base}/info.json", status_code=303, headers=CORS)
-            picture, picture_key = await run_in_threadpool(service.pictures.read, path)
+            picture, picture_key = await run_in_threadpool(service.library.read, path)
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:

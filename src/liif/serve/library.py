@@ -1,5 +1,6 @@
 """The pictures a server shows: identifiers (a file's name, or its path inside a served folder) to files,
-and nothing outside the served paths: ``..``, absolute paths and links leading out are not found."""
+and nothing outside the served paths: ``..``, absolute paths and links leading out are not found; and the
+pictures read from those files, kept while they are unchanged."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 from pathlib import Path
 
 from liif.errors import LiifError
-from liif.imageio import IMAGE_SUFFIXES
+from liif.imageio import IMAGE_SUFFIXES, Picture, check_picture, read_picture
+from liif.lru import ByteLRU
 from liif.serve.iiif import IIIFError, quoted
 
 
@@ -17,11 +19,17 @@ def file_identifier(path: str | os.PathLike) -> str:
 
 
 class Library:
-    """Served files (by name) and folders (by relative path, searched in the order given)."""
+    """Served files (by name) and folders (by relative path, searched in the order given), and the pictures
+    read from them (at most ``cache_bytes`` kept).
 
-    def __init__(self, paths: list[str | os.PathLike]) -> None:
+    Each file named is checked here, so that one that is not a picture is refused before anything is served:
+    by its header (``check_picture``: cheap for a big file), or with ``read`` by reading it whole, kept for
+    its first request. A folder's pictures are read when asked for."""
+
+    def __init__(self, paths: list[str | os.PathLike], cache_bytes: int, read: bool = False) -> None:
         self.files: dict[str, Path] = {}
         self.folders: list[Path] = []
+        self.pictures: ByteLRU[Picture] = ByteLRU(cache_bytes, lambda p: p.pixels.nbytes)
         for path in map(Path, paths):
             if path.is_dir():
                 self.folders.append(path.resolve())
@@ -30,8 +38,25 @@ class Library:
                 if identifier in self.files:
                     raise LiifError(f"two served files are named {identifier}: {self.files[identifier]} and {path}")
                 self.files[identifier] = path.resolve()
+                try:
+                    if read:
+                        self.read(self.files[identifier])
+                    else:
+                        check_picture(path)
+                except LiifError as exc:
+                    raise LiifError(f"{path}: {exc}") from None
             else:
                 raise LiifError(f"{path}: no such picture or folder")
+
+    def read(self, path: Path) -> tuple[Picture, tuple]:
+        """The picture at ``path`` (read once while the file is unchanged), and its cache key."""
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns)
+        picture = self.pictures.get(key)
+        if picture is None:
+            picture = read_picture(path)
+            self.pictures.put(key, picture)
+        return picture, key
 
     def resolve(self, identifier: str) -> Path:
         """The file of ``identifier``, or a 404 IIIFError."""
