@@ -126,6 +126,21 @@ def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
         assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
 
 
+def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)
+    with av.open(str(source)) as container:  # FFmpeg lists the 32x32 cover picture as the first video stream
+        assert [(s.type, s.codec_context.name) for s in container.streams] == \
+            [("video", "png"), ("video", "h264"), ("audio", "aac")]
+    result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
+    assert (result.frames, result.size) == (6, (64, 48))
+    assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])  # the cover is not carried
+    with av.open(str(source)) as container:
+        inputs = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[1])]
+    for frame, (rendered, _) in zip(inputs, decoded_frames(tmp_path / "x2.mkv"), strict=True):
+        assert np.array_equal(rendered, liif.upscale(frame, scale=2, model=model))
+
+
 def test_an_animated_gif_keeps_frames_durations_loop_and_transparency(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     frames = [Image.fromarray(np.dstack([frame_pixels(i, (32, 24)), np.full((24, 32), 255 * (i % 2), np.uint8)]))
@@ -190,9 +205,11 @@ def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     clip = make_clip(tmp_path / "clip.mp4", frames=12, audio=False)
+    cover_only = make_clip(tmp_path / "cover_only.mp4", cover=True, video=False)  # a song with its cover
     (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     cases = [
         ([sound, "--scale", "2"], f"{sound}: no video stream in it (it holds audio)"),
+        ([cover_only, "--scale", "2"], f"{cover_only}: no video stream in it (it holds audio, cover art)"),
         ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video"),
         ([clip, "--scale", "2", "--codec", "nonesuch"], f"{clip}: this PyAV build"),
         ([clip, "--scale", "2", "--max-pixels", "1000"], f"{clip}: the output would be 128x96 = 0.0 MP, above"),

@@ -2,9 +2,10 @@
 WebP or PNG through Pillow, as frames with their timestamps and durations.
 
 ``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, loop) and
-``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame. A video that ends
-before its declared duration, or whose decoding fails midway, yields the frames that decode and then raises
-``DecodeStopped`` saying where it stopped.
+``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame; its cover art (an
+attached picture, which FFmpeg lists as a video stream) is not the video. A video that ends before its declared
+duration, or whose decoding fails midway, yields the frames that decode and then raises ``DecodeStopped`` saying
+where it stopped.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def open_clip(path: str | Path) -> Clip:
 
 
 class VideoClip(Clip):
-    """The first video stream of a container, decoded by PyAV to RGB."""
+    """The first video stream of a container that is not cover art, decoded by PyAV to RGB."""
 
     def __init__(self, path: Path) -> None:
         try:
@@ -117,10 +118,11 @@ class VideoClip(Clip):
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
         try:
-            if not self.container.streams.video:
-                kinds = sorted({s.type for s in self.container.streams}) or ["no stream at all"]
+            videos = [s for s in self.container.streams.video if stream_kind(s) == "video"]
+            if not videos:
+                kinds = sorted({stream_kind(s) for s in self.container.streams}) or ["no stream at all"]
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
-            self.stream = stream = self.container.streams.video[0]
+            self.stream = stream = videos[0]
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
@@ -190,6 +192,12 @@ class VideoClip(Clip):
 
     def close(self) -> None:
         self.container.close()
+
+
+def stream_kind(stream: av.stream.Stream) -> str:
+    """A stream's type, or "cover art" for an attached picture: a video stream of one still, such as an MP4's
+    cover, which is not the video."""
+    return "cover art" if stream.disposition & av.stream.Disposition.attached_pic else stream.type
 
 
 def seconds_at(end: Fraction | None) -> str:

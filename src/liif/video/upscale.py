@@ -1,6 +1,7 @@
 """Upscale a video or an animation frame by frame: read (``reader``), plan the output once, render batches
 of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
-in flight. Timestamps, rate, loop count and durations are kept; a video's audio and subtitles are copied.
+in flight. Timestamps, rate, loop count and durations are kept; a video's audio and subtitles are copied, not
+its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's makes it a video track).
 
 ``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
 ``Geometry`` (the CLI's path).
