@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,33 +26,43 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
-              pixel_aspect: Fraction | None = None, start: int = 0) -> Path:
+              pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
     subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
-    ``start`` the first frame's time in frames (the sound still starts at 0)."""
+    ``start`` the first frame's time in frames (the sound still starts at 0); ``cover``: an MP4 cover picture
+    that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``."""
     with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=rate)
-        video.width, video.height, video.pix_fmt = size[0], size[1], pix_fmt
-        if durations_ms:
-            video.codec_context.time_base = video.time_base = Fraction(1, 1000)
-        if rotation:
-            video.set_display_rotation(rotation)
-        if pixel_aspect:
-            video.codec_context.sample_aspect_ratio = pixel_aspect
+        art = container.add_stream("png", rate=1) if cover else None
+        if art is not None:
+            art.width, art.height, art.pix_fmt = 32, 32, "rgb24"
+            art.disposition = av.stream.Disposition.attached_pic
+        if video:
+            stream = container.add_stream(codec, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
+            if durations_ms:
+                stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+            if rotation:
+                stream.set_display_rotation(rotation)
+            if pixel_aspect:
+                stream.codec_context.sample_aspect_ratio = pixel_aspect
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
+        if art is not None:
+            still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+            container.mux(art.encode(still) + art.encode(None))
         pts = 0
-        for index in range(frames):
+        for index in range(frames if video else 0):
             frame = av.VideoFrame.from_ndarray(frame_pixels(index, size), format="rgb24")
             if durations_ms:
                 frame.pts, frame.time_base = pts, Fraction(1, 1000)
                 pts += durations_ms[index % len(durations_ms)]
             else:
                 frame.pts = start + index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
+            container.mux(stream.encode(frame))
+        if video:
+            container.mux(stream.encode(None))
         if sound is not None:
             seconds = pts / 1000 if durations_ms else (start + frames) / rate
             samples = int(seconds * SAMPLE_RATE)
@@ -68,7 +79,30 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                     if packet.dts is not None:
                         packet.stream = cue_stream
                         container.mux(packet)
+    if cover:
+        cover_first(path)
     return path
+
+
+def cover_first(path: Path) -> None:
+    """Move an MP4's udta box, which holds its cover, ahead of its tracks, as some taggers write it: FFmpeg's
+    demuxer then lists the cover as stream 0. (FFmpeg writes the moov box last, so no sample offset moves.)"""
+    data = path.read_bytes()
+    start, end = box_spans(data, 0, len(data))[-1]
+    assert data[start + 4:start + 8] == b"moov" and end == len(data)
+    children = box_spans(data, start + 8, end)
+    children.sort(key=lambda span: data[span[0] + 4:span[0] + 8] not in (b"mvhd", b"udta"))  # then the tracks
+    path.write_bytes(data[:start + 8] + b"".join(data[a:b] for a, b in children))
+
+
+def box_spans(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """The (start, end) of each ISO media box from ``start`` to ``end``."""
+    spans = []
+    while start < end:
+        size = struct.unpack(">I", data[start:start + 4])[0]
+        spans.append((start, start + size))
+        start += size
+    return spans
 
 
 def subtitle_cues(srt: Path) -> av.container.InputContainer:

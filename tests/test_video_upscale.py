@@ -126,12 +126,27 @@ def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
         assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
 
 
-def test_an_animated_gif_keeps_frames_durations_loop_and_transparency(tmp_path: Path, tiny, capsys) -> None:
+def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)
+    with av.open(str(source)) as container:  # FFmpeg lists the 32x32 cover picture as the first video stream
+        assert [(s.type, s.codec_context.name) for s in container.streams] == \
+            [("video", "png"), ("video", "h264"), ("audio", "aac")]
+    result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
+    assert (result.frames, result.size) == (6, (64, 48))
+    assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])  # the cover is not carried
+    with av.open(str(source)) as container:
+        inputs = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[1])]
+    for frame, (rendered, _) in zip(inputs, decoded_frames(tmp_path / "x2.mkv"), strict=True):
+        assert np.array_equal(rendered, liif.upscale(frame, scale=2, model=model))
+
+
+def test_an_animated_gif_keeps_frames_durations_plays_and_transparency(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     frames = [Image.fromarray(np.dstack([frame_pixels(i, (32, 24)), np.full((24, 32), 255 * (i % 2), np.uint8)]))
               for i in range(12)]
     durations = [40, 60, 80] * 4
-    with open_frame_writer(tmp_path / "anim.gif", (32, 24), Fraction(20), loop=2) as writer:
+    with open_frame_writer(tmp_path / "anim.gif", (32, 24), Fraction(20), plays=3) as writer:
         for frame, duration in zip(frames, durations):
             writer.write(np.asarray(frame), duration_ms=duration)
     # (bicubic alpha: the small model's random weights would make every frame half transparent)
@@ -139,12 +154,35 @@ def test_an_animated_gif_keeps_frames_durations_loop_and_transparency(tmp_path: 
                       "--alpha", "bicubic")
     assert code == 0
     with Image.open(tmp_path / "out" / "anim.gif") as image:
-        assert (image.n_frames, image.size, image.info["loop"]) == (12, (64, 48), 2)
+        assert (image.n_frames, image.size, image.info["loop"]) == (12, (64, 48), 2)  # 2 repeats: 3 plays
         for index in range(12):
             image.seek(index)
             assert image.info["duration"] == durations[index]
             alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
             assert (alpha == 255 * (index % 2)).all()
+
+
+def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
+    # Pillow's loop is each format's own field: a GIF's counts the repeats after the first play (no field: one
+    # play), WebP's and APNG's count every play.
+    model, _ = tiny
+    frames = [Image.fromarray(frame_pixels(i, (8, 6))) for i in range(2)]
+    cases = [("gif", {"loop": 2}, {"webp": 3, "png": 3, "gif": 2}),  # 3 plays
+             ("gif", {}, {"webp": 1, "png": 1, "gif": None}),  # 1 play
+             ("gif", {"loop": 0}, {"webp": 0, "png": 0}),  # forever
+             ("gif", {"loop": 65535}, {"webp": 65535, "png": 65536}),  # 65536 plays: more than WebP counts
+             ("webp", {"loop": 1}, {"gif": None, "png": 1}),
+             ("webp", {"loop": 4}, {"gif": 3}),
+             ("png", {"loop": 2}, {"gif": 1, "webp": 2}),
+             ("png", {"loop": 1}, {"gif": None})]
+    for index, (kind, loop, expected) in enumerate(cases):
+        source = tmp_path / f"in{index}.{kind}"
+        frames[0].save(source, save_all=True, append_images=frames[1:], duration=100, **loop)
+        for suffix, count in expected.items():
+            out = tmp_path / f"out{index}.{suffix}"
+            liif.upscale_video(source, out, scale=2, model=model)
+            with Image.open(out) as image:
+                assert (image.n_frames, image.info.get("loop")) == (2, count), (source.name, loop, out.name)
 
 
 def test_a_truncated_clip_gives_the_frames_before_the_cut_and_one_line(tmp_path: Path, tiny, capsys) -> None:
@@ -190,9 +228,11 @@ def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     clip = make_clip(tmp_path / "clip.mp4", frames=12, audio=False)
+    cover_only = make_clip(tmp_path / "cover_only.mp4", cover=True, video=False)  # a song with its cover
     (tmp_path / "junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
     cases = [
         ([sound, "--scale", "2"], f"{sound}: no video stream in it (it holds audio)"),
+        ([cover_only, "--scale", "2"], f"{cover_only}: no video stream in it (it holds audio, cover art)"),
         ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video"),
         ([clip, "--scale", "2", "--codec", "nonesuch"], f"{clip}: this PyAV build"),
         ([clip, "--scale", "2", "--max-pixels", "1000"], f"{clip}: the output would be 128x96 = 0.0 MP, above"),

@@ -76,16 +76,16 @@ def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv"]
 
 
-def test_gif_webp_and_apng_keep_durations_loop_and_transparency(tmp_path: Path) -> None:
+def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path) -> None:
     frames = [np.dstack([f, np.full(f.shape[:2], 255 if i % 2 else 0, np.uint8)]) for i, f in enumerate(FRAMES[:4])]
     durations = [50, 100, 150, 200]
     for name in ("a.gif", "a.webp", "a.png", "a.apng"):
-        with open_frame_writer(tmp_path / name, SIZE, Fraction(10), loop=3) as writer:
+        with open_frame_writer(tmp_path / name, SIZE, Fraction(10), plays=3) as writer:
             for frame, duration in zip(frames, durations):
                 writer.write(frame, duration_ms=duration)
         with Image.open(tmp_path / name) as image:
             assert image.n_frames == 4, name
-            assert image.info.get("loop") == 3, name
+            assert image.info.get("loop") == (2 if name == "a.gif" else 3), name  # a GIF counts the repeats
             seen = []
             for index in range(4):
                 image.seek(index)
@@ -94,6 +94,40 @@ def test_gif_webp_and_apng_keep_durations_loop_and_transparency(tmp_path: Path) 
                 rgba = np.asarray(image.convert("RGBA"))
                 assert (rgba[:, :, 3] == (255 if index % 2 else 0)).all(), (name, index)
             assert seen == durations, name
+
+
+def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
+    # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
+    # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.
+    fields = {"a.gif": netscape_loop, "a.webp": webp_loop, "a.png": apng_plays}
+    written = {"a.gif": {0: 0, 1: None, 2: 1, 65536: 65535}, "a.webp": {0: 0, 1: 1, 2: 2, 65535: 65535},
+               "a.png": {0: 0, 1: 1, 2: 2, 2 ** 31 - 1: 2 ** 31 - 1}}
+    for name, counts in written.items():
+        for plays, field in counts.items():
+            write_all(tmp_path / name, frames=FRAMES[:2], plays=plays, overwrite=True)
+            assert fields[name]((tmp_path / name).read_bytes()) == field, (name, plays)
+    for name, most in (("b.gif", 65536), ("b.webp", 65535), ("b.apng", 2 ** 31 - 1)):
+        for plays in (-1, most + 1):
+            with pytest.raises(LiifError, match=rf"^the play count of a \.\w+ must be 0 \(forever\) to {most}, "
+                                                rf"got {plays}$"):
+                open_frame_writer(tmp_path / name, SIZE, Fraction(10), plays=plays)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.png", "a.webp"]
+
+
+def netscape_loop(data: bytes) -> int | None:
+    """A GIF's NETSCAPE2.0 loop count, None without the block."""
+    at = data.find(b"NETSCAPE2.0")
+    return None if at < 0 else int.from_bytes(data[at + 13:at + 15], "little")
+
+
+def webp_loop(data: bytes) -> int:
+    """An animated WebP's loop count, from its ANIM chunk."""
+    return int.from_bytes(data[data.index(b"ANIM") + 12:][:2], "little")
+
+
+def apng_plays(data: bytes) -> int:
+    """An APNG's play count, from its acTL chunk."""
+    return int.from_bytes(data[data.index(b"acTL") + 8:][:4], "big")
 
 
 def test_a_folder_of_png_frames(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Moving pictures in: a video through PyAV (any container and codec its FFmpeg decodes) or an animated GIF,
 WebP or PNG through Pillow, as frames with their timestamps and durations.
 
-``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, loop) and
-``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame. A video that ends
-before its declared duration, or whose decoding fails midway, yields the frames that decode and then raises
-``DecodeStopped`` saying where it stopped.
+``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, plays) and
+``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame; its cover art (an
+attached picture, which FFmpeg lists as a video stream) is not the video. A video that ends before its declared
+duration, or whose decoding fails midway, yields the frames that decode and then raises ``DecodeStopped`` saying
+where it stopped.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class DecodeStopped(LiifError):
 @dataclass(frozen=True)
 class ClipInfo:
     """What a clip is: ``size`` (width, height) as displayed, ``rate`` in frames per second, the ``time_base``
-    of the frames' pts, ``frames`` (a count, or an estimate from the duration; None if unknown), ``loop``
-    (animations: 0 forever, None for the format's play-once), ``alpha`` (whether frames carry alpha),
+    of the frames' pts, ``frames`` (a count, or an estimate from the duration; None if unknown), ``plays``
+    (animations: how many times it plays, 0 forever; None for a video), ``alpha`` (whether frames carry alpha),
     ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square)."""
 
     kind: str  # "video" or "animation"
@@ -50,7 +51,7 @@ class ClipInfo:
     rate: Fraction
     time_base: Fraction
     frames: int | None
-    loop: int | None = None
+    plays: int | None = None
     alpha: bool = False
     pixel_aspect: Fraction = Fraction(1)
 
@@ -109,7 +110,7 @@ def open_clip(path: str | Path) -> Clip:
 
 
 class VideoClip(Clip):
-    """The first video stream of a container, decoded by PyAV to RGB."""
+    """The first video stream of a container that is not cover art, decoded by PyAV to RGB."""
 
     def __init__(self, path: Path) -> None:
         try:
@@ -117,10 +118,11 @@ class VideoClip(Clip):
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
         try:
-            if not self.container.streams.video:
-                kinds = sorted({s.type for s in self.container.streams}) or ["no stream at all"]
+            videos = [s for s in self.container.streams.video if stream_kind(s) == "video"]
+            if not videos:
+                kinds = sorted({stream_kind(s) for s in self.container.streams}) or ["no stream at all"]
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
-            self.stream = stream = self.container.streams.video[0]
+            self.stream = stream = videos[0]
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
@@ -192,6 +194,12 @@ class VideoClip(Clip):
         self.container.close()
 
 
+def stream_kind(stream: av.stream.Stream) -> str:
+    """A stream's type, or "cover art" for an attached picture: a video stream of one still, such as an MP4's
+    cover, which is not the video."""
+    return "cover art" if stream.disposition & av.stream.Disposition.attached_pic else stream.type
+
+
 def seconds_at(end: Fraction | None) -> str:
     """Where decoding stopped, for a message: " (12.34 s)", or nothing when the time is unknown."""
     return f" ({float(end):.2f} s)" if end is not None else ""
@@ -216,6 +224,15 @@ def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
     return None
 
 
+def animation_plays(image_format: str, loop: int | None) -> int:
+    """How many times an animation plays (0: forever), from Pillow's ``loop``: a GIF's count (its NETSCAPE block)
+    is the repeats after the first play, as browsers read it; WebP's and APNG's count every play. An animation
+    with no count (a GIF without the block) plays once."""
+    if loop is None:
+        return 1
+    return loop + 1 if image_format == "GIF" and loop else loop
+
+
 class AnimationClip(Clip):
     """An animated GIF, WebP or PNG through Pillow; pts and durations in milliseconds."""
 
@@ -230,7 +247,7 @@ class AnimationClip(Clip):
                     image.load()
                     durations.append(float(image.info.get("duration") or 0) or 100.0)
                     alpha = alpha or np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
-                loop = image.info.get("loop")
+                plays = animation_plays(image.format, image.info.get("loop"))
                 size = image.size
         except UnidentifiedImageError:
             raise LiifError("not an animation, or not one of the formats read (GIF, WebP, PNG)") from None
@@ -238,7 +255,7 @@ class AnimationClip(Clip):
             raise LiifError(f"cannot read the animation, it may be truncated or corrupt ({one_line(exc)})") from None
         self.durations = durations
         rate = Fraction(1000 * len(durations)) / Fraction(sum(durations)).limit_denominator(1000)
-        self.info = ClipInfo("animation", size, rate.limit_denominator(1000), MS, count, loop, bool(alpha))
+        self.info = ClipInfo("animation", size, rate.limit_denominator(1000), MS, count, plays, bool(alpha))
 
     def open(self) -> Image.Image:
         return Image.open(self.path, formats=ANIMATION_FORMATS)

@@ -1,6 +1,7 @@
 """Upscale a video or an animation frame by frame: read (``reader``), plan the output once, render batches
 of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
-in flight. Timestamps, rate, loop count and durations are kept; a video's audio and subtitles are copied.
+in flight. Timestamps, rate, play count and durations are kept; a video's audio and subtitles are copied, not
+its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's makes it a video track).
 
 ``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
 ``Geometry`` (the CLI's path).
@@ -28,7 +29,8 @@ from liif.runtime import check_precision, render_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
 from liif.pipeline import Background, prefetch
 from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import chroma_halved, open_frame_writer, output_kind, video_format
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, chroma_halved, open_frame_writer, output_kind,
+                               video_format)
 
 # Output suffixes for inputs whose own container is read but not written.
 WRITTEN_SUFFIX = {".avi": ".mkv"}
@@ -156,14 +158,16 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
                    ) -> dict:
     """The writer's keywords: codec settings, timestamps, pixel aspect and copied streams for a video output;
-    the loop count for an animation."""
+    the play count for an animation (beyond what the output's format counts, tens of thousands, the most it
+    counts)."""
     kind = output_kind(destination)
     if kind == "video":
         return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
                 "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
                 "pixel_aspect": pixel_aspect(info, target)}
     if kind == "animation":
-        return {"loop": info.loop if info.kind == "animation" else 0}
+        plays = info.plays if info.kind == "animation" else 0
+        return {"plays": min(plays, MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]) if plays else 0}
     return {}
 
 

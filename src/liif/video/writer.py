@@ -3,7 +3,7 @@
 The kind follows the output path: ``.mp4`` ``.mkv`` ``.mov`` ``.webm`` are encoded through PyAV (H.264, VP9,
 AV1 through SVT-AV1, FFV1 lossless), with audio and subtitle streams copied packet for packet from another
 container; ``.gif`` ``.webp`` ``.png``/``.apng`` are animations through Pillow, with per-frame durations and a
-loop count; a path with no suffix, or an existing folder, gets a folder of PNG frames. Leaving the ``with``
+play count; a path with no suffix, or an existing folder, gets a folder of PNG frames. Leaving the ``with``
 block normally renames the temporary output to the path; leaving it by an exception removes it.
 """
 
@@ -45,6 +45,9 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 FRAME_NAME = "frame_{:05d}.png"
 GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
+# The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
+# bits every play, APNG's PNG number (31 bits) every play.
+MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
 WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
@@ -352,7 +355,7 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
 
 
 class AnimationWriter(FrameWriter):
-    """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the loop count.
+    """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the play count.
     Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
 
     Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed); every
@@ -360,11 +363,14 @@ class AnimationWriter(FrameWriter):
     frame before it is disposed of, and in a WebP one pixel of the repeat differs by four levels. (A GIF frame
     wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
 
-    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, loop: int | None) -> None:
-        super().__init__(path, size, rate, overwrite)
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
+        if not 0 <= plays <= MOST_PLAYS[self.format]:
+            raise LiifError(f"the play count of a {path.suffix} must be 0 (forever) to {MOST_PLAYS[self.format]}, "
+                            f"got {plays}")
+        super().__init__(path, size, rate, overwrite)
         check_encodable(self.format, (size[1], size[0], 3))
-        self.loop = loop
+        self.plays = plays
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
@@ -391,8 +397,9 @@ class AnimationWriter(FrameWriter):
             return
         first, rest = self.frames[0], self.frames[1:]
         options = {"save_all": True, "append_images": rest, "duration": self.durations}
-        if self.loop is not None or self.format != "GIF":  # a GIF with no loop block plays once
-            options["loop"] = 1 if self.loop is None else self.loop
+        loop = pillow_loop(self.format, self.plays)
+        if loop is not None:
+            options["loop"] = loop
         if self.format == "GIF":
             options.update(duration=[round(d) for d in self.durations], optimize=False)  # the palettes as made
             if "transparency" in first.info:
@@ -410,6 +417,14 @@ class AnimationWriter(FrameWriter):
 
     def _discard(self) -> None:
         self.frames = []
+
+
+def pillow_loop(image_format: str, plays: int) -> int | None:
+    """Pillow's ``loop`` for an animation that plays ``plays`` times (0: forever): a GIF counts the repeats after
+    the first play, as browsers read it, and plays once with no count at all (None); WebP and APNG count plays."""
+    if image_format != "GIF" or plays == 0:
+        return plays
+    return None if plays == 1 else plays - 1
 
 
 def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
@@ -471,15 +486,15 @@ class FolderWriter(FrameWriter):
 
 def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Fraction, *,
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
-                      pix_fmt: str | None = None, loop: int | None = 0, overwrite: bool = False,
+                      pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
                       pixel_aspect: Fraction | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
-    sample aspect ratio, a pixel's width over its height as displayed (default square). Animations: ``loop``
-    (0 = forever; n: the format's count; None: play once, as a GIF without a loop block)."""
+    sample aspect ratio, a pixel's width over its height as displayed (default square). Animations: ``plays``,
+    how many times it plays (0: forever; 1: once), whatever the format counts."""
     path = Path(path)
     width, height = size
     if not (isinstance(width, int) and isinstance(height, int) and width >= 1 and height >= 1):
@@ -487,8 +502,6 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     rate = Fraction(rate)
     if rate <= 0:
         raise LiifError(f"the frame rate must be above 0, got {rate}")
-    if loop is not None and loop < 0:
-        raise LiifError(f"the loop count must be 0 (forever) or more, got {loop}")
     kind = output_kind(path)
     if pixel_aspect is not None:
         pixel_aspect = Fraction(pixel_aspect).limit_denominator(MAX_ASPECT_TERM)
@@ -502,5 +515,5 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
                            copy_streams_from, pixel_aspect)
     if kind == "animation":
-        return AnimationWriter(path, (width, height), rate, overwrite, loop)
+        return AnimationWriter(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
