@@ -215,3 +215,29 @@ def test_the_default_chunk_is_sized_for_the_whole_batch(released, monkeypatch) -
         chunked = released.query_chunked(latents, coord, make_cell(coord, (13, 17)))
     assert asked == [3]
     assert (chunked - whole).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["edsr-baseline-liif", "edsr-baseline-metasr", "edsr-baseline-lte"])
+def test_float64_inputs_coordinates_and_cells_answer_as_float32_ones(name: str) -> None:
+    """Coordinates made in numpy are float64: they met the float32 weights deep in torch as a dtype error."""
+    torch.manual_seed(0)
+    model = liif.make(CONFIGS[name][0]).eval()
+    inp = torch.rand(1, 3, 8, 8) * 2 - 1
+    coord = make_coord((12, 12)).unsqueeze(0)
+    cell = make_cell(coord, (12, 12))
+    for path in ("reference", "fast"):
+        model.query_path = path
+        trained = model(inp.double(), coord.double(), cell.double())
+        assert trained.dtype == torch.float32 and torch.equal(trained, model(inp, coord, cell))
+        with torch.no_grad():
+            latents = model.latents(model.encode(inp))
+            pairs = [(model(inp.double(), coord, cell.double()), model(inp, coord, cell)),
+                     (model.query(latents, coord.double(), cell), model.query(latents, coord, cell)),
+                     (model.query_chunked(latents, coord, cell.double(), chunk_size=50),
+                      model.query_chunked(latents, coord, cell, chunk_size=50))]
+        for got, expected in pairs:
+            assert got.dtype == torch.float32 and torch.equal(got, expected)
+    with pytest.raises(ValueError, match="coord must hold floats, got torch.int64"):
+        model(inp, coord.long(), cell)
+    with pytest.raises(ValueError, match="cell must hold floats, got torch.bool"):
+        model(inp, coord, cell > 0)

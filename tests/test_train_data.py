@@ -17,7 +17,9 @@ from liif.data import build_dataset
 from liif.data.folders import decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
+from liif.evaluation.datasets import read_rgb
 from liif.evaluation.degrade import make_lr
+from liif.imageio import read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
@@ -177,6 +179,28 @@ def test_folders_read_pictures_as_eval_and_upscale_do(tmp_path, set5):
         assert np.array_equal(dataset.array(0), np.repeat([[[0], [128]], [[255], [1]]], 3, axis=2))
         assert np.array_equal(dataset.array(1), np.rot90(rgb, -1))
         assert all(dataset.array(i).dtype == np.uint8 for i in range(2))
+
+
+def test_training_and_evaluation_read_every_layout_through_one_conversion(tmp_path):
+    """Training folders and eval sets once converted pictures to RGB each their own way; both are rgb8 now."""
+    rgba = np.random.default_rng(7).integers(0, 256, (6, 9, 4), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # shown turned 90 degrees counter-clockwise
+    images = {"L": Image.fromarray(rgba[:, :, 0]), "LA": Image.fromarray(rgba[:, :, :2], "LA"),
+              "RGB": Image.fromarray(rgba[:, :, :3]), "RGBA": Image.fromarray(rgba),
+              "P": Image.fromarray(rgba[:, :, :3]).quantize(8)}
+    for mode, img in images.items():
+        img.save(tmp_path / f"{mode}.png", exif=exif)
+        expected = np.rot90(np.asarray(img.convert("RGB")), 1)
+        pixels = read_picture(tmp_path / f"{mode}.png").pixels
+        assert np.array_equal(rgb8(pixels), expected) and rgb8(pixels).flags.c_contiguous, mode
+        assert np.array_equal(decode(tmp_path / f"{mode}.png"), expected), mode
+        assert torch.equal(read_rgb(tmp_path / f"{mode}.png"), from_uint8(expected)), mode
+    deep = np.array([[0, 32896], [65535, 257]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "grey16.png")
+    assert np.array_equal(decode(tmp_path / "grey16.png"), rgb8(deep[:, :, None]))
+    with pytest.raises(LiifError, match="a 16-bit image; the evaluation protocol scores 8-bit images"):
+        read_rgb(tmp_path / "grey16.png")
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):

@@ -189,3 +189,38 @@ def test_a_model_that_cannot_render_is_refused_and_left_where_it_was(crop):
     with pytest.raises(LiifError, match=r"weights are torch.float64; it renders with float32 weights"):
         liif.upscale(crop, scale=2, model=wide)
     assert next(wide.parameters()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("value", ["no", "", 1, 0, None])
+def test_self_ensemble_is_a_flag_everywhere(tmp_path, model, crop, value):
+    """self_ensemble="no" once averaged the 8 symmetries (a non-empty string is true); numbers and None are refused
+    alike, by the Python API's every entry, and the entries that load a model refuse before loading it."""
+    from liif.evaluation.runner import evaluate_image
+    from liif.geometry import Geometry
+    from liif.upscale import render_picture, render_pictures
+    from liif.video.upscale import VideoOptions
+
+    message = rf"self_ensemble must be True or False, got {value!r}"
+    image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    picture = Picture(crop)
+    target = Geometry(scale=2).target(crop.shape[:2])
+    Image.fromarray(crop).save(tmp_path / "comic.png")
+    calls = [lambda: liif.render(model, image, (40, 56), self_ensemble=value),
+             lambda: render_picture(model, picture, target, self_ensemble=value),
+             lambda: render_pictures(model, [picture], target, self_ensemble=value),
+             lambda: evaluate_image(model, image[0], image[0], "benchmark", 1, self_ensemble=value),
+             lambda: VideoOptions(self_ensemble=value),
+             lambda: liif.upscale(crop, scale=2, model=tmp_path / "absent.pth", self_ensemble=value),
+             lambda: liif.evaluate(tmp_path / "absent.pth", tmp_path, [2], self_ensemble=value, progress=False),
+             lambda: liif.upscale_video(tmp_path / "absent.mp4", tmp_path / "out.mp4", 2, model=tmp_path / "absent.pth",
+                                        self_ensemble=value)]
+    for call in calls:
+        with pytest.raises(LiifError, match=message):
+            call()
+
+
+def test_a_numpy_bool_is_a_flag(model):
+    image = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(2))
+    for value in (True, False):
+        assert torch.equal(liif.render(model, image, (9, 11), self_ensemble=np.bool_(value)),
+                           liif.render(model, image, (9, 11), self_ensemble=value))

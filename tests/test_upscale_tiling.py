@@ -8,7 +8,7 @@ import torch
 
 from liif import load_model, make
 from liif.errors import LiifError
-from liif.geometry import Geometry, Grid
+from liif.geometry import Geometry, Grid, make_cell, make_coord
 from liif.imageio import Picture
 from liif.normalization import DataNorm
 from liif.renderer import ALL_SYMMETRIES, render, render_tiles
@@ -153,6 +153,17 @@ def test_render_refuses_pictures_and_sizes_it_would_render_wrong(image, size, me
     """8-bit values, channels last or NaN once gave white or NaN pictures, or failed deep inside torch."""
     with pytest.raises(LiifError, match=message):
         render(tiny(), image(comic_patch()), size)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (-2, 5)])
+def test_coordinates_and_cells_of_a_side_without_pixels_are_clear_errors(shape):
+    """make_coord and make_cell divided by the side: a ZeroDivisionError, or an error about a range's step sign."""
+    message = rf"every side of a grid must be at least 1 pixel, got shape \({', '.join(map(str, shape))},?\)"
+    with pytest.raises(LiifError, match=message):
+        make_coord(shape)
+    with pytest.raises(LiifError, match=message):
+        make_cell(torch.zeros(1, 4, 2), shape)
+    assert make_coord((1, 2)).tolist() == [[0.0, -0.5], [0.0, 0.5]]
 
 
 def test_render_names_a_bad_model_region_or_chunk_and_takes_float64_pictures():

@@ -1,4 +1,5 @@
-"""Numeric ranges: the one check of "a finite number (or a whole one) within bounds", and its words.
+"""Numeric ranges: the one check of "a finite number (or a whole one) within bounds", and its words; and of
+"a flag, True or False".
 
 Geometry bounds output sizes with it, the config schema bounds its keys, the datasets their arguments;
 each turns a miss into its own error (a LiifError, a config key's error, a ValueError for the registry).
@@ -10,6 +11,8 @@ import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ class Number:
         if not self.fits(value):
             raise error(f"{what} must be {self.describe()}, got {value!r}")
         return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def flag(value: Any, what: str, error: type[Exception] = ValueError) -> bool:
+    """``value`` as a Python bool if it is a bool (numpy's too), else ``error`` saying what ``what`` must be."""
+    # As a number refuses True, a flag refuses numbers and strings: "no" and 2 would otherwise read as True.
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{what} must be True or False, got {value!r}")
+    return bool(value)
 
 
 COUNT = Number(int, low=1)  # how many of something: layers, repeats, samples

@@ -24,9 +24,16 @@ WHOLE_IMAGE: Ranges = ((-1.0, 1.0), (-1.0, 1.0))
 MAX_SIDE = 1 << 24
 
 
+def check_sides(shape: Sequence[int]) -> None:
+    """A LiifError unless every side of ``shape`` holds a pixel (a pixel's size divides by the side)."""
+    if any(n < 1 for n in shape):
+        raise LiifError(f"every side of a grid must be at least 1 pixel, got shape {tuple(shape)}")
+
+
 def make_coord(shape: Sequence[int], ranges: Sequence[tuple[float, float]] | None = None,
                flatten: bool = True, device: torch.device | str | None = None) -> torch.Tensor:
     """Pixel-centre coordinates of a grid: ``v0 + r + 2r*i`` with ``r = (v1-v0)/(2n)``, shape (H*W, 2) or (H, W, 2)."""
+    check_sides(shape)
     axes = []
     for i, n in enumerate(shape):
         v0, v1 = (-1.0, 1.0) if ranges is None else ranges[i]
@@ -38,6 +45,7 @@ def make_coord(shape: Sequence[int], ranges: Sequence[tuple[float, float]] | Non
 
 def cell_size(shape: Sequence[int], ranges: Ranges = WHOLE_IMAGE) -> tuple[float, float]:
     """The cell, (pixel height, pixel width) in [-1, 1] units, of ``shape`` pixels spread over ``ranges``."""
+    check_sides(shape)
     return tuple((r[1] - r[0]) / n for r, n in zip(ranges, shape))
 
 

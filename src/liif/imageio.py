@@ -274,6 +274,14 @@ def eight_bit(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
+def rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Pixels (H, W, C) as contiguous 8-bit RGB: 16 bits rounded to 8 (as 8-bit outputs are written), gray
+    repeated, alpha dropped; what training, evaluation and zoom frames take of a picture."""
+    pixels = eight_bit(pixels)
+    color = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(color)
+
+
 def written_profile(picture: Picture, fmt: str) -> bytes | None:
     """The picture's ICC profile where ``fmt`` stores one and it describes the pixels as written (gray, or RGB:
     WebP stores gray as RGB); else None, so that no file tags its pixels with a CMYK, Lab or broken profile."""

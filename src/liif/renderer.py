@@ -20,7 +20,7 @@ from typing import Callable, Hashable, Iterator
 
 import torch
 
-from liif.bounds import COUNT
+from liif.bounds import COUNT, flag
 from liif.errors import LiifError
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
@@ -155,6 +155,7 @@ def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: in
     pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile (``tile`` latents a side at
     most; None: the device's ``render_tile``). With a ``cache``,
     encoder features come from (and go to) it, under ``source`` (what ``image`` holds) or a digest of ``image``."""
+    symmetries = ALL_SYMMETRIES if flag(self_ensemble, "self_ensemble", LiifError) else IDENTITY
     inp = model.data_norm.to_model(image)
     key = None if cache is None else input_key(model, inp, source)
     h, w = inp.shape[-2:]
@@ -165,7 +166,6 @@ def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: in
     row_spans = tile_spans(latent_bins(axes[0], h), side)
     col_spans = tile_spans(latent_bins(axes[1], w), side)
     cell_hw = torch.tensor(grid.cell(), device=inp.device)
-    symmetries = ALL_SYMMETRIES if self_ensemble else IDENTITY
     reach = model.latent_reach
     for r0, r1, y0, y1 in row_spans:
         for c0, c1, x0, x1 in col_spans:

@@ -17,6 +17,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
+from liif.bounds import flag
 from liif.checkpoint import load_model
 from liif.errors import LiifError
 from liif.imageio import Picture, picture_from_pil, read_picture
@@ -201,6 +202,7 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
+    flag(self_ensemble, "self_ensemble", LiifError)  # before the model loads
     net = model_on(model, device, precision, kernel, compile)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)

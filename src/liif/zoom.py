@@ -22,7 +22,7 @@ from liif.bounds import COUNT, POSITIVE, Number
 from liif.errors import LiifError
 from liif.fileio import file_id
 from liif.geometry import Geometry
-from liif.imageio import Picture, eight_bit
+from liif.imageio import Picture, rgb8
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import render_tile
@@ -77,13 +77,6 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
                         min(float(width), cx + (x0 + region_width - cx) * shrink),
                         min(float(height), cy + (y0 + region_height - cy) * shrink)))
     return regions
-
-
-def rgb8(pixels: np.ndarray) -> np.ndarray:
-    """A frame as 8-bit RGB: 16 bits rounded to 8 (as 8-bit outputs are written), gray repeated, alpha dropped."""
-    pixels = eight_bit(pixels)
-    color = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
-    return np.ascontiguousarray(color)
 
 
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import IMAGE_SUFFIXES, eight_bit, read_picture
+from liif.imageio import IMAGE_SUFFIXES, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -52,9 +52,9 @@ def split_names(split_file: str, split_key: str | None) -> list[str]:
 def decode(path: Path) -> np.ndarray:
     """An image file as an (H, W, 3) uint8 array, read as ``liif eval`` and ``liif upscale`` read it
     (``read_picture``: EXIF orientation, CMYK through its profile); grey repeated, alpha dropped, 16 bits
-    rounded to 8. On 8-bit RGB files without orientation (DIV2K, the benchmarks) it equals PIL's RGB conversion."""
-    color = eight_bit(read_picture(path).color)
-    return np.repeat(color, 3 // color.shape[2], axis=2)
+    rounded to 8 (``rgb8``). On 8-bit RGB files without orientation (DIV2K, the benchmarks) it equals PIL's RGB
+    conversion."""
+    return rgb8(read_picture(path).pixels)
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import torch
 
 from liif.errors import LiifError, os_reason
 from liif.evaluation.degrade import hr_crop_size, lr_size
-from liif.imageio import IMAGE_SUFFIXES, read_picture
+from liif.imageio import IMAGE_SUFFIXES, read_picture, rgb8
 from liif.resize import from_uint8
 
 
@@ -79,14 +79,15 @@ def list_hr_images(folder: Path) -> list[str]:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """An 8-bit image file as a (3, H, W) float tensor in [0, 1] (gray repeated, alpha dropped), or a LiifError."""
+    """An 8-bit image file as a (3, H, W) float tensor in [0, 1] (gray repeated, alpha dropped: ``rgb8``), or a
+    LiifError; a 16-bit one is refused, where training rounds it to 8 bits."""
     try:
         picture = read_picture(path)
     except LiifError as exc:
         raise LiifError(f"{path}: {exc}") from None
     if picture.pixels.dtype != np.uint8:
         raise LiifError(f"{path}: a 16-bit image; the evaluation protocol scores 8-bit images")
-    return from_uint8(np.repeat(picture.color, 3 // picture.color.shape[2], axis=2))
+    return from_uint8(rgb8(picture.pixels))
 
 
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:

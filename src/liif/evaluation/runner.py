@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
+from liif.bounds import flag
 from liif.errors import LiifError, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
@@ -211,6 +212,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
+    flag(self_ensemble, "self_ensemble", LiifError)
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):

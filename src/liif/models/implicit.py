@@ -78,16 +78,27 @@ def table_latents(values: torch.Tensor, grid_shape: tuple[int, int], origin: tup
     return TableLatents(values.flatten(2).transpose(1, 2).contiguous(), window)
 
 
-def check_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool) -> None:
-    """Raise a clear ValueError unless coord (and cell, when used) are (B, Q, 2) tensors."""
+def as_floats(values: torch.Tensor, what: str, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` in ``dtype``, the weights' float type (float64 ones would meet float32 weights deep in torch, as a
+    dtype error); a ValueError naming ``what`` unless they are floats."""
+    if not values.is_floating_point():
+        raise ValueError(f"{what} must hold floats, got {values.dtype}")
+    return values.to(dtype)
+
+
+def checked_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool, dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """coord and cell (when used) as ``dtype``; a clear ValueError unless they are (B, Q, 2) float tensors."""
     if not isinstance(coord, torch.Tensor) or coord.dim() != 3 or coord.shape[-1] != 2:
         raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(getattr(coord, 'shape', ()))}")
-    if needs_cell:
-        if cell is None:
-            raise ValueError("this model decodes cells: pass cell, a (B, Q, 2) tensor")
-        if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
-            raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, "
-                             f"got {tuple(getattr(cell, 'shape', ()))}")
+    if not needs_cell:
+        return as_floats(coord, "coord", dtype), cell
+    if cell is None:
+        raise ValueError("this model decodes cells: pass cell, a (B, Q, 2) tensor")
+    if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
+        raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, "
+                         f"got {tuple(getattr(cell, 'shape', ()))}")
+    return as_floats(coord, "coord", dtype), as_floats(cell, "cell", dtype)
 
 
 def padded_chunk(queries: torch.Tensor, start: int, count: int, size: int) -> torch.Tensor:
@@ -143,6 +154,11 @@ class ImplicitModel(nn.Module):
         floor = torch.tensor([2 / (grid_shape[0] * self.cell_clip), 2 / (grid_shape[1] * self.cell_clip)],
                              dtype=cell.dtype, device=cell.device)
         return torch.maximum(cell, floor)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The float type of the weights, which inputs, coordinates and cells are cast to."""
+        return next(self.parameters()).dtype
 
     @property
     def receptive_radius(self) -> int:
@@ -222,7 +238,7 @@ class ImplicitModel(nn.Module):
 
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
         """One pass when training (gradients on); in chunks, with bounded memory, in inference."""
-        latents = self.latents(self.encode(inp))
+        latents = self.latents(self.encode(as_floats(inp, "inp", self.weight_dtype)))
         if torch.is_grad_enabled():
             return self.query(latents, coord, cell)
         return self.query_chunked(latents, coord, cell)
@@ -257,7 +273,7 @@ class TwoPathModel(ImplicitModel):
     def query(self, latents: FeatureLatents | TableLatents, coord: torch.Tensor,
               cell: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs (B, Q, C) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
-        check_queries(coord, cell, self.needs_cell)
+        coord, cell = checked_queries(coord, cell, self.needs_cell, self.weight_dtype)
         if isinstance(latents, FeatureLatents):
             grid_shape = tuple(latents.feat.shape[-2:])
             cell = None if cell is None else self.clip_cell(cell, grid_shape)

@@ -21,6 +21,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
+from liif.bounds import flag
 from liif.errors import LiifError
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
@@ -52,6 +53,9 @@ class VideoOptions:
     tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "self_ensemble", flag(self.self_ensemble, "self_ensemble", LiifError))
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
     every frame; ``codec`` h264 (default), vp9 (.webm default), av1 or ffv1 (lossless); ``batch`` frames per
     model call (default 1 on a CPU, 4 on a GPU); ``kernel`` and ``compile`` as ``liif.upscale.model_on``."""
     geometry = Geometry(scale, size, width, height, region)
-    net = model_on(model, device, precision, kernel, compile)
     options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
                            overwrite)
+    net = model_on(model, device, precision, kernel, compile)
     return upscale_clip(net, src, dst, geometry, options, progress)
