@@ -26,13 +26,18 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
-              pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True) -> Path:
+              pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
+              timecode: str | None = None, file_timecode: str | None = None) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
     subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
     ``start`` the first frame's time in frames (the sound still starts at 0); ``cover``: an MP4 cover picture
-    that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``."""
+    that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``;
+    ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
+    write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file."""
     with av.open(str(path), "w") as container:
+        if file_timecode:
+            container.metadata["timecode"] = file_timecode
         art = container.add_stream("png", rate=1) if cover else None
         if art is not None:
             art.width, art.height, art.pix_fmt = 32, 32, "rgb24"
@@ -46,6 +51,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 stream.set_display_rotation(rotation)
             if pixel_aspect:
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
+            if timecode:
+                stream.metadata["timecode"] = timecode
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None

@@ -126,6 +126,30 @@ def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
         assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
 
 
+def timecodes(path: Path) -> dict[str, str]:
+    """Each stream's timecode as FFmpeg's demuxer reports it, by stream type (Matroska's tag is TIMECODE)."""
+    with av.open(str(path)) as container:
+        return {s.type: value for s in container.streams for key, value in s.metadata.items()
+                if key.lower() == "timecode"}
+
+
+def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    source = make_clip(tmp_path / "camera.mov", frames=6, size=(32, 24), timecode="01:02:03:04")
+    tmcd = {"video": "01:02:03:04", "data": "01:02:03:04"}  # the demuxer's view of a tmcd track
+    assert timecodes(source) == tmcd
+    for name in ("x2.mov", "x2.mp4"):
+        liif.upscale_video(source, tmp_path / name, scale=2, model=model)
+        assert timecodes(tmp_path / name) == tmcd, name
+    liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, model=model)
+    assert timecodes(tmp_path / "x2.mkv") == {"video": "01:02:03:04"}  # a tag, as FFmpeg's CLI copies it
+    liif.upscale_video(tmp_path / "x2.mkv", tmp_path / "back.mov", scale=1, model=model)  # the tag read back
+    assert timecodes(tmp_path / "back.mov") == tmcd
+    tagged = make_clip(tmp_path / "tagged.mkv", frames=3, audio=False, file_timecode="10:00:00:00")
+    with open_clip(tagged) as clip:
+        assert clip.info.timecode == "10:00:00:00"
+
+
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)

@@ -64,6 +64,13 @@ def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
         assert [s.type for s in container.streams] == ["video", "audio"]
 
 
+def test_a_drop_frame_timecode_becomes_a_tmcd_track(tmp_path: Path) -> None:
+    write_all(tmp_path / "ntsc.mov", rate=Fraction(30000, 1001), timecode="10:00:00;02")
+    with av.open(str(tmp_path / "ntsc.mov")) as container:
+        assert [(s.type, s.metadata.get("timecode")) for s in container.streams] == \
+            [("video", "10:00:00;02"), ("data", "10:00:00;02")]
+
+
 def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mkv", subtitles=True)
     write_all(tmp_path / "out.mkv", copy_streams_from=source)
@@ -174,6 +181,8 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(LiifError, match="no frame was written"):
         with open_frame_writer(tmp_path / "c.mp4", SIZE, Fraction(24)):
             pass
+    with pytest.raises(LiifError, match="timecode and copied streams are for video outputs"):
+        open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(24), timecode="01:02:03:04")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 

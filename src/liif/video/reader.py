@@ -44,7 +44,9 @@ class ClipInfo:
     """What a clip is: ``size`` (width, height) as displayed, ``rate`` in frames per second, the ``time_base``
     of the frames' pts, ``frames`` (a count, or an estimate from the duration; None if unknown), ``plays``
     (animations: how many times it plays, 0 forever; None for a video), ``alpha`` (whether frames carry alpha),
-    ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square)."""
+    ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square),
+    ``timecode`` (a video's start timecode as FFmpeg reads it, "01:02:03:04" or drop-frame "01:02:03;04";
+    None without one)."""
 
     kind: str  # "video" or "animation"
     size: tuple[int, int]
@@ -54,6 +56,7 @@ class ClipInfo:
     plays: int | None = None
     alpha: bool = False
     pixel_aspect: Fraction = Fraction(1)
+    timecode: str | None = None
 
 
 @dataclass
@@ -143,7 +146,7 @@ class VideoClip(Clip):
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
             self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
-                                 pixel_aspect=aspect)
+                                 pixel_aspect=aspect, timecode=start_timecode(stream))
         except BaseException:
             self.container.close()
             raise
@@ -198,6 +201,17 @@ def stream_kind(stream: av.stream.Stream) -> str:
     """A stream's type, or "cover art" for an attached picture: a video stream of one still, such as an MP4's
     cover, which is not the video."""
     return "cover art" if stream.disposition & av.stream.Disposition.attached_pic else stream.type
+
+
+def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
+    """The video's start timecode, where FFmpeg's demuxers put it: on the video stream (MOV's and MP4's from the
+    tmcd track it refers to, Matroska's TIMECODE tag) or on the container (a tmcd track no video refers to, a
+    Matroska file's own tag); None if it has none."""
+    for metadata in (stream.metadata, stream.container.metadata):
+        for key, value in metadata.items():
+            if key.lower() == "timecode" and value:  # Matroska's tags are upper case
+                return value
+    return None
 
 
 def seconds_at(end: Fraction | None) -> str:

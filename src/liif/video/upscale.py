@@ -1,7 +1,8 @@
 """Upscale a video or an animation frame by frame: read (``reader``), plan the output once, render batches
 of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
-in flight. Timestamps, rate, play count and durations are kept; a video's audio and subtitles are copied, not
-its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's makes it a video track).
+in flight. Timestamps, rate, play count, durations and a video's start timecode are kept; its audio and
+subtitles are copied, not its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's
+makes it a video track).
 
 ``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
 ``Geometry`` (the CLI's path).
@@ -161,14 +162,15 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
 
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
                    ) -> dict:
-    """The writer's keywords: codec settings, timestamps, pixel aspect and copied streams for a video output;
+    """The writer's keywords: codec settings, timestamps, pixel aspect, timecode and copied streams for a video
+    output (every frame keeps its time, so the source's start timecode still names the first);
     the play count for an animation (beyond what the output's format counts, tens of thousands, the most it
     counts)."""
     kind = output_kind(destination)
     if kind == "video":
         return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
                 "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
-                "pixel_aspect": pixel_aspect(info, target)}
+                "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode}
     if kind == "animation":
         plays = info.plays if info.kind == "animation" else 0
         return {"plays": min(plays, MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]) if plays else 0}

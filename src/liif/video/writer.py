@@ -221,7 +221,8 @@ class VideoWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
-                 copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None) -> None:
+                 copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
+                 timecode: str | None = None) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
@@ -248,6 +249,8 @@ class VideoWriter(FrameWriter):
                 if self.yuv:
                     context.colorspace = context.color_primaries = context.color_trc = BT709
                     context.color_range = MPEG_RANGE
+                if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
+                    self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
                 self.container.start_encoding()
         except BaseException:
@@ -488,12 +491,13 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
-                      pixel_aspect: Fraction | None = None) -> FrameWriter:
+                      pixel_aspect: Fraction | None = None, timecode: str | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
-    sample aspect ratio, a pixel's width over its height as displayed (default square). Animations: ``plays``,
+    sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
+    frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame). Animations: ``plays``,
     how many times it plays (0: forever; 1: once), whatever the format counts."""
     path = Path(path)
     width, height = size
@@ -508,12 +512,12 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         if pixel_aspect <= 0:
             raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
-                            pixel_aspect not in (None, 1)):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect and copied streams are for video "
-                        f"outputs ({', '.join(VIDEO_CONTAINERS)})")
+                            pixel_aspect not in (None, 1) or timecode):
+        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, timecode and copied streams are "
+                        f"for video outputs ({', '.join(VIDEO_CONTAINERS)})")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from, pixel_aspect)
+                           copy_streams_from, pixel_aspect, timecode)
     if kind == "animation":
         return AnimationWriter(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
