@@ -21,6 +21,7 @@ from liif.models import int8
 from liif.models import liif as liif_model
 from liif.registry import make
 from liif.runtime import autocast, check_precision, cpu_has_int8, has_cpp_compiler
+from liif.upscale import configure_model
 
 from conftest import BENCHMARKS, SHARED, load_benchmark, shared_file
 from facts import SMALL
@@ -167,6 +168,15 @@ def test_int8_refusals(monkeypatch, case: str, message: str) -> None:
         check_precision(device, "int8", model)
     with pytest.raises(LiifError, match="^" + re.escape(message)):
         autocast(device, "int8", model)
+
+
+def test_compiled_queries_are_refused_with_int8_on_a_cpu_that_runs_it(monkeypatch) -> None:
+    monkeypatch.setattr(liif.runtime, "cpu_flags", lambda: frozenset({"amx_int8"}))
+    monkeypatch.setattr(liif.runtime, "has_cpp_compiler", lambda: True)
+    model = make(SMALL["liif"])
+    with pytest.raises(LiifError, match="^--compile does not run int8 queries"):
+        configure_model(model, "int8", compile="default")
+    assert configure_model(model, "int8") is model
 
 
 def test_the_small_liif_is_allowed(monkeypatch) -> None:
