@@ -219,6 +219,20 @@ def test_self_ensemble_is_a_flag_everywhere(tmp_path, model, crop, value):
             call()
 
 
+@pytest.mark.parametrize("name", ["quantize", "cell_clip"])
+def test_evaluations_other_switches_are_flags_checked_before_the_model_loads(tmp_path, model, name):
+    """quantize="no" would have rounded the scored pictures to 8 bits (a non-empty string is true)."""
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "hr.png")  # a dataset to plan
+    with pytest.raises(LiifError, match=f"{name} must be True or False, got 'no'"):
+        liif.evaluate(tmp_path / "absent.pth", tmp_path, [2], progress=False, **{name: "no"})
+    if name == "quantize":
+        from liif.evaluation.runner import evaluate_image
+
+        image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(3))
+        with pytest.raises(LiifError, match="quantize must be True or False, got 'no'"):
+            evaluate_image(model, image, image, "benchmark", 1, quantize="no")
+
+
 def test_a_numpy_bool_is_a_flag(model):
     image = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(2))
     for value in (True, False):

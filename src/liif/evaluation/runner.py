@@ -92,7 +92,7 @@ def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, pro
     device = next(model.parameters()).device
     with autocast(device, precision, model):
         sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
-    if quantize:
+    if flag(quantize, "quantize", LiifError):
         sr = torch.round(sr * 255) / 255
     return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
 
@@ -212,7 +212,8 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
-    flag(self_ensemble, "self_ensemble", LiifError)
+    for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip")):
+        flag(value, name, LiifError)  # before the model loads
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
     if isinstance(model, (str, Path)):
