@@ -233,6 +233,36 @@ def test_evaluations_other_switches_are_flags_checked_before_the_model_loads(tmp
             evaluate_image(model, image, image, "benchmark", 1, quantize="no")
 
 
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_overwrite_is_a_flag_everywhere_and_replaces_nothing(tmp_path, crop, value):
+    """overwrite="no" once replaced a picture, a video or a frame folder, and deleted a training run's checkpoints
+    (a non-empty string is true); every owner of "refuse an existing output" refuses it, the entries that load a
+    model before loading it, and nothing that exists is touched."""
+    from liif.training.loop import replaces_a_run
+    from liif.video.upscale import VideoOptions
+    from liif.video.writer import open_frame_writer
+    from liif.zoom import zoom
+
+    message = rf"overwrite must be True or False, got {value!r}"
+    existing = tmp_path / "existing.png"
+    Image.fromarray(crop).save(existing)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "epoch-last.pth").write_bytes(b"a run's checkpoint")
+    before = {path: path.read_bytes() for path in (existing, run / "epoch-last.pth")}
+    calls = [lambda: Picture(crop).save(existing, overwrite=value),
+             lambda: write_picture(Picture(crop), existing, value),
+             lambda: open_frame_writer(tmp_path / "existing.png", (8, 8), 24, overwrite=value),
+             lambda: VideoOptions(overwrite=value),
+             lambda: zoom(existing, tmp_path / "zoom.mp4", model=tmp_path / "absent.pth", overwrite=value),
+             lambda: replaces_a_run(run, None, value)]
+    for call in calls:
+        with pytest.raises(LiifError, match=message):
+            call()
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png", "run"]
+
+
 def test_a_numpy_bool_is_a_flag(model):
     image = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(2))
     for value in (True, False):

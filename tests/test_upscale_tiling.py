@@ -155,15 +155,18 @@ def test_render_refuses_pictures_and_sizes_it_would_render_wrong(image, size, me
         render(tiny(), image(comic_patch()), size)
 
 
-@pytest.mark.parametrize("shape", [(0,), (3, 0), (-2, 5)])
-def test_coordinates_and_cells_of_a_side_without_pixels_are_clear_errors(shape):
-    """make_coord and make_cell divided by the side: a ZeroDivisionError, or an error about a range's step sign."""
-    message = rf"every side of a grid must be at least 1 pixel, got shape \({', '.join(map(str, shape))},?\)"
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (-2, 5), (2.5, 4), (4, True)])
+def test_coordinates_and_cells_of_a_side_without_whole_pixels_are_clear_errors(shape):
+    """make_coord and make_cell divided by the side: a ZeroDivisionError, or an error about a range's step sign;
+    a side of 2.5 made 3 coordinates on a grid of 2.5-pixel cells."""
+    message = (r"every side of a grid must be a whole number of pixels, at least 1, got shape "
+               rf"\({', '.join(map(str, shape))},?\)")
     with pytest.raises(LiifError, match=message):
         make_coord(shape)
     with pytest.raises(LiifError, match=message):
         make_cell(torch.zeros(1, 4, 2), shape)
     assert make_coord((1, 2)).tolist() == [[0.0, -0.5], [0.0, 0.5]]
+    assert make_coord(torch.Size([1, np.int64(2)])).tolist() == [[0.0, -0.5], [0.0, 0.5]]
 
 
 def test_render_names_a_bad_model_region_or_chunk_and_takes_float64_pictures():

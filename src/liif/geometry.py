@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from liif.bounds import Number
@@ -25,9 +26,11 @@ MAX_SIDE = 1 << 24
 
 
 def check_sides(shape: Sequence[int]) -> None:
-    """A LiifError unless every side of ``shape`` holds a pixel (a pixel's size divides by the side)."""
-    if any(n < 1 for n in shape):
-        raise LiifError(f"every side of a grid must be at least 1 pixel, got shape {tuple(shape)}")
+    """A LiifError unless every side of ``shape`` is a whole number of pixels, at least 1 (a pixel's size divides
+    by the side, and a fraction of a pixel would give a grid of another size than the cell says)."""
+    # Not bounds.COUNT: under torch.compile a side is a SymInt, which is no numbers.Integral but compares
+    if any(isinstance(n, (bool, float, np.floating)) or n < 1 for n in shape):
+        raise LiifError(f"every side of a grid must be a whole number of pixels, at least 1, got shape {tuple(shape)}")
 
 
 def make_coord(shape: Sequence[int], ranges: Sequence[tuple[float, float]] | None = None,

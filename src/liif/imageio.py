@@ -25,6 +25,7 @@ import numpy as np
 import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from liif.bounds import flag
 from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import atomic_write, check_regular_file
 
@@ -323,6 +324,7 @@ def write_picture(picture: Picture, path: str | os.PathLike, overwrite: bool = F
 def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> str:
     """The format of ``path``, once nothing forbids writing an (H, W, C) picture there; the CLI calls it
     before rendering, so that a refusal costs nothing."""
+    overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the file
     fmt = output_format(path)
     check_encodable(fmt, shape)
     try:

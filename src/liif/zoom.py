@@ -18,7 +18,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT, POSITIVE, Number
+from liif.bounds import COUNT, POSITIVE, Number, flag
 from liif.errors import LiifError
 from liif.fileio import file_id
 from liif.geometry import Geometry
@@ -115,6 +115,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, "fps", LiifError)
+    flag(overwrite, "overwrite", LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
         check_not_input(image, output)
     picture = as_picture(image)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
+from liif.bounds import flag
 from liif.errors import LiifError, one_line, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
@@ -209,6 +210,7 @@ def resume_config(resume: str | None, config_path: str | None,
 def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
     """Whether training into ``run_dir`` replaces another run's checkpoints: refused (a LiifError naming the
     folder) unless ``overwrite``; resuming from one of the folder's own checkpoints continues its run."""
+    overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would delete the run's checkpoints
     try:
         if run_dir.exists() and not run_dir.is_dir():
             raise LiifError(f"{run_dir}: not a folder (the run folder for checkpoints and the log)")

@@ -56,7 +56,8 @@ class VideoOptions:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "self_ensemble", flag(self.self_ensemble, "self_ensemble", LiifError))
+        for name in ("self_ensemble", "overwrite"):  # before the model loads
+            object.__setattr__(self, name, flag(getattr(self, name), name, LiifError))
 
 
 @dataclass(frozen=True)

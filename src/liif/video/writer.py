@@ -20,6 +20,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from liif.bounds import flag
 from liif.errors import LiifError, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
@@ -193,6 +194,7 @@ class FrameWriter:
 def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
     """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
     a file goes), and an unwritable folder; create a missing one."""
+    overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the output
     try:
         if path.exists() and path.is_dir() != folder:
             raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
