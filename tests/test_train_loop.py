@@ -258,6 +258,48 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     assert "cannot resume" in one_line_error(capsys) and not (tmp_path / "elsewhere").exists()
 
 
+def damaged(ckpt: dict, part: str) -> dict:
+    """``ckpt`` with one of its training entries broken as an edit or other code might leave it."""
+    ckpt = {**ckpt, "optimizer": {**ckpt["optimizer"], "sd": {**ckpt["optimizer"]["sd"]}}}
+    if part == "epoch":
+        del ckpt["epoch"]
+    elif part == "global_step":
+        ckpt["global_step"] = "14"
+    elif part == "best_val":
+        ckpt["best_val"] = "high"
+    elif part == "lr":
+        ckpt["optimizer"]["sd"]["param_groups"] = [{"params": group["params"]}
+                                                   for group in ckpt["optimizer"]["sd"]["param_groups"]]
+    elif part == "scheduler":
+        ckpt["scheduler"] = {"milestones": {1: 1}}
+    elif part == "rng":
+        ckpt["rng"] = {**ckpt["rng"], "python": 3}
+    elif part == "moments":
+        ckpt["optimizer"]["sd"]["state"] = {k: {**v, "exp_avg": v["exp_avg"][:1]}
+                                            for k, v in ckpt["optimizer"]["sd"]["state"].items()}
+    return ckpt
+
+
+@pytest.mark.parametrize("part, message", [
+    ("epoch", "epoch must be an int >= 1, got None"),
+    ("global_step", "global_step must be an int >= 0, got '14'"),
+    ("best_val", "best_val must be a number or null, got 'high'"),
+    ("lr", "the optimizer's parameter groups are not a list of groups with params and an lr"),
+    ("scheduler", "the scheduler state holds no step count (last_epoch)"),
+    ("rng", "TypeError: cannot unpack non-iterable int object"),
+    ("moments", "ValueError: optimizer state exp_avg of shape (1, 3, 3, 3) for a weight of shape (8, 3, 3, 3)"),
+])
+def test_a_damaged_training_state_is_refused_in_one_line_before_anything_is_written(tmp_path, set14, capsys,
+                                                                                    part, message):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
+    broken = tmp_path / "broken.pth"
+    torch.save(damaged(read_checkpoint(run / "epoch-last.pth"), part), broken)
+    assert liif_train("--resume", str(broken), "--out", str(tmp_path / "resumed"), "--set", "epoch_max=2") == 2
+    assert f"cannot resume: {broken} holds a damaged training state ({message}" in one_line_error(capsys)
+    assert not (tmp_path / "resumed").exists()
+
+
 def test_fine_tuning_from_the_released_weights_keeps_their_quality(tmp_path, set14):
     baby = shared_file(BENCHMARKS / "Set5" / "baby.png")
     crops = tmp_path / "crops"

@@ -278,7 +278,8 @@ class Run:
         if ckpt is not None:
             check_resumable(ckpt, source, self.model, self.optimizer, config)
             schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
-            self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler)
+            self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler,
+                                                                 source)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
             optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults

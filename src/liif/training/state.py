@@ -3,6 +3,7 @@ exact resume needs (scheduler, RNG states, global step, best validation score, c
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from liif.bounds import COUNT, Number
 from liif.checkpoint import check_state_fits, save_checkpoint
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, one_line, os_reason
+
+STEPS = Number(int, low=0)  # a global step or a schedule's position
 
 
 def rng_states() -> dict[str, Any]:
@@ -58,6 +62,9 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
     if "global_step" not in ckpt or not isinstance(ckpt.get("optimizer"), dict):
         raise LiifError(f"{source} holds no training state (optimizer, step): it can start a fine-tuning run "
                         f"through 'init_from', not a resume")
+    damage = state_damage(ckpt)
+    if damage:
+        raise LiifError(f"cannot resume: {source} holds a damaged training state ({damage})")
     try:
         check_state_fits(model, ckpt["model"]["sd"], source)
     except LiifError as exc:
@@ -76,13 +83,47 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
                         f"to train (raise it, e.g. --set epoch_max={ckpt['epoch'] + 1})")
 
 
+def state_damage(ckpt: dict[str, Any]) -> str | None:
+    """What is wrong with the entries besides the model that a resume reads, in a few words; None if nothing.
+    Training writes them; a checkpoint edited or written by other code may not hold them as it does."""
+    best, schedule, saved = ckpt.get("best_val"), ckpt.get("scheduler"), ckpt["optimizer"].get("sd")
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not COUNT.fits(ckpt.get("epoch")):
+        return f"epoch must be {COUNT.describe()}, got {ckpt.get('epoch')!r}"
+    if not STEPS.fits(ckpt["global_step"]):
+        return f"global_step must be {STEPS.describe()}, got {ckpt['global_step']!r}"
+    # a perfect validation match scores an infinite PSNR
+    if best is not None and not (Number().fits(best) or best == math.inf):
+        return f"best_val must be a number or null, got {best!r}"
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and Number(low=0).fits(g.get("lr"))
+                                               and isinstance(g.get("params"), list) for g in groups):
+        return "the optimizer's parameter groups are not a list of groups with params and an lr"
+    if schedule is not None and not (isinstance(schedule, dict) and STEPS.fits(schedule.get("last_epoch"))):
+        return "the scheduler state holds no step count (last_epoch)"
+    if not isinstance(ckpt.get("rng"), dict):
+        return "no random number generator states (rng)"
+    return None
+
+
 def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any) -> tuple[int, int, float | None]:
+            scheduler: Any, source: str) -> tuple[int, int, float | None]:
     """Load a training checkpoint (checked by ``check_resumable``) into the live objects; (next epoch, global
     step, best validation score)."""
     getattr(model, "module", model).load_state_dict(ckpt["model"]["sd"])
-    optimizer.load_state_dict(ckpt["optimizer"]["sd"])
-    if scheduler is not None and ckpt.get("scheduler") is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    set_rng_states(ckpt["rng"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"]["sd"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_states(ckpt["rng"])
+        # torch loads the optimizer's per-weight state as it comes: a wrong shape would fail at the first step
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in optimizer.state.get(param, {}).items():
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                        raise ValueError(f"optimizer state {name} of shape {tuple(value.shape)} for a weight of "
+                                         f"shape {tuple(param.shape)}")
+    # torch and numpy check these states by unpacking and indexing them: any error means a damaged entry
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+        raise LiifError(f"cannot resume: {source} holds a damaged training state "
+                        f"({type(exc).__name__}: {one_line(exc)})") from None
     return ckpt["epoch"] + 1, ckpt["global_step"], ckpt.get("best_val")
