@@ -109,6 +109,22 @@ def test_save_and_load_round_trip_in_the_reference_format(tmp_path: Path) -> Non
         assert torch.equal(model(inp, coord, cell), reloaded(inp, coord, cell))
 
 
+def test_save_checkpoint_refuses_a_folder_a_missing_path_and_a_model_without_a_spec(tmp_path: Path) -> None:
+    model = liif.load_model(shared_file(TINY))
+    folder = tmp_path / "run"
+    (folder / "kept.txt").parent.mkdir()
+    (folder / "kept.txt").write_text("a run's file")
+    with pytest.raises(liif.LiifError, match=f"^could not write checkpoint {folder}: Is a directory$"):
+        liif.save_checkpoint(model, folder)
+    assert [p.name for p in folder.iterdir()] == ["kept.txt"] and not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(liif.LiifError, match="^save_checkpoint takes a file path, not a NoneType$"):
+        liif.save_checkpoint(model, None)
+    # a checkpoint rebuilds its model from the spec liif keeps on it: a plain torch module has none
+    with pytest.raises(liif.LiifError, match="^can only save a model built by liif .*, not a Linear$"):
+        liif.save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "linear.pth")
+    assert not (tmp_path / "linear.pth").exists()
+
+
 def test_load_model_puts_the_model_on_the_device_in_eval_mode() -> None:
     model = liif.load_model("edsr-baseline-liif", device="cpu")
     assert not model.training

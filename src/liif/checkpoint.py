@@ -166,6 +166,10 @@ def model_entries(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint holds of a model: the reference ``model`` entry (spec plus state dict, never
     DDP-prefixed) and, for an image model, its ``data_norm``."""
     model = getattr(model, "module", model)
+    if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
+        # a checkpoint rebuilds its model from the spec that liif.make keeps on it
+        raise LiifError(f"can only save a model built by liif (liif.make or load_model), not a "
+                        f"{type(model).__name__}")
     entries = {"model": {"name": model.spec["name"], "args": model.spec["args"],
                          "sd": {k: v.detach().cpu() for k, v in model.state_dict().items()}}}
     if isinstance(model, ImplicitModel):  # an encoder or MLP alone has no pixel values to normalise
@@ -175,11 +179,17 @@ def model_entries(model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[str, Any] | None = None,
                     epoch: int | None = None, **extra: Any) -> None:
-    """Write ``model`` in the reference format, which ``load_model`` and the reference code both read."""
+    """Write ``model`` in the reference format, which ``load_model`` and the reference code both read, atomically:
+    a failed write (a full disk, a folder at ``path``) is a LiifError naming the reason and leaves ``path`` as it was."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise LiifError(f"save_checkpoint takes a file path, not a {type(path).__name__}")
     ckpt: dict[str, Any] = model_entries(model)
     if optimizer is not None:
         ckpt["optimizer"] = optimizer
     if epoch is not None:
         ckpt["epoch"] = epoch
     ckpt.update(extra)
-    atomic_write(path, lambda f: torch.save(ckpt, f))
+    try:
+        atomic_write(path, lambda f: torch.save(ckpt, f))
+    except (OSError, RuntimeError) as exc:  # torch.save's zip writer turns a failed write into a RuntimeError
+        raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}") from None

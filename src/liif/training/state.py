@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from liif.bounds import COUNT, Number
 from liif.checkpoint import check_state_fits, save_checkpoint
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, one_line
 
 STEPS = Number(int, low=0)  # a global step or a schedule's position
 
@@ -50,9 +50,9 @@ def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
         save_checkpoint(model, path, optimizer={**config["optimizer"], "sd": optimizer.state_dict()}, epoch=epoch,
                         scheduler=None if scheduler is None else scheduler.state_dict(), global_step=global_step,
                         best_val=best_val, rng=rng_states(), config=config)
-    except (OSError, RuntimeError) as exc:
+    except LiifError as exc:
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
-        raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}{kept}") from None
+        raise LiifError(f"{exc}{kept}") from None
 
 
 def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimizer: torch.optim.Optimizer,
