@@ -23,6 +23,8 @@ from liif.distributed import Processes
 from liif.evaluation import evaluate
 from liif.geometry import make_coord
 from liif.normalization import DataNorm
+from liif.errors import LiifError
+from liif.training import load_config, train
 from liif.training.loop import build_scheduler, train_step, validate
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -256,6 +258,31 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     assert liif_train("--resume", last, "--out", str(tmp_path / "elsewhere"),
                       "--set", "model.args.encoder_spec.args.n_feats=16", "--set", "epoch_max=2") == 2
     assert "cannot resume" in one_line_error(capsys) and not (tmp_path / "elsewhere").exists()
+
+
+
+def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_path, set14):
+    raw = yaml.safe_load(SMOKE.read_text())
+    for section in ("train_dataset", "val_dataset"):
+        raw[section]["dataset"]["args"]["root_path"] = str(set14)
+    run = tmp_path / "run"
+    for args, kwargs, message in (
+            # a mapping made in Python gets a file's checks: epoch_max 0 trained nothing and reported success
+            (({**raw, "epoch_max": 0}, run), {}, "config key 'epoch_max' must be an int >= 1, got 0"),
+            (({"epoch_max": 1}, run), {}, "config key 'train_dataset' is required (a mapping)"),
+            ((str(SMOKE), run), {}, "train takes a config mapping (as load_config returns), not a str"),
+            ((raw, None), {}, "train's run_dir must be a path, not a NoneType"),
+            ((raw, run), {"resume": 3}, "train's resume must be a path, not a int"),
+            ((raw, run), {"ckpt": "epoch-last.pth"}, "train's ckpt must be a checkpoint's contents"),
+            ((raw, run), {"quiet": "no"}, "quiet must be True or False, got 'no'")):
+        with pytest.raises(LiifError) as error:
+            train(*args, **kwargs)
+        assert str(error.value).startswith(message)
+    assert not run.exists()
+    # the mapping as a file holds it trains as the file does, with the defaults filled in
+    summary = train({**raw, "epoch_max": 1}, run, quiet=True)
+    assert summary["epoch"] == 1 and read_checkpoint(run / "epoch-last.pth")["config"] == load_config(
+        None, ["epoch_max=1"], base=raw)
 
 
 def damaged(ckpt: dict, part: str) -> dict:

@@ -4,6 +4,7 @@ validation on random patches, ``epoch-last``/``epoch-best``/``epoch-N`` checkpoi
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -244,6 +245,17 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     ``ckpt`` (read from ``resume``) continues a run. A ``run_dir`` holding another run's checkpoints is refused
     unless ``overwrite``; every input is checked before the folder is created.
     """
+    if not isinstance(config, dict):
+        raise LiifError(f"train takes a config mapping (as load_config returns), not a {type(config).__name__}")
+    # a mapping made or edited in Python gets the checks and defaults of a config file
+    config = load_config(None, base=config)
+    for name, value in (("run_dir", run_dir), ("resume", resume)):
+        if not isinstance(value, (str, os.PathLike)) and (name == "run_dir" or value is not None):
+            raise LiifError(f"train's {name} must be a path, not a {type(value).__name__}")
+    if ckpt is not None and not isinstance(ckpt, dict):
+        raise LiifError(f"train's ckpt must be a checkpoint's contents (read_checkpoint's), not a "
+                        f"{type(ckpt).__name__}")
+    quiet = flag(quiet, "quiet", LiifError)
     run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
     with joined_processes(config["device"]) as procs:
