@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 import liif.checkpoint
+import liif.training.loop
 from conftest import BENCHMARKS, ROOT, comic_crop, shared_file
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
@@ -143,13 +144,36 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, c
             raise error
 
     monkeypatch.setattr(torch, "save", failing_save)
-    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2")
+    # no epoch-N or epoch-best, which are written before epoch-last
+    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2", "--set", "epoch_save=0",
+                      "--set", "val_dataset=null")
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"could not write checkpoint {run / 'epoch-last.pth'}: " in err
     assert f"{reason}; the previous epoch-last.pth is intact" in err
     assert (run / "epoch-last.pth").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_run_stopped_between_checkpoint_writes_resumes_to_the_same_files(tmp_path, set14, monkeypatch):
+    run = tmp_path / "run"
+    write = liif.training.loop.write_checkpoint
+
+    def stopped_at_the_best_of_epoch_2(path, *state):
+        if path.name == "epoch-best.pth" and state[4] == 2:
+            raise KeyboardInterrupt  # Ctrl-C between two of the epoch's checkpoints
+        write(path, *state)
+
+    monkeypatch.setattr(liif.training.loop, "write_checkpoint", stopped_at_the_best_of_epoch_2)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14)) == 130
+    monkeypatch.undo()
+    # epoch-last is still epoch 1's: the resume trains epoch 2 again and writes its best (the smoke run's
+    # validation PSNR rises from epoch 1 to 2), where epoch-best stayed at epoch 1 under a best_val of epoch 2
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1
+    assert liif_train("--resume", str(run / "epoch-last.pth")) == 0
+    last, best = read_checkpoint(run / "epoch-last.pth"), read_checkpoint(run / "epoch-best.pth")
+    assert last["epoch"] == best["epoch"] == 2 and best["best_val"] == last["best_val"]
+    assert all(torch.equal(best["model"]["sd"][k], v) for k, v in last["model"]["sd"].items())
 
 
 def one_line_error(capsys) -> str:

@@ -381,11 +381,13 @@ class Run:
                 self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
             self.log.line(text)
             state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
-            write_checkpoint(self.last_good, *state)
             if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
                 write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
             if improved:
                 write_checkpoint(self.run_dir / "epoch-best.pth", *state)
+            # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
+            # first would leave epoch-best behind the best score the resumed run then compares with
+            write_checkpoint(self.last_good, *state)
         if self.procs.distributed:
             torch.distributed.barrier()
 
