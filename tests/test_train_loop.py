@@ -309,6 +309,30 @@ def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_pa
         None, ["epoch_max=1"], base=raw)
 
 
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_sample_or_batch_that_cannot_be_made_is_one_line_even_from_a_worker(tmp_path, set14, capsys, workers):
+    rng = np.random.default_rng(0)
+    for name, side in (("lr", 20), ("hr", 40)):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            small = name == "lr" and i == 2
+            Image.fromarray(rng.integers(0, 256, (10 if small else side,) * 2 + (3,), np.uint8)).save(
+                tmp_path / name / f"{i}.png")
+    paired = ["--set", "train_dataset.dataset={name: paired-image-folders, args: {root_path_1: "
+              f"{tmp_path / 'lr'}, root_path_2: {tmp_path / 'hr'}}}}}",
+              "--set", "train_dataset.wrapper={name: sr-implicit-paired, args: {inp_size: 12, sample_q: 100}}",
+              "--set", "val_dataset=null"]
+    # whole validation images differ in size: they cannot be stacked into batches of 4
+    whole = ["--set", "val_dataset.wrapper.args={scale_max: 4}"]
+    for extra, message in ((paired, "train_dataset: LR image 2 (10x10) is smaller than inp_size=12"),
+                           (whole, "val_dataset: samples of different sizes cannot share a batch (inp (3, ")):
+        run = tmp_path / f"run-{len(extra)}"
+        assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
+                          "--set", f"num_workers={workers}", *extra) == 2
+        assert message in one_line_error(capsys)
+
+
 def damaged(ckpt: dict, part: str) -> dict:
     """``ckpt`` with one of its training entries broken as an edit or other code might leave it."""
     ckpt = {**ckpt, "optimizer": {**ckpt["optimizer"], "sd": {**ckpt["optimizer"]["sd"]}}}

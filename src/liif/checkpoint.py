@@ -180,7 +180,7 @@ def model_entries(model: nn.Module) -> dict[str, Any]:
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[str, Any] | None = None,
                     epoch: int | None = None, **extra: Any) -> None:
     """Write ``model`` in the reference format, which ``load_model`` and the reference code both read, atomically:
-    a failed write (a full disk, a folder at ``path``) is a LiifError naming the reason and leaves ``path`` as it was."""
+    a failed write (a full disk, a folder at ``path``) is a LiifError naming the reason, ``path`` left as it was."""
     if not isinstance(path, (str, os.PathLike)):
         raise LiifError(f"save_checkpoint takes a file path, not a {type(path).__name__}")
     ckpt: dict[str, Any] = model_entries(model)

@@ -7,6 +7,8 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -52,13 +54,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class SampleFailure:
+    """What a batch that could not be made becomes, so that its one-line error reaches the main process: raised
+    in a DataLoader worker, a LiifError arrives there holding the worker's whole traceback."""
+
+    message: str
+
+
+class Guarded(torch.utils.data.Dataset):
+    """``dataset`` whose samples that fail with a LiifError come back as a SampleFailure naming ``where``."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, where: str):
+        self.dataset, self.where = dataset, where
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: Any) -> Batch | SampleFailure:
+        try:
+            return self.dataset[index]
+        except LiifError as exc:
+            return SampleFailure(f"{self.where}: {exc}")
+
+
+def collate(samples: list[Batch | SampleFailure], where: str) -> Batch | SampleFailure:
+    """The samples stacked into a batch; the first failure instead, or one saying which entries differ in size."""
+    failure = next((sample for sample in samples if isinstance(sample, SampleFailure)), None)
+    if failure is not None:
+        return failure
+    for key, value in samples[0].items():
+        other = next((s[key].shape for s in samples if s[key].shape != value.shape), None)
+        if other is not None:
+            return SampleFailure(f"{where}: samples of different sizes cannot share a batch ({key} "
+                                 f"{tuple(value.shape)} and {tuple(other)}): whole images (no inp_size) need "
+                                 f"batch_size 1")
+    return torch.utils.data.default_collate(samples)
+
+
+def checked(batch: Batch | SampleFailure) -> Batch:
+    """``batch``, or the LiifError of a batch that could not be made."""
+    if isinstance(batch, SampleFailure):
+        raise LiifError(batch.message)
+    return batch
+
+
 def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
                  train: bool) -> torch.utils.data.DataLoader:
-    """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank."""
+    """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
+    batches may be SampleFailures (``checked`` raises them)."""
+    where = "train_dataset" if train else "val_dataset"
     try:
         dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
     except LiifError as exc:
-        raise LiifError(f"{'train_dataset' if train else 'val_dataset'}: {exc}") from None
+        raise LiifError(f"{where}: {exc}") from None
     batch = section["batch_size"]
     if train and batch % procs.world_size:
         raise LiifError(f"batch_size {batch} must divide evenly among {procs.world_size} processes")
@@ -68,8 +117,9 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
                        rank=procs.rank if train else 0, world_size=procs.world_size if train else 1,
                        global_batch=batch if train else None)
     workers = config["num_workers"]
-    return torch.utils.data.DataLoader(dataset, batch_size=batch // procs.world_size if train else batch,
-                                       sampler=order, num_workers=workers, pin_memory=procs.device.type == "cuda",
+    return torch.utils.data.DataLoader(Guarded(dataset, where), collate_fn=partial(collate, where=where),
+                                       batch_size=batch // procs.world_size if train else batch, sampler=order,
+                                       num_workers=workers, pin_memory=procs.device.type == "cuda",
                                        persistent_workers=workers > 0)
 
 
@@ -100,7 +150,8 @@ def initial_model(config: dict[str, Any]) -> nn.Module:
 
 def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
     """How many images the loader's dataset skipped: (unreadable, smaller than a crop)."""
-    return getattr(loader.dataset.dataset, "skipped", 0), getattr(loader.dataset, "too_small", 0)
+    wrapper = loader.dataset.dataset
+    return getattr(wrapper.dataset, "skipped", 0), getattr(wrapper, "too_small", 0)
 
 
 def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
@@ -167,7 +218,7 @@ def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: 
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
-        batch = to_device(batch, device)
+        batch = to_device(checked(batch), device)
         pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
         total += psnr(pred, batch["gt"], border=0, on_y=False) * batch["inp"].shape[0]
         count += batch["inp"].shape[0]
@@ -178,6 +229,7 @@ def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: 
 @torch.no_grad()
 def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
     """The first validation input rendered at its HR crop size, (3, H, W) in [0, 1], for TensorBoard."""
+    batch = checked(batch)
     model.eval()
     out = render(model, batch["inp"][:1].to(device), tuple(batch["hr_size"][0].tolist()))
     model.train()
@@ -341,7 +393,7 @@ class Run:
         for batch in bar:
             self.lr = self.optimizer.param_groups[0]["lr"]  # read before the schedule steps past it
             try:
-                loss = train_step(self.net, to_device(batch, self.procs.device), self.norm, self.optimizer,
+                loss = train_step(self.net, to_device(checked(batch), self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
                 kept = (f"the last good checkpoint is {self.last_good} (epoch {self.summary['epoch']})"
