@@ -394,6 +394,28 @@ def test_fine_tuning_from_the_released_weights_keeps_their_quality(tmp_path, set
     assert abs(scores[1]["psnr"] - scores[0]["psnr"]) < 0.05
 
 
+
+def test_fine_tuning_weights_trained_with_another_data_norm_is_refused(tmp_path, set14, capsys):
+    plain = "data_norm={inp: {sub: [0], div: [1]}, gt: {sub: [0.0, 0, 0], div: [1]}}"
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    assert liif_train("--config", str(SMOKE), "--out", str(first), *folder_sets(set14), "--set", "epoch_max=1",
+                      "--set", plain) == 0
+    fine_tune = ["--config", str(SMOKE), "--out", str(tuned), *folder_sets(set14), "--set", "epoch_max=1",
+                 "--set", f"init_from={first / 'epoch-last.pth'}", "--set", "model=null"]
+    # the config's default 0.5 / 0.5 would feed the weights values they never saw
+    assert liif_train(*fine_tune) == 2
+    assert (f"init_from {first / 'epoch-last.pth'} was trained with data_norm {{'inp': {{'sub': [0.0], 'div': [1.0]}}, "
+            f"'gt': {{'sub': [0.0, 0.0, 0.0], 'div': [1.0]}}}}, the config says {{'inp': {{'sub': [0.5], "
+            f"'div': [0.5]}}, 'gt': {{'sub': [0.5], 'div': [0.5]}}}}: set data_norm to the model's"
+            in one_line_error(capsys))
+    assert not tuned.exists()
+    # the same values written per channel, or once for all three, are the same data_norm
+    same = "data_norm={inp: {sub: [0, 0, 0], div: [1]}, gt: {sub: [0], div: [1, 1, 1]}}"
+    assert liif_train(*fine_tune, "--set", same) == 0
+    assert load_model(tuned / "epoch-last.pth").data_norm.per_channel() == ((0.0,) * 3, (1.0,) * 3, (0.0,) * 3,
+                                                                           (1.0,) * 3)
+
+
 def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",

@@ -46,6 +46,10 @@ class DataNorm:
         return cls(*(checked_values(config[part].get(key), f"{part}.{key}")
                      for part in ("inp", "gt") for key in ("sub", "div")))
 
+    def per_channel(self) -> tuple[Values, Values, Values, Values]:
+        """Each of the four with a value per channel (one value stands for all three): equal when they act alike."""
+        return tuple(values * (3 // len(values)) for values in (self.inp_sub, self.inp_div, self.gt_sub, self.gt_div))
+
     def as_config(self) -> dict[str, dict[str, list[float]]]:
         return {"inp": {"sub": list(self.inp_sub), "div": list(self.inp_div)},
                 "gt": {"sub": list(self.gt_sub), "div": list(self.gt_div)}}

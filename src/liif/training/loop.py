@@ -139,12 +139,18 @@ def new_model(spec: dict[str, Any]) -> nn.Module:
 def initial_model(config: dict[str, Any]) -> nn.Module:
     """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it), with the
     config's ``data_norm``, which its checkpoints carry."""
+    norm = DataNorm.from_config(config["data_norm"])
     if config["init_from"]:
         model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
+        # the weights expect the values they were trained on: another data_norm would shift every input
+        if model.data_norm.per_channel() != norm.per_channel():
+            raise LiifError(f"init_from {config['init_from']} was trained with data_norm "
+                            f"{model.data_norm.as_config()}, the config says {config['data_norm']}: set data_norm "
+                            f"to the model's")
     else:
         model = new_model(config["model"])
-    model.data_norm = DataNorm.from_config(config["data_norm"])
+    model.data_norm = norm
     return model
 
 
