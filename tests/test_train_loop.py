@@ -458,6 +458,24 @@ def test_resume_takes_the_schedule_of_the_new_config(tmp_path, set14):
     assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+
+def test_a_schedule_added_or_changed_to_iterations_on_resume_counts_from_the_start_of_the_run(tmp_path, set14):
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
+                      "--set", "multi_step_lr=null") == 0
+    # milestone epoch 2: epoch 3 trains at half the rate, where the schedule counted from the resume decayed later
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=3",
+                      "--set", "multi_step_lr={milestones: [2], gamma: 0.5}") == 0
+    assert re.search(r"epoch 3/3: loss [0-9.]+, lr 5\.00e-04,", (run / "log.txt").read_text())
+    assert read_checkpoint(run / "epoch-last.pth")["scheduler"]["last_epoch"] == 3
+    # now per iteration: step 21 is done, so milestone 25 comes 4 steps into epoch 4, not 25 steps after the resume
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=4",
+                      "--set", "multi_step_lr={milestones: [25], gamma: 0.5, unit: iter}") == 0
+    ckpt = read_checkpoint(run / "epoch-last.pth")
+    assert ckpt["scheduler"]["last_epoch"] == ckpt["global_step"] == 28
+    assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
+
+
 class MidGrey(torch.nn.Module):
     """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
 

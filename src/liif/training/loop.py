@@ -178,7 +178,7 @@ def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) ->
     """The config's learning rate wins over a resumed optimizer's (--set on resume), keeping the decay the
     schedule has reached."""
     for group in optimizer.param_groups:
-        base = group.get("initial_lr", group["lr"])
+        base = group.setdefault("initial_lr", group["lr"])  # none where the checkpoint was trained without a schedule
         if lr != base:
             group["lr"], group["initial_lr"] = lr * (group["lr"] / base), lr
     if scheduler is not None:
@@ -352,6 +352,9 @@ class Run:
                                                                  source)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
+                # counted from the run's start: a checkpoint trained without a schedule, or stepping it in the
+                # other unit, holds no count or another one
+                self.scheduler.last_epoch = self.step if self.per_iter else self.epoch_start - 1
             optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
             if "lr" in optimizer_args:
                 take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
