@@ -476,6 +476,22 @@ def test_a_schedule_added_or_changed_to_iterations_on_resume_counts_from_the_sta
     assert ckpt["optimizer"]["sd"]["param_groups"][0]["lr"] == pytest.approx(2.5e-4)
 
 
+
+@pytest.mark.parametrize("name", ["log.txt", "config.yaml", "tensorboard"])
+def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, capsys, name):
+    run = tmp_path / "run"
+    run.mkdir()
+    if name == "tensorboard":
+        pytest.importorskip("tensorboard")  # an optional extra: without it no folder is written
+        (run / name).write_text("a file where its folder goes")
+    else:
+        (run / name).mkdir()
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
+                      "--set", "tensorboard=true") == 2
+    reason = os.strerror(errno.EEXIST if name == "tensorboard" else errno.EISDIR)
+    assert f"cannot write {run / name}: {reason}" in one_line_error(capsys)
+
+
 class MidGrey(torch.nn.Module):
     """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
 

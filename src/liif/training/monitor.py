@@ -24,7 +24,10 @@ class RunLog:
             except ImportError:  # tensorboard is an optional extra
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                try:
+                    self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                except OSError as exc:  # a file of that name, a full disk
+                    raise LiifError(f"cannot write {run_dir / 'tensorboard'}: {os_reason(exc)}") from None
 
     def line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
