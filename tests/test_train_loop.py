@@ -492,6 +492,20 @@ def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, 
     assert f"cannot write {run / name}: {reason}" in one_line_error(capsys)
 
 
+
+def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
+    run, set5 = tmp_path / "run", shared_file(BENCHMARKS / "Set5")
+    # Set5 has no picture large enough to shave 200 px per side, which evaluation finds only when it runs
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=2",
+                      "--set", f"benchmark_eval={{root: {set5}, scales: [200]}}") == 2
+    assert (f"benchmark_eval at epoch 1: {set5 / 'baby.png'} at x200: a 400x400 image is too small "
+            f"to shave 200 px per side; the epoch's checkpoints are written: correct benchmark_eval and resume from "
+            f"{run / 'epoch-last.pth'}") in one_line_error(capsys)
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1 and "epoch 1/2: loss" in (run / "log.txt").read_text()
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "benchmark_eval=null") == 0
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 2
+
+
 class MidGrey(torch.nn.Module):
     """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
 

@@ -434,12 +434,16 @@ class Run:
                 previous = self.best
                 text += self.validate(epoch)
                 improved = previous is None or self.best > previous
-            bench = self.config["benchmark_eval"]
+            bench, bench_error = self.config["benchmark_eval"], None
             if bench and epoch % (bench.get("every") or 1) == 0:
-                scores = benchmark_psnr(self.model, bench, self.procs.device)
-                self.summary["benchmark"] = scores
-                text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
-                self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+                try:
+                    scores = benchmark_psnr(self.model, bench, self.procs.device)
+                except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
+                    bench_error = exc
+                else:
+                    self.summary["benchmark"] = scores
+                    text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
+                    self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
             self.log.line(text)
             state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
             if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
@@ -449,6 +453,9 @@ class Run:
             # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
             # first would leave epoch-best behind the best score the resumed run then compares with
             write_checkpoint(self.last_good, *state)
+            if bench_error is not None:
+                raise LiifError(f"benchmark_eval at epoch {epoch}: {bench_error}; the epoch's checkpoints are "
+                                f"written: correct benchmark_eval and resume from {self.last_good}")
         if self.procs.distributed:
             torch.distributed.barrier()
 
