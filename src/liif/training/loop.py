@@ -22,7 +22,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.bounds import flag
+from liif.bounds import Number, flag
 from liif.errors import LiifError, one_line, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
@@ -40,6 +40,7 @@ from liif.training.state import check_resumable, restore, write_checkpoint
 MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
 
+FLOAT32 = Number(low=-torch.finfo(torch.float32).max, high=torch.finfo(torch.float32).max)
 Batch = dict[str, torch.Tensor]
 CHECKPOINTS = "epoch-*.pth"  # what makes a folder a run's
 
@@ -166,6 +167,11 @@ def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optim
     bound by kernel launches there, and the fused update computes the same thing."""
     optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
     args = dict(spec.get("args") or {})
+    for key, value in args.items():
+        # torch takes any float, then overflows converting it for the float32 weights at the first step
+        if any(isinstance(v, float) and not FLOAT32.fits(v) for v in (value if isinstance(value, list) else [value])):
+            raise LiifError(f"bad optimizer.args for {spec['name']!r}: {key} holds {value!r}, beyond the float32 "
+                            f"range of the weights (±{FLOAT32.high:.3g})")
     if spec["name"] == "adam" and next(model.parameters()).device.type == "cuda":
         args.setdefault("fused", True)
     try:
