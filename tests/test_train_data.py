@@ -252,6 +252,8 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     Image.fromarray(np.pad(hr, ((0, 2), (0, 2), (0, 0)), constant_values=255)).save(tmp_path / "hr" / "x.png")
     whole = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {}}})[0]
     assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
+    with pytest.raises(LiifError, match="augment must be True or False, got 'no'"):
+        build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"augment": "no"}}})
 
 
 def test_two_ranks_split_each_global_batch_of_one_process():
@@ -277,6 +279,8 @@ def test_unknown_dataset_argument_is_named(tmp_path):
     ({"inp_size": 48, "scale_min": 2, "sample_q": 96 * 96 + 1}, "sample_q=9217 is more than the 9216 pixels"),
     ({"scale_min": 0.5}, "scale_min must be a number >= 1, got 0.5"),
     ({"scale_min": 3, "scale_max": 2}, "scale_max (2) must not be below scale_min (3)"),
+    # a quoted YAML value is a string, which would read as True
+    ({"augment": "false"}, "augment must be True or False, got 'false'"),
 ])
 def test_sampler_arguments_out_of_range_fail_when_built(set5, wrapper, message):
     with pytest.raises(LiifError, match="bad arguments for dataset 'sr-implicit-downsampled'") as info:

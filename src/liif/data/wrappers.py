@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from liif.bounds import flag
 from liif.data.checks import check_count, check_scales
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
@@ -71,6 +72,7 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
                  scale_max: float | None = None, augment: bool = False, sample_q: int | None = None,
                  seed: int = 0):
         scale_max = scale_min if scale_max is None else scale_max
+        augment = flag(augment, "augment")  # a quoted "false" in a config would augment
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
         check_scales(scale_min, scale_max)
@@ -118,6 +120,7 @@ class SRImplicitPaired(torch.utils.data.Dataset):
 
     def __init__(self, dataset: Any, inp_size: int | None = None, augment: bool = False,
                  sample_q: int | None = None, seed: int = 0):
+        augment = flag(augment, "augment")
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
