@@ -398,7 +398,7 @@ def test_fine_tuning_from_the_released_weights_keeps_their_quality(tmp_path, set
 
 
 
-def test_fine_tuning_weights_trained_with_another_data_norm_is_refused(tmp_path, set14, capsys):
+def test_fine_tuning_refuses_another_data_norm_and_resumes_without_its_init_weights(tmp_path, set14, capsys):
     plain = "data_norm={inp: {sub: [0], div: [1]}, gt: {sub: [0.0, 0, 0], div: [1]}}"
     first, tuned = tmp_path / "first", tmp_path / "tuned"
     assert liif_train("--config", str(SMOKE), "--out", str(first), *folder_sets(set14), "--set", "epoch_max=1",
@@ -417,6 +417,10 @@ def test_fine_tuning_weights_trained_with_another_data_norm_is_refused(tmp_path,
     assert liif_train(*fine_tune, "--set", same) == 0
     assert load_model(tuned / "epoch-last.pth").data_norm.per_channel() == ((0.0,) * 3, (1.0,) * 3, (0.0,) * 3,
                                                                            (1.0,) * 3)
+    # resuming the fine-tuning run needs its own checkpoint only, not the weights it started from
+    shutil.rmtree(first)
+    assert liif_train("--resume", str(tuned / "epoch-last.pth"), "--set", "epoch_max=2") == 0
+    assert read_checkpoint(tuned / "epoch-last.pth")["epoch"] == 2
 
 
 def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):

@@ -137,11 +137,15 @@ def new_model(spec: dict[str, Any]) -> nn.Module:
     return make(spec)
 
 
-def initial_model(config: dict[str, Any]) -> nn.Module:
+def initial_model(config: dict[str, Any], ckpt: dict[str, Any] | None = None) -> nn.Module:
     """The model of ``config['model']``, or the weights of ``init_from`` (whose spec then replaces it), with the
-    config's ``data_norm``, which its checkpoints carry."""
+    config's ``data_norm``, which its checkpoints carry. Resuming (``ckpt``) a fine-tuning run builds the
+    checkpoint's model, whose weights the resume brings: the ``init_from`` file may be gone by then."""
     norm = DataNorm.from_config(config["data_norm"])
-    if config["init_from"]:
+    if config["init_from"] and ckpt is not None:
+        config["model"] = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
+        model = new_model(config["model"])
+    elif config["init_from"]:
         model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
         # the weights expect the values they were trained on: another data_norm would shift every input
@@ -345,7 +349,7 @@ class Run:
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
 
         # Build and check everything before the run folder is touched: a mistake leaves nothing behind.
-        self.model = initial_model(config).to(procs.device)
+        self.model = initial_model(config, ckpt).to(procs.device)
         self.optimizer = build_optimizer(self.model, config["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
         check_precision(procs.device, amp_precision(config["amp"]))
