@@ -310,6 +310,13 @@ def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_pa
     summary = train({**raw, "epoch_max": 1}, run, quiet=True)
     assert summary["epoch"] == 1 and read_checkpoint(run / "epoch-last.pth")["config"] == load_config(
         None, ["epoch_max=1"], base=raw)
+    # a resume path, given or in the config, continues that run: it started a new one from epoch 1
+    last = str(run / "epoch-last.pth")
+    for folder, kwargs, config in ((tmp_path / "given", {"resume": last}, raw),
+                                   (tmp_path / "in-config", {}, {**raw, "resume": last})):
+        assert train({**config, "epoch_max": 2}, folder, quiet=True, **kwargs)["epoch"] == 2
+        assert "resuming at epoch 2" in (folder / "log.txt").read_text()
+        assert read_checkpoint(folder / "epoch-last.pth")["global_step"] == 14
 
 
 

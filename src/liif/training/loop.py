@@ -310,8 +310,9 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
           quiet: bool = False, resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary.
 
-    ``ckpt`` (read from ``resume``) continues a run. A ``run_dir`` holding another run's checkpoints is refused
-    unless ``overwrite``; every input is checked before the folder is created.
+    ``ckpt`` (read from ``resume``, or from the config's ``resume``, when not given) continues a run. A ``run_dir``
+    holding another run's checkpoints is refused unless ``overwrite``; every input is checked before the folder is
+    created.
     """
     if not isinstance(config, dict):
         raise LiifError(f"train takes a config mapping (as load_config returns), not a {type(config).__name__}")
@@ -324,6 +325,9 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
         raise LiifError(f"train's ckpt must be a checkpoint's contents (read_checkpoint's), not a "
                         f"{type(ckpt).__name__}")
     quiet = flag(quiet, "quiet", LiifError)
+    if ckpt is None and (resume or config["resume"]):  # the path alone would otherwise start a new run
+        resume = resume or config["resume"]
+        ckpt = read_checkpoint(resume)
     run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
     with joined_processes(config["device"]) as procs:
