@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
 from liif.bounds import COUNT
-from liif.distributed import Processes, global_sum, joined_processes
+from liif.distributed import Processes, global_sum, joined_processes, wait_for_all
 from liif.errors import LiifError, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
@@ -255,6 +255,8 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
     skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
     jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
+    # Every process has planned from the same files: none writes one that another would then find existing.
+    wait_for_all(procs)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:
