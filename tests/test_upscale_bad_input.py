@@ -262,6 +262,21 @@ def test_a_rerun_beside_the_inputs_skips_its_outputs_and_repeats(tmp_path, crop,
     assert Image.open(folder / "a_liif.png").size == (56, 40)
 
 
+def test_skip_existing_finishes_a_batch_written_into_its_own_input_folder(tmp_path, crop, capsys):
+    """With -o the input folder (suffix ''), a rerun lists the earlier outputs among its inputs."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(crop).save(folder / name)
+    options = ("--scale", "2", "-o", folder, "--format", "webp", "--skip-existing")
+    assert upscale_cli(capsys, folder / "a.png", folder / "b.png", *options)[0] == 0  # killed before c.png
+    kept = (folder / "a.webp").stat().st_mtime_ns
+    code, lines = upscale_cli(capsys, folder, *options, quiet=False)
+    assert code == 0 and lines[-1].startswith("liif upscale: 1 written, 2 skipped (existing), 0 failed"), lines
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "a.webp", "b.png", "b.webp", "c.png", "c.webp"]
+    assert (folder / "a.webp").stat().st_mtime_ns == kept and Image.open(folder / "c.webp").size == (56, 40)
+
+
 def test_pillow_bomb_limit_without_its_warning(picture, monkeypatch):
     """Inputs up to twice PIL.Image.MAX_IMAGE_PIXELS are read quietly; above, a one-line refusal."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # the 28x20 picture is between the limit and twice it

@@ -182,6 +182,37 @@ def test_torchrun_shares_a_batch_and_writes_what_one_process_writes(crops, tmp_p
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
+# Rank 1 plans a second after rank 0: a rank that starts writing before the others have planned changes what
+# they find on disk (an output of rank 0's is "existing" to rank 1), and so how they share the jobs.
+LATE_PLANNER = """
+import os, sys, time
+import liif.commands.upscale as upscale
+plan = upscale.plan_outputs
+def late(destinations):
+    if os.environ["RANK"] == "1":
+        time.sleep(1)
+    return plan(destinations)
+upscale.plan_outputs = late
+from liif.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_torchrun_skip_existing_shares_one_plan_however_late_a_rank_starts(crops, tmp_path):
+    (tmp_path / "late.py").write_text(LATE_PLANNER)
+    for i in range(5, 12):  # 12 pictures: rank 0 writes several before rank 1 has looked at the folder
+        Image.open(crops / f"p{i % 5}.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(crops / f"p{i}.png")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "late.py",
+              "upscale", str(crops), "--scale", "2", "-o", str(tmp_path / "out"), "--skip-existing",
+              "--device", "cpu", "--model", str(shared_file(TINY)), "--threads", "1"]
+    run = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    summaries = [line for line in run.stderr.splitlines() if line.startswith("liif upscale:")]
+    assert len(summaries) == 1, run.stderr
+    assert summaries[0].startswith("liif upscale: 12 written, 0 skipped (existing), 0 failed,"), run.stderr
+    assert run.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"p{i}.png" for i in range(12))
+
+
 def test_skip_existing_finishes_an_interrupted_batch(crops, tmp_path):
     out = tmp_path / "out"
     assert liif_upscale(crops, "--scale", "2", "-o", out, "--quiet", cwd=tmp_path).returncode == 0

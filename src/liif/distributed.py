@@ -67,6 +67,12 @@ def joined_processes(device: str) -> Iterator[Processes]:
     stop_processes(procs, wait=True)
 
 
+def wait_for_all(procs: Processes) -> None:
+    """Return once every process has come here (at once in a single process)."""
+    if procs.distributed:
+        dist.barrier()
+
+
 def global_mean(value: torch.Tensor, procs: Processes) -> torch.Tensor:
     """The mean of a scalar over all processes (itself in a single process)."""
     if not procs.distributed:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
 from liif.bounds import COUNT
-from liif.distributed import Processes, global_sum, joined_processes
+from liif.distributed import Processes, global_sum, joined_processes, wait_for_all
 from liif.errors import LiifError, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
@@ -252,9 +252,16 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     single = single_output(args, batch)
     model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
     prepare_output_folder(args, batch)
-    jobs, refused = plan_outputs({source: single or output_path(source, args, suffix) for source in files})
-    skipped = [job for job in jobs if args.skip_existing and job[1].exists()]
-    jobs = [job for job in jobs if job not in skipped][procs.rank::procs.world_size]
+    destinations = {source: single or output_path(source, args, suffix) for source in files}
+    # Existing outputs are left alone before clashes are looked for: a rerun into its input folder lists its
+    # earlier outputs among the inputs, each the output of itself and of another input.
+    existing = {source for source, destination in destinations.items()
+                if args.skip_existing and destination.exists()}
+    jobs, refused = plan_outputs({source: destinations[source] for source in files if source not in existing})
+    skipped = len({os.path.realpath(destinations[source]) for source in existing})
+    jobs = jobs[procs.rank::procs.world_size]
+    # Every process has planned from the same files: none writes one that another would then find existing.
+    wait_for_all(procs)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:
@@ -264,7 +271,7 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     written, failed = global_sum([outcomes.written, failed + outcomes.failed], procs)
     if not args.quiet and procs.is_main:
         where = f"{procs.world_size} processes" if procs.distributed else str(device)
-        skip = f"{len(skipped)} skipped (existing), " if args.skip_existing else ""
+        skip = f"{skipped} skipped (existing), " if args.skip_existing else ""
         print(f"liif upscale: {written} written, {skip}{failed} failed, {time.perf_counter() - started:.1f} s "
               f"on {where}", file=sys.stderr)
     return 1 if failed else 0
