@@ -4,6 +4,7 @@ a single process needs nothing."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -73,13 +74,24 @@ def wait_for_all(procs: Processes) -> None:
         dist.barrier()
 
 
+def released(tensor: torch.Tensor, timeout_s: float = 5.0) -> torch.Tensor:
+    """``tensor`` once no collective's work holds it any more (only Python does), or after ``timeout_s``."""
+    # gloo's threads drop a finished work's tensors a moment after wait() returns, and a barrier keeps the works
+    # before it alive; a thread that drops a Python-made tensor while the interpreter shuts down needs the GIL
+    # and aborts the process ("terminate called without an active exception", after every output was written).
+    deadline = time.monotonic() + timeout_s
+    while tensor._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return tensor
+
+
 def global_mean(value: torch.Tensor, procs: Processes) -> torch.Tensor:
     """The mean of a scalar over all processes (itself in a single process)."""
     if not procs.distributed:
         return value
     value = value.detach().clone()
     dist.all_reduce(value)
-    return value / procs.world_size
+    return released(value) / procs.world_size
 
 
 def global_sum(counts: list[int], procs: Processes) -> list[int]:
@@ -88,7 +100,7 @@ def global_sum(counts: list[int], procs: Processes) -> list[int]:
         return counts
     total = torch.tensor(counts, dtype=torch.int64, device=procs.device)
     dist.all_reduce(total)
-    return total.tolist()
+    return released(total).tolist()
 
 
 def gather_sharded(items: list, procs: Processes) -> list:
