@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -155,12 +157,11 @@ def test_render_refuses_pictures_and_sizes_it_would_render_wrong(image, size, me
         render(tiny(), image(comic_patch()), size)
 
 
-@pytest.mark.parametrize("shape", [(0,), (3, 0), (-2, 5), (2.5, 4), (4, True)])
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (-2, 5), (2.5, 4), (4, True), (torch.tensor(2.5), 4), ("3", 4)])
 def test_coordinates_and_cells_of_a_side_without_whole_pixels_are_clear_errors(shape):
     """make_coord and make_cell divided by the side: a ZeroDivisionError, or an error about a range's step sign;
     a side of 2.5 made 3 coordinates on a grid of 2.5-pixel cells."""
-    message = (r"every side of a grid must be a whole number of pixels, at least 1, got shape "
-               rf"\({', '.join(map(str, shape))},?\)")
+    message = "every side of a grid must be a whole number of pixels, at least 1, got shape " + re.escape(repr(shape))
     with pytest.raises(LiifError, match=message):
         make_coord(shape)
     with pytest.raises(LiifError, match=message):

@@ -12,7 +12,6 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from liif.bounds import Number
@@ -29,7 +28,8 @@ def check_sides(shape: Sequence[int]) -> None:
     """A LiifError unless every side of ``shape`` is a whole number of pixels, at least 1 (a pixel's size divides
     by the side, and a fraction of a pixel would give a grid of another size than the cell says)."""
     # Not bounds.COUNT: under torch.compile a side is a SymInt, which is no numbers.Integral but compares
-    if any(isinstance(n, (bool, float, np.floating)) or n < 1 for n in shape):
+    if not all(isinstance(n, (numbers.Integral, torch.SymInt)) and not isinstance(n, bool) and n >= 1
+               for n in shape):
         raise LiifError(f"every side of a grid must be a whole number of pixels, at least 1, got shape {tuple(shape)}")
 
 
