@@ -148,6 +148,12 @@ def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
     tagged = make_clip(tmp_path / "tagged.mkv", frames=3, audio=False, file_timecode="10:00:00:00")
     with open_clip(tagged) as clip:
         assert clip.info.timecode == "10:00:00:00"
+    # a tag no muxer could write again (any tool may write Matroska's tags) is not a timecode: the clip still upscales
+    odd = make_clip(tmp_path / "odd.mkv", frames=3, audio=False, file_timecode="ten o'clock")
+    with open_clip(odd) as clip:
+        assert clip.info.timecode is None
+    assert liif.upscale_video(odd, tmp_path / "odd.mov", scale=2, model=model).frames == 3
+    assert timecodes(tmp_path / "odd.mov") == {}
 
 
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:

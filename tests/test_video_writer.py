@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from fractions import Fraction
 from pathlib import Path
@@ -69,6 +70,10 @@ def test_a_drop_frame_timecode_becomes_a_tmcd_track(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "ntsc.mov")) as container:
         assert [(s.type, s.metadata.get("timecode")) for s in container.streams] == \
             [("video", "10:00:00;02"), ("data", "10:00:00;02")]
+    for timecode in ("garbage", "1:02:03:04", "01:62:03:04", 12):  # the muxer dropped a string, 12 failed in PyAV
+        with pytest.raises(LiifError, match=rf"^a timecode is hours:minutes:seconds:frames .*, got {timecode!r}$"):
+            open_frame_writer(tmp_path / "bad.mov", SIZE, Fraction(24), timecode=timecode)
+    assert not (tmp_path / "bad.mov").exists()
 
 
 def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(tmp_path: Path) -> None:
@@ -114,9 +119,9 @@ def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
             write_all(tmp_path / name, frames=FRAMES[:2], plays=plays, overwrite=True)
             assert fields[name]((tmp_path / name).read_bytes()) == field, (name, plays)
     for name, most in (("b.gif", 65536), ("b.webp", 65535), ("b.apng", 2 ** 31 - 1)):
-        for plays in (-1, most + 1):
+        for plays in (-1, most + 1, 2.5, "3", None, True):  # 2.5 failed in Pillow, True was one play
             with pytest.raises(LiifError, match=rf"^the play count of a \.\w+ must be 0 \(forever\) to {most}, "
-                                                rf"got {plays}$"):
+                                                rf"got {re.escape(repr(plays))}$"):
                 open_frame_writer(tmp_path / name, SIZE, Fraction(10), plays=plays)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.png", "a.webp"]
 

@@ -206,10 +206,10 @@ def stream_kind(stream: av.stream.Stream) -> str:
 def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
     """The video's start timecode, where FFmpeg's demuxers put it: on the video stream (MOV's and MP4's from the
     tmcd track it refers to, Matroska's TIMECODE tag) or on the container (a tmcd track no video refers to, a
-    Matroska file's own tag); None if it has none."""
+    Matroska file's own tag); None if it has none, or none FFmpeg could write again."""
     for metadata in (stream.metadata, stream.container.metadata):
         for key, value in metadata.items():
-            if key.lower() == "timecode" and value:  # Matroska's tags are upper case
+            if key.lower() == "timecode" and TIMECODE.fullmatch(value):  # Matroska's tags are upper case
                 return value
     return None
 
@@ -219,6 +219,9 @@ def seconds_at(end: Fraction | None) -> str:
     return f" ({float(end):.2f} s)" if end is not None else ""
 
 
+# A timecode as FFmpeg writes and reads one: hours:minutes:seconds, then ":", ";" (drop-frame) or "." and the frame.
+# A muxer drops one it cannot read without a word.
+TIMECODE = re.compile(r"-?\d{2,}:[0-5]\d:[0-5]\d[:;.]\d{2,}")
 DURATION_TAG = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 

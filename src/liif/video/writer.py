@@ -20,10 +20,11 @@ import av
 import numpy as np
 from PIL import Image
 
-from liif.bounds import flag
+from liif.bounds import Number, flag
 from liif.errors import LiifError, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
+from liif.video.reader import TIMECODE
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -370,9 +371,9 @@ class AnimationWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
-        if not 0 <= plays <= MOST_PLAYS[self.format]:
+        if not Number(int, low=0, high=MOST_PLAYS[self.format]).fits(plays):
             raise LiifError(f"the play count of a {path.suffix} must be 0 (forever) to {MOST_PLAYS[self.format]}, "
-                            f"got {plays}")
+                            f"got {plays!r}")
         super().__init__(path, size, rate, overwrite)
         check_encodable(self.format, (size[1], size[0], 3))
         self.plays = plays
@@ -509,6 +510,9 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     if rate <= 0:
         raise LiifError(f"the frame rate must be above 0, got {rate}")
     kind = output_kind(path)
+    if timecode is not None and not (isinstance(timecode, str) and TIMECODE.fullmatch(timecode)):  # else dropped
+        raise LiifError(f"a timecode is hours:minutes:seconds:frames (\"01:02:03:04\", drop-frame \"01:02:03;04\"), "
+                        f"got {timecode!r}")
     if pixel_aspect is not None:
         pixel_aspect = Fraction(pixel_aspect).limit_denominator(MAX_ASPECT_TERM)
         if pixel_aspect <= 0:
