@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`liif train`'s options."""
     parser.add_argument("--config", help="YAML config (optional with --resume: the checkpoint's own config)")
     parser.add_argument("--out", help="run folder for checkpoints, log.txt and config.yaml "
-                                      "(default: runs/<config name>)")
+                                      "(default: runs/<config name>; with --resume, the checkpoint's folder)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from this epoch-*.pth")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an --out folder that holds another run, deleting its checkpoints "

@@ -88,11 +88,12 @@ def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, pro
                    quantize: bool = False, chunk_size: int | None = None, self_ensemble: bool = False,
                    precision: str = "fp32") -> tuple[float, float, float, float]:
     """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
+    quantize = flag(quantize, "quantize", LiifError)  # before the render
     size = tuple(hr.shape[-2:])
     device = next(model.parameters()).device
     with autocast(device, precision, model):
         sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
-    if flag(quantize, "quantize", LiifError):
+    if quantize:
         sr = torch.round(sr * 255) / 255
     return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
 
