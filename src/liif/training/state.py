@@ -64,7 +64,7 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
                         f"through 'init_from', not a resume")
     damage = state_damage(ckpt)
     if damage:
-        raise LiifError(f"cannot resume: {source} holds a damaged training state ({damage})")
+        raise damaged(source, damage)
     try:
         check_state_fits(model, ckpt["model"]["sd"], source)
     except LiifError as exc:
@@ -81,6 +81,11 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
     if ckpt["epoch"] >= config["epoch_max"]:
         raise LiifError(f"{source} is at epoch {ckpt['epoch']} and epoch_max is {config['epoch_max']}: nothing "
                         f"to train (raise it, e.g. --set epoch_max={ckpt['epoch'] + 1})")
+
+
+def damaged(source: str, damage: str) -> LiifError:
+    """The one-line refusal of a resume from ``source`` whose training state is damaged as ``damage`` says."""
+    return LiifError(f"cannot resume: {source} holds a damaged training state ({damage})")
 
 
 def state_damage(ckpt: dict[str, Any]) -> str | None:
@@ -124,6 +129,5 @@ def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optim
                                          f"shape {tuple(param.shape)}")
     # torch and numpy check these states by unpacking and indexing them: any error means a damaged entry
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
-        raise LiifError(f"cannot resume: {source} holds a damaged training state "
-                        f"({type(exc).__name__}: {one_line(exc)})") from None
+        raise damaged(source, f"{type(exc).__name__}: {one_line(exc)}") from None
     return ckpt["epoch"] + 1, ckpt["global_step"], ckpt.get("best_val")
