@@ -32,6 +32,8 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
 # After all_reduce returns, gloo's threads hold the tensor a moment longer (here: in about one call of five); one
 # that drops it while the interpreter shuts down aborts the process after its work is done.
 RELEASE_PROBE = """
+import sys
+
 import torch
 import torch.distributed as dist
 from liif.distributed import global_sum, released, start_processes, stop_processes
@@ -43,14 +45,59 @@ for _ in range(300):
     dist.all_reduce(total)
     held += released(total)._use_count() > 1
 assert global_sum([1, 2], procs) == [2, 4]
-print("still held:", held)
+sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
 stop_processes(procs, wait=True)
 """
 
 
-def test_a_summed_tensor_is_released_by_gloo_before_it_is_used(tmp_path):
-    (tmp_path / "probe.py").write_text(RELEASE_PROBE)
+def two_process_probe(tmp_path, source: str) -> list[str]:
+    """The stdout lines of ``source`` run as a script by 2 gloo processes under torchrun, once both ended well."""
+    (tmp_path / "probe.py").write_text(source)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "probe.py"]
     result = run_group(launch, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n").count("still held: 0") == 2, result.stdout
+    return result.stdout.split("\n")
+
+
+def test_a_summed_tensor_is_released_by_gloo_before_it_is_used(tmp_path):
+    lines = two_process_probe(tmp_path, RELEASE_PROBE)
+    assert lines.count("still held: 0") == 2, lines
+
+
+# all_gather_object gathers through tensors of its own, which no one can wait for gloo to let go of
+GATHER_PROBE = """
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.distributed_c10d as c10d
+from liif.distributed import gather_sharded, start_processes, stop_processes
+
+used = []  # every tensor given to a collective call, by liif or within torch (all_gather_object)
+
+
+def recorded(collective):
+    def call(*args, **kwargs):
+        used.extend(t for arg in args for t in (arg if isinstance(arg, list) else [arg]) if torch.is_tensor(t))
+        return collective(*args, **kwargs)
+    return call
+
+
+for name in ("all_gather", "all_gather_into_tensor"):
+    setattr(c10d, name, recorded(getattr(c10d, name)))
+    setattr(dist, name, getattr(c10d, name))
+procs = start_processes("cpu")
+items = [{"name": "x" * i, "psnr": i / 3} for i in range(7)]  # shares of 4 and 3 items, of different sizes
+held = 0
+for _ in range(200):
+    assert gather_sharded(items[procs.rank::2], procs) == items
+    held += sum(t._use_count() > 1 for t in used)
+    used.clear()
+sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
+stop_processes(procs, wait=True)
+"""
+
+
+def test_sharded_items_are_gathered_in_order_through_tensors_gloo_has_released(tmp_path):
+    lines = two_process_probe(tmp_path, GATHER_PROBE)
+    assert lines.count("still held: 0") == 2, lines

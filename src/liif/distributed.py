@@ -4,6 +4,7 @@ a single process needs nothing."""
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +108,23 @@ def gather_sharded(items: list, procs: Processes) -> list:
     """Every process's share of a list split as ``all[rank::world_size]``, put back in the original order."""
     if not procs.distributed:
         return items
-    shares: list[list] = [[] for _ in range(procs.world_size)]
-    dist.all_gather_object(shares, items)
+    shares = [pickle.loads(data) for data in gathered_bytes(pickle.dumps(items), procs)]
     return [shares[i % procs.world_size][i // procs.world_size] for i in range(sum(map(len, shares)))]
+
+
+def gathered_bytes(data: bytes, procs: Processes) -> list[bytes]:
+    """Every process's ``data``, by rank, through tensors made here that ``released`` waits for gloo to let go
+    of (``all_gather_object`` gathers through its own)."""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=procs.device)
+    sizes = torch.empty(procs.world_size, dtype=torch.int64, device=procs.device)
+    dist.all_gather_into_tensor(sizes, size)
+    released(size)
+    lengths = released(sizes).tolist()
+    padded = torch.zeros(max(lengths), dtype=torch.uint8, device=procs.device)
+    # a copy: a tensor over Python's buffer would need the GIL wherever gloo drops it
+    padded[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    rows = torch.empty(procs.world_size * max(lengths), dtype=torch.uint8, device=procs.device)
+    dist.all_gather_into_tensor(rows, padded)
+    released(padded)
+    rows = released(rows).view(procs.world_size, -1).cpu()
+    return [rows[rank, :length].numpy().tobytes() for rank, length in enumerate(lengths)]
