@@ -520,6 +520,27 @@ def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path,
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 2
 
 
+def test_a_validation_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
+    run, val = tmp_path / "run", tmp_path / "val"
+    val.mkdir()
+    shutil.copy(set14 / "comic.png", val)
+    # a JPEG cut short passes the header check of the data set-up: it fails only when validation decodes it
+    bad = val / "zebra.jpg"
+    Image.open(set14 / "zebra.png").convert("RGB").save(bad)
+    bad.write_bytes(bad.read_bytes()[:3000])
+    val_sets = ["--set", f"val_dataset.dataset.args.root_path={val}", "--set", "val_dataset.dataset.args.cache=none"]
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), *val_sets,
+                      "--set", "epoch_max=2") == 2
+    error = one_line_error(capsys)
+    assert f"validation at epoch 1: val_dataset: {bad}: cannot read the image, it may be truncated" in error
+    assert f"the epoch's checkpoints are written: correct val_dataset and resume from {run / 'epoch-last.pth'}" in error
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1 and (run / "epoch-1.pth").exists()
+    assert not (run / "epoch-best.pth").exists()  # no score to rank it by
+    bad.unlink()
+    assert liif_train("--resume", str(run / "epoch-last.pth")) == 0
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 2
+
+
 class MidGrey(torch.nn.Module):
     """A model whose every colour is 0.5 (0 in the 0.5/0.5 normalised space)."""
 

@@ -123,7 +123,12 @@ class ImageFolder(torch.utils.data.Dataset):
     def array(self, idx: int) -> np.ndarray:
         """The (H, W, 3) uint8 image at ``idx`` (samplers crop this before converting to float)."""
         i = idx % len(self.files)
-        return decode(self.files[i]) if self.cache == "none" else self.arrays[i]
+        if self.cache != "none":
+            return self.arrays[i]
+        try:  # read at each use: the file may have changed since the set-up checked its header
+            return decode(self.files[i])
+        except LiifError as exc:
+            raise LiifError(f"{self.files[i]}: {exc}") from None
 
     def size(self, idx: int) -> tuple[int, int]:
         """(height, width) of the image at ``idx`` without decoding it."""

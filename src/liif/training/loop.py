@@ -442,18 +442,22 @@ class Run:
             text = (f"epoch {epoch}/{self.config['epoch_max']}: loss {self.summary['train_loss']:.4f}, "
                     f"lr {self.lr:.2e}, {self.summary['it_per_s']:.2f} it/s, "
                     f"{seconds:.0f} s")
-            improved = False
+            improved, failure = False, None  # failure: (what failed, the section to correct, its error)
             every = self.config["epoch_val"]
             if self.val_loader is not None and every and epoch % every == 0:
                 previous = self.best
-                text += self.validate(epoch)
-                improved = previous is None or self.best > previous
-            bench, bench_error = self.config["benchmark_eval"], None
+                try:
+                    text += self.validate(epoch)
+                except LiifError as exc:  # an image that can no longer be read: the epoch's training is kept first
+                    failure = ("validation", "val_dataset", exc)
+                else:
+                    improved = previous is None or self.best > previous
+            bench = self.config["benchmark_eval"]
             if bench and epoch % (bench.get("every") or 1) == 0:
                 try:
                     scores = benchmark_psnr(self.model, bench, self.procs.device)
                 except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
-                    bench_error = exc
+                    failure = failure or ("benchmark_eval", "benchmark_eval", exc)
                 else:
                     self.summary["benchmark"] = scores
                     text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
@@ -467,9 +471,10 @@ class Run:
             # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
             # first would leave epoch-best behind the best score the resumed run then compares with
             write_checkpoint(self.last_good, *state)
-            if bench_error is not None:
-                raise LiifError(f"benchmark_eval at epoch {epoch}: {bench_error}; the epoch's checkpoints are "
-                                f"written: correct benchmark_eval and resume from {self.last_good}")
+            if failure is not None:
+                what, section, exc = failure
+                raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
+                                f"{section} and resume from {self.last_good}")
         if self.procs.distributed:
             torch.distributed.barrier()
 
