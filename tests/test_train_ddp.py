@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from conftest import BENCHMARKS, ROOT, run_group, shared_file
 from liif.checkpoint import read_checkpoint
+from serving import free_port
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
@@ -27,6 +30,31 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(two["model"]["sd"][key], value, rtol=1e-4, atol=1e-5, msg=key)
     assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()
     assert not list((tmp_path / "two").glob("*.tmp"))
+
+
+def run_ranks(command: list, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """``command`` run by the 2 processes of a gloo group, started as torchrun starts them, without its agent: it
+    would stop the other rank (SIGTERM) once one fails, before that rank can say why."""
+    port = str(free_port())
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda rank: run_group(command, timeout=120, env={
+            **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port}), range(2)))
+
+
+def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
+    set14, set5 = shared_file(BENCHMARKS / "Set14"), shared_file(BENCHMARKS / "Set5")
+    # Set5 has no picture large enough to shave 200 px per side, which rank 0 finds when it runs benchmark_eval
+    main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
+                             ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
+                             "--set", f"train_dataset.dataset.args.root_path={set14}",
+                             "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=1",
+                             "--set", f"benchmark_eval={{root: {set5}, scales: [200]}}"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, other.returncode) == (2, 2), other.stderr[-3000:]
+    assert main.stderr.startswith("liif train: error: benchmark_eval at epoch 1: ") and main.stderr.count("\n") == 1
+    assert other.stderr == ("liif train: error: the main process (rank 0) failed at the end of epoch 1; its error "
+                            "says why\n")
 
 
 # After all_reduce returns, gloo's threads hold the tensor a moment longer (here: in about one call of five); one

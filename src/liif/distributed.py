@@ -13,6 +13,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from liif.errors import LiifError
 from liif.runtime import pick_device
 
 
@@ -73,6 +74,30 @@ def wait_for_all(procs: Processes) -> None:
     """Return once every process has come here (at once in a single process)."""
     if procs.distributed:
         dist.barrier()
+
+
+@contextmanager
+def main_work(procs: Processes, what: str) -> Iterator[None]:
+    """A with-block of work the main process does while the others pass through it; at its end they learn
+    whether it went well there, and stop too (a LiifError naming ``what``) where it did not."""
+    # rather than at their next collective call: with gloo's traceback once rank 0's exit closes its connections,
+    # or at the process group's timeout (30 minutes) where the backend does not notice that exit
+    try:
+        yield
+    except BaseException:
+        main_ok(procs, False)
+        raise
+    if not main_ok(procs, True):
+        raise LiifError(f"the main process (rank 0) failed {what}; its error says why")
+
+
+def main_ok(procs: Processes, ok: bool) -> bool:
+    """The main process's ``ok``, on every process (each must call this)."""
+    if not procs.distributed:
+        return ok
+    flag = torch.tensor([ok], dtype=torch.uint8, device=procs.device)
+    dist.broadcast(flag, src=0)
+    return bool(released(flag).item())
 
 
 def released(tensor: torch.Tensor, timeout_s: float = 5.0) -> torch.Tensor:

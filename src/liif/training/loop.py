@@ -32,7 +32,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory, check_precision
-from liif.distributed import Processes, global_mean, joined_processes
+from liif.distributed import Processes, global_mean, joined_processes, main_work
 from liif.training.config import load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, write_checkpoint
@@ -435,48 +435,53 @@ class Run:
         return losses
 
     def finish_epoch(self, epoch: int, losses: list[float], seconds: float) -> None:
-        """Validate, log and write the checkpoints (rank 0), then wait for every process."""
+        """Validate, log and write the checkpoints (rank 0) while the other processes wait; where that fails,
+        they stop too."""
         self.summary = {"epoch": epoch, "global_step": self.step, "train_loss": sum(losses) / len(losses),
                         "it_per_s": len(losses) / seconds, "best_val": self.best}
-        if self.procs.is_main:
-            text = (f"epoch {epoch}/{self.config['epoch_max']}: loss {self.summary['train_loss']:.4f}, "
-                    f"lr {self.lr:.2e}, {self.summary['it_per_s']:.2f} it/s, "
-                    f"{seconds:.0f} s")
-            improved, failure = False, None  # failure: (what failed, the section to correct, its error)
-            every = self.config["epoch_val"]
-            if self.val_loader is not None and every and epoch % every == 0:
-                previous = self.best
-                try:
-                    text += self.validate(epoch)
-                except LiifError as exc:  # an image that can no longer be read: the epoch's training is kept first
-                    failure = ("validation", "val_dataset", exc)
-                else:
-                    improved = previous is None or self.best > previous
-            bench = self.config["benchmark_eval"]
-            if bench and epoch % (bench.get("every") or 1) == 0:
-                try:
-                    scores = benchmark_psnr(self.model, bench, self.procs.device)
-                except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
-                    failure = failure or ("benchmark_eval", "benchmark_eval", exc)
-                else:
-                    self.summary["benchmark"] = scores
-                    text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
-                    self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
-            self.log.line(text)
-            state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
-            if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
-                write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
-            if improved:
-                write_checkpoint(self.run_dir / "epoch-best.pth", *state)
-            # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
-            # first would leave epoch-best behind the best score the resumed run then compares with
-            write_checkpoint(self.last_good, *state)
-            if failure is not None:
-                what, section, exc = failure
-                raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
-                                f"{section} and resume from {self.last_good}")
-        if self.procs.distributed:
-            torch.distributed.barrier()
+        with main_work(self.procs, f"at the end of epoch {epoch}"):
+            if self.procs.is_main:
+                self.write_epoch(epoch, seconds)
+
+    def write_epoch(self, epoch: int, seconds: float) -> None:
+        """Rank 0's end of an epoch: validation and benchmark_eval when due, the log line, the checkpoints. A
+        validation or benchmark that fails raises its one-line error once the epoch's checkpoints are written."""
+        text = (f"epoch {epoch}/{self.config['epoch_max']}: loss {self.summary['train_loss']:.4f}, "
+                f"lr {self.lr:.2e}, {self.summary['it_per_s']:.2f} it/s, "
+                f"{seconds:.0f} s")
+        improved, failure = False, None  # failure: (what failed, the section to correct, its error)
+        every = self.config["epoch_val"]
+        if self.val_loader is not None and every and epoch % every == 0:
+            previous = self.best
+            try:
+                text += self.validate(epoch)
+            except LiifError as exc:  # an image that can no longer be read: the epoch's training is kept first
+                failure = ("validation", "val_dataset", exc)
+            else:
+                improved = previous is None or self.best > previous
+        bench = self.config["benchmark_eval"]
+        if bench and epoch % (bench.get("every") or 1) == 0:
+            try:
+                scores = benchmark_psnr(self.model, bench, self.procs.device)
+            except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
+                failure = failure or ("benchmark_eval", "benchmark_eval", exc)
+            else:
+                self.summary["benchmark"] = scores
+                text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
+                self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+        self.log.line(text)
+        state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
+        if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
+            write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
+        if improved:
+            write_checkpoint(self.run_dir / "epoch-best.pth", *state)
+        # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
+        # first would leave epoch-best behind the best score the resumed run then compares with
+        write_checkpoint(self.last_good, *state)
+        if failure is not None:
+            what, section, exc = failure
+            raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
+                            f"{section} and resume from {self.last_good}")
 
     def validate(self, epoch: int) -> str:
         """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
