@@ -32,7 +32,8 @@ def refusal(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize("argv,start", [
     ([], "liif: error: the following arguments are required: COMMAND"),
     (["upscal"], "liif: error: argument COMMAND: invalid choice: 'upscal' (choose from "),
-    (["--no-such-option"], "liif: error: the following arguments are required: COMMAND"),
+    (["--no-such-option"], "liif: error: unrecognized arguments: --no-such-option"),
+    (["--no-such-option", "-x"], "liif: error: unrecognized arguments: --no-such-option -x"),
     (["upscale", "in.png", "--scale"], "liif upscale: error: argument --scale: expected one argument"),
     (["upscale", "in.png", "--precision", "fp64"], "liif upscale: error: argument --precision: invalid choice: 'fp64'"),
     (["upscale", "in.png", "--tile", "big"], "liif upscale: error: argument --tile: invalid int value: 'big'"),

@@ -42,7 +42,8 @@ def build_parser() -> OneLineParser:
     """The ``liif`` parser with every subcommand's options."""
     parser = OneLineParser(prog="liif", description="Continuous image super-resolution with LIIF.")
     parser.add_argument("--version", action="version", version=f"liif {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required here: argparse's "required" error would come first and hide an unknown option (``main``).
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in SUBCOMMANDS.items():
         module = importlib.import_module(f"liif.commands.{name}")
         sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
@@ -97,9 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libtiff()
     keep_freed_buffers()
     args, unknown = build_parser().parse_known_args(argv)
-    command = f"liif {args.command}"
+    command = "liif" if args.command is None else f"liif {args.command}"
     if unknown:  # parse_args would report a subcommand's unknown option as the top-level parser's
         usage_error(command, f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        usage_error(command, "the following arguments are required: COMMAND")
     try:
         code = args.run(args)
     except LiifError as exc:
