@@ -13,7 +13,7 @@ import liif
 import liif.imageio
 from liif.errors import LiifError
 from liif.imageio import Picture, orient, read_picture, write_picture
-from conftest import TINY, shared_file
+from conftest import TINY, shared_file, upscale_cli
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +261,43 @@ def test_overwrite_is_a_flag_everywhere_and_replaces_nothing(tmp_path, crop, val
             call()
     assert {path: path.read_bytes() for path in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png", "run"]
+
+
+def test_an_existing_output_is_refused_in_the_callers_words(tmp_path, crop, capsys):
+    """Python passes overwrite=True, the command --overwrite: each is told its own, by one wording (OutputExists)."""
+    from liif.cli import main
+    from liif.training.loop import replaces_a_run
+    from liif.video.writer import open_frame_writer
+
+    picture, existing, frames, run = (tmp_path / name for name in ("in.png", "existing.png", "frames", "run"))
+    for path in (picture, existing):
+        Image.fromarray(crop).save(path)
+    frames.mkdir()
+    (frames / "frame_000000.png").write_bytes(b"a frame")
+    run.mkdir()
+    (run / "epoch-last.pth").write_bytes(b"a run's checkpoint")
+    calls = ((lambda: write_picture(Picture(crop), existing), f"{existing} exists"),
+             (lambda: open_frame_writer(existing, (8, 8), 24), f"{existing} exists"),
+             (lambda: open_frame_writer(frames, (8, 8), 24), f"{frames} exists and is not empty"),
+             (lambda: replaces_a_run(run, None, False), f"{run} already holds a run's checkpoints ("))
+
+    def python_words() -> None:
+        for call, what in calls:
+            with pytest.raises(LiifError) as error:
+                call()
+            message = str(error.value)
+            assert message.startswith(what) and message.endswith("; pass overwrite=True to replace it"), message
+
+    python_words()
+    # a batch's failure line, and a command's error
+    assert upscale_cli(capsys, picture, "--scale", "2", "-o", existing) == \
+        (1, [f"liif upscale: error: {picture}: {existing} exists; pass --overwrite to replace it"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture), "-o", str(frames), "--frames", "2", "--size", "8x8", "--model",
+              str(shared_file(TINY)), "--device", "cpu"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == \
+        f"liif zoom: error: {frames} exists and is not empty; pass --overwrite to replace it\n"
+    python_words()  # after a command in this process too
 
 
 def test_a_numpy_bool_is_a_flag(model):

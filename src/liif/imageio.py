@@ -26,7 +26,7 @@ import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from liif.bounds import flag
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, OutputExists, one_line, os_reason
 from liif.fileio import atomic_write, check_regular_file
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -331,7 +331,7 @@ def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> st
         if path.is_dir():
             raise LiifError(f"cannot write {path}: it is a folder")
         if path.exists() and not overwrite:
-            raise LiifError(f"{path} exists; pass --overwrite to replace it")
+            raise OutputExists(f"{path} exists")
         if not path.parent.is_dir():
             raise LiifError(f"cannot write {path}: no folder {path.parent}")
         if not os.access(path.parent, os.W_OK):

@@ -23,7 +23,7 @@ from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.bounds import Number, flag
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, OutputExists, one_line, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
@@ -289,8 +289,8 @@ def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
     except OSError as exc:  # a name too long for the file system
         raise LiifError(f"{run_dir}: cannot use this run folder ({os_reason(exc)})") from None
     if not overwrite:
-        raise LiifError(f"{run_dir} already holds a run's checkpoints: resume it (--resume "
-                        f"{run_dir / 'epoch-last.pth'}), choose another --out, or give --overwrite to replace it")
+        raise OutputExists(f"{run_dir} already holds a run's checkpoints (resume from {run_dir / 'epoch-last.pth'}, "
+                           "or choose another folder)")
     return True
 
 
