@@ -170,12 +170,15 @@ def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
 
 def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
     """A (C, H, W) Picture once rendered as a 3-row picture of 28 channels; a float one failed inside numpy."""
-    for pixels, got in ((crop.transpose(2, 0, 1), r"got \(3, 20, 28\) uint8"),
+    chw = r"got \(3, 20, 28\) uint8 \(if \(C, H, W\), pass pixels.transpose\(1, 2, 0\)\)$"
+    for pixels, got in ((crop.transpose(2, 0, 1), chw),
                         (crop / 255, r"got \(20, 28, 3\) float64"), (crop.tolist(), "got a list")):
         with pytest.raises(LiifError, match=rf"must be \(H, W\) or \(H, W, 1\|2\|3\|4\), uint8 or uint16; {got}"):
             liif.upscale(Picture(pixels), scale=2, model=model)
     with pytest.raises(LiifError, match=r"empty image \(0x0 pixels\)"):
         liif.upscale(Image.new("RGB", (0, 0)), scale=2, model=model)
+    # never guessed: a (3, 4, 4) array is a 3-row RGBA picture, as PIL takes it, though (C, H, W) would fit it too
+    assert liif.upscale(crop[:3, :4, :1].repeat(4, axis=2), scale=2, model=model).shape == (6, 8, 4)
     gray = liif.upscale(Picture(crop[:, :, 0]), scale=2, model=model)
     assert gray.pixels.shape == (40, 56, 1)
     np.testing.assert_array_equal(gray.pixels[:, :, 0], liif.upscale(crop[:, :, 0], scale=2, model=model))

@@ -46,7 +46,8 @@ SRGB = ImageCms.createProfile("sRGB")
 
 @dataclass
 class Picture:
-    """Pixels (H, W, C) uint8 or uint16, and the ICC profile to carry to the output."""
+    """Pixels (H, W, C) uint8 or uint16, and the ICC profile to carry to the output. The layout is never guessed,
+    as in PIL and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
@@ -58,6 +59,8 @@ class Picture:
         if not isinstance(pixels, np.ndarray) or pixels.dtype not in (np.uint8, np.uint16) or \
                 pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
             got = f"{pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else f"a {type(pixels).__name__}"
+            if isinstance(pixels, np.ndarray) and pixels.ndim == 3 and pixels.shape[0] in (1, 2, 3, 4):
+                got += " (if (C, H, W), pass pixels.transpose(1, 2, 0))"
             raise LiifError(f"an array image must be (H, W) or (H, W, 1|2|3|4), uint8 or uint16; got {got}")
         if pixels.size == 0:
             raise LiifError(f"empty image ({pixels.shape[1]}x{pixels.shape[0]} pixels)")
