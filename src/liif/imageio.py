@@ -107,15 +107,13 @@ class Picture:
 def picture_from_pil(img: Image.Image) -> Picture:
     """A Picture of a PIL image, EXIF orientation applied: 16-bit gray stays 16-bit, floats in [0, 1] become
     16-bit, CMYK goes through its profile to sRGB, palettes and other modes become L/LA/RGB/RGBA."""
+    check_mode(img)
     icc = img.info.get("icc_profile") or None
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     if img.mode.startswith("I;16"):
         pixels = np.asarray(img).astype(np.uint16)[:, :, None]
     elif img.mode == "F":
         pixels = float_pixels(np.asarray(img))[:, :, None]
-    elif img.mode.startswith("I"):
-        raise LiifError("32-bit integer pixels are not read (their range is unknown): "
-                        "save the picture with 8 or 16 bits, or as floats in [0, 1]")
     else:
         if img.mode == "CMYK":  # its profile describes CMYK values: the converted pixels are plain sRGB
             img, icc = cmyk_to_srgb(img, icc), None
@@ -125,6 +123,13 @@ def picture_from_pil(img: Image.Image) -> Picture:
         pixels = np.asarray(img.convert(mode))
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return Picture(orient(pixels, orientation), icc)
+
+
+def check_mode(img: Image.Image) -> None:
+    """Refuse the pixels no Picture holds, which the header tells: 32-bit integers."""
+    if img.mode.startswith("I") and not img.mode.startswith("I;16"):
+        raise LiifError("32-bit integer pixels are not read (their range is unknown): "
+                        "save the picture with 8 or 16 bits, or as floats in [0, 1]")
 
 
 def float_pixels(values: np.ndarray) -> np.ndarray:
@@ -205,10 +210,10 @@ def read_picture(path: str | os.PathLike) -> Picture:
 
 
 def check_picture(path: str | os.PathLike) -> None:
-    """Refuse, as ``read_picture`` would, a file that is not a picture, without decoding its pixels: the
-    header is read, and a PNG's chunks are checked to its end (a truncated PNG is found, a truncated JPEG not)."""
+    """Refuse what ``read_picture`` would refuse by the header alone (not a picture, a format not read, no pixels,
+    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read."""
     with opened_image(Path(path)) as img:
-        img.verify()
+        check_mode(img)
 
 
 def png_bit_depth(path: Path) -> int:
