@@ -1,5 +1,6 @@
 """The command line itself: what argparse refuses is one line like the commands' own errors, on every parser;
---help and --version still print; Ctrl-C while the console script still imports torch is one line too."""
+--help and --version still print; Ctrl-C while the console script or `python -m liif` still imports torch is
+one line too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +35,8 @@ def refusal(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize("argv,start", [
     ([], "liif: error: the following arguments are required: COMMAND"),
     (["upscal"], "liif: error: argument COMMAND: invalid choice: 'upscal' (choose from "),
-    (["--no-such-option"], "liif: error: the following arguments are required: COMMAND"),
+    (["--no-such-option"], "liif: error: unrecognized arguments: --no-such-option"),
+    (["--no-such-option", "-x"], "liif: error: unrecognized arguments: --no-such-option -x"),
     (["upscale", "in.png", "--scale"], "liif upscale: error: argument --scale: expected one argument"),
     (["upscale", "in.png", "--precision", "fp64"], "liif upscale: error: argument --precision: invalid choice: 'fp64'"),
     (["upscale", "in.png", "--tile", "big"], "liif upscale: error: argument --tile: invalid int value: 'big'"),
@@ -103,3 +107,23 @@ def test_ctrl_c_while_the_console_script_imports_torch_is_one_line(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130 and (out, err) == ("", "liif: interrupted\n"), err
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/maps"), reason="needs /proc to see torch loading")
+def test_ctrl_c_while_python_m_liif_imports_torch_is_one_line(tmp_path):
+    """A real SIGINT, sent once torch's library is mapped: its import goes on for a while after that, the
+    package's import with it. Should it land later, `liif serve` (which runs until interrupted) ends the same."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "liif", "serve", str(tmp_path), "--port", "0", "--device", "cpu"],
+                               env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    try:
+        deadline = time.monotonic() + 120
+        while "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.002)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err and err.endswith(": interrupted\n"), err

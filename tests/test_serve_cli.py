@@ -11,11 +11,14 @@ import webbrowser
 from pathlib import Path
 
 import httpx2
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 from liif import imageio
 from liif.cli import main
+from liif.errors import LiifError
 from liif.commands import serve as serve_command
 from liif.serve import app as serve_app
 from liif.serve.library import Library
@@ -87,7 +90,7 @@ NOT_AN_IMAGE = "not an image, or not one of the formats read (PNG, JPEG, WebP, B
 
 @pytest.mark.parametrize("command", ["serve", "view"])
 @pytest.mark.parametrize("damage,expected", [
-    pytest.param(lambda png: png[:100], "cannot read the image, it may be truncated or corrupt (", id="truncated"),
+    pytest.param(lambda png: png[:20], "cannot read the image, it may be truncated or corrupt (", id="cut-header"),
     pytest.param(lambda png: b"not a picture", NOT_AN_IMAGE, id="text"),
     pytest.param(lambda png: b"", NOT_AN_IMAGE, id="empty"),
 ])
@@ -114,6 +117,24 @@ def test_serve_checks_a_named_picture_without_reading_it_and_view_reads_it_for_s
     assert len(library.pictures) == 1
     monkeypatch.setattr("liif.serve.library.read_picture", lambda path: pytest.fail("the picture was read again"))
     assert library.read(library.files["butterfly.png"])[0].pixels.shape == (36, 48, 3)
+
+
+def test_serve_checks_a_named_picture_by_its_header_the_same_for_every_format(tmp_path):
+    """A cut PNG was refused at start (Pillow verified its chunks), a cut JPEG, BMP or TIFF served; a 32-bit
+    integer TIFF, which is never read, was served. Now what the header tells decides, for every format (Pillow
+    opens a WebP whole, so a cut one fails there), and damage past it is a 400 when the picture is asked for."""
+    pixels = imageio.read_picture(small_picture(tmp_path)).pixels
+    for suffix in (".png", ".jpg", ".bmp", ".tiff"):
+        whole, cut = tmp_path / f"whole{suffix}", tmp_path / f"cut{suffix}"
+        imageio.write_picture(imageio.Picture(pixels), whole)
+        cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+        library = Library([cut], 1 << 20)
+        with pytest.raises(LiifError, match="cannot read the image, it may be truncated or corrupt"):
+            library.read(library.files[cut.name])
+    wide = tmp_path / "int32.tiff"
+    Image.fromarray(np.arange(36 * 48, dtype=np.int32).reshape(36, 48)).save(wide)
+    with pytest.raises(LiifError, match=f"^{wide}: 32-bit integer pixels are not read"):
+        Library([wide], 1 << 20)
 
 
 def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):

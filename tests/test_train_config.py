@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
     ("epoch_max=0", "config key 'epoch_max' must be an int >= 1, got 0"),
     ("log_every=0", "config key 'log_every' must be an int >= 1"),
     ("threads=0", "config key 'threads' must be an int in [1, 1024] or null"),
-    ("num_workers=-1", "config key 'num_workers' must be an int in [0, 1024]"),
+    ("num_workers=-1", "config key 'num_workers' must be an int >= 0, got -1"),
     ("seed=-1", "config key 'seed' must be an int in [0, 4294967295]"),
     ("seed=10000000000000000000000", "config key 'seed' must be an int in [0, 4294967295]"),
     ("multi_step_lr.gamma=-1", "config key 'multi_step_lr.gamma' must be a number > 0 or null"),
@@ -131,3 +132,23 @@ def test_config_files_that_cannot_be_read_are_one_line_errors(tmp_path):
         with pytest.raises(LiifError) as info:
             load_config(path)
         assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_more_workers_than_the_machine_runs_are_refused_before_the_run_folder(tmp_path, monkeypatch):
+    """At most 4 per CPU this process may use, shared by torchrun's processes on the machine: 1000 hung one."""
+    from liif.training import loop
+
+    monkeypatch.setattr(loop, "Run", lambda *args: pytest.fail("the run started"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # 2 CPUs, whatever is here
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for workers, processes, limit in ((1000, "1", "at most 8 here (4 per CPU, 2 CPUs)"),
+                                      (9, "1", "at most 8 here (4 per CPU, 2 CPUs)"),
+                                      (5, "2", "at most 4 here (4 per CPU, 2 CPUs, shared by 2 processes)")):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+        with pytest.raises(LiifError) as error:
+            loop.train(load_config(ROOT / "configs" / "smoke.yaml", [f"num_workers={workers}"]), tmp_path / "run")
+        assert str(error.value) == f"num_workers {workers} is more than this machine runs: {limit}"
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    loop.check_workers(8)  # the DIV2K configs' 8 runs on 2 CPUs

@@ -254,8 +254,8 @@ def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_pat
     for argv in ([*new_run, "--out", str(run)],  # a new run
                  ["--resume", str(other / "epoch-last.pth"), "--out", str(run), "--set", "epoch_max=2"]):  # another's
         assert liif_train(*argv) == 2
-        assert (f"{run} already holds a run's checkpoints: resume it (--resume {run / 'epoch-last.pth'}), choose "
-                f"another --out, or give --overwrite to replace it") in one_line_error(capsys)
+        assert (f"{run} already holds a run's checkpoints (resume from {run / 'epoch-last.pth'}, or choose another "
+                f"folder); pass --overwrite to replace it") in one_line_error(capsys)
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
     # --overwrite replaces the run: none of its files outlive it
     assert liif_train(*new_run, "--out", str(run), "--overwrite", "--set", "epoch_save=null",

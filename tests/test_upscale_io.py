@@ -13,7 +13,7 @@ import liif
 import liif.imageio
 from liif.errors import LiifError
 from liif.imageio import Picture, orient, read_picture, write_picture
-from conftest import TINY, shared_file
+from conftest import TINY, shared_file, upscale_cli
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +170,15 @@ def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
 
 def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
     """A (C, H, W) Picture once rendered as a 3-row picture of 28 channels; a float one failed inside numpy."""
-    for pixels, got in ((crop.transpose(2, 0, 1), r"got \(3, 20, 28\) uint8"),
+    chw = r"got \(3, 20, 28\) uint8 \(if \(C, H, W\), pass pixels.transpose\(1, 2, 0\)\)$"
+    for pixels, got in ((crop.transpose(2, 0, 1), chw),
                         (crop / 255, r"got \(20, 28, 3\) float64"), (crop.tolist(), "got a list")):
         with pytest.raises(LiifError, match=rf"must be \(H, W\) or \(H, W, 1\|2\|3\|4\), uint8 or uint16; {got}"):
             liif.upscale(Picture(pixels), scale=2, model=model)
     with pytest.raises(LiifError, match=r"empty image \(0x0 pixels\)"):
         liif.upscale(Image.new("RGB", (0, 0)), scale=2, model=model)
+    # never guessed: a (3, 4, 4) array is a 3-row RGBA picture, as PIL takes it, though (C, H, W) would fit it too
+    assert liif.upscale(crop[:3, :4, :1].repeat(4, axis=2), scale=2, model=model).shape == (6, 8, 4)
     gray = liif.upscale(Picture(crop[:, :, 0]), scale=2, model=model)
     assert gray.pixels.shape == (40, 56, 1)
     np.testing.assert_array_equal(gray.pixels[:, :, 0], liif.upscale(crop[:, :, 0], scale=2, model=model))
@@ -261,6 +264,43 @@ def test_overwrite_is_a_flag_everywhere_and_replaces_nothing(tmp_path, crop, val
             call()
     assert {path: path.read_bytes() for path in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png", "run"]
+
+
+def test_an_existing_output_is_refused_in_the_callers_words(tmp_path, crop, capsys):
+    """Python passes overwrite=True, the command --overwrite: each is told its own, by one wording (OutputExists)."""
+    from liif.cli import main
+    from liif.training.loop import replaces_a_run
+    from liif.video.writer import open_frame_writer
+
+    picture, existing, frames, run = (tmp_path / name for name in ("in.png", "existing.png", "frames", "run"))
+    for path in (picture, existing):
+        Image.fromarray(crop).save(path)
+    frames.mkdir()
+    (frames / "frame_000000.png").write_bytes(b"a frame")
+    run.mkdir()
+    (run / "epoch-last.pth").write_bytes(b"a run's checkpoint")
+    calls = ((lambda: write_picture(Picture(crop), existing), f"{existing} exists"),
+             (lambda: open_frame_writer(existing, (8, 8), 24), f"{existing} exists"),
+             (lambda: open_frame_writer(frames, (8, 8), 24), f"{frames} exists and is not empty"),
+             (lambda: replaces_a_run(run, None, False), f"{run} already holds a run's checkpoints ("))
+
+    def python_words() -> None:
+        for call, what in calls:
+            with pytest.raises(LiifError) as error:
+                call()
+            message = str(error.value)
+            assert message.startswith(what) and message.endswith("; pass overwrite=True to replace it"), message
+
+    python_words()
+    # a batch's failure line, and a command's error
+    assert upscale_cli(capsys, picture, "--scale", "2", "-o", existing) == \
+        (1, [f"liif upscale: error: {picture}: {existing} exists; pass --overwrite to replace it"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture), "-o", str(frames), "--frames", "2", "--size", "8x8", "--model",
+              str(shared_file(TINY)), "--device", "cpu"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == \
+        f"liif zoom: error: {frames} exists and is not empty; pass --overwrite to replace it\n"
+    python_words()  # after a command in this process too
 
 
 def test_a_numpy_bool_is_a_flag(model):

@@ -178,7 +178,7 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
         open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), pix_fmt="rgb24")
     with pytest.raises(LiifError, match="unknown video output '.avi'"):
         open_frame_writer(tmp_path / "a.avi", SIZE, Fraction(24))
-    with pytest.raises(LiifError, match="exists; pass --overwrite"):
+    with pytest.raises(LiifError, match=r"exists; pass overwrite=True to replace it$"):
         open_frame_writer(tmp_path / "odd.mp4", (65, 47), Fraction(24), pix_fmt="yuv444p")
     with pytest.raises(LiifError, match=r"must be \(48, 64, 3 or 4\) uint8"):
         with open_frame_writer(tmp_path / "b.mp4", SIZE, Fraction(24)) as writer:

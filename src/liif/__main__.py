@@ -1,6 +1,5 @@
 """``python -m liif``: the same command line as ``liif`` (and what torchrun launches). Python imports the liif
-package, torch with it, before this file runs: a Ctrl-C in that import still prints a traceback here, where the
-``liif`` script, which starts outside the package, prints one line."""
+package, torch with it, before this file runs: a Ctrl-C there is caught in ``liif/__init__``, one line as here."""
 
 from liif_entry import main
 

@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from liif import __version__
-from liif.errors import LiifError, printable
+from liif.errors import LiifError, OutputExists, printable
 from liif_entry import interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
@@ -42,7 +42,8 @@ def build_parser() -> OneLineParser:
     """The ``liif`` parser with every subcommand's options."""
     parser = OneLineParser(prog="liif", description="Continuous image super-resolution with LIIF.")
     parser.add_argument("--version", action="version", version=f"liif {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required here: argparse's "required" error would come first and hide an unknown option (``main``).
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in SUBCOMMANDS.items():
         module = importlib.import_module(f"liif.commands.{name}")
         sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
@@ -97,9 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libtiff()
     keep_freed_buffers()
     args, unknown = build_parser().parse_known_args(argv)
-    command = f"liif {args.command}"
+    command = "liif" if args.command is None else f"liif {args.command}"
     if unknown:  # parse_args would report a subcommand's unknown option as the top-level parser's
         usage_error(command, f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command is None:
+        usage_error(command, "the following arguments are required: COMMAND")
+    OutputExists.command_line = True
     try:
         code = args.run(args)
     except LiifError as exc:
@@ -107,4 +111,6 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         interrupted(command)
+    finally:  # a program that runs a command, then calls the API, is told overwrite=True again
+        OutputExists.command_line = False
     sys.exit(code or 0)

@@ -9,6 +9,17 @@ class CheckpointError(LiifError):
     """A checkpoint that cannot be read, is unsafe, or does not fit its model."""
 
 
+class OutputExists(LiifError):
+    """An output that is there already, refused unless it is to be replaced: the message says how in the
+    caller's words, ``overwrite=True`` from Python, ``--overwrite`` from the liif command."""
+
+    command_line = False  # True while the liif command runs (liif.cli.main): its options are flags
+
+    def __init__(self, what: str) -> None:
+        how = "--overwrite" if OutputExists.command_line else "overwrite=True"
+        super().__init__(f"{what}; pass {how} to replace it")
+
+
 CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
 

@@ -26,7 +26,7 @@ import png
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from liif.bounds import flag
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, OutputExists, one_line, os_reason
 from liif.fileio import atomic_write, check_regular_file
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -46,7 +46,8 @@ SRGB = ImageCms.createProfile("sRGB")
 
 @dataclass
 class Picture:
-    """Pixels (H, W, C) uint8 or uint16, and the ICC profile to carry to the output."""
+    """Pixels (H, W, C) uint8 or uint16, and the ICC profile to carry to the output. The layout is never guessed,
+    as in PIL and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
@@ -58,6 +59,8 @@ class Picture:
         if not isinstance(pixels, np.ndarray) or pixels.dtype not in (np.uint8, np.uint16) or \
                 pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
             got = f"{pixels.shape} {pixels.dtype}" if isinstance(pixels, np.ndarray) else f"a {type(pixels).__name__}"
+            if isinstance(pixels, np.ndarray) and pixels.ndim == 3 and pixels.shape[0] in (1, 2, 3, 4):
+                got += " (if (C, H, W), pass pixels.transpose(1, 2, 0))"
             raise LiifError(f"an array image must be (H, W) or (H, W, 1|2|3|4), uint8 or uint16; got {got}")
         if pixels.size == 0:
             raise LiifError(f"empty image ({pixels.shape[1]}x{pixels.shape[0]} pixels)")
@@ -104,15 +107,13 @@ class Picture:
 def picture_from_pil(img: Image.Image) -> Picture:
     """A Picture of a PIL image, EXIF orientation applied: 16-bit gray stays 16-bit, floats in [0, 1] become
     16-bit, CMYK goes through its profile to sRGB, palettes and other modes become L/LA/RGB/RGBA."""
+    check_mode(img)
     icc = img.info.get("icc_profile") or None
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     if img.mode.startswith("I;16"):
         pixels = np.asarray(img).astype(np.uint16)[:, :, None]
     elif img.mode == "F":
         pixels = float_pixels(np.asarray(img))[:, :, None]
-    elif img.mode.startswith("I"):
-        raise LiifError("32-bit integer pixels are not read (their range is unknown): "
-                        "save the picture with 8 or 16 bits, or as floats in [0, 1]")
     else:
         if img.mode == "CMYK":  # its profile describes CMYK values: the converted pixels are plain sRGB
             img, icc = cmyk_to_srgb(img, icc), None
@@ -122,6 +123,13 @@ def picture_from_pil(img: Image.Image) -> Picture:
         pixels = np.asarray(img.convert(mode))
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return Picture(orient(pixels, orientation), icc)
+
+
+def check_mode(img: Image.Image) -> None:
+    """Refuse the pixels no Picture holds, which the header tells: 32-bit integers."""
+    if img.mode.startswith("I") and not img.mode.startswith("I;16"):
+        raise LiifError("32-bit integer pixels are not read (their range is unknown): "
+                        "save the picture with 8 or 16 bits, or as floats in [0, 1]")
 
 
 def float_pixels(values: np.ndarray) -> np.ndarray:
@@ -202,10 +210,10 @@ def read_picture(path: str | os.PathLike) -> Picture:
 
 
 def check_picture(path: str | os.PathLike) -> None:
-    """Refuse, as ``read_picture`` would, a file that is not a picture, without decoding its pixels: the
-    header is read, and a PNG's chunks are checked to its end (a truncated PNG is found, a truncated JPEG not)."""
+    """Refuse what ``read_picture`` would refuse by the header alone (not a picture, a format not read, no pixels,
+    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read."""
     with opened_image(Path(path)) as img:
-        img.verify()
+        check_mode(img)
 
 
 def png_bit_depth(path: Path) -> int:
@@ -331,7 +339,7 @@ def check_output(path: Path, shape: tuple[int, int, int], overwrite: bool) -> st
         if path.is_dir():
             raise LiifError(f"cannot write {path}: it is a folder")
         if path.exists() and not overwrite:
-            raise LiifError(f"{path} exists; pass --overwrite to replace it")
+            raise OutputExists(f"{path} exists")
         if not path.parent.is_dir():
             raise LiifError(f"cannot write {path}: no folder {path.parent}")
         if not os.access(path.parent, os.W_OK):

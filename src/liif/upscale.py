@@ -196,9 +196,9 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
             self_ensemble: bool = False, alpha: str = "model", max_pixels: int = DEFAULT_MAX_PIXELS,
             tile: int | None = None, progress: bool = False, kernel: str | None = None,
             compile: str = "none") -> Picture | Image.Image | np.ndarray:
-    """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array an array, a path or a
-    Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H); ``region`` is x0,y0,x1,y1; ``kernel``
-    and ``compile`` are ``model_on``'s."""
+    """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array ((H, W) or (H, W, C), as a
+    ``Picture`` takes it) an array, a path or a Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H);
+    ``region`` is x0,y0,x1,y1; ``kernel`` and ``compile`` are ``model_on``'s."""
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)

@@ -76,7 +76,7 @@ SCHEMA: dict[str, Any] = {
     "epoch_save": Maybe(Number(int, low=0)),  # 0 or null: no epoch-N.pth
     "resume": Maybe(str),
     "seed": Number(int, low=0, high=2**32 - 1),  # numpy's global seed takes 32 bits
-    "num_workers": Number(int, low=0, high=1024),
+    "num_workers": Number(int, low=0),  # its limit depends on the machine: training.loop.check_workers
     "deterministic": bool,
     "device": str,
     "amp": OneOf(("none", "bf16", "fp16")),

@@ -23,7 +23,7 @@ from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.bounds import Number, flag
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, OutputExists, one_line, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
@@ -39,6 +39,9 @@ from liif.training.state import check_resumable, restore, write_checkpoint
 
 MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
+# DataLoader workers per CPU: loading waits on the disk as well as on decoding, so a few per CPU can pay (the
+# DIV2K configs' 8 still run on 2 CPUs); past that they only crowd the machine.
+WORKERS_PER_CPU = 4
 
 FLOAT32 = Number(low=-torch.finfo(torch.float32).max, high=torch.finfo(torch.float32).max)
 Batch = dict[str, torch.Tensor]
@@ -98,6 +101,18 @@ def checked(batch: Batch | SampleFailure) -> Batch:
     if isinstance(batch, SampleFailure):
         raise LiifError(batch.message)
     return batch
+
+
+def check_workers(workers: int) -> None:
+    """Refuse more DataLoader workers than ``WORKERS_PER_CPU`` per CPU this process may use, shared among
+    torchrun's processes on this machine: a thousand hung a machine."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    limit = max(1, WORKERS_PER_CPU * cpus // processes)
+    if workers > limit:
+        shared = f", shared by {processes} processes" if processes > 1 else ""
+        raise LiifError(f"num_workers {workers} is more than this machine runs: at most {limit} here "
+                        f"({WORKERS_PER_CPU} per CPU, {cpus} CPUs{shared})")
 
 
 def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
@@ -289,8 +304,8 @@ def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
     except OSError as exc:  # a name too long for the file system
         raise LiifError(f"{run_dir}: cannot use this run folder ({os_reason(exc)})") from None
     if not overwrite:
-        raise LiifError(f"{run_dir} already holds a run's checkpoints: resume it (--resume "
-                        f"{run_dir / 'epoch-last.pth'}), choose another --out, or give --overwrite to replace it")
+        raise OutputExists(f"{run_dir} already holds a run's checkpoints (resume from {run_dir / 'epoch-last.pth'}, "
+                           "or choose another folder)")
     return True
 
 
@@ -325,6 +340,7 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
         raise LiifError(f"train's ckpt must be a checkpoint's contents (read_checkpoint's), not a "
                         f"{type(ckpt).__name__}")
     quiet = flag(quiet, "quiet", LiifError)
+    check_workers(config["num_workers"])
     if ckpt is None and (resume or config["resume"]):  # the path alone would otherwise start a new run
         resume = resume or config["resume"]
         ckpt = read_checkpoint(resume)

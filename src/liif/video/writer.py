@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from liif.bounds import Number, flag
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, OutputExists, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
 from liif.video.reader import TIMECODE
@@ -202,11 +202,11 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
                             f"{'folder of frames' if folder else 'file'}; choose another output")
         if path.is_dir():
             if any(path.iterdir()) and not overwrite:
-                raise LiifError(f"{path} exists and is not empty; pass --overwrite to replace it")
+                raise OutputExists(f"{path} exists and is not empty")
             if not is_frame_folder(path):
                 raise LiifError(f"{path} holds files other than {FRAME_NAME.format(0)}, ...: it is never replaced")
         elif path.exists() and not overwrite:
-            raise LiifError(f"{path} exists; pass --overwrite to replace it")
+            raise OutputExists(f"{path} exists")
         path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
         if not os.access(path.parent, os.W_OK):
             raise LiifError(f"cannot write {path}: permission denied")
