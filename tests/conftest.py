@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,12 +87,39 @@ def max_errors(model: torch.nn.Module, fixture) -> dict[str, float]:
 
 
 def upscale_cli(capsys, *args, quiet: bool = True) -> tuple[int, list[str]]:
-    """``liif upscale`` in this process with the tiny model on the CPU: its exit code and its own stderr lines."""
+    """``liif upscale`` in this process with the tiny model on the CPU: its exit code and its own stderr lines, as
+    a terminal shows them (``screen``: a line written above nested progress bars follows their cursor moves)."""
     argv = ["upscale", *map(str, args), "--model", str(shared_file(TINY)), "--device", "cpu"]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv + (["--quiet"] if quiet else []))
-    lines = capsys.readouterr().err.splitlines()
+    lines = screen(capsys.readouterr().err)
     return exit_info.value.code, [line for line in lines if line.startswith("liif upscale:")]
+
+
+def screen(stderr: str) -> list[str]:
+    """The non-blank lines a terminal shows once ``stderr`` is written to it: tqdm redraws a bar's line after a
+    carriage return, and reaches a nested bar's line by newlines, then back by cursor-up (ESC [A)."""
+    lines, row, col = [""], 0, 0
+    for token in re.split(r"(\r|\n|\x1b\[A)", stderr):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token == "\x1b[A":
+            row = max(row - 1, 0)
+        elif token:
+            lines[row] = lines[row][:col].ljust(col) + token + lines[row][col + len(token):]
+            col += len(token)
+    return [line.rstrip() for line in lines if line.strip()]
+
+
+def files_bar(line: str, done: int, failed: int = 0, label: str = "files") -> bool:
+    """Whether ``line`` (of ``screen``) is ``liif upscale``'s files bar, done at ``done`` files, ``failed`` of them
+    failed."""
+    failures = f", {failed} failed" if failed else ""
+    pattern = rf"{re.escape(label)}: 100%\|.+\| {done}/{done} \[.*(file/s|s/file){failures}\]"
+    return re.fullmatch(pattern, line) is not None
 
 
 def run_group(command: list, timeout: float = 300, env: dict[str, str] | None = None,

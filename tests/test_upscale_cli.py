@@ -1,7 +1,8 @@
-"""``liif upscale`` through the command line, in subprocesses: sizes, batches, and every bad input."""
+"""``liif upscale`` through the command line, in subprocesses: sizes, batches, progress, and every bad input."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARKS, TINY, comic_crop, shared_file
+from conftest import BENCHMARKS, TINY, comic_crop, files_bar, screen, shared_file
 from liif.runtime import cpu_has_int8, has_cpp_compiler
 
 
 def liif_upscale(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """``liif upscale ARGS`` in a subprocess, its output decoded as written: text mode would turn the carriage
+    returns that redraw a progress bar into newlines."""
     command = [sys.executable, "-m", "liif", "upscale", *map(str, args), "--model", str(shared_file(TINY)),
                "--threads", "1"]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, timeout=300)
+    return subprocess.CompletedProcess(command, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
 @pytest.fixture
@@ -67,6 +71,14 @@ def test_batch_goes_on_after_a_bad_file(picture, tmp_path):
     assert Image.open(tmp_path / "out" / "b_x2.jpg").mode == "L"
     assert "broken.png: not an image" in result.stderr
     assert "2 written, 1 failed" in result.stderr.strip().splitlines()[-1]
+    # The failure advances the files bar, and its line stays whole above it.
+    error, bar, summary = screen(result.stderr)
+    assert error.startswith(f"liif upscale: error: {folder / 'broken.png'}: not an image") and error.endswith(")")
+    assert files_bar(bar, 3, failed=1), result.stderr
+    assert summary.startswith("liif upscale: 2 written, 1 failed")
+    quiet = liif_upscale(folder, "--scale", "2", "-o", tmp_path / "out", "--suffix", "_x2", "--overwrite", "-q",
+                         cwd=tmp_path)
+    assert quiet.returncode == 1 and quiet.stderr == error + "\n"
 
 
 def test_default_output_beside_input_and_overwrite(picture, tmp_path):
@@ -141,11 +153,23 @@ def test_bad_options(picture, tmp_path, options, fragment):
 
 
 def test_progress_and_summary_on_stderr(picture, tmp_path):
+    """One input: its pixel bar stays, and no files bar is drawn."""
     result = liif_upscale(picture, "--scale", "2", "-o", "out.png", cwd=tmp_path)
     assert result.returncode == 0
-    assert "comic.png" in result.stderr and "100%" in result.stderr  # the progress bar
-    assert result.stderr.strip().splitlines()[-1].startswith("liif upscale: 1 written, 0 failed")
+    bar, summary = screen(result.stderr)
+    assert re.fullmatch(r"comic\.png: 100%\|.+\| 2\.24k/2\.24k \[.*px/s\]", bar), result.stderr
+    assert summary.startswith("liif upscale: 1 written, 0 failed")
     assert result.stdout == ""
+
+
+def test_a_batch_shows_one_files_bar_and_clears_each_pictures_bar(crops, tmp_path):
+    result = liif_upscale(crops, "--scale", "2", "-o", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0
+    bar, summary = screen(result.stderr)
+    assert files_bar(bar, 5), result.stderr
+    assert summary.startswith("liif upscale: 5 written, 0 failed")
+    for i in range(5):  # each picture's pixel bar was drawn beneath the files bar while it rendered
+        assert re.search(rf"\n\rp{i}\.png: +\d+%\|.*px/s\]\x1b\[A", result.stderr), result.stderr
 
 
 def test_readme_python_example_matches_cli(picture, tmp_path):
@@ -178,6 +202,10 @@ def test_torchrun_shares_a_batch_and_writes_what_one_process_writes(crops, tmp_p
     summaries = [line for line in two.stderr.splitlines() if line.startswith("liif upscale:")]
     assert summaries == [summaries[0]] and "5 written, 0 failed" in summaries[0]
     assert "on 2 processes" in summaries[0]
+    # Rank 0 alone draws its files bar, which counts its share: p0, p2 and p4.
+    bars = [line for line in two.stderr.splitlines() if line.startswith("files")]
+    assert bars and files_bar(bars[-1], 3, label="files (rank 0 of 2)"), two.stderr
+    assert all(line.startswith("files (rank 0 of 2): ") for line in bars), two.stderr
     for name in (f"p{i}.png" for i in range(5)):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
@@ -220,6 +248,10 @@ def test_skip_existing_finishes_an_interrupted_batch(crops, tmp_path):
     (out / "p3.png").unlink()
     rerun = liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", cwd=tmp_path)
     assert rerun.returncode == 0 and "1 written, 4 skipped (existing), 0 failed" in rerun.stderr
+    assert files_bar(screen(rerun.stderr)[0], 1), rerun.stderr  # the files left to do; the summary counts the rest
+    done = liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", cwd=tmp_path)
+    assert [line.split(", 0 failed")[0] for line in screen(done.stderr)] == \
+        ["liif upscale: 0 written, 5 skipped (existing)"]  # nothing left to upscale: no bar
     assert (out / "p3.png").is_file() and (out / "p1.png").stat().st_mtime_ns == kept
     one_line_error(liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", "--overwrite", "--quiet",
                                 cwd=tmp_path), "give --skip-existing or --overwrite, not both")

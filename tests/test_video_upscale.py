@@ -19,6 +19,7 @@ from PIL import Image
 
 import liif
 from clips import decoded_frames, frame_pixels, make_clip, packets
+from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
 from liif.pipeline import Background, prefetch
@@ -38,9 +39,15 @@ def tiny(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
 
 def run_cli(capsys, *args: str) -> tuple[int, list[str]]:
     """``liif upscale ARGS`` in this process: the exit code and the stderr lines."""
+    code, err = run_cli_stderr(capsys, *args)
+    return code, err.splitlines()
+
+
+def run_cli_stderr(capsys, *args: str) -> tuple[int, str]:
+    """``liif upscale ARGS`` in this process: the exit code and stderr as written (progress bars and all)."""
     with pytest.raises(SystemExit) as exit_info:
         main(["upscale", *map(str, args)])
-    return exit_info.value.code, capsys.readouterr().err.splitlines()
+    return exit_info.value.code, capsys.readouterr().err
 
 
 def stream_info(path: Path) -> tuple[tuple[int, int], Fraction, list[str]]:
@@ -272,6 +279,22 @@ def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys
         code, err = run_cli(capsys, *args, "-o", f"{tmp_path}/out/", "--model", weights, "-q")
         assert code == 1 and len(err) == 1 and err[0].startswith(f"liif upscale: error: {start}"), err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_in_a_batch_a_clips_frame_bar_is_cleared_beneath_the_files_bar(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    make_clip(inputs / "a.mp4", frames=6, audio=False)
+    Image.fromarray(frame_pixels(0, (64, 48))).save(inputs / "b.png")
+    make_clip(inputs / "c.mkv", frames=6, audio=False)
+    code, err = run_cli_stderr(capsys, inputs, "--scale", "0.5", "-o", tmp_path / "out", "--model", weights)
+    assert code == 0
+    bar, summary = screen(err)
+    assert files_bar(bar, 3), err
+    assert summary.startswith("liif upscale: 3 written, 0 failed")
+    for name, unit in (("a.mp4", "frame/s"), ("b.png", "px/s"), ("c.mkv", "frame/s")):  # drawn beneath it, then cleared
+        assert re.search(rf"\n\r{re.escape(name)}: +\d+%\|[^\r\n]*{unit}\]\x1b\[A", err), (name, err)
 
 
 def test_an_interrupted_run_leaves_nothing_and_skip_existing_finishes_the_batch(tmp_path: Path, tiny, capsys,

@@ -153,3 +153,9 @@ def gathered_bytes(data: bytes, procs: Processes) -> list[bytes]:
     released(padded)
     rows = released(rows).view(procs.world_size, -1).cpu()
     return [rows[rank, :length].numpy().tobytes() for rank, length in enumerate(lengths)]
+
+
+def share_label(label: str, rank: int, world_size: int) -> str:
+    """The label of a progress bar that counts one process's share of work split ``all[rank::world_size]``, so
+    that it is not read as the whole: 'files (rank 0 of 4)'; ``label`` itself in a single process."""
+    return f"{label} (rank {rank} of {world_size})" if world_size > 1 else label

@@ -115,8 +115,9 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     channels = first.pixels.shape[2]
     outs = [np.empty((*target.size, channels), dtype=first.pixels.dtype) for _ in pictures]
     model_channels = channels if alpha == "model" or not first.has_alpha else channels - 1
+    # leave=None: kept when alone (one input), cleared when nested under a batch's files bar: a batch leaves one line
     bar = tqdm(total=target.size[0] * target.size[1], desc=label, unit="px", unit_scale=True,
-               disable=not progress, leave=True, file=sys.stderr, dynamic_ncols=True)
+               disable=not progress, leave=None, file=sys.stderr, dynamic_ncols=True)
     batch = torch.cat(inputs)
     with bar, autocast(device, precision, model):
         source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None

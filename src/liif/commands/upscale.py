@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
 from liif.bounds import COUNT
-from liif.distributed import Processes, global_sum, joined_processes, wait_for_all
+from liif.distributed import Processes, global_sum, joined_processes, share_label, wait_for_all
 from liif.errors import LiifError, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
@@ -267,7 +267,11 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     for failure in failures + refused if procs.is_main else []:
         failure.report()
         failed += len(failure.names)
-    outcomes = upscale_files(model, jobs, geometry, args, progress=not args.quiet and procs.is_main)
+    # Only rank 0 draws, and its files bar counts its own share (jobs 0, W, 2W, ...): about 1/W of the batch,
+    # so its time left is about the batch's. Skipped and refused inputs are settled already: the bar leaves them out.
+    files_bar = share_label("files", procs.rank, procs.world_size) if len(files) > 1 and jobs else None
+    outcomes = upscale_files(model, jobs, geometry, args, progress=not args.quiet and procs.is_main,
+                             files_bar=files_bar)
     written, failed = global_sum([outcomes.written, failed + outcomes.failed], procs)
     if not args.quiet and procs.is_main:
         where = f"{procs.world_size} processes" if procs.distributed else str(device)
@@ -279,9 +283,11 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
 
 @dataclass
 class Outcomes:
-    """The inputs written and failed so far; one barrier per input: whatever fails it, the batch goes on."""
+    """The inputs written and failed so far, each advancing ``bar``; one barrier per input: whatever fails it,
+    the batch goes on."""
 
     overwrite: bool
+    bar: tqdm
     written: int = 0
     failed: int = 0
 
@@ -297,36 +303,42 @@ class Outcomes:
         except FILE_ERRORS as exc:
             self.failed += 1
             Failure.of(source, exc).report()
+            self.bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+        self.bar.update()
 
 
 def upscale_files(model: nn.Module, jobs: list[tuple[Path, Path]], geometry: Geometry, args: argparse.Namespace,
-                  progress: bool) -> Outcomes:
+                  progress: bool, files_bar: str | None = None) -> Outcomes:
     """Upscale each (input, output) of ``jobs``: pictures are read in a thread ahead of the renderer and written
-    in a thread behind it, so the device does not wait for the disk; outcomes are reported in input order."""
-    outcomes = Outcomes(args.overwrite)
-    finisher = Background(outcomes.finish, depth=WRITE_BEHIND)
-    loads = prefetch(read_jobs(jobs, geometry, args), depth=READ_AHEAD)
-    try:
-        for source, destination, loaded in loads:
-            try:
-                if isinstance(loaded, BaseException):
-                    raise loaded
-                if loaded is None:
-                    upscale_moving(model, source, destination, geometry, args, progress)
-                    result = None
-                else:
-                    picture, target = loaded
-                    result = render_picture(model, picture, target, args.self_ensemble, args.alpha, args.precision,
-                                            args.tile, progress=progress, label=source.name)
-            except FILE_ERRORS as exc:
-                result = exc
-            finisher.put((source, destination, result))
-    except BaseException:
-        finisher.stop()  # pictures already rendered are written whole (atomically) before leaving
-        raise
-    finally:
-        loads.close()  # the reading thread stops
-    finisher.join()
+    in a thread behind it, so the device does not wait for the disk; outcomes are reported in input order.
+    ``files_bar`` labels a bar of the jobs done (written or failed), each file's own bar cleared beneath it."""
+    bar = tqdm(total=len(jobs), desc=files_bar, unit="file", disable=not progress or files_bar is None,
+               file=sys.stderr, dynamic_ncols=True)
+    outcomes = Outcomes(args.overwrite, bar)
+    with bar:
+        finisher = Background(outcomes.finish, depth=WRITE_BEHIND)
+        loads = prefetch(read_jobs(jobs, geometry, args), depth=READ_AHEAD)
+        try:
+            for source, destination, loaded in loads:
+                try:
+                    if isinstance(loaded, BaseException):
+                        raise loaded
+                    if loaded is None:
+                        upscale_moving(model, source, destination, geometry, args, progress)
+                        result = None
+                    else:
+                        picture, target = loaded
+                        result = render_picture(model, picture, target, args.self_ensemble, args.alpha,
+                                                args.precision, args.tile, progress=progress, label=source.name)
+                except FILE_ERRORS as exc:
+                    result = exc
+                finisher.put((source, destination, result))
+        except BaseException:
+            finisher.stop()  # pictures already rendered are written whole (atomically) before leaving
+            raise
+        finally:
+            loads.close()  # the reading thread stops
+        finisher.join()
     return outcomes
 
 

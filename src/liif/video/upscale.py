@@ -139,7 +139,8 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
     writer = open_frame_writer(destination, target.size[::-1], info.rate, overwrite=options.overwrite,
                                **writer_options(info, target, source, destination, options))
     stopped = None
-    bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=True,
+    # leave=None: kept when alone, cleared when nested under a batch's files bar (as render_pictures' pixel bar)
+    bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=None,
                file=sys.stderr, dynamic_ncols=True)
     with bar, writer:
         encoder = Background(lambda item: writer.write(*item), depth=2 * batch)
