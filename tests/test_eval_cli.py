@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -221,13 +222,17 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
         Image.fromarray(set5_crop(name)).save(data / f"{name}.png")
     model = str(shared_file(TINY))
     common = ["-m", "liif", "eval", "--data", str(data), "--scales", "2,3", "--degrade", "pil", "--model", model,
-              "--device", "cpu", "--threads", "1", "--quiet"]
-    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         timeout=300)
+              "--device", "cpu", "--threads", "1"]
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one"), "--quiet"], capture_output=True,
+                         text=True, timeout=300)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     two = subprocess.run([*launch, *common, "--out", str(tmp_path / "two")], capture_output=True, text=True,
                          timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr
     assert two.stdout == one.stdout and "| set | x2 | x3 |" in one.stdout  # one table, printed once
+    # Rank 0 alone draws its bar, which counts its share (3 of the 6 items) and says so.
+    bars = [line for line in two.stderr.splitlines() if line.startswith("set x")]
+    assert bars and all(" (rank 0 of 2): " in line for line in bars), two.stderr
+    assert re.fullmatch(r"set x3 \(rank 0 of 2\): 100%\|.+\| 3/3 \[.*(img/s|s/img)\]", bars[-1]), two.stderr
     for name in ("results.json", "per_image.csv"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from liif.bounds import flag
+from liif.distributed import share_label
 from liif.errors import LiifError, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
@@ -228,7 +229,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     try:
         with tqdm(total=len(mine), disable=not progress, unit="img", dynamic_ncols=True) as bar:
             for dataset, scale, source, image in mine:
-                bar.set_description(f"{dataset.name} {scale_key(scale)}")
+                bar.set_description(share_label(f"{dataset.name} {scale_key(scale)}", *shard))
                 try:
                     hr, lr = hr_lr_pair(dataset, image, scale, source)
                     values = evaluate_image(model, hr, lr, protocol, scale, quantize, chunk_size, self_ensemble,
