@@ -174,7 +174,7 @@ def test_compiled_queries_are_refused_with_int8_on_a_cpu_that_runs_it(monkeypatc
     monkeypatch.setattr(liif.runtime, "cpu_flags", lambda: frozenset({"amx_int8"}))
     monkeypatch.setattr(liif.runtime, "has_cpp_compiler", lambda: True)
     model = make(SMALL["liif"])
-    with pytest.raises(LiifError, match="^--compile does not run int8 queries"):
+    with pytest.raises(LiifError, match="^compile does not run int8 queries"):
         configure_model(model, "int8", compile="default")
     assert configure_model(model, "int8") is model
 

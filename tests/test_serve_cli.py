@@ -154,7 +154,7 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["serve", "{dir}", "--feature-cache-mb", "-5"], "--feature-cache-mb must be a number > 0, got -5.0"),
     (["serve", "{dir}", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["serve", "{dir}", "--port", "70000"], "--port must be an int in [0, 65535], got 70000"),
-    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "fps must be a number in [0.001, 1000], got 0.0"),
+    (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "--fps must be a number in [0.001, 1000], got 0.0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "0x64"], "size must be an int above 0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "nanx64"], "size must be an int above 0 and at most 16777216, "
                                                                    "got nan"),

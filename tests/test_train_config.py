@@ -44,13 +44,13 @@ def test_overrides_parse_yaml_values_and_floats_without_a_dot():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("epoch_maxx=3", "--set epoch_maxx: unknown config key"),
-    ("train_dataset.batchsize=3", "--set train_dataset.batchsize: unknown config key"),
+    ("epoch_maxx=3", "overrides epoch_maxx: unknown config key"),
+    ("train_dataset.batchsize=3", "overrides train_dataset.batchsize: unknown config key"),
     ("epoch_max=true", "config key 'epoch_max' must be an int >= 1, got True"),
     ("multi_step_lr.gamma=half", "config key 'multi_step_lr.gamma' must be"),
     ("amp=fp8", "config key 'amp' must be one of none, bf16, fp16"),
-    ("optimizer.args.lr=[1]", "--set optimizer.args.lr: expected float"),
-    ("lr", "--set takes KEY=VALUE"),
+    ("optimizer.args.lr=[1]", "overrides optimizer.args.lr: expected float"),
+    ("lr", "overrides takes KEY=VALUE"),
 ])
 def test_bad_overrides_name_the_key(override: str, message: str):
     with pytest.raises(LiifError, match=None) as info:
@@ -89,25 +89,25 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
     ("multi_step_lr.gamma=.nan", "config key 'multi_step_lr.gamma' must be a finite number, got nan"),
     ("optimizer.args.lr=.inf", "config key 'optimizer.args.lr' must be a finite number, got inf"),
     ("optimizer.args.lr=1e400", "config key 'optimizer.args.lr' must be a finite number, got inf"),
-    ("optimizer.args.lr=100000000000000000000" + "0" * 300, "--set optimizer.args.lr: 1000"),
-    ("model.args.encoder_spec.args.n_feats=[8]", "--set model.args.encoder_spec.args.n_feats: expected int like 8"),
+    ("optimizer.args.lr=100000000000000000000" + "0" * 300, "overrides optimizer.args.lr: 1000"),
+    ("model.args.encoder_spec.args.n_feats=[8]", "overrides model.args.encoder_spec.args.n_feats: expected int like 8"),
     # paths that are not keys, values YAML cannot read or a config cannot hold
-    ("=", "--set takes KEY=VALUE"),
-    ("a..b=1", "--set takes KEY=VALUE"),
-    ("model.name.x=1", "--set model.name.x: unknown config key"),
-    ("model.args.encoder_spec.name.x=1", "--set model.args.encoder_spec.name.x: model.args.encoder_spec.name "
+    ("=", "overrides takes KEY=VALUE"),
+    ("a..b=1", "overrides takes KEY=VALUE"),
+    ("model.name.x=1", "overrides model.name.x: unknown config key"),
+    ("model.args.encoder_spec.name.x=1", "overrides model.args.encoder_spec.name.x: model.args.encoder_spec.name "
                                          "holds 'edsr-baseline', not a mapping"),
     ("model.args.imnet_spec.args.hidden_list.0=5", "hidden_list holds [16, 16], not a mapping"),
     ("optimizer=null", "config key 'optimizer' is required (a mapping)"),
     ("multi_step_lr={gamma: 0.5}", "config key 'multi_step_lr.milestones' is required (a list)"),
     ("train_dataset.wrapper=null", "config key 'train_dataset.wrapper' is required"),
-    ("seed=[1", "--set seed, line 1, column 3: not valid YAML: expected ',' or ']', but got '<stream end>'"),
-    ("seed=!!int 1.5", "--set seed: not valid YAML: invalid literal for int()"),
-    ("seed=" + "[" * 3000, "--set seed: not valid YAML: nested too deep"),
+    ("seed=[1", "overrides seed, line 1, column 3: not valid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("seed=!!int 1.5", "overrides seed: not valid YAML: invalid literal for int()"),
+    ("seed=" + "[" * 3000, "overrides seed: not valid YAML: nested too deep"),
     ("model.args.x=&a [*a]", "config key 'model.args.x[0][0]"),
     ("model.args.x=!!set {a}", "config key 'model.args.x' holds a set, which a config cannot hold"),
     ("model.args.x=!!binary AAAA", "config key 'model.args.x' holds a bytes"),
-    ("epoch\nmax=1", r"--set 'epoch\nmax': unknown config key"),
+    ("epoch\nmax=1", r"overrides 'epoch\nmax': unknown config key"),
 ])
 def test_out_of_range_and_malformed_values_are_one_line_errors_naming_the_key(override: str, message: str):
     with pytest.raises(LiifError) as info:

@@ -278,7 +278,7 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
              "cannot resume: the config's model differs from the checkpoint's"),
             (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
              f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
-            ([], f"{last} is at epoch 1 and epoch_max is 1: nothing to train (raise it, e.g. --set epoch_max=2)")):
+            ([], f"{last} is at epoch 1 and epoch_max is 1: nothing to train (raise epoch_max, e.g. to 2)")):
         assert liif_train("--resume", last, *extra) == 2
         assert message in one_line_error(capsys)
         assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files

@@ -133,7 +133,7 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     # off AMX int8 is refused first; test_int8 checks the --compile refusal itself on any CPU
     (["{picture}", "--scale", "2", "--precision", "int8", "--compile", "default"],
      "--compile does not run int8" if cpu_has_int8() and has_cpp_compiler() else "precision int8 needs a CPU"),
-    (["{picture}", "--scale", "2", "--tile", "0"], "tile must be an int >= 1, got 0"),
+    (["{picture}", "--scale", "2", "--tile", "0"], "--tile must be an int >= 1, got 0"),
     (["{picture}", "--scale", "2", "--threads", "0"], "--threads must be an int in [1, 1024], got 0"),
     (["{picture}", "--scale", "2", "--threads", "2147483648"], "--threads must be an int in [1, 1024], got 2147483648"),
     (["{picture}", "--scale", "2", "--batch", "0"], "--batch must be an int >= 1, got 0"),

@@ -192,7 +192,7 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
-    with pytest.raises(LiifError, match=r"^--preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
+    with pytest.raises(LiifError, match=r"^preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
         open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")
     assert capfd.readouterr().err == ""  # x264's own "x264 [error]: invalid preset" line would land here
     assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from liif import __version__
-from liif.errors import LiifError, OutputExists, printable
+from liif.errors import Caller, LiifError, printable
 from liif_entry import interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         usage_error(command, f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         usage_error(command, "the following arguments are required: COMMAND")
-    OutputExists.command_line = True
+    Caller.command_line = True
     try:
         code = args.run(args)
     except LiifError as exc:
@@ -111,6 +111,6 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         interrupted(command)
-    finally:  # a program that runs a command, then calls the API, is told overwrite=True again
-        OutputExists.command_line = False
+    finally:  # a program that runs a command, then calls the API, is told in Python's terms again
+        Caller.command_line = False
     sys.exit(code or 0)

@@ -9,15 +9,29 @@ class CheckpointError(LiifError):
     """A checkpoint that cannot be read, is unsafe, or does not fit its model."""
 
 
+class Caller:
+    """Whom errors speak to: the liif command's user while it runs (``liif.cli.main`` sets ``command_line``),
+    else a Python caller; ``option`` words options for them."""
+
+    command_line = False
+
+
+def option(name: str, value: object = None, flag: str | None = None) -> str:
+    """The API's option ``name`` (set to ``value``, if given) in the caller's terms: ``max_pixels``,
+    ``precision='bf16'``, ``overwrite=True`` from Python; ``--max-pixels``, ``--precision bf16``, ``--overwrite``
+    from the liif command, whose flag is ``flag`` where it is not named after the parameter."""
+    if not Caller.command_line:
+        return name if value is None else f"{name}={value!r}"
+    switch = "--" + (flag or name).replace("_", "-")
+    return switch if value is None or value is True else f"{switch} {value}"
+
+
 class OutputExists(LiifError):
     """An output that is there already, refused unless it is to be replaced: the message says how in the
-    caller's words, ``overwrite=True`` from Python, ``--overwrite`` from the liif command."""
-
-    command_line = False  # True while the liif command runs (liif.cli.main): its options are flags
+    caller's words (``option``)."""
 
     def __init__(self, what: str) -> None:
-        how = "--overwrite" if OutputExists.command_line else "overwrite=True"
-        super().__init__(f"{what}; pass {how} to replace it")
+        super().__init__(f"{what}; pass {option('overwrite', True)} to replace it")
 
 
 CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from liif.bounds import Number
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 
 Ranges = tuple[tuple[float, float], tuple[float, float]]
 WHOLE_IMAGE: Ranges = ((-1.0, 1.0), (-1.0, 1.0))
@@ -182,12 +182,12 @@ class Geometry:
     def parse(cls, scale: str | None = None, size: str | None = None, width: str | None = None,
               height: str | None = None, region: str | None = None) -> Geometry:
         """A Geometry from command-line strings: ``3.5`` or ``2,3``; ``640x480``; ``2000``; ``x0,y0,x1,y1``."""
-        values = parse_numbers(scale, "--scale", (1, 2)) if scale is not None else None
+        values = parse_numbers(scale, option("scale"), (1, 2)) if scale is not None else None
         return cls(scale=None if values is None else values[0] if len(values) == 1 else tuple(values),
-                   size=None if size is None else tuple(parse_numbers(size.lower(), "--size", (2,), "x")),
-                   width=None if width is None else parse_numbers(width, "--width", (1,))[0],
-                   height=None if height is None else parse_numbers(height, "--height", (1,))[0],
-                   region=None if region is None else tuple(parse_numbers(region, "--region", (4,))))
+                   size=None if size is None else tuple(parse_numbers(size.lower(), option("size"), (2,), "x")),
+                   width=None if width is None else parse_numbers(width, option("width"), (1,))[0],
+                   height=None if height is None else parse_numbers(height, option("height"), (1,))[0],
+                   region=None if region is None else tuple(parse_numbers(region, option("region"), (4,))))
 
     def box(self, input_shape: tuple[int, int]) -> tuple[float, float, float, float]:
         """The region (x0, y0, x1, y1), checked to lie inside an (h, w) input and not be empty."""

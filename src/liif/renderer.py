@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Iterator
 import torch
 
 from liif.bounds import COUNT, flag
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel, renderable
@@ -138,7 +138,7 @@ def pick_tile(model: ImplicitModel, grid: Grid, latent_shape: tuple[int, int], t
 
 def checked_tile(tile: int | None) -> int | None:
     """``tile`` (None: the device's) if it is a whole number of latents, at least one; else a LiifError."""
-    return tile if tile is None else COUNT.check(tile, "tile", LiifError)
+    return tile if tile is None else COUNT.check(tile, option("tile"), LiifError)
 
 
 def clip(lo: int, hi: int, n: int) -> tuple[int, int]:

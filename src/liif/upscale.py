@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from liif.bounds import flag
 from liif.checkpoint import load_model
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 from liif.imageio import Picture, picture_from_pil, read_picture
 from liif.geometry import Geometry, Target
 from liif.kernels import set_query_kernel
@@ -37,7 +37,7 @@ def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX
     height, width = target.size
     if height * width > max_pixels:
         raise LiifError(f"the output would be {width}x{height} = {height * width / 1e6:.1f} MP, above the "
-                        f"limit of {max_pixels / 1e6:g} MP (raise it with --max-pixels)")
+                        f"limit of {max_pixels / 1e6:g} MP (raise it with {option('max_pixels')})")
     needed = height * width * picture.pixels.shape[2] * picture.pixels.itemsize
     free = available_memory()
     if free is not None and needed > free:
@@ -124,7 +124,8 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
         for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,
                                             source=source):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
-                hint = " (fp16 overflowed: use --precision bf16 or fp32)" if precision == "fp16" else ""
+                hint = (f" (fp16 overflowed: use {option('precision', 'bf16')} or {option('precision', 'fp32')})"
+                        if precision == "fp16" else "")
                 raise LiifError(f"the model gave NaN or infinite values{hint}; nothing was written")
             rows, cols = block.shape[2:]
             start = 0
@@ -184,7 +185,7 @@ def configure_model(net: nn.Module, precision: str, kernel: str | None = None, c
     device = next(net.parameters()).device
     check_precision(device, precision, net)
     if compile != "none" and precision == "int8":
-        raise LiifError("--compile does not run int8 queries (int8 compiles its own steps); leave one out")
+        raise LiifError(f"{option('compile')} does not run int8 queries (int8 compiles its own steps); leave one out")
     if kernel is not None:
         set_query_kernel(net, kernel, device)
     return net.compile_queries(compile) if compile != "none" else net

@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from liif.bounds import COUNT, POSITIVE, Number, flag
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
 from liif.imageio import Picture, rgb8
@@ -59,7 +59,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     POSITIVE.check(end, "the end zoom", LiifError)
     cx, cy = (Number().check(v, "the centre", LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
-    FRAMES.check(frames, "--frames", LiifError)
+    FRAMES.check(frames, option("frames"), LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
@@ -114,7 +114,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     frames); returns the frames' regions."""
     from liif.video.writer import open_frame_writer
 
-    FPS.check(fps, "fps", LiifError)
+    FPS.check(fps, option("fps"), LiifError)
     flag(overwrite, "overwrite", LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
         check_not_input(image, output)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from liif.bounds import flag
 from liif.distributed import share_label
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, option, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
@@ -67,9 +67,9 @@ def lr_source(dataset: EvalDataset, scale: float, degrade_method: str) -> str:
     if not needs_files:
         return "pil"
     where = dataset.lr_root / f"X{scale:g}" if dataset.lr_root else dataset.hr_dir
-    why = "--degrade files" if degrade_method == "files" else f"the {dataset.layout} protocol at x2-x4"
-    raise LiifError(f"{where}: no LR files for x{scale:g}, which {why} requires; "
-                    f"pass --degrade pil or --degrade matlab to make the LR images from the HR")
+    why = option("degrade", "files") if degrade_method == "files" else f"the {dataset.layout} protocol at x2-x4"
+    raise LiifError(f"{where}: no LR files for x{scale:g}, which {why} requires; pass {option('degrade', 'pil')} "
+                    f"or {option('degrade', 'matlab')} to make the LR images from the HR")
 
 
 def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +176,7 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
          degrade_method: str) -> list[tuple[EvalDataset, float, str]]:
     """Every (dataset, scale, LR source) of a run, checked before any work so that bad input fails at once."""
     if degrade_method not in LR_SOURCES:
-        raise LiifError(f"unknown --degrade {degrade_method!r} (choose from {', '.join(LR_SOURCES)})")
+        raise LiifError(f"unknown {option('degrade')} {degrade_method!r} (choose from {', '.join(LR_SOURCES)})")
     datasets = [d if isinstance(d, EvalDataset) else open_dataset(d) for d in data]
     if not datasets:
         raise LiifError("no dataset given")

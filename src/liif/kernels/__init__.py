@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 
 QUERY_KERNELS = ("torch", "triton", "triton-first-layer")
 
@@ -34,7 +34,7 @@ def check_kernel(name: str, device: torch.device) -> None:
         raise LiifError(f"kernel {name} needs triton: pip install triton") from None
     if torch.device(device).type != "cuda" and not interpreting():
         raise LiifError(f"kernel {name} runs on CUDA devices (or on the CPU in Triton's interpreter, "
-                        "TRITON_INTERPRET=1); use --device cuda or --kernel torch")
+                        f"TRITON_INTERPRET=1); use {option('device', 'cuda')} or {option('kernel', 'torch')}")
 
 
 def set_query_kernel(model: torch.nn.Module, name: str, device: torch.device) -> torch.nn.Module:

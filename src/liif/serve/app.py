@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from liif.bounds import Number
-from liif.errors import LiifError, one_line, os_reason
+from liif.errors import LiifError, one_line, option, os_reason
 from liif.geometry import Geometry
 from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
@@ -96,7 +96,7 @@ class Service:
                  model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto",
                  options: ServeOptions | None = None) -> None:
         self.options = options or ServeOptions()
-        Number(low=1).check(self.options.max_scale, "--max-scale", LiifError)
+        Number(low=1).check(self.options.max_scale, option("max_scale"), LiifError)
         # a Library given was built (its files checked) before the server bound its address; it keeps its cache
         self.library = paths if isinstance(paths, Library) else Library(paths, self.options.picture_cache_bytes)
         self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)

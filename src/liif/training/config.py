@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from liif.bounds import COUNT, POSITIVE, THREADS, Number
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, option, os_reason
 from liif.normalization import DataNorm
 
 
@@ -209,14 +209,20 @@ def shown(key: str) -> str:
     return key if key.isprintable() else repr(key)
 
 
+def override(key: str) -> str:
+    """How an error names the override of ``key``: ``overrides KEY`` from Python, ``--set KEY`` from the command."""
+    return f"{option('overrides', flag='set')} {shown(key)}"
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (['a', 'b', 'c'], value parsed as YAML)."""
     key, sep, raw = text.partition("=")
     path = [part.strip() for part in key.split(".")]
     if not sep or not all(path):
-        raise LiifError(f"--set takes KEY=VALUE (KEY a dotted path such as optimizer.args.lr), got {text!r}")
+        raise LiifError(f"{option('overrides', flag='set')} takes KEY=VALUE (KEY a dotted path such as "
+                        f"optimizer.args.lr), got {text!r}")
     key = ".".join(path)
-    value = parse_yaml(raw, f"--set {shown(key)}") if raw.strip() else None
+    value = parse_yaml(raw, override(key)) if raw.strip() else None
     return path, value
 
 
@@ -235,17 +241,17 @@ def schema_at(path: list[str]) -> Any:
 
 def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
     """Set ``config[path] = value``; an unknown key or a type unlike the schema's or the old value's fails."""
-    key = shown(".".join(path))
+    key, where = shown(".".join(path)), override(".".join(path))
     schema = schema_at(path) if path else None
     if schema is None:
-        raise LiifError(f"--set {key}: unknown config key")
+        raise LiifError(f"{where}: unknown config key")
     check_plain(value, key)
     node = config
     for depth, part in enumerate(path[:-1]):
         if node.get(part) is None:
             node[part] = {}
         elif not isinstance(node[part], dict):
-            raise LiifError(f"--set {key}: {shown('.'.join(path[:depth + 1]))} holds {node[part]!r}, "
+            raise LiifError(f"{where}: {shown('.'.join(path[:depth + 1]))} holds {node[part]!r}, "
                             f"not a mapping")
         node = node[part]
     old = node.get(path[-1])
@@ -253,10 +259,10 @@ def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
         same = isinstance(value, type(old)) or (isinstance(old, float) and isinstance(value, int)
                                                 and not isinstance(value, bool))
         if not same:
-            raise LiifError(f"--set {key}: expected {type(old).__name__} like {old!r}, got {value!r}")
+            raise LiifError(f"{where}: expected {type(old).__name__} like {old!r}, got {value!r}")
         if isinstance(old, float):
             if not -FLOAT_MAX <= value <= FLOAT_MAX:
-                raise LiifError(f"--set {key}: {value} is too large for a float")
+                raise LiifError(f"{where}: {value} is too large for a float")
             value = float(value)
     node[path[-1]] = value
 
@@ -280,7 +286,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checked config from a YAML file (or ``base``, e.g. a checkpoint's) with defaults and ``--set``s."""
+    """The checked config from a YAML file (or ``base``, e.g. a checkpoint's) with defaults and ``overrides``
+    (KEY=VALUE, as ``liif train --set`` takes them)."""
     loaded = read_config_file(path) if path is not None else base or {}
     check_plain(loaded, "")
     config = merge(DEFAULTS, loaded)

@@ -23,7 +23,7 @@ from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
 from liif.bounds import Number, flag
-from liif.errors import LiifError, OutputExists, one_line, os_reason
+from liif.errors import LiifError, OutputExists, one_line, option, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
@@ -279,12 +279,13 @@ def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device)
 def resume_config(resume: str | None, config_path: str | None,
                   overrides: list[str]) -> tuple[dict[str, Any], Path | None, dict[str, Any] | None]:
     """The config (the given file, else the checkpoint's own), and the path and contents of the checkpoint to
-    resume from (``--resume``, else the config's ``resume``), if any."""
+    resume from (``resume``, else the config's own ``resume``), if any."""
     ckpt = read_checkpoint(resume) if resume else None
     if config_path is None and ckpt is None:
-        raise LiifError("give --config, or --resume a checkpoint that holds its config")
+        raise LiifError(f"give {option('config_path', flag='config')}, or {option('resume')} a checkpoint that "
+                        "holds its config")
     if config_path is None and not isinstance(ckpt.get("config"), dict):
-        raise LiifError(f"{resume} holds no config: give --config too")
+        raise LiifError(f"{resume} holds no config: give {option('config_path', flag='config')} too")
     config = load_config(config_path, overrides, base=None if config_path else ckpt["config"])
     if ckpt is None and config["resume"]:
         resume, ckpt = config["resume"], read_checkpoint(config["resume"])

@@ -80,7 +80,7 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
                         f"{saved_groups} tensors, the config's optimizer {groups}")
     if ckpt["epoch"] >= config["epoch_max"]:
         raise LiifError(f"{source} is at epoch {ckpt['epoch']} and epoch_max is {config['epoch_max']}: nothing "
-                        f"to train (raise it, e.g. --set epoch_max={ckpt['epoch'] + 1})")
+                        f"to train (raise epoch_max, e.g. to {ckpt['epoch'] + 1})")
 
 
 def damaged(source: str, damage: str) -> LiifError:

@@ -23,7 +23,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from liif.bounds import flag
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
@@ -87,7 +87,7 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
         even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
         if even != target.size:
             note = (f"the output {target.size[1]}x{target.size[0]} is rounded to {even[1]}x{even[0]}: "
-                    f"{pix_fmt} needs even sides (a 4:4:4 --pix-fmt such as yuv444p keeps odd ones)")
+                    f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
             target = Target(even, target.region)
     channels = 4 if info.alpha else 3
     check_target(target, Picture(np.empty((1, 1, channels), np.uint8)), options.max_pixels)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from liif.bounds import Number, flag
-from liif.errors import LiifError, OutputExists, os_reason
+from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
 from liif.video.reader import TIMECODE
@@ -339,20 +339,20 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
     """FFmpeg options for a quality (crf) and speed (preset) on each encoder that has them."""
     if encoder == "ffv1":
         if crf is not None:
-            raise LiifError("ffv1 is lossless: --crf does not apply to it")
+            raise LiifError(f"ffv1 is lossless: {option('crf')} does not apply to it")
         if preset:
-            raise LiifError("ffv1 has no presets: --preset does not apply to it")
+            raise LiifError(f"ffv1 has no presets: {option('preset')} does not apply to it")
         return {"level": "3", "slicecrc": "1"}
     options = {}
     crf = DEFAULT_CRF.get(encoder) if crf is None else crf
     if crf is not None:
         if not 0 <= crf <= 63:
-            raise LiifError(f"--crf must be 0 to 63 (lower is better quality), got {crf}")
+            raise LiifError(f"{option('crf')} must be 0 to 63 (lower is better quality), got {crf}")
         options["crf"] = str(crf)
         if encoder.startswith("libvpx"):
             options["b"] = "0"  # VP9's constant-quality mode: crf with no bitrate target
     if preset and encoder in ("libx264", "libx265") and preset.lower() not in X264_PRESETS:
-        raise LiifError(f"--preset {preset!r}: {encoder} takes {', '.join(X264_PRESETS)}")
+        raise LiifError(f"{option('preset')} {preset!r}: {encoder} takes {', '.join(X264_PRESETS)}")
     if preset:
         options["cpu-used" if encoder.startswith("libvpx") else "preset"] = preset
     if encoder == "libsvtav1":
