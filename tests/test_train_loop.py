@@ -288,10 +288,16 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
 
 
 
-def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_path, set14):
+def smoke_config(folder: Path) -> dict:
+    """configs/smoke.yaml as a mapping, training and validating on ``folder``."""
     raw = yaml.safe_load(SMOKE.read_text())
     for section in ("train_dataset", "val_dataset"):
-        raw[section]["dataset"]["args"]["root_path"] = str(set14)
+        raw[section]["dataset"]["args"]["root_path"] = str(folder)
+    return raw
+
+
+def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_path, set14):
+    raw = smoke_config(set14)
     run = tmp_path / "run"
     for args, kwargs, message in (
             # a mapping made in Python gets a file's checks: epoch_max 0 trained nothing and reported success
@@ -318,6 +324,31 @@ def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_pa
         assert "resuming at epoch 2" in (folder / "log.txt").read_text()
         assert read_checkpoint(folder / "epoch-last.pth")["global_step"] == 14
 
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, monkeypatch, fails):
+    # a notebook that trains and then renders got the run's threads and deterministic algorithms
+    config = {**smoke_config(set14), "epoch_max": 1, "threads": 1, "deterministic": True}
+    if fails:  # Set5 has no picture large enough for x200: a one-line error at the end of epoch 1
+        config["benchmark_eval"] = {"root": str(shared_file(BENCHMARKS / "Set5")), "scales": [200]}
+    during = []
+    step = liif.training.loop.train_step
+    monkeypatch.setattr(liif.training.loop, "train_step", lambda *args: during.append(
+        (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())) or step(*args))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        if fails:
+            with pytest.raises(LiifError, match="benchmark_eval at epoch 1: "):
+                train(config, tmp_path / "run", quiet=True)
+        else:
+            assert train(config, tmp_path / "run", quiet=True)["epoch"] == 1
+        assert set(during) == {(1, True)}
+        assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (3, False)
+    finally:
+        torch.set_num_threads(saved)
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
