@@ -31,9 +31,14 @@ from liif.training.loop import build_scheduler, train_step, validate
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
+def dataset_sets(key: str, value: object) -> list[str]:
+    """The ``--set``s that give both datasets' args ``key: value``."""
+    return [arg for section in ("train_dataset", "val_dataset")
+            for arg in ("--set", f"{section}.dataset.args.{key}={value}")]
+
+
 def folder_sets(folder: Path) -> list[str]:
-    return ["--set", f"train_dataset.dataset.args.root_path={folder}",
-            "--set", f"val_dataset.dataset.args.root_path={folder}", "--set", "threads=1"]
+    return [*dataset_sets("root_path", folder), "--set", "threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -536,6 +541,24 @@ def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, 
     reason = os.strerror(errno.EEXIST if name == "tensorboard" else errno.EISDIR)
     assert f"cannot write {run / name}: {reason}" in one_line_error(capsys)
 
+
+
+def test_a_bin_cache_that_cannot_be_written_stops_the_run_before_it_starts(tmp_path, set14, capsys):
+    # as on a read-only dataset mount (test_train_data); a file where the cache folder goes stops root too
+    data = tmp_path / "data"
+    shutil.copytree(set14, data / "Set14")
+    (data / "_bin_Set14").write_text("")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--config", str(SMOKE), *folder_sets(data / "Set14"), *dataset_sets("cache", "bin"),
+              "--set", "epoch_max=1", "--out", str(run)]
+    assert liif_train(*common) == 2
+    assert one_line_error(capsys) == (
+        f"liif train: error: train_dataset: {data / 'Set14'}: cannot write its bin cache in {data / '_bin_Set14'} "
+        "(File exists): use cache: in_memory or none, or set cache_dir to a folder that can be written\n")
+    assert not run.exists()
+    assert liif_train(*common, *dataset_sets("cache_dir", cache)) == 0
+    [folder] = cache.iterdir()
+    assert folder.name.startswith("_bin_Set14-") and len([*folder.glob("*.png.npy")]) == 14
 
 
 def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
