@@ -161,6 +161,45 @@ def test_bin_cache_keeps_images_that_differ_only_in_suffix_apart(tmp_path):
         assert [float(dataset[i].mean()) for i in range(2)] == pytest.approx([128 / 255, 0.0])
 
 
+def test_a_read_only_dataset_mount_reads_its_bin_cache_and_names_the_one_it_cannot_write(tmp_path):
+    mount, root = tmp_path / "mount", tmp_path / "mount" / "imgs"
+    write_png(root / "a.png", (30, 30), 0)
+    spec = {"name": "image-folder", "args": {"root_path": str(root), "cache": "bin"}}
+    DATASETS.make(spec)  # the cache built while the mount was writable
+    write_png(root / "b.png", (30, 30), 1)  # an image added since
+    bins = mount / "_bin_imgs"
+    for folder in (mount, bins):
+        folder.chmod(0o555)
+    try:
+        try:
+            (bins / "probe").touch()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user writes in read-only folders (root, with its capabilities)")
+        # its images were skipped as unreadable, and the run stopped at "no readable images" or trained on the rest
+        with pytest.raises(LiifError) as info:
+            DATASETS.make(spec)
+        assert str(info.value) == (f"{root}: cannot write its bin cache in {bins} (Permission denied): use cache: "
+                                   "in_memory or none, or set cache_dir to a folder that can be written")
+        (root / "b.png").unlink()
+        assert len(DATASETS.make(spec)) == 1  # nothing to write: the cache is read as it is
+    finally:
+        for folder in (mount, bins):
+            folder.chmod(0o755)
+
+
+def test_a_cache_dir_keeps_folders_of_the_same_name_apart(tmp_path):
+    lr, hr = (write_png(tmp_path / side / "x" / "0.png", size, i) for i, (side, size) in
+              enumerate((("lr", (20, 20)), ("hr", (40, 40)))))
+    args = {"root_path_1": str(tmp_path / "lr" / "x"), "root_path_2": str(tmp_path / "hr" / "x"), "cache": "bin",
+            "cache_dir": str(tmp_path / "cache")}
+    for _ in range(2):  # the first pass writes the cache, the second reads it back
+        pair = DATASETS.make({"name": "paired-image-folders", "args": args})
+        assert np.array_equal(pair.array(0)[0], lr) and np.array_equal(pair.array(0)[1], hr)
+    assert len([*(tmp_path / "cache").glob("_bin_x-*")]) == 2 and not [*tmp_path.glob("*/_bin_x")]
+
+
 def test_folders_read_pictures_as_eval_and_upscale_do(tmp_path, set5):
     # the benchmark PNGs (and DIV2K's, without EXIF) come out byte for byte as PIL's RGB conversion gives them
     paths = sorted(set5.glob("*.png")) + sorted(shared_file(BENCHMARKS / "Set14").glob("*.png"))
@@ -294,6 +333,9 @@ def test_folder_arguments_out_of_range_or_unreadable_fail_when_built(set5, tmp_p
     assert DATASETS.make({"name": "image-folder", "args": split}).files == [set5 / "baby.png"]
     for args, message in (({"repeat": 0}, "repeat must be an int >= 1, got 0"),
                           ({"first_k": -1}, "first_k must be an int >= 1 or null, got -1"),
+                          ({"cache": "bin", "cache_dir": 3}, "cache_dir must be a folder's path or null, got 3"),
+                          ({"cache_dir": str(tmp_path)}, "cache_dir is where cache: bin writes; this folder's "
+                                                         "cache is none"),
                           ({"split_file": str(tmp_path)}, f"{tmp_path}: cannot read the split file (Is a directory)"),
                           ({"split_file": str(tmp_path / "split.json"), "split_key": "bad"},
                            "split.json: no list of image names under split_key 'bad'")):

@@ -31,9 +31,14 @@ from liif.training.loop import build_scheduler, train_step, validate
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
+def dataset_sets(key: str, value: object) -> list[str]:
+    """The ``--set``s that give both datasets' args ``key: value``."""
+    return [arg for section in ("train_dataset", "val_dataset")
+            for arg in ("--set", f"{section}.dataset.args.{key}={value}")]
+
+
 def folder_sets(folder: Path) -> list[str]:
-    return ["--set", f"train_dataset.dataset.args.root_path={folder}",
-            "--set", f"val_dataset.dataset.args.root_path={folder}", "--set", "threads=1"]
+    return [*dataset_sets("root_path", folder), "--set", "threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -288,10 +293,16 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
 
 
 
-def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_path, set14):
+def smoke_config(folder: Path) -> dict:
+    """configs/smoke.yaml as a mapping, training and validating on ``folder``."""
     raw = yaml.safe_load(SMOKE.read_text())
     for section in ("train_dataset", "val_dataset"):
-        raw[section]["dataset"]["args"]["root_path"] = str(set14)
+        raw[section]["dataset"]["args"]["root_path"] = str(folder)
+    return raw
+
+
+def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_path, set14):
+    raw = smoke_config(set14)
     run = tmp_path / "run"
     for args, kwargs, message in (
             # a mapping made in Python gets a file's checks: epoch_max 0 trained nothing and reported success
@@ -318,6 +329,31 @@ def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_pa
         assert "resuming at epoch 2" in (folder / "log.txt").read_text()
         assert read_checkpoint(folder / "epoch-last.pth")["global_step"] == 14
 
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, monkeypatch, fails):
+    # a notebook that trains and then renders got the run's threads and deterministic algorithms
+    config = {**smoke_config(set14), "epoch_max": 1, "threads": 1, "deterministic": True}
+    if fails:  # Set5 has no picture large enough for x200: a one-line error at the end of epoch 1
+        config["benchmark_eval"] = {"root": str(shared_file(BENCHMARKS / "Set5")), "scales": [200]}
+    during = []
+    step = liif.training.loop.train_step
+    monkeypatch.setattr(liif.training.loop, "train_step", lambda *args: during.append(
+        (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())) or step(*args))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        if fails:
+            with pytest.raises(LiifError, match="benchmark_eval at epoch 1: "):
+                train(config, tmp_path / "run", quiet=True)
+        else:
+            assert train(config, tmp_path / "run", quiet=True)["epoch"] == 1
+        assert set(during) == {(1, True)}
+        assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (3, False)
+    finally:
+        torch.set_num_threads(saved)
+        torch.use_deterministic_algorithms(False)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -505,6 +541,24 @@ def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, 
     reason = os.strerror(errno.EEXIST if name == "tensorboard" else errno.EISDIR)
     assert f"cannot write {run / name}: {reason}" in one_line_error(capsys)
 
+
+
+def test_a_bin_cache_that_cannot_be_written_stops_the_run_before_it_starts(tmp_path, set14, capsys):
+    # as on a read-only dataset mount (test_train_data); a file where the cache folder goes stops root too
+    data = tmp_path / "data"
+    shutil.copytree(set14, data / "Set14")
+    (data / "_bin_Set14").write_text("")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--config", str(SMOKE), *folder_sets(data / "Set14"), *dataset_sets("cache", "bin"),
+              "--set", "epoch_max=1", "--out", str(run)]
+    assert liif_train(*common) == 2
+    assert one_line_error(capsys) == (
+        f"liif train: error: train_dataset: {data / 'Set14'}: cannot write its bin cache in {data / '_bin_Set14'} "
+        "(File exists): use cache: in_memory or none, or set cache_dir to a folder that can be written\n")
+    assert not run.exists()
+    assert liif_train(*common, *dataset_sets("cache_dir", cache)) == 0
+    [folder] = cache.iterdir()
+    assert folder.name.startswith("_bin_Set14-") and len([*folder.glob("*.png.npy")]) == 14
 
 
 def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 
@@ -150,6 +151,23 @@ def autocast(device: torch.device, precision: str = "fp32",
         from liif.models import int8  # the models import this module
         return int8.decoding()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
+    """torch's CPU ``threads`` (None: as they are) and, when ``deterministic``, its deterministic algorithms for a
+    with-block; both are process-wide, so the caller's come back at its end, raised or not."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 def query_chunk(device: torch.device, batch: int = 1) -> int:

@@ -2,13 +2,16 @@
 
 Cache modes: ``none`` decodes on every access; ``in_memory`` keeps every decoded image as uint8 (a quarter
 of the reference's float tensors); ``bin`` (alias ``disk``) writes each decoded image once as a uint8
-``<name>.<suffix>.npy`` under ``<parent>/_bin_<folder>`` and memory-maps it later (no pickle). Unreadable
-files are skipped with a warning and counted in ``skipped``; a folder with no readable image is an error.
+``<name>.<suffix>.npy`` under ``<parent>/_bin_<folder>`` (or ``cache_dir``) and memory-maps it later (no
+pickle). Unreadable files are skipped with a warning and counted in ``skipped``; a folder with no readable image
+is an error, and so is a cache that cannot be written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,14 +69,31 @@ def image_size(path: Path) -> tuple[int, int]:
     return size
 
 
+class CacheUnwritable(LiifError):
+    """The ``bin`` cache of a folder cannot be written (a read-only dataset mount): no image of it is at fault."""
+
+
+def cache_folder(root: Path, cache_dir: str | None) -> Path:
+    """Where ``bin`` keeps ``root``'s arrays: ``_bin_<folder>`` beside it, as the reference does, or in
+    ``cache_dir``, where a hash of its path keeps folders of the same name (LR and HR) apart."""
+    if cache_dir is None:
+        return root.parent / f"_bin_{root.name}"
+    digest = hashlib.sha1(os.fsencode(root.resolve())).hexdigest()[:8]
+    return Path(cache_dir) / f"_bin_{root.name}-{digest}"
+
+
 @DATASETS.register("image-folder")
 class ImageFolder(torch.utils.data.Dataset):
     """Images of a folder as (3, H, W) floats in [0, 1]; ``len`` = images x ``repeat``."""
 
     def __init__(self, root_path: str, split_file: str | None = None, split_key: str | None = None,
-                 first_k: int | None = None, repeat: int = 1, cache: str = "none"):
+                 first_k: int | None = None, repeat: int = 1, cache: str = "none", cache_dir: str | None = None):
         if cache not in CACHE_MODES:
             raise LiifError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        if cache_dir is not None and not isinstance(cache_dir, str):
+            raise ValueError(f"cache_dir must be a folder's path or null, got {cache_dir!r}")
+        if cache_dir is not None and cache not in ("bin", "disk"):
+            raise ValueError(f"cache_dir is where cache: bin writes; this folder's cache is {cache}")
         check_count("repeat", repeat, optional=False)
         check_count("first_k", first_k)
         root = Path(root_path)
@@ -84,6 +104,7 @@ class ImageFolder(torch.utils.data.Dataset):
         if first_k is not None:
             files = files[:first_k]
         self.root, self.repeat, self.cache = root, repeat, cache
+        self.cache_root = cache_folder(root, cache_dir)
         self.files: list[Path] = []
         self.sizes: list[tuple[int, int]] = []
         self.arrays: list[np.ndarray] = []
@@ -96,6 +117,8 @@ class ImageFolder(torch.utils.data.Dataset):
                     array = self.load_cached(path)
                     self.arrays.append(array)
                     self.sizes.append(array.shape[:2])
+            except CacheUnwritable:
+                raise  # the image is fine, and none after it could be cached either
             except (LiifError, OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
                 self.skipped += 1
                 warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
@@ -111,10 +134,15 @@ class ImageFolder(torch.utils.data.Dataset):
             return decode(path)
         rel = path.relative_to(self.root) if path.is_relative_to(self.root) else Path(path.name)
         # the full name, suffix included: x.png and x.bmp get a cache file each
-        cached = self.root.parent / f"_bin_{self.root.name}" / rel.with_name(rel.name + ".npy")
+        cached = self.cache_root / rel.with_name(rel.name + ".npy")
         if not cached.exists():
             array = decode(path)
-            atomic_write(cached, lambda f: np.save(f, array, allow_pickle=False))
+            try:
+                atomic_write(cached, lambda f: np.save(f, array, allow_pickle=False))
+            except OSError as exc:
+                raise CacheUnwritable(f"{self.root}: cannot write its bin cache in {self.cache_root} "
+                                      f"({os_reason(exc)}): use cache: in_memory or none, or set cache_dir to a "
+                                      "folder that can be written") from None
         return np.load(cached, mmap_mode="c", allow_pickle=False)
 
     def __len__(self) -> int:

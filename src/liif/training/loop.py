@@ -31,7 +31,7 @@ from liif.fileio import write_text
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
-from liif.runtime import autocast, available_memory, check_precision
+from liif.runtime import autocast, available_memory, check_precision, torch_settings
 from liif.distributed import Processes, global_mean, joined_processes, main_work
 from liif.training.config import load_config
 from liif.training.monitor import RunLog
@@ -328,7 +328,9 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
 
     ``ckpt`` (read from ``resume``, or from the config's ``resume``, when not given) continues a run. A ``run_dir``
     holding another run's checkpoints is refused unless ``overwrite``; every input is checked before the folder is
-    created.
+    created. The config's ``threads`` and ``deterministic`` hold for the run only: torch's settings are given back
+    when train returns or raises. Python's, numpy's and torch's global random generators are seeded from ``seed``
+    (or a resumed checkpoint's states), as the reference seeds them, and left where the run took them.
     """
     if not isinstance(config, dict):
         raise LiifError(f"train takes a config mapping (as load_config returns), not a {type(config).__name__}")
@@ -347,7 +349,7 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
         ckpt = read_checkpoint(resume)
     run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
-    with joined_processes(config["device"]) as procs:
+    with joined_processes(config["device"]) as procs, torch_settings(config["threads"], config["deterministic"]):
         run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace)
         for epoch in range(run.epoch_start, config["epoch_max"] + 1):
             start = time.time()
@@ -362,10 +364,6 @@ class Run:
 
     def __init__(self, config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
                  procs: Processes, source: str, replace: bool):
-        if config["threads"]:
-            torch.set_num_threads(config["threads"])
-        if config["deterministic"]:
-            torch.use_deterministic_algorithms(True)
         seed_everything(config["seed"])
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
 
