@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -481,6 +482,21 @@ def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 3 + [1e-3 / 2] * 2 + [1e-3 / 4] * 2)
     assert len(events.Scalars("train/loss")) == 7 and len(events.Scalars("val/psnr")) == 1
     assert events.Images("val/sample")[0].width > 24
+
+
+def test_a_run_that_fails_closes_its_tensorboard_writer(tmp_path, set14):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    # Set5 has no picture large enough for x200: a one-line error once epoch 1 has trained
+    config = {**smoke_config(set14), "epoch_max": 1, "tensorboard": True, "log_every": 1,
+              "benchmark_eval": {"root": str(shared_file(BENCHMARKS / "Set5")), "scales": [200]}}
+    before = set(threading.enumerate())
+    with pytest.raises(LiifError, match="benchmark_eval at epoch 1: "):
+        train(config, tmp_path / "run", quiet=True)
+    # the writer's thread, left running by each failed train() in a notebook
+    assert [t for t in threading.enumerate() if t not in before and t.name != "tqdm_monitor"] == []
+    events = accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == 7
 
 
 def test_resume_takes_the_learning_rate_of_the_new_config_with_the_decay_reached(tmp_path, set14):

@@ -351,11 +351,13 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
     with joined_processes(config["device"]) as procs, torch_settings(config["threads"], config["deterministic"]):
         run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace)
-        for epoch in range(run.epoch_start, config["epoch_max"] + 1):
-            start = time.time()
-            losses = run.train_epoch(epoch)
-            run.finish_epoch(epoch, losses, time.time() - start)
-        run.close()
+        try:
+            for epoch in range(run.epoch_start, config["epoch_max"] + 1):
+                start = time.time()
+                losses = run.train_epoch(epoch)
+                run.finish_epoch(epoch, losses, time.time() - start)
+        finally:  # a failed run's TensorBoard writer is flushed and its thread ended too
+            run.close()
         return run.summary
 
 
