@@ -7,8 +7,10 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -122,19 +124,55 @@ def files_bar(line: str, done: int, failed: int = 0, label: str = "files") -> bo
     return re.fullmatch(pattern, line) is not None
 
 
-def run_group(command: list, timeout: float = 300, env: dict[str, str] | None = None,
-              cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``command`` in its own process group and kill the whole group (torchrun's workers too) on timeout,
-    which fails the test."""
-    proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+def start_group(command: list, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
+    """``command`` started in its own process group, its output captured."""
+    return subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_group(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """How a command ``start_group`` started ended; its whole group (torchrun's workers too) is killed on timeout,
+    which fails the test."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, command))}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+        pytest.fail(f"timed out after {timeout} s: {' '.join(proc.args)}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_group(command: list, timeout: float = 300, env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``command`` in its own process group and kill the whole group (torchrun's workers too) on timeout,
+    which fails the test."""
+    return wait_group(start_group(command, env, cwd), timeout)
+
+
+def free_port() -> int:
+    """A TCP port of this machine that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(command: list, env: dict[str, str], cwd: Path = ROOT) -> list[subprocess.Popen]:
+    """``command`` started as the 2 processes of a gloo group, as torchrun starts them, without its agent: it
+    would stop the other rank (SIGTERM) once one fails, before that rank can say why."""
+    port = str(free_port())
+    return [start_group(command, {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, cwd) for rank in range(2)]
+
+
+def wait_ranks(ranks: list[subprocess.Popen], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+    """How the processes of ``start_ranks`` ended; one still running after ``timeout`` (a hang) fails the test."""
+    with ThreadPoolExecutor(len(ranks)) as pool:  # at once: a rank's pipe left unread could block it
+        return list(pool.map(lambda proc: wait_group(proc, timeout), ranks))
+
+
+def run_ranks(command: list, env: dict[str, str], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+    """``command`` run by the 2 processes of a gloo group (``start_ranks``), each ended within ``timeout``."""
+    return wait_ranks(start_ranks(command, env), timeout)
 
 
 @pytest.fixture

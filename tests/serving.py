@@ -3,7 +3,6 @@ running in this process."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import uvicorn
 from liif.imageio import Picture, read_picture, write_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.serve.app import ServeOptions, create_app
-from conftest import BENCHMARKS, shared_file
+from conftest import BENCHMARKS, free_port, shared_file
 
 
 def small_picture(folder: Path, name: str = "butterfly.png", box=(100, 70, 148, 106)) -> Path:
@@ -25,12 +24,6 @@ def small_picture(folder: Path, name: str = "butterfly.png", box=(100, 70, 148, 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_picture(Picture(np.ascontiguousarray(pixels)), path)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningServer:

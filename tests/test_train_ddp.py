@@ -1,17 +1,17 @@
-"""DDP: 2 CPU processes (gloo, launched by torchrun) end with the weights of 1 process at the same global batch."""
+"""DDP: 2 CPU processes (gloo, launched by torchrun) end with the weights of 1 process at the same global batch; a
+process that fails stops the others, each in one line."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from PIL import Image
 
-from conftest import BENCHMARKS, ROOT, run_group, shared_file
+from conftest import BENCHMARKS, ROOT, run_group, run_ranks, shared_file, start_ranks, wait_ranks
 from liif.checkpoint import read_checkpoint
-from serving import free_port
+from liif.data.order import EpochOrder
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
@@ -32,16 +32,6 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     assert not list((tmp_path / "two").glob("*.tmp"))
 
 
-def run_ranks(command: list, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
-    """``command`` run by the 2 processes of a gloo group, started as torchrun starts them, without its agent: it
-    would stop the other rank (SIGTERM) once one fails, before that rank can say why."""
-    port = str(free_port())
-    with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(lambda rank: run_group(command, timeout=120, env={
-            **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port}), range(2)))
-
-
 def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
     set14, set5 = shared_file(BENCHMARKS / "Set14"), shared_file(BENCHMARKS / "Set5")
     # Set5 has no picture large enough to shave 200 px per side, which rank 0 finds when it runs benchmark_eval
@@ -57,6 +47,62 @@ def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line
                             "says why\n")
 
 
+
+def test_a_failure_of_rank_1_in_the_middle_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
+    set14, train = shared_file(BENCHMARKS / "Set14"), tmp_path / "train"
+    train.mkdir()
+    order = EpochOrder(8, shuffle=True, seed=0, rank=1, world_size=2, global_batch=4)
+    order.set_epoch(1)
+    bad = [index for index, _ in order][-1]  # rank 1's second step: rank 0 has gone on to its own
+    for index, name in enumerate(sorted(set14.iterdir())[:8]):
+        Image.open(name).convert("RGB").crop((0, 0, 100, 100)).save(train / f"{index}.jpg")
+    # a JPEG cut short passes the header check of the data set-up (cache: none): it fails when the step reads it
+    (train / f"{bad}.jpg").write_bytes((train / f"{bad}.jpg").read_bytes()[:1000])
+    main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
+                             ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
+                             "--set", f"train_dataset.dataset.args.root_path={train}",
+                             "--set", "train_dataset.dataset.args.cache=none",
+                             "--set", "train_dataset.dataset.args.repeat=1",
+                             "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=1"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, other.returncode) == (2, 2), main.stderr[-3000:]
+    assert other.stderr.startswith(f"liif train: error: train_dataset: {train / f'{bad}.jpg'}: cannot read the "
+                                   f"image") and other.stderr.count("\n") == 1, other.stderr
+    assert main.stderr == "liif train: error: another process of this run stopped (rank 1's error says why)\n"
+
+
+# Rank 0 stops at once; rank 1 calls a collective only once rank 0, and the run's store (which it hosts), are gone.
+STORE_GONE = """
+import sys, time
+from pathlib import Path
+from liif.distributed import global_sum, joined_processes
+from liif.errors import LiifError
+
+try:
+    with joined_processes("cpu") as procs:
+        if procs.is_main:
+            raise LiifError("rank 0 stops")
+        for _ in range(600):
+            if Path("rank-0-ended").exists():
+                break
+            time.sleep(0.1)
+        global_sum([1], procs)
+except LiifError as exc:
+    sys.exit(f"error: {exc}")
+"""
+
+
+def test_a_process_whose_peers_and_their_store_are_gone_stops_in_one_line(tmp_path):
+    (tmp_path / "probe.py").write_text(STORE_GONE)
+    main, other = start_ranks([sys.executable, "probe.py"], {**os.environ, "OMP_NUM_THREADS": "1"}, tmp_path)
+    ended = wait_ranks([main])[0]
+    (tmp_path / "rank-0-ended").touch()
+    assert (ended.returncode, ended.stderr) == (1, "error: rank 0 stops\n")
+    other = wait_ranks([other])[0]
+    assert (other.returncode, other.stderr) == (1, "error: another process of this run stopped (its error says "
+                                                   "why)\n")
+
+
 # After all_reduce returns, gloo's threads hold the tensor a moment longer (here: in about one call of five); one
 # that drops it while the interpreter shuts down aborts the process after its work is done.
 RELEASE_PROBE = """
@@ -64,17 +110,16 @@ import sys
 
 import torch
 import torch.distributed as dist
-from liif.distributed import global_sum, released, start_processes, stop_processes
+from liif.distributed import global_sum, joined_processes, released
 
-procs = start_processes("cpu")
-held = 0
-for _ in range(300):
-    total = torch.ones(2, dtype=torch.int64)
-    dist.all_reduce(total)
-    held += released(total)._use_count() > 1
-assert global_sum([1, 2], procs) == [2, 4]
-sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
-stop_processes(procs, wait=True)
+with joined_processes("cpu") as procs:
+    held = 0
+    for _ in range(300):
+        total = torch.ones(2, dtype=torch.int64)
+        dist.all_reduce(total)
+        held += released(total)._use_count() > 1
+    assert global_sum([1, 2], procs) == [2, 4]
+    sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
 """
 
 
@@ -99,7 +144,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.distributed.distributed_c10d as c10d
-from liif.distributed import gather_sharded, start_processes, stop_processes
+from liif.distributed import gather_sharded, joined_processes
 
 used = []  # every tensor given to a collective call, by liif or within torch (all_gather_object)
 
@@ -114,15 +159,14 @@ def recorded(collective):
 for name in ("all_gather", "all_gather_into_tensor"):
     setattr(c10d, name, recorded(getattr(c10d, name)))
     setattr(dist, name, getattr(c10d, name))
-procs = start_processes("cpu")
 items = [{"name": "x" * i, "psnr": i / 3} for i in range(7)]  # shares of 4 and 3 items, of different sizes
-held = 0
-for _ in range(200):
-    assert gather_sharded(items[procs.rank::2], procs) == items
-    held += sum(t._use_count() > 1 for t in used)
-    used.clear()
-sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
-stop_processes(procs, wait=True)
+with joined_processes("cpu") as procs:
+    held = 0
+    for _ in range(200):
+        assert gather_sharded(items[procs.rank::2], procs) == items
+        held += sum(t._use_count() > 1 for t in used)
+        used.clear()
+    sys.stdout.write(f"still held: {held}\\n")  # one write: the ranks share the pipe
 """
 
 

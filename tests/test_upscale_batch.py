@@ -17,7 +17,7 @@ from PIL import Image
 
 import liif
 import liif.commands.upscale
-from conftest import BENCHMARKS, ROOT, TINY, shared_file, upscale_cli
+from conftest import BENCHMARKS, ROOT, TINY, shared_file, start_ranks, upscale_cli, wait_ranks
 from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import read_picture, write_picture
@@ -162,14 +162,18 @@ main(sys.argv[1:])
 '''
 
 
+def script_environment() -> dict[str, str]:
+    """This environment, with this checkout's package first on the path of a script's process."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+
+
 def test_ctrl_c_with_writes_queued_leaves_only_whole_files(tmp_path, folder) -> None:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, str(script), "upscale", str(folder), "--scale", "2", "-o", str(out),
                              "--model", str(shared_file(TINY)), "--device", "cpu", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_environment())
     try:
         for line in proc.stdout:
             if line.strip() == "render c.png":  # a and b are rendered, a is being written, b waits
@@ -186,3 +190,20 @@ def test_ctrl_c_with_writes_queued_leaves_only_whole_files(tmp_path, folder) -> 
             img.load()  # decodes to the end: a whole file
             assert img.size == tuple(2 * s for s in Image.open(folder / name).size)
     assert np.asarray(Image.open(out / "a.png")).std() > 5  # a picture, not a blank
+
+
+def test_ctrl_c_on_one_process_under_torchrun_stops_the_others_in_one_line(tmp_path, folder) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    main, other = start_ranks([sys.executable, script, "upscale", folder, "--scale", "2", "-o", tmp_path / "out",
+                               "--model", shared_file(TINY), "--device", "cpu", "--threads", "1", "--quiet"],
+                              {**script_environment(), "OMP_NUM_THREADS": "1"})
+    for line in other.stdout:
+        if line.strip() == "render d.png":  # rank 1's second picture: rank 0 is still at its own
+            other.send_signal(signal.SIGINT)
+            break
+    main, other = wait_ranks([main, other])
+    assert (other.returncode, other.stderr) == (130, "liif upscale: interrupted\n")
+    assert (main.returncode, main.stderr) == (2, "liif upscale: error: another process of this run stopped (rank "
+                                                 "1's error says why)\n")
+    assert {"a.png", "c.png", "e.png"} <= {p.name for p in (tmp_path / "out").iterdir()}  # rank 0 ended its share

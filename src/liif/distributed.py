@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -15,6 +17,11 @@ import torch.distributed as dist
 
 from liif.errors import LiifError
 from liif.runtime import pick_device
+
+# The store key under which the first process of a run to stop writes its rank.
+STOPPED = "liif/stopped"
+# How long a stopping process waits for the run's store: one that does not answer by then is as good as gone.
+STORE_TIMEOUT = timedelta(seconds=5)
 
 
 @dataclass
@@ -48,26 +55,76 @@ def start_processes(device: str) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def stop_processes(procs: Processes, wait: bool = False) -> None:
-    """Leave the process group; ``wait`` first waits for every process (a rank that leaves while another still
-    works can abort gloo), which only a run that ended well on every rank may ask for."""
+def stop_processes(procs: Processes) -> None:
+    """Leave the process group."""
     if procs.distributed and dist.is_initialized():
-        if wait:
-            dist.barrier()
         dist.destroy_process_group()
 
 
 @contextmanager
 def joined_processes(device: str) -> Iterator[Processes]:
-    """``start_processes`` for the length of a with-block; at its end every process waits for the others and
-    leaves the group, or, where the block raised, leaves at once."""
+    """``start_processes`` for the length of a with-block; at its end every process waits for the others (a rank
+    that leaves while another still works can abort gloo) and leaves the group. Where the block raised, the process
+    leaves at once, the first to stop saying so in the run's store; the others' collective calls then fail, and
+    end each of them with a LiifError naming it."""
     procs = start_processes(device)
     try:
         yield procs
-    except BaseException:
+        wait_for_all(procs)
+    except BaseException as exc:
+        # such a call fails with the backend's traceback (gloo: a RuntimeError, "Connection closed by peer", in
+        # DDP's reducer as in liif's own calls), which says only that a peer left; a RuntimeError where none has
+        # stopped is this process's own, and keeps its traceback
+        peer = peer_stopped() if procs.distributed and isinstance(exc, RuntimeError) else None
+        if peer is None and procs.distributed:
+            say_stopped(procs)
         stop_processes(procs)
+        if peer is not None:
+            raise LiifError(peer) from None
         raise
-    stop_processes(procs, wait=True)
+    stop_processes(procs)
+
+
+def run_store() -> dist.Store | None:
+    """The process group's store, or None where its host has gone (rank 0, where torchrun's agent does not host
+    it: the run is over)."""
+    store = dist.distributed_c10d._get_default_store()  # torch has no public name for it
+    server = store
+    while isinstance(server, dist.PrefixStore):
+        server = server.underlying_store
+    if isinstance(server, dist.TCPStore):
+        # a request to a store whose host has gone prints a C++ stack trace on stderr; a connection is refused
+        try:
+            socket.create_connection((server.host, server.port), STORE_TIMEOUT.total_seconds()).close()
+        except OSError:
+            return None
+    store.set_timeout(STORE_TIMEOUT)
+    return store
+
+
+def say_stopped(procs: Processes) -> None:
+    """Write this process's rank under ``STOPPED`` in the run's store, unless another process did first."""
+    store = run_store()
+    if store is None:
+        return
+    try:
+        store.compare_set(STOPPED, "", str(procs.rank))
+    except dist.DistError:  # the store went at this moment: the others find it gone, which says as much
+        pass
+
+
+def peer_stopped() -> str | None:
+    """Where another process of the run has stopped, a one-line error saying so, naming its rank where it wrote
+    it in the store; None where none has."""
+    store = run_store()
+    try:
+        if store is not None and not store.check([STOPPED]):
+            return None
+        rank = store.get(STOPPED).decode() if store is not None else None
+    except dist.DistError:  # the store went at this moment, with its host
+        rank = None
+    whose = "its" if rank is None else f"rank {rank}'s"
+    return f"another process of this run stopped ({whose} error says why)"
 
 
 def wait_for_all(procs: Processes) -> None:
