@@ -140,12 +140,14 @@ def test_a_summed_tensor_is_released_by_gloo_before_it_is_used(tmp_path):
 # all_gather_object gathers through tensors of its own, which no one can wait for gloo to let go of
 GATHER_PROBE = """
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
 import torch.distributed.distributed_c10d as c10d
 from liif.distributed import gather_sharded, joined_processes
 
+warnings.simplefilter("error", FutureWarning)  # torch's deprecations, each printed on every rank's stderr
 used = []  # every tensor given to a collective call, by liif or within torch (all_gather_object)
 
 
@@ -156,9 +158,10 @@ def recorded(collective):
     return call
 
 
-for name in ("all_gather", "all_gather_into_tensor"):
-    setattr(c10d, name, recorded(getattr(c10d, name)))
-    setattr(dist, name, getattr(c10d, name))
+for name in ("all_gather", "all_gather_into_tensor", "all_gather_single"):
+    if hasattr(c10d, name):  # all_gather_single: newer torch's name for all_gather_into_tensor
+        setattr(c10d, name, recorded(getattr(c10d, name)))
+        setattr(dist, name, getattr(c10d, name))
 items = [{"name": "x" * i, "psnr": i / 3} for i in range(7)]  # shares of 4 and 3 items, of different sizes
 with joined_processes("cpu") as procs:
     held = 0

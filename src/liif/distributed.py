@@ -199,17 +199,25 @@ def gathered_bytes(data: bytes, procs: Processes) -> list[bytes]:
     of (``all_gather_object`` gathers through its own)."""
     size = torch.tensor([len(data)], dtype=torch.int64, device=procs.device)
     sizes = torch.empty(procs.world_size, dtype=torch.int64, device=procs.device)
-    dist.all_gather_into_tensor(sizes, size)
+    gather_into(sizes, size)
     released(size)
     lengths = released(sizes).tolist()
     padded = torch.zeros(max(lengths), dtype=torch.uint8, device=procs.device)
     # a copy: a tensor over Python's buffer would need the GIL wherever gloo drops it
     padded[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     rows = torch.empty(procs.world_size * max(lengths), dtype=torch.uint8, device=procs.device)
-    dist.all_gather_into_tensor(rows, padded)
+    gather_into(rows, padded)
     released(padded)
     rows = released(rows).view(procs.world_size, -1).cpu()
     return [rows[rank, :length].numpy().tobytes() for rank, length in enumerate(lengths)]
+
+
+def gather_into(output: torch.Tensor, tensor: torch.Tensor) -> None:
+    """Every process's ``tensor``, of one size, into ``output``, one after the other by rank."""
+    # torch renamed all_gather_into_tensor all_gather_single (2.13 has both, older ones only the first), and the
+    # old name warns on stderr at each call
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(output, tensor)
 
 
 def share_label(label: str, rank: int, world_size: int) -> str:
