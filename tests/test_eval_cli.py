@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 from torch._dynamo.utils import counters
 
 import liif
-from conftest import ROOT, TINY, shared_file
+from conftest import ROOT, TINY, run_ranks, shared_file
 from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_crop
 from facts import EDSR_Y
 from liif.cli import main
@@ -236,3 +237,35 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
     assert re.fullmatch(r"set x3 \(rank 0 of 2\): 100%\|.+\| 3/3 \[.*(img/s|s/img)\]", bars[-1]), two.stderr
     for name in ("results.json", "per_image.csv"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+# A disk that is full when rank 0 writes the results, after every rank has scored its share.
+FULL_DISK = """
+import sys
+import liif.evaluation.runner as runner
+from liif.errors import LiifError
+
+def full(path, text):
+    raise LiifError(f"cannot write {path}: No space left on device")
+
+runner.write_text = full
+from liif.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_failure_of_rank_0_to_write_the_results_stops_every_rank_in_one_line(tmp_path):
+    data = tmp_path / "set"
+    data.mkdir()
+    for name in NAMES[:2]:
+        Image.fromarray(set5_crop(name)).save(data / f"{name}.png")
+    (tmp_path / "full.py").write_text(FULL_DISK)
+    main, other = run_ranks([sys.executable, tmp_path / "full.py", "eval", "--data", data, "--scales", "2",
+                             "--degrade", "pil", "--model", shared_file(TINY), "--device", "cpu", "--threads", "1",
+                             "--quiet", "--out", tmp_path / "out"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, other.returncode) == (2, 2), other.stderr[-3000:]
+    written = tmp_path / "out" / "per_image.csv"
+    assert main.stderr == f"liif eval: error: cannot write {written}: No space left on device\n"
+    assert "| set | x2 |" in main.stdout  # the table was printed before the write
+    assert other.stderr == ("liif eval: error: the main process (rank 0) failed to report the results; its error "
+                            "says why\n")

@@ -17,7 +17,7 @@ import sys
 
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
-from liif.distributed import gather_sharded, joined_processes
+from liif.distributed import gather_sharded, joined_processes, main_work
 from liif.errors import LiifError
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
@@ -78,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
                            shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip, kernel=args.kernel,
                            compile=args.compile)
         results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
-        if procs.is_main:
-            print(results.markdown())
-            if args.out:
-                results.write(args.out)
-                print(f"wrote {' and '.join(f'{args.out}/{name}' for name in OUTPUT_FILES)}", file=sys.stderr)
+        with main_work(procs, "to report the results"):
+            if procs.is_main:
+                print(results.markdown())
+                if args.out:
+                    results.write(args.out)
+                    print(f"wrote {' and '.join(f'{args.out}/{name}' for name in OUTPUT_FILES)}", file=sys.stderr)
     return 0
