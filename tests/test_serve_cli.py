@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
+import png
 import pytest
 from PIL import Image
 
 from conftest import ROOT
 from liif import imageio
-from liif.cli import main
+from liif.cli import build_parser, main
 from liif.errors import LiifError
 from liif.commands import serve as serve_command
 from liif.serve import app as serve_app
@@ -137,6 +138,46 @@ def test_serve_checks_a_named_picture_by_its_header_the_same_for_every_format(tm
         Library([wide], 1 << 20)
 
 
+def test_check_picture_tells_the_bytes_a_picture_takes_once_read_and_the_cache_holds_the_largest(tmp_path):
+    """The header gives each layout's bytes (palettes as RGB, CMYK as RGB, floats and 16-bit PNGs as 16 bits, a
+    16-bit PNG's tRNS as alpha) without reading the pixels; the picture cache is raised to the largest named."""
+    rgb = imageio.read_picture(small_picture(tmp_path)).pixels
+    gray16 = rgb[:, :, 0].astype(np.uint16) * 257
+    paths = []
+    for mode, suffix in (("RGB", "jpg"), ("RGBA", "png"), ("L", "bmp"), ("LA", "webp"), ("1", "png"), ("P", "png"),
+                         ("CMYK", "jpg"), ("CMYK", "tiff")):
+        paths.append(tmp_path / f"{mode}.{suffix}")
+        Image.fromarray(rgb).convert(mode).save(paths[-1])
+    paths.append(tmp_path / "transparent palette.png")
+    Image.fromarray(rgb).convert("P").save(paths[-1], transparency=0)
+    paths.append(tmp_path / "float.tiff")
+    Image.fromarray(gray16.astype(np.float32) / 65535, "F").save(paths[-1])
+    for channels in (1, 2, 3, 4):
+        paths.append(tmp_path / f"16-bit {channels}.png")
+        imageio.write_picture(imageio.Picture(np.repeat(gray16[:, :, None], channels, axis=2)), paths[-1])
+    paths.append(tmp_path / "16-bit gray tRNS.png")
+    with open(paths[-1], "wb") as stream:
+        png.Writer(*gray16.shape[::-1], greyscale=True, bitdepth=16, transparent=5).write(stream, gray16)
+    sizes = [imageio.read_picture(path).pixels.nbytes for path in paths]
+    assert [imageio.check_picture(path) for path in paths] == sizes
+    assert len(set(sizes)) > 4
+    library = Library(paths, 1)
+    assert library.pictures.max_bytes == max(sizes) and len(library.pictures) == 0
+    assert Library(paths, 1 << 20).pictures.max_bytes == 1 << 20
+
+
+def test_cache_sizes_are_given_in_mb():
+    """Each cache option, in MB, is the server's bound in bytes; the command line's defaults are the API's."""
+    def cache_bytes(options: serve_app.ServeOptions) -> tuple[int, int, int]:
+        return options.image_cache_bytes, options.feature_cache_bytes, options.picture_cache_bytes
+
+    given = ["--cache-mb", "1", "--feature-cache-mb", "2", "--picture-cache-mb", "0.5"]
+    options = serve_command.server_options(build_parser().parse_args(["serve", "x", *given]))
+    assert cache_bytes(options) == (1 << 20, 2 << 20, 1 << 19)
+    defaults = serve_command.server_options(build_parser().parse_args(["view", "x"]))
+    assert cache_bytes(defaults) == cache_bytes(serve_app.ServeOptions())
+
+
 def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     missing, picture = tmp_path / "missing.png", small_picture(tmp_path)
     for args, expected in ((["serve", str(missing)], f"{missing}: no such picture or folder"),
@@ -152,6 +193,7 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["serve", "{dir}", "--max-scale", "nan"], "--max-scale must be a number >= 1, got nan"),
     (["serve", "{dir}", "--cache-mb", "0"], "--cache-mb must be a number > 0, got 0.0"),
     (["serve", "{dir}", "--feature-cache-mb", "-5"], "--feature-cache-mb must be a number > 0, got -5.0"),
+    (["serve", "{dir}", "--picture-cache-mb", "inf"], "--picture-cache-mb must be a number > 0, got inf"),
     (["serve", "{dir}", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["serve", "{dir}", "--port", "70000"], "--port must be an int in [0, 65535], got 70000"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "--fps must be a number in [0.001, 1000], got 0.0"),

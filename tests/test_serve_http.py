@@ -13,7 +13,9 @@ from starlette.testclient import TestClient
 from liif.cli import main
 from liif.geometry import Geometry
 from liif.imageio import read_picture
+from liif.serve.app import ServeOptions, create_app
 from liif.serve.iiif import CONTEXT
+from liif.serve.library import Library
 from liif.upscale import resize_bicubic
 from liif.pretrained import DEFAULT_MODEL
 from serving import make_app, small_picture
@@ -228,3 +230,21 @@ def test_behind_a_root_path(served):
         answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
         assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
         assert prefixed.get("/x/view/butterfly.png").status_code == 200
+
+
+@pytest.mark.parametrize("read", [False, True], ids=["serve", "view"])
+def test_a_named_picture_larger_than_the_picture_cache_is_read_once(tmp_path, monkeypatch, read):
+    """A picture named whose pixels exceed the picture cache (a 10000x9000 scan: 270 MB, against 256 MB) was
+    read again for every tile; the cache holds the largest picture named."""
+    picture = small_picture(tmp_path)  # 5184 bytes of pixels, against a cache of 1 KB
+    reads = []
+    monkeypatch.setattr("liif.serve.library.read_picture", lambda path: reads.append(path) or read_picture(path))
+    options = ServeOptions(picture_cache_bytes=1 << 10)
+    app = create_app(Library([picture], options.picture_cache_bytes, read), DEFAULT_MODEL, "cpu", options)
+    with TestClient(app) as client:
+        for method in ("iiif", "bicubic"):
+            for ask in ("info.json", "0,0,24,18/^96,72/0/default.png", "24,0,24,18/^96,72/0/default.png",
+                        "0,18,24,18/^96,72/0/default.png", "full/^96,/0/default.jpg"):
+                answer = client.get(f"/{method}/3/butterfly.png/{ask}")
+                assert answer.status_code == 200, answer.text
+    assert reads == [picture.resolve()]

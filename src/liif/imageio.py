@@ -40,6 +40,7 @@ CLASSIC_TIFF_BYTES = 2**32 - 2**26  # pixel bytes past which a TIFF is written a
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 SRGB = ImageCms.createProfile("sRGB")
 
@@ -117,12 +118,19 @@ def picture_from_pil(img: Image.Image) -> Picture:
     else:
         if img.mode == "CMYK":  # its profile describes CMYK values: the converted pixels are plain sRGB
             img, icc = cmyk_to_srgb(img, icc), None
-        has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
-        gray = img.mode in ("1", "L", "LA", "La")
-        mode = ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
-        pixels = np.asarray(img.convert(mode))
+        pixels = np.asarray(img.convert(picture_mode(img)))
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return Picture(orient(pixels, orientation), icc)
+
+
+def picture_mode(img: Image.Image) -> str:
+    """The mode a Picture holds ``img``'s pixels in: 16-bit gray and floats as they are (one channel), the rest as
+    L, LA, RGB or RGBA (CMYK as RGB)."""
+    if img.mode.startswith("I;16") or img.mode == "F":
+        return img.mode
+    has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info
+    gray = img.mode in ("1", "L", "LA", "La")
+    return ("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB")
 
 
 def check_mode(img: Image.Image) -> None:
@@ -203,24 +211,33 @@ def read_picture(path: str | os.PathLike) -> Picture:
     """Read a PNG, JPEG, WebP, BMP or TIFF file; every problem with it is a LiifError with a one-line reason."""
     path = Path(path)
     with opened_image(path) as img:
-        if img.format == "PNG" and png_bit_depth(path) == 16:
+        if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
         img.load()
         return picture_from_pil(img)
 
 
-def check_picture(path: str | os.PathLike) -> None:
+def check_picture(path: str | os.PathLike) -> int:
     """Refuse what ``read_picture`` would refuse by the header alone (not a picture, a format not read, no pixels,
-    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read."""
-    with opened_image(Path(path)) as img:
+    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read.
+    Returns the bytes its pixels take once read."""
+    path = Path(path)
+    with opened_image(path) as img:
         check_mode(img)
+        depth, colour_type = png_header(path)
+        if depth == 16:  # read by pypng (read_png16), which gives a tRNS chunk its own alpha channel
+            channels = PNG16_PLANES[colour_type] + ("transparency" in img.info)
+            return img.width * img.height * channels * 2
+        mode = picture_mode(img)
+        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" else 1
+        return img.width * img.height * Image.getmodebands(mode) * sample_bytes
 
 
-def png_bit_depth(path: Path) -> int:
-    """The bit depth a PNG's header gives (8 for anything that is not a PNG)."""
+def png_header(path: Path) -> tuple[int, int]:
+    """The bit depth and colour type a PNG's header gives ((8, 2), as 8-bit RGB, for anything that is not a PNG)."""
     with open(path, "rb") as f:
-        header = f.read(25)
-    return header[24] if len(header) == 25 and header.startswith(PNG_SIGNATURE) else 8
+        header = f.read(26)
+    return (header[24], header[25]) if len(header) == 26 and header.startswith(PNG_SIGNATURE) else (8, 2)
 
 
 def read_png16(path: Path, img: Image.Image) -> Picture:

@@ -46,20 +46,23 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-mb", type=float, default=128, help="encoded images kept, in MB (default 128)")
     parser.add_argument("--feature-cache-mb", type=float, default=512,
                         help="encoder features kept, in MB (default 512)")
+    parser.add_argument("--picture-cache-mb", type=float, default=256,
+                        help="decoded pictures kept, in MB (default 256; raised to the largest picture named)")
 
 
 def server_options(args: argparse.Namespace) -> ServeOptions:
     """The server's options from the command line, each checked (a LiifError naming the option)."""
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
 
-    for name in ("cache_mb", "feature_cache_mb"):  # --max-scale: the Service checks it
+    for name in ("cache_mb", "feature_cache_mb", "picture_cache_mb"):  # --max-scale: the Service checks it
         POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)
     max_pixels = checked_max_pixels(DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels)
     Number(int, 0, 65535).check(args.port, "--port", LiifError)
     return ServeOptions(max_scale=args.max_scale, max_pixels=max_pixels, precision=args.precision,
                         kernel=args.kernel, compile=args.compile,
                         image_cache_bytes=int(args.cache_mb * 2**20),
-                        feature_cache_bytes=int(args.feature_cache_mb * 2**20))
+                        feature_cache_bytes=int(args.feature_cache_mb * 2**20),
+                        picture_cache_bytes=int(args.picture_cache_mb * 2**20))
 
 
 def bound_socket(host: str, port: int) -> socket.socket:

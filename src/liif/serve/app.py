@@ -57,7 +57,7 @@ class ServeOptions:
     max_pixels: int = DEFAULT_SERVE_PIXELS
     image_cache_bytes: int = 128 << 20
     feature_cache_bytes: int = 512 << 20
-    picture_cache_bytes: int = 256 << 20
+    picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture named
     precision: str = "fp32"
     kernel: str | None = None
     compile: str = "none"

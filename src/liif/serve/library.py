@@ -20,11 +20,12 @@ def file_identifier(path: str | os.PathLike) -> str:
 
 class Library:
     """Served files (by name) and folders (by relative path, searched in the order given), and the pictures
-    read from them (at most ``cache_bytes`` kept).
+    read from them (at most ``cache_bytes`` kept, or the largest file named if it is more).
 
     Each file named is checked here, so that one that is not a picture is refused before anything is served:
-    by its header (``check_picture``: cheap for a big file), or with ``read`` by reading it whole, kept for
-    its first request. A folder's pictures are read when asked for."""
+    by its header (``check_picture``: cheap for a big file, and it tells the bytes the picture takes once read),
+    and with ``read`` by reading it whole, kept for its first request. A folder's pictures are read when asked
+    for."""
 
     def __init__(self, paths: list[str | os.PathLike], cache_bytes: int, read: bool = False) -> None:
         self.files: dict[str, Path] = {}
@@ -39,10 +40,10 @@ class Library:
                     raise LiifError(f"two served files are named {identifier}: {self.files[identifier]} and {path}")
                 self.files[identifier] = path.resolve()
                 try:
+                    # a picture above the bound would not be kept, and be read again for every tile of it
+                    self.pictures.max_bytes = max(self.pictures.max_bytes, check_picture(path))
                     if read:
                         self.read(self.files[identifier])
-                    else:
-                        check_picture(path)
                 except LiifError as exc:
                     raise LiifError(f"{path}: {exc}") from None
             else:
