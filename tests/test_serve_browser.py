@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import shutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import numpy as np
@@ -11,6 +13,9 @@ import pytest
 from PIL import Image
 
 from serving import RunningServer, make_app, small_picture
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = shutil.which("chromium")
 
@@ -26,28 +31,57 @@ def browser():
         browser.close()
 
 
+@dataclass
+class Record:
+    """What a page did: its console errors, the image (tile) URLs it asked for, and every IIIF answer's URL and
+    status."""
+
+    errors: list[str] = field(default_factory=list)
+    tiles: list[str] = field(default_factory=list)
+    answers: list[tuple[str, int]] = field(default_factory=list)
+
+
+def is_iiif(url: str) -> bool:
+    """Whether ``url`` asks either IIIF endpoint, LIIF or bicubic."""
+    return "/iiif/3/" in url or "/bicubic/3/" in url
+
+
+def tile_scale(url: str) -> float:
+    """Output pixels per picture pixel of an image request ``.../x,y,w,h/[^]W,H/0/default.png``."""
+    region, size = unquote(url).split("/")[-4:-2]
+    return float(size.lstrip("^").split(",")[0]) / float(region.split(",")[2])
+
+
+def open_viewer(browser: Browser, url: str, width: int, height: int) -> tuple[Page, Record]:
+    """The viewer of butterfly.png served at ``url``, on a ``width`` x ``height`` page, and its Record."""
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    record = Record()
+    page.on("console", lambda message: record.errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: record.errors.append(str(error)))
+    page.on("request", lambda asked: record.tiles.append(asked.url)
+            if is_iiif(asked.url) and asked.url.endswith(".png") else None)
+    page.on("response", lambda answer: record.answers.append((answer.url, answer.status)) if is_iiif(answer.url)
+            else None)
+    page.goto(f"{url}/view/butterfly.png")
+    page.wait_for_function("window.liif !== undefined", timeout=30_000)
+    return page, record
+
+
 def test_viewer_zooms_to_x8_with_every_tile_served(browser, tmp_path):
     picture = small_picture(tmp_path, box=(40, 40, 168, 136))  # 128x96: x8 is zooming in on a 640x400 page
     with RunningServer(make_app([picture])) as url:
-        page = browser.new_page(viewport={"width": 640, "height": 400}, accept_downloads=True)
-        errors, tiles = [], []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("response", lambda answer: tiles.append((answer.url, answer.status))
-                if "/iiif/3/" in answer.url or "/bicubic/3/" in answer.url else None)
-        page.goto(f"{url}/view/butterfly.png")
-        page.wait_for_function("window.liif !== undefined", timeout=30_000)
+        page, record = open_viewer(browser, url, 640, 400)
         page.evaluate("liif.zoomTo(8, 60, 40)")
         page.wait_for_function("liif.liif.getFullyLoaded()", timeout=60_000)
         assert page.text_content("#zoom") == "x8.0"
         shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("L"), dtype=np.float32)
         assert shot.std() > 20, "the screenshot is blank"
-        levels = {unquote(url).split("/")[-3] for url, _ in tiles if url.endswith(".png")}
+        levels = {unquote(url).split("/")[-3] for url in record.tiles}
         assert any(size.startswith("^") for size in levels), "no upscaled tile was asked for"
 
         page.select_option("#mode", "split")  # bicubic on the left of the divider, LIIF on the right
         page.wait_for_function("liif.bicubic.getFullyLoaded()", timeout=60_000)
-        assert any("/bicubic/3/" in url for url, _ in tiles)
+        assert any("/bicubic/3/" in url for url in record.tiles)
 
         with page.expect_download() as download:
             page.click("#save")
@@ -56,6 +90,33 @@ def test_viewer_zooms_to_x8_with_every_tile_served(browser, tmp_path):
         assert saved.size == tuple(int(v) for v in unquote(view).split("/")[-3].lstrip("^").split(","))
         assert saved.size[0] > 300
 
-        assert tiles and all(status == 200 for _, status in tiles), [t for t in tiles if t[1] != 200]
-        assert errors == []
+        answers = record.answers
+        assert answers and all(status == 200 for _, status in answers), [a for a in answers if a[1] != 200]
+        assert record.errors == []
+        page.close()
+
+
+def test_viewer_asks_liif_only_above_the_pictures_resolution(browser, tmp_path):
+    picture = small_picture(tmp_path, box=(0, 0, 256, 256))  # all of butterfly: larger than a 360x240 page
+    with RunningServer(make_app([picture])) as url:
+        page, record = open_viewer(browser, url, 360, 240)
+        page.wait_for_function("liif.liif.getFullyLoaded()", timeout=60_000)
+        assert page.evaluate("liif.zoom()") < 1, "the home view is not a downscale"
+        assert record.tiles and all("/bicubic/3/" in tile for tile in record.tiles), record.tiles
+        assert page.is_visible("#same"), "the page does not say that both sides are bicubic"
+        assert "/bicubic/3/" in page.evaluate("liif.viewUrl()")
+
+        record.tiles.clear()
+        page.evaluate("liif.zoomTo(4, 128, 128)")
+        page.wait_for_function("liif.liif.getFullyLoaded()", timeout=120_000)
+        liif = [tile for tile in record.tiles if "/iiif/3/" in tile]
+        assert liif and all(tile_scale(tile) > 1 for tile in liif), record.tiles
+        assert page.is_hidden("#same")
+        assert "/iiif/3/" in page.evaluate("liif.viewUrl()")
+
+        page.select_option("#mode", "split")  # bicubic on the left of the divider: upscaled by bicubic
+        page.wait_for_function("liif.bicubic.getFullyLoaded()", timeout=60_000)
+        assert any("/bicubic/3/" in tile and tile_scale(tile) > 1 for tile in record.tiles), record.tiles
+        assert all(status == 200 for _, status in record.answers), record.answers
+        assert record.errors == []
         page.close()

@@ -1,4 +1,6 @@
 // The LIIF deep-zoom viewer: OpenSeadragon draws IIIF tiles of /iiif/3 (LIIF) and /bicubic/3 (plain bicubic).
+// Levels at or below the picture's own resolution come from /bicubic on both sides: LIIF adds nothing there, and
+// a LIIF tile encodes every input window under it (a one-tile overview of a big scan encodes the whole scan).
 // IIIF levels stop at the picture's own size, so the levels above it are asked for with "^" (sizeUpscaling):
 // a custom tile source whose top level is the largest power of two <= the server's max scale; OpenSeadragon
 // stretches that level up to the max scale itself.
@@ -18,6 +20,11 @@
   while (top * 2 <= maxScale && top * 2 <= tile) top *= 2;
   const maxLevel = Math.ceil(Math.log2(Math.max(width, height) * top));
 
+  // The IIIF request of a region at `scale`: from `method` above the picture's own resolution, else from /bicubic.
+  function imageUrl(method, region, size, scale) {
+    return `${root}/${scale > 1 ? method : "bicubic"}/3/${escaped}/${region}/${size}/0/default.png`;
+  }
+
   // One IIIF request per tile: the tile's region in picture pixels at the level's scale.
   function tileSource(method) {
     return {
@@ -29,7 +36,7 @@
         const w = Math.min(span, width - x0), h = Math.min(span, height - y0);
         const size = scale >= 1 ? `^${w * scale},${h * scale}`
                                 : `${Math.ceil(w * scale)},${Math.ceil(h * scale)}`;
-        return `${root}/${method}/3/${escaped}/${x0},${y0},${w},${h}/${size}/0/default.png`;
+        return imageUrl(method, `${x0},${y0},${w},${h}`, size, scale);
       },
     };
   }
@@ -48,12 +55,18 @@
   const mode = document.getElementById("mode");
   const split = document.getElementById("split");
   const divider = document.getElementById("divider");
+  const same = document.getElementById("same");
 
   // Screen (CSS) pixels per picture pixel.
   function zoom() { return liif.viewportToImageZoom(viewer.viewport.getZoom(true)) * top; }
 
   function update() {
     readout.textContent = `x${zoom().toFixed(1)}`;
+    // OpenSeadragon draws the largest level whose pixels cover a whole device pixel (minPixelRatio 1), stretched:
+    // the first LIIF level (x2) shows from 2 device pixels per picture pixel, and below that both sides are bicubic.
+    const liifFrom = 2 / (window.devicePixelRatio || 1);
+    same.hidden = zoom() >= liifFrom;
+    same.textContent = `bicubic on both sides below x${liifFrom.toFixed(1)}`;
     const splitting = mode.value === "split";
     split.hidden = divider.hidden = !splitting;
     bicubic.setOpacity(mode.value === "liif" ? 0 : 1);
@@ -88,7 +101,7 @@
     const scale = zoom() * (window.devicePixelRatio || 1);
     const pct = [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height].map((v) => (100 * v).toFixed(6));
     const w = Math.max(1, Math.round((x1 - x0) * scale)), h = Math.max(1, Math.round((y1 - y0) * scale));
-    return `${root}/iiif/3/${escaped}/pct:${pct.join(",")}/^${w},${h}/0/default.png`;
+    return imageUrl("iiif", `pct:${pct.join(",")}`, `^${w},${h}`, scale);
   }
 
   document.getElementById("save").addEventListener("click", async () => {
