@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from fractions import Fraction
 
 import av
@@ -18,6 +21,7 @@ from liif.imageio import read_picture
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture
 from liif.zoom import render_frames, zoom, zoom_regions
+from conftest import ROOT
 from serving import small_picture
 
 SIZE = (32, 18)  # even sides, for H.264
@@ -141,3 +145,19 @@ def test_zoom_numbers_are_checked_before_any_region_is_planned(arguments, messag
     """A string failed inside a comparison; an infinite zoom or a frame of no pixels planned empty regions."""
     with pytest.raises(LiifError, match=message):
         zoom_regions(**{"picture_size": (28, 20), "frame_size": (16, 16), "end": 2.0, "frames": 2, **arguments})
+
+
+def test_printed_regions_stop_quietly_when_the_reader_leaves(picture_path):
+    """``liif zoom --print-regions | head -1``: a BrokenPipeError's traceback, then Python's own complaint."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "liif", "zoom", str(picture_path), "--print-regions",
+                                "--frames", "100000", "--size", "32x18"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == "0.0,4.5,48.0,31.5\n"
+        process.stdout.close()  # as `head -1` does
+        err = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (141, "")
