@@ -108,6 +108,19 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
             assert seen == durations, name
 
 
+def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
+    """A GIF counts delays in hundredths of a second: 24 fps was 40 ms a frame, i.e. 25 fps, a clip 4% short."""
+    write_all(tmp_path / "a.gif")
+    with Image.open(tmp_path / "a.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+    assert sum(delays) == 500 and set(delays) == {40, 50}  # 12 frames at 24 fps: half a second
+    times = [time for _, time in decoded_frames(tmp_path / "a.gif")]
+    assert [round(time * 100) for time in times] == [round(k * 100 / 24) for k in range(12)]  # on time, to 1/100 s
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.
