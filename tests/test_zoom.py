@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -161,3 +162,17 @@ def test_printed_regions_stop_quietly_when_the_reader_leaves(picture_path):
     finally:
         process.kill()
     assert (process.returncode, err) == (141, "")
+
+
+@pytest.mark.parametrize("name,arguments,message", [
+    ("zoom.mp4", {"size": (33, 18)}, "yuv420p halves the colour resolution, so the width must be even"),
+    ("zoom.gif", {"compare": "Bicubic"}, "unknown comparison 'Bicubic'; use bicubic"),
+    ("taken.mp4", {}, "taken.mp4 exists; pass overwrite=True to replace it"),
+    ("taken.mp4/zoom.gif", {}, "cannot write"),
+])
+def test_the_output_is_refused_before_the_model_loads(picture_path, tmp_path, name, arguments, message):
+    """These were found only once the model had loaded (a missing model was reported instead)."""
+    (tmp_path / "taken.mp4").write_bytes(b"kept")
+    with pytest.raises(LiifError, match=re.escape(message)):
+        zoom(picture_path, tmp_path / name, **{"frames": 2, "size": SIZE, "model": "no-such-model", **arguments})
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"] and (tmp_path / "taken.mp4").read_bytes() == b"kept"

@@ -79,13 +79,19 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     return regions
 
 
+def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
+    """The frames' (width, height): ``size``, twice as wide with a ``compare`` rendering beside it."""
+    if compare not in (None, *COMPARISONS):
+        raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
+    return size[0] * (2 if compare else 1), size[1]
+
+
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
                   progress: bool = False) -> Iterator[np.ndarray]:
     """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
     plain bicubic on the right when ``compare`` is "bicubic"."""
-    if compare not in (None, *COMPARISONS):
-        raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
+    frame_size(size, compare)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
@@ -121,10 +127,11 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
-    net = model_on(model, device, precision, kernel, compile)
-    frame_size = (size[0] * (2 if compare else 1), size[1])
-    with open_frame_writer(output, size=frame_size, rate=Fraction(fps).limit_denominator(1001),
+    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
+    # loads, and removes what it began should loading fail.
+    with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
                            overwrite=overwrite) as writer:
+        net = model_on(model, device, precision, kernel, compile)
         for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
             writer.write(frame)
     return regions
