@@ -176,3 +176,23 @@ def test_the_output_is_refused_before_the_model_loads(picture_path, tmp_path, na
     with pytest.raises(LiifError, match=re.escape(message)):
         zoom(picture_path, tmp_path / name, **{"frames": 2, "size": SIZE, "model": "no-such-model", **arguments})
     assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"] and (tmp_path / "taken.mp4").read_bytes() == b"kept"
+
+
+def test_videos_take_the_encoder_options(picture_path, tmp_path, capsys):
+    """An odd side needs a 4:4:4 pixel format, as the refusal of one in yuv420p says: there was no --pix-fmt."""
+    out = tmp_path / "zoom.mp4"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(out), "--size", "33x17", "--frames", "2", "--fps", "6",
+              "--pix-fmt", "yuv444p", "--crf", "10", "--preset", "veryfast", "--device", "cpu", "-q"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.pix_fmt, stream.average_rate) == ("yuv444p", 6)
+        assert [frame.to_ndarray(format="rgb24").shape for frame in container.decode(stream)] == [(17, 33, 3)] * 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(tmp_path / "other.mp4"), "--size", "32x18", "--crf", "99",
+              "--model", "no-such-model"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "liif zoom: error: --crf must be 0 to 63 (lower is better quality), got 99\n"
+    with pytest.raises(LiifError, match=r"zoom.gif: codec, crf, preset, pixel format, .* are for video outputs"):
+        zoom(picture_path, tmp_path / "zoom.gif", frames=2, size=SIZE, codec="vp9", model="no-such-model")

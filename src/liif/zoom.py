@@ -115,9 +115,10 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
          overwrite: bool = False, progress: bool = False, kernel: str | None = None,
-         compile: str = "none") -> list[Region]:
+         compile: str = "none", codec: str | None = None, crf: int | None = None, preset: str | None = None,
+         pix_fmt: str | None = None) -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
-    frames); returns the frames' regions."""
+    frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions."""
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
@@ -130,7 +131,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
     # loads, and removes what it began should loading fail.
     with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
-                           overwrite=overwrite) as writer:
+                           overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
         net = model_on(model, device, precision, kernel, compile)
         for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
             writer.write(frame)
