@@ -49,19 +49,19 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     picture, fitted) to ``end`` output pixels per picture pixel into ``center`` (default: the middle)."""
     # Checked before any arithmetic: a string or an infinity would fail in a comparison, or give empty regions
     # that fail only once the model is loaded.
-    for name, pair in (("picture size", picture_size), ("frame size", frame_size), ("center", center)):
+    for name, pair in (("the picture size", picture_size), ("the frame size", frame_size), (option("center"), center)):
         if pair is not None and (not isinstance(pair, (tuple, list)) or len(pair) != 2):
-            raise LiifError(f"the {name} must be two numbers (x, y), got {pair!r}")
+            raise LiifError(f"{name} must be two numbers (x, y), got {pair!r}")
     width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
     frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
     start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
     POSITIVE.check(end, "the end zoom", LiifError)
-    cx, cy = (Number().check(v, "the centre", LiifError) for v in center) if center is not None else \
+    cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
     FRAMES.check(frames, option("frames"), LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
-        raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
+        raise LiifError(f"{option('center')} {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
         raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}, where the {frame_width}x{frame_height} "
                         f"frame shows the whole {width}x{height} picture")
