@@ -121,6 +121,21 @@ def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
     assert [round(time * 100) for time in times] == [round(k * 100 / 24) for k in range(12)]  # on time, to 1/100 s
 
 
+def test_a_frame_longer_than_the_format_holds_is_refused_before_any_frame(tmp_path: Path) -> None:
+    """A GIF's delay is 16 bits of hundredths: Pillow's OverflowError came once every frame was made."""
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 1000 s, one frame at "
+                                        r"0\.001 frames per second$"):
+        open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1, 1000))
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 700 s$"):
+        with open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1)) as writer:
+            writer.write(FRAMES[0], duration_ms=700_000)
+    assert list(tmp_path.iterdir()) == []
+    write_all(tmp_path / "a.webp", frames=FRAMES[:2], rate=Fraction(1, 1000))  # 24 bits of ms: 4.6 hours
+    with Image.open(tmp_path / "a.webp") as image:
+        image.load()
+        assert image.info["duration"] == 1_000_000
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.

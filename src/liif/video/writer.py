@@ -51,6 +51,9 @@ APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
 # bits every play, APNG's PNG number (31 bits) every play.
 MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
+# The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
+# rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
+LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
 WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
@@ -377,13 +380,24 @@ class AnimationWriter(FrameWriter):
                             f"got {plays!r}")
         super().__init__(path, size, rate, overwrite)
         check_encodable(self.format, (size[1], size[0], 3))
+        self.check_duration(float(1000 / self.rate), f", one frame at {float(self.rate):g} frames per second")
         self.plays = plays
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
         self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
 
+    def check_duration(self, duration_ms: float, why: str = "") -> None:
+        """Refuse a frame's duration the format cannot hold (Pillow overflows, or fails, once every frame is made);
+        ``why`` follows it in the message."""
+        longest = LONGEST_FRAME_MS[self.format]
+        if not Number(low=0, high=longest).fits(duration_ms):
+            raise LiifError(f"a {self.path.suffix} frame shows for at most {longest / 1000:g} s, got "
+                            f"{duration_ms / 1000:g} s{why}")
+
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
+        self.check_duration(duration_ms)
         if self.format == "GIF":
             image, self.last = gif_frame(frame, self.last)
         else:
@@ -397,7 +411,7 @@ class AnimationWriter(FrameWriter):
             image = Image.fromarray(frame)
             self.disposals.append(APNG_DISPOSE_NONE)
         self.frames.append(image)
-        self.durations.append(float(1000 / self.rate) if duration_ms is None else duration_ms)
+        self.durations.append(duration_ms)
 
     def _finish(self) -> None:
         if not self.frames:
