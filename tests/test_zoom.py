@@ -207,3 +207,13 @@ def test_a_centre_out_of_bounds_names_the_option(picture_path, capsys, center, m
     assert exit_info.value.code == 2 and capsys.readouterr().err == f"liif zoom: error: {message}\n"
     with pytest.raises(LiifError, match=f"^{message[2:]}$"):
         zoom_regions((48, 36), SIZE, tuple(float(v) for v in center.split(",")))
+
+
+def test_a_fit_beyond_the_end_says_it_is_the_fit(picture_path, capsys):
+    """The 48x36 picture fills the default 1280x720 frame at x26.7, past the default end (x16): the error said
+    "the zoom must grow: x26.6667 to x16", a zoom never asked for."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("liif zoom: error: the zoom must grow: x26.67, where the 1280x720 frame shows "
+                                       "the whole 48x36 picture, to x16\n")

@@ -55,6 +55,9 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
     frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
+    # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
+    whole = f", where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture,"
+    fitted = whole if start is None else ""
     start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
     POSITIVE.check(end, "the end zoom", LiifError)
     cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
@@ -63,10 +66,9 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"{option('center')} {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
-        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}, where the {frame_width}x{frame_height} "
-                        f"frame shows the whole {width}x{height} picture")
+        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}{whole[:-1]}")
     if not start <= end:
-        raise LiifError(f"the zoom must grow: x{start:g} to x{end:g}")
+        raise LiifError(f"the zoom must grow: x{start:.4g}{fitted} to x{end:g}")
     region_width, region_height = frame_width / start, frame_height / start
     x0 = min(max(cx - region_width / 2, 0.0), width - region_width)
     y0 = min(max(cy - region_height / 2, 0.0), height - region_height)
