@@ -136,6 +136,16 @@ def test_a_frame_longer_than_the_format_holds_is_refused_before_any_frame(tmp_pa
         assert image.info["duration"] == 1_000_000
 
 
+def test_an_encoder_refusal_names_the_settings_it_refused(tmp_path: Path) -> None:
+    """x264 refuses a frame this large: the message said "crf None, preset None", not what x264 was given."""
+    with pytest.raises(LiifError, match=r"^cannot encode \S+a\.mp4 with libx264 \(16384x16384 yuv420p, crf 18\): "):
+        open_frame_writer(tmp_path / "a.mp4", (16384, 16384), Fraction(24))
+    with pytest.raises(LiifError, match=r"^cannot encode \S+a\.webm with libvpx-vp9 \(64x48 yuv420p, crf 24, b 0, "
+                                        r"cpu-used 99\): "):
+        open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24), preset="99")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.

@@ -234,6 +234,7 @@ class VideoWriter(FrameWriter):
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
         check_even(pix_fmt, size)
+        options = encoder_options(encoder, crf, preset)
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
@@ -244,9 +245,9 @@ class VideoWriter(FrameWriter):
                 self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
             if encoder not in self.container.supported_codecs:
                 raise LiifError(f"a {suffix} file cannot hold {encoder} video; choose another codec or container")
-            with write_errors(f"cannot encode {path} with {encoder} (crf {crf}, preset {preset}, {pix_fmt})"):
-                self.stream = self.container.add_stream(encoder, rate=self.rate,
-                                                        options=encoder_options(encoder, crf, preset))
+            settings = "".join(f", {name} {value}" for name, value in options.items())
+            with write_errors(f"cannot encode {path} with {encoder} ({size[0]}x{size[1]} {pix_fmt}{settings})"):
+                self.stream = self.container.add_stream(encoder, rate=self.rate, options=options)
                 context = self.stream.codec_context
                 context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
                 context.time_base = self.time_base
