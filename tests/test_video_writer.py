@@ -146,6 +146,15 @@ def test_an_encoder_refusal_names_the_settings_it_refused(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["taken.png/a.mp4", "taken.png/sub/a.gif", "taken.png/frames"])
+def test_a_file_where_the_output_needs_a_folder_is_named(tmp_path: Path, name) -> None:
+    """It was "File exists" or "Not a directory", whichever mkdir met first."""
+    (tmp_path / "taken.png").write_bytes(b"kept")
+    with pytest.raises(LiifError, match=rf"^cannot write \S+{re.escape(name)}: \S+taken.png is a file, not a folder$"):
+        open_frame_writer(tmp_path / name, SIZE, Fraction(24))
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"] and (tmp_path / "taken.png").read_bytes() == b"kept"
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.

@@ -211,7 +211,11 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
                 raise LiifError(f"{path} holds files other than {FRAME_NAME.format(0)}, ...: it is never replaced")
         elif path.exists() and not overwrite:
             raise OutputExists(f"{path} exists")
-        path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
+        except (FileExistsError, NotADirectoryError):  # whichever mkdir met first: name the file in the way
+            blocker = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+            raise LiifError(f"cannot write {path}: {blocker} is a file, not a folder") from None
         if not os.access(path.parent, os.W_OK):
             raise LiifError(f"cannot write {path}: permission denied")
     except OSError as exc:
