@@ -155,6 +155,18 @@ def test_a_file_where_the_output_needs_a_folder_is_named(tmp_path: Path, name) -
     assert [p.name for p in tmp_path.iterdir()] == ["taken.png"] and (tmp_path / "taken.png").read_bytes() == b"kept"
 
 
+@pytest.mark.parametrize("name", [".", "", "sub/.."])
+def test_an_output_with_no_name_of_its_own_is_refused(tmp_path: Path, monkeypatch, name) -> None:
+    """``-o .`` in an empty folder: a ValueError's traceback, as no temporary name can sit beside it."""
+    monkeypatch.chdir(tmp_path)
+    folders = ["sub"] if "sub" in name else []
+    for folder in folders:
+        (tmp_path / folder).mkdir()
+    with pytest.raises(LiifError, match=rf"^cannot write {re.escape(str(Path(name)))}: name the output \(such as "):
+        open_frame_writer(name, SIZE, Fraction(24))
+    assert [p.name for p in tmp_path.iterdir()] == folders
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.

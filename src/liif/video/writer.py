@@ -200,6 +200,8 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
     """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
     a file goes), and an unwritable folder; create a missing one."""
     overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the output
+    if path.name in ("", ".."):  # "." or "/": no temporary name can sit beside it, nor be renamed to it
+        raise LiifError(f"cannot write {path}: name the output (such as {path / 'frames'} or {path / 'zoom.mp4'})")
     try:
         if path.exists() and path.is_dir() != folder:
             raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
