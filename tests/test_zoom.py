@@ -217,3 +217,12 @@ def test_a_fit_beyond_the_end_says_it_is_the_fit(picture_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == ("liif zoom: error: the zoom must grow: x26.67, where the 1280x720 frame shows "
                                        "the whole 48x36 picture, to x16\n")
+
+
+@pytest.mark.parametrize("size,got", [("0x18", "0"), ("32.5x18", "32.5")])
+def test_a_frame_side_out_of_bounds_names_the_option(picture_path, capsys, size, got):
+    """It read "size must be ...", as Python's size= reads, not --size."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--size", size])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"liif zoom: error: --size must be an int above 0 and at most 16777216, got {got}\n"
