@@ -167,6 +167,21 @@ def test_an_output_with_no_name_of_its_own_is_refused(tmp_path: Path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == folders
 
 
+def test_a_container_that_refuses_the_codec_says_so(tmp_path: Path) -> None:
+    """MOV's muxer refuses VP9 only as it writes the header: the message quoted the hidden temporary name."""
+    with pytest.raises(LiifError, match=r"^a \.mov file cannot hold libvpx-vp9 video; choose another codec or "
+                                        r"container$"):
+        open_frame_writer(tmp_path / "a.mov", SIZE, Fraction(24), codec="vp9")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.access("/proc", os.W_OK), reason="needs a /proc that passes os.access (root on Linux)")
+def test_a_folder_that_takes_no_file_is_a_write_error() -> None:
+    """It read "cannot encode /proc/a.mp4 with libx264 (...)", as if the encoder had refused."""
+    with pytest.raises(LiifError, match=r"^cannot write /proc/a\.mp4: No such file or directory$"):
+        open_frame_writer("/proc/a.mp4", SIZE, Fraction(24))
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.

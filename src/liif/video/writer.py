@@ -249,8 +249,9 @@ class VideoWriter(FrameWriter):
         try:
             with write_errors(f"cannot write {path}"):
                 self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
+            unsupported = f"a {suffix} file cannot hold {encoder} video; choose another codec or container"
             if encoder not in self.container.supported_codecs:
-                raise LiifError(f"a {suffix} file cannot hold {encoder} video; choose another codec or container")
+                raise LiifError(unsupported)
             settings = "".join(f", {name} {value}" for name, value in options.items())
             with write_errors(f"cannot encode {path} with {encoder} ({size[0]}x{size[1]} {pix_fmt}{settings})"):
                 self.stream = self.container.add_stream(encoder, rate=self.rate, options=options)
@@ -266,7 +267,14 @@ class VideoWriter(FrameWriter):
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
-                self.container.start_encoding()
+                try:
+                    self.container.start_encoding()
+                except av.error.FFmpegError as exc:
+                    if isinstance(exc, OSError):  # opening the file: a folder that takes none (/proc), a full disk
+                        raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
+                    if exc.filename == str(self.temporary):  # the muxer refused the stream as it wrote the header
+                        raise LiifError(unsupported) from None
+                    raise
         except BaseException:
             self.abort()
             raise
