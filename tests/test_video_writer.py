@@ -265,6 +265,13 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 
+def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:
+    """x265 printed its settings (22 lines) and a summary straight to stderr, through any progress bar."""
+    write_all(tmp_path / "a.mp4", frames=FRAMES[:2], codec="hevc")
+    assert capfd.readouterr().err == ""
+    assert len(decoded_frames(tmp_path / "a.mp4")) == 2
+
+
 def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
     with pytest.raises(LiifError, match=r"^preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
         open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")

@@ -374,6 +374,8 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
         raise LiifError(f"{option('preset')} {preset!r}: {encoder} takes {', '.join(X264_PRESETS)}")
     if preset:
         options["cpu-used" if encoder.startswith("libvpx") else "preset"] = preset
+    if encoder == "libx265":
+        options["x265-params"] = "log-level=error"  # x265 prints its settings and a summary to stderr otherwise
     if encoder == "libsvtav1":
         os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its settings to stderr otherwise
     return options
