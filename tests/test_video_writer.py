@@ -108,6 +108,80 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
             assert seen == durations, name
 
 
+def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
+    """A GIF counts delays in hundredths of a second: 24 fps was 40 ms a frame, i.e. 25 fps, a clip 4% short."""
+    write_all(tmp_path / "a.gif")
+    with Image.open(tmp_path / "a.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+    assert sum(delays) == 500 and set(delays) == {40, 50}  # 12 frames at 24 fps: half a second
+    times = [time for _, time in decoded_frames(tmp_path / "a.gif")]
+    assert [round(time * 100) for time in times] == [round(k * 100 / 24) for k in range(12)]  # on time, to 1/100 s
+
+
+def test_a_frame_longer_than_the_format_holds_is_refused_before_any_frame(tmp_path: Path) -> None:
+    """A GIF's delay is 16 bits of hundredths: Pillow's OverflowError came once every frame was made."""
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 1000 s, one frame at "
+                                        r"0\.001 frames per second$"):
+        open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1, 1000))
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 700 s$"):
+        with open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1)) as writer:
+            writer.write(FRAMES[0], duration_ms=700_000)
+    assert list(tmp_path.iterdir()) == []
+    write_all(tmp_path / "a.webp", frames=FRAMES[:2], rate=Fraction(1, 1000))  # 24 bits of ms: 4.6 hours
+    with Image.open(tmp_path / "a.webp") as image:
+        image.load()
+        assert image.info["duration"] == 1_000_000
+
+
+def test_an_encoder_refusal_names_the_settings_it_refused(tmp_path: Path) -> None:
+    """x264 refuses a frame this large: the message said "crf None, preset None", not what x264 was given."""
+    with pytest.raises(LiifError, match=r"^cannot encode \S+a\.mp4 with libx264 \(16384x16384 yuv420p, crf 18\): "):
+        open_frame_writer(tmp_path / "a.mp4", (16384, 16384), Fraction(24))
+    with pytest.raises(LiifError, match=r"^cannot encode \S+a\.webm with libvpx-vp9 \(64x48 yuv420p, crf 24, b 0, "
+                                        r"cpu-used 99\): "):
+        open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24), preset="99")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["taken.png/a.mp4", "taken.png/sub/a.gif", "taken.png/frames"])
+def test_a_file_where_the_output_needs_a_folder_is_named(tmp_path: Path, name) -> None:
+    """It was "File exists" or "Not a directory", whichever mkdir met first."""
+    (tmp_path / "taken.png").write_bytes(b"kept")
+    with pytest.raises(LiifError, match=rf"^cannot write \S+{re.escape(name)}: \S+taken.png is a file, not a folder$"):
+        open_frame_writer(tmp_path / name, SIZE, Fraction(24))
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"] and (tmp_path / "taken.png").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("name", [".", "", "sub/.."])
+def test_an_output_with_no_name_of_its_own_is_refused(tmp_path: Path, monkeypatch, name) -> None:
+    """``-o .`` in an empty folder: a ValueError's traceback, as no temporary name can sit beside it."""
+    monkeypatch.chdir(tmp_path)
+    folders = ["sub"] if "sub" in name else []
+    for folder in folders:
+        (tmp_path / folder).mkdir()
+    with pytest.raises(LiifError, match=rf"^cannot write {re.escape(str(Path(name)))}: name the output \(such as "):
+        open_frame_writer(name, SIZE, Fraction(24))
+    assert [p.name for p in tmp_path.iterdir()] == folders
+
+
+def test_a_container_that_refuses_the_codec_says_so(tmp_path: Path) -> None:
+    """MOV's muxer refuses VP9 only as it writes the header: the message quoted the hidden temporary name."""
+    with pytest.raises(LiifError, match=r"^a \.mov file cannot hold libvpx-vp9 video; choose another codec or "
+                                        r"container$"):
+        open_frame_writer(tmp_path / "a.mov", SIZE, Fraction(24), codec="vp9")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.access("/proc", os.W_OK), reason="needs a /proc that passes os.access (root on Linux)")
+def test_a_folder_that_takes_no_file_is_a_write_error() -> None:
+    """It read "cannot encode /proc/a.mp4 with libx264 (...)", as if the encoder had refused."""
+    with pytest.raises(LiifError, match=r"^cannot write /proc/a\.mp4: No such file or directory$"):
+        open_frame_writer("/proc/a.mp4", SIZE, Fraction(24))
+
+
 def test_play_counts_are_written_as_each_format_counts(tmp_path: Path) -> None:
     # The counts in the files: a GIF's NETSCAPE block counts the repeats after the first play (and one play has
     # no block), WebP's ANIM chunk and APNG's acTL chunk count every play.
@@ -189,6 +263,13 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(LiifError, match="timecode and copied streams are for video outputs"):
         open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(24), timecode="01:02:03:04")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:
+    """x265 printed its settings (22 lines) and a summary straight to stderr, through any progress bar."""
+    write_all(tmp_path / "a.mp4", frames=FRAMES[:2], codec="hevc")
+    assert capfd.readouterr().err == ""
+    assert len(decoded_frames(tmp_path / "a.mp4")) == 2
 
 
 def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:

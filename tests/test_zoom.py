@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import subprocess
+import sys
 from fractions import Fraction
 
 import av
@@ -18,6 +22,7 @@ from liif.imageio import read_picture
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture
 from liif.zoom import render_frames, zoom, zoom_regions
+from conftest import ROOT
 from serving import small_picture
 
 SIZE = (32, 18)  # even sides, for H.264
@@ -134,10 +139,90 @@ def test_the_picture_zoomed_into_is_never_written_over(picture_path, tmp_path, c
     ({"end": "4"}, "the end zoom must be a number > 0, got '4'"),
     ({"end": math.inf}, "the end zoom must be a number > 0, got inf"),
     ({"start": "1"}, "the start zoom must be a number > 0, got '1'"),
-    ({"center": (1, 2, 3)}, r"the center must be two numbers \(x, y\), got \(1, 2, 3\)"),
+    ({"center": (1, 2, 3)}, r"^center must be two numbers \(x, y\), got \(1, 2, 3\)"),
     ({"frame_size": (0, 16)}, "the frame size must be an int >= 1, got 0"),
 ])
 def test_zoom_numbers_are_checked_before_any_region_is_planned(arguments, message):
     """A string failed inside a comparison; an infinite zoom or a frame of no pixels planned empty regions."""
     with pytest.raises(LiifError, match=message):
         zoom_regions(**{"picture_size": (28, 20), "frame_size": (16, 16), "end": 2.0, "frames": 2, **arguments})
+
+
+def test_printed_regions_stop_quietly_when_the_reader_leaves(picture_path):
+    """``liif zoom --print-regions | head -1``: a BrokenPipeError's traceback, then Python's own complaint."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "liif", "zoom", str(picture_path), "--print-regions",
+                                "--frames", "100000", "--size", "32x18"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.readline() == "0.0,4.5,48.0,31.5\n"
+        process.stdout.close()  # as `head -1` does
+        err = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (141, "")
+
+
+@pytest.mark.parametrize("name,arguments,message", [
+    ("zoom.mp4", {"size": (33, 18)}, "yuv420p halves the colour resolution, so the width must be even"),
+    ("zoom.gif", {"compare": "Bicubic"}, "unknown comparison 'Bicubic'; use bicubic"),
+    ("taken.mp4", {}, "taken.mp4 exists; pass overwrite=True to replace it"),
+    ("taken.mp4/zoom.gif", {}, "cannot write"),
+])
+def test_the_output_is_refused_before_the_model_loads(picture_path, tmp_path, name, arguments, message):
+    """These were found only once the model had loaded (a missing model was reported instead)."""
+    (tmp_path / "taken.mp4").write_bytes(b"kept")
+    with pytest.raises(LiifError, match=re.escape(message)):
+        zoom(picture_path, tmp_path / name, **{"frames": 2, "size": SIZE, "model": "no-such-model", **arguments})
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"] and (tmp_path / "taken.mp4").read_bytes() == b"kept"
+
+
+def test_videos_take_the_encoder_options(picture_path, tmp_path, capsys):
+    """An odd side needs a 4:4:4 pixel format, as the refusal of one in yuv420p says: there was no --pix-fmt."""
+    out = tmp_path / "zoom.mp4"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(out), "--size", "33x17", "--frames", "2", "--fps", "6",
+              "--pix-fmt", "yuv444p", "--crf", "10", "--preset", "veryfast", "--device", "cpu", "-q"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.pix_fmt, stream.average_rate) == ("yuv444p", 6)
+        assert [frame.to_ndarray(format="rgb24").shape for frame in container.decode(stream)] == [(17, 33, 3)] * 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(tmp_path / "other.mp4"), "--size", "32x18", "--crf", "99",
+              "--model", "no-such-model"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "liif zoom: error: --crf must be 0 to 63 (lower is better quality), got 99\n"
+    with pytest.raises(LiifError, match=r"zoom.gif: codec, crf, preset, pixel format, .* are for video outputs"):
+        zoom(picture_path, tmp_path / "zoom.gif", frames=2, size=SIZE, codec="vp9", model="no-such-model")
+
+
+@pytest.mark.parametrize("center,message", [("1e400,3", "--center must be a number, got inf"),
+                                            ("99,1", "--center 99,1 must lie in the 48x36 picture")])
+def test_a_centre_out_of_bounds_names_the_option(picture_path, capsys, center, message):
+    """It was "the centre", which is neither --center nor center=."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--size", "32x18", f"--center={center}"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == f"liif zoom: error: {message}\n"
+    with pytest.raises(LiifError, match=f"^{message[2:]}$"):
+        zoom_regions((48, 36), SIZE, tuple(float(v) for v in center.split(",")))
+
+
+def test_a_fit_beyond_the_end_says_it_is_the_fit(picture_path, capsys):
+    """The 48x36 picture fills the default 1280x720 frame at x26.7, past the default end (x16): the error said
+    "the zoom must grow: x26.6667 to x16", a zoom never asked for."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("liif zoom: error: the zoom must grow: x26.67, where the 1280x720 frame shows "
+                                       "the whole 48x36 picture, to x16\n")
+
+
+@pytest.mark.parametrize("size,got", [("0x18", "0"), ("32.5x18", "32.5")])
+def test_a_frame_side_out_of_bounds_names_the_option(picture_path, capsys, size, got):
+    """It read "size must be ...", as Python's size= reads, not --size."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--size", size])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"liif zoom: error: --size must be an int above 0 and at most 16777216, got {got}\n"

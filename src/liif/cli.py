@@ -70,6 +70,8 @@ def quiet_libtiff() -> None:
         pass
 
 
+# What a shell reports for a command that SIGPIPE ended, the end of a writer whose reader has gone: 128 + 13.
+BROKEN_PIPE = 141
 # glibc's malloc parameters (mallopt) and the environment variables that set them instead.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
@@ -111,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         interrupted(command)
+    except BrokenPipeError:
+        # The reader of stdout has gone (`liif zoom --print-regions | head -1`): stop as a pipe's writer does,
+        # silently. Stdout goes to /dev/null, or Python's flush at exit would complain of the pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = BROKEN_PIPE
     finally:  # a program that runs a command, then calls the API, is told in Python's terms again
         Caller.command_line = False
     sys.exit(code or 0)

@@ -165,14 +165,14 @@ class Geometry:
             pair = tuple(self.scale) if isinstance(self.scale, (tuple, list)) else (self.scale, self.scale)
             if len(pair) != 2:
                 raise LiifError(f"scale must be one number or two (sy, sx), got {len(pair)}")
-            object.__setattr__(self, "scale", tuple(bounded(v, "scale") for v in pair))
+            object.__setattr__(self, "scale", tuple(bounded(v, option("scale")) for v in pair))
         if self.size is not None:
             if not isinstance(self.size, (tuple, list)) or len(self.size) != 2:
                 raise LiifError(f"size must be two numbers (width, height), got {self.size!r}")
-            object.__setattr__(self, "size", tuple(bounded(v, "size", integer=True) for v in self.size))
+            object.__setattr__(self, "size", tuple(bounded(v, option("size"), integer=True) for v in self.size))
         for name in ("width", "height"):
             if getattr(self, name) is not None:
-                object.__setattr__(self, name, bounded(getattr(self, name), name, integer=True))
+                object.__setattr__(self, name, bounded(getattr(self, name), option(name), integer=True))
         if self.region is not None:
             if not isinstance(self.region, (tuple, list)) or len(self.region) != 4 or not all(map(finite_number, self.region)):
                 raise LiifError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")

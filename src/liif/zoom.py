@@ -49,24 +49,26 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     picture, fitted) to ``end`` output pixels per picture pixel into ``center`` (default: the middle)."""
     # Checked before any arithmetic: a string or an infinity would fail in a comparison, or give empty regions
     # that fail only once the model is loaded.
-    for name, pair in (("picture size", picture_size), ("frame size", frame_size), ("center", center)):
+    for name, pair in (("the picture size", picture_size), ("the frame size", frame_size), (option("center"), center)):
         if pair is not None and (not isinstance(pair, (tuple, list)) or len(pair) != 2):
-            raise LiifError(f"the {name} must be two numbers (x, y), got {pair!r}")
+            raise LiifError(f"{name} must be two numbers (x, y), got {pair!r}")
     width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
     frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
+    # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
+    whole = f", where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture,"
+    fitted = whole if start is None else ""
     start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
     POSITIVE.check(end, "the end zoom", LiifError)
-    cx, cy = (Number().check(v, "the centre", LiifError) for v in center) if center is not None else \
+    cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
     FRAMES.check(frames, option("frames"), LiifError)
     if not (0 <= cx <= width and 0 <= cy <= height):
-        raise LiifError(f"the centre {cx:g},{cy:g} must lie in the {width}x{height} picture")
+        raise LiifError(f"{option('center')} {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
-        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}, where the {frame_width}x{frame_height} "
-                        f"frame shows the whole {width}x{height} picture")
+        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}{whole[:-1]}")
     if not start <= end:
-        raise LiifError(f"the zoom must grow: x{start:g} to x{end:g}")
+        raise LiifError(f"the zoom must grow: x{start:.4g}{fitted} to x{end:g}")
     region_width, region_height = frame_width / start, frame_height / start
     x0 = min(max(cx - region_width / 2, 0.0), width - region_width)
     y0 = min(max(cy - region_height / 2, 0.0), height - region_height)
@@ -79,13 +81,19 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     return regions
 
 
+def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
+    """The frames' (width, height): ``size``, twice as wide with a ``compare`` rendering beside it."""
+    if compare not in (None, *COMPARISONS):
+        raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
+    return size[0] * (2 if compare else 1), size[1]
+
+
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
                   progress: bool = False) -> Iterator[np.ndarray]:
     """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
     plain bicubic on the right when ``compare`` is "bicubic"."""
-    if compare not in (None, *COMPARISONS):
-        raise LiifError(f"unknown comparison {compare!r}; use {', '.join(COMPARISONS)}")
+    frame_size(size, compare)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
@@ -109,9 +117,10 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
          overwrite: bool = False, progress: bool = False, kernel: str | None = None,
-         compile: str = "none") -> list[Region]:
+         compile: str = "none", codec: str | None = None, crf: int | None = None, preset: str | None = None,
+         pix_fmt: str | None = None) -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
-    frames); returns the frames' regions."""
+    frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions."""
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
@@ -121,10 +130,11 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
-    net = model_on(model, device, precision, kernel, compile)
-    frame_size = (size[0] * (2 if compare else 1), size[1])
-    with open_frame_writer(output, size=frame_size, rate=Fraction(fps).limit_denominator(1001),
-                           overwrite=overwrite) as writer:
+    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
+    # loads, and removes what it began should loading fail.
+    with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
+                           overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
+        net = model_on(model, device, precision, kernel, compile)
         for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
             writer.write(frame)
     return regions

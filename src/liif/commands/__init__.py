@@ -29,6 +29,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         "(CUDA graphs too, on a GPU); the first render pays for compiling (default none: eager)")
 
 
+def add_encoder_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, odd_side: str) -> None:
+    """``--codec``, ``--crf``, ``--preset`` and ``--pix-fmt``, as every command that writes videos takes them
+    (``video.writer.open_frame_writer`` applies them); ``odd_side`` says what becomes of an odd side in yuv420p."""
+    parser.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
+                        "RGB) or an FFmpeg encoder name")
+    parser.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, vp9 24, av1 28)")
+    parser.add_argument("--preset", help="encoder speed: h264 ultrafast..veryslow, av1 0..13, vp9 cpu-used 0..8")
+    parser.add_argument("--pix-fmt", help=f"pixel format (default yuv420p, which needs even sides: an odd one is "
+                        f"{odd_side}; bgr0 for ffv1)")
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads``, for the commands that render in the foreground (``set_threads`` applies it)."""
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")

@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.commands import add_model_options, add_threads_option, checked_max_pixels, set_threads
+from liif.commands import (add_encoder_options, add_model_options, add_threads_option, checked_max_pixels,
+                           set_threads)
 from liif.bounds import COUNT
 from liif.distributed import Processes, global_sum, joined_processes, share_label, wait_for_all
 from liif.errors import LiifError, os_reason, printable
@@ -96,12 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")
     video = parser.add_argument_group("videos (.mp4 .mkv .mov .webm out; -o NAME without a suffix: a folder of PNG "
                                       "frames)")
-    video.add_argument("--codec", help="h264 (default; .webm: vp9), vp9, av1 (SVT-AV1), ffv1 (lossless, "
-                       "RGB) or an FFmpeg encoder name")
-    video.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, vp9 24, av1 28)")
-    video.add_argument("--preset", help="encoder speed: h264 ultrafast..veryslow, av1 0..13, vp9 cpu-used 0..8")
-    video.add_argument("--pix-fmt", help="pixel format (default yuv420p, which needs even sides: an odd one is "
-                       "rounded up, with a note; bgr0 for ffv1)")
+    add_encoder_options(video, "rounded up, with a note")
     video.add_argument("--batch", type=int, help="frames per model call (default 1 on a CPU, 4 on a GPU)")
 
 

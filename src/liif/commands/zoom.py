@@ -9,6 +9,7 @@ is a folder of PNG frames.
 examples:
   liif zoom photo.jpg -o zoom.mp4 --center 812,430
   liif zoom photo.jpg -o zoom.gif --size 320x180 --frames 48 --fps 12 --compare bicubic
+  liif zoom photo.jpg -o zoom.mkv --size 321x181 --pix-fmt yuv444p --crf 12
   liif zoom photo.jpg --print-regions --frames 4
 """
 
@@ -18,7 +19,7 @@ import argparse
 import sys
 
 from liif.bounds import Number
-from liif.commands import add_model_options
+from liif.commands import add_encoder_options, add_model_options
 from liif.errors import LiifError
 from liif.geometry import Geometry, parse_numbers
 from liif.zoom import COMPARISONS
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-regions", action="store_true",
                         help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
     add_model_options(parser)
+    add_encoder_options(parser.add_argument_group("videos (.mp4 .mkv .mov .webm)"), "refused")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -83,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
-             compile=args.compile)
+             compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     return 0

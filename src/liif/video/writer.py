@@ -9,6 +9,7 @@ block normally renames the temporary output to the path; leaving it by an except
 
 from __future__ import annotations
 
+import itertools
 import os
 import types
 from contextlib import contextmanager
@@ -50,6 +51,9 @@ APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
 # bits every play, APNG's PNG number (31 bits) every play.
 MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
+# The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
+# rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
+LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
 WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
@@ -196,6 +200,8 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
     """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
     a file goes), and an unwritable folder; create a missing one."""
     overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the output
+    if path.name in ("", ".."):  # "." or "/": no temporary name can sit beside it, nor be renamed to it
+        raise LiifError(f"cannot write {path}: name the output (such as {path / 'frames'} or {path / 'zoom.mp4'})")
     try:
         if path.exists() and path.is_dir() != folder:
             raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
@@ -207,7 +213,11 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
                 raise LiifError(f"{path} holds files other than {FRAME_NAME.format(0)}, ...: it is never replaced")
         elif path.exists() and not overwrite:
             raise OutputExists(f"{path} exists")
-        path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
+        except (FileExistsError, NotADirectoryError):  # whichever mkdir met first: name the file in the way
+            blocker = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+            raise LiifError(f"cannot write {path}: {blocker} is a file, not a folder") from None
         if not os.access(path.parent, os.W_OK):
             raise LiifError(f"cannot write {path}: permission denied")
     except OSError as exc:
@@ -230,6 +240,7 @@ class VideoWriter(FrameWriter):
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
         check_even(pix_fmt, size)
+        options = encoder_options(encoder, crf, preset)
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
@@ -238,11 +249,12 @@ class VideoWriter(FrameWriter):
         try:
             with write_errors(f"cannot write {path}"):
                 self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
+            unsupported = f"a {suffix} file cannot hold {encoder} video; choose another codec or container"
             if encoder not in self.container.supported_codecs:
-                raise LiifError(f"a {suffix} file cannot hold {encoder} video; choose another codec or container")
-            with write_errors(f"cannot encode {path} with {encoder} (crf {crf}, preset {preset}, {pix_fmt})"):
-                self.stream = self.container.add_stream(encoder, rate=self.rate,
-                                                        options=encoder_options(encoder, crf, preset))
+                raise LiifError(unsupported)
+            settings = "".join(f", {name} {value}" for name, value in options.items())
+            with write_errors(f"cannot encode {path} with {encoder} ({size[0]}x{size[1]} {pix_fmt}{settings})"):
+                self.stream = self.container.add_stream(encoder, rate=self.rate, options=options)
                 context = self.stream.codec_context
                 context.width, context.height, context.pix_fmt = size[0], size[1], pix_fmt
                 context.time_base = self.time_base
@@ -255,7 +267,14 @@ class VideoWriter(FrameWriter):
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
-                self.container.start_encoding()
+                try:
+                    self.container.start_encoding()
+                except av.error.FFmpegError as exc:
+                    if isinstance(exc, OSError):  # opening the file: a folder that takes none (/proc), a full disk
+                        raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
+                    if exc.filename == str(self.temporary):  # the muxer refused the stream as it wrote the header
+                        raise LiifError(unsupported) from None
+                    raise
         except BaseException:
             self.abort()
             raise
@@ -355,6 +374,8 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
         raise LiifError(f"{option('preset')} {preset!r}: {encoder} takes {', '.join(X264_PRESETS)}")
     if preset:
         options["cpu-used" if encoder.startswith("libvpx") else "preset"] = preset
+    if encoder == "libx265":
+        options["x265-params"] = "log-level=error"  # x265 prints its settings and a summary to stderr otherwise
     if encoder == "libsvtav1":
         os.environ.setdefault("SVT_LOG", "1")  # errors only: SVT-AV1 prints its settings to stderr otherwise
     return options
@@ -376,13 +397,24 @@ class AnimationWriter(FrameWriter):
                             f"got {plays!r}")
         super().__init__(path, size, rate, overwrite)
         check_encodable(self.format, (size[1], size[0], 3))
+        self.check_duration(float(1000 / self.rate), f", one frame at {float(self.rate):g} frames per second")
         self.plays = plays
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
         self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
 
+    def check_duration(self, duration_ms: float, why: str = "") -> None:
+        """Refuse a frame's duration the format cannot hold (Pillow overflows, or fails, once every frame is made);
+        ``why`` follows it in the message."""
+        longest = LONGEST_FRAME_MS[self.format]
+        if not Number(low=0, high=longest).fits(duration_ms):
+            raise LiifError(f"a {self.path.suffix} frame shows for at most {longest / 1000:g} s, got "
+                            f"{duration_ms / 1000:g} s{why}")
+
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
+        self.check_duration(duration_ms)
         if self.format == "GIF":
             image, self.last = gif_frame(frame, self.last)
         else:
@@ -396,7 +428,7 @@ class AnimationWriter(FrameWriter):
             image = Image.fromarray(frame)
             self.disposals.append(APNG_DISPOSE_NONE)
         self.frames.append(image)
-        self.durations.append(float(1000 / self.rate) if duration_ms is None else duration_ms)
+        self.durations.append(duration_ms)
 
     def _finish(self) -> None:
         if not self.frames:
@@ -407,7 +439,7 @@ class AnimationWriter(FrameWriter):
         if loop is not None:
             options["loop"] = loop
         if self.format == "GIF":
-            options.update(duration=[round(d) for d in self.durations], optimize=False)  # the palettes as made
+            options.update(duration=gif_delays(self.durations), optimize=False)  # the palettes as made
             if "transparency" in first.info:
                 options["disposal"] = 2  # clear each frame, or the one before shows through its transparency
         elif self.format == "WEBP":
@@ -431,6 +463,14 @@ def pillow_loop(image_format: str, plays: int) -> int | None:
     if image_format != "GIF" or plays == 0:
         return plays
     return None if plays == 1 else plays - 1
+
+
+def gif_delays(durations_ms: list[float]) -> list[int]:
+    """Each GIF frame's delay in ms, a whole number of hundredths of a second (the format's unit): rounded on the
+    running time, so that the animation keeps its length and rate (24 fps: 40, 40, 40, 50, ... ms); Pillow would
+    cut every 41.7 ms to 40 ms, which plays 25 fps."""
+    ends = [round(end / 10) * 10 for end in itertools.accumulate(durations_ms)]
+    return [end - start for start, end in zip([0, *ends], ends)]
 
 
 def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
