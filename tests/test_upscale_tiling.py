@@ -13,7 +13,7 @@ from liif.errors import LiifError
 from liif.geometry import Geometry, Grid, make_cell, make_coord
 from liif.imageio import Picture
 from liif.normalization import DataNorm
-from liif.renderer import ALL_SYMMETRIES, render, render_tiles
+from liif.renderer import ALL_SYMMETRIES, Source, render, render_tiles
 from liif.upscale import render_picture
 from conftest import REFERENCE, comic_patch, shared_file
 
@@ -59,7 +59,7 @@ def test_blocks_cover_the_grid_once():
     model = tiny()
     grid = Grid((50, 61))
     hits = torch.zeros(grid.size, dtype=torch.int32)
-    for row, col, block in render_tiles(model, comic_patch(), grid, tile=6):
+    for row, col, block in render_tiles(model, Source(comic_patch()), grid, tile=6):
         hits[row:row + block.shape[2], col:col + block.shape[3]] += 1
     assert bool((hits == 1).all())
 
@@ -125,7 +125,7 @@ def test_a_model_without_windowed_latents_renders_in_one_block():
     model.query_path = "reference"
     data = np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))
     size = (round(3.7 * 20), round(3.7 * 28))
-    blocks = list(render_tiles(model, comic_patch(), Grid(size), tile=3))
+    blocks = list(render_tiles(model, Source(comic_patch()), Grid(size), tile=3))
     assert len(blocks) == 1 and blocks[0][:2] == (0, 0)
     expected = model.data_norm.to_pixels(torch.from_numpy(data["x3.7.pred"])).view(1, *size, 3).permute(0, 3, 1, 2)
     assert (blocks[0][2] - expected).abs().max().item() <= 1e-6

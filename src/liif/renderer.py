@@ -4,20 +4,23 @@ The latent grid is cut into tiles of ``tile`` x ``tile`` latents. An output pixe
 holding the latent under its centre; its query reaches at most ``model.latent_reach`` latents further,
 so each tile builds latents for itself plus that border, and encodes the input with a margin of
 ``model.receptive_radius`` pixels around them, which makes every latent it uses exactly the latent of
-the whole image. Memory then depends on the tile and the block, never on the image size. The renderer
+the whole image. Only that window of the input becomes floats in the model's space (``Source``), so time
+and memory depend on the tile and the block, never on the image size. The renderer
 uses only the ``ImplicitModel`` interface, so any decoder that implements it renders, tiles and
 self-ensembles the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterator
+from typing import Callable, Hashable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from liif.bounds import COUNT, flag
@@ -25,6 +28,7 @@ from liif.errors import LiifError, option
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel, renderable
+from liif.normalization import DataNorm
 from liif.runtime import render_tile
 
 
@@ -97,14 +101,52 @@ def model_token(model: ImplicitModel) -> int:
     return MODEL_TOKENS[model]
 
 
-def input_key(model: ImplicitModel, inp: torch.Tensor, source: Hashable | None = None) -> tuple:
-    """What makes encoder features of ``inp`` reusable: the model, the input's content (``source`` when the
-    caller names it, such as ``Picture.content_key``, else a digest of ``inp``), the precision."""
-    if source is None:
-        source = hashlib.blake2b(inp.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
-    device = inp.device.type
-    precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else inp.dtype
-    return model_token(model), tuple(inp.shape), source, str(precision)
+class Source:
+    """The pictures (B, 3, h, w) in [0, 1] a render reads, a window at a time: only the windows it touches become
+    floats in the model's space, so its time and memory follow them, not the picture's size."""
+
+    def __init__(self, pixels: torch.Tensor | Sequence[np.ndarray], device: torch.device | str = "cpu",
+                 max_value: int = 1, name: Hashable | None = None) -> None:
+        """``pixels``: a float tensor (B, 3, h, w) on its device, or B integer planes (h, w, 1 or 3) over
+        ``max_value`` (one channel stands for three) for ``device``; ``name`` says what they hold (None: a digest)."""
+        self.pixels, self.max_value, self.name = pixels, max_value, name
+        tensor = isinstance(pixels, torch.Tensor)
+        self.batch = pixels.shape[0] if tensor else len(pixels)
+        self.shape = tuple(pixels.shape[-2:] if tensor else pixels[0].shape[:2])
+        self.device = pixels.device if tensor else torch.device(device)
+        self.dtype = pixels.dtype if tensor else torch.float32
+
+    def window(self, rows: tuple[int, int], cols: tuple[int, int], norm: DataNorm) -> torch.Tensor:
+        """Pixels ``rows`` x ``cols`` (B, 3, hw, ww) in the model's space ``norm`` gives, on the device. Cropped
+        first: each step is elementwise, so the window is the same crop of the whole picture converted, bit for bit."""
+        (r0, r1), (c0, c1) = rows, cols
+        if isinstance(self.pixels, torch.Tensor):
+            pixels = self.pixels[:, :, r0:r1, c0:c1]
+        else:
+            pixels = torch.stack([torch.from_numpy(plane[r0:r1, c0:c1].astype(np.float32) / self.max_value)
+                                  .permute(2, 0, 1).expand(3, -1, -1) for plane in self.pixels]).to(self.device)
+        return norm.to_model(pixels)
+
+    @functools.cached_property
+    def key(self) -> Hashable:
+        """What the pixels are: ``name``, else a digest of their values, types and shapes, computed once."""
+        if self.name is not None:
+            return self.name
+        arrays = [self.pixels.detach().cpu().contiguous().numpy()] if isinstance(self.pixels, torch.Tensor) \
+            else self.pixels
+        digest = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            digest.update(f"{array.shape} {array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).data)
+        return digest.hexdigest()
+
+
+def input_key(model: ImplicitModel, source: Source) -> tuple:
+    """What makes encoder features of ``source`` reusable: the model, the pictures' content (``Source.key``), the
+    precision."""
+    device = source.device.type
+    precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else source.dtype
+    return model_token(model), source.batch, source.shape, source.key, str(precision)
 
 
 def latent_bins(axis: torch.Tensor, n: int) -> torch.Tensor:
@@ -147,52 +189,49 @@ def clip(lo: int, hi: int, n: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def render_tiles(model: ImplicitModel, image: torch.Tensor, grid: Grid, tile: int | None = None,
+def render_tiles(model: ImplicitModel, source: Source, grid: Grid, tile: int | None = None,
                  chunk_size: int | None = None, self_ensemble: bool = False, block_pixels: int = 1 << 22,
-                 cache: FeatureCache | None = None, source: Hashable | None = None
-                 ) -> Iterator[tuple[int, int, torch.Tensor]]:
+                 cache: FeatureCache | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (row, col, block): ``block`` (B, C, hb, wb) in [0, 1] is the output of ``grid`` at (row, col) for
-    pictures ``image`` (B, 3, h, w) in [0, 1]; blocks cover the grid once, tile by tile (``tile`` latents a side at
-    most; None: the device's ``render_tile``). With a ``cache``,
-    encoder features come from (and go to) it, under ``source`` (what ``image`` holds) or a digest of ``image``."""
+    the pictures of ``source``; blocks cover the grid once, tile by tile (``tile`` latents a side at most; None: the
+    device's ``render_tile``). With a ``cache``, encoder features come from (and go to) it."""
     symmetries = ALL_SYMMETRIES if flag(self_ensemble, "self_ensemble", LiifError) else IDENTITY
-    inp = model.data_norm.to_model(image)
-    key = None if cache is None else input_key(model, inp, source)
-    h, w = inp.shape[-2:]
+    key = None if cache is None else input_key(model, source)
+    h, w = source.shape
+    device = source.device
     if checked_tile(tile) is None:
-        tile = render_tile(inp.device, inp.shape[0])
+        tile = render_tile(device, source.batch)
     side = pick_tile(model, grid, (h, w), tile, block_pixels)
-    axes = [grid.axis(dim, inp.device) for dim in (0, 1)]
+    axes = [grid.axis(dim, device) for dim in (0, 1)]
     row_spans = tile_spans(latent_bins(axes[0], h), side)
     col_spans = tile_spans(latent_bins(axes[1], w), side)
-    cell_hw = torch.tensor(grid.cell(), device=inp.device)
+    cell_hw = torch.tensor(grid.cell(), device=device)
     reach = model.latent_reach
     for r0, r1, y0, y1 in row_spans:
         for c0, c1, x0, x1 in col_spans:
             latent_win = (clip(r0 - reach, r1 + reach, h), clip(c0 - reach, c1 + reach, w))
             coord = torch.stack(torch.meshgrid(axes[0][y0:y1], axes[1][x0:x1], indexing="ij"), dim=-1)
-            block = sum(render_window(model, inp, latent_win, coord, cell_hw, chunk_size, symmetry,
+            block = sum(render_window(model, source, latent_win, coord, cell_hw, chunk_size, symmetry,
                                       cache, None if key is None else (key, symmetry))
                         for symmetry in symmetries) / len(symmetries)
             yield y0, x0, model.data_norm.to_pixels(block, channel_dim=1)
 
 
-def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tuple[int, int], tuple[int, int]],
+def render_window(model: ImplicitModel, source: Source, latent_win: tuple[tuple[int, int], tuple[int, int]],
                   coord: torch.Tensor, cell_hw: torch.Tensor, chunk_size: int | None,
                   symmetry: Symmetry, cache: FeatureCache | None = None, key: Hashable = None) -> torch.Tensor:
     """The model-space output (B, C, hb, wb) at ``coord`` (hb, wb, 2), from latents of ``latent_win`` of
-    ``symmetry(inp)``; features from ``cache`` under ``key`` when given."""
-    shape = tuple(inp.shape[-2:])
+    ``symmetry`` of the pictures of ``source``; features from ``cache`` under ``key`` when given."""
+    shape = source.shape
     halo, radius = model.feature_halo, model.receptive_radius
     (r0, r1), (c0, c1) = latent_win
     feat_rows, feat_cols = clip(r0 - halo, r1 + halo, shape[0]), clip(c0 - halo, c1 + halo, shape[1])
-    in_rows, in_cols = clip(r0 - radius, r1 + radius, shape[0]), clip(c0 - radius, c1 + radius, shape[1])
-    window = inp[:, :, in_rows[0]:in_rows[1], in_cols[0]:in_cols[1]]
-    in_rows, in_cols, _ = symmetry.window(in_rows, in_cols, shape)
+    window = clip(r0 - radius, r1 + radius, shape[0]), clip(c0 - radius, c1 + radius, shape[1])
+    in_rows, in_cols, _ = symmetry.window(*window, shape)
     feat_rows, feat_cols, grid_shape = symmetry.window(feat_rows, feat_cols, shape)
 
     def encode() -> torch.Tensor:
-        window_image = symmetry.image(window)
+        window_image = symmetry.image(source.window(*window, model.data_norm))  # here: a cache hit converts nothing
         feat = model.encode(window_image)
         if feat.shape[-2:] != window_image.shape[-2:]:  # tiles and latents are cut in input pixels
             raise LiifError(f"rendering needs an encoder that keeps the input's size (no_upsampling), got "
@@ -203,7 +242,7 @@ def render_window(model: ImplicitModel, inp: torch.Tensor, latent_win: tuple[tup
     feat = encode() if cache is None else cache.features((key, in_rows, in_cols, feat_rows, feat_cols), encode)
     latents = model.latents(feat, grid_shape=grid_shape, origin=(feat_rows[0], feat_cols[0]))
 
-    batch = inp.shape[0]
+    batch = source.batch
     rows, cols = coord.shape[:2]
     coord = symmetry.coord(coord.reshape(1, -1, 2)).expand(batch, -1, -1)
     cell = symmetry.cell(cell_hw).view(1, 1, 2).expand_as(coord)
@@ -237,7 +276,7 @@ def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ran
     encoder features between calls."""
     grid = Grid(size, ranges)
     out = None
-    for row, col, block in render_tiles(renderable(model), checked_pictures(image), grid, tile, chunk_size,
+    for row, col, block in render_tiles(renderable(model), Source(checked_pictures(image)), grid, tile, chunk_size,
                                         self_ensemble, cache=cache):
         if out is None:
             out = block.new_empty(*block.shape[:2], *grid.size)

@@ -25,7 +25,7 @@ from liif.geometry import Geometry, Target
 from liif.kernels import set_query_kernel
 from liif.models.implicit import ImplicitModel, renderable
 from liif.pretrained import DEFAULT_MODEL
-from liif.renderer import FeatureCache, render_tiles
+from liif.renderer import FeatureCache, Source, render_tiles
 from liif.runtime import autocast, available_memory, check_precision, pick_device
 
 DEFAULT_MAX_PIXELS = 500_000_000
@@ -45,15 +45,13 @@ def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX
                         f"only {free / 2**30:.1f} GiB is available")
 
 
-def model_input(picture: Picture, alpha: str, device: torch.device) -> torch.Tensor:
-    """The (B, 3, h, w) batch in [0, 1]: the colour (gray repeated to RGB), then alpha as gray if it goes
-    through the model, so both share every tile and coordinate."""
+def model_planes(picture: Picture, alpha: str) -> list[np.ndarray]:
+    """The planes (h, w, 1 or 3) the model renders, views of the pixels: the colour, then alpha (as gray) if it
+    goes through the model, so both share every tile and coordinate."""
     planes = [picture.color]
     if picture.has_alpha and alpha == "model":
         planes.append(picture.alpha[:, :, None])
-    batch = [torch.from_numpy(p.astype(np.float32) / picture.max_value).permute(2, 0, 1).expand(3, -1, -1)
-             for p in planes]
-    return torch.stack(batch).to(device)
+    return planes
 
 
 def quantise(block: torch.Tensor, max_value: int, channels: int) -> np.ndarray:
@@ -109,7 +107,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     if alpha not in ALPHA_MODES:
         raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
     device = next(model.parameters()).device
-    inputs = [model_input(picture, alpha, device) for picture in pictures]
+    inputs = [model_planes(picture, alpha) for picture in pictures]
     first = pictures[0]
     grid = target.grid(first.pixels.shape[:2])
     channels = first.pixels.shape[2]
@@ -118,11 +116,10 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     # leave=None: kept when alone (one input), cleared when nested under a batch's files bar: a batch leaves one line
     bar = tqdm(total=target.size[0] * target.size[1], desc=label, unit="px", unit_scale=True,
                disable=not progress, leave=None, file=sys.stderr, dynamic_ncols=True)
-    batch = torch.cat(inputs)
+    name = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
+    source = Source([plane for planes in inputs for plane in planes], device, first.max_value, name)
     with bar, autocast(device, precision, model):
-        source = (alpha, *(picture.content_key for picture in pictures)) if cache is not None else None
-        for row, col, block in render_tiles(model, batch, grid, tile, chunk_size, self_ensemble, cache=cache,
-                                            source=source):
+        for row, col, block in render_tiles(model, source, grid, tile, chunk_size, self_ensemble, cache=cache):
             if not torch.isfinite(block).all():  # NaN passes the clamp to [0, 1]: never make pixels of it
                 hint = (f" (fp16 overflowed: use {option('precision', 'bf16')} or {option('precision', 'fp32')})"
                         if precision == "fp16" else "")
