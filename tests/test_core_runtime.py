@@ -152,8 +152,10 @@ def test_the_command_keeps_freed_buffers_for_reuse_instead_of_faulting_them_in_a
     pages_per_round = count * mib * 256
     changed, faults = chunk_rounds(count, mib, {})
     assert changed == "True"
-    # the pages of the first round are reused by the ten after it: at most about one round's worth is faulted in
-    assert faults < 1.5 * pages_per_round, (faults, pages_per_round)
+    # the pages of the first round are reused by the ten after it: a few buffers' worth may be faulted in again
+    # (seen: 0 to 3 buffers of 40 MiB, as the kernel reclaims pages), where glibc's own thresholds fault in all ten
+    # rounds (the next test)
+    assert faults < 3 * pages_per_round, (faults, pages_per_round)
 
 
 def test_the_environments_malloc_settings_win_over_the_commands() -> None:
