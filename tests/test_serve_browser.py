@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
 
 import numpy as np
@@ -15,7 +15,7 @@ from PIL import Image
 from serving import RunningServer, make_app, small_picture
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, Request
 
 CHROMIUM = shutil.which("chromium")
 
@@ -52,6 +52,11 @@ def tile_scale(url: str) -> float:
     return float(size.lstrip("^").split(",")[0]) / float(region.split(",")[2])
 
 
+def upscaled_tile(endpoint: str) -> Callable[[Request], bool]:
+    """Whether a request asks ``endpoint`` (iiif or bicubic) for a tile larger than its region."""
+    return lambda asked: f"/{endpoint}/3/" in asked.url and asked.url.endswith(".png") and tile_scale(asked.url) > 1
+
+
 def open_viewer(browser: Browser, url: str, width: int, height: int) -> tuple[Page, Record]:
     """The viewer of butterfly.png served at ``url``, on a ``width`` x ``height`` page, and its Record."""
     page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
@@ -79,10 +84,11 @@ def test_viewer_zooms_to_x8_with_every_tile_served(browser, tmp_path):
         levels = {unquote(url).split("/")[-3] for url in record.tiles}
         assert any(size.startswith("^") for size in levels), "no upscaled tile was asked for"
 
-        page.select_option("#mode", "split")  # bicubic on the left of the divider, LIIF on the right
+        # bicubic on the left of the divider, LIIF on the right; the levels up to x1 come from /bicubic anyway: the
+        # bicubic side is its upscaled tiles
+        with page.expect_request(upscaled_tile("bicubic"), timeout=60_000):
+            page.select_option("#mode", "split")
         page.wait_for_function("liif.bicubic.getFullyLoaded()", timeout=60_000)
-        # the levels up to x1 come from /bicubic anyway: the bicubic side is its x8 tiles
-        assert any("/bicubic/3/" in url and tile_scale(url) > 1 for url in record.tiles), record.tiles
 
         with page.expect_download() as download:
             page.click("#save")
@@ -108,16 +114,18 @@ def test_viewer_asks_liif_only_above_the_pictures_resolution(browser, tmp_path):
         assert "/bicubic/3/" in page.evaluate("liif.viewUrl()")
 
         record.tiles.clear()
-        page.evaluate("liif.zoomTo(4, 128, 128)")
+        # the layer is still fully loaded when zoomTo returns: its tiles of x4 are asked for at the next draw
+        with page.expect_request(upscaled_tile("iiif"), timeout=60_000):
+            page.evaluate("liif.zoomTo(4, 128, 128)")
         page.wait_for_function("liif.liif.getFullyLoaded()", timeout=120_000)
         liif = [tile for tile in record.tiles if "/iiif/3/" in tile]
         assert liif and all(tile_scale(tile) > 1 for tile in liif), record.tiles
         assert page.is_hidden("#same")
         assert "/iiif/3/" in page.evaluate("liif.viewUrl()")
 
-        page.select_option("#mode", "split")  # bicubic on the left of the divider: upscaled by bicubic
+        with page.expect_request(upscaled_tile("bicubic"), timeout=60_000):  # the left of the divider
+            page.select_option("#mode", "split")
         page.wait_for_function("liif.bicubic.getFullyLoaded()", timeout=60_000)
-        assert any("/bicubic/3/" in tile and tile_scale(tile) > 1 for tile in record.tiles), record.tiles
         assert all(status == 200 for _, status in record.answers), record.answers
         assert record.errors == []
         page.close()
