@@ -236,6 +236,22 @@ def test_evaluations_other_switches_are_flags_checked_before_the_model_loads(tmp
             evaluate_image(model, image, image, "benchmark", 1, quantize="no")
 
 
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_progress_is_a_flag_in_every_entry_that_draws_a_bar(tmp_path, crop, value):
+    """progress="no" drew the bars (a non-empty string is true); every API entry refuses it before the model loads."""
+    from liif.zoom import zoom
+
+    Image.fromarray(crop).save(tmp_path / "hr.png")  # a picture to zoom into, and a dataset to plan
+    absent = tmp_path / "absent.pth"
+    calls = [lambda: liif.upscale(crop, scale=2, model=absent, progress=value),
+             lambda: liif.evaluate(absent, tmp_path, [2], progress=value),
+             lambda: liif.upscale_video(tmp_path / "absent.mp4", tmp_path / "out.mp4", 2, model=absent, progress=value),
+             lambda: zoom(tmp_path / "hr.png", tmp_path / "zoom.mp4", model=absent, progress=value)]
+    for call in calls:
+        with pytest.raises(LiifError, match=rf"progress must be True or False, got {value!r}"):
+            call()
+
+
 @pytest.mark.parametrize("value", ["no", 0, None])
 def test_overwrite_is_a_flag_everywhere_and_replaces_nothing(tmp_path, crop, value):
     """overwrite="no" once replaced a picture, a video or a frame folder, and deleted a training run's checkpoints

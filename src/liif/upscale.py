@@ -201,7 +201,8 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
-    flag(self_ensemble, "self_ensemble", LiifError)  # before the model loads
+    for value, name in ((self_ensemble, "self_ensemble"), (progress, "progress")):
+        flag(value, name, LiifError)  # before the model loads
     net = model_on(model, device, precision, kernel, compile)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)

@@ -124,7 +124,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
-    flag(overwrite, "overwrite", LiifError)  # before the model loads
+    for value, name in ((overwrite, "overwrite"), (progress, "progress")):
+        flag(value, name, LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
         check_not_input(image, output)
     picture = as_picture(image)

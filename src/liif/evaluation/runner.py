@@ -214,7 +214,8 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
-    for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip")):
+    for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
+                        (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"

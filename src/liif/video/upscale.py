@@ -204,5 +204,6 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, scale: float |
     geometry = Geometry(scale, size, width, height, region)
     options = VideoOptions(codec, crf, preset, pix_fmt, batch, self_ensemble, alpha, precision, tile, max_pixels,
                            overwrite)
+    flag(progress, "progress", LiifError)  # before the model loads
     net = model_on(model, device, precision, kernel, compile)
     return upscale_clip(net, src, dst, geometry, options, progress)
