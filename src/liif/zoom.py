@@ -56,8 +56,8 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
     # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
-    whole = f", where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture,"
-    fitted = whole if start is None else ""
+    whole = f"where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture"
+    fitted = f", {whole}," if start is None else ""
     start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
     POSITIVE.check(end, "the end zoom", LiifError)
     cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
@@ -66,7 +66,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     if not (0 <= cx <= width and 0 <= cy <= height):
         raise LiifError(f"{option('center')} {cx:g},{cy:g} must lie in the {width}x{height} picture")
     if start < fit:
-        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}{whole[:-1]}")
+        raise LiifError(f"the zoom starts at x{start:g}, below x{fit:.4g}, {whole}")
     if not start <= end:
         raise LiifError(f"the zoom must grow: x{start:.4g}{fitted} to x{end:g}")
     region_width, region_height = frame_width / start, frame_height / start
