@@ -22,6 +22,8 @@ WHOLE_IMAGE: Ranges = ((-1.0, 1.0), (-1.0, 1.0))
 # Above any output a machine can hold (500 MP is the default limit), and small enough that no arithmetic on
 # sizes overflows: a bound for every number a request carries.
 MAX_SIDE = 1 << 24
+# A region's coordinates, in input pixels: no picture has a side beyond MAX_SIDE.
+REGION_COORDINATE = Number(low=0, high=MAX_SIDE)
 
 
 def check_sides(shape: Sequence[int]) -> None:
@@ -157,26 +159,27 @@ class Geometry:
     region: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        given = [name for name in ("scale", "size", "width", "height") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise LiifError("give exactly one of scale, size, width or height" if given else
-                            "give a scale, a size, a width or a height for the output")
+        names = ("scale", "size", "width", "height")
+        if sum(getattr(self, name) is not None for name in names) != 1:
+            raise LiifError(f"give exactly one of {', '.join(map(option, names[:3]))} or {option(names[3])}")
         if self.scale is not None:
             pair = tuple(self.scale) if isinstance(self.scale, (tuple, list)) else (self.scale, self.scale)
             if len(pair) != 2:
-                raise LiifError(f"scale must be one number or two (sy, sx), got {len(pair)}")
+                raise LiifError(f"{option('scale')} must be one number or two (sy, sx), got {len(pair)}")
             object.__setattr__(self, "scale", tuple(bounded(v, option("scale")) for v in pair))
         if self.size is not None:
             if not isinstance(self.size, (tuple, list)) or len(self.size) != 2:
-                raise LiifError(f"size must be two numbers (width, height), got {self.size!r}")
+                raise LiifError(f"{option('size')} must be two numbers (width, height), got {self.size!r}")
             object.__setattr__(self, "size", tuple(bounded(v, option("size"), integer=True) for v in self.size))
         for name in ("width", "height"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, bounded(getattr(self, name), option(name), integer=True))
         if self.region is not None:
-            if not isinstance(self.region, (tuple, list)) or len(self.region) != 4 or not all(map(finite_number, self.region)):
-                raise LiifError(f"region must be four finite numbers x0,y0,x1,y1, got {self.region!r}")
-            object.__setattr__(self, "region", tuple(float(v) for v in self.region))
+            if not isinstance(self.region, (tuple, list)) or len(self.region) != 4:
+                raise LiifError(f"{option('region')} must be four numbers x0,y0,x1,y1, got {self.region!r}")
+            what = f"each coordinate of {option('region')}"
+            object.__setattr__(self, "region", tuple(float(REGION_COORDINATE.check(v, what, LiifError))
+                                                     for v in self.region))
 
     @classmethod
     def parse(cls, scale: str | None = None, size: str | None = None, width: str | None = None,
@@ -196,7 +199,7 @@ class Geometry:
             return 0.0, 0.0, float(w), float(h)
         x0, y0, x1, y1 = self.region
         if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise LiifError(f"region {x0:g},{y0:g},{x1:g},{y1:g} must satisfy 0 <= x0 < x1 <= {w} "
+            raise LiifError(f"{option('region')} {x0:g},{y0:g},{x1:g},{y1:g} must satisfy 0 <= x0 < x1 <= {w} "
                             f"and 0 <= y0 < y1 <= {h} (the input is {w}x{h})")
         return self.region
 
