@@ -72,6 +72,15 @@ def test_help_and_version_still_print_and_exit_0(capsys, argv, start):
     assert exit_info.value.code == 0 and captured.out.startswith(start) and captured.err == "", captured
 
 
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_quiet_option_has_its_short_form(capsys, name):
+    """`liif upscale -q` and `liif zoom -q` worked while `liif eval -q` and `liif train -q` were refused."""
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    usage = capsys.readouterr().out
+    assert ("--quiet" in usage) == ("-q, --quiet" in usage), usage
+
+
 # Runs the console script's target as pip's generated script does, with torch's import held until SIGINT comes:
 # the interrupt lands inside `import liif` whatever the machine's load.
 HELD_IMPORT = """

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and log (without it, such a folder is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. optimizer.args.lr=2e-4 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
