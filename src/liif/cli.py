@@ -15,7 +15,7 @@ from liif_entry import interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
-    "upscale": "upscale pictures to any scale, size or region (files, folders, globs)",
+    "upscale": "upscale pictures, videos and animations to any scale, size or region (files, folders, globs)",
     "eval": "score a model on SR test sets (PSNR/SSIM by the LIIF/EDSR protocol, bicubic beside it)",
     "train": "train or fine-tune a model from a YAML config (torchrun for several processes)",
     "serve": "serve pictures over IIIF deep zoom (any region, any zoom) with a viewer page",

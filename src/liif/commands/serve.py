@@ -42,7 +42,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-scale", type=float, default=32.0,
                         help="largest zoom, in output pixels per picture pixel (default 32)")
     parser.add_argument("--max-pixels", type=float, default=None,
-                        help="largest answer in pixels (default 4096x4096)")
+                        help="largest answer, in pixels (default 16777216, i.e. 4096x4096)")
     parser.add_argument("--cache-mb", type=float, default=128, help="encoded images kept, in MB (default 128)")
     parser.add_argument("--feature-cache-mb", type=float, default=512,
                         help="encoder features kept, in MB (default 512)")

@@ -1,4 +1,5 @@
-"""Train LIIF from a YAML config (the reference's keys), resume a run, or fine-tune released weights.
+"""Train a LIIF, MetaSR or LTE model from a YAML config (the reference's keys), resume a run, or fine-tune
+released weights.
 
 examples:
   liif train --config configs/smoke.yaml --out runs/smoke --set train_dataset.dataset.args.root_path=DIR

@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave outputs that exist alone (every existing output is complete: writes are atomic), "
                              "e.g. to finish an interrupted batch")
     parser.add_argument("--max-pixels", type=float, default=DEFAULT_MAX_PIXELS,
-                        help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS:.0e})")
+                        help=f"refuse outputs larger than this many pixels (default {DEFAULT_MAX_PIXELS}, "
+                             f"{DEFAULT_MAX_PIXELS / 1e6:g} MP)")
     parser.add_argument("--tile", type=int, help="render tile side in input pixels (default: auto, from the "
                         "device: 256 on a CPU, up to 1024 on a GPU with the free memory for it)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no summary")

@@ -27,7 +27,7 @@ from liif.zoom import COMPARISONS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`liif zoom`'s options."""
-    parser.add_argument("picture", metavar="PICTURE")
+    parser.add_argument("picture", metavar="PICTURE", help="the picture to zoom into")
     parser.add_argument("-o", "--output", metavar="OUT", help="video, animation or frame folder to write")
     parser.add_argument("--center", metavar="X,Y", help="the point zoomed into, in picture pixels (default: the middle)")
     parser.add_argument("--zoom", default="fit:16", metavar="START:END",
