@@ -171,6 +171,18 @@ def test_bad_api_arguments_are_one_line_errors(model, crop, arguments, message):
         liif.upscale(crop, model=model, **arguments)
 
 
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "anim.gif"])
+def test_an_animation_is_refused_not_upscaled_as_its_first_frame(tmp_path, model, crop, name):
+    """liif.upscale once gave an animated WebP's or APNG's first frame as if it were the whole file (and a GIF was
+    'not an image'); the command upscales every frame, and liif.upscale_video does in Python."""
+    frames = [Image.fromarray(np.roll(crop, 3 * k, axis=1)) for k in range(3)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(LiifError, match=f"{name} is a video or an animation: liif.upscale_video upscales every frame"):
+        liif.upscale(tmp_path / name, scale=2, model=model, device="cpu")
+    result = liif.upscale_video(tmp_path / name, tmp_path / f"x2-{name}", scale=2, model=model, device="cpu")
+    assert (result.frames, result.size) == (3, (2 * crop.shape[1], 2 * crop.shape[0]))
+
+
 def test_a_picture_is_checked_when_made_not_rendered_as_garbage(model, crop):
     """A (C, H, W) Picture once rendered as a 3-row picture of 28 channels; a float one failed inside numpy."""
     chw = r"got \(3, 20, 28\) uint8 \(if \(C, H, W\), pass pixels.transpose\(1, 2, 0\)\)$"

@@ -27,6 +27,7 @@ from liif.models.implicit import ImplicitModel, renderable
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, Source, render_tiles
 from liif.runtime import autocast, available_memory, check_precision, pick_device
+from liif.video.reader import is_moving
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
@@ -198,6 +199,8 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     """Upscale (or downscale) ``image``: a PIL image gives a PIL image, an array ((H, W) or (H, W, C), as a
     ``Picture`` takes it) an array, a path or a Picture a Picture (``.save(path)``, ``.pixels``). ``size`` is (W, H);
     ``region`` is x0,y0,x1,y1; ``kernel`` and ``compile`` are ``model_on``'s."""
+    if isinstance(image, (str, os.PathLike)) and is_moving(image):  # not its first frame alone, as if a picture
+        raise LiifError(f"{image} is a video or an animation: liif.upscale_video upscales every frame of it")
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
