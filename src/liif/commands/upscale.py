@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`liif upscale`'s options."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="picture, video or animation files, folders "
                         "or globs")
-    parser.add_argument("-o", "--output", help="output file (one input) or folder (created if needed); "
-                        "default: beside each input, with the suffix")
+    parser.add_argument("-o", "--output", help="output file (one input) or folder (created if needed; for one "
+                        "input, a folder that exists or a name ending in /); default: beside each input, with the "
+                        "suffix")
     geometry = parser.add_argument_group("output geometry (give one of --scale, --size, --width, --height)")
     geometry.add_argument("--scale", help="S or SY,SX: output = round(input x scale); below 1 downscales")
     geometry.add_argument("--size", metavar="WxH", help="exact output size in pixels")
