@@ -193,7 +193,7 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
         number = isinstance(scale, numbers.Real) and not isinstance(scale, bool)
         if not number or not 1 <= scale < math.inf:
             shown = f"{float(scale):g}" if number else repr(scale)
-            raise LiifError(f"scale must be a finite number of at least 1, got {shown}")
+            raise LiifError(f"each of {option('scales')} must be a finite number of at least 1, got {shown}")
     return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
 
 
