@@ -101,6 +101,21 @@ def test_info_json(served):
     assert ld.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
 
 
+@pytest.mark.parametrize("url", ["/iiif/3/butterfly.png/info.json", "/bicubic/3/butterfly.png/full/max/0/default.png"])
+def test_cors_preflight_is_answered(served, url):
+    """A client sending a header beyond the simple ones (Authorization, as IIIF Auth viewers do) first asks with
+    OPTIONS; the server answered 405 without CORS headers, and the browser never sent the request."""
+    client, _, _ = served
+    answer = client.options(url, headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
+                                          "Access-Control-Request-Headers": "authorization,x-requested-with"})
+    assert answer.status_code == 204 and not answer.content
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert {"GET", "HEAD"} <= set(answer.headers["access-control-allow-methods"].replace(" ", "").split(","))
+    assert answer.headers["access-control-allow-headers"] == "authorization,x-requested-with"
+    # the request it was asked for is then answered as ever
+    assert client.get(url, headers={"Origin": "https://viewer.example", "Authorization": "Bearer x"}).status_code == 200
+
+
 def test_base_uri_redirects_to_info_json(served):
     client, _, _ = served
     answer = client.get("/iiif/3/butterfly.png", follow_redirects=False)

@@ -40,6 +40,7 @@ log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
 CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
 
@@ -185,6 +186,16 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             return Response(status_code=499)
         return Response(body, media_type=image_request.media_type, headers={**CORS, "Link": PROFILE_LINK})
 
+    async def preflight(request: Request) -> Response:
+        """A CORS preflight (OPTIONS): any origin may GET any IIIF resource, with the headers it asks to send
+        (Authorization included, which a wildcard would not allow)."""
+        headers = {**CORS, "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                   "Access-Control-Max-Age": str(PREFLIGHT_SECONDS)}
+        asked = request.headers.get("access-control-request-headers")
+        if asked:
+            headers["Access-Control-Allow-Headers"] = asked
+        return Response(status_code=204, headers=headers)
+
     async def index(request: Request) -> Response:
         names = await run_in_threadpool(service.library.identifiers)
         items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>' for name in names)
@@ -212,6 +223,7 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
 
     routes = [Route("/", index), Route("/view/{rest:path}", view),
               *(Route(f"/{method}/3/{{rest:path}}", iiif) for method in METHODS),
+              *(Route(f"/{method}/3/{{rest:path}}", preflight, methods=["OPTIONS"]) for method in METHODS),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
