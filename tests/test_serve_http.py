@@ -85,9 +85,11 @@ def test_tiles_of_a_level_stitch_into_one_render(served, scale, span):
 
 def test_info_json(served):
     client, _, _ = served
-    answer = client.get("/iiif/3/butterfly.png/info.json")
+    request = client.build_request("GET", "/iiif/3/butterfly.png/info.json")
+    del request.headers["accept"]  # without one, the spec's media type: JSON-LD, its profile the context
+    answer = client.send(request)
     assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
     assert answer.headers["access-control-allow-origin"] == "*"
     info = answer.json()
     assert info["@context"] == CONTEXT and info["type"] == "ImageService3" and info["profile"] == "level2"
@@ -97,8 +99,10 @@ def test_info_json(served):
     assert (info["maxWidth"], info["maxHeight"]) == (32 * W, 32 * H) and info["maxArea"] == 32 * W * 32 * H
     assert info["tiles"] == [{"width": 256, "height": 256, "scaleFactors": [1]}]
     assert "sizeUpscaling" in info["extraFeatures"] and "mirroring" in info["extraFeatures"]
-    ld = client.get("/iiif/3/butterfly.png/info.json", headers={"Accept": "application/ld+json"})
-    assert ld.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
+    for accept, media_type in (("application/ld+json", f'application/ld+json;profile="{CONTEXT}"'),
+                               ("application/json", "application/json")):
+        answer = client.get("/iiif/3/butterfly.png/info.json", headers={"Accept": accept})
+        assert answer.headers["content-type"] == media_type and answer.json() == info
 
 
 @pytest.mark.parametrize("url", ["/iiif/3/butterfly.png/info.json", "/bicubic/3/butterfly.png/full/max/0/default.png"])

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size, quoted
+from liif.serve.iiif import (CONTEXT, JSON_LD, IIIFError, Limits, info_media_type, parse_region, parse_request,
+                             parse_size, quoted)
 
 LIMITS = Limits.for_picture(48, 36, max_scale=32, max_pixels=10**9)
 
@@ -113,6 +114,23 @@ def test_info_json_offers_the_one_tile_size(monkeypatch):
     monkeypatch.setattr(iiif, "TILE", 64)  # the viewer reads the size from here: nothing else names it
     info = iiif.info_json("http://x/iiif/3/a.png", 100, 60, LIMITS)
     assert info["tiles"] == [{"width": 64, "height": 64, "scaleFactors": [1, 2]}]
+
+
+@pytest.mark.parametrize("accept,media_type", [
+    (None, JSON_LD), ("", JSON_LD), ("*/*", JSON_LD), ("application/*", JSON_LD),  # the spec's default: JSON-LD
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", JSON_LD),  # a browser's tab
+    ("application/ld+json", JSON_LD), (f'application/ld+json;profile="{CONTEXT}"', JSON_LD),
+    ("application/json", "application/json"), ("application/json, */*;q=0.1", "application/json"),
+    ("application/json, application/ld+json;q=0.9", "application/json"),
+    ("application/ld+json;q=0.5, application/json", "application/json"),
+    ("application/json;q=0.5, application/ld+json", JSON_LD), ("application/json;q=0.5, */*", JSON_LD),
+    ("Application/JSON", "application/json"), ("application/ld+json;q=0, application/json", "application/json"),
+    ("application/json;q=0, */*", JSON_LD), ("image/png", JSON_LD), ("application/json;q=bad", "application/json"),
+])
+def test_info_json_media_type_by_content_negotiation(accept, media_type):
+    """Without an Accept header, or when the client takes both, info.json is JSON-LD with the context as its
+    profile (Image API 3.0, 5.1); plain JSON only for a client that prefers it."""
+    assert info_media_type(accept) == media_type
 
 
 PART = st.one_of(st.integers(0, 60).map(str), st.sampled_from(["", "0", "00", "1e400", "nan", "inf", "+1", "-1", "١",

@@ -31,7 +31,7 @@ from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import render_tile
-from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
+from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
 from liif.upscale import check_target, model_on, render_picture, resize_bicubic
@@ -167,9 +167,8 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
-                ld = "application/ld+json" in request.headers.get("accept", "")
                 return JSONResponse(info_json(base, width, height, limits),
-                                    media_type=JSON_LD if ld else "application/json", headers=CORS)
+                                    media_type=info_media_type(request.headers.get("accept")), headers=CORS)
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
             image_request = parse_request(*segments[1:], width, height, limits)

@@ -241,6 +241,30 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
+def info_media_type(accept: str | None) -> str:
+    """info.json's media type for a request's ``Accept`` header: JSON-LD with the context as its profile (the
+    spec's default, also without the header), or plain JSON where the client prefers it."""
+    ranges = accept or "*/*"
+    return "application/json" if accepted("application/json", ranges) > accepted("application/ld+json", ranges) \
+        else JSON_LD
+
+
+def accepted(media_type: str, accept: str) -> float:
+    """The quality ``accept`` gives ``media_type``: that of its most specific range naming it (the type itself,
+    then type/*, then */*), 0 if none does."""
+    specificity = {media_type: 2, media_type.split("/")[0] + "/*": 1, "*/*": 0}
+    best, quality = -1, 0.0
+    for item in accept.split(","):
+        name, *parameters = (part.strip().lower() for part in item.split(";"))
+        rank = specificity.get(name, -1)
+        if rank > best:
+            weights = [p[2:] for p in parameters if p.startswith("q=")]
+            # a malformed weight is ignored, as if the range had none
+            weight = weights[0] if weights and re.fullmatch(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", weights[0]) else "1"
+            best, quality = rank, float(weight)
+    return quality
+
+
 def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
     """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
     return {
