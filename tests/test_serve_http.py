@@ -29,6 +29,8 @@ def served(tmp_path_factory):
     picture = small_picture(folder)
     small_picture(folder / "sub", "inner pic.png", box=(10, 10, 40, 30))
     (folder / "damaged.png").write_bytes(picture.read_bytes()[:100])  # in a folder: found when asked for
+    gray = np.asarray(Image.open(picture).convert("L"))
+    Image.fromarray(gray).save(folder / "gray.png")
     outside = small_picture(tmp_path_factory.mktemp("outside"), "secret.png")
     os.symlink(outside, folder / "link.png")
     app = make_app([folder])
@@ -118,6 +120,19 @@ def test_cors_preflight_is_answered(served, url):
     assert answer.headers["access-control-allow-headers"] == "authorization,x-requested-with"
     # the request it was asked for is then answered as ever
     assert client.get(url, headers={"Origin": "https://viewer.example", "Authorization": "Bearer x"}).status_code == 200
+
+
+def test_a_gray_picture_offers_no_color_quality_but_serves_it(served):
+    """info.json listed "color" for a gray picture, which the spec says it should not (5.4: no colour to give);
+    a color request must still answer, with the gray pixels."""
+    client, _, folder = served
+    info = client.get("/iiif/3/gray.png/info.json").json()
+    assert info["extraQualities"] == ["gray", "bitonal"]
+    gray = np.asarray(Image.open(folder / "gray.png"))
+    for quality in ("default", "color", "gray"):
+        answer = client.get(f"/bicubic/3/gray.png/full/max/0/{quality}.png")
+        assert answer.status_code == 200 and np.array_equal(pixels_of(answer.content), gray)
+    assert client.get("/iiif/3/butterfly.png/info.json").json()["extraQualities"] == ["color", "gray", "bitonal"]
 
 
 def test_base_uri_redirects_to_info_json(served):

@@ -167,7 +167,8 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
-                return JSONResponse(info_json(base, width, height, limits),
+                color = picture.pixels.shape[2] >= 3  # gray, or gray and alpha: no colour
+                return JSONResponse(info_json(base, width, height, limits, color),
                                     media_type=info_media_type(request.headers.get("accept")), headers=CORS)
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")

@@ -265,8 +265,9 @@ def accepted(media_type: str, accept: str) -> float:
     return quality
 
 
-def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
-    """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
+def info_json(base_uri: str, width: int, height: int, limits: Limits, color: bool = True) -> dict:
+    """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles, and the
+    qualities beyond ``default`` (``color`` only for a ``color`` picture: a gray one has none to give)."""
     return {
         "@context": CONTEXT,
         "id": base_uri,
@@ -279,7 +280,7 @@ def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
         "maxHeight": limits.max_height,
         "maxArea": limits.max_area,
         "tiles": [{"width": TILE, "height": TILE, "scaleFactors": scale_factors(width, height, TILE)}],
-        "extraQualities": ["color", "gray", "bitonal"],
+        "extraQualities": [quality for quality in QUALITIES[1:] if color or quality != "color"],
         "extraFormats": ["webp"],
         "extraFeatures": EXTRA_FEATURES,
     }
