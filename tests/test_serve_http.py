@@ -159,6 +159,7 @@ def test_rotation_mirroring_quality_and_formats(served):
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/90/default.png").content),
                           np.rot90(base, k=-1))
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!0/color.png").content), base[:, ::-1])
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!360/color.png").content), base[:, ::-1])
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!270/default.png").content),
                           np.rot90(base[:, ::-1], k=-3))
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/180/default.png").content),

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liif.serve.iiif import (CONTEXT, JSON_LD, IIIFError, Limits, info_media_type, parse_region, parse_request,
-                             parse_size, quoted)
+                             parse_rotation, parse_size, quoted)
 
 LIMITS = Limits.for_picture(48, 36, max_scale=32, max_pixels=10**9)
 
@@ -97,6 +97,23 @@ def test_regions():
                 "pct:50,0,0.0000000000000000001,100", "pct:0,0,0." + "0" * 318 + "1,100"):
         with pytest.raises(IIIFError):
             parse_region(bad, 48, 36)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("0", (False, 0)), ("90", (False, 90)), ("!180", (True, 180)), ("270", (False, 270)),
+    # any number from 0 to 360 (4.3) that is a multiple of 90: 360 is a whole turn, 90.0 is 90
+    ("360", (False, 0)), ("!360", (True, 0)), ("90.0", (False, 90)), ("0.0", (False, 0)), ("!270.000", (True, 270)),
+])
+def test_rotations_by_multiples_of_90(text, expected):
+    assert parse_rotation(text) == expected
+
+
+@pytest.mark.parametrize("text", ["45", "22.5", "90.5", "450", "720", "-90", "+90", "1e2", "٩٠", "", "!", "!!90",
+                                  "90,", " 90", "nan", "inf", ".", "9" * 400])
+def test_refused_rotations(text):
+    with pytest.raises(IIIFError) as refusal:
+        parse_rotation(text)
+    assert refusal.value.status == 400 and len(str(refusal.value)) < 300
 
 
 def test_request_key_is_canonical():

@@ -201,13 +201,16 @@ def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: 
 
 
 def parse_rotation(text: str) -> tuple[bool, int]:
-    """``0``, ``90``, ``180``, ``270``, each with an optional leading ``!`` (mirror first) to (mirror, degrees)."""
+    """A rotation, a number of degrees from 0 to 360 with an optional leading ``!`` (mirror first), to (mirror,
+    0, 90, 180 or 270): this server rotates by multiples of 90 (360 is 0)."""
     mirror = text.startswith("!")
     degrees = text[1:] if mirror else text
-    if degrees not in ("0", "90", "180", "270"):
-        raise IIIFError(400, f"rotation {quoted(text)}: this server rotates by 0, 90, 180 or 270 degrees, "
-                             f"optionally mirrored with !")
-    return mirror, int(degrees)
+    if not re.fullmatch(NUMBER, degrees) or float(degrees) > 360:
+        raise IIIFError(400, f"rotation {quoted(text)}: expected a number of degrees from 0 to 360, optionally "
+                             f"after ! to mirror")
+    if float(degrees) % 90:
+        raise IIIFError(400, f"rotation {quoted(text)}: this server rotates by multiples of 90 degrees only")
+    return mirror, int(float(degrees)) % 360
 
 
 def parse_quality_format(text: str) -> tuple[str, str]:
