@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -135,6 +136,34 @@ def test_a_gray_picture_offers_no_color_quality_but_serves_it(served):
     assert client.get("/iiif/3/butterfly.png/info.json").json()["extraQualities"] == ["color", "gray", "bitonal"]
 
 
+def test_images_carry_a_validator_and_a_revalidation_is_answered_without_rendering(served):
+    """Answers had no caching headers: a browser could keep no tile, and asked again for each, rendered again
+    once out of the server's cache. Now each has an ETag (the server run, the file's state and the canonical
+    request) and must be revalidated (no-cache): an If-None-Match that matches is a 304, nothing rendered."""
+    client, _, folder = served
+    small_picture(folder, "changing.png")
+    url = "/iiif/3/changing.png/0,0,24,18/^48,36/0/default.png"
+    first = client.get(url)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+    assert etag.startswith('"') and etag.endswith('"')
+    assert client.get(url.replace("0,0,24,18", "pct:0,0,50,50")).headers["etag"] == etag  # the same pixels
+    assert client.get(url.replace("default.png", "default.jpg")).headers["etag"] != etag
+    assert client.get(url.replace("/iiif/", "/bicubic/")).headers["etag"] != etag
+    stats = dataclasses.replace(client.app.state.service.queue.stats)
+    for asked in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = client.get(url, headers={"If-None-Match": asked})
+        assert again.status_code == 304 and not again.content, asked
+        assert again.headers["etag"] == etag and again.headers["access-control-allow-origin"] == "*"
+    assert client.app.state.service.queue.stats == stats  # neither rendered nor taken from the cache
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    Image.open(folder / "butterfly.png").transpose(Image.FLIP_TOP_BOTTOM).save(folder / "changing.png")  # changed
+    changed = client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    info = client.get("/iiif/3/changing.png/info.json")
+    assert "accept" in info.headers["vary"].lower()  # its media type is negotiated
+
+
 def test_base_uri_redirects_to_info_json(served):
     client, _, _ = served
     answer = client.get("/iiif/3/butterfly.png", follow_redirects=False)
@@ -255,7 +284,7 @@ def test_pages_and_assets(served):
 
 def test_behind_a_root_path(served):
     """Under a proxy's prefix (Starlette's root_path) every route still answers, its URLs carrying the prefix."""
-    _, _, folder = served
+    client, _, folder = served
     with TestClient(make_app([folder]), root_path="/x") as prefixed:
         info = prefixed.get("/x/iiif/3/sub%2Finner%20pic.png/info.json")
         assert info.status_code == 200, info.text
@@ -264,6 +293,8 @@ def test_behind_a_root_path(served):
         assert answer.headers["location"] == "http://testserver/x/bicubic/3/butterfly.png/info.json"
         answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
         assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
+        # another server run (it may have another model): other tags for the same request
+        assert answer.headers["etag"] != client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
         assert prefixed.get("/x/view/butterfly.png").status_code == 200
 
 

@@ -4,10 +4,12 @@ requests by plain bicubic, for comparison), the viewer page at ``/`` and ``/view
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import logging
 import os
+import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -105,11 +107,18 @@ class Service:
         self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
+        # another run may make other pixels for a URL (another model, precision, device): its ETags are others
+        self.run = secrets.token_hex(8)
 
     def limits(self, picture: Picture) -> Limits:
         """The largest answer for ``picture``: the max scale times its size, within the pixel limit."""
         height, width = picture.pixels.shape[:2]
         return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
+
+    def etag(self, answer_key: tuple) -> str:
+        """The entity tag of an answer: the same for the same pixels (method, file state, canonical request) in
+        this run."""
+        return f'"{hashlib.blake2b(repr((self.run, answer_key)).encode(), digest_size=16).hexdigest()}"'
 
     def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
         """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
@@ -131,6 +140,12 @@ def path_segments(request: Request, prefix: str) -> list[str]:
     if root and raw.startswith(root):
         raw = raw[len(root):]
     return [unquote(part) for part in raw[len(prefix):].split("/")]
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match is ``*`` or names ``etag`` (weakly compared, as for a GET)."""
+    asked = request.headers.get("if-none-match")
+    return asked is not None and bool({"*", etag} & {tag.strip().removeprefix("W/") for tag in asked.split(",")})
 
 
 def error_response(exc: LiifError) -> Response:
@@ -169,12 +184,17 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             if segments[1:] == ["info.json"]:
                 color = picture.pixels.shape[2] >= 3  # gray, or gray and alpha: no colour
                 return JSONResponse(info_json(base, width, height, limits, color),
-                                    media_type=info_media_type(request.headers.get("accept")), headers=CORS)
+                                    media_type=info_media_type(request.headers.get("accept")),
+                                    headers={**CORS, "Vary": "Accept"})
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
             image_request = parse_request(*segments[1:], width, height, limits)
-            body = await service.queue.get((method, picture_key, image_request.key()),
-                                           lambda: service.render(method, picture, image_request),
+            answer_key = (method, picture_key, image_request.key())
+            # kept by the browser, and asked for again only with its tag: a 304 renders nothing
+            caching = {**CORS, "ETag": service.etag(answer_key), "Cache-Control": "no-cache"}
+            if not_modified(request, caching["ETag"]):
+                return Response(status_code=304, headers=caching)
+            body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
                                            lambda: client_gone(request))
         except (LiifError, OSError) as exc:
             if isinstance(exc, OSError):
@@ -184,7 +204,7 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             return PlainTextResponse("out of memory\n", status_code=503, headers=CORS)
         if body is None:  # the client left: nobody reads this
             return Response(status_code=499)
-        return Response(body, media_type=image_request.media_type, headers={**CORS, "Link": PROFILE_LINK})
+        return Response(body, media_type=image_request.media_type, headers={**caching, "Link": PROFILE_LINK})
 
     async def preflight(request: Request) -> Response:
         """A CORS preflight (OPTIONS): any origin may GET any IIIF resource, with the headers it asks to send
