@@ -133,6 +133,27 @@ def test_info_json_offers_the_one_tile_size(monkeypatch):
     assert info["tiles"] == [{"width": 64, "height": 64, "scaleFactors": [1, 2]}]
 
 
+@pytest.mark.parametrize("max_pixels", [100, 5000, 60_000, 10**9])
+def test_every_tile_info_json_offers_is_served(max_pixels):
+    """The spec: tiles must be within the size limits expressed. With --max-pixels below 256x256 the tiles
+    offered were refused (400), and a viewer showed nothing; the tiles now shrink to fit."""
+    from liif.serve import iiif
+
+    width, height = 1000, 600
+    limits = Limits.for_picture(width, height, max_scale=32, max_pixels=max_pixels)
+    (tiles,) = iiif.info_json("http://x/iiif/3/a.png", width, height, limits)["tiles"]
+    side = tiles["width"]
+    assert tiles["height"] == side and side <= iiif.TILE
+    assert side == iiif.TILE or (2 * side) ** 2 > max_pixels  # as large as the limits allow
+    for factor in tiles["scaleFactors"]:  # each tile of each level, as the spec's implementation notes ask for it
+        span = side * factor
+        for y in range(0, height, span):
+            for x in range(0, width, span):
+                w, h = min(span, width - x), min(span, height - y)
+                size = f"{math.ceil(w / factor)},{math.ceil(h / factor)}"
+                parse_request(f"{x},{y},{w},{h}", size, "0", "default.jpg", width, height, limits)
+
+
 @pytest.mark.parametrize("accept,media_type", [
     (None, JSON_LD), ("", JSON_LD), ("*/*", JSON_LD), ("application/*", JSON_LD),  # the spec's default: JSON-LD
     ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", JSON_LD),  # a browser's tab

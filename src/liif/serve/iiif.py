@@ -233,7 +233,15 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     return ImageRequest(box, out, mirror, degrees, quality, fmt)
 
 
-TILE = 256  # the side of the tiles info.json offers: the viewer reads it there
+TILE = 256  # the side of the tiles info.json offers (less under a small pixel limit): the viewer reads it there
+
+
+def tile_side(limits: Limits) -> int:
+    """The side of the tiles offered: ``TILE``, halved until a tile is within the largest answer's area."""
+    side = TILE
+    while side > 1 and side * side > limits.max_area:
+        side //= 2
+    return side
 
 
 def scale_factors(width: int, height: int, tile: int) -> list[int]:
@@ -271,6 +279,7 @@ def accepted(media_type: str, accept: str) -> float:
 def info_json(base_uri: str, width: int, height: int, limits: Limits, color: bool = True) -> dict:
     """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles, and the
     qualities beyond ``default`` (``color`` only for a ``color`` picture: a gray one has none to give)."""
+    tile = tile_side(limits)
     return {
         "@context": CONTEXT,
         "id": base_uri,
@@ -282,7 +291,7 @@ def info_json(base_uri: str, width: int, height: int, limits: Limits, color: boo
         "maxWidth": limits.max_width,
         "maxHeight": limits.max_height,
         "maxArea": limits.max_area,
-        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": scale_factors(width, height, TILE)}],
+        "tiles": [{"width": tile, "height": tile, "scaleFactors": scale_factors(width, height, tile)}],
         "extraQualities": [quality for quality in QUALITIES[1:] if color or quality != "color"],
         "extraFormats": ["webp"],
         "extraFeatures": EXTRA_FEATURES,
