@@ -148,7 +148,8 @@ def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
             <script src="{url}/static/openseadragon/openseadragon.min.js"></script>
             <script>
               window.viewer = OpenSeadragon({{id: "v", tileSources: "{url}/bicubic/3/baboon.png/info.json",
-                  loadTilesWithAjax: true, ajaxHeaders: {{Authorization: "Bearer x"}}, crossOriginPolicy: "Anonymous"}});
+                  loadTilesWithAjax: true, ajaxHeaders: {{Authorization: "Bearer x"}},
+                  crossOriginPolicy: "Anonymous"}});
               viewer.addHandler("open-failed", (event) => window.failed = event.message);
             </script>""")  # another origin: the page's is null
         page.wait_for_function("window.failed || (viewer.world.getItemCount() && viewer.world.getItemAt(0)"
