@@ -263,6 +263,17 @@ def test_bad_requests(served, url, status):
     assert answer.headers["access-control-allow-origin"] == "*"
 
 
+def test_a_size_the_format_cannot_hold_is_a_400_before_rendering(served):
+    client, _, folder = served
+    Image.open(folder / "butterfly.png").crop((0, 0, 48, 1)).resize((2100, 4)).save(folder / "strip.png")
+    rendered = client.app.state.service.queue.stats.rendered
+    for url in ("/bicubic/3/strip.png/full/^20000,/0/default.webp", "/bicubic/3/strip.png/full/^65501,/0/default.jpg"):
+        answer = client.get(url)
+        assert answer.status_code == 400 and answer.headers["access-control-allow-origin"] == "*", answer.text
+        assert "holds at most" in answer.text
+    assert client.app.state.service.queue.stats.rendered == rendered
+
+
 def test_bicubic_service_is_plain_bicubic(served):
     client, picture, _ = served
     answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")

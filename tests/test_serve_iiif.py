@@ -51,6 +51,23 @@ def test_refused_sizes(size):
     assert refusal.value.status == 400
 
 
+def test_sizes_a_format_cannot_hold_are_refused_before_rendering():
+    """A WebP wider than 16383 pixels, or a JPEG wider than 65500, was rendered, then failed to encode: a 500
+    without CORS headers, or a 404 saying the picture could not be read. Such a size is now a 400 naming the
+    format, before rendering."""
+    strip = Limits.for_picture(2100, 4, max_scale=32, max_pixels=10**9)  # 67200 wide at most
+    tall = Limits.for_picture(4, 2100, max_scale=32, max_pixels=10**9)
+    assert parse_request("full", "^65500,", "0", "default.jpg", 2100, 4, strip).size == (65500, 125)
+    assert parse_request("full", "^16383,", "0", "default.webp", 2100, 4, strip).size == (16383, 31)
+    assert parse_request("full", "^67200,", "90", "default.png", 2100, 4, strip).size == (67200, 128)
+    for size, fmt, side, (width, height, limits) in (("^65501,", "jpg", 65500, (2100, 4, strip)),
+                                                     ("^16384,", "webp", 16383, (2100, 4, strip)),
+                                                     ("^,16384", "webp", 16383, (4, 2100, tall))):
+        with pytest.raises(IIIFError) as refusal:
+            parse_request("full", size, "0", f"default.{fmt}", width, height, limits)
+        assert refusal.value.status == 400 and f"{fmt} holds at most {side} pixels a side" in str(refusal.value)
+
+
 def test_quoted_text_is_cut_after_40_characters_with_its_length():
     assert quoted("9" * 40) == repr("9" * 40)
     assert quoted("9" * 41) == repr("9" * 40) + "... (41 characters)"

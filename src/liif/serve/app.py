@@ -84,9 +84,8 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
         alpha = None
     pixels = np.ascontiguousarray(color if alpha is None else np.concatenate([color, alpha], axis=2))
     stream = io.BytesIO()
-    fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[request.format]
     try:
-        encode_picture(Picture(pixels, picture.icc_profile), fmt, stream)
+        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream)
     except LiifError as exc:
         raise IIIFError(400, str(exc)) from None
     return stream.getvalue()

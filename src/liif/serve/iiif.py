@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from liif import imageio
 from liif.bounds import Number
 from liif.errors import LiifError
 from liif.geometry import MAX_SIDE, format_region, round_half_up
@@ -85,6 +86,11 @@ class ImageRequest:
     @property
     def media_type(self) -> str:
         return FORMATS[self.format]
+
+    @property
+    def encoder(self) -> str:
+        """Pillow's name of the format."""
+        return imageio.FORMATS["." + self.format]
 
     def key(self) -> str:
         """A canonical text of the request, the same for every URL that asks for the same pixels."""
@@ -230,7 +236,12 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     out = parse_size(size, box[2] - box[0], box[3] - box[1], limits)
     mirror, degrees = parse_rotation(rotation)
     quality, fmt = parse_quality_format(quality_format)
-    return ImageRequest(box, out, mirror, degrees, quality, fmt)
+    request = ImageRequest(box, out, mirror, degrees, quality, fmt)
+    side = imageio.MAX_SIDE.get(request.encoder)
+    if side is not None and max(out) > side:  # refused before rendering, not once encoding fails
+        raise IIIFError(400, f"size {quoted(size)} ({out[0]}x{out[1]}): {fmt} holds at most {side} pixels a side; "
+                             f"ask for png")
+    return request
 
 
 TILE = 256  # the side of the tiles info.json offers (less under a small pixel limit): the viewer reads it there
