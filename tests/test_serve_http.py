@@ -274,6 +274,17 @@ def test_a_size_the_format_cannot_hold_is_a_400_before_rendering(served):
     assert client.app.state.service.queue.stats.rendered == rendered
 
 
+def test_an_unexpected_failure_is_a_500_a_cross_origin_viewer_can_read(tmp_path, monkeypatch):
+    """A render failing unexpectedly (a GPU error, a bug) was Starlette's bare 500, without CORS headers: a
+    viewer on another origin saw a network error, not the status. It now carries them (uvicorn logs the trace)."""
+    app = make_app([small_picture(tmp_path)])
+    monkeypatch.setattr(app.state.service, "render", lambda *args: 1 / 0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/bicubic/3/butterfly.png/full/max/0/default.png")
+    assert answer.status_code == 500 and answer.headers["access-control-allow-origin"] == "*"
+    assert answer.text.count("\n") == 1 and "Traceback" not in answer.text
+
+
 def test_bicubic_service_is_plain_bicubic(served):
     client, picture, _ = served
     answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")

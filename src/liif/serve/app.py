@@ -147,6 +147,12 @@ def not_modified(request: Request, etag: str) -> bool:
     return asked is not None and bool({"*", etag} & {tag.strip().removeprefix("W/") for tag in asked.split(",")})
 
 
+def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure: a 500 with CORS headers, so that a viewer on another origin reads the status (the
+    server then logs the trace)."""
+    return PlainTextResponse("internal server error: see the server's log\n", status_code=500, headers=CORS)
+
+
 def error_response(exc: LiifError) -> Response:
     """A refusal as one line of text: its IIIF status, or 400 for any other LiifError."""
     status = exc.status if isinstance(exc, IIIFError) else 400
@@ -244,6 +250,6 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
               *(Route(f"/{method}/3/{{rest:path}}", iiif) for method in METHODS),
               *(Route(f"/{method}/3/{{rest:path}}", preflight, methods=["OPTIONS"]) for method in METHODS),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
     app.state.service = service
     return app
