@@ -274,15 +274,33 @@ def test_a_size_the_format_cannot_hold_is_a_400_before_rendering(served):
     assert client.app.state.service.queue.stats.rendered == rendered
 
 
-def test_an_unexpected_failure_is_a_500_a_cross_origin_viewer_can_read(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [ZeroDivisionError, lambda: OSError("encoder error -2")])
+def test_an_unexpected_failure_is_a_500_a_cross_origin_viewer_can_read(tmp_path, monkeypatch, failure):
     """A render failing unexpectedly (a GPU error, a bug) was Starlette's bare 500, without CORS headers: a
-    viewer on another origin saw a network error, not the status. It now carries them (uvicorn logs the trace)."""
+    viewer on another origin saw a network error, not the status. It now carries them (uvicorn logs the trace).
+    An OSError there was a 404 'cannot read picture', though the picture had been read."""
     app = make_app([small_picture(tmp_path)])
-    monkeypatch.setattr(app.state.service, "render", lambda *args: 1 / 0)
+
+    def render(*args):
+        raise failure()
+
+    monkeypatch.setattr(app.state.service, "render", render)
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.get("/bicubic/3/butterfly.png/full/max/0/default.png")
     assert answer.status_code == 500 and answer.headers["access-control-allow-origin"] == "*"
     assert answer.text.count("\n") == 1 and "Traceback" not in answer.text
+
+
+def test_a_picture_gone_since_it_was_found_is_a_404(tmp_path, monkeypatch):
+    app = make_app([small_picture(tmp_path)])
+
+    def read(path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(app.state.service.library, "read", read)
+    with TestClient(app) as client:
+        answer = client.get("/iiif/3/butterfly.png/info.json")
+    assert answer.status_code == 404 and answer.text == "cannot read picture: No such file or directory\n"
 
 
 def test_bicubic_service_is_plain_bicubic(served):

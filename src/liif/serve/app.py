@@ -183,7 +183,10 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             base = f"{str(request.base_url).rstrip('/')}/{method}/3/{quote(identifier, safe='')}"
             if len(segments) == 1:
                 return RedirectResponse(f"{base}/info.json", status_code=303, headers=CORS)
-            picture, picture_key = await run_in_threadpool(service.library.read, path)
+            try:
+                picture, picture_key = await run_in_threadpool(service.library.read, path)
+            except OSError as exc:  # gone, or unreadable, since it was found
+                raise IIIFError(404, f"cannot read picture: {os_reason(exc)}") from None
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
@@ -201,9 +204,7 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
                 return Response(status_code=304, headers=caching)
             body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
                                            lambda: client_gone(request))
-        except (LiifError, OSError) as exc:
-            if isinstance(exc, OSError):
-                exc = IIIFError(404, f"cannot read picture: {os_reason(exc)}")
+        except LiifError as exc:
             return error_response(exc)
         except (MemoryError, torch.OutOfMemoryError):
             return PlainTextResponse("out of memory\n", status_code=503, headers=CORS)
