@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import BENCHMARKS, shared_file
 from serving import RunningServer, make_app, small_picture
 
 if TYPE_CHECKING:
@@ -128,4 +129,36 @@ def test_viewer_asks_liif_only_above_the_pictures_resolution(browser, tmp_path):
         page.wait_for_function("liif.bicubic.getFullyLoaded()", timeout=60_000)
         assert all(status == 200 for _, status in record.answers), record.answers
         assert record.errors == []
+        page.close()
+
+
+def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
+    """OpenSeadragon's own IIIF tile source, as Mirador and the Universal Viewer use it, on a page of another
+    origin and sending Authorization (as IIIF Auth viewers do): its preflight was a 405 without CORS headers,
+    and the viewer opened nothing. Now info.json and every tile it asks for (odd sizes, two levels) are 200."""
+    picture = tmp_path / "baboon.png"  # 500x480: 256-pixel tiles at scale factors 1 and 2
+    shutil.copy(shared_file(BENCHMARKS / "Set14" / "baboon.png"), picture)
+    with RunningServer(make_app([picture])) as url:
+        page = browser.new_page(viewport={"width": 600, "height": 500})
+        errors, answers = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("response", lambda answer: answers.append((answer.url, answer.status)) if is_iiif(answer.url)
+                else None)
+        page.set_content(f"""<div id="v" style="width:600px;height:500px"></div>
+            <script src="{url}/static/openseadragon/openseadragon.min.js"></script>
+            <script>
+              window.viewer = OpenSeadragon({{id: "v", tileSources: "{url}/bicubic/3/baboon.png/info.json",
+                  loadTilesWithAjax: true, ajaxHeaders: {{Authorization: "Bearer x"}},
+                  crossOriginPolicy: "Anonymous"}});
+              viewer.addHandler("open-failed", (event) => window.failed = event.message);
+            </script>""")  # another origin: the page's is null
+        page.wait_for_function("window.failed || (viewer.world.getItemCount() && viewer.world.getItemAt(0)"
+                               ".getFullyLoaded())", timeout=60_000)
+        assert page.evaluate("window.failed") is None, errors
+        page.evaluate("viewer.viewport.zoomTo(viewer.world.getItemAt(0).imageToViewportZoom(1), null, true)")
+        page.wait_for_function("viewer.world.getItemAt(0).getFullyLoaded()", timeout=60_000)
+        tiles = [answer for answer in answers if answer[0].endswith(".jpg")]
+        assert len({unquote(url).split("/")[-3] for url, _ in tiles}) > 2, tiles  # sizes of both levels
+        assert answers and all(status == 200 for _, status in answers), answers
+        assert errors == []
         page.close()

@@ -46,6 +46,27 @@ def test_view_serves_the_page_it_prints(tmp_path):
         process.wait(timeout=30)
 
 
+def test_serve_behind_a_proxy_gives_the_proxys_base_uri(tmp_path):
+    """A reverse proxy serving the server under a prefix (https://example.org/liif/ -> http://127.0.0.1:PORT/)
+    needs info.json's id, which IIIF clients build every tile URL from, to carry the prefix and the proxy's
+    scheme: there was no way to tell the server its prefix. --root-path tells it; X-Forwarded-Proto from the
+    proxy (trusted from 127.0.0.1, as uvicorn does) gives the scheme."""
+    small_picture(tmp_path)
+    process = liif("serve", str(tmp_path), "--port", "0", "--device", "cpu", "--root-path", "/liif/")
+    try:
+        url = process.stderr.readline().split(" at ")[1].split()[0]  # what the proxy forwards to, prefix cut
+        info = httpx2.get(f"{url}iiif/3/butterfly.png/info.json", headers={"X-Forwarded-Proto": "https"})
+        assert info.status_code == 200, info.text
+        assert info.json()["id"] == f"https{url[4:]}liif/iiif/3/butterfly.png"
+        redirect = httpx2.get(f"{url}iiif/3/butterfly.png")
+        assert redirect.status_code == 303
+        assert redirect.headers["location"] == f"{url}liif/iiif/3/butterfly.png/info.json"
+        assert httpx2.get(f"{url}iiif/3/butterfly.png/full/max/0/default.png").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_view_refuses_a_picture_it_cannot_read_before_serving(tmp_path):
     damaged = tmp_path / "damaged.png"
     damaged.write_bytes(small_picture(tmp_path).read_bytes()[:100])
@@ -196,6 +217,9 @@ def test_bad_options_are_one_line_errors_naming_what_is_wrong(tmp_path):
     (["serve", "{dir}", "--picture-cache-mb", "inf"], "--picture-cache-mb must be a number > 0, got inf"),
     (["serve", "{dir}", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["serve", "{dir}", "--port", "70000"], "--port must be an int in [0, 65535], got 70000"),
+    (["serve", "{dir}", "--root-path", "liif"], "--root-path must be a URL path from /, as /liif, got 'liif'"),
+    (["serve", "{dir}", "--root-path", "/my liif"], "--root-path must be a URL path from /, as /liif, got '/my liif'"),
+    (["view", "{picture}", "--root-path", "/café"], "--root-path must be a URL path from /, as /liif, got '/café'"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--fps", "0"], "--fps must be a number in [0.001, 1000], got 0.0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "0x64"], "size must be an int above 0"),
     (["zoom", "{picture}", "-o", "{dir}/z.gif", "--size", "nanx64"], "size must be an int above 0 and at most 16777216, "

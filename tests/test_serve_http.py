@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -29,6 +30,8 @@ def served(tmp_path_factory):
     picture = small_picture(folder)
     small_picture(folder / "sub", "inner pic.png", box=(10, 10, 40, 30))
     (folder / "damaged.png").write_bytes(picture.read_bytes()[:100])  # in a folder: found when asked for
+    gray = np.asarray(Image.open(picture).convert("L"))
+    Image.fromarray(gray).save(folder / "gray.png")
     outside = small_picture(tmp_path_factory.mktemp("outside"), "secret.png")
     os.symlink(outside, folder / "link.png")
     app = make_app([folder])
@@ -85,9 +88,11 @@ def test_tiles_of_a_level_stitch_into_one_render(served, scale, span):
 
 def test_info_json(served):
     client, _, _ = served
-    answer = client.get("/iiif/3/butterfly.png/info.json")
+    request = client.build_request("GET", "/iiif/3/butterfly.png/info.json")
+    del request.headers["accept"]  # without one, the spec's media type: JSON-LD, its profile the context
+    answer = client.send(request)
     assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
     assert answer.headers["access-control-allow-origin"] == "*"
     info = answer.json()
     assert info["@context"] == CONTEXT and info["type"] == "ImageService3" and info["profile"] == "level2"
@@ -97,8 +102,66 @@ def test_info_json(served):
     assert (info["maxWidth"], info["maxHeight"]) == (32 * W, 32 * H) and info["maxArea"] == 32 * W * 32 * H
     assert info["tiles"] == [{"width": 256, "height": 256, "scaleFactors": [1]}]
     assert "sizeUpscaling" in info["extraFeatures"] and "mirroring" in info["extraFeatures"]
-    ld = client.get("/iiif/3/butterfly.png/info.json", headers={"Accept": "application/ld+json"})
-    assert ld.headers["content-type"] == f'application/ld+json;profile="{CONTEXT}"'
+    for accept, media_type in (("application/ld+json", f'application/ld+json;profile="{CONTEXT}"'),
+                               ("application/json", "application/json")):
+        answer = client.get("/iiif/3/butterfly.png/info.json", headers={"Accept": accept})
+        assert answer.headers["content-type"] == media_type and answer.json() == info
+
+
+@pytest.mark.parametrize("url", ["/iiif/3/butterfly.png/info.json", "/bicubic/3/butterfly.png/full/max/0/default.png"])
+def test_cors_preflight_is_answered(served, url):
+    """A client sending a header beyond the simple ones (Authorization, as IIIF Auth viewers do) first asks with
+    OPTIONS; the server answered 405 without CORS headers, and the browser never sent the request."""
+    client, _, _ = served
+    answer = client.options(url, headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
+                                          "Access-Control-Request-Headers": "authorization,x-requested-with"})
+    assert answer.status_code == 204 and not answer.content
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert {"GET", "HEAD"} <= set(answer.headers["access-control-allow-methods"].replace(" ", "").split(","))
+    assert answer.headers["access-control-allow-headers"] == "authorization,x-requested-with"
+    # the request it was asked for is then answered as ever
+    assert client.get(url, headers={"Origin": "https://viewer.example", "Authorization": "Bearer x"}).status_code == 200
+
+
+def test_a_gray_picture_offers_no_color_quality_but_serves_it(served):
+    """info.json listed "color" for a gray picture, which the spec says it should not (5.4: no colour to give);
+    a color request must still answer, with the gray pixels."""
+    client, _, folder = served
+    info = client.get("/iiif/3/gray.png/info.json").json()
+    assert info["extraQualities"] == ["gray", "bitonal"]
+    gray = np.asarray(Image.open(folder / "gray.png"))
+    for quality in ("default", "color", "gray"):
+        answer = client.get(f"/bicubic/3/gray.png/full/max/0/{quality}.png")
+        assert answer.status_code == 200 and np.array_equal(pixels_of(answer.content), gray)
+    assert client.get("/iiif/3/butterfly.png/info.json").json()["extraQualities"] == ["color", "gray", "bitonal"]
+
+
+def test_images_carry_a_validator_and_a_revalidation_is_answered_without_rendering(served):
+    """Answers had no caching headers: a browser could keep no tile, and asked again for each, rendered again
+    once out of the server's cache. Now each has an ETag (the server run, the file's state and the canonical
+    request) and must be revalidated (no-cache): an If-None-Match that matches is a 304, nothing rendered."""
+    client, _, folder = served
+    small_picture(folder, "changing.png")
+    url = "/iiif/3/changing.png/0,0,24,18/^48,36/0/default.png"
+    first = client.get(url)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+    assert etag.startswith('"') and etag.endswith('"')
+    assert client.get(url.replace("0,0,24,18", "pct:0,0,50,50")).headers["etag"] == etag  # the same pixels
+    assert client.get(url.replace("default.png", "default.jpg")).headers["etag"] != etag
+    assert client.get(url.replace("/iiif/", "/bicubic/")).headers["etag"] != etag
+    stats = dataclasses.replace(client.app.state.service.queue.stats)
+    for asked in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = client.get(url, headers={"If-None-Match": asked})
+        assert again.status_code == 304 and not again.content, asked
+        assert again.headers["etag"] == etag and again.headers["access-control-allow-origin"] == "*"
+    assert client.app.state.service.queue.stats == stats  # neither rendered nor taken from the cache
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    Image.open(folder / "butterfly.png").transpose(Image.FLIP_TOP_BOTTOM).save(folder / "changing.png")  # changed
+    changed = client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    info = client.get("/iiif/3/changing.png/info.json")
+    assert "accept" in info.headers["vary"].lower()  # its media type is negotiated
 
 
 def test_base_uri_redirects_to_info_json(served):
@@ -125,6 +188,7 @@ def test_rotation_mirroring_quality_and_formats(served):
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/90/default.png").content),
                           np.rot90(base, k=-1))
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!0/color.png").content), base[:, ::-1])
+    assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!360/color.png").content), base[:, ::-1])
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/!270/default.png").content),
                           np.rot90(base[:, ::-1], k=-3))
     assert np.array_equal(pixels_of(client.get("/iiif/3/butterfly.png/full/max/180/default.png").content),
@@ -199,6 +263,46 @@ def test_bad_requests(served, url, status):
     assert answer.headers["access-control-allow-origin"] == "*"
 
 
+def test_a_size_the_format_cannot_hold_is_a_400_before_rendering(served):
+    client, _, folder = served
+    Image.open(folder / "butterfly.png").crop((0, 0, 48, 1)).resize((2100, 4)).save(folder / "strip.png")
+    rendered = client.app.state.service.queue.stats.rendered
+    for url in ("/bicubic/3/strip.png/full/^20000,/0/default.webp", "/bicubic/3/strip.png/full/^65501,/0/default.jpg"):
+        answer = client.get(url)
+        assert answer.status_code == 400 and answer.headers["access-control-allow-origin"] == "*", answer.text
+        assert "holds at most" in answer.text
+    assert client.app.state.service.queue.stats.rendered == rendered
+
+
+@pytest.mark.parametrize("failure", [ZeroDivisionError, lambda: OSError("encoder error -2")])
+def test_an_unexpected_failure_is_a_500_a_cross_origin_viewer_can_read(tmp_path, monkeypatch, failure):
+    """A render failing unexpectedly (a GPU error, a bug) was Starlette's bare 500, without CORS headers: a
+    viewer on another origin saw a network error, not the status. It now carries them (uvicorn logs the trace).
+    An OSError there was a 404 'cannot read picture', though the picture had been read."""
+    app = make_app([small_picture(tmp_path)])
+
+    def render(*args):
+        raise failure()
+
+    monkeypatch.setattr(app.state.service, "render", render)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/bicubic/3/butterfly.png/full/max/0/default.png")
+    assert answer.status_code == 500 and answer.headers["access-control-allow-origin"] == "*"
+    assert answer.text.count("\n") == 1 and "Traceback" not in answer.text
+
+
+def test_a_picture_gone_since_it_was_found_is_a_404(tmp_path, monkeypatch):
+    app = make_app([small_picture(tmp_path)])
+
+    def read(path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(app.state.service.library, "read", read)
+    with TestClient(app) as client:
+        answer = client.get("/iiif/3/butterfly.png/info.json")
+    assert answer.status_code == 404 and answer.text == "cannot read picture: No such file or directory\n"
+
+
 def test_bicubic_service_is_plain_bicubic(served):
     client, picture, _ = served
     answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")
@@ -220,7 +324,7 @@ def test_pages_and_assets(served):
 
 def test_behind_a_root_path(served):
     """Under a proxy's prefix (Starlette's root_path) every route still answers, its URLs carrying the prefix."""
-    _, _, folder = served
+    client, _, folder = served
     with TestClient(make_app([folder]), root_path="/x") as prefixed:
         info = prefixed.get("/x/iiif/3/sub%2Finner%20pic.png/info.json")
         assert info.status_code == 200, info.text
@@ -229,6 +333,8 @@ def test_behind_a_root_path(served):
         assert answer.headers["location"] == "http://testserver/x/bicubic/3/butterfly.png/info.json"
         answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
         assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
+        # another server run (it may have another model): other tags for the same request
+        assert answer.headers["etag"] != client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
         assert prefixed.get("/x/view/butterfly.png").status_code == 200
 
 

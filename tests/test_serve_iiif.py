@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liif.serve.iiif import IIIFError, Limits, parse_region, parse_request, parse_size, quoted
+from liif.serve.iiif import (CONTEXT, JSON_LD, IIIFError, Limits, info_media_type, parse_region, parse_request,
+                             parse_rotation, parse_size, quoted)
 
 LIMITS = Limits.for_picture(48, 36, max_scale=32, max_pixels=10**9)
 
@@ -48,6 +49,23 @@ def test_refused_sizes(size):
     with pytest.raises(IIIFError) as refusal:
         parse_size(size, 48, 36, LIMITS)
     assert refusal.value.status == 400
+
+
+def test_sizes_a_format_cannot_hold_are_refused_before_rendering():
+    """A WebP wider than 16383 pixels, or a JPEG wider than 65500, was rendered, then failed to encode: a 500
+    without CORS headers, or a 404 saying the picture could not be read. Such a size is now a 400 naming the
+    format, before rendering."""
+    strip = Limits.for_picture(2100, 4, max_scale=32, max_pixels=10**9)  # 67200 wide at most
+    tall = Limits.for_picture(4, 2100, max_scale=32, max_pixels=10**9)
+    assert parse_request("full", "^65500,", "0", "default.jpg", 2100, 4, strip).size == (65500, 125)
+    assert parse_request("full", "^16383,", "0", "default.webp", 2100, 4, strip).size == (16383, 31)
+    assert parse_request("full", "^67200,", "90", "default.png", 2100, 4, strip).size == (67200, 128)
+    for size, fmt, side, (width, height, limits) in (("^65501,", "jpg", 65500, (2100, 4, strip)),
+                                                     ("^16384,", "webp", 16383, (2100, 4, strip)),
+                                                     ("^,16384", "webp", 16383, (4, 2100, tall))):
+        with pytest.raises(IIIFError) as refusal:
+            parse_request("full", size, "0", f"default.{fmt}", width, height, limits)
+        assert refusal.value.status == 400 and f"{fmt} holds at most {side} pixels a side" in str(refusal.value)
 
 
 def test_quoted_text_is_cut_after_40_characters_with_its_length():
@@ -98,6 +116,23 @@ def test_regions():
             parse_region(bad, 48, 36)
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("0", (False, 0)), ("90", (False, 90)), ("!180", (True, 180)), ("270", (False, 270)),
+    # any number from 0 to 360 (4.3) that is a multiple of 90: 360 is a whole turn, 90.0 is 90
+    ("360", (False, 0)), ("!360", (True, 0)), ("90.0", (False, 90)), ("0.0", (False, 0)), ("!270.000", (True, 270)),
+])
+def test_rotations_by_multiples_of_90(text, expected):
+    assert parse_rotation(text) == expected
+
+
+@pytest.mark.parametrize("text", ["45", "22.5", "90.5", "450", "720", "-90", "+90", "1e2", "٩٠", "", "!", "!!90",
+                                  "90,", " 90", "nan", "inf", ".", "9" * 400])
+def test_refused_rotations(text):
+    with pytest.raises(IIIFError) as refusal:
+        parse_rotation(text)
+    assert refusal.value.status == 400 and len(str(refusal.value)) < 300
+
+
 def test_request_key_is_canonical():
     one = parse_request("full", "48,", "0", "default.png", 48, 36, LIMITS)
     other = parse_request("0,0,48,36", "max", "0", "default.png", 48, 36, LIMITS)
@@ -113,6 +148,44 @@ def test_info_json_offers_the_one_tile_size(monkeypatch):
     monkeypatch.setattr(iiif, "TILE", 64)  # the viewer reads the size from here: nothing else names it
     info = iiif.info_json("http://x/iiif/3/a.png", 100, 60, LIMITS)
     assert info["tiles"] == [{"width": 64, "height": 64, "scaleFactors": [1, 2]}]
+
+
+@pytest.mark.parametrize("max_pixels", [100, 5000, 60_000, 10**9])
+def test_every_tile_info_json_offers_is_served(max_pixels):
+    """The spec: tiles must be within the size limits expressed. With --max-pixels below 256x256 the tiles
+    offered were refused (400), and a viewer showed nothing; the tiles now shrink to fit."""
+    from liif.serve import iiif
+
+    width, height = 1000, 600
+    limits = Limits.for_picture(width, height, max_scale=32, max_pixels=max_pixels)
+    (tiles,) = iiif.info_json("http://x/iiif/3/a.png", width, height, limits)["tiles"]
+    side = tiles["width"]
+    assert tiles["height"] == side and side <= iiif.TILE
+    assert side == iiif.TILE or (2 * side) ** 2 > max_pixels  # as large as the limits allow
+    for factor in tiles["scaleFactors"]:  # each tile of each level, as the spec's implementation notes ask for it
+        span = side * factor
+        for y in range(0, height, span):
+            for x in range(0, width, span):
+                w, h = min(span, width - x), min(span, height - y)
+                size = f"{math.ceil(w / factor)},{math.ceil(h / factor)}"
+                parse_request(f"{x},{y},{w},{h}", size, "0", "default.jpg", width, height, limits)
+
+
+@pytest.mark.parametrize("accept,media_type", [
+    (None, JSON_LD), ("", JSON_LD), ("*/*", JSON_LD), ("application/*", JSON_LD),  # the spec's default: JSON-LD
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", JSON_LD),  # a browser's tab
+    ("application/ld+json", JSON_LD), (f'application/ld+json;profile="{CONTEXT}"', JSON_LD),
+    ("application/json", "application/json"), ("application/json, */*;q=0.1", "application/json"),
+    ("application/json, application/ld+json;q=0.9", "application/json"),
+    ("application/ld+json;q=0.5, application/json", "application/json"),
+    ("application/json;q=0.5, application/ld+json", JSON_LD), ("application/json;q=0.5, */*", JSON_LD),
+    ("Application/JSON", "application/json"), ("application/ld+json;q=0, application/json", "application/json"),
+    ("application/json;q=0, */*", JSON_LD), ("image/png", JSON_LD), ("application/json;q=bad", "application/json"),
+])
+def test_info_json_media_type_by_content_negotiation(accept, media_type):
+    """Without an Accept header, or when the client takes both, info.json is JSON-LD with the context as its
+    profile (Image API 3.0, 5.1); plain JSON only for a client that prefers it."""
+    assert info_media_type(accept) == media_type
 
 
 PART = st.one_of(st.integers(0, 60).map(str), st.sampled_from(["", "0", "00", "1e400", "nan", "inf", "+1", "-1", "١",

@@ -8,12 +8,14 @@ the same requests by plain bicubic. The viewer is at / and /view/{id}.
 examples:
   liif serve photos/                         (http://127.0.0.1:8182/)
   liif serve photo.jpg --max-scale 16 --port 9000
+  liif serve photos/ --root-path /liif      (behind a proxy serving it at https://example.org/liif/)
   curl http://127.0.0.1:8182/iiif/3/photo.jpg/info.json
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import sys
 from typing import TYPE_CHECKING, Callable
@@ -38,6 +40,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `liif serve` and `liif view` share."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
+    parser.add_argument("--root-path", default="", metavar="PREFIX",
+                        help="the path a reverse proxy serves this server under, cutting it off (e.g. /liif): "
+                             "info.json ids and redirects carry it")
     add_model_options(parser)
     parser.add_argument("--max-scale", type=float, default=32.0,
                         help="largest zoom, in output pixels per picture pixel (default 32)")
@@ -63,6 +68,14 @@ def server_options(args: argparse.Namespace) -> ServeOptions:
                         image_cache_bytes=int(args.cache_mb * 2**20),
                         feature_cache_bytes=int(args.feature_cache_mb * 2**20),
                         picture_cache_bytes=int(args.picture_cache_mb * 2**20))
+
+
+def checked_root_path(text: str) -> str:
+    """``--root-path`` without its trailing /: empty, or a path from / of characters a URL path takes as they are
+    (the ids clients build tile URLs from carry it); a LiifError otherwise."""
+    if not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]*)*", text):
+        raise LiifError(f"--root-path must be a URL path from /, as /liif, got {text!r}")
+    return text.rstrip("/")
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
@@ -92,10 +105,11 @@ def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], 
     from liif.serve.library import Library
 
     options = server_options(args)
+    root_path = checked_root_path(args.root_path)
     library = Library(paths, options.picture_cache_bytes, read)  # a file that is no picture: refused before binding
     sock = bound_socket(args.host, args.port)  # before the model loads: a taken port fails at once
     app = create_app(library, args.model, args.device, options)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", root_path=root_path)
     server = uvicorn.Server(config)
     original_startup = server.startup
 

@@ -4,10 +4,12 @@ requests by plain bicubic, for comparison), the viewer page at ``/`` and ``/view
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import logging
 import os
+import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -31,7 +33,7 @@ from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import render_tile
-from liif.serve.iiif import JSON_LD, IIIFError, ImageRequest, Limits, info_json, parse_request
+from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
 from liif.upscale import check_target, model_on, render_picture, resize_bicubic
@@ -40,6 +42,7 @@ log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
 CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
 
@@ -81,9 +84,8 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
         alpha = None
     pixels = np.ascontiguousarray(color if alpha is None else np.concatenate([color, alpha], axis=2))
     stream = io.BytesIO()
-    fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[request.format]
     try:
-        encode_picture(Picture(pixels, picture.icc_profile), fmt, stream)
+        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream)
     except LiifError as exc:
         raise IIIFError(400, str(exc)) from None
     return stream.getvalue()
@@ -104,11 +106,18 @@ class Service:
         self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
+        # another run may make other pixels for a URL (another model, precision, device): its ETags are others
+        self.run = secrets.token_hex(8)
 
     def limits(self, picture: Picture) -> Limits:
         """The largest answer for ``picture``: the max scale times its size, within the pixel limit."""
         height, width = picture.pixels.shape[:2]
         return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
+
+    def etag(self, answer_key: tuple) -> str:
+        """The entity tag of an answer: the same for the same pixels (method, file state, canonical request) in
+        this run."""
+        return f'"{hashlib.blake2b(repr((self.run, answer_key)).encode(), digest_size=16).hexdigest()}"'
 
     def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
         """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
@@ -130,6 +139,18 @@ def path_segments(request: Request, prefix: str) -> list[str]:
     if root and raw.startswith(root):
         raw = raw[len(root):]
     return [unquote(part) for part in raw[len(prefix):].split("/")]
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match is ``*`` or names ``etag`` (weakly compared, as for a GET)."""
+    asked = request.headers.get("if-none-match")
+    return asked is not None and bool({"*", etag} & {tag.strip().removeprefix("W/") for tag in asked.split(",")})
+
+
+def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure: a 500 with CORS headers, so that a viewer on another origin reads the status (the
+    server then logs the trace)."""
+    return PlainTextResponse("internal server error: see the server's log\n", status_code=500, headers=CORS)
 
 
 def error_response(exc: LiifError) -> Response:
@@ -162,28 +183,44 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             base = f"{str(request.base_url).rstrip('/')}/{method}/3/{quote(identifier, safe='')}"
             if len(segments) == 1:
                 return RedirectResponse(f"{base}/info.json", status_code=303, headers=CORS)
-            picture, picture_key = await run_in_threadpool(service.library.read, path)
+            try:
+                picture, picture_key = await run_in_threadpool(service.library.read, path)
+            except OSError as exc:  # gone, or unreadable, since it was found
+                raise IIIFError(404, f"cannot read picture: {os_reason(exc)}") from None
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
-                ld = "application/ld+json" in request.headers.get("accept", "")
-                return JSONResponse(info_json(base, width, height, limits),
-                                    media_type=JSON_LD if ld else "application/json", headers=CORS)
+                color = picture.pixels.shape[2] >= 3  # gray, or gray and alpha: no colour
+                return JSONResponse(info_json(base, width, height, limits, color),
+                                    media_type=info_media_type(request.headers.get("accept")),
+                                    headers={**CORS, "Vary": "Accept"})
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
             image_request = parse_request(*segments[1:], width, height, limits)
-            body = await service.queue.get((method, picture_key, image_request.key()),
-                                           lambda: service.render(method, picture, image_request),
+            answer_key = (method, picture_key, image_request.key())
+            # kept by the browser, and asked for again only with its tag: a 304 renders nothing
+            caching = {**CORS, "ETag": service.etag(answer_key), "Cache-Control": "no-cache"}
+            if not_modified(request, caching["ETag"]):
+                return Response(status_code=304, headers=caching)
+            body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
                                            lambda: client_gone(request))
-        except (LiifError, OSError) as exc:
-            if isinstance(exc, OSError):
-                exc = IIIFError(404, f"cannot read picture: {os_reason(exc)}")
+        except LiifError as exc:
             return error_response(exc)
         except (MemoryError, torch.OutOfMemoryError):
             return PlainTextResponse("out of memory\n", status_code=503, headers=CORS)
         if body is None:  # the client left: nobody reads this
             return Response(status_code=499)
-        return Response(body, media_type=image_request.media_type, headers={**CORS, "Link": PROFILE_LINK})
+        return Response(body, media_type=image_request.media_type, headers={**caching, "Link": PROFILE_LINK})
+
+    async def preflight(request: Request) -> Response:
+        """A CORS preflight (OPTIONS): any origin may GET any IIIF resource, with the headers it asks to send
+        (Authorization included, which a wildcard would not allow)."""
+        headers = {**CORS, "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                   "Access-Control-Max-Age": str(PREFLIGHT_SECONDS)}
+        asked = request.headers.get("access-control-request-headers")
+        if asked:
+            headers["Access-Control-Allow-Headers"] = asked
+        return Response(status_code=204, headers=headers)
 
     async def index(request: Request) -> Response:
         names = await run_in_threadpool(service.library.identifiers)
@@ -212,7 +249,8 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
 
     routes = [Route("/", index), Route("/view/{rest:path}", view),
               *(Route(f"/{method}/3/{{rest:path}}", iiif) for method in METHODS),
+              *(Route(f"/{method}/3/{{rest:path}}", preflight, methods=["OPTIONS"]) for method in METHODS),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: internal_error})
     app.state.service = service
     return app

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from liif import imageio
 from liif.bounds import Number
 from liif.errors import LiifError
 from liif.geometry import MAX_SIDE, format_region, round_half_up
@@ -85,6 +86,11 @@ class ImageRequest:
     @property
     def media_type(self) -> str:
         return FORMATS[self.format]
+
+    @property
+    def encoder(self) -> str:
+        """Pillow's name of the format."""
+        return imageio.FORMATS["." + self.format]
 
     def key(self) -> str:
         """A canonical text of the request, the same for every URL that asks for the same pixels."""
@@ -201,13 +207,16 @@ def check_size(text: str, size: tuple[int, int], own: tuple[int, int], upscale: 
 
 
 def parse_rotation(text: str) -> tuple[bool, int]:
-    """``0``, ``90``, ``180``, ``270``, each with an optional leading ``!`` (mirror first) to (mirror, degrees)."""
+    """A rotation, a number of degrees from 0 to 360 with an optional leading ``!`` (mirror first), to (mirror,
+    0, 90, 180 or 270): this server rotates by multiples of 90 (360 is 0)."""
     mirror = text.startswith("!")
     degrees = text[1:] if mirror else text
-    if degrees not in ("0", "90", "180", "270"):
-        raise IIIFError(400, f"rotation {quoted(text)}: this server rotates by 0, 90, 180 or 270 degrees, "
-                             f"optionally mirrored with !")
-    return mirror, int(degrees)
+    if not re.fullmatch(NUMBER, degrees) or float(degrees) > 360:
+        raise IIIFError(400, f"rotation {quoted(text)}: expected a number of degrees from 0 to 360, optionally "
+                             f"after ! to mirror")
+    if float(degrees) % 90:
+        raise IIIFError(400, f"rotation {quoted(text)}: this server rotates by multiples of 90 degrees only")
+    return mirror, int(float(degrees)) % 360
 
 
 def parse_quality_format(text: str) -> tuple[str, str]:
@@ -227,10 +236,23 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     out = parse_size(size, box[2] - box[0], box[3] - box[1], limits)
     mirror, degrees = parse_rotation(rotation)
     quality, fmt = parse_quality_format(quality_format)
-    return ImageRequest(box, out, mirror, degrees, quality, fmt)
+    request = ImageRequest(box, out, mirror, degrees, quality, fmt)
+    side = imageio.MAX_SIDE.get(request.encoder)
+    if side is not None and max(out) > side:  # refused before rendering, not once encoding fails
+        raise IIIFError(400, f"size {quoted(size)} ({out[0]}x{out[1]}): {fmt} holds at most {side} pixels a side; "
+                             f"ask for png")
+    return request
 
 
-TILE = 256  # the side of the tiles info.json offers: the viewer reads it there
+TILE = 256  # the side of the tiles info.json offers (less under a small pixel limit): the viewer reads it there
+
+
+def tile_side(limits: Limits) -> int:
+    """The side of the tiles offered: ``TILE``, halved until a tile is within the largest answer's area."""
+    side = TILE
+    while side > 1 and side * side > limits.max_area:
+        side //= 2
+    return side
 
 
 def scale_factors(width: int, height: int, tile: int) -> list[int]:
@@ -241,8 +263,34 @@ def scale_factors(width: int, height: int, tile: int) -> list[int]:
     return factors
 
 
-def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
-    """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles."""
+def info_media_type(accept: str | None) -> str:
+    """info.json's media type for a request's ``Accept`` header: JSON-LD with the context as its profile (the
+    spec's default, also without the header), or plain JSON where the client prefers it."""
+    ranges = accept or "*/*"
+    return "application/json" if accepted("application/json", ranges) > accepted("application/ld+json", ranges) \
+        else JSON_LD
+
+
+def accepted(media_type: str, accept: str) -> float:
+    """The quality ``accept`` gives ``media_type``: that of its most specific range naming it (the type itself,
+    then type/*, then */*), 0 if none does."""
+    specificity = {media_type: 2, media_type.split("/")[0] + "/*": 1, "*/*": 0}
+    best, quality = -1, 0.0
+    for item in accept.split(","):
+        name, *parameters = (part.strip().lower() for part in item.split(";"))
+        rank = specificity.get(name, -1)
+        if rank > best:
+            weights = [p[2:] for p in parameters if p.startswith("q=")]
+            # a malformed weight is ignored, as if the range had none
+            weight = weights[0] if weights and re.fullmatch(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", weights[0]) else "1"
+            best, quality = rank, float(weight)
+    return quality
+
+
+def info_json(base_uri: str, width: int, height: int, limits: Limits, color: bool = True) -> dict:
+    """The info.json of a picture served at ``base_uri``: its own size, the upscaled limits, the tiles, and the
+    qualities beyond ``default`` (``color`` only for a ``color`` picture: a gray one has none to give)."""
+    tile = tile_side(limits)
     return {
         "@context": CONTEXT,
         "id": base_uri,
@@ -254,8 +302,8 @@ def info_json(base_uri: str, width: int, height: int, limits: Limits) -> dict:
         "maxWidth": limits.max_width,
         "maxHeight": limits.max_height,
         "maxArea": limits.max_area,
-        "tiles": [{"width": TILE, "height": TILE, "scaleFactors": scale_factors(width, height, TILE)}],
-        "extraQualities": ["color", "gray", "bitonal"],
+        "tiles": [{"width": tile, "height": tile, "scaleFactors": scale_factors(width, height, tile)}],
+        "extraQualities": [quality for quality in QUALITIES[1:] if color or quality != "color"],
         "extraFormats": ["webp"],
         "extraFeatures": EXTRA_FEATURES,
     }
