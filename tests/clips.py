@@ -118,6 +118,23 @@ def subtitle_cues(srt: Path) -> av.container.InputContainer:
     return av.open(str(srt))
 
 
+def retagged(source: Path, destination: Path, tags: dict[str, str], stream_tags: dict[int, dict[str, str]],
+             dispositions: dict[int, int]) -> Path:
+    """``source`` remuxed to ``destination`` with the file's ``tags``, and each stream's tags and disposition by
+    index (languages, titles, the default and forced flags of a film's tracks)."""
+    with av.open(str(source)) as container, av.open(str(destination), "w") as output:
+        streams = [output.add_stream_from_template(stream) for stream in container.streams]
+        output.metadata.update(tags)
+        for index, stream in enumerate(streams):
+            stream.metadata.update(stream_tags.get(index, {}))
+            stream.disposition = dispositions.get(index, 0)
+        for packet in container.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    return destination
+
+
 def packets(path: Path, kind: str) -> list[bytes]:
     """The payload of every packet of the first ``kind`` stream ('audio', 'video'), in order."""
     with av.open(str(path)) as container:

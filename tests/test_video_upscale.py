@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import liif
-from clips import decoded_frames, frame_pixels, make_clip, packets
+from clips import decoded_frames, frame_pixels, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
@@ -161,6 +161,35 @@ def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
         assert clip.info.timecode is None
     assert liif.upscale_video(odd, tmp_path / "odd.mov", scale=2, model=model).frames == 3
     assert timecodes(tmp_path / "odd.mov") == {}
+
+
+def test_track_languages_titles_and_flags_are_kept(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    DEFAULT, FORCED = av.stream.Disposition.default, av.stream.Disposition.forced
+    plain = make_clip(tmp_path / "plain.mkv", frames=4, size=(32, 24), subtitles=True)
+    # a film as mkvmerge leaves it: its title, each track's language and name, the default sound, forced subtitles,
+    # and statistics of the video as it was encoded
+    film = retagged(plain, tmp_path / "film.mkv", {"title": "Holiday", "ENCODER": "mkvmerge v80.0"},
+                    {0: {"language": "eng", "title": "Picture", "BPS": "123456", "NUMBER_OF_FRAMES": "4"},
+                     1: {"language": "fre", "title": "Commentaire"}, 2: {"language": "ger", "title": "Untertitel"}},
+                    {0: DEFAULT, 1: DEFAULT, 2: FORCED})
+    liif.upscale_video(film, tmp_path / "x2.mkv", scale=2, model=model)
+    with av.open(str(tmp_path / "x2.mkv")) as container:
+        assert container.metadata["title"] == "Holiday"
+        assert not container.metadata["ENCODER"].startswith("mkvmerge")  # FFmpeg muxed it (read as such)
+        video, sound, cues = container.streams
+        assert (video.language, video.metadata.get("title")) == ("eng", "Picture")
+        assert "BPS" not in video.metadata and "NUMBER_OF_FRAMES" not in video.metadata  # the old encoding's
+        assert (sound.language, sound.metadata.get("title"), sound.disposition & DEFAULT) == ("fre", "Commentaire",
+                                                                                             DEFAULT)
+        assert (cues.language, cues.metadata.get("title"), cues.disposition & FORCED) == ("ger", "Untertitel", FORCED)
+    # MP4 keeps the languages and the flags
+    phone = retagged(make_clip(tmp_path / "plain.mp4", frames=4, size=(32, 24)), tmp_path / "phone.mp4", {},
+                     {0: {"language": "eng"}, 1: {"language": "jpn"}}, {0: DEFAULT, 1: DEFAULT})
+    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model)
+    with av.open(str(tmp_path / "x2.mp4")) as container:
+        assert [(s.language, s.disposition & DEFAULT) for s in container.streams] == [("eng", DEFAULT),
+                                                                                       ("jpn", DEFAULT)]
 
 
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:

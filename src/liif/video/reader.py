@@ -121,11 +121,11 @@ class VideoClip(Clip):
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
         try:
-            videos = [s for s in self.container.streams.video if stream_kind(s) == "video"]
-            if not videos:
+            stream = main_video(self.container)
+            if stream is None:
                 kinds = sorted({stream_kind(s) for s in self.container.streams}) or ["no stream at all"]
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
-            self.stream = stream = videos[0]
+            self.stream = stream
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
@@ -195,6 +195,11 @@ class VideoClip(Clip):
 
     def close(self) -> None:
         self.container.close()
+
+
+def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video of a container: its first video stream that is not cover art; None if it has none."""
+    return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
 
 
 def stream_kind(stream: av.stream.Stream) -> str:

@@ -25,7 +25,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
-from liif.video.reader import TIMECODE
+from liif.video.reader import TIMECODE, main_video
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -60,6 +60,9 @@ WEBP_NUDGE = 4
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 COPIED_TYPES = ("audio", "subtitle")
+# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
+# what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
+ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
 MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
 
 
@@ -281,9 +284,14 @@ class VideoWriter(FrameWriter):
         self.pending = None  # the next packet to copy, read ahead of the video
 
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
-        """Output streams for the audio and subtitle streams of ``source_path``, by input stream index."""
+        """Output streams for the audio and subtitle streams of ``source_path``, by input stream index, with their
+        tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept."""
         with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
+        self.container.metadata.update(content_tags(self.source.metadata))
+        video = main_video(self.source)
+        if video is not None:
+            self.stream.metadata.update(content_tags(video.metadata))
         copies = {}
         supported = self.container.supported_codecs
         for stream in self.source.streams:
@@ -293,7 +301,9 @@ class VideoWriter(FrameWriter):
             if name not in supported:
                 raise LiifError(f"its {stream.type} stream #{stream.index} ({name}) cannot be copied into "
                                 f"{self.path.suffix} without re-encoding; write .mkv (or the input's container)")
-            copies[stream.index] = self.container.add_stream_from_template(stream)
+            copy = copies[stream.index] = self.container.add_stream_from_template(stream)
+            copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
+            copy.disposition = stream.disposition
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
         return copies
 
@@ -352,6 +362,12 @@ class VideoWriter(FrameWriter):
             self._close_files()
         except av.error.FFmpegError:
             pass  # a container that cannot even close: it is removed below
+
+
+def content_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` less those of the source's encoding (``ENCODING_TAGS``; mkvmerge's "BPS-eng" and such included)."""
+    return {key: value for key, value in tags.items()
+            if not key.lower().split("-")[0].startswith(ENCODING_TAGS)}
 
 
 def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[str, str]:
