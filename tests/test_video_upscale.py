@@ -192,6 +192,19 @@ def test_track_languages_titles_and_flags_are_kept(tmp_path: Path, tiny) -> None
                                                                                        ("jpn", DEFAULT)]
 
 
+def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    (tmp_path / "in").mkdir()
+    for name in ("camera.MTS", "tv.ts", "dvd.mpg", "web.flv"):  # AVCHD, a TV recording, MPEG-PS, Flash video
+        make_clip(tmp_path / "in" / name, frames=3, size=(32, 24), audio=not name.endswith(".mpg"))
+    code, err = run_cli(capsys, tmp_path / "in", "--scale", "2", "-o", tmp_path / "out", "--model", weights, "-q")
+    assert (code, err) == (0, [])
+    for name in ("camera", "tv", "dvd", "web"):
+        out = tmp_path / "out" / f"{name}.mkv"
+        sound = [] if name == "dvd" else ["audio"]  # Matroska holds MPEG-TS's ADTS sound as raw AAC, as FFmpeg does
+        assert stream_info(out) == ((64, 48), 24, ["video", *sound]) and len(decoded_frames(out)) == 3, name
+
+
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)

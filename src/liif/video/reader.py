@@ -26,7 +26,9 @@ from liif.errors import LiifError, one_line
 from liif.fileio import check_regular_file
 from liif.imageio import PIL_READ_ERRORS
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+# Containers read: those written (see writer.VIDEO_CONTAINERS), AVI, and those of camcorders (AVCHD's MPEG-TS),
+# TV recordings, DVD-era MPEG and Flash video
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv")
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)

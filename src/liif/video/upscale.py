@@ -30,12 +30,10 @@ from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import check_precision, render_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
 from liif.pipeline import Background, prefetch
-from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, chroma_halved, open_frame_writer, output_kind,
-                               video_format)
+from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
+                               output_kind, video_format)
 
-# Output suffixes for inputs whose own container is read but not written.
-WRITTEN_SUFFIX = {".avi": ".mkv"}
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
 
@@ -70,8 +68,9 @@ class VideoResult:
 
 
 def output_suffix(source: Path) -> str:
-    """The suffix of an output named after ``source``: its own, or .mkv for a container only read (.avi)."""
-    return WRITTEN_SUFFIX.get(source.suffix.lower(), source.suffix)
+    """The suffix of an output named after ``source``: its own, or .mkv for a container only read (.avi, .mts)."""
+    suffix = source.suffix.lower()
+    return ".mkv" if suffix in VIDEO_SUFFIXES and suffix not in VIDEO_CONTAINERS else source.suffix
 
 
 def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
