@@ -339,6 +339,19 @@ def test_in_a_batch_a_clips_frame_bar_is_cleared_beneath_the_files_bar(tmp_path:
         assert re.search(rf"\n\r{re.escape(name)}: +\d+%\|[^\r\n]*{unit}\]\x1b\[A", err), (name, err)
 
 
+def test_a_clips_bar_ends_full_when_its_frame_count_was_an_estimate(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    # Matroska counts no frames: the bar's total is estimated from the duration and the rate, here 6 for 5 frames
+    source = make_clip(tmp_path / "vfr.mkv", frames=5, durations_ms=[40, 80, 33], audio=False)
+    with open_clip(source) as clip:
+        assert clip.info.frames == 6
+    code, err = run_cli_stderr(capsys, source, "--scale", "0.5", "-o", tmp_path / "out.mkv", "--model", weights)
+    assert code == 0
+    bar, summary = screen(err)
+    assert re.fullmatch(r"vfr\.mkv: 100%\|.+\| 5/5 \[.*frame/s\]", bar), err
+    assert summary.startswith("liif upscale: 1 written, 0 failed")
+
+
 def test_an_interrupted_run_leaves_nothing_and_skip_existing_finishes_the_batch(tmp_path: Path, tiny, capsys,
                                                                                 monkeypatch) -> None:
     _, weights = tiny

@@ -156,6 +156,9 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
             encoder.stop()  # the writer is removed next: its thread must be done with it
             raise
         encoder.join()
+        if stopped is None and bar.total != bar.n:  # the count was an estimate (from the duration) or unknown
+            bar.total = bar.n
+            bar.refresh()
     if stopped is not None:
         raise LiifError(f"{stopped}; the {writer.frames_written} frames before it were written to {destination}")
     return writer.frames_written
