@@ -11,6 +11,9 @@ import av
 import numpy as np
 
 SAMPLE_RATE = 8000
+CUES = [(0, 200, "Hello"), (300, 150, "World")]  # start and duration in ms, text
+ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\n"
+              b"Style: Default,Arial,16\n\n[Events]\nFormat: Layer, Start, End, Style, Text\n")
 
 
 def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
@@ -30,7 +33,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               timecode: str | None = None, file_timecode: str | None = None) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
+    subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
     ``start`` the first frame's time in frames (the sound still starts at 0); ``cover``: an MP4 cover picture
     that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
@@ -54,8 +57,13 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             if timecode:
                 stream.metadata["timecode"] = timecode
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
-        cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
+        mov_text = subtitles and path.suffix in (".mp4", ".mov")
+        cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
+        if mov_text:
+            cue_stream = container.add_stream("mov_text")
+            cue_stream.codec_context.subtitle_header = ASS_HEADER  # the encoder's need; the packets are made here
+            cue_stream.time_base = Fraction(1, 1000)
         if art is not None:
             still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
             container.mux(art.encode(still) + art.encode(None))
@@ -80,6 +88,12 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 block.sample_rate, block.pts = SAMPLE_RATE, start
                 container.mux(sound.encode(block))
             container.mux(sound.encode(None))
+        if mov_text:
+            for start, duration, text in CUES:
+                packet = av.Packet(struct.pack(">H", len(text)) + text.encode())  # mov_text: length, then text
+                packet.pts = packet.dts = start
+                packet.duration, packet.time_base, packet.stream = duration, Fraction(1, 1000), cue_stream
+                container.mux(packet)
         if cues is not None:
             with cues:
                 for packet in cues.demux(cues.streams[0]):
@@ -114,7 +128,10 @@ def box_spans(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
 
 def subtitle_cues(srt: Path) -> av.container.InputContainer:
     """Two SubRip cues, written to ``srt`` and opened (PyAV demuxes SubRip files)."""
-    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nHello\n\n2\n00:00:00,300 --> 00:00:00,450\nWorld\n")
+    def time(ms: int) -> str:
+        return f"00:00:00,{ms:03d}"  # the cues are all within the first second
+    srt.write_text("\n".join(f"{index}\n{time(start)} --> {time(start + duration)}\n{text}\n"
+                             for index, (start, duration, text) in enumerate(CUES, 1)))
     return av.open(str(srt))
 
 

@@ -9,6 +9,7 @@ block normally renames the temporary output to the path; leaving it by an except
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import types
@@ -299,8 +300,11 @@ class VideoWriter(FrameWriter):
                 continue
             name = stream.codec_context.name if stream.codec_context else "?"
             if name not in supported:
+                holders = containers_holding(name)
+                hint = (f"write {', '.join(holders[:-1])} or {holders[-1]}" if len(holders) > 1 else
+                        f"write {holders[0]}" if holders else f"none of {', '.join(VIDEO_CONTAINERS)} holds it")
                 raise LiifError(f"its {stream.type} stream #{stream.index} ({name}) cannot be copied into "
-                                f"{self.path.suffix} without re-encoding; write .mkv (or the input's container)")
+                                f"{self.path.suffix} without re-encoding; {hint}")
             copy = copies[stream.index] = self.container.add_stream_from_template(stream)
             copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
             copy.disposition = stream.disposition
@@ -362,6 +366,16 @@ class VideoWriter(FrameWriter):
             self._close_files()
         except av.error.FFmpegError:
             pass  # a container that cannot even close: it is removed below
+
+
+def containers_holding(codec: str) -> list[str]:
+    """The video outputs' suffixes whose container holds a stream of ``codec`` as it is (copied, not re-encoded)."""
+    holding = []
+    for suffix, muxer in VIDEO_CONTAINERS.items():
+        with av.open(io.BytesIO(), "w", format=muxer) as container:
+            if codec in container.supported_codecs:
+                holding.append(suffix)
+    return holding
 
 
 def content_tags(tags: dict[str, str]) -> dict[str, str]:
