@@ -30,14 +30,18 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
-              timecode: str | None = None, file_timecode: str | None = None) -> Path:
+              timecode: str | None = None, file_timecode: str | None = None,
+              colour: tuple[int, int, int] | None = None) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
-    ``start`` the first frame's time in frames (the sound still starts at 0); ``cover``: an MP4 cover picture
-    that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``;
+    subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the sample
+    aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
+    ``cover``: an MP4 cover picture that FFmpeg lists as the first stream (see ``cover_first``); no video stream at
+    all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
-    write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file."""
+    write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file; ``colour``: the
+    (primaries, transfer, matrix) the video declares, as FFmpeg numbers them (a phone's HDR: (9, 18, 9), BT.2020 with
+    HLG)."""
     with av.open(str(path), "w") as container:
         if file_timecode:
             container.metadata["timecode"] = file_timecode
@@ -56,6 +60,9 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
             if timecode:
                 stream.metadata["timecode"] = timecode
+            if colour:
+                context = stream.codec_context
+                context.color_primaries, context.color_trc, context.colorspace = colour
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
         mov_text = subtitles and path.suffix in (".mp4", ".mov")
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None

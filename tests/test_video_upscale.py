@@ -140,6 +140,30 @@ def timecodes(path: Path) -> dict[str, str]:
                 if key.lower() == "timecode"}
 
 
+def test_hdr_video_keeps_its_colour_primaries_and_transfer(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    BT709, BT2020, HLG = 1, 9, 18  # FFmpeg's numbers
+
+    def colour(path: Path) -> tuple[int, int, int]:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.color_primaries, frame.color_trc, frame.colorspace
+
+    # A phone's HDR clip: the frames' RGB is BT.2020 light through HLG, and stays so; only the matrix between RGB
+    # and YUV is the writer's own (BT.709)
+    phone = make_clip(tmp_path / "hdr.mov", frames=3, size=(32, 24), pix_fmt="yuv420p10le",
+                      colour=(BT2020, HLG, BT2020))
+    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model)
+    assert colour(tmp_path / "x2.mp4") == (BT2020, HLG, BT709)
+    liif.upscale_video(phone, tmp_path / "x2.mkv", scale=2, model=model, codec="ffv1")
+    assert colour(tmp_path / "x2.mkv")[:2] == (BT2020, HLG)
+    # a clip that declares nothing is taken for BT.709, as players take HD
+    plain = make_clip(tmp_path / "plain.mp4", frames=3, size=(32, 24), audio=False)
+    assert colour(plain)[:2] == (2, 2)  # unspecified
+    liif.upscale_video(plain, tmp_path / "plain_x2.mp4", scale=2, model=model)
+    assert colour(tmp_path / "plain_x2.mp4") == (BT709, BT709, BT709)
+
+
 def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "camera.mov", frames=6, size=(32, 24), timecode="01:02:03:04")

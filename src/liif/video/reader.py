@@ -33,6 +33,7 @@ CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .p
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
+UNDECLARED_COLOUR = (0, 2, 3)  # AVCOL_PRI_* and AVCOL_TRC_*: reserved, unspecified, reserved
 # Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
 ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
 
@@ -48,7 +49,9 @@ class ClipInfo:
     (animations: how many times it plays, 0 forever; None for a video), ``alpha`` (whether frames carry alpha),
     ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square),
     ``timecode`` (a video's start timecode as FFmpeg reads it, "01:02:03:04" or drop-frame "01:02:03;04";
-    None without one)."""
+    None without one), ``primaries`` and ``transfer`` (the colour primaries and transfer characteristic of the
+    frames' RGB as the video declares them, FFmpeg's AVCOL_PRI and AVCOL_TRC numbers: an HDR clip's BT.2020 and
+    HLG or PQ; None where it declares none)."""
 
     kind: str  # "video" or "animation"
     size: tuple[int, int]
@@ -59,6 +62,8 @@ class ClipInfo:
     alpha: bool = False
     pixel_aspect: Fraction = Fraction(1)
     timecode: str | None = None
+    primaries: int | None = None
+    transfer: int | None = None
 
 
 @dataclass
@@ -148,7 +153,9 @@ class VideoClip(Clip):
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
             self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
-                                 pixel_aspect=aspect, timecode=start_timecode(stream))
+                                 pixel_aspect=aspect, timecode=start_timecode(stream),
+                                 primaries=declared_colour(self.first.color_primaries),
+                                 transfer=declared_colour(self.first.color_trc))
         except BaseException:
             self.container.close()
             raise
@@ -219,6 +226,11 @@ def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
             if key.lower() == "timecode" and TIMECODE.fullmatch(value):  # Matroska's tags are upper case
                 return value
     return None
+
+
+def declared_colour(value: int) -> int | None:
+    """A colour primaries or transfer number as a frame carries it; None for FFmpeg's reserved and unspecified."""
+    return None if value in UNDECLARED_COLOUR else value
 
 
 def seconds_at(end: Fraction | None) -> str:

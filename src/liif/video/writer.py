@@ -57,7 +57,8 @@ MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
 WEBP_NUDGE = 4
-# The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
+# The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
+# none: BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 COPIED_TYPES = ("audio", "subtitle")
@@ -239,7 +240,7 @@ class VideoWriter(FrameWriter):
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
                  copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
-                 timecode: str | None = None) -> None:
+                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
@@ -265,9 +266,9 @@ class VideoWriter(FrameWriter):
                 self.stream.time_base = self.time_base
                 if pixel_aspect is not None:
                     context.sample_aspect_ratio = pixel_aspect
+                context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
-                    context.colorspace = context.color_primaries = context.color_trc = BT709
-                    context.color_range = MPEG_RANGE
+                    context.colorspace, context.color_range = BT709, MPEG_RANGE
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
@@ -564,13 +565,16 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
-                      pixel_aspect: Fraction | None = None, timecode: str | None = None) -> FrameWriter:
+                      pixel_aspect: Fraction | None = None, timecode: str | None = None, primaries: int | None = None,
+                      transfer: int | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
     sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
-    frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame). Animations: ``plays``,
+    frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame), ``primaries`` and ``transfer``: the colour
+    primaries and transfer characteristic of the frames' RGB (FFmpeg's AVCOL_PRI and AVCOL_TRC numbers; default
+    BT.709: an HDR source's BT.2020 and HLG or PQ are kept this way). Animations: ``plays``,
     how many times it plays (0: forever; 1: once), whatever the format counts."""
     path = Path(path)
     width, height = size
@@ -588,12 +592,12 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         if pixel_aspect <= 0:
             raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
-                            pixel_aspect not in (None, 1) or timecode):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, timecode and copied streams are "
-                        f"for video outputs ({', '.join(VIDEO_CONTAINERS)})")
+                            pixel_aspect not in (None, 1) or timecode or primaries or transfer):
+        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, colour primaries and transfer, "
+                        f"timecode and copied streams are for video outputs ({', '.join(VIDEO_CONTAINERS)})")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from, pixel_aspect, timecode)
+                           copy_streams_from, pixel_aspect, timecode, primaries, transfer)
     if kind == "animation":
         return AnimationWriter(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
