@@ -166,7 +166,7 @@ def packets(path: Path, kind: str) -> list[bytes]:
         return [bytes(p) for p in container.demux(stream) if p.size]
 
 
-def decoded_frames(path: Path) -> list[tuple[np.ndarray, float]]:
-    """Every frame of the first video stream as rgb24, with its time in seconds."""
+def decoded_frames(path: Path, rgb_format: str = "rgb24") -> list[tuple[np.ndarray, float]]:
+    """Every frame of the first video stream as ``rgb_format`` (rgb48le: 16 bits), with its time in seconds."""
     with av.open(str(path)) as container:
-        return [(f.to_ndarray(format="rgb24"), float(f.pts * f.time_base)) for f in container.decode(video=0)]
+        return [(f.to_ndarray(format=rgb_format), float(f.pts * f.time_base)) for f in container.decode(video=0)]

@@ -22,6 +22,7 @@ from clips import decoded_frames, frame_pixels, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
+from liif.imageio import read_picture
 from liif.pipeline import Background, prefetch
 from liif.video.reader import open_clip
 from liif.video.writer import open_frame_writer
@@ -162,6 +163,36 @@ def test_hdr_video_keeps_its_colour_primaries_and_transfer(tmp_path: Path, tiny)
     assert colour(plain)[:2] == (2, 2)  # unspecified
     liif.upscale_video(plain, tmp_path / "plain_x2.mp4", scale=2, model=model)
     assert colour(tmp_path / "plain_x2.mp4") == (BT709, BT709, BT709)
+
+
+def test_a_10_bit_video_is_rendered_in_16_bits(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    # a smooth gray ramp in 10 bits (x264 at qp 0 is lossless), of which 8-bit frames would keep one level in four
+    source = tmp_path / "ramp.mkv"
+    ramp = np.repeat(np.linspace(0, 65535, 64).round().astype(np.uint16)[None, :, None], 48, axis=0)
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=24, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p10le"
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(np.repeat(ramp, 3, axis=2), format="rgb48le")  # gray
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with open_clip(source) as clip:
+        pixels = next(clip.frames()).pixels
+    assert pixels.dtype == np.uint16 and clip.info.bits == 16
+    assert len(np.unique(pixels[:, :, 1])) > 56  # ramp: 64 levels, 16 apart in 10 bits; 8 bits merge many
+    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1", pix_fmt="gbrp16le")
+    rendered = liif.upscale(pixels, scale=1, model=model)  # the 16-bit frame's picture render
+    assert rendered.dtype == np.uint16
+    assert np.array_equal(decoded_frames(tmp_path / "x1.mkv", "rgb48le")[0][0], rendered)  # 16-bit RGB, lossless
+    for name in ("x1.mp4", "frames", "x1.gif"):
+        liif.upscale_video(source, tmp_path / name, scale=1, model=model)
+    with av.open(str(tmp_path / "x1.mp4")) as container:  # the default yuv420p: 8 bits
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    assert np.array_equal(read_picture(tmp_path / "frames" / "frame_00000.png").pixels, rendered)  # PNG: 16 bits
+    with Image.open(tmp_path / "x1.gif") as gif:  # 8 bits
+        assert gif.n_frames == 3
 
 
 def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:

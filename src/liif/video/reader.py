@@ -51,7 +51,8 @@ class ClipInfo:
     ``timecode`` (a video's start timecode as FFmpeg reads it, "01:02:03:04" or drop-frame "01:02:03;04";
     None without one), ``primaries`` and ``transfer`` (the colour primaries and transfer characteristic of the
     frames' RGB as the video declares them, FFmpeg's AVCOL_PRI and AVCOL_TRC numbers: an HDR clip's BT.2020 and
-    HLG or PQ; None where it declares none)."""
+    HLG or PQ; None where it declares none), ``bits`` (8: frames are uint8; 16: uint16, for a video of more than
+    8 bits a channel, such as 10-bit HDR)."""
 
     kind: str  # "video" or "animation"
     size: tuple[int, int]
@@ -64,11 +65,12 @@ class ClipInfo:
     timecode: str | None = None
     primaries: int | None = None
     transfer: int | None = None
+    bits: int = 8
 
 
 @dataclass
 class ClipFrame:
-    """One frame: (H, W, 3|4) uint8 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
+    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
 
     pixels: np.ndarray
     pts: int
@@ -149,13 +151,15 @@ class VideoClip(Clip):
             self.declared_end = declared_end(stream)
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
+            deep = max(component.bits for component in self.first.format.components) > 8
+            self.rgb_format = "rgb48le" if deep else "rgb24"
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
             self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
-                                 transfer=declared_colour(self.first.color_trc))
+                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8)
         except BaseException:
             self.container.close()
             raise
@@ -180,7 +184,7 @@ class VideoClip(Clip):
                 if held is not None:
                     yield self.clip_frame(*held[:2], pts - held[1])
                 # a stream whose size changes midway keeps the first frame's (the output was planned from it)
-                pixels = frame.to_ndarray(format="rgb24", width=self.first.width, height=self.first.height)
+                pixels = frame.to_ndarray(format=self.rgb_format, width=self.first.width, height=self.first.height)
                 if self.rotation:
                     pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base

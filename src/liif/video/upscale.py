@@ -89,7 +89,8 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
                     f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
             target = Target(even, target.region)
     channels = 4 if info.alpha else 3
-    check_target(target, Picture(np.empty((1, 1, channels), np.uint8)), options.max_pixels)
+    check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
+                 options.max_pixels)
     return target, note
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
-from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
+from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
 from liif.video.reader import TIMECODE, main_video
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
@@ -62,6 +62,7 @@ WEBP_NUDGE = 4
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 COPIED_TYPES = ("audio", "subtitle")
+RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
 # Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
 # what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
 ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
@@ -140,7 +141,7 @@ def write_errors(failure: str) -> Iterator[None]:
 
 
 class FrameWriter:
-    """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 frame."""
+    """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 or uint16 frame."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
@@ -159,12 +160,13 @@ class FrameWriter:
             self.abort()
 
     def write(self, frame: np.ndarray, pts: int | None = None, duration_ms: float | None = None) -> None:
-        """Add one frame: (height, width, 3 or 4) uint8; ``pts`` in the time base (videos), ``duration_ms``
-        how long it shows (default: one frame at the rate)."""
+        """Add one frame: (height, width, 3 or 4) uint8, or uint16 (a video's pixel format or PNG frames keep what
+        they hold of its 16 bits; an animation takes 8); ``pts`` in the time base (videos), ``duration_ms`` how long
+        it shows (default: one frame at the rate)."""
         width, height = self.size
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
+        if frame.dtype not in (np.uint8, np.uint16) or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
                 frame.shape[2] not in (3, 4):
-            raise LiifError(f"a frame for {self.path} must be ({height}, {width}, 3 or 4) uint8, "
+            raise LiifError(f"a frame for {self.path} must be ({height}, {width}, 3 or 4) uint8 or uint16, "
                             f"got {frame.shape} {frame.dtype}")
         self._write(frame, pts, duration_ms)
         self.frames_written += 1
@@ -318,7 +320,7 @@ class VideoWriter(FrameWriter):
         step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
         self.next_pts = pts + step
         with write_errors(f"cannot write {self.path}"):
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24" if frame.shape[2] == 3 else "rgba")
+            video_frame = av.VideoFrame.from_ndarray(frame, format=RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]])
             context = self.stream.codec_context
             video_frame = video_frame.reformat(format=context.pix_fmt,
                                                dst_colorspace="itu709" if self.yuv else None,
@@ -444,6 +446,7 @@ class AnimationWriter(FrameWriter):
                             f"{duration_ms / 1000:g} s{why}")
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        frame = eight_bit(frame)
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
         self.check_duration(duration_ms)
         if self.format == "GIF":
