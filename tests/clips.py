@@ -31,11 +31,11 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
               timecode: str | None = None, file_timecode: str | None = None,
-              colour: tuple[int, int, int] | None = None) -> Path:
+              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac") -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
-    a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the sample
-    aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
+    a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
+    two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
+    sample aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
     ``cover``: an MP4 cover picture that FFmpeg lists as the first stream (see ``cover_first``); no video stream at
     all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
@@ -63,7 +63,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             if colour:
                 context = stream.codec_context
                 context.color_primaries, context.color_trc, context.colorspace = colour
-        sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
+        sound = container.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono") if audio else None
         mov_text = subtitles and path.suffix in (".mp4", ".mov")
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None

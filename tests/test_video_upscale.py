@@ -260,6 +260,17 @@ def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Pat
         assert stream_info(out) == ((64, 48), 24, ["video", *sound]) and len(decoded_frames(out)) == 3, name
 
 
+def test_sound_no_container_written_holds_is_left_out_with_a_note(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    # an old digital camera's AVI: Motion JPEG, and IMA ADPCM sound that neither Matroska nor MP4 holds
+    source = make_clip(tmp_path / "camera.avi", frames=4, size=(32, 24), codec="mjpeg", pix_fmt="yuvj420p",
+                       audio_codec="adpcm_ima_wav")
+    code, err = run_cli(capsys, source, "--scale", "2", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {source}: its audio stream #1 (adpcm_ima_wav) is left out: "
+                                f"none of .mp4, .m4v, .mov, .mkv, .webm holds it without re-encoding"])
+    assert stream_info(tmp_path / "camera_liif.mkv") == ((64, 48), 24, ["video"])
+
+
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)

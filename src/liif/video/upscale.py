@@ -128,16 +128,19 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
         target, rounded = plan_clip(clip.info, geometry, destination, options)
         if rounded:
             note(rounded)
-        written = render_clip(model, clip, source, destination, target, options, batch, progress)
+        written = render_clip(model, clip, source, destination, target, options, batch, progress, note)
     return VideoResult(destination, written, target.size[::-1])
 
 
 def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, target: Target,
-                options: VideoOptions, batch: int, progress: bool) -> int:
-    """Decode, render and encode ``clip`` as a stream; the number of frames written."""
+                options: VideoOptions, batch: int, progress: bool, note: Callable[[str], object]) -> int:
+    """Decode, render and encode ``clip`` as a stream (``note`` says which streams are left out); the number of
+    frames written."""
     info = clip.info
     writer = open_frame_writer(destination, target.size[::-1], info.rate, overwrite=options.overwrite,
                                **writer_options(info, target, source, destination, options))
+    for line in writer.left_out:
+        note(line)
     stopped = None
     # leave=None: kept when alone, cleared when nested under a batch's files bar (as render_pictures' pixel bar)
     bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=None,

@@ -146,6 +146,7 @@ class FrameWriter:
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
+        self.left_out: list[str] = []  # streams of a video's copy_streams_from not copied, and why: one line each
         check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
@@ -289,7 +290,8 @@ class VideoWriter(FrameWriter):
 
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
         """Output streams for the audio and subtitle streams of ``source_path``, by input stream index, with their
-        tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept."""
+        tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept.
+        A stream no video container holds is left out (``left_out``); one another container holds is refused."""
         with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
         self.container.metadata.update(content_tags(self.source.metadata))
@@ -302,12 +304,15 @@ class VideoWriter(FrameWriter):
             if stream.type not in COPIED_TYPES:
                 continue
             name = stream.codec_context.name if stream.codec_context else "?"
+            what = f"its {stream.type} stream #{stream.index} ({name})"
+            holders = [] if name in supported else containers_holding(name)
+            if name not in supported and not holders:  # no choice of output would keep it: the video goes on
+                self.left_out.append(f"{what} is left out: none of {', '.join(VIDEO_CONTAINERS)} holds it without "
+                                     f"re-encoding")
+                continue
             if name not in supported:
-                holders = containers_holding(name)
-                hint = (f"write {', '.join(holders[:-1])} or {holders[-1]}" if len(holders) > 1 else
-                        f"write {holders[0]}" if holders else f"none of {', '.join(VIDEO_CONTAINERS)} holds it")
-                raise LiifError(f"its {stream.type} stream #{stream.index} ({name}) cannot be copied into "
-                                f"{self.path.suffix} without re-encoding; {hint}")
+                hint = f"{', '.join(holders[:-1])} or {holders[-1]}" if len(holders) > 1 else holders[0]
+                raise LiifError(f"{what} cannot be copied into {self.path.suffix} without re-encoding; write {hint}")
             copy = copies[stream.index] = self.container.add_stream_from_template(stream)
             copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
             copy.disposition = stream.disposition
@@ -573,7 +578,8 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
-    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
+    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied (one no video container holds
+    is left out and named in the writer's ``left_out``), and ``pixel_aspect``: the
     sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
     frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame), ``primaries`` and ``transfer``: the colour
     primaries and transfer characteristic of the frames' RGB (FFmpeg's AVCOL_PRI and AVCOL_TRC numbers; default
