@@ -11,6 +11,9 @@ import av
 import numpy as np
 
 SAMPLE_RATE = 8000
+CUES = [(0, 200, "Hello"), (300, 150, "World")]  # start and duration in ms, text
+ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\n"
+              b"Style: Default,Arial,16\n\n[Events]\nFormat: Layer, Start, End, Style, Text\n")
 
 
 def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
@@ -27,14 +30,18 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
-              timecode: str | None = None, file_timecode: str | None = None) -> Path:
+              timecode: str | None = None, file_timecode: str | None = None,
+              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac") -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
-    a variable frame rate in a 1/1000 time base), with a mono AAC tone when ``audio``, and two SubRip
-    subtitles when ``subtitles`` (Matroska); ``pixel_aspect`` is the sample aspect ratio (anamorphic video),
-    ``start`` the first frame's time in frames (the sound still starts at 0); ``cover``: an MP4 cover picture
-    that FFmpeg lists as the first stream (see ``cover_first``); no video stream at all without ``video``;
+    a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
+    two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
+    sample aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
+    ``cover``: an MP4 cover picture that FFmpeg lists as the first stream (see ``cover_first``); no video stream at
+    all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
-    write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file."""
+    write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file; ``colour``: the
+    (primaries, transfer, matrix) the video declares, as FFmpeg numbers them (a phone's HDR: (9, 18, 9), BT.2020 with
+    HLG)."""
     with av.open(str(path), "w") as container:
         if file_timecode:
             container.metadata["timecode"] = file_timecode
@@ -53,9 +60,17 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
             if timecode:
                 stream.metadata["timecode"] = timecode
-        sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
-        cues = subtitle_cues(path.with_suffix(".srt")) if subtitles else None
+            if colour:
+                context = stream.codec_context
+                context.color_primaries, context.color_trc, context.colorspace = colour
+        sound = container.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono") if audio else None
+        mov_text = subtitles and path.suffix in (".mp4", ".mov")
+        cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
+        if mov_text:
+            cue_stream = container.add_stream("mov_text")
+            cue_stream.codec_context.subtitle_header = ASS_HEADER  # the encoder's need; the packets are made here
+            cue_stream.time_base = Fraction(1, 1000)
         if art is not None:
             still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
             container.mux(art.encode(still) + art.encode(None))
@@ -80,6 +95,12 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 block.sample_rate, block.pts = SAMPLE_RATE, start
                 container.mux(sound.encode(block))
             container.mux(sound.encode(None))
+        if mov_text:
+            for start, duration, text in CUES:
+                packet = av.Packet(struct.pack(">H", len(text)) + text.encode())  # mov_text: length, then text
+                packet.pts = packet.dts = start
+                packet.duration, packet.time_base, packet.stream = duration, Fraction(1, 1000), cue_stream
+                container.mux(packet)
         if cues is not None:
             with cues:
                 for packet in cues.demux(cues.streams[0]):
@@ -114,8 +135,28 @@ def box_spans(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
 
 def subtitle_cues(srt: Path) -> av.container.InputContainer:
     """Two SubRip cues, written to ``srt`` and opened (PyAV demuxes SubRip files)."""
-    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nHello\n\n2\n00:00:00,300 --> 00:00:00,450\nWorld\n")
+    def time(ms: int) -> str:
+        return f"00:00:00,{ms:03d}"  # the cues are all within the first second
+    srt.write_text("\n".join(f"{index}\n{time(start)} --> {time(start + duration)}\n{text}\n"
+                             for index, (start, duration, text) in enumerate(CUES, 1)))
     return av.open(str(srt))
+
+
+def retagged(source: Path, destination: Path, tags: dict[str, str], stream_tags: dict[int, dict[str, str]],
+             dispositions: dict[int, int]) -> Path:
+    """``source`` remuxed to ``destination`` with the file's ``tags``, and each stream's tags and disposition by
+    index (languages, titles, the default and forced flags of a film's tracks)."""
+    with av.open(str(source)) as container, av.open(str(destination), "w") as output:
+        streams = [output.add_stream_from_template(stream) for stream in container.streams]
+        output.metadata.update(tags)
+        for index, stream in enumerate(streams):
+            stream.metadata.update(stream_tags.get(index, {}))
+            stream.disposition = dispositions.get(index, 0)
+        for packet in container.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    return destination
 
 
 def packets(path: Path, kind: str) -> list[bytes]:
@@ -125,7 +166,7 @@ def packets(path: Path, kind: str) -> list[bytes]:
         return [bytes(p) for p in container.demux(stream) if p.size]
 
 
-def decoded_frames(path: Path) -> list[tuple[np.ndarray, float]]:
-    """Every frame of the first video stream as rgb24, with its time in seconds."""
+def decoded_frames(path: Path, rgb_format: str = "rgb24") -> list[tuple[np.ndarray, float]]:
+    """Every frame of the first video stream as ``rgb_format`` (rgb48le: 16 bits), with its time in seconds."""
     with av.open(str(path)) as container:
-        return [(f.to_ndarray(format="rgb24"), float(f.pts * f.time_base)) for f in container.decode(video=0)]
+        return [(f.to_ndarray(format=rgb_format), float(f.pts * f.time_base)) for f in container.decode(video=0)]

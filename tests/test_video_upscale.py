@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 
 import liif
-from clips import decoded_frames, frame_pixels, make_clip, packets
+from clips import decoded_frames, frame_pixels, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
+from liif.imageio import read_picture
 from liif.pipeline import Background, prefetch
 from liif.video.reader import open_clip
 from liif.video.writer import open_frame_writer
@@ -140,6 +141,60 @@ def timecodes(path: Path) -> dict[str, str]:
                 if key.lower() == "timecode"}
 
 
+def test_hdr_video_keeps_its_colour_primaries_and_transfer(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    BT709, BT2020, HLG = 1, 9, 18  # FFmpeg's numbers
+
+    def colour(path: Path) -> tuple[int, int, int]:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.color_primaries, frame.color_trc, frame.colorspace
+
+    # A phone's HDR clip: the frames' RGB is BT.2020 light through HLG, and stays so; only the matrix between RGB
+    # and YUV is the writer's own (BT.709)
+    phone = make_clip(tmp_path / "hdr.mov", frames=3, size=(32, 24), pix_fmt="yuv420p10le",
+                      colour=(BT2020, HLG, BT2020))
+    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model)
+    assert colour(tmp_path / "x2.mp4") == (BT2020, HLG, BT709)
+    liif.upscale_video(phone, tmp_path / "x2.mkv", scale=2, model=model, codec="ffv1")
+    assert colour(tmp_path / "x2.mkv")[:2] == (BT2020, HLG)
+    # a clip that declares nothing is taken for BT.709, as players take HD
+    plain = make_clip(tmp_path / "plain.mp4", frames=3, size=(32, 24), audio=False)
+    assert colour(plain)[:2] == (2, 2)  # unspecified
+    liif.upscale_video(plain, tmp_path / "plain_x2.mp4", scale=2, model=model)
+    assert colour(tmp_path / "plain_x2.mp4") == (BT709, BT709, BT709)
+
+
+def test_a_10_bit_video_is_rendered_in_16_bits(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    # a smooth gray ramp in 10 bits (x264 at qp 0 is lossless), of which 8-bit frames would keep one level in four
+    source = tmp_path / "ramp.mkv"
+    ramp = np.repeat(np.linspace(0, 65535, 64).round().astype(np.uint16)[None, :, None], 48, axis=0)
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=24, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p10le"
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(np.repeat(ramp, 3, axis=2), format="rgb48le")  # gray
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with open_clip(source) as clip:
+        pixels = next(clip.frames()).pixels
+    assert pixels.dtype == np.uint16 and clip.info.bits == 16
+    assert len(np.unique(pixels[:, :, 1])) > 56  # ramp: 64 levels, 16 apart in 10 bits; 8 bits merge many
+    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1", pix_fmt="gbrp16le")
+    rendered = liif.upscale(pixels, scale=1, model=model)  # the 16-bit frame's picture render
+    assert rendered.dtype == np.uint16
+    assert np.array_equal(decoded_frames(tmp_path / "x1.mkv", "rgb48le")[0][0], rendered)  # 16-bit RGB, lossless
+    for name in ("x1.mp4", "frames", "x1.gif"):
+        liif.upscale_video(source, tmp_path / name, scale=1, model=model)
+    with av.open(str(tmp_path / "x1.mp4")) as container:  # the default yuv420p: 8 bits
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    assert np.array_equal(read_picture(tmp_path / "frames" / "frame_00000.png").pixels, rendered)  # PNG: 16 bits
+    with Image.open(tmp_path / "x1.gif") as gif:  # 8 bits
+        assert gif.n_frames == 3
+
+
 def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "camera.mov", frames=6, size=(32, 24), timecode="01:02:03:04")
@@ -161,6 +216,59 @@ def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
         assert clip.info.timecode is None
     assert liif.upscale_video(odd, tmp_path / "odd.mov", scale=2, model=model).frames == 3
     assert timecodes(tmp_path / "odd.mov") == {}
+
+
+def test_track_languages_titles_and_flags_are_kept(tmp_path: Path, tiny) -> None:
+    model, _ = tiny
+    DEFAULT, FORCED = av.stream.Disposition.default, av.stream.Disposition.forced
+    plain = make_clip(tmp_path / "plain.mkv", frames=4, size=(32, 24), subtitles=True)
+    # a film as mkvmerge leaves it: its title, each track's language and name, the default sound, forced subtitles,
+    # and statistics of the video as it was encoded
+    film = retagged(plain, tmp_path / "film.mkv", {"title": "Holiday", "ENCODER": "mkvmerge v80.0"},
+                    {0: {"language": "eng", "title": "Picture", "BPS": "123456", "NUMBER_OF_FRAMES": "4"},
+                     1: {"language": "fre", "title": "Commentaire"}, 2: {"language": "ger", "title": "Untertitel"}},
+                    {0: DEFAULT, 1: DEFAULT, 2: FORCED})
+    liif.upscale_video(film, tmp_path / "x2.mkv", scale=2, model=model)
+    with av.open(str(tmp_path / "x2.mkv")) as container:
+        assert container.metadata["title"] == "Holiday"
+        assert not container.metadata["ENCODER"].startswith("mkvmerge")  # FFmpeg muxed it (read as such)
+        video, sound, cues = container.streams
+        assert (video.language, video.metadata.get("title")) == ("eng", "Picture")
+        assert "BPS" not in video.metadata and "NUMBER_OF_FRAMES" not in video.metadata  # the old encoding's
+        assert (sound.language, sound.metadata.get("title"), sound.disposition & DEFAULT) == ("fre", "Commentaire",
+                                                                                             DEFAULT)
+        assert (cues.language, cues.metadata.get("title"), cues.disposition & FORCED) == ("ger", "Untertitel", FORCED)
+    # MP4 keeps the languages and the flags
+    phone = retagged(make_clip(tmp_path / "plain.mp4", frames=4, size=(32, 24)), tmp_path / "phone.mp4", {},
+                     {0: {"language": "eng"}, 1: {"language": "jpn"}}, {0: DEFAULT, 1: DEFAULT})
+    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model)
+    with av.open(str(tmp_path / "x2.mp4")) as container:
+        assert [(s.language, s.disposition & DEFAULT) for s in container.streams] == [("eng", DEFAULT),
+                                                                                       ("jpn", DEFAULT)]
+
+
+def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    (tmp_path / "in").mkdir()
+    for name in ("camera.MTS", "tv.ts", "dvd.mpg", "web.flv"):  # AVCHD, a TV recording, MPEG-PS, Flash video
+        make_clip(tmp_path / "in" / name, frames=3, size=(32, 24), audio=not name.endswith(".mpg"))
+    code, err = run_cli(capsys, tmp_path / "in", "--scale", "2", "-o", tmp_path / "out", "--model", weights, "-q")
+    assert (code, err) == (0, [])
+    for name in ("camera", "tv", "dvd", "web"):
+        out = tmp_path / "out" / f"{name}.mkv"
+        sound = [] if name == "dvd" else ["audio"]  # Matroska holds MPEG-TS's ADTS sound as raw AAC, as FFmpeg does
+        assert stream_info(out) == ((64, 48), 24, ["video", *sound]) and len(decoded_frames(out)) == 3, name
+
+
+def test_sound_no_container_written_holds_is_left_out_with_a_note(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    # an old digital camera's AVI: Motion JPEG, and IMA ADPCM sound that neither Matroska nor MP4 holds
+    source = make_clip(tmp_path / "camera.avi", frames=4, size=(32, 24), codec="mjpeg", pix_fmt="yuvj420p",
+                       audio_codec="adpcm_ima_wav")
+    code, err = run_cli(capsys, source, "--scale", "2", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {source}: its audio stream #1 (adpcm_ima_wav) is left out: "
+                                f"none of .mp4, .m4v, .mov, .mkv, .webm holds it without re-encoding"])
+    assert stream_info(tmp_path / "camera_liif.mkv") == ((64, 48), 24, ["video"])
 
 
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
@@ -295,6 +403,19 @@ def test_in_a_batch_a_clips_frame_bar_is_cleared_beneath_the_files_bar(tmp_path:
     assert summary.startswith("liif upscale: 3 written, 0 failed")
     for name, unit in (("a.mp4", "frame/s"), ("b.png", "px/s"), ("c.mkv", "frame/s")):  # drawn beneath it, then cleared
         assert re.search(rf"\n\r{re.escape(name)}: +\d+%\|[^\r\n]*{unit}\]\x1b\[A", err), (name, err)
+
+
+def test_a_clips_bar_ends_full_when_its_frame_count_was_an_estimate(tmp_path: Path, tiny, capsys) -> None:
+    _, weights = tiny
+    # Matroska counts no frames: the bar's total is estimated from the duration and the rate, here 6 for 5 frames
+    source = make_clip(tmp_path / "vfr.mkv", frames=5, durations_ms=[40, 80, 33], audio=False)
+    with open_clip(source) as clip:
+        assert clip.info.frames == 6
+    code, err = run_cli_stderr(capsys, source, "--scale", "0.5", "-o", tmp_path / "out.mkv", "--model", weights)
+    assert code == 0
+    bar, summary = screen(err)
+    assert re.fullmatch(r"vfr\.mkv: 100%\|.+\| 5/5 \[.*frame/s\]", bar), err
+    assert summary.startswith("liif upscale: 1 written, 0 failed")
 
 
 def test_an_interrupted_run_leaves_nothing_and_skip_existing_finishes_the_batch(tmp_path: Path, tiny, capsys,

@@ -81,11 +81,21 @@ def test_subtitles_are_copied_and_a_stream_the_container_cannot_hold_is_refused(
     write_all(tmp_path / "out.mkv", copy_streams_from=source)
     assert packets(tmp_path / "out.mkv", "subtitle") == packets(source, "subtitle") == [b"Hello", b"World"]
     assert packets(tmp_path / "out.mkv", "audio") == packets(source, "audio")
-    with pytest.raises(LiifError, match=r"subtitle stream #2 \((srt|subrip)\) cannot be copied into .mp4"):
+    with pytest.raises(LiifError, match=r"subtitle stream #2 \((srt|subrip)\) cannot be copied into .mp4 without "
+                                         r"re-encoding; write \.mkv$"):
         open_frame_writer(tmp_path / "out.mp4", SIZE, Fraction(24), copy_streams_from=source)
-    with pytest.raises(LiifError, match=r"audio stream #1 \(aac\) cannot be copied into .webm"):
+    with pytest.raises(LiifError, match=r"audio stream #1 \(aac\) cannot be copied into .webm without re-encoding; "
+                                         r"write \.mp4, \.m4v, \.mov or \.mkv$"):
         open_frame_writer(tmp_path / "out.webm", SIZE, Fraction(24), copy_streams_from=source)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv"]
+    # a phone's or iTunes' MP4 subtitles (mov_text) go to MP4 or MOV, not to Matroska
+    phone = make_clip(tmp_path / "phone.mp4", subtitles=True)
+    write_all(tmp_path / "out.mov", copy_streams_from=phone)
+    cues = [cue for cue in packets(tmp_path / "out.mov", "subtitle") if cue != b"\0\0"]  # the muxer's gap fillers
+    assert cues == [b"\0\5Hello", b"\0\5World"]
+    with pytest.raises(LiifError, match=r"subtitle stream #2 \(mov_text\) cannot be copied into .mkv without "
+                                         r"re-encoding; write \.mp4, \.m4v or \.mov$"):
+        open_frame_writer(tmp_path / "phone.mkv", SIZE, Fraction(24), copy_streams_from=phone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "in.srt", "out.mkv", "out.mov", "phone.mp4"]
 
 
 def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path) -> None:

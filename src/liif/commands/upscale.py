@@ -1,9 +1,9 @@
 """Upscale pictures, videos and animations to any scale, size or region with a LIIF model, in bounded memory.
 
 Inputs are files, folders or globs: pictures (PNG, JPEG, WebP, BMP, TIFF, read by their content), videos
-(MP4, MKV, WebM, MOV, AVI: every frame, sound and subtitles copied, timestamps kept) and animations (GIF,
-animated WebP and PNG: every frame, durations, loop and transparency kept). Folders and globs skip the tool's
-own earlier outputs (names ending in the suffix). The output format follows the output extension (a name
+(MP4, MKV, WebM, MOV, AVI, MPEG-TS, MPEG, FLV: every frame, sound and subtitles copied, timestamps kept) and
+animations (GIF, animated WebP and PNG: every frame, durations, loop and transparency kept). Folders and globs
+skip the tool's own earlier outputs (names ending in the suffix). The output format follows the output extension (a name
 with no extension: a folder of PNG frames). An input is never written over, and inputs that would share an
 output all fail. Output size = round(input size x scale) per axis, halves rounded up. --region x0,y0,x1,y1
 is in input pixels (floats allowed; the whole picture is 0,0,W,H) and renders only that part of the image.

@@ -26,11 +26,14 @@ from liif.errors import LiifError, one_line
 from liif.fileio import check_regular_file
 from liif.imageio import PIL_READ_ERRORS
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+# Containers read: those written (see writer.VIDEO_CONTAINERS), AVI, and those of camcorders (AVCHD's MPEG-TS),
+# TV recordings, DVD-era MPEG and Flash video
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv")
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
+UNDECLARED_COLOUR = (0, 2, 3)  # AVCOL_PRI_* and AVCOL_TRC_*: reserved, unspecified, reserved
 # Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
 ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
 
@@ -46,7 +49,10 @@ class ClipInfo:
     (animations: how many times it plays, 0 forever; None for a video), ``alpha`` (whether frames carry alpha),
     ``pixel_aspect`` (the sample aspect ratio: a pixel's width over its height as displayed; 1 is square),
     ``timecode`` (a video's start timecode as FFmpeg reads it, "01:02:03:04" or drop-frame "01:02:03;04";
-    None without one)."""
+    None without one), ``primaries`` and ``transfer`` (the colour primaries and transfer characteristic of the
+    frames' RGB as the video declares them, FFmpeg's AVCOL_PRI and AVCOL_TRC numbers: an HDR clip's BT.2020 and
+    HLG or PQ; None where it declares none), ``bits`` (8: frames are uint8; 16: uint16, for a video of more than
+    8 bits a channel, such as 10-bit HDR)."""
 
     kind: str  # "video" or "animation"
     size: tuple[int, int]
@@ -57,11 +63,14 @@ class ClipInfo:
     alpha: bool = False
     pixel_aspect: Fraction = Fraction(1)
     timecode: str | None = None
+    primaries: int | None = None
+    transfer: int | None = None
+    bits: int = 8
 
 
 @dataclass
 class ClipFrame:
-    """One frame: (H, W, 3|4) uint8 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
+    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
 
     pixels: np.ndarray
     pts: int
@@ -121,11 +130,11 @@ class VideoClip(Clip):
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
         try:
-            videos = [s for s in self.container.streams.video if stream_kind(s) == "video"]
-            if not videos:
+            stream = main_video(self.container)
+            if stream is None:
                 kinds = sorted({stream_kind(s) for s in self.container.streams}) or ["no stream at all"]
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
-            self.stream = stream = videos[0]
+            self.stream = stream
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
@@ -142,11 +151,15 @@ class VideoClip(Clip):
             self.declared_end = declared_end(stream)
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
+            deep = max(component.bits for component in self.first.format.components) > 8
+            self.rgb_format = "rgb48le" if deep else "rgb24"
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
             self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
-                                 pixel_aspect=aspect, timecode=start_timecode(stream))
+                                 pixel_aspect=aspect, timecode=start_timecode(stream),
+                                 primaries=declared_colour(self.first.color_primaries),
+                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8)
         except BaseException:
             self.container.close()
             raise
@@ -171,7 +184,7 @@ class VideoClip(Clip):
                 if held is not None:
                     yield self.clip_frame(*held[:2], pts - held[1])
                 # a stream whose size changes midway keeps the first frame's (the output was planned from it)
-                pixels = frame.to_ndarray(format="rgb24", width=self.first.width, height=self.first.height)
+                pixels = frame.to_ndarray(format=self.rgb_format, width=self.first.width, height=self.first.height)
                 if self.rotation:
                     pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
@@ -197,6 +210,11 @@ class VideoClip(Clip):
         self.container.close()
 
 
+def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video of a container: its first video stream that is not cover art; None if it has none."""
+    return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
+
+
 def stream_kind(stream: av.stream.Stream) -> str:
     """A stream's type, or "cover art" for an attached picture: a video stream of one still, such as an MP4's
     cover, which is not the video."""
@@ -212,6 +230,11 @@ def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
             if key.lower() == "timecode" and TIMECODE.fullmatch(value):  # Matroska's tags are upper case
                 return value
     return None
+
+
+def declared_colour(value: int) -> int | None:
+    """A colour primaries or transfer number as a frame carries it; None for FFmpeg's reserved and unspecified."""
+    return None if value in UNDECLARED_COLOUR else value
 
 
 def seconds_at(end: Fraction | None) -> str:

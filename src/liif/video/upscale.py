@@ -30,12 +30,10 @@ from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import check_precision, render_tile
 from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
 from liif.pipeline import Background, prefetch
-from liif.video.reader import Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, chroma_halved, open_frame_writer, output_kind,
-                               video_format)
+from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
+                               output_kind, video_format)
 
-# Output suffixes for inputs whose own container is read but not written.
-WRITTEN_SUFFIX = {".avi": ".mkv"}
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
 
@@ -70,8 +68,9 @@ class VideoResult:
 
 
 def output_suffix(source: Path) -> str:
-    """The suffix of an output named after ``source``: its own, or .mkv for a container only read (.avi)."""
-    return WRITTEN_SUFFIX.get(source.suffix.lower(), source.suffix)
+    """The suffix of an output named after ``source``: its own, or .mkv for a container only read (.avi, .mts)."""
+    suffix = source.suffix.lower()
+    return ".mkv" if suffix in VIDEO_SUFFIXES and suffix not in VIDEO_CONTAINERS else source.suffix
 
 
 def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
@@ -90,7 +89,8 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
                     f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
             target = Target(even, target.region)
     channels = 4 if info.alpha else 3
-    check_target(target, Picture(np.empty((1, 1, channels), np.uint8)), options.max_pixels)
+    check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
+                 options.max_pixels)
     return target, note
 
 
@@ -128,16 +128,19 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
         target, rounded = plan_clip(clip.info, geometry, destination, options)
         if rounded:
             note(rounded)
-        written = render_clip(model, clip, source, destination, target, options, batch, progress)
+        written = render_clip(model, clip, source, destination, target, options, batch, progress, note)
     return VideoResult(destination, written, target.size[::-1])
 
 
 def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, target: Target,
-                options: VideoOptions, batch: int, progress: bool) -> int:
-    """Decode, render and encode ``clip`` as a stream; the number of frames written."""
+                options: VideoOptions, batch: int, progress: bool, note: Callable[[str], object]) -> int:
+    """Decode, render and encode ``clip`` as a stream (``note`` says which streams are left out); the number of
+    frames written."""
     info = clip.info
     writer = open_frame_writer(destination, target.size[::-1], info.rate, overwrite=options.overwrite,
                                **writer_options(info, target, source, destination, options))
+    for line in writer.left_out:
+        note(line)
     stopped = None
     # leave=None: kept when alone, cleared when nested under a batch's files bar (as render_pictures' pixel bar)
     bar = tqdm(total=info.frames, desc=source.name, unit="frame", disable=not progress, leave=None,
@@ -157,6 +160,9 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
             encoder.stop()  # the writer is removed next: its thread must be done with it
             raise
         encoder.join()
+        if stopped is None and bar.total != bar.n:  # the count was an estimate (from the duration) or unknown
+            bar.total = bar.n
+            bar.refresh()
     if stopped is not None:
         raise LiifError(f"{stopped}; the {writer.frames_written} frames before it were written to {destination}")
     return writer.frames_written
@@ -164,15 +170,16 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
 
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
                    ) -> dict:
-    """The writer's keywords: codec settings, timestamps, pixel aspect, timecode and copied streams for a video
-    output (every frame keeps its time, so the source's start timecode still names the first);
-    the play count for an animation (beyond what the output's format counts, tens of thousands, the most it
-    counts)."""
+    """The writer's keywords: codec settings, timestamps, pixel aspect, timecode, colour primaries and transfer
+    (the frames' RGB is rendered in the source's) and copied streams for a video output (every frame keeps its
+    time, so the source's start timecode still names the first); the play count for an animation (beyond what the
+    output's format counts, tens of thousands, the most it counts)."""
     kind = output_kind(destination)
     if kind == "video":
         return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
                 "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
-                "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode}
+                "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode,
+                "primaries": info.primaries, "transfer": info.transfer}
     if kind == "animation":
         plays = info.plays if info.kind == "animation" else 0
         return {"plays": min(plays, MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]) if plays else 0}

@@ -9,6 +9,7 @@ block normally renames the temporary output to the path; leaving it by an except
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import types
@@ -24,8 +25,8 @@ from PIL import Image
 from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
-from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, encode_picture
-from liif.video.reader import TIMECODE
+from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
+from liif.video.reader import TIMECODE, main_video
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -56,10 +57,15 @@ MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
 WEBP_NUDGE = 4
-# The colour matrix of the YUV written (and tagged): BT.709, what players assume for anything HD.
+# The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
+# none: BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 COPIED_TYPES = ("audio", "subtitle")
+RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
+# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
+# what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
+ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
 MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
 
 
@@ -135,11 +141,12 @@ def write_errors(failure: str) -> Iterator[None]:
 
 
 class FrameWriter:
-    """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 frame."""
+    """Frames in, one file (or folder) out: a context manager; ``write`` each (H, W, 3|4) uint8 or uint16 frame."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
+        self.left_out: list[str] = []  # streams of a video's copy_streams_from not copied, and why: one line each
         check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
@@ -154,12 +161,13 @@ class FrameWriter:
             self.abort()
 
     def write(self, frame: np.ndarray, pts: int | None = None, duration_ms: float | None = None) -> None:
-        """Add one frame: (height, width, 3 or 4) uint8; ``pts`` in the time base (videos), ``duration_ms``
-        how long it shows (default: one frame at the rate)."""
+        """Add one frame: (height, width, 3 or 4) uint8, or uint16 (a video's pixel format or PNG frames keep what
+        they hold of its 16 bits; an animation takes 8); ``pts`` in the time base (videos), ``duration_ms`` how long
+        it shows (default: one frame at the rate)."""
         width, height = self.size
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
+        if frame.dtype not in (np.uint8, np.uint16) or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
                 frame.shape[2] not in (3, 4):
-            raise LiifError(f"a frame for {self.path} must be ({height}, {width}, 3 or 4) uint8, "
+            raise LiifError(f"a frame for {self.path} must be ({height}, {width}, 3 or 4) uint8 or uint16, "
                             f"got {frame.shape} {frame.dtype}")
         self._write(frame, pts, duration_ms)
         self.frames_written += 1
@@ -235,7 +243,7 @@ class VideoWriter(FrameWriter):
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
                  copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
-                 timecode: str | None = None) -> None:
+                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
         encoder, pix_fmt = video_format(path, codec, pix_fmt)
@@ -261,9 +269,9 @@ class VideoWriter(FrameWriter):
                 self.stream.time_base = self.time_base
                 if pixel_aspect is not None:
                     context.sample_aspect_ratio = pixel_aspect
+                context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
-                    context.colorspace = context.color_primaries = context.color_trc = BT709
-                    context.color_range = MPEG_RANGE
+                    context.colorspace, context.color_range = BT709, MPEG_RANGE
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
@@ -281,19 +289,33 @@ class VideoWriter(FrameWriter):
         self.pending = None  # the next packet to copy, read ahead of the video
 
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
-        """Output streams for the audio and subtitle streams of ``source_path``, by input stream index."""
+        """Output streams for the audio and subtitle streams of ``source_path``, by input stream index, with their
+        tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept.
+        A stream no video container holds is left out (``left_out``); one another container holds is refused."""
         with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
+        self.container.metadata.update(content_tags(self.source.metadata))
+        video = main_video(self.source)
+        if video is not None:
+            self.stream.metadata.update(content_tags(video.metadata))
         copies = {}
         supported = self.container.supported_codecs
         for stream in self.source.streams:
             if stream.type not in COPIED_TYPES:
                 continue
             name = stream.codec_context.name if stream.codec_context else "?"
+            what = f"its {stream.type} stream #{stream.index} ({name})"
+            holders = [] if name in supported else containers_holding(name)
+            if name not in supported and not holders:  # no choice of output would keep it: the video goes on
+                self.left_out.append(f"{what} is left out: none of {', '.join(VIDEO_CONTAINERS)} holds it without "
+                                     f"re-encoding")
+                continue
             if name not in supported:
-                raise LiifError(f"its {stream.type} stream #{stream.index} ({name}) cannot be copied into "
-                                f"{self.path.suffix} without re-encoding; write .mkv (or the input's container)")
-            copies[stream.index] = self.container.add_stream_from_template(stream)
+                hint = f"{', '.join(holders[:-1])} or {holders[-1]}" if len(holders) > 1 else holders[0]
+                raise LiifError(f"{what} cannot be copied into {self.path.suffix} without re-encoding; write {hint}")
+            copy = copies[stream.index] = self.container.add_stream_from_template(stream)
+            copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
+            copy.disposition = stream.disposition
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
         return copies
 
@@ -303,7 +325,7 @@ class VideoWriter(FrameWriter):
         step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
         self.next_pts = pts + step
         with write_errors(f"cannot write {self.path}"):
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24" if frame.shape[2] == 3 else "rgba")
+            video_frame = av.VideoFrame.from_ndarray(frame, format=RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]])
             context = self.stream.codec_context
             video_frame = video_frame.reformat(format=context.pix_fmt,
                                                dst_colorspace="itu709" if self.yuv else None,
@@ -352,6 +374,22 @@ class VideoWriter(FrameWriter):
             self._close_files()
         except av.error.FFmpegError:
             pass  # a container that cannot even close: it is removed below
+
+
+def containers_holding(codec: str) -> list[str]:
+    """The video outputs' suffixes whose container holds a stream of ``codec`` as it is (copied, not re-encoded)."""
+    holding = []
+    for suffix, muxer in VIDEO_CONTAINERS.items():
+        with av.open(io.BytesIO(), "w", format=muxer) as container:
+            if codec in container.supported_codecs:
+                holding.append(suffix)
+    return holding
+
+
+def content_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` less those of the source's encoding (``ENCODING_TAGS``; mkvmerge's "BPS-eng" and such included)."""
+    return {key: value for key, value in tags.items()
+            if not key.lower().split("-")[0].startswith(ENCODING_TAGS)}
 
 
 def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[str, str]:
@@ -413,6 +451,7 @@ class AnimationWriter(FrameWriter):
                             f"{duration_ms / 1000:g} s{why}")
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        frame = eight_bit(frame)
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
         self.check_duration(duration_ms)
         if self.format == "GIF":
@@ -534,13 +573,17 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
-                      pixel_aspect: Fraction | None = None, timecode: str | None = None) -> FrameWriter:
+                      pixel_aspect: Fraction | None = None, timecode: str | None = None, primaries: int | None = None,
+                      transfer: int | None = None) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
-    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, and ``pixel_aspect``: the
+    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied (one no video container holds
+    is left out and named in the writer's ``left_out``), and ``pixel_aspect``: the
     sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
-    frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame). Animations: ``plays``,
+    frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame), ``primaries`` and ``transfer``: the colour
+    primaries and transfer characteristic of the frames' RGB (FFmpeg's AVCOL_PRI and AVCOL_TRC numbers; default
+    BT.709: an HDR source's BT.2020 and HLG or PQ are kept this way). Animations: ``plays``,
     how many times it plays (0: forever; 1: once), whatever the format counts."""
     path = Path(path)
     width, height = size
@@ -558,12 +601,12 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         if pixel_aspect <= 0:
             raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
-                            pixel_aspect not in (None, 1) or timecode):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, timecode and copied streams are "
-                        f"for video outputs ({', '.join(VIDEO_CONTAINERS)})")
+                            pixel_aspect not in (None, 1) or timecode or primaries or transfer):
+        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, colour primaries and transfer, "
+                        f"timecode and copied streams are for video outputs ({', '.join(VIDEO_CONTAINERS)})")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from, pixel_aspect, timecode)
+                           copy_streams_from, pixel_aspect, timecode, primaries, transfer)
     if kind == "animation":
         return AnimationWriter(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
