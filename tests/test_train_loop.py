@@ -357,6 +357,24 @@ def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, 
         torch.use_deterministic_algorithms(False)
 
 
+def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alone(tmp_path, set14, capsys,
+                                                                                    monkeypatch):
+    # torch's setter of deterministic algorithms imports its compiler stack (inductor, triton), which building a
+    # model imports too: a Ctrl-C in that import leaves it broken, and restoring the setting the run never changed
+    # turned the Ctrl-C into a traceback of the import
+    def broken_import(*args, **kwargs):
+        raise AttributeError("module 'triton.language' has no attribute 'core'")
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", broken_import)
+    monkeypatch.setattr(liif.training.loop, "train_step", interrupt)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
+    assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_sample_or_batch_that_cannot_be_made_is_one_line_even_from_a_worker(tmp_path, set14, capsys, workers):
     rng = np.random.default_rng(0)
