@@ -577,6 +577,22 @@ def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, 
 
 
 
+def test_skipped_images_are_one_line_warnings_in_the_commands_style(tmp_path, set14, capsys):
+    # Python's own format gave each two lines: the library's file and line, then its source code
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("baboon", "barbara", "bridge", "comic", "face"):
+        shutil.copy(set14 / f"{name}.png", data)
+    (data / "fake.png").write_text("not a picture")
+    Image.new("RGB", (40, 40)).save(data / "small.png")
+    assert liif_train("--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(data),
+                      "--set", "epoch_max=1") == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"liif train: warning: skipping unreadable image {data / 'fake.png'}: not an image, or not one of the "
+        "formats read (PNG, JPEG, WebP, BMP, TIFF)",
+        f"liif train: warning: skipping 1 image(s) smaller than the largest HR crop (96 px), e.g. {data / 'small.png'}"]
+
+
 def test_a_bin_cache_that_cannot_be_written_stops_the_run_before_it_starts(tmp_path, set14, capsys):
     # as on a read-only dataset mount (test_train_data); a file where the cache folder goes stops root too
     data = tmp_path / "data"
