@@ -664,6 +664,17 @@ def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_
     assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf
 
 
+def test_validation_shows_a_progress_bar_unless_quiet(capsys):
+    # a DIV2K validation (100 batches of 16) takes minutes on a CPU: the reference shows a `val` bar, cleared after
+    batches = [{"inp": torch.zeros(1, 3, 4, 4), "coord": torch.zeros(1, 16, 2), "cell": torch.zeros(1, 16, 2),
+                "gt": torch.full((1, 16, 3), 0.25)}] * 3
+    validate(MidGrey(), batches, DataNorm(), torch.device("cpu"), progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rval:") and "/3 [" in err and err.split("\r")[-2].strip() == ""  # then cleared
+    validate(MidGrey(), batches, DataNorm(), torch.device("cpu"))
+    assert capsys.readouterr().err == ""
+
+
 class Offset(torch.nn.Module):
     """A model whose every colour is its own learnable (3,) offset, in the normalised space."""
 

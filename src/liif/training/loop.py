@@ -243,12 +243,14 @@ def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device) -> float:
+def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device,
+             progress: bool = False) -> float:
     """The reference's training-time proxy: PSNR (``metrics.psnr``) on the sampled pixels, RGB, no shave, per
-    batch, averaged over samples; infinite when every batch matches exactly."""
+    batch, averaged over samples; infinite when every batch matches exactly. ``progress``: a ``val`` bar, cleared
+    at the end, as the reference shows."""
     model.eval()
     total, count = 0.0, 0
-    for batch in loader:
+    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=not progress):
         batch = to_device(checked(batch), device)
         pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
         total += psnr(pred, batch["gt"], border=0, on_y=False) * batch["inp"].shape[0]
@@ -502,7 +504,7 @@ class Run:
 
     def validate(self, epoch: int) -> str:
         """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
-        val = validate(self.model, self.val_loader, self.norm, self.procs.device)
+        val = validate(self.model, self.val_loader, self.norm, self.procs.device, progress=not self.quiet)
         self.best = val if self.best is None else max(val, self.best)
         self.summary.update(val_psnr=val, best_val=self.best)
         self.log.scalars(epoch, **{"val/psnr": val})
