@@ -28,6 +28,7 @@ from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
 from liif.training.loop import build_scheduler, train_step, validate
+from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -159,6 +160,24 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, c
     assert f"{reason}; the previous epoch-last.pth is intact" in err
     assert (run / "epoch-last.pth").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
+
+
+def test_an_fp16_run_resumes_at_the_loss_scale_it_had_reached(tmp_path):
+    # the scaler was left out of the checkpoint: a resumed fp16 run started again at 2**16 with a fresh growth
+    # count, skipping steps to overflow where the run had backed off (CPU scalers: fp16 training needs a GPU)
+    config = load_config(SMOKE)
+    model = liif.make(config["model"])
+    optimizer = torch.optim.Adam(model.parameters())
+    reached = torch.amp.GradScaler("cpu")
+    reached.load_state_dict({**reached.state_dict(), "scale": 512.0, "_growth_tracker": 37})
+    write_checkpoint(tmp_path / "epoch-last.pth", model, optimizer, config, None, 3, 30, None, reached)
+    resumed = torch.amp.GradScaler("cpu")
+    restore(read_checkpoint(tmp_path / "epoch-last.pth"), model, optimizer, None, "epoch-last.pth", resumed)
+    assert resumed.state_dict() == reached.state_dict()
+    # fp32 and bf16 runs scale nothing, and their checkpoints hold no scaler
+    write_checkpoint(tmp_path / "fp32.pth", model, optimizer, config, None, 3, 30, None,
+                     torch.amp.GradScaler("cpu", enabled=False))
+    assert "scaler" not in read_checkpoint(tmp_path / "fp32.pth")
 
 
 def test_a_run_stopped_between_checkpoint_writes_resumes_to_the_same_files(tmp_path, set14, monkeypatch):

@@ -377,12 +377,13 @@ class Run:
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
         check_precision(procs.device, amp_precision(config["amp"]))
         self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
+        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
         self.epoch_start, self.step, self.best = 1, 0, None
         if ckpt is not None:
             check_resumable(ckpt, source, self.model, self.optimizer, config)
             schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler,
-                                                                 source)
+                                                             source, self.scaler)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
                 # counted from the run's start: a checkpoint trained without a schedule, or stepping it in the
@@ -421,7 +422,6 @@ class Run:
                 self.model, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
         if config["compile"]:
             self.net = torch.compile(self.net)
-        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
         self.last_good = run_dir / "epoch-last.pth"
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
@@ -489,7 +489,7 @@ class Run:
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
                 self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
         self.log.line(text)
-        state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
+        state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best, self.scaler)
         if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
             write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
         if improved:
