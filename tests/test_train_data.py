@@ -295,6 +295,26 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"augment": "no"}}})
 
 
+def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
+    # the sampler takes s = H_hr // H_lr and crops LR x s of the HR: folders out of step trained on misaligned crops
+    hr = write_png(tmp_path / "hr" / "a.png", (120, 90), 0)
+    write_png(tmp_path / "hr" / "b.png", (110, 120), 1)
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(hr).resize((30, 40), Image.BICUBIC).save(tmp_path / "lr" / "a.png")
+    Image.fromarray(hr).resize((50, 40), Image.BICUBIC).save(tmp_path / "lr" / "b.png")  # x2.4 by x2.75
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 10}}}
+    with pytest.raises(LiifError) as info:
+        build_dataset(spec)
+    assert str(info.value) == (f"{tmp_path / 'lr' / 'b.png'} (50x40) and {tmp_path / 'hr' / 'b.png'} (120x110) do not "
+                               "pair at an integer scale (x2 takes an LR of 60x55): the folders must hold the same "
+                               "pictures in the same sorted order")
+    # LR = floor(HR / s) on both sides pairs, whatever the HR's remainder
+    Image.fromarray(np.zeros((55, 60, 3), np.uint8)).save(tmp_path / "lr" / "b.png")
+    assert len(build_dataset(spec)) == 2
+
+
 def test_two_ranks_split_each_global_batch_of_one_process():
     single = list(EpochOrder(50, shuffle=True, seed=1, global_batch=8))
     ranks = [list(EpochOrder(50, shuffle=True, seed=1, rank=r, world_size=2, global_batch=8)) for r in range(2)]

@@ -15,6 +15,7 @@ import torch
 
 from liif.bounds import flag
 from liif.data.checks import check_count, check_scales
+from liif.data.folders import PairedImageFolders
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
 from liif.evaluation.degrade import hr_crop_size, make_lr
@@ -114,6 +115,19 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
 
 
+def check_pairs(pairs: PairedImageFolders) -> None:
+    """A LiifError naming the first pair whose LR is not floor(HR / s) on both sides at the scale s = H_hr // H_lr
+    that sampling uses (the HR may exceed LR x s by less than s, cropped off): paired by sorted order, folders that
+    do not match would otherwise train on misaligned crops."""
+    for i, (lr_file, hr_file) in enumerate(zip(pairs.lr.files, pairs.hr.files)):
+        (h, w), (big_h, big_w) = pairs.lr.size(i), pairs.hr.size(i)
+        s = big_h // h
+        if s < 1 or (big_h // s, big_w // s) != (h, w):
+            expected = f"x{s} takes an LR of {big_w // s}x{big_h // s}" if s >= 1 else "the LR is the larger"
+            raise LiifError(f"{lr_file} ({w}x{h}) and {hr_file} ({big_w}x{big_h}) do not pair at an integer scale "
+                            f"({expected}): the folders must hold the same pictures in the same sorted order")
+
+
 @DATASETS.register("sr-implicit-paired")
 class SRImplicitPaired(torch.utils.data.Dataset):
     """Given LR/HR pairs at an integer scale s = H_hr // H_lr; aligned crops of ``inp_size`` when set."""
@@ -123,6 +137,8 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         augment = flag(augment, "augment")
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
+        if isinstance(dataset, PairedImageFolders):
+            check_pairs(dataset)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
 
     def __len__(self) -> int:
