@@ -313,6 +313,12 @@ def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_bu
     # LR = floor(HR / s) on both sides pairs, whatever the HR's remainder
     Image.fromarray(np.zeros((55, 60, 3), np.uint8)).save(tmp_path / "lr" / "b.png")
     assert len(build_dataset(spec)) == 2
+    # sizes as the pictures are decoded: an HR stored on its side with an EXIF turn pairs with its upright LR
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    Image.fromarray(np.zeros((120, 110, 3), np.uint8)).save(tmp_path / "hr" / "b.png", exif=exif)
+    pairs = build_dataset(spec).dataset
+    assert pairs.hr.size(1) == decode(tmp_path / "hr" / "b.png").shape[:2] == (110, 120)
 
 
 def test_two_ranks_split_each_global_batch_of_one_process():
