@@ -683,6 +683,15 @@ def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_
     assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf
 
 
+def test_validation_draws_the_same_patches_at_every_epoch(tmp_path, set14):
+    # the weights do not move at lr 0: equal scores mean equal patches, so epochs compare on one set
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14),
+                      "--set", "optimizer.args.lr=0", "--set", "epoch_max=3") == 0
+    scores = re.findall(r"val PSNR (\S+) ", (run / "log.txt").read_text())
+    assert len(scores) == 3 and len(set(scores)) == 1
+
+
 def test_validation_shows_a_progress_bar_unless_quiet(capsys):
     # a DIV2K validation (100 batches of 16) takes minutes on a CPU: the reference shows a `val` bar, cleared after
     batches = [{"inp": torch.zeros(1, 3, 4, 4), "coord": torch.zeros(1, 16, 2), "cell": torch.zeros(1, 16, 2),
