@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -269,6 +270,21 @@ def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
     with warnings.catch_warnings(), pytest.raises(LiifError, match="every image is smaller"):
         warnings.simplefilter("ignore")
         downsampled(tmp_path, inp_size=96, scale_max=4)
+
+
+def test_an_image_that_shrank_since_the_run_began_is_a_one_line_error(tmp_path):
+    # an uncached folder reads each image at each use: a file replaced by a smaller picture gave numpy's raw
+    # "high <= 0" (or the degradation's ValueError for whole images), a traceback from the training loop
+    write_png(tmp_path / "a.png", (200, 210), 0)
+    crops, whole = (build_dataset({"dataset": {"name": "image-folder", "args": {"root_path": str(tmp_path)}},
+                                   "wrapper": {"name": "sr-implicit-downsampled", "args": args}})
+                    for args in ({"inp_size": 48, "scale_max": 4}, {"scale_min": 3}))
+    write_png(tmp_path / "a.png", (20, 30), 1)
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'a.png'}: 30x20 is now smaller than an HR crop of ")):
+        crops[(0, 1)]
+    write_png(tmp_path / "a.png", (2, 2), 1)
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'a.png'}: a 2x2 image is too small for x3")):
+        whole[0]
 
 
 def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
