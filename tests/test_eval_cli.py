@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_cr
 from facts import EDSR_Y
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
+from liif.evaluation.runner import plan
 
 def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
     """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
@@ -54,6 +56,21 @@ def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsy
         # float32 images, as the reference: 1e-6 dB from float64 arithmetic on the same 8-bit values
         assert float(row["bicubic_psnr"]) == pytest.approx(y_psnr(up, hr, 2), abs=1e-5)
         assert float(row["psnr"]) > float(row["bicubic_psnr"])  # the model beats bicubic on real content
+
+
+def test_a_benchmark_named_by_its_hr_folder_reads_its_lr_files(tmp_path):
+    # <Set>/HR was a plain folder: its LR made by PIL instead of read from the set's (MATLAB) files, its results
+    # named "HR"
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    [(dataset, scale, source)] = plan([data / "HR"], [2], "auto")
+    assert (dataset.name, dataset.layout, dataset.hr_dir, dataset.lr_root, source) == (
+        "Tiny", "benchmark", data / "HR", data / "LR_bicubic", "files")
+    assert plan([data / "HR"], [2], "auto") == plan([data], [2], "auto")
+    # a folder named HR with no LR files beside it is a plain folder
+    plain = tmp_path / "other" / "HR"
+    shutil.copytree(data / "HR", plain)
+    [(dataset, _, source)] = plan([plain], [2], "auto")
+    assert (dataset.name, dataset.layout, source) == ("HR", "folder", "pil")
 
 
 def test_flat_folder_and_div2k_layout(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT
 from facts import CONFIGS, TRAINED
+from liif.data import build_dataset
 from liif.errors import LiifError
 from liif.training.config import load_config
 
@@ -41,6 +42,19 @@ def test_overrides_parse_yaml_values_and_floats_without_a_dot():
     assert config["optimizer"]["args"]["lr"] == 2e-4 and isinstance(config["optimizer"]["args"]["lr"], float)
     assert config["model"]["args"]["cell_decode"] is False
     assert config["multi_step_lr"]["milestones"] == [3, 6] and config["seed"] == 7
+
+
+def test_a_fraction_overrides_a_whole_number_in_free_form_args(tmp_path):
+    # configs write the scale range as `scale_max: 4`, which YAML reads as an int: x3.5 was refused
+    config = load_config(ROOT / "configs" / "smoke.yaml", ["train_dataset.wrapper.args.scale_max=3.5",
+                                                          "train_dataset.wrapper.args.scale_min=1.5"])
+    assert config["train_dataset"]["wrapper"]["args"] == {"inp_size": 24, "scale_min": 1.5, "scale_max": 3.5,
+                                                          "augment": True, "sample_q": 576}
+    # where a whole number is needed, the dataset or model refuses the fraction when it is built
+    section = load_config(ROOT / "configs" / "smoke.yaml", ["train_dataset.dataset.args.repeat=2.5",
+                                                           f"train_dataset.dataset.args.root_path={tmp_path}"])
+    with pytest.raises(LiifError, match="repeat must be an int >= 1, got 2.5"):
+        build_dataset(section["train_dataset"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -271,6 +272,21 @@ def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
         downsampled(tmp_path, inp_size=96, scale_max=4)
 
 
+def test_an_image_that_shrank_since_the_run_began_is_a_one_line_error(tmp_path):
+    # an uncached folder reads each image at each use: a file replaced by a smaller picture gave numpy's raw
+    # "high <= 0" (or the degradation's ValueError for whole images), a traceback from the training loop
+    write_png(tmp_path / "a.png", (200, 210), 0)
+    crops, whole = (build_dataset({"dataset": {"name": "image-folder", "args": {"root_path": str(tmp_path)}},
+                                   "wrapper": {"name": "sr-implicit-downsampled", "args": args}})
+                    for args in ({"inp_size": 48, "scale_max": 4}, {"scale_min": 3}))
+    write_png(tmp_path / "a.png", (20, 30), 1)
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'a.png'}: 30x20 is now smaller than an HR crop of ")):
+        crops[(0, 1)]
+    write_png(tmp_path / "a.png", (2, 2), 1)
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'a.png'}: a 2x2 image is too small for x3")):
+        whole[0]
+
+
 def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
     lr = np.asarray(Image.fromarray(hr).resize((30, 40), Image.BICUBIC))
@@ -293,6 +309,32 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
     with pytest.raises(LiifError, match="augment must be True or False, got 'no'"):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"augment": "no"}}})
+
+
+def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
+    # the sampler takes s = H_hr // H_lr and crops LR x s of the HR: folders out of step trained on misaligned crops
+    hr = write_png(tmp_path / "hr" / "a.png", (120, 90), 0)
+    write_png(tmp_path / "hr" / "b.png", (110, 120), 1)
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(hr).resize((30, 40), Image.BICUBIC).save(tmp_path / "lr" / "a.png")
+    Image.fromarray(hr).resize((50, 40), Image.BICUBIC).save(tmp_path / "lr" / "b.png")  # x2.4 by x2.75
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 10}}}
+    with pytest.raises(LiifError) as info:
+        build_dataset(spec)
+    assert str(info.value) == (f"{tmp_path / 'lr' / 'b.png'} (50x40) and {tmp_path / 'hr' / 'b.png'} (120x110) do not "
+                               "pair at an integer scale (x2 takes an LR of 60x55): the folders must hold the same "
+                               "pictures in the same sorted order")
+    # LR = floor(HR / s) on both sides pairs, whatever the HR's remainder
+    Image.fromarray(np.zeros((55, 60, 3), np.uint8)).save(tmp_path / "lr" / "b.png")
+    assert len(build_dataset(spec)) == 2
+    # sizes as the pictures are decoded: an HR stored on its side with an EXIF turn pairs with its upright LR
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    Image.fromarray(np.zeros((120, 110, 3), np.uint8)).save(tmp_path / "hr" / "b.png", exif=exif)
+    pairs = build_dataset(spec).dataset
+    assert pairs.hr.size(1) == decode(tmp_path / "hr" / "b.png").shape[:2] == (110, 120)
 
 
 def test_two_ranks_split_each_global_batch_of_one_process():

@@ -28,6 +28,7 @@ from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
 from liif.training.loop import build_scheduler, train_step, validate
+from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
@@ -159,6 +160,24 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, set14, c
     assert f"{reason}; the previous epoch-last.pth is intact" in err
     assert (run / "epoch-last.pth").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
+
+
+def test_an_fp16_run_resumes_at_the_loss_scale_it_had_reached(tmp_path):
+    # the scaler was left out of the checkpoint: a resumed fp16 run started again at 2**16 with a fresh growth
+    # count, skipping steps to overflow where the run had backed off (CPU scalers: fp16 training needs a GPU)
+    config = load_config(SMOKE)
+    model = liif.make(config["model"])
+    optimizer = torch.optim.Adam(model.parameters())
+    reached = torch.amp.GradScaler("cpu")
+    reached.load_state_dict({**reached.state_dict(), "scale": 512.0, "_growth_tracker": 37})
+    write_checkpoint(tmp_path / "epoch-last.pth", model, optimizer, config, None, 3, 30, None, reached)
+    resumed = torch.amp.GradScaler("cpu")
+    restore(read_checkpoint(tmp_path / "epoch-last.pth"), model, optimizer, None, "epoch-last.pth", resumed)
+    assert resumed.state_dict() == reached.state_dict()
+    # fp32 and bf16 runs scale nothing, and their checkpoints hold no scaler
+    write_checkpoint(tmp_path / "fp32.pth", model, optimizer, config, None, 3, 30, None,
+                     torch.amp.GradScaler("cpu", enabled=False))
+    assert "scaler" not in read_checkpoint(tmp_path / "fp32.pth")
 
 
 def test_a_run_stopped_between_checkpoint_writes_resumes_to_the_same_files(tmp_path, set14, monkeypatch):
@@ -355,6 +374,24 @@ def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, 
     finally:
         torch.set_num_threads(saved)
         torch.use_deterministic_algorithms(False)
+
+
+def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alone(tmp_path, set14, capsys,
+                                                                                    monkeypatch):
+    # torch's setter of deterministic algorithms imports its compiler stack (inductor, triton), which building a
+    # model imports too: a Ctrl-C in that import leaves it broken, and restoring the setting the run never changed
+    # turned the Ctrl-C into a traceback of the import
+    def broken_import(*args, **kwargs):
+        raise AttributeError("module 'triton.language' has no attribute 'core'")
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", broken_import)
+    monkeypatch.setattr(liif.training.loop, "train_step", interrupt)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
+    assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -559,6 +596,22 @@ def test_a_run_folder_entry_that_cannot_be_written_is_one_line(tmp_path, set14, 
 
 
 
+def test_skipped_images_are_one_line_warnings_in_the_commands_style(tmp_path, set14, capsys):
+    # Python's own format gave each two lines: the library's file and line, then its source code
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("baboon", "barbara", "bridge", "comic", "face"):
+        shutil.copy(set14 / f"{name}.png", data)
+    (data / "fake.png").write_text("not a picture")
+    Image.new("RGB", (40, 40)).save(data / "small.png")
+    assert liif_train("--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(data),
+                      "--set", "epoch_max=1") == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"liif train: warning: skipping unreadable image {data / 'fake.png'}: not an image, or not one of the "
+        "formats read (PNG, JPEG, WebP, BMP, TIFF)",
+        f"liif train: warning: skipping 1 image(s) smaller than the largest HR crop (96 px), e.g. {data / 'small.png'}"]
+
+
 def test_a_bin_cache_that_cannot_be_written_stops_the_run_before_it_starts(tmp_path, set14, capsys):
     # as on a read-only dataset mount (test_train_data); a file where the cache folder goes stops root too
     data = tmp_path / "data"
@@ -628,6 +681,26 @@ def test_validation_psnr_is_the_sample_weighted_mean_and_infinite_for_a_perfect_
     expected = (3 * 10 * math.log10(16) + 10 * math.log10(4)) / 4
     assert validate(model, [batch(3, 0.25), batch(1, 1.0)], DataNorm(), torch.device("cpu")) == pytest.approx(expected)
     assert validate(model, [batch(2, 0.5)], DataNorm(), torch.device("cpu")) == math.inf
+
+
+def test_validation_draws_the_same_patches_at_every_epoch(tmp_path, set14):
+    # the weights do not move at lr 0: equal scores mean equal patches, so epochs compare on one set
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14),
+                      "--set", "optimizer.args.lr=0", "--set", "epoch_max=3") == 0
+    scores = re.findall(r"val PSNR (\S+) ", (run / "log.txt").read_text())
+    assert len(scores) == 3 and len(set(scores)) == 1
+
+
+def test_validation_shows_a_progress_bar_unless_quiet(capsys):
+    # a DIV2K validation (100 batches of 16) takes minutes on a CPU: the reference shows a `val` bar, cleared after
+    batches = [{"inp": torch.zeros(1, 3, 4, 4), "coord": torch.zeros(1, 16, 2), "cell": torch.zeros(1, 16, 2),
+                "gt": torch.full((1, 16, 3), 0.25)}] * 3
+    validate(MidGrey(), batches, DataNorm(), torch.device("cpu"), progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rval:") and "/3 [" in err and err.split("\r")[-2].strip() == ""  # then cleared
+    validate(MidGrey(), batches, DataNorm(), torch.device("cpu"))
+    assert capsys.readouterr().err == ""
 
 
 class Offset(torch.nn.Module):

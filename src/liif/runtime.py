@@ -167,7 +167,11 @@ def torch_settings(threads: int | None = None, deterministic: bool = False) -> I
         yield
     finally:
         torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        # only when changed: torch's setter imports its compiler stack (torch._inductor, triton), which a Ctrl-C
+        # while the model was built (the same import) can leave half-imported, and the Ctrl-C became its traceback
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+                != saved[1:]:
+            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
 def query_chunk(device: torch.device, batch: int = 1) -> int:

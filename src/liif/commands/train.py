@@ -11,8 +11,11 @@ examples:
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
+from liif.errors import printable
 from liif.training import resume_config, train
 
 
@@ -30,11 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
 
 
+def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """A warning (a skipped image) as one line in the command's style, not Python's file, line and source."""
+    print(printable(f"liif train: warning: {message}"), file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train from --config (or continue --resume) into the run folder; print the best validation PSNR."""
     config, resume, ckpt = resume_config(args.resume, args.config, args.overrides)
     out = args.out or (Path(args.resume).parent if args.resume else Path("runs") / Path(args.config).stem)
-    summary = train(config, out, ckpt, quiet=args.quiet, resume=resume, overwrite=args.overwrite)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        summary = train(config, out, ckpt, quiet=args.quiet, resume=resume, overwrite=args.overwrite)
     if not args.quiet and summary.get("best_val") is not None:
         print(f"done: epoch {summary['epoch']}, best validation PSNR {summary['best_val']:.4f}, run folder {out}")
     return 0

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import IMAGE_SUFFIXES, read_picture, rgb8
+from liif.imageio import EXIF_ORIENTATION, IMAGE_SUFFIXES, opened_image, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -61,12 +61,15 @@ def decode(path: Path) -> np.ndarray:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the header, after checking the file's integrity; before EXIF orientation, which
-    may swap them in ``decode`` (callers use the smaller side only)."""
-    with Image.open(path) as img:
-        size = (img.height, img.width)
-        img.verify()
-    return size
+    """(height, width) as ``decode`` gives the image (EXIF orientation 5 to 8 swaps them), from the header, after
+    checking the file's integrity."""
+    with opened_image(path) as img:
+        img.verify()  # only directly after opening
+    with opened_image(path) as img:
+        # a PNG without an eXIf chunk before its pixels would be decoded whole to look for one after them
+        header_only = img.format != "PNG" or "exif" in img.info
+        turned = header_only and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        return (img.width, img.height) if turned else (img.height, img.width)
 
 
 class CacheUnwritable(LiifError):

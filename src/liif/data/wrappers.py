@@ -8,6 +8,7 @@ An index is an int (epoch 0) or an ``(index, epoch)`` pair, as ``liif.data.order
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from liif.bounds import flag
 from liif.data.checks import check_count, check_scales
+from liif.data.folders import PairedImageFolders
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
 from liif.evaluation.degrade import hr_crop_size, make_lr
@@ -97,14 +99,24 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def file(self, idx: int) -> Path:
+        """The file of sample ``idx``."""
+        return self.dataset.files[self.indices[idx] % len(self.dataset.files)]
+
     def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
         idx, rng = sample_rng(self.seed, index)
         image = self.dataset.array(self.indices[idx])
         s = rng.uniform(self.scale_min, self.scale_max)
         if self.inp_size is None:
-            hr, lr = make_lr(from_uint8(image), s, "pil")
+            try:
+                hr, lr = make_lr(from_uint8(image), s, "pil")
+            except ValueError as exc:  # an image too small for the scale
+                raise LiifError(f"{self.file(idx)}: {exc}") from None
         else:
             side = round(self.inp_size * s)
+            if min(image.shape[:2]) < side:  # read again at each use: the file was replaced since the run began
+                raise LiifError(f"{self.file(idx)}: {image.shape[1]}x{image.shape[0]} is now smaller than an HR crop "
+                                f"of {side} px")
             y0 = int(rng.integers(0, image.shape[0] - side + 1))
             x0 = int(rng.integers(0, image.shape[1] - side + 1))
             hr = from_uint8(image[y0:y0 + side, x0:x0 + side])
@@ -112,6 +124,19 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         if self.augment:
             lr, hr = augment([lr, hr], rng)
         return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
+
+
+def check_pairs(pairs: PairedImageFolders) -> None:
+    """A LiifError naming the first pair whose LR is not floor(HR / s) on both sides at the scale s = H_hr // H_lr
+    that sampling uses (the HR may exceed LR x s by less than s, cropped off): paired by sorted order, folders that
+    do not match would otherwise train on misaligned crops."""
+    for i, (lr_file, hr_file) in enumerate(zip(pairs.lr.files, pairs.hr.files)):
+        (h, w), (big_h, big_w) = pairs.lr.size(i), pairs.hr.size(i)
+        s = big_h // h
+        if s < 1 or (big_h // s, big_w // s) != (h, w):
+            expected = f"x{s} takes an LR of {big_w // s}x{big_h // s}" if s >= 1 else "the LR is the larger"
+            raise LiifError(f"{lr_file} ({w}x{h}) and {hr_file} ({big_w}x{big_h}) do not pair at an integer scale "
+                            f"({expected}): the folders must hold the same pictures in the same sorted order")
 
 
 @DATASETS.register("sr-implicit-paired")
@@ -123,6 +148,8 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         augment = flag(augment, "augment")
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
+        if isinstance(dataset, PairedImageFolders):
+            check_pairs(dataset)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
 
     def __len__(self) -> int:

@@ -42,6 +42,8 @@ def open_dataset(path: str | Path) -> EvalDataset:
     root = Path(path)
     if not root.is_dir():
         raise LiifError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
+    if root.name == "HR" and (root.parent / "LR_bicubic").is_dir():  # a benchmark's HR folder named itself
+        root = root.parent  # its LR files, and its name in the results, are the set's
     if (root / "HR").is_dir():  # EDSR benchmark: <Set>/HR, <Set>/LR_bicubic/X{s}/<name>x{s}.png
         layout, hr_dir, lr_root = "benchmark", root / "HR", root / "LR_bicubic"
     elif root.name.endswith("_HR") and (root.parent / f"{root.name[:-3]}_LR_bicubic").is_dir():

@@ -239,6 +239,10 @@ def schema_at(path: list[str]) -> Any:
     return node.schema if isinstance(node, Maybe) else node
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
     """Set ``config[path] = value``; an unknown key or a type unlike the schema's or the old value's fails."""
     key, where = shown(".".join(path)), override(".".join(path))
@@ -256,8 +260,9 @@ def apply_override(config: dict[str, Any], path: list[str], value: Any) -> None:
         node = node[part]
     old = node.get(path[-1])
     if schema == FREE and old is not None and value is not None and not isinstance(old, dict):
-        same = isinstance(value, type(old)) or (isinstance(old, float) and isinstance(value, int)
-                                                and not isinstance(value, bool))
+        # any number for a number: a YAML ``scale_max: 4`` reads as an int, and 3.5 must replace it (the
+        # constructors refuse a fraction where they need a whole number)
+        same = isinstance(value, type(old)) or (is_number(old) and is_number(value))
         if not same:
             raise LiifError(f"{where}: expected {type(old).__name__} like {old!r}, got {value!r}")
         if isinstance(old, float):

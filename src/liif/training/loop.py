@@ -243,12 +243,14 @@ def train_step(model: nn.Module, batch: Batch, norm: DataNorm, optimizer: torch.
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device) -> float:
+def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: torch.device,
+             progress: bool = False) -> float:
     """The reference's training-time proxy: PSNR (``metrics.psnr``) on the sampled pixels, RGB, no shave, per
-    batch, averaged over samples; infinite when every batch matches exactly."""
+    batch, averaged over samples; infinite when every batch matches exactly. ``progress``: a ``val`` bar, cleared
+    at the end, as the reference shows."""
     model.eval()
     total, count = 0.0, 0
-    for batch in loader:
+    for batch in tqdm(loader, desc="val", leave=False, dynamic_ncols=True, disable=not progress):
         batch = to_device(checked(batch), device)
         pred = norm.to_pixels(model(norm.to_model(batch["inp"]), batch["coord"], batch["cell"]))
         total += psnr(pred, batch["gt"], border=0, on_y=False) * batch["inp"].shape[0]
@@ -375,12 +377,13 @@ class Run:
         self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
         check_precision(procs.device, amp_precision(config["amp"]))
         self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
+        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
         self.epoch_start, self.step, self.best = 1, 0, None
         if ckpt is not None:
             check_resumable(ckpt, source, self.model, self.optimizer, config)
             schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
             self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler,
-                                                                 source)
+                                                             source, self.scaler)
             if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
                 self.scheduler.milestones, self.scheduler.gamma = schedule
                 # counted from the run's start: a checkpoint trained without a schedule, or stepping it in the
@@ -419,7 +422,6 @@ class Run:
                 self.model, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
         if config["compile"]:
             self.net = torch.compile(self.net)
-        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
         self.last_good = run_dir / "epoch-last.pth"
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
@@ -487,7 +489,7 @@ class Run:
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
                 self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
         self.log.line(text)
-        state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best)
+        state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best, self.scaler)
         if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
             write_checkpoint(self.run_dir / f"epoch-{epoch}.pth", *state)
         if improved:
@@ -502,7 +504,7 @@ class Run:
 
     def validate(self, epoch: int) -> str:
         """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
-        val = validate(self.model, self.val_loader, self.norm, self.procs.device)
+        val = validate(self.model, self.val_loader, self.norm, self.procs.device, progress=not self.quiet)
         self.best = val if self.best is None else max(val, self.best)
         self.summary.update(val_psnr=val, best_val=self.best)
         self.log.scalars(epoch, **{"val/psnr": val})

@@ -42,14 +42,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any],
-                     scheduler: Any, epoch: int, global_step: int, best_val: float | None) -> None:
+                     scheduler: Any, epoch: int, global_step: int, best_val: float | None,
+                     scaler: torch.amp.GradScaler | None = None) -> None:
     """Write ``epoch-*.pth`` by ``save_checkpoint`` (the reference entries, which ``load_model`` and the reference's
-    test.py read as is, then what an exact resume needs), atomically: a full disk (or any failed write) leaves the
-    previous file at ``path`` intact."""
+    test.py read as is, then what an exact resume needs: with fp16 ``amp``, the loss scale too), atomically: a full
+    disk (or any failed write) leaves the previous file at ``path`` intact."""
+    loss_scale = {"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
     try:
         save_checkpoint(model, path, optimizer={**config["optimizer"], "sd": optimizer.state_dict()}, epoch=epoch,
                         scheduler=None if scheduler is None else scheduler.state_dict(), global_step=global_step,
-                        best_val=best_val, rng=rng_states(), config=config)
+                        best_val=best_val, rng=rng_states(), config=config, **loss_scale)
     except LiifError as exc:
         kept = f"; the previous {path.name} is intact" if path.exists() else ""
         raise LiifError(f"{exc}{kept}") from None
@@ -111,14 +113,16 @@ def state_damage(ckpt: dict[str, Any]) -> str | None:
 
 
 def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, source: str) -> tuple[int, int, float | None]:
+            scheduler: Any, source: str, scaler: torch.amp.GradScaler | None = None) -> tuple[int, int, float | None]:
     """Load a training checkpoint (checked by ``check_resumable``) into the live objects; (next epoch, global
-    step, best validation score)."""
+    step, best validation score). An fp16 ``scaler`` takes the loss scale the run had reached, where it has one."""
     getattr(model, "module", model).load_state_dict(ckpt["model"]["sd"])
     try:
         optimizer.load_state_dict(ckpt["optimizer"]["sd"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and scaler.is_enabled() and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         set_rng_states(ckpt["rng"])
         # torch loads the optimizer's per-weight state as it comes: a wrong shape would fail at the first step
         for group in optimizer.param_groups:
