@@ -240,6 +240,7 @@ def schema_at(path: list[str]) -> Any:
 
 
 def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or a float (a bool is neither, here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
