@@ -91,7 +91,9 @@ def test_alpha_goes_through_the_model_aligned_with_colour(model, crop):
     bicubic = liif.upscale(rgba_gray, scale=2.6, model=model, device="cpu", alpha="bicubic")
     assert np.array_equal(bicubic[:, :, :3], out[:, :, :3])
     expected = np.asarray(Image.fromarray(gray).resize((73, 52), Image.BICUBIC))
-    assert np.abs(bicubic[:, :, 3].astype(int) - expected).max() <= 1
+    # PIL's 8-bit bicubic rounds between its two passes: a level apart at most, and rarely (truncating: half)
+    difference = np.abs(bicubic[:, :, 3].astype(int) - expected)
+    assert difference.max() <= 1 and difference.mean() < 0.3
 
 
 def test_pil_in_pil_out_and_region(model, crop):
