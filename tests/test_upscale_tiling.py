@@ -102,17 +102,19 @@ def test_region_is_a_window_of_the_whole_render():
 
 def test_a_requested_region_is_that_window_of_the_whole_render():
     """``--region x0,y0,x1,y1`` in input pixels (x across, y down) at x3 is the window of the whole x3 render that
-    those pixels cover, rows 3*y0..3*y1 and columns 3*x0..3*x1, on the 28x20 patch whose sides differ."""
+    those pixels cover, rows 3*y0..3*y1 and columns 3*x0..3*x1, on the 28x20 patch whose sides differ; a region may
+    reach the picture's right and bottom edges."""
     model = tiny()
     inp = comic_patch()
     whole = render(model, inp, (60, 84))
-    target = Geometry(scale=3, region=(7, 4, 20, 14)).target((20, 28))
-    assert target.size == (30, 39)
-    grid = target.grid((20, 28))
-    part = render(model, inp, grid.size, ranges=grid.ranges)
-    window = whole[:, :, 12:42, 21:60]
-    assert window.std() > 0.05  # a window with detail: a misplaced one differs
-    assert (part - window).abs().max().item() <= 1e-5
+    for region, size in (((7, 4, 20, 14), (30, 39)), ((14, 10, 28, 20), (30, 42))):
+        target = Geometry(scale=3, region=region).target((20, 28))
+        assert target.size == size
+        grid = target.grid((20, 28))
+        part = render(model, inp, grid.size, ranges=grid.ranges)
+        window = whole[:, :, 3 * region[1]:3 * region[3], 3 * region[0]:3 * region[2]]
+        assert window.std() > 0.05  # a window with detail: a misplaced one differs
+        assert (part - window).abs().max().item() <= 1e-5
 
 
 def test_self_ensemble_averages_the_eight_symmetries():
