@@ -60,6 +60,16 @@ def test_16bit_png_kept_in_full(tmp_path, model, crop):
     assert np.abs(out.pixels / 65535 - reference / 255).max() < 0.02  # the same picture, finer levels
 
 
+def test_16bit_pixels_in_an_8_bit_format_take_the_nearest_level(tmp_path):
+    """Every 16-bit value, written where only 8 bits fit (TIFF here, as JPEG, WebP and BMP), becomes the nearest
+    8-bit level, v / 257 rounded (no value lies halfway), not the level below it."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    Picture(values).save(tmp_path / "levels.tiff")
+    written = read_picture(tmp_path / "levels.tiff").pixels
+    assert written.dtype == np.uint8
+    assert np.array_equal(written[:, :, 0], np.round(values / 257).astype(np.uint8))
+
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_16bit_png_exif_orientation_is_applied_as_for_8bit(tmp_path, crop, orientation):
     """A 16-bit PNG with an eXIf chunk turns as PIL's exif_transpose turns the same picture in 8 bits."""
