@@ -146,6 +146,13 @@ def test_x30_and_tiny_outputs(model, crop):
         liif.upscale(crop, scale=0.01, model=model, device="cpu")
 
 
+def test_max_pixels_allows_an_output_of_exactly_that_many_pixels(model, crop):
+    """The limit refuses outputs above it: 10x14 = 140 pixels render under max_pixels=140, not under 139."""
+    assert liif.upscale(crop, scale=0.5, max_pixels=140, model=model, device="cpu").shape == (10, 14, 3)
+    with pytest.raises(LiifError, match=r"the output would be 14x10 = 0.0 MP, above the limit of 0.000139 MP"):
+        liif.upscale(crop, scale=0.5, max_pixels=139, model=model, device="cpu")
+
+
 def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypatch, crop):
     """Classic TIFF offsets are 32-bit; past them (made small here) the file is a BigTIFF that reads back."""
     Picture(crop).save(tmp_path / "classic.tiff")
