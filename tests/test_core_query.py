@@ -111,6 +111,7 @@ def test_forward_is_chunked_in_inference_and_one_pass_in_training(released, monk
     monkeypatch.setattr(type(released), "query", lambda self, latents, coord, cell: calls.append(coord.shape[1])
                         or query(self, latents, coord, cell))
     monkeypatch.setattr(liif.runtime, "CPU_CHUNK", 1000)
+    torch.manual_seed(5)
     inp = torch.rand(1, 3, 10, 12) * 2 - 1
     coord = torch.rand(1, 2500, 2) * 2 - 1
     cell = torch.full_like(coord, 2 / 37)
@@ -120,14 +121,16 @@ def test_forward_is_chunked_in_inference_and_one_pass_in_training(released, monk
     calls.clear()
     trained = released(inp, coord, cell)
     assert calls == [2500] and trained.requires_grad
-    assert (trained.detach() - bounded).abs().max() <= 1e-6
+    # float32 rounding apart (inference fuses each Linear with its ReLU): up to 1.3e-6 over 40 seeds, 1e-5 as above
+    assert (trained.detach() - bounded).abs().max() <= 1e-5
 
 
 def test_chunked_queries_equal_one_call(released) -> None:
+    """Each chunk takes its own queries' cells: every query has another cell (scales 1 to 4 on each axis)."""
     torch.manual_seed(4)
     inp = torch.rand(2, 3, 10, 12) * 2 - 1
     coord = (torch.rand(2, 5000, 2) * 2 - 1)
-    cell = torch.full_like(coord, 2 / 37)
+    cell = 2 / (torch.tensor([10, 12]) * torch.empty(2, 5000, 2).uniform_(1, 4))
     with torch.no_grad():
         latents = released.latents(released.encode(inp))
         whole = released.query(latents, coord, cell)

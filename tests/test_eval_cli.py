@@ -26,6 +26,7 @@ from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
 from liif.evaluation.runner import plan
 
+
 def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
     """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
     diff = (a.astype(np.float64) - b.astype(np.float64)) / 255 @ EDSR_Y
@@ -71,6 +72,24 @@ def test_a_benchmark_named_by_its_hr_folder_reads_its_lr_files(tmp_path):
     shutil.copytree(data / "HR", plain)
     [(dataset, _, source)] = plan([plain], [2], "auto")
     assert (dataset.name, dataset.layout, source) == ("HR", "folder", "pil")
+
+
+def test_lr_files_score_against_the_top_left_of_an_hr_the_scale_does_not_divide(tmp_path, capsys):
+    """52x44 HR at x3: the LR files are 17x14, scored against the HR's top-left 51x42 (the reference's paired test),
+    not another 51x42 window of it."""
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(3,))
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "--data", str(data), "--scales", "3", "--model", str(shared_file(TINY)),
+                         "--device", "cpu", "--out", str(out))
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [(r["image"], r["lr_source"]) for r in rows] == [(f"{n}.png", "files") for n in NAMES]
+    for row in rows:
+        hr = set5_crop(row["image"][:-4])
+        up = np.array(Image.open(data / "LR_bicubic" / "X3" / row["image"].replace(".png", "x3.png"))
+                      .resize((42, 51), Image.BICUBIC))
+        assert float(row["bicubic_psnr"]) == pytest.approx(y_psnr(up, hr[:51, :42], 3), abs=1e-5)
+        assert abs(y_psnr(up, hr[1:, 2:], 3) - float(row["bicubic_psnr"])) > 0.01  # another window scores apart
 
 
 def test_flat_folder_and_div2k_layout(tmp_path, capsys):

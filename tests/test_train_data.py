@@ -66,6 +66,8 @@ def test_training_sample_is_a_bicubic_lr_of_an_hr_crop_at_a_drawn_scale(set5):
 
 
 def test_sample_q_pixels_are_distinct_and_drawn_from_the_crop(set5):
+    """Each sampled colour is the crop's pixel at its coordinate (the crop: the same sample without sample_q, whose
+    draws come first)."""
     dataset = downsampled(set5, inp_size=48, scale_max=4, augment=True, sample_q=2304)
     sample = dataset[(2, 0)]
     side = round(2 / sample["cell"][0, 0].item())
@@ -74,6 +76,9 @@ def test_sample_q_pixels_are_distinct_and_drawn_from_the_crop(set5):
     grid = make_coord((side, side))
     rows = torch.cdist(sample["coord"], grid).argmin(dim=1)
     assert torch.allclose(grid[rows], sample["coord"])
+    crop = downsampled(set5, inp_size=48, scale_max=4, augment=True)[(2, 0)]
+    assert torch.equal(crop["inp"], sample["inp"]) and crop["gt"].shape == (side * side, 3)
+    assert torch.equal(sample["gt"], crop["gt"][rows])
 
 
 def test_augmentation_flips_lr_and_hr_together(set5):

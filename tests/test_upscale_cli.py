@@ -47,6 +47,7 @@ def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None
     (["--scale", "2,3"], (84, 40)),              # SY,SX: 2x taller, 3x wider
     (["--size", "333x222"], (333, 222)),
     (["--width", "70"], (70, 50)),
+    (["--height", "15"], (21, 15)),              # 15 x 28/20
     (["--region", "2.5,3,12.5,9.5", "--scale", "2.2"], (22, 14)),  # 10 x 6.5 input pixels: 22 x 14.3
     (["--scale", "0.5"], (14, 10)),
     (["--scale", "1.125"], (32, 23)),            # 31.5 and 22.5: halves round up (README), not to even

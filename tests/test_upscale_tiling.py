@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import liif
 from liif import load_model, make
 from liif.errors import LiifError
 from liif.geometry import Geometry, Grid, make_cell, make_coord
@@ -15,7 +16,7 @@ from liif.imageio import Picture
 from liif.normalization import DataNorm
 from liif.renderer import ALL_SYMMETRIES, Source, render, render_tiles
 from liif.upscale import render_picture
-from conftest import REFERENCE, comic_patch, shared_file
+from conftest import REFERENCE, comic_crop, comic_patch, shared_file
 
 # tiny-rdn-liif is left out: its receptive radius (123) exceeds the patch, so every tile encodes it whole.
 TILED_FIXTURES = ["tiny-edsr-liif", "tiny-edsr-liif-no-unfold", "tiny-edsr-liif-no-ensemble", "tiny-edsr-liif-no-cell"]
@@ -55,6 +56,20 @@ def test_whole_render_matches_reference_fixture():
     assert (render(model, comic_patch(), size, tile=5) - expected).abs().max().item() <= 1e-6
 
 
+def test_upscaled_8_bit_pixels_are_the_reference_output_truncated():
+    """``liif.upscale`` of the real comic crop at x3.7 (tiled) writes the reference's forward on the x3.7 grid, to
+    colours, truncated to 8 bits as the reference demo's ToPILImage does (README), not rounded."""
+    data = np.load(shared_file(REFERENCE / "tiny-edsr-liif.npz"))
+    size = (round(3.7 * 20), round(3.7 * 28))
+    levels = DataNorm().to_pixels(torch.from_numpy(data["x3.7.pred"])).double().view(*size, 3).numpy() * 255
+    assert np.count_nonzero(np.floor(levels) != np.round(levels)) > levels.size / 4  # rounding would differ
+    written = liif.upscale(comic_crop(), 3.7, model=tiny(), device="cpu", tile=5)
+    assert written.shape == (*size, 3) and written.dtype == np.uint8
+    # the model's float32 error (1e-6 of a colour) may cross a level only where the reference lies at one
+    wrong = written != np.floor(levels)
+    assert np.abs(levels[wrong] - np.round(levels[wrong])).max(initial=0) < 1e-3
+
+
 def test_blocks_cover_the_grid_once():
     model = tiny()
     grid = Grid((50, 61))
@@ -87,17 +102,19 @@ def test_region_is_a_window_of_the_whole_render():
 
 def test_a_requested_region_is_that_window_of_the_whole_render():
     """``--region x0,y0,x1,y1`` in input pixels (x across, y down) at x3 is the window of the whole x3 render that
-    those pixels cover, rows 3*y0..3*y1 and columns 3*x0..3*x1, on the 28x20 patch whose sides differ."""
+    those pixels cover, rows 3*y0..3*y1 and columns 3*x0..3*x1, on the 28x20 patch whose sides differ; a region may
+    reach the picture's right and bottom edges."""
     model = tiny()
     inp = comic_patch()
     whole = render(model, inp, (60, 84))
-    target = Geometry(scale=3, region=(7, 4, 20, 14)).target((20, 28))
-    assert target.size == (30, 39)
-    grid = target.grid((20, 28))
-    part = render(model, inp, grid.size, ranges=grid.ranges)
-    window = whole[:, :, 12:42, 21:60]
-    assert window.std() > 0.05  # a window with detail: a misplaced one differs
-    assert (part - window).abs().max().item() <= 1e-5
+    for region, size in (((7, 4, 20, 14), (30, 39)), ((14, 10, 28, 20), (30, 42))):
+        target = Geometry(scale=3, region=region).target((20, 28))
+        assert target.size == size
+        grid = target.grid((20, 28))
+        part = render(model, inp, grid.size, ranges=grid.ranges)
+        window = whole[:, :, 3 * region[1]:3 * region[3], 3 * region[0]:3 * region[2]]
+        assert window.std() > 0.05  # a window with detail: a misplaced one differs
+        assert (part - window).abs().max().item() <= 1e-5
 
 
 def test_self_ensemble_averages_the_eight_symmetries():
