@@ -252,6 +252,9 @@ def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Pat
     (tmp_path / "in").mkdir()
     for name in ("camera.MTS", "tv.ts", "dvd.mpg", "web.flv"):  # AVCHD, a TV recording, MPEG-PS, Flash video
         make_clip(tmp_path / "in" / name, frames=3, size=(32, 24), audio=not name.endswith(".mpg"))
+    for name in ("app.ts", "types.mts", "g.ts"):  # TypeScript, which shares the suffixes: no video, left alone
+        (tmp_path / "in" / name).write_text("Generated: export const x = 1;\n" * 20 if name == "g.ts" else
+                                            "export const x = 1;\n")
     code, err = run_cli(capsys, tmp_path / "in", "--scale", "2", "-o", tmp_path / "out", "--model", weights, "-q")
     assert (code, err) == (0, [])
     for name in ("camera", "tv", "dvd", "web"):

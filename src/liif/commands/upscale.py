@@ -47,7 +47,7 @@ from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_pi
 from liif.pipeline import Background, prefetch
 from liif.renderer import checked_tile
 from liif.upscale import ALPHA_MODES, DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
-from liif.video.reader import CLIP_SUFFIXES, is_moving
+from liif.video.reader import CLIP_SUFFIXES, SHARED_SUFFIXES, is_moving, looks_like_transport_stream
 from liif.video.upscale import VideoOptions, upscale_clip
 from liif.video.upscale import output_suffix as clip_output_suffix
 from liif.video.writer import ANIMATION_FORMATS, VIDEO_CONTAINERS
@@ -155,9 +155,11 @@ def expand_pattern(pattern: str, own_suffix: str) -> tuple[list[Path], bool]:
         found = map(Path, glob.glob(pattern))
     else:
         return [Path(pattern)], False  # a missing or unreadable file fails in its turn, with the others going on
-    # Non-folders are kept whatever they are, so that a FIFO or a broken link is reported, not skipped.
+    # Non-folders are kept whatever they are, so that a FIFO or a broken link is reported, not skipped; a .ts
+    # that is TypeScript is no video.
     return sorted(p for p in found if p.suffix.lower() in INPUT_SUFFIXES and not os.path.isdir(p)
-                  and not (own_suffix and p.stem.endswith(own_suffix))), True
+                  and not (own_suffix and p.stem.endswith(own_suffix))
+                  and (p.suffix.lower() not in SHARED_SUFFIXES or looks_like_transport_stream(p))), True
 
 
 def output_suffix(args: argparse.Namespace) -> str:

@@ -33,6 +33,9 @@ CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .p
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
+# Suffixes transport streams share with TypeScript sources: folders take such a file only when it begins like one
+SHARED_SUFFIXES = (".ts", ".mts")
+SYNC = 0x47  # the first byte of every MPEG-TS packet
 UNDECLARED_COLOUR = (0, 2, 3)  # AVCOL_PRI_* and AVCOL_TRC_*: reserved, unspecified, reserved
 # Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
 ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
@@ -110,6 +113,20 @@ def is_moving(path: str | Path) -> bool:
         except (LiifError, UnidentifiedImageError, *ANIMATION_ERRORS):
             return False  # the picture reader reports what is wrong with it
     return False
+
+
+def looks_like_transport_stream(path: Path) -> bool:
+    """Whether a regular file ``path`` begins with two MPEG-TS packets: of 188 bytes (TV's .ts), or of 192 with a
+    4-byte time first (AVCHD's .mts, Blu-ray's .m2ts); True for what cannot be read, which is reported in its turn."""
+    try:
+        if not path.is_file():  # a FIFO would block the read
+            return True
+        with open(path, "rb") as file:
+            head = file.read(2 * 192 + 4)
+    except OSError:
+        return True
+    return any(len(head) > start and head[start] == SYNC and (len(head) <= start + size or head[start + size] == SYNC)
+               for start, size in ((0, 188), (4, 192)))
 
 
 def open_clip(path: str | Path) -> Clip:
