@@ -226,3 +226,21 @@ def test_a_frame_side_out_of_bounds_names_the_option(picture_path, capsys, size,
         main(["zoom", str(picture_path), "--print-regions", "--size", size])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"liif zoom: error: --size must be an int above 0 and at most 16777216, got {got}\n"
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["-o", "taken.mp4"], "taken.mp4 exists; pass --overwrite to replace it"),
+    (["-o", "zoom.gif", "--fps", "0"], "--fps must be a number in [0.001, 1000], got 0.0"),
+    (["-o", "zoom.gif", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+])
+def test_regions_are_printed_only_once_the_zoom_is_accepted(picture_path, tmp_path, monkeypatch, capsys, arguments,
+                                                            message):
+    """With -o, the regions were printed and then the output, frame rate or model refused: a script reading them
+    took regions of a zoom never written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken.mp4").write_bytes(b"kept")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--size", "32x18", "--frames", "2", "--device", "cpu",
+              "-q", *arguments])
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, out) == (2, "") and err.startswith(f"liif zoom: error: {message}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from fractions import Fraction
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch.nn as nn
@@ -118,9 +118,10 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
          overwrite: bool = False, progress: bool = False, kernel: str | None = None,
          compile: str = "none", codec: str | None = None, crf: int | None = None, preset: str | None = None,
-         pix_fmt: str | None = None) -> list[Region]:
+         pix_fmt: str | None = None, planned: Callable[[list[Region]], None] | None = None) -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
-    frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions."""
+    frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions.
+    ``planned`` is given the regions once the output and the model are checked, before the first frame renders."""
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
@@ -136,6 +137,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
                            overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
         net = model_on(model, device, precision, kernel, compile)
+        if planned is not None:
+            planned(regions)
         for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
             writer.write(frame)
     return regions

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
     from liif.upscale import as_picture
-    from liif.zoom import check_not_input, zoom, zoom_regions
+    from liif.zoom import Region, check_not_input, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size
@@ -77,13 +77,18 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_not_input(args.picture, args.output)
     picture = as_picture(args.picture)
-    height, width = picture.pixels.shape[:2]
-    if args.print_regions:
-        for region in zoom_regions((width, height), size, center, start, end, args.frames):
+
+    def print_regions(regions: list[Region]) -> None:
+        for region in regions:
             print(format_region(region))
         sys.stdout.flush()
-    if args.output is not None:
+
+    if args.output is None:
+        height, width = picture.pixels.shape[:2]
+        print_regions(zoom_regions((width, height), size, center, start, end, args.frames))
+    else:  # printed once every mistake (an output there already, a frame rate, a model) is refused
         zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
-             compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+             compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+             planned=print_regions if args.print_regions else None)
     return 0
