@@ -244,3 +244,13 @@ def test_regions_are_printed_only_once_the_zoom_is_accepted(picture_path, tmp_pa
               "-q", *arguments])
     out, err = capsys.readouterr()
     assert (exit_info.value.code, out) == (2, "") and err.startswith(f"liif zoom: error: {message}")
+
+
+@pytest.mark.parametrize("text", ["fit", "abc:3", "fit:fit", ":4", "2:", "2:4:8"])
+def test_a_zoom_range_not_understood_says_what_it_takes(picture_path, capsys, text):
+    """It read "--zoom START 'abc': expected 1 numbers separated by ','", of a range that has no commas."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "--print-regions", "--size", "32x18", f"--zoom={text}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"liif zoom: error: --zoom {text!r}: expected START:END, START 'fit' or a "
+                                       f"number and END a number, such as fit:16 or 2:32\n")

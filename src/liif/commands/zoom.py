@@ -44,17 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-ZOOM = Number(low=0, high=1e6, low_open=True)  # output pixels per picture pixel
+ZOOM = Number(low=0, high=1_000_000, low_open=True)  # output pixels per picture pixel
 FRAME_SIDE = Number(int, 1, 16384)
 
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
     """``START:END`` as (start, end) output pixels per picture pixel; start None for ``fit``."""
     start, colon, end = text.partition(":")
-    if not colon:
-        raise LiifError(f"--zoom {text!r}: expected START:END, such as fit:16 or 2:32")
-    first = None if start == "fit" else parse_numbers(start, "--zoom START", (1,))[0]
-    last = parse_numbers(end, "--zoom END", (1,))[0]
+    try:
+        if not colon:
+            raise ValueError
+        first = None if start == "fit" else float(start)
+        last = float(end)
+    except ValueError:
+        raise LiifError(f"--zoom {text!r}: expected START:END, START 'fit' or a number and END a number, "
+                        f"such as fit:16 or 2:32") from None
     for value in (first, last):
         if value is not None:
             ZOOM.check(value, f"--zoom {text}: each zoom", LiifError)
