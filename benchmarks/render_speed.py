@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from common import best_of, no_sync
+from common import best_of, no_sync, run_script
 import liif
 from liif.errors import LiifError
 from liif.runtime import autocast, check_precision, pick_device, render_tile
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -24,6 +23,7 @@ import av
 import numpy as np
 import torch
 
+from common import run_script
 import liif
 from liif.imageio import Picture
 from liif.runtime import pick_device
@@ -135,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
