@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import platform
 import resource
+from queue import Empty
 
 import torch
 
@@ -56,11 +57,19 @@ def render_once(modes: tuple[str, ...], size: tuple[int, int], scale: int, threa
 
 
 def measure(modes: tuple[str, ...], size, scale: int, threads: int, repeats: int) -> dict:
+    """``render_once`` in a fresh child process; a child that dies without a result ends the run, not hangs it."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=render_once, args=(modes, size, scale, threads, repeats, queue))
     child.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not child.is_alive() and queue.empty():  # a result put before exiting is in the pipe already
+                raise SystemExit(f"query_speed.py: error: the {'/'.join(modes)} process ended without a result "
+                                 f"(exit code {child.exitcode})") from None
     child.join()
     return result
 
