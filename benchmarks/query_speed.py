@@ -20,7 +20,8 @@ from queue import Empty
 
 import torch
 
-from common import best_of, predict
+from common import best_of, predict, run_script
+from liif.fileio import write_text
 
 CASES = [((96, 96), 4), ((128, 128), 4), ((64, 64), 12)]
 MODES = ("reference", "fast", "forward")
@@ -100,9 +101,8 @@ def main() -> None:
               f"**{ratios['forward']:.2f}x** | | checksums agree to {agree:.1e} | |", flush=True)
         results.append({"size": size, "scale": scale, "ratios": ratios, **row})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_text(args.json, json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
