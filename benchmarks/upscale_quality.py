@@ -72,10 +72,12 @@ def main() -> None:
                 started = time.perf_counter()
                 scores[mode].append(psnr(upscaled(model, lr, ensemble), hr, SCALE, True))
                 seconds[mode] += time.perf_counter() - started
-        mean = {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
-        print(f"| {name} | {mean['bicubic']:.2f} | {mean['plain']:.2f} | {mean['ensemble']:.2f} | "
-              f"{mean['ensemble'] - mean['plain']:+.3f} | {seconds['plain']:.0f} / {seconds['ensemble']:.0f} |",
-              flush=True)
+        mean = {k: float(np.mean(v)) for k, v in scores.items() if v}
+        ensemble = ("-", "-", "-") if args.no_ensemble else (f"{mean['ensemble']:.2f}",
+                                                             f"{mean['ensemble'] - mean['plain']:+.3f}",
+                                                             f"{seconds['ensemble']:.0f}")
+        print(f"| {name} | {mean['bicubic']:.2f} | {mean['plain']:.2f} | {ensemble[0]} | {ensemble[1]} | "
+              f"{seconds['plain']:.0f} / {ensemble[2]} |", flush=True)
 
 
 if __name__ == "__main__":
