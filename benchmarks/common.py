@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,19 @@ class Timing:
     first_s: float
     seconds: float
     result: object
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a script's ``main`` as the liif command runs its own: a LiifError (a missing folder, a device or
+    precision this machine lacks) ends it with a one-line error and exit status 2, not a traceback."""
+    from liif.errors import LiifError, printable  # here, not above: gpu_check's parent never imports torch
+
+    try:
+        code = main()
+    except LiifError as error:
+        print(printable(f"{Path(sys.argv[0]).name}: error: {error}"), file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)
 
 
 def no_sync() -> None:

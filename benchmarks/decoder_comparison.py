@@ -12,13 +12,18 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="a label and a liif eval --out folder")
     args = parser.parse_args()
     results = {}
     for item in args.runs:
         label, _, folder = item.partition("=")
-        results[label] = json.loads((Path(folder) / "results.json").read_text())
+        found = Path(folder) / "results.json"
+        if not label or not folder:
+            parser.error(f"{item}: not LABEL=DIR")
+        if not found.is_file():
+            parser.error(f"{found}: no such file ({label}'s DIR is not a liif eval --out folder)")
+        results[label] = json.loads(found.read_text())
     first = next(iter(results.values()))
     for dataset, by_scale in first.items():
         keys = list(by_scale)

@@ -18,7 +18,7 @@ import platform
 
 import torch
 
-from common import ROOT, best_of, predict
+from common import ROOT, best_of, predict, run_script
 import liif
 from liif.geometry import make_cell, make_coord
 from liif.training.config import load_config
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import liif
-from common import BENCHMARK_SETS
+from common import BENCHMARK_SETS, run_script
 from liif.evaluation.runner import EvalResults
 
 
@@ -60,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from common import BENCHMARK_SETS, best_of
+from common import BENCHMARK_SETS, best_of, run_script
 import liif
 from liif.evaluation.datasets import open_dataset, read_rgb
 from liif.evaluation.runner import evaluate
@@ -166,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,10 +16,12 @@ import json
 import multiprocessing as mp
 import platform
 import resource
+from queue import Empty
 
 import torch
 
-from common import best_of, predict
+from common import best_of, predict, run_script
+from liif.fileio import write_text
 
 CASES = [((96, 96), 4), ((128, 128), 4), ((64, 64), 12)]
 MODES = ("reference", "fast", "forward")
@@ -56,11 +58,19 @@ def render_once(modes: tuple[str, ...], size: tuple[int, int], scale: int, threa
 
 
 def measure(modes: tuple[str, ...], size, scale: int, threads: int, repeats: int) -> dict:
+    """``render_once`` in a fresh child process; a child that dies without a result ends the run, not hangs it."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=render_once, args=(modes, size, scale, threads, repeats, queue))
     child.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not child.is_alive() and queue.empty():  # a result put before exiting is in the pipe already
+                raise SystemExit(f"query_speed.py: error: the {'/'.join(modes)} process ended without a result "
+                                 f"(exit code {child.exitcode})") from None
     child.join()
     return result
 
@@ -91,9 +101,8 @@ def main() -> None:
               f"**{ratios['forward']:.2f}x** | | checksums agree to {agree:.1e} | |", flush=True)
         results.append({"size": size, "scale": scale, "ratios": ratios, **row})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_text(args.json, json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,9 +16,10 @@ from typing import Callable
 
 import torch
 
-from common import best_of, no_sync
+from common import best_of, no_sync, run_script
 import liif
-from liif.runtime import autocast, pick_device, render_tile
+from liif.errors import LiifError
+from liif.runtime import autocast, check_precision, pick_device, render_tile
 from liif.upscale import resolve_model
 
 
@@ -49,6 +50,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    precisions = args.precisions.split(",")
+    try:  # before any case runs: a precision this device lacks would otherwise stop the table half-way
+        for precision in precisions:
+            check_precision(device, precision)
+    except LiifError as error:
+        parser.error(str(error))
     width, height = (int(v) for v in args.size.lower().split("x"))
     out_size = (round(height * args.scale), round(width * args.scale))
     model = resolve_model("edsr-baseline-liif", device)  # as liif upscale runs it (channels-last)
@@ -61,7 +68,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for mode in args.compile.split(","):
         model.compile_queries(mode)
-        for precision in args.precisions.split(","):
+        for precision in precisions:
             for tile in (None if t == "auto" else int(t) for t in args.tiles.split(",")):
                 for chunk in (int(c) or None for c in args.chunks.split(",")):
                     if device.type == "cuda":
@@ -75,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -116,10 +116,14 @@ def main() -> None:
     import tempfile
 
     import liif
+    from liif.errors import LiifError
     from liif.imageio import Picture, read_picture
 
+    try:
+        picture = read_picture(args.picture)
+    except LiifError as error:
+        parser.error(f"{args.picture}: {error}")
     folder = Path(tempfile.mkdtemp())
-    picture = read_picture(args.picture)
     if args.crop:
         picture = Picture(np.ascontiguousarray(picture.pixels[:args.crop, :args.crop]), picture.icc_profile)
     picture_path = folder / "load.png"

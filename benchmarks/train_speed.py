@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import BENCHMARK_SETS, ROOT
+from common import BENCHMARK_SETS, ROOT, run_script
 from liif.data import build_dataset
 from liif.registry import make
+from liif.runtime import pick_device
 from liif.training.config import load_config
 
 
@@ -88,10 +89,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per path (after 1 warm-up)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--images", type=Path, default=BENCHMARK_SETS / "Set14")
+    parser.add_argument("--images", type=Path, default=BENCHMARK_SETS / "Set14",
+                        help="folder of training pictures (default Set14)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     spec = reference_spec()
     torch.manual_seed(0)
     base = make(spec)
@@ -122,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

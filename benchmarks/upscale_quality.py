@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from liif import load_model
+from liif.errors import LiifError
 from liif.evaluation.metrics import psnr
-from common import BENCHMARK_SETS
+from common import BENCHMARK_SETS, run_script
 from liif.imageio import Picture, read_picture
 from liif.evaluation.datasets import read_rgb
 from liif.evaluation.degrade import make_lr
@@ -53,13 +54,17 @@ def main() -> None:
     parser.add_argument("--no-ensemble", action="store_true", help="skip the (8x slower) self-ensemble runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    pictures = {name: sorted((BENCHMARK_SETS / name).glob("*.png")) for name in args.sets}
+    for name, paths in pictures.items():  # before any set runs: an empty row of nan would look like a result
+        if not paths:
+            raise LiifError(f"{BENCHMARK_SETS / name}: no .png pictures (--sets names folders there)")
     model = load_model("edsr-baseline-liif")
     print("| set | bicubic | liif upscale | --self-ensemble | gain | time plain / ensemble (s) |\n"
           "|---|---|---|---|---|---|", flush=True)
-    for name in args.sets:
+    for name, paths in pictures.items():
         scores = {"bicubic": [], "plain": [], "ensemble": []}
         seconds = {"plain": 0.0, "ensemble": 0.0}
-        for path in sorted((BENCHMARK_SETS / name).glob("*.png")):
+        for path in paths:
             hr, lr = hr_and_lr(path)
             bicubic = pil_bicubic(from_uint8(as_rgb(lr.pixels)), hr.shape[1:])
             scores["bicubic"].append(psnr(bicubic, hr, SCALE, True))
@@ -67,11 +72,13 @@ def main() -> None:
                 started = time.perf_counter()
                 scores[mode].append(psnr(upscaled(model, lr, ensemble), hr, SCALE, True))
                 seconds[mode] += time.perf_counter() - started
-        mean = {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
-        print(f"| {name} | {mean['bicubic']:.2f} | {mean['plain']:.2f} | {mean['ensemble']:.2f} | "
-              f"{mean['ensemble'] - mean['plain']:+.3f} | {seconds['plain']:.0f} / {seconds['ensemble']:.0f} |",
-              flush=True)
+        mean = {k: float(np.mean(v)) for k, v in scores.items() if v}
+        ensemble = ("-", "-", "-") if args.no_ensemble else (f"{mean['ensemble']:.2f}",
+                                                             f"{mean['ensemble'] - mean['plain']:+.3f}",
+                                                             f"{seconds['ensemble']:.0f}")
+        print(f"| {name} | {mean['bicubic']:.2f} | {mean['plain']:.2f} | {ensemble[0]} | {ensemble[1]} | "
+              f"{seconds['plain']:.0f} / {ensemble[2]} |", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

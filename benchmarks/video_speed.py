@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -24,6 +23,7 @@ import av
 import numpy as np
 import torch
 
+from common import run_script
 import liif
 from liif.imageio import Picture
 from liif.runtime import pick_device
@@ -98,7 +98,7 @@ def render_only(model, frame: np.ndarray, size: tuple[int, int], device: torch.d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="320x240", help="input WxH (default 320x240)")
     parser.add_argument("--scale", type=float, default=2, help="output = input x scale (default 2)")
     parser.add_argument("--to", help="output WxH instead of --scale (e.g. 3840x2160)")
@@ -135,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

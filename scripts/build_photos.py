@@ -90,6 +90,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="output folder (gets train/ and valid/)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    missing = [rel for rel in PHOTOS if not (args.extracted / rel).is_file()]
+    if missing:  # before writing any: a wrong folder would otherwise end in a traceback after a partial build
+        parser.error(f"{args.extracted / missing[0]}: no such file ({len(missing)} of {len(PHOTOS)} photographs "
+                     "missing; scripts/get_photos.sh downloads and extracts the packages)")
     n_train, n_valid = build_photos(args.extracted, args.out, args.quiet)
     print(f"{n_train} training and {n_valid} validation photographs in {args.out}")
 

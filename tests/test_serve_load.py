@@ -7,6 +7,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from liif.pretrained import DEFAULT_MODEL
 from conftest import load_benchmark
 from serving import RunningServer, make_app, small_picture
@@ -53,3 +55,15 @@ def test_load(tmp_path):
     assert stats.shared + stats.cached > 0
     assert max(samples) - before < RSS_GROWTH_MB, (before, max(samples))
     print(f"{200 / result.seconds:.1f} requests/s, RSS {before:.0f} -> peak {max(samples):.0f} MB, {stats}")
+
+
+def test_a_picture_that_cannot_be_read_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("not a picture")
+    for picture, reason in ((tmp_path / "missing.png", "no such file"), (not_a_picture, "not an image")):
+        monkeypatch.setattr("sys.argv", ["serve_load.py", str(picture)])
+        with pytest.raises(SystemExit) as stop:
+            serve_load.main()
+        assert stop.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"serve_load.py: error: {picture}: {reason}"), error
