@@ -23,7 +23,7 @@ from PIL import UnidentifiedImageError
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import EXIF_ORIENTATION, IMAGE_SUFFIXES, opened_image, read_picture, rgb8
+from liif.imageio import IMAGE_SUFFIXES, opened_image, oriented_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -66,10 +66,7 @@ def image_size(path: Path) -> tuple[int, int]:
     with opened_image(path) as img:
         img.verify()  # only directly after opening
     with opened_image(path) as img:
-        # a PNG without an eXIf chunk before its pixels would be decoded whole to look for one after them
-        header_only = img.format != "PNG" or "exif" in img.info
-        turned = header_only and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-        return (img.width, img.height) if turned else (img.height, img.width)
+        return oriented_size(img)
 
 
 class CacheUnwritable(LiifError):
