@@ -148,15 +148,18 @@ class ImageFolder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files) * self.repeat
 
+    def file(self, idx: int) -> Path:
+        """The file of the image at ``idx`` (indices run over the files ``repeat`` times)."""
+        return self.files[idx % len(self.files)]
+
     def array(self, idx: int) -> np.ndarray:
         """The (H, W, 3) uint8 image at ``idx`` (samplers crop this before converting to float)."""
-        i = idx % len(self.files)
         if self.cache != "none":
-            return self.arrays[i]
+            return self.arrays[idx % len(self.files)]
         try:  # read at each use: the file may have changed since the set-up checked its header
-            return decode(self.files[i])
+            return decode(self.file(idx))
         except LiifError as exc:
-            raise LiifError(f"{self.files[i]}: {exc}") from None
+            raise LiifError(f"{self.file(idx)}: {exc}") from None
 
     def size(self, idx: int) -> tuple[int, int]:
         """(height, width) of the image at ``idx`` without decoding it."""

@@ -8,7 +8,6 @@ An index is an int (epoch 0) or an ``(index, epoch)`` pair, as ``liif.data.order
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,24 +98,21 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def file(self, idx: int) -> Path:
-        """The file of sample ``idx``."""
-        return self.dataset.files[self.indices[idx] % len(self.dataset.files)]
-
     def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
         idx, rng = sample_rng(self.seed, index)
-        image = self.dataset.array(self.indices[idx])
+        image_index = self.indices[idx]
+        image = self.dataset.array(image_index)
         s = rng.uniform(self.scale_min, self.scale_max)
         if self.inp_size is None:
             try:
                 hr, lr = make_lr(from_uint8(image), s, "pil")
             except ValueError as exc:  # an image too small for the scale
-                raise LiifError(f"{self.file(idx)}: {exc}") from None
+                raise LiifError(f"{self.dataset.file(image_index)}: {exc}") from None
         else:
             side = round(self.inp_size * s)
             if min(image.shape[:2]) < side:  # read again at each use: the file was replaced since the run began
-                raise LiifError(f"{self.file(idx)}: {image.shape[1]}x{image.shape[0]} is now smaller than an HR crop "
-                                f"of {side} px")
+                raise LiifError(f"{self.dataset.file(image_index)}: {image.shape[1]}x{image.shape[0]} is now smaller "
+                                f"than an HR crop of {side} px")
             y0 = int(rng.integers(0, image.shape[0] - side + 1))
             x0 = int(rng.integers(0, image.shape[1] - side + 1))
             hr = from_uint8(image[y0:y0 + side, x0:x0 + side])
