@@ -20,6 +20,7 @@ import torch
 
 from common import ROOT, best_of, predict, run_script
 import liif
+from liif.commands.eval import parse_scales
 from liif.geometry import make_cell, make_coord
 from liif.training.config import load_config
 
@@ -84,8 +85,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="training batch (default 4; the reference's is 16)")
     parser.add_argument("--decoders", default=",".join(DECODERS))
     args = parser.parse_args()
+    scales = parse_scales(args.scales)
     torch.set_num_threads(args.threads)
-    scales = [float(s) for s in args.scales.split(",")]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
           f"best of {args.repeats}; EDSR-baseline encoders, random weights")
     print("| decoder | work | reference s | fast s | fast / reference speed | max difference |")

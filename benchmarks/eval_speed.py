@@ -17,6 +17,7 @@ import torch
 
 import liif
 from common import BENCHMARK_SETS, run_script
+from liif.commands.eval import parse_scales
 from liif.evaluation.runner import EvalResults
 
 
@@ -29,9 +30,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    scales = parse_scales(args.scales)
     torch.set_num_threads(args.threads)
     data = args.data or [str(BENCHMARK_SETS / "Set5"), str(BENCHMARK_SETS / "Set14")]
-    scales = [float(s) for s in args.scales.split(",")]
     model = liif.load_model(liif.DEFAULT_MODEL)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, degrade {args.degrade}")

@@ -26,6 +26,7 @@ import torch
 
 from common import BENCHMARK_SETS, best_of, run_script
 import liif
+from liif.commands.eval import parse_scales
 from liif.evaluation.datasets import open_dataset, read_rgb
 from liif.evaluation.runner import evaluate
 from liif.fileio import write_text
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = parser.parse_args()
+    scales = parse_scales(args.scales)
     torch.set_num_threads(args.threads)
     flags = [f for f in SHOWN_FLAGS if f in cpu_flags()]
     print(f"# CPU: {cpu_name()}; flags: {' '.join(flags) or 'none of ' + ' '.join(SHOWN_FLAGS)}; "
@@ -123,7 +125,6 @@ def main() -> None:
               flush=True)
     precisions = ["fp32", "int8"] + (["bf16"] if cpu_has_bf16() else [])
     model = liif.load_model("edsr-baseline-liif", torch.device("cpu"))
-    scales = [float(s) for s in args.scales.split(",")]
     times = speed(model, precisions, args.repeats)
     scores = quality(model, args.data, scales, args.images, precisions)
 

@@ -116,20 +116,24 @@ def main() -> None:
     import tempfile
 
     import liif
+    from liif.commands.eval import parse_scales
     from liif.errors import LiifError
     from liif.imageio import Picture, read_picture
 
+    levels = parse_scales(args.scales)
+    if not all(level.is_integer() and level >= 1 for level in levels):
+        raise LiifError(f"--scales {args.scales!r}: levels are whole numbers like 1,2,4,8")
     try:
         picture = read_picture(args.picture)
     except LiifError as error:
-        parser.error(f"{args.picture}: {error}")
+        raise LiifError(f"{args.picture}: {error}") from None
     folder = Path(tempfile.mkdtemp())
     if args.crop:
         picture = Picture(np.ascontiguousarray(picture.pixels[:args.crop, :args.crop]), picture.icc_profile)
     picture_path = folder / "load.png"
     picture.save(picture_path)
     height, width = picture.pixels.shape[:2]
-    requests = tile_requests("load.png", width, height, args.tile, [int(s) for s in args.scales.split(",")])
+    requests = tile_requests("load.png", width, height, args.tile, [int(level) for level in levels])
     paths = load_paths(requests, args.requests)
 
     with socket.socket() as s:
@@ -167,4 +171,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common import run_script
+
+    run_script(main)

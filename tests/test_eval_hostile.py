@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import liif.commands.eval
-from conftest import TINY, shared_file
+from conftest import TINY, load_benchmark, shared_file
 from evaluating import expect_error, make_benchmark_set, run_cli, set5_crop
 from liif.errors import LiifError
 from liif.evaluation import EvalResults, ImageScore, evaluate
@@ -90,6 +90,17 @@ def test_scales_out_of_range_are_one_line_errors(tmp_path, capsys, scales, menti
     """x1e-300 once asked PIL for an LR of 1e300 pixels a side (an OverflowError traceback)."""
     data = flat_folder(tmp_path / "flat")
     expect_error(capsys, mentions, "--data", str(data), "--scales", scales, "--model", str(shared_file(TINY)))
+
+
+@pytest.mark.parametrize("script", ["eval_speed", "decoder_speed", "int8_quality"])
+def test_benchmark_scripts_read_scales_as_liif_eval_does(monkeypatch, capsys, script):
+    """`eval_speed.py --scales x` once ended in a ValueError traceback."""
+    monkeypatch.setattr("sys.argv", [f"{script}.py", "--scales", "2,x"])
+    with pytest.raises(SystemExit) as stop:
+        load_benchmark("common").run_script(load_benchmark(script).main)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"{script}.py: error: --scales '2,x': expected numbers like 2,3,4 " \
+                                              "or a preset (benchmark, div2k)"
 
 
 def test_evaluate_checks_its_scales(tmp_path):

@@ -57,13 +57,17 @@ def test_load(tmp_path):
     print(f"{200 / result.seconds:.1f} requests/s, RSS {before:.0f} -> peak {max(samples):.0f} MB, {stats}")
 
 
-def test_a_picture_that_cannot_be_read_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_a_user_mistake_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     not_a_picture = tmp_path / "notes.png"
     not_a_picture.write_text("not a picture")
-    for picture, reason in ((tmp_path / "missing.png", "no such file"), (not_a_picture, "not an image")):
-        monkeypatch.setattr("sys.argv", ["serve_load.py", str(picture)])
+    picture = small_picture(tmp_path)
+    for argv, words in (([tmp_path / "missing.png"], f"{tmp_path / 'missing.png'}: no such file"),
+                        ([not_a_picture], f"{not_a_picture}: not an image"),
+                        ([picture, "--scales", "1,2.5"], "--scales '1,2.5': levels are whole numbers"),
+                        ([picture, "--scales", "1,x"], "--scales '1,x': expected numbers")):
+        monkeypatch.setattr("sys.argv", ["serve_load.py", *map(str, argv)])
         with pytest.raises(SystemExit) as stop:
-            serve_load.main()
+            load_benchmark("common").run_script(serve_load.main)
         assert stop.value.code == 2
-        error = capsys.readouterr().err.strip().splitlines()[-1]
-        assert error.startswith(f"serve_load.py: error: {picture}: {reason}"), error
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"serve_load.py: error: {words}") and "\n" not in error, error
