@@ -93,6 +93,7 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
     ("num_workers=-1", "config key 'num_workers' must be an int >= 0, got -1"),
     ("seed=-1", "config key 'seed' must be an int in [0, 4294967295]"),
     ("seed=10000000000000000000000", "config key 'seed' must be an int in [0, 4294967295]"),
+    ("seed=1" + "0" * 400, "config key 'seed' must be an int in [0, 4294967295], got 1000"),
     ("multi_step_lr.gamma=-1", "config key 'multi_step_lr.gamma' must be a number > 0 or null"),
     ("multi_step_lr.milestones=[a]", "config key 'multi_step_lr.milestones[0]' must be an int >= 1, got 'a'"),
     ("multi_step_lr.milestones=5", "config key 'multi_step_lr.milestones' must be a list, got 5"),

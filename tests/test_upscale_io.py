@@ -180,6 +180,9 @@ def test_numpy_numbers_are_numbers(model, crop):
     ({"scale": 2, "region": 5}, "region must be four numbers x0,y0,x1,y1, got 5"),
     ({"scale": 2, "region": (0, 0, 1e300, 5)}, r"each coordinate of region must be a number in \[0, 16777216\], got 1e\+300"),
     ({"scale": 2, "region": (0, 0, "5", 5)}, "each coordinate of region must be a number in"),
+    # ints beyond a float's range: an OverflowError traceback once
+    ({"size": (10 ** 400, 4)}, "size must be an int above 0 and at most 16777216, got 1000"),
+    ({"scale": 2, "region": (0, 0, 10 ** 400, 5)}, r"each coordinate of region must be a number in \[0, 16777216\], got 1000"),
     ({"scale": 2, "width": 4}, "give exactly one of scale, size, width or height"),
     ({"scale": 2, "tile": 0}, "tile must be an int >= 1, got 0"),
     ({"scale": 2, "tile": -4}, "tile must be an int >= 1, got -4"),

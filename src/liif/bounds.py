@@ -27,7 +27,10 @@ class Number:
     def fits(self, value: Any) -> bool:
         # numbers.Integral and Real take numpy's scalars too (an np.int64 from an array's shape is a fine size)
         kinds = numbers.Integral if self.kind is int else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        # an int is finite however large, and math.isfinite cannot take one beyond a float's range
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         return above and (self.high is None or value <= self.high)
