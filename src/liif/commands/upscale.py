@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         COUNT.check(args.batch, "--batch", LiifError)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
+    if args.output == "":  # -o "$OUT" with OUT unset, in a script: not a wish to write beside the inputs
+        raise LiifError("-o is empty: name an output file or folder, or leave -o out to write beside the inputs")
     with joined_processes(args.device) as procs:
         return upscale_batch(args, geometry, procs)
 
