@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, TiffImagePlugin
 
 import liif
 import liif.commands.upscale
 from liif import cli
 from liif.errors import LiifError
 from liif.fileio import atomic_write
-from liif.imageio import Picture, read_picture, write_picture
+from liif.imageio import Picture, check_picture, read_picture, write_picture
 from conftest import TINY, shared_file, upscale_cli
 
 
@@ -82,6 +82,29 @@ def test_non_finite_render_writes_nothing(picture, tmp_path, crop, capsys, monke
     assert code == 1
     assert lines == [f"liif upscale: error: {picture}: the model gave NaN or infinite values; nothing was written"]
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_tiff_of_several_pages_is_refused_not_cut_to_its_first(tmp_path, crop, capsys):
+    """A multi-page TIFF (a scanned document, a microscope stack) was upscaled as its first page alone, silently;
+    now it fails on one line and the batch goes on. A thumbnail page (a reduced-resolution copy) is no page."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    page = Image.fromarray(crop)
+    page.save(folder / "pages.tif", save_all=True, append_images=[page.transpose(Image.FLIP_LEFT_RIGHT)] * 2)
+    with TiffImagePlugin.AppendingTiffWriter(folder / "thumbnail.tif", True) as tiff:
+        page.save(tiff, format="TIFF", tiffinfo={254: 0})
+        tiff.newFrame()
+        page.resize((7, 5)).save(tiff, format="TIFF", tiffinfo={254: 1})
+        tiff.newFrame()
+    assert Image.open(folder / "pages.tif").n_frames == 3 and Image.open(folder / "thumbnail.tif").n_frames == 2
+    code, lines = upscale_cli(capsys, folder, "--scale", "2", "-o", tmp_path / "out")
+    assert code == 1
+    assert errors(lines) == [f"liif upscale: error: {folder / 'pages.tif'}: a TIFF of 3 pages: only single "
+                             "pictures are read; save each page as a file of its own"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["thumbnail.tif"]
+    assert np.array_equal(read_picture(folder / "thumbnail.tif").pixels, crop)
+    with pytest.raises(LiifError, match="3 pages"):
+        check_picture(folder / "pages.tif")
 
 
 def test_float_pictures_by_their_range_and_32_bit_integers_refused(tmp_path, crop, capsys):

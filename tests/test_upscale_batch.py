@@ -51,6 +51,22 @@ def test_a_batch_writes_what_render_and_write_give_file_by_file(tmp_path, folder
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(CROPS)
 
 
+@pytest.mark.parametrize("output", ["out.png", "out.JPG", "out.mp4", "out.gif"])
+def test_an_output_file_name_for_several_inputs_is_a_mistake_not_a_folder(tmp_path, folder, capsys, output) -> None:
+    """Several inputs with -o out.png once made a folder named out.png and wrote into it, exit 0; an existing
+    folder or a name ending in / is still a folder."""
+    code, lines = upscale_cli(capsys, folder / "a.png", folder / "c.png", "--scale", "2", "-o", tmp_path / output)
+    assert code == 2 and lines == [f"liif upscale: error: -o {tmp_path / output} names one output file, but the "
+                                   "inputs are several (a folder or a glob counts): give a folder (end the name "
+                                   "with / to make this one)"]
+    assert not (tmp_path / output).exists()
+    code, _ = upscale_cli(capsys, folder, "--scale", "2", "-o", f"{tmp_path / output}/")
+    assert code == 0 and sorted(os.listdir(tmp_path / output)) == sorted(CROPS)
+    code, _ = upscale_cli(capsys, folder / "a.png", folder / "c.png", "--scale", "2", "-o", tmp_path / output,
+                          "--suffix", "_x2")
+    assert code == 0 and (tmp_path / output / "a_x2.png").is_file()
+
+
 def test_failures_in_the_middle_are_reported_in_input_order_and_the_rest_written(tmp_path, folder, capsys,
                                                                                  monkeypatch) -> None:
     (folder / "b.png").write_bytes(b"not a picture")  # fails when read

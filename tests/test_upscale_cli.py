@@ -132,6 +132,7 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "--model", "no-such-model"], "unknown model"),
     (["{picture}", "--scale", "2", "-o", "{picture}/out.png"], "cannot write"),
     (["{picture}", "--scale", "2", "-o", "out.xyz"], "unknown output format"),
+    (["{picture}", "--scale", "2", "-o", ""], "-o is empty"),  # once: written beside the input, exit 0
     (["{picture}", "--scale", "2", "--precision", "fp16", "--device", "cpu"], "fp16 is for GPUs"),
     # off AMX int8 is refused first; test_int8 checks the --compile refusal itself on any CPU
     (["{picture}", "--scale", "2", "--precision", "int8", "--compile", "default"],
@@ -152,7 +153,7 @@ def test_bad_options(picture, tmp_path, options, fragment):
     result = subprocess.run([sys.executable, "-m", "liif", "upscale", *args], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     one_line_error(result, fragment)
-    assert not (tmp_path / "out.png").exists()
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "comic_liif.png").exists()
 
 
 def test_progress_and_summary_on_stderr(picture, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -13,7 +15,10 @@ import liif
 import liif.imageio
 from liif.errors import LiifError
 from liif.imageio import Picture, orient, read_picture, write_picture
-from conftest import TINY, shared_file, upscale_cli
+from liif.upscale import render_picture, resize_bicubic
+from conftest import BENCHMARKS, TINY, shared_file, upscale_cli
+
+upscale_module = importlib.import_module("liif.upscale")  # liif.upscale is also the function
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +109,55 @@ def test_alpha_goes_through_the_model_aligned_with_colour(model, crop):
     # PIL's 8-bit bicubic rounds between its two passes: a level apart at most, and rarely (truncating: half)
     difference = np.abs(bicubic[:, :, 3].astype(int) - expected)
     assert difference.max() <= 1 and difference.mean() < 0.3
+
+
+def butterfly_alpha(bits: int) -> np.ndarray:
+    """A real (256, 256) alpha channel: Set5 butterfly's gray, at 8 or 16 bits."""
+    with Image.open(shared_file(BENCHMARKS / "Set5" / "butterfly.png")) as img:
+        gray = np.asarray(img.convert("L"))
+    return gray if bits == 8 else gray.astype(np.uint16) * 257 + (gray >> 2)  # low bits of their own
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("request_", [dict(scale=3.7), dict(scale=0.3), dict(scale=(0.45, 5.1)),
+                                      dict(scale=7.3, region=(33.3, 4.7, 200.1, 30.9))])
+def test_bicubic_resizes_strips_as_the_whole_channel(monkeypatch, bits, request_):
+    """--alpha bicubic and resize_bicubic resize a strip of output rows at a time, from the input rows under it,
+    and give what one PIL resize of the whole channel gives, but where PIL's float32 sums land a level apart (a
+    pixel in a thousand at 16 bits, a few in a million at 8)."""
+    alpha = butterfly_alpha(bits)
+    target = liif.Geometry(**request_).target(alpha.shape)
+    whole = Image.fromarray(alpha.astype(np.float32), "F").resize(target.size[::-1], Image.BICUBIC, box=target.region)
+    expected = np.asarray(whole).round().clip(0, 2**bits - 1)
+    monkeypatch.setattr(upscale_module, "BICUBIC_ROWS", 7)
+    strips = resize_bicubic(Picture(alpha), target).pixels[:, :, 0]
+    difference = np.abs(strips.astype(int) - expected)
+    assert difference.max() <= 1 and difference.mean() < 0.002
+
+
+def test_bicubic_alpha_memory_follows_a_strip(model):
+    """--alpha bicubic once resized the whole alpha channel at once, in float32 and three copies of it (16 bytes
+    an output pixel, four times an RGBA output's own buffer), from the whole input's alpha in float32: a large
+    output broke the promise of the output buffer plus a fixed working set."""
+    target = liif.Geometry(size=(4000, 3000)).target((12, 16))
+    rgba = Picture(np.dstack([butterfly_alpha(8)[:12, :16]] * 4))
+    tracemalloc.start()  # numpy's arrays are traced: the output buffer and every copy of a channel
+    try:
+        resize_bicubic(rgba, target)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * 4000 * 3000 * 4
+    side = 3000  # a small region of a large picture: only the input rows under it become floats
+    large = Picture(np.dstack([np.tile(butterfly_alpha(8), (12, 12))[:side, :side]] * 4))
+    tracemalloc.start()
+    try:
+        out = render_picture(model, large, liif.Geometry(scale=2, region=(1500, 1200, 1520, 1216)).target(
+            (side, side)), alpha="bicubic").pixels
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (32, 40, 4) and peak < side * side
 
 
 def test_pil_in_pil_out_and_region(model, crop):

@@ -3,8 +3,8 @@
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
 or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
 everything but 16-bit colour PNG, which it cuts to 8 bits, so 16-bit PNGs are read and written with pypng.
-Float pictures in [0, 1] are read as 16 bits; CMYK goes through its ICC profile to sRGB; a profile is
-written only where it describes the pixels. Writing goes to a temporary name beside the target, then a rename.
+Float pictures in [0, 1] are read as 16 bits; CMYK goes through its ICC profile to sRGB; a TIFF of several
+pages is refused (thumbnails aside); a profile is written only where it describes the pixels. Writing goes to a temporary name beside the target, then a rename.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ BMP_MAX_BYTES = 2**32 - 1 - (14 + 40 + 256 * 4)  # a 32-bit file size, less the 
 CLASSIC_TIFF_BYTES = 2**32 - 2**26  # pixel bytes past which a TIFF is written as BigTIFF (headroom for tags)
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
+NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
@@ -207,6 +208,9 @@ def opened_image(path: Path) -> Iterator[Image.Image]:
             with Image.open(path, formats=READ_FORMATS) as img:
                 if img.width == 0 or img.height == 0:
                     raise LiifError(f"empty image ({img.width}x{img.height} pixels)")
+                if img.format == "TIFF" and (pages := tiff_pages(img)) > 1:  # not its first page alone, silently
+                    raise LiifError(f"a TIFF of {pages} pages: only single pictures are read; "
+                                    f"save each page as a file of its own")
                 yield img
     except UnidentifiedImageError:
         raise LiifError("not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)") from None
@@ -214,6 +218,16 @@ def opened_image(path: Path) -> Iterator[Image.Image]:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
+
+
+def tiff_pages(img: Image.Image) -> int:
+    """The pages of an opened TIFF that are pictures of their own, reduced-resolution copies left out."""
+    pages = 0
+    for index in range(img.n_frames):
+        img.seek(index)
+        pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
+    img.seek(0)
+    return pages
 
 
 def read_picture(path: str | os.PathLike) -> Picture:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from liif.video.reader import is_moving
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
+BICUBIC_ROWS = 256  # output rows resized by PIL at a time (--alpha bicubic, resize_bicubic)
 
 
 def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -67,23 +69,29 @@ def quantise(block: torch.Tensor, max_value: int, channels: int) -> np.ndarray:
     return out.astype(np.uint16 if max_value > 255 else np.uint8)
 
 
-def bicubic_plane(plane: np.ndarray, target: Target, max_value: int) -> np.ndarray:
-    """One (h, w) channel resized by PIL bicubic over the target region, (H, W), of the same dtype."""
-    resized = Image.fromarray(plane.astype(np.float32), "F").resize(target.size[::-1], Image.BICUBIC,
-                                                                   box=target.region)
-    return np.asarray(resized).round().clip(0, max_value).astype(plane.dtype)
-
-
-def bicubic_alpha(picture: Picture, target: Target) -> np.ndarray:
-    """The alpha channel resized by PIL bicubic over the target region, (H, W)."""
-    return bicubic_plane(picture.alpha, target, picture.max_value)
+def fill_bicubic(out: np.ndarray, plane: np.ndarray, target: Target, max_value: int) -> None:
+    """Fill ``out`` (H, W) with one (h, w) channel resized by PIL bicubic over the target region, BICUBIC_ROWS
+    output rows at a time from the input rows under them: memory follows a strip, not the output or the input."""
+    height, width = target.size
+    x0, y0, x1, y1 = target.region
+    step = (y1 - y0) / height  # input rows per output row
+    reach = 2 * max(step, 1) + 1  # bicubic's support (PIL widens it when downscaling), and a row for rounding
+    for top in range(0, height, BICUBIC_ROWS):
+        rows = min(BICUBIC_ROWS, height - top)
+        box_top, box_bottom = y0 + top * step, y0 + (top + rows) * step
+        # whole rows of the input beyond the reach: PIL renormalises its weights only at the true borders
+        first, last = max(0, math.floor(box_top - reach)), min(plane.shape[0], math.ceil(box_bottom + reach))
+        window = Image.fromarray(plane[first:last].astype(np.float32), "F")
+        strip = window.resize((width, rows), Image.BICUBIC, box=(x0, box_top - first, x1, box_bottom - first))
+        out[top:top + rows] = np.asarray(strip).round().clip(0, max_value)
 
 
 def resize_bicubic(picture: Picture, target: Target) -> Picture:
     """``target`` of ``picture`` by plain PIL bicubic, every channel at full depth: what LIIF is compared to."""
-    planes = [bicubic_plane(picture.pixels[:, :, c], target, picture.max_value)
-              for c in range(picture.pixels.shape[2])]
-    return Picture(np.stack(planes, axis=2), picture.icc_profile)
+    out = np.empty((*target.size, picture.pixels.shape[2]), dtype=picture.pixels.dtype)
+    for channel in range(out.shape[2]):
+        fill_bicubic(out[:, :, channel], picture.pixels[:, :, channel], target, picture.max_value)
+    return Picture(out, picture.icc_profile)
 
 
 @torch.no_grad()
@@ -134,7 +142,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
             bar.update(rows * cols)
     if model_channels < channels:
         for out, picture in zip(outs, pictures):
-            out[:, :, -1] = bicubic_alpha(picture, target)
+            fill_bicubic(out[:, :, -1], picture.alpha, target, picture.max_value)
     return [Picture(out, picture.icc_profile) for out, picture in zip(outs, pictures)]
 
 

@@ -53,6 +53,7 @@ from liif.video.upscale import output_suffix as clip_output_suffix
 from liif.video.writer import ANIMATION_FORMATS, VIDEO_CONTAINERS
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *CLIP_SUFFIXES)  # what folders and globs give
+OUTPUT_SUFFIXES = {*FORMATS, *VIDEO_CONTAINERS, *ANIMATION_FORMATS}  # what the outputs may be written as
 # What fails one input and lets the batch go on.
 FILE_ERRORS = (LiifError, OSError, MemoryError, torch.OutOfMemoryError)
 # Pictures read ahead of the renderer, and rendered pictures waiting to be written: each stage holds one more
@@ -83,8 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how alpha is resized: through the model as gray (default) or PIL bicubic")
     parser.add_argument("--suffix", help="added to output names (default '_liif' beside the input, '' in -o "
                         "folder); folders and globs skip files whose name already ends with it")
-    parser.add_argument("--format", choices=sorted({ext.lstrip('.') for ext in
-                                                    (*FORMATS, *VIDEO_CONTAINERS, *ANIMATION_FORMATS)}),
+    parser.add_argument("--format", choices=sorted(suffix.lstrip(".") for suffix in OUTPUT_SUFFIXES),
                         help="format of outputs named after their inputs (default: the input's); "
                         "with -o FILE its extension decides")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
@@ -219,8 +219,13 @@ def plan_outputs(destinations: dict[Path, Path]) -> tuple[list[tuple[Path, Path]
 
 
 def prepare_output_folder(args: argparse.Namespace, batch: bool) -> None:
-    """Create the -o folder where it is one (``output_folder``); a LiifError when it cannot be."""
+    """Create the -o folder where it is one (``output_folder``); a LiifError when it cannot be, or when its name is
+    an output file's (out.png for several inputs: a mistake, not a folder to make; out.png/ makes it)."""
     if output_folder(args, batch):
+        named_as_folder = args.output.endswith(("/", "\\")) or os.path.isdir(args.output)
+        if Path(args.output).suffix.lower() in OUTPUT_SUFFIXES and not named_as_folder:
+            raise LiifError(f"-o {args.output} names one output file, but the inputs are several (a folder or a "
+                            f"glob counts): give a folder (end the name with / to make this one)")
         try:
             Path(args.output).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -237,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         COUNT.check(args.batch, "--batch", LiifError)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
+    if args.output == "":  # -o "$OUT" with OUT unset, in a script: not a wish to write beside the inputs
+        raise LiifError("-o is empty: name an output file or folder, or leave -o out to write beside the inputs")
     with joined_processes(args.device) as procs:
         return upscale_batch(args, geometry, procs)
 
