@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, ROOT, TINY, comic_crop, shared_file
+from conftest import BENCHMARKS, DECODERS, REFERENCE, ROOT, TINY, comic_crop, shared_file
 from liif.checkpoint import read_checkpoint
 from liif.cli import main
 from liif.errors import CheckpointError
@@ -79,6 +79,19 @@ def test_missing_extra_and_misshaped_keys_are_named(tmp_path: Path) -> None:
     misshaped = tampered(tmp_path, lambda sd: sd.__setitem__("imnet.layers.0.weight", torch.zeros(32, 10)))
     with pytest.raises(CheckpointError, match=r"wrong shape: imnet\.layers\.0\.weight \(32, 10\)"):
         liif.load_model(misshaped)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_state_dict_saved_from_a_wrapped_model_loads_without_the_wrapper_s_prefix(tmp_path: Path,
+                                                                                     prefix: str) -> None:
+    """DataParallel and DDP save keys as ``module.<key>``, torch.compile as ``_orig_mod.<key>``: the same weights."""
+    source = shared_file(DECODERS / "tiny-edsr-lte.pth")
+    ckpt = torch.load(source, weights_only=True)
+    ckpt["model"]["sd"] = {prefix + k: v for k, v in ckpt["model"]["sd"].items()}
+    torch.save(ckpt, tmp_path / "wrapped.pth")
+    wrapped, plain = liif.load_model(tmp_path / "wrapped.pth"), liif.load_model(source)
+    assert wrapped.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in wrapped.state_dict().items())
 
 
 def test_an_unknown_encoder_name_in_a_checkpoint(tmp_path: Path) -> None:

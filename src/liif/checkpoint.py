@@ -49,6 +49,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
+# What wrappers put before every key of the state dict they save: DataParallel and DistributedDataParallel
+# ("module."), torch.compile ("_orig_mod.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the wrapper prefixes that every one of its keys carries (a state dict saved from a
+    DataParallel, DDP or compiled model), else as it is."""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
 def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """A CheckpointError naming the missing, unexpected and mis-shaped keys unless ``state`` fits ``model``."""
     expected = model.state_dict()
@@ -98,12 +114,14 @@ def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Modu
     """Build the model a ``{'name', 'args', 'sd'}`` spec describes and load its weights strictly.
 
     The model is built on the meta device and checked against the state dict before any memory is taken, so
-    a spec that does not fit its weights fails at once, however large it claims to be.
+    a spec that does not fit its weights fails at once, however large it claims to be. Keys saved from a wrapped
+    model (DataParallel, DDP, torch.compile) load without the wrapper's prefix.
     """
     state = spec["sd"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{source}: 'sd' must map parameter names to tensors")
+    state = unwrapped(state)
     if not isinstance(spec["name"], str):
         raise CheckpointError(f"{source}: the model name must be a string, got {type(spec['name']).__name__}")
     try:
