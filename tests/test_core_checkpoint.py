@@ -47,6 +47,24 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
         liif.load_model(path)
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize("kept", [0.0, 0.01, 0.5, 0.999])
+def test_a_truncated_checkpoint_is_called_truncated(tmp_path: Path, legacy: bool, kept: float) -> None:
+    """A download cut short, in torch.save's zip format or the pickle format of PyTorch before 1.6: neither
+    "not a PyTorch checkpoint" nor a file that "could run code"."""
+    whole = tmp_path / "whole.pth"
+    torch.save(torch.load(shared_file(DECODERS / "tiny-edsr-lte.pth"), weights_only=True), whole,
+               _use_new_zipfile_serialization=not legacy)
+    assert liif.load_model(whole)
+    cut = tmp_path / "cut.pth"
+    data = whole.read_bytes()
+    cut.write_bytes(data[:int(len(data) * kept)])
+    with pytest.raises(CheckpointError) as error:
+        liif.load_model(cut)
+    assert str(error.value) == f"{cut}: the checkpoint is truncated, its data ends early (an interrupted download " \
+                               f"or copy?)"
+
+
 def test_a_tensor_file_without_a_model_spec(tmp_path: Path) -> None:
     path = tmp_path / "weights.pth"
     torch.save({"weight": torch.zeros(3)}, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: {exc}") from None
     try:
         with open(path, "rb") as f:
-            plain_pickle = f.read(1) == b"\x80"
+            head = f.read(4)
+        # torch.save writes a zip archive, whose end record a cut-off file lacks
+        cut_zip = head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({os_reason(exc)})") from None
     try:
@@ -37,7 +40,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types (OSError included) for files it cannot read
         message = str(exc)
-        if "GLOBAL" in message or "Unsupported global" in message or plain_pickle:
+        unsafe = "GLOBAL" in message or "Unsupported global" in message
+        # a cut-off file in the legacy (pickle) format, which torch.save wrote before PyTorch 1.6, ends early
+        if not unsafe and (cut_zip or isinstance(exc, EOFError) or "unexpected EOF" in message):
+            raise CheckpointError(f"{path}: the checkpoint is truncated, its data ends early (an interrupted "
+                                  f"download or copy?)") from None
+        if unsafe or head[:1] == b"\x80":  # or a plain pickle that torch's safe unpickler cannot read
             raise CheckpointError(f"{path}: refused to load, the file holds objects other than tensors and "
                                   f"plain data, and unpickling it could run code") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.load failed: "
