@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import DECODERS, SHARED, both_paths_training_step, comic_patch, max_errors, shared_file
+from conftest import DECODERS, SHARED, both_paths_training_step, comic_crop, comic_patch, max_errors, shared_file
 from facts import CONFIGS
 from liif.geometry import make_cell
 
@@ -177,3 +178,22 @@ def test_liif_train_trains_each_decoder_into_a_reference_format_checkpoint(tmp_p
     last = liif.load_model(tmp_path / "run" / "epoch-last.pth").state_dict()
     moved = {k.split(".")[0] for k, v in first.items() if not torch.equal(v, last[k])}
     assert moved == {"encoder", "imnet"} | ({"coef", "freq", "phase"} if name == "lte" else set())
+
+
+def test_lte_with_an_encoder_that_upsamples_is_a_one_line_error(tmp_path, capsys) -> None:
+    """LTE's skip rides in the latent grid, so its encoder must keep the input's size: a checkpoint whose encoder
+    upsamples fails each picture on one line, not with a traceback."""
+    from facts import SMALL
+    from liif.cli import main
+
+    spec = copy.deepcopy(SMALL["lte"])
+    spec["args"]["encoder_spec"]["args"]["no_upsampling"] = False
+    liif.save_checkpoint(liif.make(spec), tmp_path / "lte-x2.pth")
+    Image.fromarray(comic_crop()).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "--model", str(tmp_path / "lte-x2.pth"),
+              "-o", str(tmp_path / "out.png"), "--device", "cpu", "--quiet"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (f"liif upscale: error: {tmp_path / 'in.png'}: LTE needs an encoder that keeps "
+                                       f"the input's size (no_upsampling), got (40, 56) from (20, 28)\n")
+    assert not (tmp_path / "out.png").exists()
