@@ -112,6 +112,19 @@ def test_a_state_dict_saved_from_a_wrapped_model_loads_without_the_wrapper_s_pre
     assert all(torch.equal(v, plain.state_dict()[k]) for k, v in wrapped.state_dict().items())
 
 
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """The reference's checkpoints were saved from CUDA tensors (spec 3.1), which torch.load restores on CUDA."""
+    ckpt = torch.load(shared_file(DECODERS / "tiny-edsr-metasr.pth"), weights_only=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(ckpt, tmp_path / "cuda.pth")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):  # the file really names the GPU
+            torch.load(tmp_path / "cuda.pth", weights_only=True)
+    model = liif.load_model(tmp_path / "cuda.pth", device="cpu")
+    assert all(torch.equal(v, ckpt["model"]["sd"][k]) for k, v in model.state_dict().items())
+
+
 def test_an_unknown_encoder_name_in_a_checkpoint(tmp_path: Path) -> None:
     ckpt = torch.load(shared_file(TINY), weights_only=True)
     ckpt["model"]["args"]["encoder_spec"]["name"] = "swinir-xl"
