@@ -65,11 +65,21 @@ def test_a_truncated_checkpoint_is_called_truncated(tmp_path: Path, legacy: bool
                                f"or copy?)"
 
 
-def test_a_tensor_file_without_a_model_spec(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout,found", [
+    (lambda sd: sd, "it holds a bare state dict of 22 tensors, without the model's name and args"),
+    (lambda sd: {"model": sd, "epoch": 3}, "its 'model' holds a bare state dict of 22 tensors, without the model's "
+                                           "name and args"),
+    (lambda sd: {"state_dict": sd, "epoch": 3}, "its keys are 'state_dict', 'epoch'"),
+    (lambda sd: list(sd.values()), "it holds a list"),
+], ids=["bare", "under-model", "lightning", "list"])
+def test_a_file_without_a_model_spec_says_what_it_holds(tmp_path: Path, layout, found: str) -> None:
+    """torch.save(model.state_dict()) and its kin: the weights alone do not say which model to build."""
     path = tmp_path / "weights.pth"
-    torch.save({"weight": torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match="not a LIIF checkpoint"):
+    torch.save(layout(torch.load(shared_file(TINY), weights_only=True)["model"]["sd"]), path)
+    with pytest.raises(CheckpointError) as error:
         liif.load_model(path)
+    assert str(error.value) == f"{path}: not a LIIF checkpoint ({found}; expected a dict whose 'model' holds " \
+                               f"'name', 'args' and 'sd')"
 
 
 def test_missing_file_and_unknown_name() -> None:

@@ -52,9 +52,21 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{type(exc).__name__})") from None
     spec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
-        raise CheckpointError(f"{path}: not a LIIF checkpoint (expected a dict whose 'model' holds "
-                              f"'name', 'args' and 'sd')")
+        raise CheckpointError(f"{path}: not a LIIF checkpoint ({contents(ckpt)}; expected a dict whose 'model' "
+                              f"holds 'name', 'args' and 'sd')")
     return ckpt
+
+
+def contents(ckpt: Any) -> str:
+    """What a file that is not a reference-format checkpoint holds, in a few words."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}"
+    for where, entry in (("it", ckpt), ("its 'model'", ckpt.get("model"))):
+        if isinstance(entry, dict) and entry and all(isinstance(v, torch.Tensor) for v in entry.values()):
+            # torch.save(model.state_dict()): the weights alone do not say which model to build
+            return f"{where} holds a bare state dict of {len(entry)} tensors, without the model's name and args"
+    shown = ", ".join(repr(k)[:40] for k in list(ckpt)[:5]) + (f" and {len(ckpt) - 5} more" if len(ckpt) > 5 else "")
+    return f"its keys are {shown}" if ckpt else "it holds an empty dict"
 
 
 # What wrappers put before every key of the state dict they save: DataParallel and DistributedDataParallel
