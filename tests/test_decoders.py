@@ -116,6 +116,9 @@ def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
     assert whole.shape == (1, 3, 8, 8)
     with pytest.raises(liif.LiifError, match="more than tiles allow"):
         liif.render(model, image, (8, 8), tile=8)
+    model.compile_queries("default")  # checked before the compiled queries run, outside them
+    with pytest.raises(liif.LiifError, match="more than tiles allow"):
+        liif.render(model, image, (8, 8), tile=8)
 
 
 def test_metasr_renders_a_tiled_downscale_of_up_to_3x_as_it_renders_it_whole() -> None:
