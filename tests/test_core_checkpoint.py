@@ -122,6 +122,20 @@ def test_a_state_dict_saved_from_a_wrapped_model_loads_without_the_wrapper_s_pre
     assert all(torch.equal(v, plain.state_dict()[k]) for k, v in wrapped.state_dict().items())
 
 
+@pytest.mark.parametrize("wrap", [torch.compile, torch.nn.DataParallel,
+                                  lambda m: torch.compile(torch.nn.DataParallel(m))],
+                         ids=["compiled", "data-parallel", "compiled-data-parallel"])
+def test_a_wrapped_model_saves_the_model_it_wraps(tmp_path: Path, wrap) -> None:
+    """A compiled model's state dict prefixes every key by ``_orig_mod.``, and the wrapper is no image model: the
+    checkpoint must hold the reference keys and the model's own data_norm all the same."""
+    model = liif.load_model(shared_file(DECODERS / "tiny-edsr-lte.pth"))
+    model.data_norm = liif.DataNorm((0.4,), (0.3,), (0.6,), (0.2,))
+    liif.save_checkpoint(wrap(model), tmp_path / "saved.pth")
+    saved = read_checkpoint(tmp_path / "saved.pth")
+    assert list(saved["model"]["sd"]) == list(model.state_dict())
+    assert liif.load_model(tmp_path / "saved.pth").data_norm == model.data_norm
+
+
 def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
     """The reference's checkpoints were saved from CUDA tensors (spec 3.1), which torch.load restores on CUDA."""
     ckpt = torch.load(shared_file(DECODERS / "tiny-edsr-metasr.pth"), weights_only=True)

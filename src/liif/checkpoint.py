@@ -69,16 +69,16 @@ def contents(ckpt: Any) -> str:
     return f"its keys are {shown}" if ckpt else "it holds an empty dict"
 
 
-# What wrappers put before every key of the state dict they save: DataParallel and DistributedDataParallel
-# ("module."), torch.compile ("_orig_mod.").
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# The attribute under which a wrapper holds its model, which a wrapped model's state dict puts before every key:
+# DataParallel and DistributedDataParallel ("module"), torch.compile ("_orig_mod").
+WRAPPERS = ("module", "_orig_mod")
 
 
 def unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` without the wrapper prefixes that every one of its keys carries (a state dict saved from a
     DataParallel, DDP or compiled model), else as it is."""
     while state:
-        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        prefix = next((f"{w}." for w in WRAPPERS if all(k.startswith(f"{w}.") for k in state)), None)
         if prefix is None:
             break
         state = {k[len(prefix):]: v for k, v in state.items()}
@@ -200,10 +200,20 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.to(pick_device(device)).eval()
 
 
+def inner_model(model: Any) -> Any:
+    """``model`` out of the ``WRAPPERS`` around it (a compiled DDP model has two)."""
+    while isinstance(model, nn.Module):
+        inner = next((model._modules[w] for w in WRAPPERS if w in model._modules), None)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
 def model_entries(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint holds of a model: the reference ``model`` entry (spec plus state dict, never
-    DDP-prefixed) and, for an image model, its ``data_norm``."""
-    model = getattr(model, "module", model)
+    prefixed by a wrapper) and, for an image model, its ``data_norm``."""
+    model = inner_model(model)
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
         # a checkpoint rebuilds its model from the spec that liif.make keeps on it
         raise LiifError(f"can only save a model built by liif (liif.make or load_model), not a "
