@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import BENCHMARKS, REFERENCE, ROOT, TINY, comic_crop, shared_file
+from conftest import BENCHMARKS, DECODERS, REFERENCE, ROOT, TINY, comic_crop, shared_file
 from liif.checkpoint import read_checkpoint
 from liif.cli import main
 from liif.errors import CheckpointError
@@ -47,11 +47,39 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
         liif.load_model(path)
 
 
-def test_a_tensor_file_without_a_model_spec(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize("kept", [0.0, 0.01, 0.5, 0.999])
+def test_a_truncated_checkpoint_is_called_truncated(tmp_path: Path, legacy: bool, kept: float) -> None:
+    """A download cut short, in torch.save's zip format or the pickle format of PyTorch before 1.6: neither
+    "not a PyTorch checkpoint" nor a file that "could run code"."""
+    whole = tmp_path / "whole.pth"
+    torch.save(torch.load(shared_file(DECODERS / "tiny-edsr-lte.pth"), weights_only=True), whole,
+               _use_new_zipfile_serialization=not legacy)
+    assert liif.load_model(whole)
+    cut = tmp_path / "cut.pth"
+    data = whole.read_bytes()
+    cut.write_bytes(data[:int(len(data) * kept)])
+    with pytest.raises(CheckpointError) as error:
+        liif.load_model(cut)
+    assert str(error.value) == f"{cut}: the checkpoint is truncated, its data ends early (an interrupted download " \
+                               f"or copy?)"
+
+
+@pytest.mark.parametrize("layout,found", [
+    (lambda sd: sd, "it holds a bare state dict of 22 tensors, without the model's name and args"),
+    (lambda sd: {"model": sd, "epoch": 3}, "its 'model' holds a bare state dict of 22 tensors, without the model's "
+                                           "name and args"),
+    (lambda sd: {"state_dict": sd, "epoch": 3}, "its keys are 'state_dict', 'epoch'"),
+    (lambda sd: list(sd.values()), "it holds a list"),
+], ids=["bare", "under-model", "lightning", "list"])
+def test_a_file_without_a_model_spec_says_what_it_holds(tmp_path: Path, layout, found: str) -> None:
+    """torch.save(model.state_dict()) and its kin: the weights alone do not say which model to build."""
     path = tmp_path / "weights.pth"
-    torch.save({"weight": torch.zeros(3)}, path)
-    with pytest.raises(CheckpointError, match="not a LIIF checkpoint"):
+    torch.save(layout(torch.load(shared_file(TINY), weights_only=True)["model"]["sd"]), path)
+    with pytest.raises(CheckpointError) as error:
         liif.load_model(path)
+    assert str(error.value) == f"{path}: not a LIIF checkpoint ({found}; expected a dict whose 'model' holds " \
+                               f"'name', 'args' and 'sd')"
 
 
 def test_missing_file_and_unknown_name() -> None:
@@ -79,6 +107,46 @@ def test_missing_extra_and_misshaped_keys_are_named(tmp_path: Path) -> None:
     misshaped = tampered(tmp_path, lambda sd: sd.__setitem__("imnet.layers.0.weight", torch.zeros(32, 10)))
     with pytest.raises(CheckpointError, match=r"wrong shape: imnet\.layers\.0\.weight \(32, 10\)"):
         liif.load_model(misshaped)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_state_dict_saved_from_a_wrapped_model_loads_without_the_wrapper_s_prefix(tmp_path: Path,
+                                                                                     prefix: str) -> None:
+    """DataParallel and DDP save keys as ``module.<key>``, torch.compile as ``_orig_mod.<key>``: the same weights."""
+    source = shared_file(DECODERS / "tiny-edsr-lte.pth")
+    ckpt = torch.load(source, weights_only=True)
+    ckpt["model"]["sd"] = {prefix + k: v for k, v in ckpt["model"]["sd"].items()}
+    torch.save(ckpt, tmp_path / "wrapped.pth")
+    wrapped, plain = liif.load_model(tmp_path / "wrapped.pth"), liif.load_model(source)
+    assert wrapped.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in wrapped.state_dict().items())
+
+
+@pytest.mark.parametrize("wrap", [torch.compile, torch.nn.DataParallel,
+                                  lambda m: torch.compile(torch.nn.DataParallel(m))],
+                         ids=["compiled", "data-parallel", "compiled-data-parallel"])
+def test_a_wrapped_model_saves_the_model_it_wraps(tmp_path: Path, wrap) -> None:
+    """A compiled model's state dict prefixes every key by ``_orig_mod.``, and the wrapper is no image model: the
+    checkpoint must hold the reference keys and the model's own data_norm all the same."""
+    model = liif.load_model(shared_file(DECODERS / "tiny-edsr-lte.pth"))
+    model.data_norm = liif.DataNorm((0.4,), (0.3,), (0.6,), (0.2,))
+    liif.save_checkpoint(wrap(model), tmp_path / "saved.pth")
+    saved = read_checkpoint(tmp_path / "saved.pth")
+    assert list(saved["model"]["sd"]) == list(model.state_dict())
+    assert liif.load_model(tmp_path / "saved.pth").data_norm == model.data_norm
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """The reference's checkpoints were saved from CUDA tensors (spec 3.1), which torch.load restores on CUDA."""
+    ckpt = torch.load(shared_file(DECODERS / "tiny-edsr-metasr.pth"), weights_only=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(ckpt, tmp_path / "cuda.pth")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):  # the file really names the GPU
+            torch.load(tmp_path / "cuda.pth", weights_only=True)
+    model = liif.load_model(tmp_path / "cuda.pth", device="cpu")
+    assert all(torch.equal(v, ckpt["model"]["sd"][k]) for k, v in model.state_dict().items())
 
 
 def test_an_unknown_encoder_name_in_a_checkpoint(tmp_path: Path) -> None:

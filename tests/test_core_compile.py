@@ -10,13 +10,14 @@ from torch._dynamo.utils import counters
 
 import liif
 from conftest import comic_patch
-from facts import SMALL
+from facts import IMPLICIT, SMALL
 from liif.errors import LiifError
 
 
-def test_compiled_queries_render_as_eager_with_one_graph_for_every_tile_and_chunk() -> None:
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_compiled_queries_render_as_eager_with_one_graph_for_every_tile_and_chunk(name: str) -> None:
     torch.manual_seed(0)
-    model = liif.make(SMALL["liif"]).eval()
+    model = liif.make(SMALL[name]).eval()
     # 12 tiles of 6 shapes, each in several chunks of 256 queries and a shorter last one; then another picture
     cases = [(comic_patch(), (57, 83)), (comic_patch()[..., 3:17, 5:26], (31, 47))]
     eager = [liif.render(model, image, size, tile=8, chunk_size=256) for image, size in cases]

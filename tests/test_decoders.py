@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import DECODERS, SHARED, both_paths_training_step, comic_patch, max_errors, shared_file
-from facts import CONFIGS
+from conftest import (DECODERS, REFERENCE, SHARED, TINY_FIXTURES, both_paths_training_step, comic_crop, comic_patch,
+                      max_errors, shared_file)
+from facts import CONFIGS, IMPLICIT
 from liif.geometry import make_cell
 
 FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
@@ -20,6 +22,15 @@ FIXTURES = ["tiny-edsr-metasr", "tiny-edsr-lte"]
 
 def fixture_model(name: str):
     return liif.load_model(shared_file(DECODERS / f"{name}.pth"))
+
+
+def test_every_registered_decoder_is_tested_against_a_fixture_of_its_reference() -> None:
+    """A decoder registered (IMPLICIT is the registry's decoders, test_core_models) without a fixture made by its
+    reference implementation would go unchecked against it: this fails until one is added to the lists."""
+    checkpoints = [REFERENCE / f"{name}.pth" for name in TINY_FIXTURES]
+    checkpoints += [DECODERS / f"{name}.pth" for name in FIXTURES]
+    tested = {torch.load(shared_file(path), weights_only=True)["model"]["name"] for path in checkpoints}
+    assert tested == set(IMPLICIT)
 
 
 @pytest.mark.parametrize("query_path", ["fast", "reference"])
@@ -105,6 +116,9 @@ def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
     assert whole.shape == (1, 3, 8, 8)
     with pytest.raises(liif.LiifError, match="more than tiles allow"):
         liif.render(model, image, (8, 8), tile=8)
+    model.compile_queries("default")  # checked before the compiled queries run, outside them
+    with pytest.raises(liif.LiifError, match="more than tiles allow"):
+        liif.render(model, image, (8, 8), tile=8)
 
 
 def test_metasr_renders_a_tiled_downscale_of_up_to_3x_as_it_renders_it_whole() -> None:
@@ -177,3 +191,22 @@ def test_liif_train_trains_each_decoder_into_a_reference_format_checkpoint(tmp_p
     last = liif.load_model(tmp_path / "run" / "epoch-last.pth").state_dict()
     moved = {k.split(".")[0] for k, v in first.items() if not torch.equal(v, last[k])}
     assert moved == {"encoder", "imnet"} | ({"coef", "freq", "phase"} if name == "lte" else set())
+
+
+def test_lte_with_an_encoder_that_upsamples_is_a_one_line_error(tmp_path, capsys) -> None:
+    """LTE's skip rides in the latent grid, so its encoder must keep the input's size: a checkpoint whose encoder
+    upsamples fails each picture on one line, not with a traceback."""
+    from facts import SMALL
+    from liif.cli import main
+
+    spec = copy.deepcopy(SMALL["lte"])
+    spec["args"]["encoder_spec"]["args"]["no_upsampling"] = False
+    liif.save_checkpoint(liif.make(spec), tmp_path / "lte-x2.pth")
+    Image.fromarray(comic_crop()).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "--model", str(tmp_path / "lte-x2.pth"),
+              "-o", str(tmp_path / "out.png"), "--device", "cpu", "--quiet"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (f"liif upscale: error: {tmp_path / 'in.png'}: LTE needs an encoder that keeps "
+                                       f"the input's size (no_upsampling), got (40, 56) from (20, 28)\n")
+    assert not (tmp_path / "out.png").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: {exc}") from None
     try:
         with open(path, "rb") as f:
-            plain_pickle = f.read(1) == b"\x80"
+            head = f.read(4)
+        # torch.save writes a zip archive, whose end record a cut-off file lacks
+        cut_zip = head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({os_reason(exc)})") from None
     try:
@@ -37,16 +40,49 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types (OSError included) for files it cannot read
         message = str(exc)
-        if "GLOBAL" in message or "Unsupported global" in message or plain_pickle:
+        unsafe = "GLOBAL" in message or "Unsupported global" in message
+        # a cut-off file in the legacy (pickle) format, which torch.save wrote before PyTorch 1.6, ends early
+        if not unsafe and (cut_zip or isinstance(exc, EOFError) or "unexpected EOF" in message):
+            raise CheckpointError(f"{path}: the checkpoint is truncated, its data ends early (an interrupted "
+                                  f"download or copy?)") from None
+        if unsafe or head[:1] == b"\x80":  # or a plain pickle that torch's safe unpickler cannot read
             raise CheckpointError(f"{path}: refused to load, the file holds objects other than tensors and "
                                   f"plain data, and unpickling it could run code") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.load failed: "
                               f"{type(exc).__name__})") from None
     spec = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
-        raise CheckpointError(f"{path}: not a LIIF checkpoint (expected a dict whose 'model' holds "
-                              f"'name', 'args' and 'sd')")
+        raise CheckpointError(f"{path}: not a LIIF checkpoint ({contents(ckpt)}; expected a dict whose 'model' "
+                              f"holds 'name', 'args' and 'sd')")
     return ckpt
+
+
+def contents(ckpt: Any) -> str:
+    """What a file that is not a reference-format checkpoint holds, in a few words."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}"
+    for where, entry in (("it", ckpt), ("its 'model'", ckpt.get("model"))):
+        if isinstance(entry, dict) and entry and all(isinstance(v, torch.Tensor) for v in entry.values()):
+            # torch.save(model.state_dict()): the weights alone do not say which model to build
+            return f"{where} holds a bare state dict of {len(entry)} tensors, without the model's name and args"
+    shown = ", ".join(repr(k)[:40] for k in list(ckpt)[:5]) + (f" and {len(ckpt) - 5} more" if len(ckpt) > 5 else "")
+    return f"its keys are {shown}" if ckpt else "it holds an empty dict"
+
+
+# The attribute under which a wrapper holds its model, which a wrapped model's state dict puts before every key:
+# DataParallel and DistributedDataParallel ("module"), torch.compile ("_orig_mod").
+WRAPPERS = ("module", "_orig_mod")
+
+
+def unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the wrapper prefixes that every one of its keys carries (a state dict saved from a
+    DataParallel, DDP or compiled model), else as it is."""
+    while state:
+        prefix = next((f"{w}." for w in WRAPPERS if all(k.startswith(f"{w}.") for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -98,12 +134,14 @@ def model_from_spec(spec: dict[str, Any], source: str = "checkpoint") -> nn.Modu
     """Build the model a ``{'name', 'args', 'sd'}`` spec describes and load its weights strictly.
 
     The model is built on the meta device and checked against the state dict before any memory is taken, so
-    a spec that does not fit its weights fails at once, however large it claims to be.
+    a spec that does not fit its weights fails at once, however large it claims to be. Keys saved from a wrapped
+    model (DataParallel, DDP, torch.compile) load without the wrapper's prefix.
     """
     state = spec["sd"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{source}: 'sd' must map parameter names to tensors")
+    state = unwrapped(state)
     if not isinstance(spec["name"], str):
         raise CheckpointError(f"{source}: the model name must be a string, got {type(spec['name']).__name__}")
     try:
@@ -162,10 +200,20 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.to(pick_device(device)).eval()
 
 
+def inner_model(model: Any) -> Any:
+    """``model`` out of the ``WRAPPERS`` around it (a compiled DDP model has two)."""
+    while isinstance(model, nn.Module):
+        inner = next((model._modules[w] for w in WRAPPERS if w in model._modules), None)
+        if inner is None:
+            break
+        model = inner
+    return model
+
+
 def model_entries(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint holds of a model: the reference ``model`` entry (spec plus state dict, never
-    DDP-prefixed) and, for an image model, its ``data_norm``."""
-    model = getattr(model, "module", model)
+    prefixed by a wrapper) and, for an image model, its ``data_norm``."""
+    model = inner_model(model)
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "spec", None), dict):
         # a checkpoint rebuilds its model from the spec that liif.make keeps on it
         raise LiifError(f"can only save a model built by liif (liif.make or load_model), not a "

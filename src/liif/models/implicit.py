@@ -196,6 +196,11 @@ class ImplicitModel(nn.Module):
         """Outputs (B, Q, C) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
         raise NotImplementedError
 
+    def check_reach(self, latents: Any, cell: torch.Tensor | None) -> None:
+        """A LiifError if queries with these cells would read latents beyond those ``latents`` cover (only a model
+        whose reach grows with the cell has to check). ``query_chunked`` runs it once, eagerly: inside a compiled
+        query, reading a tensor's value would break the graph."""
+
     def compile_queries(self, mode: str = "default") -> ImplicitModel:
         """Make ``query_chunked`` call ``query`` compiled by torch.compile in ``mode`` (``default``, or
         ``reduce-overhead``: replayed as CUDA graphs on a GPU), or eagerly again (``none``). Shapes are dynamic,
@@ -213,6 +218,7 @@ class ImplicitModel(nn.Module):
         if chunk_size is None:
             chunk_size = query_chunk(coord.device, coord.shape[0])
         COUNT.check(chunk_size, "chunk_size", LiifError)
+        self.check_reach(latents, cell)
         if self.compiled_query is not None:
             return self.compiled_chunks(latents, coord, cell, chunk_size)
         if coord.shape[1] <= chunk_size:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from liif.errors import LiifError
 from liif.models.implicit import LatentWindow, TableLatents, TwoPathModel, table_latents
 from liif.models.liif import (AREA_EPS, ENSEMBLE_SHIFTS, EPS_SHIFT, blend_ensemble, fast_neighbours, mlp_tail,
                               reference_neighbours)
@@ -81,8 +82,8 @@ class LTE(TwoPathModel):
         """The encoder's features with the input itself as three more channels (the skip reads it)."""
         feat = self.run_encoder(inp)
         if feat.shape[-2:] != inp.shape[-2:]:
-            raise ValueError(f"LTE needs an encoder that keeps the input's size (no_upsampling), got "
-                             f"{tuple(feat.shape[-2:])} from {tuple(inp.shape[-2:])}")
+            raise LiifError(f"LTE needs an encoder that keeps the input's size (no_upsampling), got "
+                            f"{tuple(feat.shape[-2:])} from {tuple(inp.shape[-2:])}")
         return torch.cat([feat, inp], dim=1)
 
     def reference_query(self, packed: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

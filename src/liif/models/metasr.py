@@ -35,7 +35,7 @@ class MetaSR(TwoPathModel):
                                                    "hidden_list": HIDDEN}})
         self.feature_halo = 1
         # The query moves half an output pixel up and left: within one latent of its own when upscaling, two
-        # latents when downscaling by up to 3x (beyond that, see ``fast_query``).
+        # latents when downscaling by up to 3x (beyond that, see ``check_reach``).
         self.latent_reach = 2
 
     def reference_query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -70,15 +70,23 @@ class MetaSR(TwoPathModel):
         values = F.conv2d(feat, torch.cat([weight, bias], dim=0), padding=1)
         return table_latents(values, grid_shape, origin, self.feature_halo)
 
+    def check_reach(self, latents: Any, cell: torch.Tensor | None) -> None:
+        """The query moves half an output pixel up and left: beyond a window's latents when downscaling by more
+        than 3x."""
+        if not isinstance(latents, TableLatents) or latents.window.shape == latents.window.grid_shape \
+                or not isinstance(cell, torch.Tensor) or cell.shape[-1:] != (2,) or not cell.numel():
+            return  # the whole grid, or cells that ``query`` refuses
+        h, w = latents.window.grid_shape
+        cell = self.clip_cell(cell, (h, w))
+        moved = max((cell[..., 0] * h).max().item(), (cell[..., 1] * w).max().item()) / 4
+        if moved > self.latent_reach - 0.5:
+            raise LiifError(f"MetaSR's query moves {moved:.1f} latents, more than tiles allow (downscaling by "
+                            f"more than 3x): render it whole, with a tile larger than the input")
+
     def fast_query(self, latents: TableLatents, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """The same function as ``reference_query``, from each query's row of the per-latent table."""
         window = latents.window
         h, w = window.grid_shape
-        if window.shape != window.grid_shape:
-            moved = max((cell[..., 0] * h).max().item(), (cell[..., 1] * w).max().item()) / 4
-            if moved > self.latent_reach - 0.5:
-                raise LiifError(f"MetaSR's query moves {moved:.1f} latents, more than tiles allow (downscaling by "
-                                f"more than 3x): render it whole, with a tile larger than the input")
         shifted = coord - cell / 2
         looked_up = (shifted + EPS_SHIFT).clamp(-CLAMP, CLAMP)
         iy, ix = nearest_index(looked_up[..., 0], h), nearest_index(looked_up[..., 1], w)
