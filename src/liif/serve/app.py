@@ -31,7 +31,7 @@ from liif.errors import LiifError, one_line, option, os_reason
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
-from liif.renderer import FeatureCache
+from liif.renderer import FEATURE_CACHE_BYTES, FeatureCache
 from liif.runtime import render_tile
 from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
 from liif.serve.library import Library
@@ -59,7 +59,7 @@ class ServeOptions:
     max_scale: float = 32.0
     max_pixels: int = DEFAULT_SERVE_PIXELS
     image_cache_bytes: int = 128 << 20
-    feature_cache_bytes: int = 512 << 20
+    feature_cache_bytes: int = FEATURE_CACHE_BYTES
     picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture named
     precision: str = "fp32"
     kernel: str | None = None
