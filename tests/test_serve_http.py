@@ -164,6 +164,33 @@ def test_images_carry_a_validator_and_a_revalidation_is_answered_without_renderi
     assert "accept" in info.headers["vary"].lower()  # its media type is negotiated
 
 
+def test_head_answers_a_get_s_headers_without_rendering(served):
+    """A HEAD of an image ran the whole render to answer headers only: a client probing tiles (or a huge
+    picture's deep levels) with HEAD paid a render each. Now a HEAD checks the request as a GET would (the same
+    status and refusal) and renders nothing; it says the body's length only once a GET has made the answer."""
+    client, _, _ = served
+    service = client.app.state.service
+    url = "/iiif/3/butterfly.png/4,2,20,14/^80,60/0/default.webp"
+    stats, encoded = dataclasses.replace(service.queue.stats), service.features.encoded
+    head = client.head(url)
+    assert head.status_code == 200 and not head.content
+    assert head.headers["content-type"] == "image/webp" and head.headers["access-control-allow-origin"] == "*"
+    assert "content-length" not in head.headers  # unknown until rendered, and never a false 0
+    assert service.queue.stats == stats and service.features.encoded == encoded  # nothing rendered
+    for refused in ("/iiif/3/butterfly.png/4,2,20,14/^80,60/0/default.gif",  # an unknown format
+                    "/iiif/3/butterfly.png/400,2,20,14/^80,60/0/default.png",  # outside the picture
+                    "/iiif/3/butterfly.png/full/^99999,/0/default.png",  # above the limits
+                    "/iiif/3/nothing.png/full/max/0/default.png"):
+        assert client.head(refused).status_code == client.get(refused).status_code >= 400, refused
+    got = client.get(url)
+    assert got.status_code == 200 and service.queue.stats.rendered == stats.rendered + 1
+    again = client.head(url)
+    assert again.headers["etag"] == got.headers["etag"] == head.headers["etag"]
+    assert again.headers["link"] == got.headers["link"]
+    assert int(again.headers["content-length"]) == len(got.content)  # from the cached answer
+    assert service.queue.stats.rendered == stats.rendered + 1
+
+
 def test_base_uri_redirects_to_info_json(served):
     client, _, _ = served
     answer = client.get("/iiif/3/butterfly.png", follow_redirects=False)

@@ -21,8 +21,9 @@ from liif.geometry import Geometry
 from liif.imageio import read_picture
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture
+from liif.video.writer import FRAME_NAME
 from liif.zoom import render_frames, zoom, zoom_regions
-from conftest import ROOT
+from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from serving import small_picture
 
 SIZE = (32, 18)  # even sides, for H.264
@@ -77,6 +78,28 @@ def test_encoder_shared_across_frames(picture_path):
     regions = zoom_regions((48, 36), SIZE, end=8, frames=FRAMES)
     frames = list(render_frames(load_model("edsr-baseline-liif"), picture, regions, SIZE, cache=cache))
     assert len(frames) == FRAMES and cache.encoded == 1  # up to x8 every frame uses the one 256-latent window
+
+
+def test_a_picture_beyond_the_feature_cache_is_encoded_once_with_a_cache_that_holds_it(tmp_path, capsys):
+    """A zoom kept its shared encoder windows in a fixed 512 MB cache, about 29 CPU windows: the largest frames of a
+    picture of more (a photo above 2 MP) scanned windows in an order that evicts each before the next frame asks
+    for it, and encoded every window again for every frame. Now `zoom` takes a ``cache`` (`--feature-cache-mb`):
+    one that holds the picture's windows encodes each once, with the same frames."""
+    picture = shared_file(BENCHMARKS / "Set14" / "baboon.png")  # 500x480: 2x2 windows of 256 latents
+    kept, starved = FeatureCache(), FeatureCache(1)  # all windows, and none
+    regions = zoom(picture, tmp_path / "kept", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu",
+                   cache=kept)
+    zoom(picture, tmp_path / "starved", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu", cache=starved)
+    assert (kept.encoded, starved.encoded) == (4, 4 * len(regions))  # every frame reaches all four windows
+    for k in range(len(regions)):
+        name = FRAME_NAME.format(k)
+        assert np.array_equal(read_picture(tmp_path / "kept" / name).pixels,
+                              read_picture(tmp_path / "starved" / name).pixels)
+    for value in ("0", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoom", str(picture), "-o", str(tmp_path / "no"), "--feature-cache-mb", value])
+        assert exit_info.value.code == 2 and not (tmp_path / "no").exists()
+        assert capsys.readouterr().err.startswith("liif zoom: error: --feature-cache-mb must be a number > 0")
 
 
 @pytest.mark.parametrize("name", ["zoom.mp4", "zoom.webm", "zoom.gif", "zoom.webp", "frames"])

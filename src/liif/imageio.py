@@ -119,7 +119,8 @@ def picture_from_pil(img: Image.Image) -> Picture:
     else:
         if img.mode == "CMYK":  # its profile describes CMYK values: the converted pixels are plain sRGB
             img, icc = cmyk_to_srgb(img, icc), None
-        pixels = np.asarray(img.convert(picture_mode(img)))
+        mode = picture_mode(img)
+        pixels = np.asarray(img if img.mode == mode else img.convert(mode))  # convert copies even to its own mode
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return Picture(orient(pixels, orientation), icc)
 

@@ -69,13 +69,16 @@ IDENTITY = (Symmetry(),)
 ALL_SYMMETRIES = tuple(Symmetry(fy, fx, t) for t in (False, True) for fy in (False, True) for fx in (False, True))
 
 
+FEATURE_CACHE_BYTES = 512 << 20  # a FeatureCache's default bound: 29 windows of 256x256 latents of 64 channels
+
+
 class FeatureCache:
     """Encoder features of render windows, kept in an LRU bounded in bytes. The renderer cuts the latent grid
     at multiples of a power-of-two tile side, so renders of one picture at nearby zooms (server tiles, zoom
     frames) ask for the same windows, and each window is encoded once. A hit returns the features the encoder
     gave for that very window, so rendering with the cache equals rendering without it, bit for bit."""
 
-    def __init__(self, max_bytes: int = 512 << 20) -> None:
+    def __init__(self, max_bytes: int = FEATURE_CACHE_BYTES) -> None:
         self.entries: ByteLRU[torch.Tensor] = ByteLRU(max_bytes, lambda t: t.element_size() * t.nelement())
         self.encoded = 0  # windows encoded so far: one per miss
 

@@ -118,10 +118,12 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
          overwrite: bool = False, progress: bool = False, kernel: str | None = None,
          compile: str = "none", codec: str | None = None, crf: int | None = None, preset: str | None = None,
-         pix_fmt: str | None = None, planned: Callable[[list[Region]], None] | None = None) -> list[Region]:
+         pix_fmt: str | None = None, planned: Callable[[list[Region]], None] | None = None,
+         cache: FeatureCache | None = None) -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
     frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions.
-    ``planned`` is given the regions once the output and the model are checked, before the first frame renders."""
+    ``planned`` is given the regions once the output and the model are checked, before the first frame renders;
+    ``cache`` holds the encoder features the frames share (None: a ``FeatureCache`` of its default bound)."""
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
@@ -139,6 +141,6 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:
             planned(regions)
-        for frame in render_frames(net, picture, regions, size, compare, precision, progress=progress):
+        for frame in render_frames(net, picture, regions, size, compare, precision, cache, progress):
             writer.write(frame)
     return regions

@@ -6,10 +6,11 @@ import argparse
 
 import torch
 
-from liif.bounds import THREADS, Number
+from liif.bounds import POSITIVE, THREADS, Number
 from liif.errors import LiifError
 from liif.kernels import QUERY_KERNELS
 from liif.pretrained import DEFAULT_MODEL
+from liif.renderer import FEATURE_CACHE_BYTES
 from liif.runtime import COMPILE_MODES, PRECISIONS
 
 
@@ -39,6 +40,17 @@ def add_encoder_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--preset", help="encoder speed: h264 ultrafast..veryslow, av1 0..13, vp9 cpu-used 0..8")
     parser.add_argument("--pix-fmt", help=f"pixel format (default yuv420p, which needs even sides: an odd one is "
                         f"{odd_side}; bgr0 for ffv1)")
+
+
+def add_feature_cache_option(parser: argparse.ArgumentParser) -> None:
+    """``--feature-cache-mb``, for the commands whose renders share encoder windows (``feature_cache`` applies it)."""
+    parser.add_argument("--feature-cache-mb", type=float, default=FEATURE_CACHE_BYTES / 2**20,
+                        help=f"encoder features kept, in MB (default {FEATURE_CACHE_BYTES >> 20})")
+
+
+def feature_cache_bytes(megabytes: float) -> int:
+    """``--feature-cache-mb`` in bytes; a LiifError for anything not above zero."""
+    return int(POSITIVE.check(megabytes, "--feature-cache-mb", LiifError) * 2**20)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 from liif.bounds import POSITIVE, Number
-from liif.commands import add_model_options, checked_max_pixels
+from liif.commands import add_feature_cache_option, add_model_options, checked_max_pixels, feature_cache_bytes
 from liif.errors import LiifError, os_reason
 
 if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server starts
@@ -49,8 +49,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=float, default=None,
                         help="largest answer, in pixels (default 16777216, i.e. 4096x4096)")
     parser.add_argument("--cache-mb", type=float, default=128, help="encoded images kept, in MB (default 128)")
-    parser.add_argument("--feature-cache-mb", type=float, default=512,
-                        help="encoder features kept, in MB (default 512)")
+    add_feature_cache_option(parser)
     parser.add_argument("--picture-cache-mb", type=float, default=256,
                         help="decoded pictures kept, in MB (default 256; raised to the largest picture named)")
 
@@ -59,14 +58,15 @@ def server_options(args: argparse.Namespace) -> ServeOptions:
     """The server's options from the command line, each checked (a LiifError naming the option)."""
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
 
-    for name in ("cache_mb", "feature_cache_mb", "picture_cache_mb"):  # --max-scale: the Service checks it
+    for name in ("cache_mb", "picture_cache_mb"):  # --max-scale: the Service checks it
         POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)
+    features = feature_cache_bytes(args.feature_cache_mb)
     max_pixels = checked_max_pixels(DEFAULT_SERVE_PIXELS if args.max_pixels is None else args.max_pixels)
     Number(int, 0, 65535).check(args.port, "--port", LiifError)
     return ServeOptions(max_scale=args.max_scale, max_pixels=max_pixels, precision=args.precision,
                         kernel=args.kernel, compile=args.compile,
                         image_cache_bytes=int(args.cache_mb * 2**20),
-                        feature_cache_bytes=int(args.feature_cache_mb * 2**20),
+                        feature_cache_bytes=features,
                         picture_cache_bytes=int(args.picture_cache_mb * 2**20))
 
 

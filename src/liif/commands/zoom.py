@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from liif.bounds import Number
-from liif.commands import add_encoder_options, add_model_options
+from liif.commands import add_encoder_options, add_feature_cache_option, add_model_options, feature_cache_bytes
 from liif.errors import LiifError
 from liif.geometry import Geometry, parse_numbers
 from liif.zoom import COMPARISONS
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-regions", action="store_true",
                         help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
     add_model_options(parser)
+    add_feature_cache_option(parser)
     add_encoder_options(parser.add_argument_group("videos (.mp4 .mkv .mov .webm)"), "refused")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -68,6 +69,7 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
 def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
+    from liif.renderer import FeatureCache
     from liif.upscale import as_picture
     from liif.zoom import Region, check_not_input, zoom, zoom_regions
 
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for side in size:
         FRAME_SIDE.check(side, f"--size {args.size}: each side", LiifError)
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
+    cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
     if args.output is not None:
@@ -94,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
         zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
              compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-             planned=print_regions if args.print_regions else None)
+             planned=print_regions if args.print_regions else None, cache=cache)
     return 0

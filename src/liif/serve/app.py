@@ -28,10 +28,10 @@ from starlette.staticfiles import StaticFiles
 
 from liif.bounds import Number
 from liif.errors import LiifError, one_line, option, os_reason
-from liif.geometry import Geometry
+from liif.geometry import Geometry, Target
 from liif.imageio import Picture, encode_picture
 from liif.pretrained import DEFAULT_MODEL
-from liif.renderer import FeatureCache
+from liif.renderer import FEATURE_CACHE_BYTES, FeatureCache
 from liif.runtime import render_tile
 from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
 from liif.serve.library import Library
@@ -59,7 +59,7 @@ class ServeOptions:
     max_scale: float = 32.0
     max_pixels: int = DEFAULT_SERVE_PIXELS
     image_cache_bytes: int = 128 << 20
-    feature_cache_bytes: int = 512 << 20
+    feature_cache_bytes: int = FEATURE_CACHE_BYTES
     picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture named
     precision: str = "fp32"
     kernel: str | None = None
@@ -119,10 +119,15 @@ class Service:
         this run."""
         return f'"{hashlib.blake2b(repr((self.run, answer_key)).encode(), digest_size=16).hexdigest()}"'
 
-    def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
-        """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
+    def plan(self, picture: Picture, request: ImageRequest) -> Target:
+        """The output ``request`` asks of ``picture``, refused (a LiifError) where rendering it would be."""
         target = Geometry(size=request.size, region=request.region).target(picture.pixels.shape[:2])
         check_target(target, picture, self.options.max_pixels)
+        return target
+
+    def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
+        """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
+        target = self.plan(picture, request)
         if method == "bicubic":
             result = resize_bicubic(picture, target)
         else:
@@ -157,6 +162,18 @@ def error_response(exc: LiifError) -> Response:
     """A refusal as one line of text: its IIIF status, or 400 for any other LiifError."""
     status = exc.status if isinstance(exc, IIIFError) else 400
     return PlainTextResponse(one_line(exc) + "\n", status_code=status, headers=CORS)
+
+
+def head_response(service: Service, picture: Picture, request: ImageRequest, answer_key: tuple,
+                  headers: dict[str, str]) -> Response:
+    """A HEAD's answer: the request checked as a GET's render would check it, and no render; the body's length
+    only when the answer is cached (HTTP lets a HEAD leave Content-Length out)."""
+    service.plan(picture, request)
+    body = service.queue.results.get(answer_key)
+    response = Response(body, media_type=request.media_type, headers=headers)
+    if body is None:
+        del response.headers["content-length"]  # Starlette says 0 for no body: the answer is not empty
+    return response
 
 
 async def client_gone(request: Request) -> None:
@@ -202,6 +219,9 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             caching = {**CORS, "ETag": service.etag(answer_key), "Cache-Control": "no-cache"}
             if not_modified(request, caching["ETag"]):
                 return Response(status_code=304, headers=caching)
+            if request.method == "HEAD":  # the headers a GET would send, without rendering for them
+                return head_response(service, picture, image_request, answer_key,
+                                     {**caching, "Link": PROFILE_LINK})
             body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
                                            lambda: client_gone(request))
         except LiifError as exc:
