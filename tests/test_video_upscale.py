@@ -469,6 +469,14 @@ def test_a_batch_of_no_frames_is_refused(tmp_path: Path, tiny) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
 
 
+@pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])
+def test_max_pixels_that_counts_no_pixels_is_refused_naming_it(tmp_path: Path, tiny, max_pixels) -> None:
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match="^max_pixels must be a number >= 1, got "):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], max_pixels=max_pixels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
 def test_the_pipeline_is_bounded_and_passes_errors_on() -> None:
     produced = []
 

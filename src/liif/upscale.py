@@ -17,7 +17,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from liif.bounds import flag
+from liif.bounds import Number, flag
 from liif.checkpoint import load_model
 from liif.errors import LiifError, option
 from liif.imageio import Picture, picture_from_pil, read_picture
@@ -31,6 +31,12 @@ from liif.video.reader import is_moving
 
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
+
+
+def checked_max_pixels(max_pixels: object) -> int:
+    """``max_pixels`` as a whole number of pixels; a LiifError naming it unless it is a finite number of at least 1
+    (NaN would lift the limit: no output is above it)."""
+    return int(Number(low=1).check(max_pixels, option("max_pixels"), LiifError))
 
 
 def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -201,6 +207,7 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     ``region`` is x0,y0,x1,y1; ``kernel`` and ``compile`` are ``model_on``'s."""
     if isinstance(image, (str, os.PathLike)) and is_moving(image):  # not its first frame alone, as if a picture
         raise LiifError(f"{image} is a video or an animation: liif.upscale_video upscales every frame of it")
+    max_pixels = checked_max_pixels(max_pixels)
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)

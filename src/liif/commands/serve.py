@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 from liif.bounds import POSITIVE, Number
-from liif.commands import add_model_options, checked_max_pixels
+from liif.commands import add_model_options
 from liif.errors import LiifError, os_reason
 
 if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server starts
@@ -58,6 +58,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def server_options(args: argparse.Namespace) -> ServeOptions:
     """The server's options from the command line, each checked (a LiifError naming the option)."""
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
+    from liif.upscale import checked_max_pixels
 
     for name in ("cache_mb", "feature_cache_mb", "picture_cache_mb"):  # --max-scale: the Service checks it
         POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)
