@@ -462,10 +462,12 @@ def test_batches_of_frames_render_like_single_frames(tmp_path: Path, tiny) -> No
     assert len(list((tmp_path / "three").iterdir())) == 12
 
 
-def test_a_batch_of_no_frames_is_refused(tmp_path: Path, tiny) -> None:
+@pytest.mark.parametrize("batch", [0, 2.5, "4"])
+def test_a_batch_that_is_no_count_of_frames_is_refused(tmp_path: Path, tiny, batch) -> None:
+    """As --batch is: 2.5 would gather every frame into one model call, "4" fail in a comparison."""
     source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
-    with pytest.raises(liif.LiifError, match="^the batch must be at least 1 frame, got 0$"):
-        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=0)
+    with pytest.raises(liif.LiifError, match=f"^batch must be an int >= 1, got {batch!r}$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=batch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
 
 
