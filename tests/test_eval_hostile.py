@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import liif.commands.eval
@@ -100,6 +101,13 @@ def test_evaluate_checks_its_scales(tmp_path):
             evaluate(str(shared_file(TINY)), data, scales=scales, progress=False)
     # one number is one scale
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
+
+
+@pytest.mark.parametrize("model,what", [(torch.nn.Linear(2, 3), "Linear"), (None, "NoneType")])
+def test_evaluate_refuses_what_is_no_image_model_in_words(tmp_path, model, what):
+    """As liif.upscale does: an encoder alone or no model at all failed with an AttributeError (no cell_clip)."""
+    with pytest.raises(LiifError, match=f"^model must be an image model .*, got {what}$"):
+        evaluate(model, flat_folder(tmp_path / "flat"), scales=[2], progress=False)
 
 
 @pytest.mark.parametrize("option,value,bound", [("--threads", "0", "in [1, 1024]"), ("--threads", "-1", "in [1, 1024]"),

@@ -22,7 +22,7 @@ from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, 
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
 from liif.fileio import write_text
-from liif.models.implicit import ImplicitModel
+from liif.models.implicit import ImplicitModel, renderable
 from liif.renderer import render
 from liif.resize import pil_bicubic
 from liif.runtime import autocast, pick_device
@@ -218,9 +218,9 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
                         (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
     if model_name is None:
-        model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
-    if isinstance(model, (str, Path)):
-        model = resolve_model(model, pick_device(device))
+        model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
+    # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
+    model = resolve_model(model, pick_device(device)) if isinstance(model, (str, os.PathLike)) else renderable(model)
     model = configure_model(model, precision, kernel, compile)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
