@@ -275,6 +275,13 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
 
 
+@pytest.mark.parametrize("crf", [64, "18", True, float("nan")])
+def test_a_crf_that_is_no_number_from_0_to_63_is_refused_in_words(tmp_path: Path, crf) -> None:
+    with pytest.raises(LiifError, match=r"^crf must be 0 to 63 \(lower is better quality\), got "):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), crf=crf)
+    assert not list(tmp_path.iterdir())
+
+
 def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:
     """x265 printed its settings (22 lines) and a summary straight to stderr, through any progress bar."""
     write_all(tmp_path / "a.mp4", frames=FRAMES[:2], codec="hevc")

@@ -403,7 +403,7 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
     options = {}
     crf = DEFAULT_CRF.get(encoder) if crf is None else crf
     if crf is not None:
-        if not 0 <= crf <= 63:
+        if not Number(low=0, high=63).fits(crf):  # "18" would fail in the comparison, True pass as "True"
             raise LiifError(f"{option('crf')} must be 0 to 63 (lower is better quality), got {crf}")
         options["crf"] = str(crf)
         if encoder.startswith("libvpx"):
