@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-from fractions import Fraction
 from typing import Callable, Iterator
 
 import numpy as np
@@ -134,7 +133,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     regions = zoom_regions((width, height), size, center, start, end, frames)
     # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
     # loads, and removes what it began should loading fail.
-    with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
+    with open_frame_writer(output, size=frame_size(size, compare), rate=fps,
                            overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:
