@@ -34,6 +34,8 @@ FPS = Number(low=0.001, high=1000)
 # Frames of one zoom: every frame's region is planned up front, so a nonsense count would fill the memory
 # before anything is rendered; 100,000 frames is over an hour at 24 fps.
 FRAMES = Number(int, low=1, high=100_000)
+# A frame's side: a 16K frame, beyond any screen a zoom is made for.
+FRAME_SIDE = Number(int, 1, 16384)
 
 
 def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
@@ -52,7 +54,7 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
         if pair is not None and (not isinstance(pair, (tuple, list)) or len(pair) != 2):
             raise LiifError(f"{name} must be two numbers (x, y), got {pair!r}")
     width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
-    frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
+    frame_width, frame_height = (FRAME_SIDE.check(n, f"each side of {option('size')}", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
     # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
     whole = f"where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture"

@@ -45,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ZOOM = Number(low=0, high=1_000_000, low_open=True)  # output pixels per picture pixel
-FRAME_SIDE = Number(int, 1, 16384)
 
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
@@ -72,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from liif.zoom import Region, check_not_input, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
-    size = Geometry.parse(size=args.size).size
-    for side in size:
-        FRAME_SIDE.check(side, f"--size {args.size}: each side", LiifError)
+    size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
