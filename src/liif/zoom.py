@@ -17,7 +17,7 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT, POSITIVE, Number, flag
+from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
@@ -34,6 +34,8 @@ FPS = Number(low=0.001, high=1000)
 # Frames of one zoom: every frame's region is planned up front, so a nonsense count would fill the memory
 # before anything is rendered; 100,000 frames is over an hour at 24 fps.
 FRAMES = Number(int, low=1, high=100_000)
+# Output pixels per picture pixel: far past any detail a model invents, and short of regions too small for floats
+ZOOM = Number(low=0, high=1_000_000, low_open=True)
 # A frame's side: a 16K frame, beyond any screen a zoom is made for.
 FRAME_SIDE = Number(int, 1, 16384)
 
@@ -59,8 +61,8 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
     whole = f"where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture"
     fitted = f", {whole}," if start is None else ""
-    start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
-    POSITIVE.check(end, "the end zoom", LiifError)
+    start = fit if start is None else ZOOM.check(start, "the start zoom", LiifError)
+    ZOOM.check(end, "the end zoom", LiifError)
     cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
     FRAMES.check(frames, option("frames"), LiifError)

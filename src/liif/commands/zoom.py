@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liif.bounds import Number
 from liif.commands import add_encoder_options, add_model_options
 from liif.errors import LiifError
 from liif.geometry import Geometry, parse_numbers
-from liif.zoom import COMPARISONS
+from liif.zoom import COMPARISONS, ZOOM
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-ZOOM = Number(low=0, high=1_000_000, low_open=True)  # output pixels per picture pixel
 
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
