@@ -60,11 +60,13 @@ class DataNorm:
         return tuple(values * (3 // len(values)) for values in (self.inp_sub, self.inp_div, self.gt_sub, self.gt_div))
 
     def as_config(self) -> dict[str, dict[str, list[float]]]:
+        """The ``data_norm`` entry ``from_config`` reads back (a training config's, a checkpoint's)."""
         return {"inp": {"sub": list(self.inp_sub), "div": list(self.inp_div)},
                 "gt": {"sub": list(self.gt_sub), "div": list(self.gt_div)}}
 
     @staticmethod
     def along(values: Values, like: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """``values`` as a tensor of ``like``'s type and device, laid along its ``channel_dim`` to broadcast."""
         shape = [1] * like.dim()
         shape[channel_dim] = len(values)
         return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
