@@ -270,3 +270,7 @@ def test_each_step_refuses_what_it_cannot_take_in_words(name: str) -> None:
                 model.query(latents, coord.numpy(), cell)
             with pytest.raises(ValueError, match=r"^cell must be a \(B, Q, 2\) tensor, got a ndarray$"):
                 model.query(latents, coord, cell.numpy())
+            with pytest.raises(ValueError, match=r"^coord must be a \(B, Q, 2\) tensor, got a ndarray$"):
+                model.query_chunked(latents, coord.numpy(), cell)
+            with pytest.raises(ValueError, match=r"^coord must be a \(B, Q, 2\) tensor, got shape \(144, 2\)$"):
+                model.query_chunked(latents, coord[0], cell[0], chunk_size=100)

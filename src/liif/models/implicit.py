@@ -86,15 +86,20 @@ def as_floats(values: torch.Tensor, what: str, dtype: torch.dtype) -> torch.Tens
     return values.to(dtype)
 
 
-def checked_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool, dtype: torch.dtype,
-                    batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """coord and cell (when used) as ``dtype``; a clear ValueError unless they are (B, Q, 2) float tensors, B the
-    ``batch`` of pictures the latents hold (others would index past their table)."""
+def check_query_layout(coord: torch.Tensor, cell: torch.Tensor | None) -> None:
+    """A clear ValueError unless coord is a (B, Q, 2) tensor and cell, when given, a tensor."""
     for name, values in (("coord", coord), ("cell", cell)):
         if values is not None and not isinstance(values, torch.Tensor):
             raise ValueError(f"{name} must be a (B, Q, 2) tensor, got a {type(values).__name__}")
     if coord.dim() != 3 or coord.shape[-1] != 2:
         raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(coord.shape)}")
+
+
+def checked_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool, dtype: torch.dtype,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """coord and cell (when used) as ``dtype``; a clear ValueError unless they are (B, Q, 2) float tensors, B the
+    ``batch`` of pictures the latents hold (others would index past their table)."""
+    check_query_layout(coord, cell)
     if coord.shape[0] != batch:
         raise ValueError(f"coord holds queries of {coord.shape[0]} pictures, the latents are of {batch}")
     if not needs_cell:
@@ -226,6 +231,7 @@ class ImplicitModel(nn.Module):
                       chunk_size: int | None = None) -> torch.Tensor:
         """``query`` over contiguous chunks of at most ``chunk_size`` queries per picture (default: the device's, for
         the batch), to bound memory."""
+        check_query_layout(coord, cell)  # before chunks are cut along its second dimension
         if chunk_size is None:
             chunk_size = query_chunk(coord.device, coord.shape[0])
         COUNT.check(chunk_size, "chunk_size", LiifError)
