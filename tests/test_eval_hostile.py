@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import liif.commands.eval
+import liif.evaluation.runner
 from conftest import TINY, shared_file
 from evaluating import expect_error, make_benchmark_set, run_cli, set5_crop
 from liif.errors import LiifError
@@ -96,11 +97,20 @@ def test_scales_out_of_range_are_one_line_errors(tmp_path, capsys, scales, menti
 def test_evaluate_checks_its_scales(tmp_path):
     data = flat_folder(tmp_path / "flat")
     for scales, mentions in (([], "no scale"), (["2"], "'2'"), ([True], "True"), ([0.99], "at least 1"),
-                             (None, "None")):
+                             ([None], "None")):
         with pytest.raises(LiifError, match=mentions):
             evaluate(str(shared_file(TINY)), data, scales=scales, progress=False)
     # one number is one scale
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
+
+
+def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, monkeypatch):
+    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one."""
+    monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (2,), "div2k": (3,)})
+    data = flat_folder(tmp_path / "flat")
+    for protocol, keys in (("benchmark", ["x2"]), ("div2k", ["x3"])):
+        results = evaluate(str(shared_file(TINY)), data, protocol=protocol, degrade="pil", progress=False)
+        assert list(results.means()["flat"]) == keys
 
 
 @pytest.mark.parametrize("model,what", [(torch.nn.Linear(2, 3), "Linear"), (None, "NoneType")])

@@ -48,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def parse_scales(text: str | None, protocol: str) -> list[float]:
-    """Scales from ``2,3,4`` or a preset name; a LiifError for anything else."""
-    text = protocol if text is None else text
+def parse_scales(text: str | None) -> list[float] | None:
+    """Scales from ``2,3,4`` or a preset name (None without one: ``evaluate`` takes the protocol's); a LiifError for
+    anything else."""
+    if text is None:
+        return None
     if text in SCALE_PRESETS:
         return list(SCALE_PRESETS[text])
     try:
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.chunk_size is not None:
         COUNT.check(args.chunk_size, "--chunk-size", LiifError)
-    scales = parse_scales(args.scales, args.protocol)
+    scales = parse_scales(args.scales)
     with joined_processes(args.device) as procs:
         if args.out:
             prepare_out_dir(args.out)

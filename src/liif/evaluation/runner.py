@@ -198,13 +198,13 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
 
 
 def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset] | str | Path,
-             scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
+             scales: Sequence[float] | None = None, protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
              model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1),
              cell_clip: bool = True, kernel: str | None = None, compile: str = "none") -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
-    ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
+    ``scales`` (None: the protocol's ``SCALE_PRESETS``, as ``liif eval`` without ``--scales``) by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
     only the r-th of every W (dataset, scale, image) items, for W processes sharing the work. ``cell_clip``
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
     ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
@@ -213,6 +213,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     """
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    scales = SCALE_PRESETS[protocol] if scales is None else scales
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
                         (progress, "progress")):
