@@ -153,6 +153,12 @@ def test_max_pixels_allows_an_output_of_exactly_that_many_pixels(model, crop):
         liif.upscale(crop, scale=0.5, max_pixels=139, model=model, device="cpu")
 
 
+def test_an_unknown_alpha_mode_is_refused_before_the_model_loads(tmp_path, crop):
+    """As the flags are: a model that is not there is not looked for, nor loaded, for a call refused anyway."""
+    with pytest.raises(LiifError, match=r"^unknown alpha mode 'keep'; use model or bicubic$"):
+        liif.upscale(crop, scale=2, alpha="keep", model=tmp_path / "absent.pth", device="cpu")
+
+
 @pytest.mark.parametrize("max_pixels", [float("nan"), "140", 0.5])
 def test_max_pixels_that_counts_no_pixels_is_refused_naming_it(model, crop, max_pixels):
     """As --max-pixels is: NaN would lift the limit (no output is above it), a string fail in a comparison."""

@@ -471,6 +471,14 @@ def test_a_batch_that_is_no_count_of_frames_is_refused(tmp_path: Path, tiny, bat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
 
 
+def test_an_unknown_alpha_mode_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    """It was refused at the first frame, once the model had loaded and the writer had opened."""
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match=r"^unknown alpha mode 'keep'; use model or bicubic$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, alpha="keep", model=tmp_path / "absent.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
 @pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])
 def test_max_pixels_that_counts_no_pixels_is_refused_naming_it(tmp_path: Path, tiny, max_pixels) -> None:
     source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)

@@ -33,6 +33,13 @@ DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
 
 
+def checked_alpha(alpha: object) -> str:
+    """``alpha`` if it is one of ``ALPHA_MODES``; else a LiifError naming them."""
+    if alpha not in ALPHA_MODES:
+        raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
+    return alpha
+
+
 def checked_max_pixels(max_pixels: object) -> int:
     """``max_pixels`` as a whole number of pixels; a LiifError naming it unless it is a finite number of at least 1
     (NaN would lift the limit: no output is above it)."""
@@ -111,8 +118,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
                     chunk_size: int | None = None, progress: bool = False, label: str | None = None,
                     cache: FeatureCache | None = None) -> list[Picture]:
     """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
-    if alpha not in ALPHA_MODES:
-        raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
+    checked_alpha(alpha)
     device = next(model.parameters()).device
     inputs = [model_planes(picture, alpha) for picture in pictures]
     first = pictures[0]
@@ -213,6 +219,7 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     check_target(target, picture, max_pixels)
     for value, name in ((self_ensemble, "self_ensemble"), (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
+    checked_alpha(alpha)
     net = model_on(model, device, precision, kernel, compile)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)

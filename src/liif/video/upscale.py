@@ -28,7 +28,8 @@ from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import check_precision, render_tile
-from liif.upscale import DEFAULT_MAX_PIXELS, check_target, checked_max_pixels, model_on, render_pictures
+from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, checked_max_pixels, model_on,
+                          render_pictures)
 from liif.pipeline import Background, prefetch
 from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
 from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
@@ -57,6 +58,7 @@ class VideoOptions:
         for name in ("self_ensemble", "overwrite"):  # before the model loads
             object.__setattr__(self, name, flag(getattr(self, name), name, LiifError))
         object.__setattr__(self, "max_pixels", checked_max_pixels(self.max_pixels))
+        checked_alpha(self.alpha)
         if self.batch is not None:  # "4" would fail in a comparison, 2.5 gather every frame into one batch
             object.__setattr__(self, "batch", COUNT.check(self.batch, option("batch"), LiifError))
 
