@@ -113,6 +113,14 @@ def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does
         assert list(results.means()["flat"]) == keys
 
 
+@pytest.mark.parametrize("chunk_size", [0, 2.5, "4096"])
+def test_evaluate_refuses_a_chunk_size_before_the_model_loads(tmp_path, chunk_size):
+    """As --chunk-size is: it was refused at the first render, once the model had been looked for and loaded."""
+    with pytest.raises(LiifError, match=f"^chunk_size must be an int >= 1, got {chunk_size!r}$"):
+        evaluate(tmp_path / "absent.pth", flat_folder(tmp_path / "flat"), scales=[2], chunk_size=chunk_size,
+                 progress=False)
+
+
 @pytest.mark.parametrize("model,what", [(torch.nn.Linear(2, 3), "Linear"), (None, "NoneType")])
 def test_evaluate_refuses_what_is_no_image_model_in_words(tmp_path, model, what):
     """As liif.upscale does: an encoder alone or no model at all failed with an AttributeError (no cell_clip)."""

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from liif.bounds import flag
+from liif.bounds import COUNT, flag
 from liif.distributed import share_label
 from liif.errors import LiifError, option, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
@@ -218,6 +218,8 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
                         (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
+    if chunk_size is not None:
+        COUNT.check(chunk_size, option("chunk_size"), LiifError)
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
