@@ -248,6 +248,17 @@ def test_model_outputs_beyond_the_colour_range_are_clamped_to_it() -> None:
     assert torch.equal(colours, torch.tensor([[0.0, 0.0, 0.5], [0.75, 1.0, 1.0]]))
 
 
+def test_pixels_that_are_not_floats_are_refused_by_the_conversions_that_take_them() -> None:
+    """8-bit pixels met 0.5 cast to uint8, 0: (x - 0) / 0 gave infinities as the model's input, without a word."""
+    eight_bit = torch.full((1, 3, 2, 2), 128, dtype=torch.uint8)
+    for convert in (liif.DataNorm().to_model, liif.DataNorm().to_target):
+        with pytest.raises(liif.LiifError, match=r"^pixels must be floats in \[0, 1\], got torch.uint8 \(divide"):
+            convert(eight_bit)
+        with pytest.raises(liif.LiifError, match=r"^pixels must be a float tensor in \[0, 1\], got a ndarray$"):
+            convert(eight_bit.numpy())
+    assert torch.equal(liif.DataNorm().to_model(eight_bit / 255), (eight_bit / 255 - 0.5) / 0.5)
+
+
 def test_a_checkpoint_s_own_data_norm_comes_before_its_training_config_s(tmp_path: Path) -> None:
     """The data_norm of a checkpoint is its own entry, else its training config's, else the reference's 0.5/0.5."""
     ckpt = torch.load(shared_file(TINY), weights_only=True)

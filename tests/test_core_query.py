@@ -235,6 +235,7 @@ def test_float64_inputs_coordinates_and_cells_answer_as_float32_ones(name: str) 
         with torch.no_grad():
             latents = model.latents(model.encode(inp))
             pairs = [(model(inp.double(), coord, cell.double()), model(inp, coord, cell)),
+                     (model.encode(inp.double()), model.encode(inp)),
                      (model.query(latents, coord.double(), cell), model.query(latents, coord, cell)),
                      (model.query_chunked(latents, coord, cell.double(), chunk_size=50),
                       model.query_chunked(latents, coord, cell, chunk_size=50))]
@@ -244,3 +245,32 @@ def test_float64_inputs_coordinates_and_cells_answer_as_float32_ones(name: str) 
         model(inp, coord.long(), cell)
     with pytest.raises(ValueError, match="cell must hold floats, got torch.bool"):
         model(inp, coord, cell > 0)
+
+
+@pytest.mark.parametrize("name", ["edsr-baseline-liif", "edsr-baseline-metasr", "edsr-baseline-lte"])
+def test_each_step_refuses_what_it_cannot_take_in_words(name: str) -> None:
+    """An array, one picture without its batch, queries for another number of pictures than the latents hold: a
+    ValueError saying so, where torch gave conv2d's argument list, unbatched features or 'index out of range'."""
+    model = liif.make(CONFIGS[name][0]).eval()
+    inp = torch.rand(2, 3, 8, 8) * 2 - 1
+    coord = make_coord((12, 12)).expand(2, -1, -1)
+    cell = make_cell(coord, (12, 12))
+    for path in ("reference", "fast"):
+        model.query_path = path
+        for step in (model.encode, lambda x: model(x, coord, cell)):
+            with pytest.raises(ValueError, match=r"^inp must be a \(B, 3, h, w\) tensor, got a ndarray$"):
+                step(inp.numpy())
+            with pytest.raises(ValueError, match=r"^inp must be .* got shape \(3, 8, 8\) \(one picture: inp\[None\]\)$"):
+                step(inp[0])
+        with torch.no_grad():
+            latents = model.latents(model.encode(inp))
+            with pytest.raises(ValueError, match="^coord holds queries of 1 pictures, the latents are of 2$"):
+                model.query(latents, coord[:1], cell[:1])
+            with pytest.raises(ValueError, match=r"^coord must be a \(B, Q, 2\) tensor, got a ndarray$"):
+                model.query(latents, coord.numpy(), cell)
+            with pytest.raises(ValueError, match=r"^cell must be a \(B, Q, 2\) tensor, got a ndarray$"):
+                model.query(latents, coord, cell.numpy())
+            with pytest.raises(ValueError, match=r"^coord must be a \(B, Q, 2\) tensor, got a ndarray$"):
+                model.query_chunked(latents, coord.numpy(), cell)
+            with pytest.raises(ValueError, match=r"^coord must be a \(B, Q, 2\) tensor, got shape \(144, 2\)$"):
+                model.query_chunked(latents, coord[0], cell[0], chunk_size=100)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import liif.commands.eval
+import liif.evaluation.runner
 from conftest import TINY, load_benchmark, shared_file
 from evaluating import expect_error, make_benchmark_set, run_cli, set5_crop
 from liif.errors import LiifError
@@ -106,11 +108,35 @@ def test_benchmark_scripts_read_scales_as_liif_eval_does(monkeypatch, capsys, sc
 def test_evaluate_checks_its_scales(tmp_path):
     data = flat_folder(tmp_path / "flat")
     for scales, mentions in (([], "no scale"), (["2"], "'2'"), ([True], "True"), ([0.99], "at least 1"),
-                             (None, "None")):
+                             ([None], "None")):
         with pytest.raises(LiifError, match=mentions):
             evaluate(str(shared_file(TINY)), data, scales=scales, progress=False)
     # one number is one scale
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
+
+
+def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, monkeypatch):
+    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one."""
+    monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (2,), "div2k": (3,)})
+    data = flat_folder(tmp_path / "flat")
+    for protocol, keys in (("benchmark", ["x2"]), ("div2k", ["x3"])):
+        results = evaluate(str(shared_file(TINY)), data, protocol=protocol, degrade="pil", progress=False)
+        assert list(results.means()["flat"]) == keys
+
+
+@pytest.mark.parametrize("chunk_size", [0, 2.5, "4096"])
+def test_evaluate_refuses_a_chunk_size_before_the_model_loads(tmp_path, chunk_size):
+    """As --chunk-size is: it was refused at the first render, once the model had been looked for and loaded."""
+    with pytest.raises(LiifError, match=f"^chunk_size must be an int >= 1, got {chunk_size!r}$"):
+        evaluate(tmp_path / "absent.pth", flat_folder(tmp_path / "flat"), scales=[2], chunk_size=chunk_size,
+                 progress=False)
+
+
+@pytest.mark.parametrize("model,what", [(torch.nn.Linear(2, 3), "Linear"), (None, "NoneType")])
+def test_evaluate_refuses_what_is_no_image_model_in_words(tmp_path, model, what):
+    """As liif.upscale does: an encoder alone or no model at all failed with an AttributeError (no cell_clip)."""
+    with pytest.raises(LiifError, match=f"^model must be an image model .*, got {what}$"):
+        evaluate(model, flat_folder(tmp_path / "flat"), scales=[2], progress=False)
 
 
 @pytest.mark.parametrize("option,value,bound", [("--threads", "0", "in [1, 1024]"), ("--threads", "-1", "in [1, 1024]"),

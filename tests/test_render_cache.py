@@ -129,6 +129,13 @@ def test_byte_lru_drops_least_recently_used():
     assert lru.get("huge") is None and lru.bytes == 8
 
 
+@pytest.mark.parametrize("max_bytes", [float("nan"), "512MB", -1])
+def test_a_bound_that_is_no_count_of_bytes_is_refused(max_bytes):
+    """NaN kept every value (none is above it), and "512MB" failed at the first put, deep in a render."""
+    with pytest.raises(liif.LiifError, match=f"^max_bytes must be a number >= 0, got {max_bytes!r}$"):
+        FeatureCache(max_bytes)
+
+
 def test_a_model_created_where_a_freed_one_lived_gets_its_own_entries(picture):
     """Models are told apart by a token that outlives the object's address: a new model never reads the
     features a freed model left in the cache, even if Python gives it the same id()."""

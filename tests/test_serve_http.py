@@ -12,6 +12,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from liif.cli import main
+from liif.errors import LiifError
 from liif.geometry import Geometry
 from liif.imageio import read_picture
 from liif.serve.app import ServeOptions, create_app
@@ -381,3 +382,10 @@ def test_a_named_picture_larger_than_the_picture_cache_is_read_once(tmp_path, mo
                 answer = client.get(f"/{method}/3/butterfly.png/{ask}")
                 assert answer.status_code == 200, answer.text
     assert reads == [picture.resolve()]
+
+
+@pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])
+def test_a_max_pixels_that_counts_no_pixels_is_refused_naming_it(tmp_path, max_pixels):
+    """As --max-pixels is: NaN would let any answer through, a string fail at the first request."""
+    with pytest.raises(LiifError, match="^max_pixels must be a number >= 1, got "):
+        make_app([small_picture(tmp_path)], max_pixels=max_pixels)

@@ -210,6 +210,19 @@ def test_max_pixels_allows_an_output_of_exactly_that_many_pixels(model, crop):
         liif.upscale(crop, scale=0.5, max_pixels=139, model=model, device="cpu")
 
 
+def test_an_unknown_alpha_mode_is_refused_before_the_model_loads(tmp_path, crop):
+    """As the flags are: a model that is not there is not looked for, nor loaded, for a call refused anyway."""
+    with pytest.raises(LiifError, match=r"^unknown alpha mode 'keep'; use model or bicubic$"):
+        liif.upscale(crop, scale=2, alpha="keep", model=tmp_path / "absent.pth", device="cpu")
+
+
+@pytest.mark.parametrize("max_pixels", [float("nan"), "140", 0.5])
+def test_max_pixels_that_counts_no_pixels_is_refused_naming_it(model, crop, max_pixels):
+    """As --max-pixels is: NaN would lift the limit (no output is above it), a string fail in a comparison."""
+    with pytest.raises(LiifError, match=r"^max_pixels must be a number >= 1, got "):
+        liif.upscale(crop, scale=0.5, max_pixels=max_pixels, model=model, device="cpu")
+
+
 def test_a_tiff_past_the_classic_limit_is_written_as_bigtiff(tmp_path, monkeypatch, crop):
     """Classic TIFF offsets are 32-bit; past them (made small here) the file is a BigTIFF that reads back."""
     Picture(crop).save(tmp_path / "classic.tiff")

@@ -187,6 +187,15 @@ def test_coordinates_and_cells_of_a_side_without_whole_pixels_are_clear_errors(s
     assert make_coord(torch.Size([1, np.int64(2)])).tolist() == [[0.0, -0.5], [0.0, 0.5]]
 
 
+def test_cells_of_coordinates_that_are_not_floats_are_refused():
+    """A cell takes its coordinates' type: in an integer type every cell was 0, without a word."""
+    with pytest.raises(LiifError, match=r"^coord must be a float tensor \(\.\.\., 2\), got torch.int64$"):
+        make_cell(torch.zeros(1, 4, 2, dtype=torch.long), (2, 2))
+    with pytest.raises(LiifError, match=r"^coord must be a float tensor \(\.\.\., 2\), got a ndarray$"):
+        make_cell(np.zeros((1, 4, 2), np.float32), (2, 2))
+    assert make_cell(make_coord((2, 4)).double(), (2, 4)).tolist() == [[1.0, 0.5]] * 8
+
+
 def test_render_names_a_bad_model_region_or_chunk_and_takes_float64_pictures():
     model = tiny()
     for ranges in (((1, -1), (-1, 1)), ((float("nan"), 1), (-1, 1)), (-1, 1)):

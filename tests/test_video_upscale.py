@@ -462,10 +462,28 @@ def test_batches_of_frames_render_like_single_frames(tmp_path: Path, tiny) -> No
     assert len(list((tmp_path / "three").iterdir())) == 12
 
 
-def test_a_batch_of_no_frames_is_refused(tmp_path: Path, tiny) -> None:
+@pytest.mark.parametrize("batch", [0, 2.5, "4"])
+def test_a_batch_that_is_no_count_of_frames_is_refused(tmp_path: Path, tiny, batch) -> None:
+    """As --batch is: 2.5 would gather every frame into one model call, "4" fail in a comparison."""
     source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
-    with pytest.raises(liif.LiifError, match="^the batch must be at least 1 frame, got 0$"):
-        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=0)
+    with pytest.raises(liif.LiifError, match=f"^batch must be an int >= 1, got {batch!r}$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], batch=batch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
+def test_an_unknown_alpha_mode_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    """It was refused at the first frame, once the model had loaded and the writer had opened."""
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match=r"^unknown alpha mode 'keep'; use model or bicubic$"):
+        liif.upscale_video(source, tmp_path / "out", scale=2, alpha="keep", model=tmp_path / "absent.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
+@pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])
+def test_max_pixels_that_counts_no_pixels_is_refused_naming_it(tmp_path: Path, tiny, max_pixels) -> None:
+    source = make_clip(tmp_path / "clip.mkv", frames=2, audio=False)
+    with pytest.raises(liif.LiifError, match="^max_pixels must be a number >= 1, got "):
+        liif.upscale_video(source, tmp_path / "out", scale=2, model=tiny[0], max_pixels=max_pixels)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
 
 

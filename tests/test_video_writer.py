@@ -48,6 +48,19 @@ def test_videos_keep_frame_count_rate_size_and_codec(tmp_path: Path, name, codec
     assert max(errors) == 0 if codec == "ffv1" else max(errors) < 12
 
 
+@pytest.mark.parametrize("rate,kept", [(29.97, Fraction(2997, 100)), (23.976, Fraction(2997, 125)),
+                                       (Fraction(30000, 1001), Fraction(30000, 1001)), (24, Fraction(24))])
+def test_a_float_frame_rate_is_written_as_the_nearest_plain_fraction(tmp_path: Path, rate, kept) -> None:
+    """29.97 as a float is a fraction over 2^48, which overflowed FFmpeg's rational: 'value too large to convert to
+    int', where the zoom's frame rate was cut to a plain fraction, a rate given to the writer itself was not."""
+    write_all(tmp_path / "a.mp4", FRAMES[:3], rate=rate)
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        assert container.streams.video[0].average_rate == kept
+    for wrong in (0, -24, float("nan"), float("inf"), "fast", None):
+        with pytest.raises(LiifError, match=f"^the frame rate must be a number above 0, got {re.escape(repr(wrong))}$"):
+            open_frame_writer(tmp_path / "b.mp4", SIZE, wrong)
+
+
 def test_timestamps_in_a_time_base_are_kept(tmp_path: Path) -> None:
     path, times = tmp_path / "vfr.mkv", [0, 40, 120, 240, 280, 360]
     with open_frame_writer(path, SIZE, Fraction(25), codec="ffv1", time_base=Fraction(1, 1000)) as writer:
@@ -273,6 +286,13 @@ def test_refusals_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(LiifError, match="timecode and copied streams are for video outputs"):
         open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(24), timecode="01:02:03:04")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]
+
+
+@pytest.mark.parametrize("crf", [64, "18", True, float("nan")])
+def test_a_crf_that_is_no_number_from_0_to_63_is_refused_in_words(tmp_path: Path, crf) -> None:
+    with pytest.raises(LiifError, match=r"^crf must be 0 to 63 \(lower is better quality\), got "):
+        open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), crf=crf)
+    assert not list(tmp_path.iterdir())
 
 
 def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:

@@ -159,11 +159,13 @@ def test_the_picture_zoomed_into_is_never_written_over(picture_path, tmp_path, c
 
 
 @pytest.mark.parametrize("arguments,message", [
-    ({"end": "4"}, "the end zoom must be a number > 0, got '4'"),
-    ({"end": math.inf}, "the end zoom must be a number > 0, got inf"),
-    ({"start": "1"}, "the start zoom must be a number > 0, got '1'"),
+    ({"end": "4"}, "the end zoom must be a number above 0 and at most 1000000, got '4'"),
+    ({"end": math.inf}, "the end zoom must be a number above 0 and at most 1000000, got inf"),
+    ({"end": 1e300}, "the end zoom must be a number above 0 and at most 1000000, got 1e"),
+    ({"start": "1"}, "the start zoom must be a number above 0 and at most 1000000, got '1'"),
     ({"center": (1, 2, 3)}, r"^center must be two numbers \(x, y\), got \(1, 2, 3\)"),
-    ({"frame_size": (0, 16)}, "the frame size must be an int >= 1, got 0"),
+    ({"frame_size": (0, 16)}, r"^each side of size must be an int in \[1, 16384\], got 0$"),
+    ({"frame_size": (16, 20000)}, r"^each side of size must be an int in \[1, 16384\], got 20000$"),
 ])
 def test_zoom_numbers_are_checked_before_any_region_is_planned(arguments, message):
     """A string failed inside a comparison; an infinite zoom or a frame of no pixels planned empty regions."""

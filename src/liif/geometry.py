@@ -55,7 +55,11 @@ def cell_size(shape: Sequence[int], ranges: Ranges = WHOLE_IMAGE) -> tuple[float
 
 
 def make_cell(coord: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The cell of an output of ``shape`` covering [-1, 1]^2, one per query of ``coord`` (..., 2)."""
+    """The cell of an output of ``shape`` covering [-1, 1]^2, one per query of ``coord`` (..., 2), of its float type
+    (a LiifError for integer coordinates, in whose type every cell would be 0)."""
+    if not isinstance(coord, torch.Tensor) or not coord.is_floating_point():
+        got = coord.dtype if isinstance(coord, torch.Tensor) else f"a {type(coord).__name__}"
+        raise LiifError(f"coord must be a float tensor (..., 2), got {got}")
     return torch.tensor(cell_size(shape), dtype=coord.dtype, device=coord.device).expand_as(coord).clone()
 
 

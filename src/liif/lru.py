@@ -6,6 +6,9 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Generic, Hashable, TypeVar
 
+from liif.bounds import Number
+from liif.errors import LiifError
+
 Value = TypeVar("Value")
 
 
@@ -14,7 +17,8 @@ class ByteLRU(Generic[Value]):
     A value larger than the whole bound is not kept. Safe to share between threads."""
 
     def __init__(self, max_bytes: int, size_of: Callable[[Value], int]) -> None:
-        self.max_bytes = max_bytes
+        # NaN would never evict (no size is above it), a string fail at the first value put
+        self.max_bytes = int(Number(low=0).check(max_bytes, "max_bytes", LiifError))
         self.size_of = size_of
         self.bytes = 0
         self._items: OrderedDict[Hashable, tuple[Value, int]] = OrderedDict()

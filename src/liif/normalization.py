@@ -27,6 +27,15 @@ def checked_values(value: Any, where: str) -> Values:
     return tuple(float(v) for v in value)
 
 
+def float_pixels(pixels: object) -> None:
+    """A LiifError unless ``pixels`` is a float tensor: 0.5 in an integer type is 0, so 8-bit values would be
+    divided by 0, and an array has no channel dimension to broadcast along."""
+    if not isinstance(pixels, torch.Tensor):
+        raise LiifError(f"pixels must be a float tensor in [0, 1], got a {type(pixels).__name__}")
+    if not pixels.is_floating_point():
+        raise LiifError(f"pixels must be floats in [0, 1], got {pixels.dtype} (divide 8-bit values by 255)")
+
+
 @dataclass(frozen=True)
 class DataNorm:
     """``inp`` maps input pictures to the model, ``gt`` maps the model's output back to pictures."""
@@ -51,21 +60,25 @@ class DataNorm:
         return tuple(values * (3 // len(values)) for values in (self.inp_sub, self.inp_div, self.gt_sub, self.gt_div))
 
     def as_config(self) -> dict[str, dict[str, list[float]]]:
+        """The ``data_norm`` entry ``from_config`` reads back (a training config's, a checkpoint's)."""
         return {"inp": {"sub": list(self.inp_sub), "div": list(self.inp_div)},
                 "gt": {"sub": list(self.gt_sub), "div": list(self.gt_div)}}
 
     @staticmethod
     def along(values: Values, like: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """``values`` as a tensor of ``like``'s type and device, laid along its ``channel_dim`` to broadcast."""
         shape = [1] * like.dim()
         shape[channel_dim] = len(values)
         return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
 
     def to_model(self, pixels: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
         """Input pictures in [0, 1] (channels along ``channel_dim``) in the model's space."""
+        float_pixels(pixels)
         return (pixels - self.along(self.inp_sub, pixels, channel_dim)) / self.along(self.inp_div, pixels, channel_dim)
 
     def to_target(self, pixels: torch.Tensor, channel_dim: int = -1) -> torch.Tensor:
         """Ground-truth colours in [0, 1] in the model's output space (what training compares with)."""
+        float_pixels(pixels)
         return (pixels - self.along(self.gt_sub, pixels, channel_dim)) / self.along(self.gt_div, pixels, channel_dim)
 
     def to_pixels(self, output: torch.Tensor, channel_dim: int = -1) -> torch.Tensor:

@@ -28,7 +28,7 @@ from liif.errors import LiifError, option
 from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel, renderable
-from liif.normalization import DataNorm
+from liif.normalization import DataNorm, float_pixels
 from liif.runtime import render_tile
 
 
@@ -261,8 +261,7 @@ def checked_pictures(image: object) -> torch.Tensor:
     if image.dim() != 4 or image.shape[1] != 3 or image.numel() == 0:
         layout = " (channels last? use .permute(0, 3, 1, 2))" if image.dim() == 4 and image.shape[-1] == 3 else ""
         raise LiifError(f"pictures must be a (B, 3, h, w) tensor in [0, 1], got shape {tuple(image.shape)}{layout}")
-    if not image.is_floating_point():
-        raise LiifError(f"pictures must be floats in [0, 1], got {image.dtype} (divide 8-bit values by 255)")
+    float_pixels(image)
     image = image.float()
     low, high = (float(v) for v in torch.aminmax(image))
     if not 0 <= low <= high <= 1:  # NaN fails too

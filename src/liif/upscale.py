@@ -18,7 +18,7 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
-from liif.bounds import flag
+from liif.bounds import Number, flag
 from liif.checkpoint import load_model
 from liif.errors import LiifError, option
 from liif.imageio import Picture, picture_from_pil, read_picture
@@ -33,6 +33,19 @@ from liif.video.reader import is_moving
 DEFAULT_MAX_PIXELS = 500_000_000
 ALPHA_MODES = ("model", "bicubic")
 BICUBIC_ROWS = 256  # output rows resized by PIL at a time (--alpha bicubic, resize_bicubic)
+
+
+def checked_alpha(alpha: object) -> str:
+    """``alpha`` if it is one of ``ALPHA_MODES``; else a LiifError naming them."""
+    if alpha not in ALPHA_MODES:
+        raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
+    return alpha
+
+
+def checked_max_pixels(max_pixels: object) -> int:
+    """``max_pixels`` as a whole number of pixels; a LiifError naming it unless it is a finite number of at least 1
+    (NaN would lift the limit: no output is above it)."""
+    return int(Number(low=1).check(max_pixels, option("max_pixels"), LiifError))
 
 
 def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -113,8 +126,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
                     chunk_size: int | None = None, progress: bool = False, label: str | None = None,
                     cache: FeatureCache | None = None) -> list[Picture]:
     """``render_picture`` of several pictures of one shape (the frames of a video) in one batch for the model."""
-    if alpha not in ALPHA_MODES:
-        raise LiifError(f"unknown alpha mode {alpha!r}; use {' or '.join(ALPHA_MODES)}")
+    checked_alpha(alpha)
     device = next(model.parameters()).device
     inputs = [model_planes(picture, alpha) for picture in pictures]
     first = pictures[0]
@@ -209,11 +221,13 @@ def upscale(image: Picture | Image.Image | np.ndarray | str | os.PathLike,
     ``region`` is x0,y0,x1,y1; ``kernel`` and ``compile`` are ``model_on``'s."""
     if isinstance(image, (str, os.PathLike)) and is_moving(image):  # not its first frame alone, as if a picture
         raise LiifError(f"{image} is a video or an animation: liif.upscale_video upscales every frame of it")
+    max_pixels = checked_max_pixels(max_pixels)
     picture = as_picture(image)
     target = Geometry(scale, size, width, height, region).target(picture.pixels.shape[:2])
     check_target(target, picture, max_pixels)
     for value, name in ((self_ensemble, "self_ensemble"), (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
+    checked_alpha(alpha)
     net = model_on(model, device, precision, kernel, compile)
     result = render_picture(net, picture, target, self_ensemble, alpha, precision, tile, progress=progress,
                             label=Path(image).name if isinstance(image, (str, os.PathLike)) else None)

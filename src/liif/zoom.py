@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-from fractions import Fraction
 from typing import Callable, Iterator
 
 import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import COUNT, POSITIVE, Number, flag
+from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
@@ -35,6 +34,10 @@ FPS = Number(low=0.001, high=1000)
 # Frames of one zoom: every frame's region is planned up front, so a nonsense count would fill the memory
 # before anything is rendered; 100,000 frames is over an hour at 24 fps.
 FRAMES = Number(int, low=1, high=100_000)
+# Output pixels per picture pixel: far past any detail a model invents, and short of regions too small for floats
+ZOOM = Number(low=0, high=1_000_000, low_open=True)
+# A frame's side: a 16K frame, beyond any screen a zoom is made for.
+FRAME_SIDE = Number(int, 1, 16384)
 
 
 def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> float:
@@ -53,13 +56,13 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
         if pair is not None and (not isinstance(pair, (tuple, list)) or len(pair) != 2):
             raise LiifError(f"{name} must be two numbers (x, y), got {pair!r}")
     width, height = (COUNT.check(n, "the picture size", LiifError) for n in picture_size)
-    frame_width, frame_height = (COUNT.check(n, "the frame size", LiifError) for n in frame_size)
+    frame_width, frame_height = (FRAME_SIDE.check(n, f"each side of {option('size')}", LiifError) for n in frame_size)
     fit = fit_zoom(picture_size, frame_size)
     # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
     whole = f"where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture"
     fitted = f", {whole}," if start is None else ""
-    start = fit if start is None else POSITIVE.check(start, "the start zoom", LiifError)
-    POSITIVE.check(end, "the end zoom", LiifError)
+    start = fit if start is None else ZOOM.check(start, "the start zoom", LiifError)
+    ZOOM.check(end, "the end zoom", LiifError)
     cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
     FRAMES.check(frames, option("frames"), LiifError)
@@ -136,7 +139,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     regions = zoom_regions((width, height), size, center, start, end, frames)
     # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
     # loads, and removes what it began should loading fail.
-    with open_frame_writer(output, size=frame_size(size, compare), rate=Fraction(fps).limit_denominator(1001),
+    with open_frame_writer(output, size=frame_size(size, compare), rate=fps,
                            overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:

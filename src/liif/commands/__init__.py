@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from liif.bounds import POSITIVE, THREADS, Number
+from liif.bounds import POSITIVE, THREADS
 from liif.errors import LiifError
 from liif.kernels import QUERY_KERNELS
 from liif.pretrained import DEFAULT_MODEL
@@ -62,8 +62,3 @@ def set_threads(threads: int | None) -> None:
     """Give torch ``threads`` CPU threads; None keeps its default. A LiifError outside ``bounds.THREADS``."""
     if threads is not None:
         torch.set_num_threads(THREADS.check(threads, "--threads", LiifError))
-
-
-def checked_max_pixels(max_pixels: float) -> int:
-    """``--max-pixels`` as a whole number of pixels; a LiifError for anything below one pixel."""
-    return int(Number(low=1).check(max_pixels, "--max-pixels", LiifError))

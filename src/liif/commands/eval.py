@@ -18,7 +18,7 @@ import sys
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
 from liif.distributed import gather_sharded, joined_processes, main_work
-from liif.errors import LiifError
+from liif.errors import LiifError, option
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
 
@@ -48,8 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def parse_scales(text: str) -> list[float]:
-    """Scales from ``2,3,4`` or a preset name; a LiifError for anything else."""
+def parse_scales(text: str | None) -> list[float] | None:
+    """Scales from ``2,3,4`` or a preset name (None without one: ``evaluate`` takes the protocol's); a LiifError for
+    anything else."""
+    if text is None:
+        return None
     if text in SCALE_PRESETS:
         return list(SCALE_PRESETS[text])
     try:
@@ -65,9 +68,9 @@ def parse_scales(text: str) -> list[float]:
 def run(args: argparse.Namespace) -> int:
     """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out)."""
     set_threads(args.threads)
-    if args.chunk_size is not None:
-        COUNT.check(args.chunk_size, "--chunk-size", LiifError)
-    scales = parse_scales(args.protocol if args.scales is None else args.scales)
+    if args.chunk_size is not None:  # checked again by evaluate; here before the --out folder is made
+        COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
+    scales = parse_scales(args.scales)
     with joined_processes(args.device) as procs:
         if args.out:
             prepare_out_dir(args.out)

@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 from liif.bounds import POSITIVE, Number
-from liif.commands import add_feature_cache_option, add_model_options, checked_max_pixels, feature_cache_bytes
+from liif.commands import add_feature_cache_option, add_model_options, feature_cache_bytes
 from liif.errors import LiifError, os_reason
 
 if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server starts
@@ -57,6 +57,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def server_options(args: argparse.Namespace) -> ServeOptions:
     """The server's options from the command line, each checked (a LiifError naming the option)."""
     from liif.serve.app import DEFAULT_SERVE_PIXELS, ServeOptions
+    from liif.upscale import checked_max_pixels
 
     for name in ("cache_mb", "picture_cache_mb"):  # --max-scale: the Service checks it
         POSITIVE.check(getattr(args, name), f"--{name.replace('_', '-')}", LiifError)

@@ -36,17 +36,17 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.commands import (add_encoder_options, add_model_options, add_threads_option, checked_max_pixels,
-                           set_threads)
+from liif.commands import add_encoder_options, add_model_options, add_threads_option, set_threads
 from liif.bounds import COUNT
 from liif.distributed import Processes, global_sum, joined_processes, share_label, wait_for_all
-from liif.errors import LiifError, os_reason, printable
+from liif.errors import LiifError, option, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
 from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
 from liif.pipeline import Background, prefetch
 from liif.renderer import checked_tile
-from liif.upscale import ALPHA_MODES, DEFAULT_MAX_PIXELS, check_target, model_on, render_picture
+from liif.upscale import (ALPHA_MODES, DEFAULT_MAX_PIXELS, check_target, checked_max_pixels, model_on,
+                          render_picture)
 from liif.video.reader import CLIP_SUFFIXES, SHARED_SUFFIXES, is_moving, looks_like_transport_stream
 from liif.video.upscale import VideoOptions, upscale_clip
 from liif.video.upscale import output_suffix as clip_output_suffix
@@ -238,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
     args.max_pixels = checked_max_pixels(args.max_pixels)
     set_threads(args.threads)
     checked_tile(args.tile)
-    if args.batch is not None:  # checked again per clip by the Python API; here before any model loads
-        COUNT.check(args.batch, "--batch", LiifError)
+    if args.batch is not None:  # checked again per clip by VideoOptions; here before any model loads
+        COUNT.check(args.batch, option("batch"), LiifError)
     if args.skip_existing and args.overwrite:
         raise LiifError("give --skip-existing or --overwrite, not both")
     if args.output == "":  # -o "$OUT" with OUT unset, in a script: not a wish to write beside the inputs

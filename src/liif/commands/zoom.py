@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liif.bounds import Number
 from liif.commands import add_encoder_options, add_feature_cache_option, add_model_options, feature_cache_bytes
 from liif.errors import LiifError
 from liif.geometry import Geometry, parse_numbers
-from liif.zoom import COMPARISONS
+from liif.zoom import COMPARISONS, ZOOM
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-ZOOM = Number(low=0, high=1_000_000, low_open=True)  # output pixels per picture pixel
-FRAME_SIDE = Number(int, 1, 16384)
 
 
 def parse_zoom(text: str) -> tuple[float | None, float]:
@@ -74,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from liif.zoom import Region, check_not_input, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
-    size = Geometry.parse(size=args.size).size
-    for side in size:
-        FRAME_SIDE.check(side, f"--size {args.size}: each side", LiifError)
+    size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
     if args.output is None and not args.print_regions:

@@ -15,14 +15,14 @@ from typing import Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from liif.bounds import flag
+from liif.bounds import COUNT, flag
 from liif.distributed import share_label
 from liif.errors import LiifError, option, os_reason
 from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
 from liif.evaluation.degrade import DEGRADATIONS, make_lr
 from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
 from liif.fileio import write_text
-from liif.models.implicit import ImplicitModel
+from liif.models.implicit import ImplicitModel, renderable
 from liif.renderer import render
 from liif.resize import pil_bicubic
 from liif.runtime import autocast, pick_device
@@ -198,13 +198,13 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
 
 
 def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset] | str | Path,
-             scales: Sequence[float] = SCALE_PRESETS["benchmark"], protocol: str = "benchmark",
+             scales: Sequence[float] | None = None, protocol: str = "benchmark",
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
              model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1),
              cell_clip: bool = True, kernel: str | None = None, compile: str = "none") -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
-    ``scales`` by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
+    ``scales`` (None: the protocol's ``SCALE_PRESETS``, as ``liif eval`` without ``--scales``) by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
     only the r-th of every W (dataset, scale, image) items, for W processes sharing the work. ``cell_clip``
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
     ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
@@ -213,14 +213,17 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     """
     if protocol not in PROTOCOLS:
         raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    scales = SCALE_PRESETS[protocol] if scales is None else scales
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
                         (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
+    if chunk_size is not None:
+        COUNT.check(chunk_size, option("chunk_size"), LiifError)
     if model_name is None:
-        model_name = Path(str(model)).stem if isinstance(model, (str, Path)) else "model"
-    if isinstance(model, (str, Path)):
-        model = resolve_model(model, pick_device(device))
+        model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
+    # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
+    model = resolve_model(model, pick_device(device)) if isinstance(model, (str, os.PathLike)) else renderable(model)
     model = configure_model(model, precision, kernel, compile)
     scores = []
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]

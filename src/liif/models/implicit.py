@@ -86,18 +86,28 @@ def as_floats(values: torch.Tensor, what: str, dtype: torch.dtype) -> torch.Tens
     return values.to(dtype)
 
 
-def checked_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool, dtype: torch.dtype
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """coord and cell (when used) as ``dtype``; a clear ValueError unless they are (B, Q, 2) float tensors."""
-    if not isinstance(coord, torch.Tensor) or coord.dim() != 3 or coord.shape[-1] != 2:
-        raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(getattr(coord, 'shape', ()))}")
+def check_query_layout(coord: torch.Tensor, cell: torch.Tensor | None) -> None:
+    """A clear ValueError unless coord is a (B, Q, 2) tensor and cell, when given, a tensor."""
+    for name, values in (("coord", coord), ("cell", cell)):
+        if values is not None and not isinstance(values, torch.Tensor):
+            raise ValueError(f"{name} must be a (B, Q, 2) tensor, got a {type(values).__name__}")
+    if coord.dim() != 3 or coord.shape[-1] != 2:
+        raise ValueError(f"coord must be a (B, Q, 2) tensor, got shape {tuple(coord.shape)}")
+
+
+def checked_queries(coord: torch.Tensor, cell: torch.Tensor | None, needs_cell: bool, dtype: torch.dtype,
+                    batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """coord and cell (when used) as ``dtype``; a clear ValueError unless they are (B, Q, 2) float tensors, B the
+    ``batch`` of pictures the latents hold (others would index past their table)."""
+    check_query_layout(coord, cell)
+    if coord.shape[0] != batch:
+        raise ValueError(f"coord holds queries of {coord.shape[0]} pictures, the latents are of {batch}")
     if not needs_cell:
         return as_floats(coord, "coord", dtype), cell
     if cell is None:
         raise ValueError("this model decodes cells: pass cell, a (B, Q, 2) tensor")
-    if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
-        raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, "
-                         f"got {tuple(getattr(cell, 'shape', ()))}")
+    if cell.shape != coord.shape:
+        raise ValueError(f"cell must have the shape of coord {tuple(coord.shape)}, got {tuple(cell.shape)}")
     return as_floats(coord, "coord", dtype), as_floats(cell, "cell", dtype)
 
 
@@ -183,9 +193,20 @@ class ImplicitModel(nn.Module):
             inp = inp.contiguous(memory_format=torch.channels_last)
         return self.encoder(inp)
 
+    def checked_input(self, inp: torch.Tensor) -> torch.Tensor:
+        """``inp`` in the weights' float type; a clear ValueError unless it is a (B, C, h, w) float tensor (an
+        array, one picture alone or 8-bit values would fail deep in torch, or give features of no batch)."""
+        if not isinstance(inp, torch.Tensor):
+            raise ValueError(f"inp must be a (B, 3, h, w) tensor, got a {type(inp).__name__}")
+        if inp.dim() != 4:
+            alone = " (one picture: inp[None])" if inp.dim() == 3 else ""
+            raise ValueError(f"inp must be a (B, 3, h, w) tensor, got shape {tuple(inp.shape)}{alone}")
+        return as_floats(inp, "inp", self.weight_dtype)
+
     def encode(self, inp: torch.Tensor) -> torch.Tensor:
-        """The latent feature grid (B, C, h, w) of an input (B, 3, h, w) in the model's space."""
-        return self.run_encoder(inp)
+        """The latent feature grid (B, C, h, w) of an input (B, 3, h, w) in the model's space (any float type: cast
+        to the weights')."""
+        return self.run_encoder(self.checked_input(inp))
 
     def latents(self, feat: torch.Tensor, grid_shape: tuple[int, int] | None = None,
                 origin: tuple[int, int] = (0, 0)) -> Any:
@@ -215,6 +236,7 @@ class ImplicitModel(nn.Module):
                       chunk_size: int | None = None) -> torch.Tensor:
         """``query`` over contiguous chunks of at most ``chunk_size`` queries per picture (default: the device's, for
         the batch), to bound memory."""
+        check_query_layout(coord, cell)  # before chunks are cut along its second dimension
         if chunk_size is None:
             chunk_size = query_chunk(coord.device, coord.shape[0])
         COUNT.check(chunk_size, "chunk_size", LiifError)
@@ -244,7 +266,7 @@ class ImplicitModel(nn.Module):
 
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
         """One pass when training (gradients on); in chunks, with bounded memory, in inference."""
-        latents = self.latents(self.encode(as_floats(inp, "inp", self.weight_dtype)))
+        latents = self.latents(self.encode(inp))
         if torch.is_grad_enabled():
             return self.query(latents, coord, cell)
         return self.query_chunked(latents, coord, cell)
@@ -279,7 +301,8 @@ class TwoPathModel(ImplicitModel):
     def query(self, latents: FeatureLatents | TableLatents, coord: torch.Tensor,
               cell: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs (B, Q, C) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
-        coord, cell = checked_queries(coord, cell, self.needs_cell, self.weight_dtype)
+        batch = (latents.feat if isinstance(latents, FeatureLatents) else latents.values).shape[0]
+        coord, cell = checked_queries(coord, cell, self.needs_cell, self.weight_dtype, batch)
         if isinstance(latents, FeatureLatents):
             grid_shape = tuple(latents.feat.shape[-2:])
             cell = None if cell is None else self.clip_cell(cell, grid_shape)

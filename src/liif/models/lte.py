@@ -80,6 +80,7 @@ class LTE(TwoPathModel):
 
     def encode(self, inp: torch.Tensor) -> torch.Tensor:
         """The encoder's features with the input itself as three more channels (the skip reads it)."""
+        inp = self.checked_input(inp)
         feat = self.run_encoder(inp)
         if feat.shape[-2:] != inp.shape[-2:]:
             raise LiifError(f"LTE needs an encoder that keeps the input's size (no_upsampling), got "

@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -36,7 +36,7 @@ from liif.runtime import render_tile
 from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
 from liif.serve.library import Library
 from liif.serve.worker import RenderQueue
-from liif.upscale import check_target, model_on, render_picture, resize_bicubic
+from liif.upscale import check_target, checked_max_pixels, model_on, render_picture, resize_bicubic
 
 log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
@@ -97,8 +97,9 @@ class Service:
     def __init__(self, paths: list[str | os.PathLike] | Library,
                  model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto",
                  options: ServeOptions | None = None) -> None:
-        self.options = options or ServeOptions()
-        Number(low=1).check(self.options.max_scale, option("max_scale"), LiifError)
+        options = options or ServeOptions()
+        Number(low=1).check(options.max_scale, option("max_scale"), LiifError)
+        self.options = replace(options, max_pixels=checked_max_pixels(options.max_pixels))
         # a Library given was built (its files checked) before the server bound its address; it keeps its cache
         self.library = paths if isinstance(paths, Library) else Library(paths, self.options.picture_cache_bytes)
         self.model = model_on(model, device, self.options.precision, self.options.kernel, self.options.compile)

@@ -22,13 +22,14 @@ import numpy as np
 import torch.nn as nn
 from tqdm import tqdm
 
-from liif.bounds import flag
+from liif.bounds import COUNT, flag
 from liif.errors import LiifError, option
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture
 from liif.pretrained import DEFAULT_MODEL
 from liif.runtime import check_precision, render_tile
-from liif.upscale import DEFAULT_MAX_PIXELS, check_target, model_on, render_pictures
+from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, checked_max_pixels, model_on,
+                          render_pictures)
 from liif.pipeline import Background, prefetch
 from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
 from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
@@ -56,6 +57,10 @@ class VideoOptions:
     def __post_init__(self) -> None:
         for name in ("self_ensemble", "overwrite"):  # before the model loads
             object.__setattr__(self, name, flag(getattr(self, name), name, LiifError))
+        object.__setattr__(self, "max_pixels", checked_max_pixels(self.max_pixels))
+        checked_alpha(self.alpha)
+        if self.batch is not None:  # "4" would fail in a comparison, 2.5 gather every frame into one batch
+            object.__setattr__(self, "batch", COUNT.check(self.batch, option("batch"), LiifError))
 
 
 @dataclass(frozen=True)
@@ -120,8 +125,6 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     device = next(model.parameters()).device
     check_precision(device, options.precision, model)
     batch = options.batch if options.batch is not None else 1 if device.type == "cpu" else GPU_BATCH
-    if batch < 1:
-        raise LiifError(f"the batch must be at least 1 frame, got {batch}")
     if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
         options = replace(options, tile=render_tile(device, batch))
     with open_clip(source) as clip:

@@ -40,6 +40,7 @@ CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "vp9": 
                  "h265": "libx265", "x265": "libx265"}
 DEFAULT_PIX_FMT = "yuv420p"
 LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unlike any YUV
+RATE_DENOMINATOR = 1001  # of a frame rate given as a float: NTSC's 30000/1001 is the finest in use
 # An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
 # The presets x264 and x265 know (in any case): x264 prints its refusal of another straight to the terminal, so
@@ -403,7 +404,7 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
     options = {}
     crf = DEFAULT_CRF.get(encoder) if crf is None else crf
     if crf is not None:
-        if not 0 <= crf <= 63:
+        if not Number(low=0, high=63).fits(crf):  # "18" would fail in the comparison, True pass as "True"
             raise LiifError(f"{option('crf')} must be 0 to 63 (lower is better quality), got {crf}")
         options["crf"] = str(crf)
         if encoder.startswith("libvpx"):
@@ -569,6 +570,18 @@ class FolderWriter(FrameWriter):
             os.replace(self.temporary, self.path)  # over an empty folder, if there is one
 
 
+def frame_rate(rate: Fraction | float | str) -> Fraction:
+    """``rate`` frames per second as a Fraction above 0, a float as the nearest one over at most 1001 (29.97 is
+    2997/100: its exact binary value overflows FFmpeg's rational); a LiifError for anything else."""
+    try:
+        exact = Fraction(rate)  # "30000/1001" too
+    except (TypeError, ValueError, OverflowError):  # NaN, infinity, what is no number
+        exact = None
+    if exact is None or exact <= 0:
+        raise LiifError(f"the frame rate must be a number above 0, got {rate!r}")
+    return exact.limit_denominator(RATE_DENOMINATOR) if isinstance(rate, float) else exact
+
+
 def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Fraction, *,
                       codec: str | None = None, crf: int | None = None, preset: str | None = None,
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
@@ -589,9 +602,7 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     width, height = size
     if not (isinstance(width, int) and isinstance(height, int) and width >= 1 and height >= 1):
         raise LiifError(f"frame size must be two whole numbers >= 1 (width, height), got {size!r}")
-    rate = Fraction(rate)
-    if rate <= 0:
-        raise LiifError(f"the frame rate must be above 0, got {rate}")
+    rate = frame_rate(rate)
     kind = output_kind(path)
     if timecode is not None and not (isinstance(timecode, str) and TIMECODE.fullmatch(timecode)):  # else dropped
         raise LiifError(f"a timecode is hours:minutes:seconds:frames (\"01:02:03:04\", drop-frame \"01:02:03;04\"), "
