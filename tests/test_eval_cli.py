@@ -275,6 +275,24 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
+@pytest.mark.parametrize("mistake, error", [
+    (["--model", "no-such-model"], "unknown model 'no-such-model': not a file, and not a built-in model "
+                                   "(edsr-baseline-liif)"),
+    (["--out", "{file}/out"], "{file}/out: cannot create the output folder (Not a directory)"),
+])
+def test_a_mistake_every_process_meets_is_said_once_by_rank_0(tmp_path, mistake, error):
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(set5_crop(NAMES[0])).save(data / f"{NAMES[0]}.png")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    main, other = run_ranks([sys.executable, "-m", "liif", "eval", "--data", data, "--scales", "2", "--model",
+                             shared_file(TINY), *(part.format(file=blocker) for part in mistake), "--device", "cpu",
+                             "--threads", "1"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, f"liif eval: error: {error.format(file=blocker)}\n")
+    assert (other.returncode, other.stderr) == (2, "")
+
+
 # A disk that is full when rank 0 writes the results, after every rank has scored its share.
 FULL_DISK = """
 import sys

@@ -24,6 +24,10 @@ STOPPED = "liif/stopped"
 STORE_TIMEOUT = timedelta(seconds=5)
 
 
+class SaidByMain(LiifError):
+    """A failure of the run that the main process (rank 0) prints for every process: this one stops silently."""
+
+
 @dataclass
 class Processes:
     """Where this process stands: its rank among ``world_size`` and the device it works on."""
@@ -41,6 +45,23 @@ class Processes:
         return self.world_size > 1
 
 
+class Launch:
+    """This process within its torchrun launch, before and after its process group."""
+
+    joined = False  # whether it has joined a group of several: a failure before is the command line's, alike on all
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun launched it (0 outside torchrun), known before any process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def says_error(exc: LiifError) -> bool:
+    """Whether this process prints ``exc``: not where rank 0 prints it for the run, as it does a failure that
+    every process met alike: ``SaidByMain``, or one found from the command line alone, before the process group."""
+    return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.joined)
+
+
 def start_processes(device: str) -> Processes:
     """Join the ``torchrun`` process group when launched by it (WORLD_SIZE > 1), else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -52,6 +73,7 @@ def start_processes(device: str) -> Processes:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    Launch.joined = True
     return Processes(dist.get_rank(), dist.get_world_size(), dev)
 
 
@@ -76,7 +98,7 @@ def joined_processes(device: str) -> Iterator[Processes]:
         # DDP's reducer as in liif's own calls), which says only that a peer left; a RuntimeError where none has
         # stopped is this process's own, and keeps its traceback
         peer = peer_stopped() if procs.distributed and isinstance(exc, RuntimeError) else None
-        if peer is None and procs.distributed:
+        if peer is None and procs.distributed and not isinstance(exc, SaidByMain):  # the main process has left
             say_stopped(procs)
         stop_processes(procs)
         if peer is not None:
@@ -146,6 +168,44 @@ def main_work(procs: Processes, what: str) -> Iterator[None]:
         raise
     if not main_ok(procs, True):
         raise LiifError(f"the main process (rank 0) failed {what}; its error says why")
+
+
+@contextmanager
+def alike(procs: Processes) -> Iterator[None]:
+    """A with-block that every process runs alike before they share the work (checks, the model, the plan): at its
+    end each learns the others' LiifErrors, and where any failed all stop, rank 0 printing the lowest failing
+    rank's error once for all, and the others nothing."""
+    # No collective call may run inside the block: a process that failed before it would wait here instead.
+    if not procs.distributed:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except LiifError as exc:
+        error = exc
+    message = None if error is None else str(error)
+    errors = [pickle.loads(data) for data in gathered_bytes(pickle.dumps(message), procs)]
+    failed = [(rank, message) for rank, message in enumerate(errors) if message is not None]
+    if not failed:
+        return
+    rank, message = failed[0]
+    if procs.is_main:
+        raise error or LiifError(f"rank {rank}: {message}")
+    # torchrun's agent ends every process once one has failed: the main process leaves first, so that it has said
+    # why before that
+    wait_for_main_to_leave(procs)
+    raise SaidByMain(message)
+
+
+def wait_for_main_to_leave(procs: Processes, timeout: timedelta = timedelta(seconds=60)) -> None:
+    """Return once the main process has left the process group (its connections closed), or after ``timeout``."""
+    never_sent = torch.zeros(1, device=procs.device)
+    try:
+        dist.irecv(never_sent, src=0).wait(timeout)
+    except RuntimeError:  # gloo: "Connection closed by peer", the main process gone; or the timeout
+        pass
+    released(never_sent)
 
 
 def main_ok(procs: Processes, ok: bool) -> bool:
