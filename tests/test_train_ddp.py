@@ -50,6 +50,19 @@ def test_skipped_images_are_warned_of_once_by_rank_0(tmp_path):
     assert other.stderr == ""
 
 
+def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(tmp_path):
+    missing = tmp_path / "missing"
+    main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
+                             ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
+                             "--set", f"train_dataset.dataset.args.root_path={missing}",
+                             "--set", f"val_dataset.dataset.args.root_path={missing}", "--set", "threads=1"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, f"liif train: error: train_dataset: {missing}: no such image "
+                                                 f"folder\n")
+    assert (other.returncode, other.stderr) == (2, "")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
     set14, set5 = shared_file(BENCHMARKS / "Set14"), shared_file(BENCHMARKS / "Set5")
     # Set5 has no picture large enough to shave 200 px per side, which rank 0 finds when it runs benchmark_eval
