@@ -24,7 +24,11 @@ STOPPED = "liif/stopped"
 STORE_TIMEOUT = timedelta(seconds=5)
 
 
-class SaidByMain(LiifError):
+class AfterMain(LiifError):
+    """A failure this process learnt of from the main process (rank 0), raised once that one has left the group."""
+
+
+class SaidByMain(AfterMain):
     """A failure of the run that the main process (rank 0) prints for every process: this one stops silently."""
 
 
@@ -98,7 +102,7 @@ def joined_processes(device: str) -> Iterator[Processes]:
         # DDP's reducer as in liif's own calls), which says only that a peer left; a RuntimeError where none has
         # stopped is this process's own, and keeps its traceback
         peer = peer_stopped() if procs.distributed and isinstance(exc, RuntimeError) else None
-        if peer is None and procs.distributed and not isinstance(exc, SaidByMain):  # the main process has left
+        if peer is None and procs.distributed and not isinstance(exc, AfterMain):  # the main process has left
             say_stopped(procs)
         stop_processes(procs)
         if peer is not None:
@@ -167,7 +171,8 @@ def main_work(procs: Processes, what: str) -> Iterator[None]:
         main_ok(procs, False)
         raise
     if not main_ok(procs, True):
-        raise LiifError(f"the main process (rank 0) failed {what}; its error says why")
+        wait_for_main_to_leave(procs)
+        raise AfterMain(f"the main process (rank 0) failed {what}; its error says why")
 
 
 @contextmanager
@@ -192,14 +197,14 @@ def alike(procs: Processes) -> Iterator[None]:
     rank, message = failed[0]
     if procs.is_main:
         raise error or LiifError(f"rank {rank}: {message}")
-    # torchrun's agent ends every process once one has failed: the main process leaves first, so that it has said
-    # why before that
     wait_for_main_to_leave(procs)
     raise SaidByMain(message)
 
 
 def wait_for_main_to_leave(procs: Processes, timeout: timedelta = timedelta(seconds=60)) -> None:
     """Return once the main process has left the process group (its connections closed), or after ``timeout``."""
+    # torchrun's agent ends every process once one has failed: the main process, which says why the run stopped,
+    # leaves first so that it has said so before that
     never_sent = torch.zeros(1, device=procs.device)
     try:
         dist.irecv(never_sent, src=0).wait(timeout)
