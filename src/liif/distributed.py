@@ -52,7 +52,9 @@ class Processes:
 class Launch:
     """This process within its torchrun launch, before and after its process group."""
 
-    joined = False  # whether it has joined a group of several: a failure before is the command line's, alike on all
+    # whether a failure of this process may be its own (it has joined a group of several, or its GPU alone is
+    # missing), not the command line's, which every process meets alike
+    own_failures = False
 
 
 def launch_rank() -> int:
@@ -63,21 +65,26 @@ def launch_rank() -> int:
 def says_error(exc: LiifError) -> bool:
     """Whether this process prints ``exc``: not where rank 0 prints it for the run, as it does a failure that
     every process met alike: ``SaidByMain``, or one found from the command line alone, before the process group."""
-    return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.joined)
+    return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.own_failures)
 
 
 def start_processes(device: str) -> Processes:
     """Join the ``torchrun`` process group when launched by it (WORLD_SIZE > 1), else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    try:
+        dev = pick_device(device, local_rank)
+    except LiifError:
+        pick_device(device)  # where local rank 0's device is missing too, every process fails alike
+        Launch.own_failures = True
+        raise
     if world_size == 1:
         return Processes(0, 1, dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    Launch.joined = True
+    Launch.own_failures = True
     return Processes(dist.get_rank(), dist.get_world_size(), dev)
 
 
