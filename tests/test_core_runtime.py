@@ -13,6 +13,7 @@ from PIL import Image
 import liif.runtime
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from liif.cli import main
+from liif.distributed import Launch, says_error, start_processes
 from liif.errors import LiifError
 from liif.runtime import autocast, check_precision, pick_device, query_chunk
 
@@ -119,6 +120,21 @@ def test_absent_device_is_one_line_in_every_command(capsys, picture, tmp_path, c
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"liif {command}: error: device {device} is not available on this machine"), err
     assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("gpus, said_here", [(0, False), (1, True)])
+def test_under_torchrun_a_missing_gpu_is_said_by_the_process_it_is_missing_for(monkeypatch, gpus, said_here):
+    # --device cuda on rank 1 of 2: with no GPU every process fails alike and rank 0 says so; with one, rank 1's
+    # (the second) alone is missing, which only rank 1 can say
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(Launch, "own_failures", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(LiifError, match="^device cuda is not available on this machine") as caught:
+        start_processes("cuda")
+    assert says_error(caught.value) == said_here
 
 
 # Buffers of MIB MiB made, filled and freed COUNT at a time, round after round, as a CPU query chunk's are; prints

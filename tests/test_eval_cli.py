@@ -19,7 +19,7 @@ from PIL import Image
 from torch._dynamo.utils import counters
 
 import liif
-from conftest import ROOT, TINY, run_ranks, shared_file
+from conftest import ROOT, TINY, run_group, run_ranks, shared_file
 from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_crop
 from facts import EDSR_Y
 from liif.cli import main
@@ -275,6 +275,24 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
 
 
+@pytest.mark.parametrize("mistake, error", [
+    (["--model", "no-such-model"], "unknown model 'no-such-model': not a file, and not a built-in model "
+                                   "(edsr-baseline-liif)"),
+    (["--out", "{file}/out"], "{file}/out: cannot create the output folder (Not a directory)"),
+])
+def test_a_mistake_every_process_meets_is_said_once_by_rank_0(tmp_path, mistake, error):
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(set5_crop(NAMES[0])).save(data / f"{NAMES[0]}.png")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    main, other = run_ranks([sys.executable, "-m", "liif", "eval", "--data", data, "--scales", "2", "--model",
+                             shared_file(TINY), *(part.format(file=blocker) for part in mistake), "--device", "cpu",
+                             "--threads", "1"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, f"liif eval: error: {error.format(file=blocker)}\n")
+    assert (other.returncode, other.stderr) == (2, "")
+
+
 # A disk that is full when rank 0 writes the results, after every rank has scored its share.
 FULL_DISK = """
 import sys
@@ -305,3 +323,34 @@ def test_a_failure_of_rank_0_to_write_the_results_stops_every_rank_in_one_line(t
     assert "| set | x2 |" in main.stdout  # the table was printed before the write
     assert other.stderr == ("liif eval: error: the main process (rank 0) failed to report the results; its error "
                             "says why\n")
+
+
+# As FULL_DISK, with rank 0 slow to leave the process group (its store far away, say).
+SLOW_TO_LEAVE = FULL_DISK.replace("from liif.cli import main", """import time
+import liif.distributed as distributed
+stop = distributed.stop_processes
+def slow(procs):
+    if procs.is_main:
+        time.sleep(2)
+    stop(procs)
+distributed.stop_processes = slow
+from liif.cli import main""")
+
+
+def test_under_torchrun_rank_0_says_why_it_failed_before_the_others_stop(tmp_path):
+    # torchrun's agent ends every process once one has stopped: the others wait for rank 0 to leave first
+    data = tmp_path / "set"
+    data.mkdir()
+    Image.fromarray(set5_crop(NAMES[0])).save(data / f"{NAMES[0]}.png")
+    (tmp_path / "slow.py").write_text(SLOW_TO_LEAVE)
+    result = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        tmp_path / "slow.py", "eval", "--data", data, "--scales", "2", "--degrade", "pil", "--model",
+                        shared_file(TINY), "--device", "cpu", "--threads", "1", "--quiet", "--out", tmp_path / "out"],
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("liif eval: error:")]
+    why = f"liif eval: error: cannot write {tmp_path / 'out' / 'per_image.csv'}: No space left on device"
+    assert why in errors, result.stderr[-3000:]
+    # rank 1's own line, where the agent has not ended it first
+    assert set(errors) <= {why, "liif eval: error: the main process (rank 0) failed to report the results; its error "
+                                "says why"}

@@ -32,6 +32,37 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     assert not list((tmp_path / "two").glob("*.tmp"))
 
 
+def test_skipped_images_are_warned_of_once_by_rank_0(tmp_path):
+    set14, data = shared_file(BENCHMARKS / "Set14"), tmp_path / "data"
+    data.mkdir()
+    for name in ("baboon", "barbara", "bridge", "comic", "face"):
+        Image.open(set14 / f"{name}.png").convert("RGB").crop((0, 0, 120, 120)).save(data / f"{name}.png")
+    (data / "fake.png").write_text("not a picture")
+    main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
+                             ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
+                             "--set", f"train_dataset.dataset.args.root_path={data}",
+                             "--set", f"val_dataset.dataset.args.root_path={data}", "--set", "threads=1",
+                             "--set", "epoch_max=1"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, other.returncode) == (0, 0), other.stderr[-3000:]
+    # every process builds the training set and meets the same unreadable file; rank 0 alone says so
+    assert main.stderr == (f"liif train: warning: skipping unreadable image {data / 'fake.png'}: not an image, or "
+                           f"not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)\n")
+    assert other.stderr == ""
+
+
+def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(tmp_path):
+    missing = tmp_path / "missing"
+    main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
+                             ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
+                             "--set", f"train_dataset.dataset.args.root_path={missing}",
+                             "--set", f"val_dataset.dataset.args.root_path={missing}", "--set", "threads=1"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, f"liif train: error: train_dataset: {missing}: no such image "
+                                                 f"folder\n")
+    assert (other.returncode, other.stderr) == (2, "")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
     set14, set5 = shared_file(BENCHMARKS / "Set14"), shared_file(BENCHMARKS / "Set5")
     # Set5 has no picture large enough to shave 200 px per side, which rank 0 finds when it runs benchmark_eval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARKS, TINY, comic_crop, files_bar, screen, shared_file
+from conftest import BENCHMARKS, TINY, comic_crop, files_bar, run_ranks, screen, shared_file
 from liif.runtime import cpu_has_int8, has_cpp_compiler
 
 
@@ -212,6 +213,50 @@ def test_torchrun_shares_a_batch_and_writes_what_one_process_writes(crops, tmp_p
     assert all(line.startswith("files (rank 0 of 2): ") for line in bars), two.stderr
     for name in (f"p{i}.png" for i in range(5)):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+@pytest.mark.parametrize("mistake, error", [
+    (["--scale", "2", "--bogus"], "unrecognized arguments: --bogus; see liif upscale --help"),  # the parser's
+    (["--scale", "x"], "--scale 'x': expected 1 or 2 numbers separated by ','"),  # found before the process group
+    (["--scale", "2", "--model", "no-such-model"], "unknown model 'no-such-model': not a file, and not a built-in "
+                                                   "model (edsr-baseline-liif)"),
+    (["--scale", "2", "-o", "{file}/out/"], "cannot create output folder {file}/out/: Not a directory"),
+])
+def test_a_mistake_every_process_meets_is_said_once_by_rank_0(crops, tmp_path, mistake, error):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    mistake = [part.format(file=blocker) for part in mistake]
+    main, other = run_ranks([sys.executable, "-m", "liif", "upscale", crops, "--model", shared_file(TINY),
+                             *mistake, "--device", "cpu", "--threads", "1"],
+                            {**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, f"liif upscale: error: {error.format(file=blocker)}\n")
+    assert (other.returncode, other.stderr) == (2, "")
+
+
+# Rank 1 alone cannot load the model (its own GPU out of memory, say).
+RANK_1_FAILS = """
+import os, sys
+import liif.commands.upscale as upscale
+from liif.errors import LiifError
+load = upscale.model_on
+def failing(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise LiifError("out of memory")
+    return load(*args, **kwargs)
+upscale.model_on = failing
+from liif.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_mistake_of_one_process_before_the_work_is_said_by_rank_0_naming_it(crops, tmp_path):
+    (tmp_path / "rank1.py").write_text(RANK_1_FAILS)
+    main, other = run_ranks([sys.executable, tmp_path / "rank1.py", "upscale", crops, "--scale", "2", "-o",
+                             tmp_path / "out", "--model", shared_file(TINY), "--device", "cpu", "--threads", "1"],
+                            {**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (main.returncode, main.stderr) == (2, "liif upscale: error: rank 1: out of memory\n")
+    assert (other.returncode, other.stderr) == (2, "")
+    assert not list((tmp_path / "out").iterdir())  # rank 0 wrote nothing of its share
 
 
 # Rank 1 plans a second after rank 0: a rank that starts writing before the others have planned changes what

@@ -10,6 +10,7 @@ import sys
 from typing import NoReturn
 
 from liif import __version__
+from liif.distributed import launch_rank, says_error
 from liif.errors import Caller, LiifError, printable
 from liif_entry import interrupted
 
@@ -25,8 +26,10 @@ SUBCOMMANDS = {
 
 
 def usage_error(prog: str, message: str) -> NoReturn:
-    """Exit 2 on a bad command line with one line on stderr, in the commands' own style."""
-    print(printable(f"{prog}: error: {message}; see {prog} --help"), file=sys.stderr)
+    """Exit 2 on a bad command line with one line on stderr, in the commands' own style (under torchrun, from
+    rank 0 alone: every process reads the same command line)."""
+    if launch_rank() == 0:
+        print(printable(f"{prog}: error: {message}; see {prog} --help"), file=sys.stderr)
     sys.exit(2)
 
 
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.run(args)
     except LiifError as exc:
-        print(printable(f"{command}: error: {exc}"), file=sys.stderr)
+        if says_error(exc):
+            print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         interrupted(command)

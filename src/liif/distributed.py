@@ -24,6 +24,14 @@ STOPPED = "liif/stopped"
 STORE_TIMEOUT = timedelta(seconds=5)
 
 
+class AfterMain(LiifError):
+    """A failure this process learnt of from the main process (rank 0), raised once that one has left the group."""
+
+
+class SaidByMain(AfterMain):
+    """A failure of the run that the main process (rank 0) prints for every process: this one stops silently."""
+
+
 @dataclass
 class Processes:
     """Where this process stands: its rank among ``world_size`` and the device it works on."""
@@ -41,17 +49,42 @@ class Processes:
         return self.world_size > 1
 
 
+class Launch:
+    """This process within its torchrun launch, before and after its process group."""
+
+    # whether a failure of this process may be its own (it has joined a group of several, or its GPU alone is
+    # missing), not the command line's, which every process meets alike
+    own_failures = False
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun launched it (0 outside torchrun), known before any process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def says_error(exc: LiifError) -> bool:
+    """Whether this process prints ``exc``: not where rank 0 prints it for the run, as it does a failure that
+    every process met alike: ``SaidByMain``, or one found from the command line alone, before the process group."""
+    return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.own_failures)
+
+
 def start_processes(device: str) -> Processes:
     """Join the ``torchrun`` process group when launched by it (WORLD_SIZE > 1), else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    try:
+        dev = pick_device(device, local_rank)
+    except LiifError:
+        pick_device(device)  # where local rank 0's device is missing too, every process fails alike
+        Launch.own_failures = True
+        raise
     if world_size == 1:
         return Processes(0, 1, dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    Launch.own_failures = True
     return Processes(dist.get_rank(), dist.get_world_size(), dev)
 
 
@@ -76,7 +109,7 @@ def joined_processes(device: str) -> Iterator[Processes]:
         # DDP's reducer as in liif's own calls), which says only that a peer left; a RuntimeError where none has
         # stopped is this process's own, and keeps its traceback
         peer = peer_stopped() if procs.distributed and isinstance(exc, RuntimeError) else None
-        if peer is None and procs.distributed:
+        if peer is None and procs.distributed and not isinstance(exc, AfterMain):  # the main process has left
             say_stopped(procs)
         stop_processes(procs)
         if peer is not None:
@@ -145,7 +178,46 @@ def main_work(procs: Processes, what: str) -> Iterator[None]:
         main_ok(procs, False)
         raise
     if not main_ok(procs, True):
-        raise LiifError(f"the main process (rank 0) failed {what}; its error says why")
+        wait_for_main_to_leave(procs)
+        raise AfterMain(f"the main process (rank 0) failed {what}; its error says why")
+
+
+@contextmanager
+def alike(procs: Processes) -> Iterator[None]:
+    """A with-block that every process runs alike before they share the work (checks, the model, the plan): at its
+    end each learns the others' LiifErrors, and where any failed all stop, rank 0 printing the lowest failing
+    rank's error once for all, and the others nothing."""
+    # No collective call may run inside the block: a process that failed before it would wait here instead.
+    if not procs.distributed:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except LiifError as exc:
+        error = exc
+    message = None if error is None else str(error)
+    errors = [pickle.loads(data) for data in gathered_bytes(pickle.dumps(message), procs)]
+    failed = [(rank, message) for rank, message in enumerate(errors) if message is not None]
+    if not failed:
+        return
+    rank, message = failed[0]
+    if procs.is_main:
+        raise error or LiifError(f"rank {rank}: {message}")
+    wait_for_main_to_leave(procs)
+    raise SaidByMain(message)
+
+
+def wait_for_main_to_leave(procs: Processes, timeout: timedelta = timedelta(seconds=60)) -> None:
+    """Return once the main process has left the process group (its connections closed), or after ``timeout``."""
+    # torchrun's agent ends every process once one has failed: the main process, which says why the run stopped,
+    # leaves first so that it has said so before that
+    never_sent = torch.zeros(1, device=procs.device)
+    try:
+        dist.irecv(never_sent, src=0).wait(timeout)
+    except RuntimeError:  # gloo: "Connection closed by peer", the main process gone; or the timeout
+        pass
+    released(never_sent)
 
 
 def main_ok(procs: Processes, ok: bool) -> bool:

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
-from liif.distributed import gather_sharded, joined_processes, main_work
+from liif.distributed import alike, gather_sharded, joined_processes, main_work
 from liif.errors import LiifError, option
+from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, prepare_out_dir
+from liif.evaluation.runner import (LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, plan,
+                                   prepare_out_dir)
+from liif.upscale import model_on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def parse_scales(text: str | None) -> list[float] | None:
-    """Scales from ``2,3,4`` or a preset name (None without one: ``evaluate`` takes the protocol's); a LiifError for
-    anything else."""
-    if text is None:
-        return None
+def parse_scales(text: str) -> list[float]:
+    """Scales from ``2,3,4`` or a preset name; a LiifError for anything else."""
     if text in SCALE_PRESETS:
         return list(SCALE_PRESETS[text])
     try:
@@ -70,15 +71,18 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked again by evaluate; here before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
-    scales = parse_scales(args.scales)
+    scales = parse_scales(args.protocol if args.scales is None else args.scales)  # a protocol names its preset
     with joined_processes(args.device) as procs:
-        if args.out:
-            prepare_out_dir(args.out)
-        results = evaluate(args.model, args.data, scales, args.protocol, args.degrade, args.quantize,
+        with alike(procs):  # a mistake met by every process is said once, by rank 0
+            if args.out:
+                prepare_out_dir(args.out)
+            datasets = [open_dataset(folder) for folder in args.data]
+            plan(datasets, scales, args.degrade)
+            model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
+        results = evaluate(model, datasets, scales, args.protocol, args.degrade, args.quantize,
                            args.self_ensemble, args.chunk_size, procs.device,
-                           progress=not args.quiet and procs.is_main, precision=args.precision,
-                           shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip, kernel=args.kernel,
-                           compile=args.compile)
+                           progress=not args.quiet and procs.is_main, model_name=Path(args.model).stem,
+                           precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip)
         results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
         with main_work(procs, "to report the results"):
             if procs.is_main:

@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from liif.distributed import launch_rank
 from liif.errors import printable
 from liif.training import resume_config, train
 
@@ -34,8 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
-    """A warning (a skipped image) as one line in the command's style, not Python's file, line and source."""
-    print(printable(f"liif train: warning: {message}"), file=sys.stderr)
+    """A warning (a skipped image) as one line in the command's style, not Python's file, line and source; under
+    torchrun from rank 0 alone, as every process builds the same training set and meets the same images."""
+    if launch_rank() == 0:
+        print(printable(f"liif train: warning: {message}"), file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from liif.commands import add_encoder_options, add_model_options, add_threads_option, set_threads
 from liif.bounds import COUNT
-from liif.distributed import Processes, global_sum, joined_processes, share_label, wait_for_all
+from liif.distributed import Processes, alike, global_sum, joined_processes, share_label
 from liif.errors import LiifError, option, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
@@ -253,22 +253,23 @@ def upscale_batch(args: argparse.Namespace, geometry: Geometry, procs: Processes
     jobs r, r+W, ...); rank 0 reports planning failures and the summary of all processes."""
     device = procs.device
     suffix = output_suffix(args)
-    files, failures, batch = expand_inputs(args.inputs, suffix)
-    if not files and not failures:
-        raise LiifError(f"no input files match {' '.join(args.inputs)}")
-    single = single_output(args, batch)
-    model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
-    prepare_output_folder(args, batch)
-    destinations = {source: single or output_path(source, args, suffix) for source in files}
-    # Existing outputs are left alone before clashes are looked for: a rerun into its input folder lists its
-    # earlier outputs among the inputs, each the output of itself and of another input.
-    existing = {source for source, destination in destinations.items()
-                if args.skip_existing and destination.exists()}
-    jobs, refused = plan_outputs({source: destinations[source] for source in files if source not in existing})
+    # Every process plans from the same files, and none writes before all have planned (one that did would
+    # change what another finds existing); a mistake met by all is said once, by rank 0.
+    with alike(procs):
+        files, failures, batch = expand_inputs(args.inputs, suffix)
+        if not files and not failures:
+            raise LiifError(f"no input files match {' '.join(args.inputs)}")
+        single = single_output(args, batch)
+        model = model_on(args.model, str(device), args.precision, args.kernel, args.compile)
+        prepare_output_folder(args, batch)
+        destinations = {source: single or output_path(source, args, suffix) for source in files}
+        # Existing outputs are left alone before clashes are looked for: a rerun into its input folder lists its
+        # earlier outputs among the inputs, each the output of itself and of another input.
+        existing = {source for source, destination in destinations.items()
+                    if args.skip_existing and destination.exists()}
+        jobs, refused = plan_outputs({source: destinations[source] for source in files if source not in existing})
     skipped = len({os.path.realpath(destinations[source]) for source in existing})
     jobs = jobs[procs.rank::procs.world_size]
-    # Every process has planned from the same files: none writes one that another would then find existing.
-    wait_for_all(procs)
 
     started, failed = time.perf_counter(), 0
     for failure in failures + refused if procs.is_main else []:

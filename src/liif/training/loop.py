@@ -32,7 +32,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory, check_precision, torch_settings
-from liif.distributed import Processes, global_mean, joined_processes, main_work
+from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
 from liif.training.config import load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, write_checkpoint
@@ -371,49 +371,51 @@ class Run:
         seed_everything(config["seed"])
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
 
-        # Build and check everything before the run folder is touched: a mistake leaves nothing behind.
-        self.model = initial_model(config, ckpt).to(procs.device)
-        self.optimizer = build_optimizer(self.model, config["optimizer"])
-        self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
-        check_precision(procs.device, amp_precision(config["amp"]))
-        self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
-        self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
-        self.epoch_start, self.step, self.best = 1, 0, None
-        if ckpt is not None:
-            check_resumable(ckpt, source, self.model, self.optimizer, config)
-            schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
-            self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler,
-                                                             source, self.scaler)
-            if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
-                self.scheduler.milestones, self.scheduler.gamma = schedule
-                # counted from the run's start: a checkpoint trained without a schedule, or stepping it in the
-                # other unit, holds no count or another one
-                self.scheduler.last_epoch = self.step if self.per_iter else self.epoch_start - 1
-            optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
-            if "lr" in optimizer_args:
-                take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
-        self.train_loader = build_loader(config["train_dataset"], config, procs, True)
-        self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
-                           if config.get("val_dataset") and procs.is_main else None)
-        if config["benchmark_eval"] and procs.is_main:
-            try:
-                plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
-            except LiifError as exc:
-                raise LiifError(f"benchmark_eval: {exc}") from None
+        # Build and check everything before the run folder is touched: a mistake leaves nothing behind, and one
+        # that every process meets is said once, by rank 0.
+        with alike(procs):
+            self.model = initial_model(config, ckpt).to(procs.device)
+            self.optimizer = build_optimizer(self.model, config["optimizer"])
+            self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
+            check_precision(procs.device, amp_precision(config["amp"]))
+            self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
+            self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
+            self.epoch_start, self.step, self.best = 1, 0, None
+            if ckpt is not None:
+                check_resumable(ckpt, source, self.model, self.optimizer, config)
+                schedule = self.scheduler and (self.scheduler.milestones, self.scheduler.gamma)
+                self.epoch_start, self.step, self.best = restore(ckpt, self.model, self.optimizer, self.scheduler,
+                                                                 source, self.scaler)
+                if schedule:  # the config's schedule wins over the checkpoint's (--set on resume)
+                    self.scheduler.milestones, self.scheduler.gamma = schedule
+                    # counted from the run's start: a checkpoint trained without a schedule, or stepping it in the
+                    # other unit, holds no count or another one
+                    self.scheduler.last_epoch = self.step if self.per_iter else self.epoch_start - 1
+                optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
+                if "lr" in optimizer_args:
+                    take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
+            self.train_loader = build_loader(config["train_dataset"], config, procs, True)
+            self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
+                               if config.get("val_dataset") and procs.is_main else None)
+            if config["benchmark_eval"] and procs.is_main:
+                try:
+                    plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
+                except LiifError as exc:
+                    raise LiifError(f"benchmark_eval: {exc}") from None
 
-        self.log = None
-        if procs.is_main:
-            make_run_dir(run_dir, replace)
-            self.log = RunLog(run_dir, quiet, config["tensorboard"])
-            for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
-                skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
-                if skipped or too_small:
-                    self.log.line(f"{name} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
-            write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-            params = sum(p.numel() for p in self.model.parameters())
-            self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
-                          f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
-                          f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
+            self.log = None
+            if procs.is_main:
+                make_run_dir(run_dir, replace)
+                self.log = RunLog(run_dir, quiet, config["tensorboard"])
+                for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
+                    skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
+                    if skipped or too_small:
+                        self.log.line(f"{name} data: {skipped} unreadable and {too_small} too-small image(s) skipped")
+                write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+                params = sum(p.numel() for p in self.model.parameters())
+                self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
+                              f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
+                              f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
 
         self.norm = self.model.data_norm
         self.net: nn.Module = self.model  # what the training step calls: DDP-wrapped and compiled when asked
