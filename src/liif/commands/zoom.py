@@ -44,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-
-
 def parse_zoom(text: str) -> tuple[float | None, float]:
     """``START:END`` as (start, end) output pixels per picture pixel; start None for ``fit``."""
     start, colon, end = text.partition(":")
