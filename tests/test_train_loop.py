@@ -240,7 +240,7 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
                                 "weights (±3.4e+38)"),
     ("model.args.encoder_spec.args.n_feats=-8", "bad arguments for model 'edsr-baseline': "),
     # sizes no machine trains: refused from a build on the meta device, in a moment and without the memory
-    ("model.args.encoder_spec.args.n_resblocks=100000000", "the model spec builds more than 100000 weight tensors"),
+    ("model.args.encoder_spec.args.n_resblocks=100000000", "the model spec builds more than 10000 weight tensors"),
     ("model.args.encoder_spec.args.n_feats=10000000", "GiB, only"),
     ("train_dataset.wrapper.args.inp_size=0", "train_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
                                               "inp_size must be an int >= 1 or null, got 0"),

@@ -37,7 +37,7 @@ from liif.training.config import load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, write_checkpoint
 
-MAX_MODEL_TENSORS = 100_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
+MAX_MODEL_TENSORS = 10_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
 # DataLoader workers per CPU: loading waits on the disk as well as on decoding, so a few per CPU can pay (the
 # DIV2K configs' 8 still run on 2 CPUs); past that they only crowd the machine.
