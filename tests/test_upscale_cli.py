@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import BENCHMARKS, TINY, comic_crop, files_bar, run_ranks, screen, shared_file
+from liif import cli
 from liif.runtime import cpu_has_int8, has_cpp_compiler
 
 
@@ -53,10 +54,11 @@ def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None
     (["--scale", "0.5"], (14, 10)),
     (["--scale", "1.125"], (32, 23)),            # 31.5 and 22.5: halves round up (README), not to even
 ])
-def test_output_sizes(picture, tmp_path, options, size):
-    result = liif_upscale(picture, *options, "-o", "out.png", "--quiet", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+def test_output_sizes(picture, tmp_path, capsys, options, size):
+    with pytest.raises(SystemExit) as stop:  # in this process: a process each spent seconds importing torch
+        cli.main(["upscale", str(picture), *options, "-o", str(tmp_path / "out.png"), "--quiet",
+                  "--model", str(shared_file(TINY))])
+    assert (stop.value.code, capsys.readouterr().err) == (0, "")
     assert Image.open(tmp_path / "out.png").size == size
 
 
@@ -145,15 +147,18 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "--max-pixels", "0.5"], "--max-pixels must be a number >= 1, got 0.5"),
     (["{picture}", "--scale", "2", "--max-pixels", "nan"], "--max-pixels must be a number >= 1, got nan"),
 ])
-def test_bad_options(picture, tmp_path, options, fragment):
+def test_bad_options(picture, tmp_path, monkeypatch, capsys, options, fragment):
+    """Run in this process, all of stderr checked: a process each spent seconds importing torch (real processes
+    say their one line in test_bad_image_files)."""
     args = [a.replace("{picture}", str(picture)) for a in options] + ["--quiet"]
     if "-o" not in args:
         args += ["-o", "out.png"]
     if "--model" not in args:
         args += ["--model", str(shared_file(TINY))]
-    result = subprocess.run([sys.executable, "-m", "liif", "upscale", *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)
-    one_line_error(result, fragment)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["upscale", *args])
+    one_line_error(subprocess.CompletedProcess(args, stop.value.code or 0, "", capsys.readouterr().err), fragment)
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "comic_liif.png").exists()
 
 
