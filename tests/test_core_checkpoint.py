@@ -87,6 +87,10 @@ def test_missing_file_and_unknown_name() -> None:
         liif.load_model("no/such/model.pth")
     with pytest.raises(CheckpointError, match="unknown model 'edsr-liif-9000'"):
         liif.load_model("edsr-liif-9000")
+    with pytest.raises(CheckpointError) as error:  # a built-in name taken for a file, as in the reference's commands
+        liif.load_model("edsr-baseline-liif.pth")
+    assert str(error.value) == "edsr-baseline-liif.pth: no such checkpoint file (the built-in model is named " \
+                               "edsr-baseline-liif, without .pth)"
 
 
 def tampered(tmp_path: Path, change) -> Path:

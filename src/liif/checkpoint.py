@@ -193,6 +193,9 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") ->
     if not exists(path) and not text.endswith((".pth", ".pt")) and os.sep not in text:
         raise CheckpointError(f"unknown model {text!r}: not a file, and not a built-in model "
                               f"({', '.join(pretrained_names())})")
+    if not exists(path) and path.stem in pretrained_names():
+        raise CheckpointError(f"{path}: no such checkpoint file (the built-in model is named {path.stem}, "
+                              f"without {path.suffix})")
     ckpt = read_checkpoint(path)
     model = model_from_spec(ckpt["model"], str(path))
     if isinstance(model, ImplicitModel):
