@@ -69,13 +69,21 @@ def test_16bit_png_kept_in_full(tmp_path, model, crop):
 
 
 def test_16bit_pixels_in_an_8_bit_format_take_the_nearest_level(tmp_path):
-    """Every 16-bit value, written where only 8 bits fit (TIFF here, as JPEG, WebP and BMP), becomes the nearest
-    8-bit level, v / 257 rounded (no value lies halfway), not the level below it."""
+    """Every 16-bit value, written where only 8 bits fit (colour TIFF here, as JPEG, WebP and BMP), becomes the
+    nearest 8-bit level, v / 257 rounded (no value lies halfway), not the level below it."""
     values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
-    Picture(values).save(tmp_path / "levels.tiff")
+    Picture(np.repeat(values[:, :, None], 3, axis=2)).save(tmp_path / "levels.tiff")
     written = read_picture(tmp_path / "levels.tiff").pixels
     assert written.dtype == np.uint8
     assert np.array_equal(written[:, :, 0], np.round(values / 257).astype(np.uint8))
+
+
+def test_16bit_gray_tiff_is_written_at_16_bits(tmp_path):
+    """A 16-bit gray scan or micrograph upscaled to TIFF keeps its 16 bits, as in PNG (it was cut to 8)."""
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    Picture(values).save(tmp_path / "levels.tiff")
+    assert Image.open(tmp_path / "levels.tiff").mode == "I;16"
+    assert np.array_equal(read_picture(tmp_path / "levels.tiff").pixels[:, :, 0], values)
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])

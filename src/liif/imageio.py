@@ -1,4 +1,5 @@
-"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC kept, 16-bit PNG in full.
+"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC kept, 16-bit PNG (and gray
+TIFF) in full.
 
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
 or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
@@ -301,13 +302,14 @@ def check_encodable(fmt: str, shape: tuple[int, int, int]) -> None:
 
 
 def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
-    """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first); 16 bits are kept in PNG and
-    reduced to 8 elsewhere."""
+    """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first); 16 bits are kept in PNG and in
+    gray TIFF, and reduced to 8 elsewhere."""
     picture = Picture(picture.pixels, written_profile(picture, fmt))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
         return
-    if picture.pixels.dtype == np.uint16:
+    if picture.pixels.dtype == np.uint16 and not (fmt == "TIFF" and picture.pixels.shape[2] == 1):
+        # PIL writes 16-bit gray TIFF (I;16), but no 16-bit colour or gray with alpha
         picture = Picture(eight_bit(picture.pixels), picture.icc_profile)
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
