@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from liif.bounds import COUNT, Number
-from liif.checkpoint import check_state_fits, save_checkpoint
+from liif.checkpoint import check_state_fits, inner_model, save_checkpoint
 from liif.errors import LiifError, one_line
 
 STEPS = Number(int, low=0)  # a global step or a schedule's position
@@ -116,7 +116,7 @@ def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optim
             scheduler: Any, source: str, scaler: torch.amp.GradScaler | None = None) -> tuple[int, int, float | None]:
     """Load a training checkpoint (checked by ``check_resumable``) into the live objects; (next epoch, global
     step, best validation score). An fp16 ``scaler`` takes the loss scale the run had reached, where it has one."""
-    getattr(model, "module", model).load_state_dict(ckpt["model"]["sd"])
+    inner_model(model).load_state_dict(ckpt["model"]["sd"])
     try:
         optimizer.load_state_dict(ckpt["optimizer"]["sd"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
