@@ -116,6 +116,24 @@ def test_cache_is_bounded_in_bytes(model, picture):
     render(model, inp, (40, 52), cache=cache)
     render(model, inp.flip(-1), (40, 52), cache=cache)
     assert cache.encoded == 2 and len(cache.entries) == 1 and cache.entries.bytes <= cache.entries.max_bytes
+    assert len(cache.latent_entries) == 0  # a window's tables (256 channels) do not fit beside its features
+
+
+def test_latents_are_kept_in_the_room_features_leave(model, picture):
+    """LIIF's per-latent tables are kept beside the features while there is room, and go first: the bound is one,
+    and the features (costlier to make again) stay."""
+    inp = as_input(picture)
+    window = 40 * 52 * 4  # bytes per channel of the whole-picture window
+    bound = window * (64 + 64 + 256) - 1  # two windows' features, a byte short of tables beside them
+    cache = FeatureCache(max_bytes=bound)
+    first = render(model, inp, (40, 52), cache=cache)
+    assert torch.equal(render(model, inp, (40, 52), cache=cache), first)
+    assert (cache.encoded, cache.latents_made, len(cache.latent_entries)) == (1, 1, 1)
+    other = render(model, inp.flip(-1), (40, 52), cache=cache)
+    assert (cache.encoded, cache.latents_made, len(cache.entries), len(cache.latent_entries)) == (2, 2, 2, 0)
+    assert cache.entries.bytes + cache.latent_entries.bytes <= bound
+    assert torch.equal(render(model, inp.flip(-1), (40, 52), cache=cache), other)
+    assert (cache.encoded, cache.latents_made) == (2, 3)  # its features kept, its tables made again
 
 
 def test_byte_lru_drops_least_recently_used():

@@ -35,6 +35,12 @@ class ByteLRU(Generic[Value]):
             self._items.move_to_end(key)
             return item[0]
 
+    def resize(self, max_bytes: int) -> None:
+        """Bound the values to ``max_bytes`` from now on, dropping the least recently used beyond it."""
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._evict()
+
     def put(self, key: Hashable, value: Value) -> None:
         size = self.size_of(value)
         with self._lock:
@@ -45,6 +51,9 @@ class ByteLRU(Generic[Value]):
                 return
             self._items[key] = (value, size)
             self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self.bytes -= dropped
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped

@@ -72,15 +72,31 @@ ALL_SYMMETRIES = tuple(Symmetry(fy, fx, t) for t in (False, True) for fy in (Fal
 FEATURE_CACHE_BYTES = 512 << 20  # a FeatureCache's default bound: 29 windows of 256x256 latents of 64 channels
 
 
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """The bytes of ``tensor``'s values."""
+    return tensor.element_size() * tensor.nelement()
+
+
+def latents_bytes(latents: object) -> int:
+    """The bytes of the tensors a model's latents hold (a dataclass of them: ``TableLatents``)."""
+    return sum(tensor_bytes(value) for value in vars(latents).values() if isinstance(value, torch.Tensor))
+
+
 class FeatureCache:
-    """Encoder features of render windows, kept in an LRU bounded in bytes. The renderer cuts the latent grid
-    at multiples of a power-of-two tile side, so renders of one picture at nearby zooms (server tiles, zoom
-    frames) ask for the same windows, and each window is encoded once. A hit returns the features the encoder
-    gave for that very window, so rendering with the cache equals rendering without it, bit for bit."""
+    """Encoder features of render windows, and the latents a windowed model makes of them (LIIF's per-latent
+    first-layer tables), kept in LRUs bounded together in bytes. The renderer cuts the latent grid at multiples of
+    a power-of-two tile side, so renders of one picture at nearby zooms (server tiles, zoom frames) ask for the
+    same windows, and each window is encoded, and its latents made, once. A hit returns what the model gave for
+    that very window, so rendering with the cache equals rendering without it, bit for bit.
+
+    Features come first: latents are kept in the room features leave, as a window's tables take four times its
+    features' bytes (LIIF: 256 channels to 64) but cost a fraction of encoding it."""
 
     def __init__(self, max_bytes: int = FEATURE_CACHE_BYTES) -> None:
-        self.entries: ByteLRU[torch.Tensor] = ByteLRU(max_bytes, lambda t: t.element_size() * t.nelement())
+        self.entries: ByteLRU[torch.Tensor] = ByteLRU(max_bytes, tensor_bytes)
+        self.latent_entries: ByteLRU[object] = ByteLRU(self.entries.max_bytes, latents_bytes)
         self.encoded = 0  # windows encoded so far: one per miss
+        self.latents_made = 0  # windows whose latents were made so far: one per miss
 
     def features(self, key: Hashable, encode: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The features of the window ``key`` names: cached, or ``encode()`` once."""
@@ -89,7 +105,17 @@ class FeatureCache:
             feat = encode().clone(memory_format=torch.contiguous_format)  # a view would keep its whole window alive
             self.encoded += 1
             self.entries.put(key, feat)
+            self.latent_entries.resize(self.entries.max_bytes - self.entries.bytes)
         return feat
+
+    def latents(self, key: Hashable, make: Callable[[], object]) -> object:
+        """The latents of the window ``key`` names: cached, or ``make()`` once (kept while there is room)."""
+        latents = self.latent_entries.get(key)
+        if latents is None:
+            latents = make()
+            self.latents_made += 1
+            self.latent_entries.put(key, latents)
+        return latents
 
 
 # A number per model object for as long as it lives: unlike id(), never reused by a later model.
@@ -242,8 +268,13 @@ def render_window(model: ImplicitModel, source: Source, latent_win: tuple[tuple[
         return feat[:, :, feat_rows[0] - in_rows[0]:feat_rows[1] - in_rows[0],
                     feat_cols[0] - in_cols[0]:feat_cols[1] - in_cols[0]]
 
-    feat = encode() if cache is None else cache.features((key, in_rows, in_cols, feat_rows, feat_cols), encode)
-    latents = model.latents(feat, grid_shape=grid_shape, origin=(feat_rows[0], feat_cols[0]))
+    def make_latents() -> object:
+        feat = encode() if cache is None else cache.features(window_key, encode)
+        return model.latents(feat, grid_shape=grid_shape, origin=(feat_rows[0], feat_cols[0]))
+
+    window_key = (key, in_rows, in_cols, feat_rows, feat_cols)
+    # A whole-grid model's latents are its features as they are: nothing to keep twice.
+    latents = cache.latents(window_key, make_latents) if cache is not None and model.windowed else make_latents()
 
     batch = source.batch
     rows, cols = coord.shape[:2]

@@ -126,7 +126,8 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
     frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions.
     ``planned`` is given the regions once the output and the model are checked, before the first frame renders;
-    ``cache`` holds the encoder features the frames share (None: a ``FeatureCache`` of its default bound)."""
+    ``cache`` holds the encoder features (and LIIF's tables) the frames share (None: a ``FeatureCache`` of its default
+    bound)."""
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
