@@ -292,3 +292,13 @@ def test_a_zoom_range_not_understood_says_what_it_takes(picture_path, capsys, te
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (f"liif zoom: error: --zoom {text!r}: expected START:END, START 'fit' or a "
                                        f"number and END a number, such as fit:16 or 2:32\n")
+
+
+@pytest.mark.parametrize("text,got", [("0:4", "0.0"), ("fit:inf", "inf"), ("2:1e7", "10000000.0")])
+def test_a_zoom_out_of_bounds_is_refused_before_the_picture_is_read(tmp_path, capsys, text, got):
+    """The command checks --zoom through the API's check (``checked_zooms``), in its own words, before reading."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(tmp_path / "missing.png"), "--print-regions", f"--zoom={text}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"liif zoom: error: --zoom {text}: each zoom must be a number above 0 and at "
+                                       f"most 1000000, got {got}\n")

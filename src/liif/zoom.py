@@ -46,6 +46,13 @@ def fit_zoom(picture_size: tuple[int, int], frame_size: tuple[int, int]) -> floa
     return max(frame_width / width, frame_height / height)
 
 
+def checked_zooms(start: object, end: object, what: str | None = None) -> tuple[float | None, float]:
+    """(start, end) as numbers within ``ZOOM`` (start None: the fit, as it is); else a LiifError saying what ``what``
+    (default: "the start zoom", "the end zoom") must be."""
+    return (None if start is None else ZOOM.check(start, what or "the start zoom", LiifError),
+            ZOOM.check(end, what or "the end zoom", LiifError))
+
+
 def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], center: tuple[float, float] | None = None,
                  start: float | None = None, end: float = 16.0, frames: int = 96) -> list[Region]:
     """The region (x0, y0, x1, y1), in picture pixels, of each frame of a zoom from ``start`` (None: the whole
@@ -61,8 +68,8 @@ def zoom_regions(picture_size: tuple[int, int], frame_size: tuple[int, int], cen
     # Said where the start is the fit: a small picture's fit in the default frame passes the default end unasked.
     whole = f"where the {frame_width}x{frame_height} frame shows the whole {width}x{height} picture"
     fitted = f", {whole}," if start is None else ""
-    start = fit if start is None else ZOOM.check(start, "the start zoom", LiifError)
-    ZOOM.check(end, "the end zoom", LiifError)
+    start, end = checked_zooms(start, end)
+    start = fit if start is None else start
     cx, cy = (Number().check(v, option("center"), LiifError) for v in center) if center is not None else \
         (width / 2, height / 2)
     FRAMES.check(frames, option("frames"), LiifError)

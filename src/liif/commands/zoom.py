@@ -21,7 +21,7 @@ import sys
 from liif.commands import add_encoder_options, add_feature_cache_option, add_model_options, feature_cache_bytes
 from liif.errors import LiifError
 from liif.geometry import Geometry, parse_numbers
-from liif.zoom import COMPARISONS, ZOOM
+from liif.zoom import COMPARISONS, checked_zooms
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +55,7 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
     except ValueError:
         raise LiifError(f"--zoom {text!r}: expected START:END, START 'fit' or a number and END a number, "
                         f"such as fit:16 or 2:32") from None
-    for value in (first, last):
-        if value is not None:
-            ZOOM.check(value, f"--zoom {text}: each zoom", LiifError)
-    return first, last
+    return checked_zooms(first, last, f"--zoom {text}: each zoom")  # before the picture is read
 
 
 def run(args: argparse.Namespace) -> int:
