@@ -18,9 +18,9 @@ from liif import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import read_picture, rgb8
+from liif.imageio import Picture, read_picture, rgb8
 from liif.renderer import FeatureCache
-from liif.upscale import render_picture
+from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME
 from liif.zoom import render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
@@ -113,6 +113,24 @@ def test_a_picture_beyond_the_feature_cache_is_encoded_once_with_a_cache_that_ho
             main(["zoom", str(picture), "-o", str(tmp_path / "no"), "--feature-cache-mb", value])
         assert exit_info.value.code == 2 and not (tmp_path / "no").exists()
         assert capsys.readouterr().err.startswith("liif zoom: error: --feature-cache-mb must be a number > 0")
+
+
+def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkeypatch):
+    """Frames are RGB, but the model rendered the alpha too, as a second picture in its batch: twice the work, for a
+    channel the frames then dropped. The frames are the colour of `liif upscale`'s pixels, as before."""
+    pixels = read_picture(picture_path).pixels
+    rgba = Picture(np.dstack([pixels, np.arange(48 * 36, dtype=np.uint8).reshape(36, 48, 1)]))
+    model = load_model("edsr-baseline-liif")
+    batches = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda inp: batches.append(inp.shape[0]) or encode(inp))
+    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    frames = list(render_frames(model, rgba, regions, SIZE, compare="bicubic"))
+    assert batches == [1]  # one window (render_frames shares it), of the colour alone: no second picture
+    for frame, region in zip(frames, regions):
+        target = Geometry(size=SIZE, region=region).target((36, 48))
+        halves = [rgb8(render_picture(model, rgba, target).pixels), rgb8(resize_bicubic(rgba, target).pixels)]
+        assert np.array_equal(frame, np.concatenate(halves, axis=1))
 
 
 @pytest.mark.parametrize("name", ["zoom.mp4", "zoom.webm", "zoom.gif", "zoom.webp", "frames"])

@@ -104,6 +104,8 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
     """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
     plain bicubic on the right when ``compare`` is "bicubic"."""
     frame_size(size, compare)
+    # Frames are RGB (rgb8): an alpha channel would be a second picture in the model's batch, only to be dropped.
+    picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
