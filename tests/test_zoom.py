@@ -133,6 +133,16 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
         assert np.array_equal(frame, np.concatenate(halves, axis=1))
 
 
+def test_each_frame_shows_its_own_progress(picture_path, capsys):
+    """The bar counted frames alone: the wide first frames of a big picture (encoded whole, for minutes on a CPU)
+    showed 0 of N frames until done. Each frame's render has its bar under it, by pixels, cleared when done."""
+    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    list(render_frames(load_model(TINY), read_picture(picture_path), regions, SIZE, progress=True))
+    err = capsys.readouterr().err
+    assert all(f"frame {k}:   0%|" in err for k in (1, 2)) and "/576 [" in err  # drawn when made; cleared when done
+    assert err.rstrip().splitlines()[-1].startswith("zoom: 100%|") and "| 2/2 [" in err
+
+
 @pytest.mark.parametrize("name", ["zoom.mp4", "zoom.webm", "zoom.gif", "zoom.webp", "frames"])
 def test_every_output_kind(picture_path, tmp_path, name):
     out = tmp_path / name

@@ -108,10 +108,13 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
     picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
-    for region in tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True):
+    bar = tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for number, region in enumerate(bar, 1):
         target = Geometry(size=size, region=region).target(picture.pixels.shape[:2])
         check_target(target, picture)
-        frame = rgb8(render_picture(model, picture, target, precision=precision, tile=tile, cache=cache).pixels)
+        # The frame's own bar, under the frames': a wide frame of a big picture encodes it whole, for minutes.
+        frame = rgb8(render_picture(model, picture, target, precision=precision, tile=tile, progress=progress,
+                                    label=f"frame {number}", cache=cache).pixels)
         if compare == "bicubic":
             frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
         yield frame
