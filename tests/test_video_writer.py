@@ -69,6 +69,22 @@ def test_timestamps_in_a_time_base_are_kept(tmp_path: Path) -> None:
     assert [round(t * 1000) for _, t in decoded_frames(path)] == times
 
 
+@pytest.mark.parametrize("name, codec", [("a.mp4", None), ("a.mov", "hevc"), ("a.mp4", "hevc"), ("a.mkv", "hevc"),
+                                         ("a.mkv", "ffv1"), ("a.webm", None), ("a.mkv", "av1")])
+def test_every_frame_keeps_its_duration_the_last_included(tmp_path: Path, name, codec) -> None:
+    """An animation's closing pause (100 ms frames, then 1 s) lasts its second in a video: the encoders gave every
+    packet one frame at the mean rate (4 fps), which cut the video to 0.75 s. (Noise makes x265 reorder these
+    frames so that another one comes last in decoding order, where MP4 ends a track.)"""
+    path, durations = tmp_path / name, [100, 100, 100, 100, 100, 1000]
+    noise = np.random.default_rng(0).integers(0, 256, (len(durations), SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    with open_frame_writer(path, SIZE, Fraction(4), codec=codec, time_base=Fraction(1, 1000)) as writer:
+        for frame, duration in zip(noise, durations):
+            writer.write(frame, duration_ms=duration)
+    with av.open(str(path)) as container:
+        assert container.duration == 1_500_000  # microseconds
+        assert [round(t * 1000) for _, t in decoded_frames(path)] == [0, 100, 200, 300, 400, 500]
+
+
 def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=12)
     out = tmp_path / "out.mp4"

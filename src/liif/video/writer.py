@@ -253,6 +253,9 @@ class VideoWriter(FrameWriter):
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
+        self.durations: dict[int, int] = {}  # each frame's duration in the time base, by its pts, until muxed
+        self.first_pts = self.first_dts = None  # of the first frame written and the first packet encoded
+        self.last_packet: av.Packet | None = None  # the latest encoded, muxed once the next one comes
         self.yuv = pix_fmt.startswith(("yuv", "nv"))
         self.container = self.source = None
         try:
@@ -325,6 +328,9 @@ class VideoWriter(FrameWriter):
             pts = self.next_pts
         step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
         self.next_pts = pts + step
+        self.durations[pts] = step
+        if self.first_pts is None:
+            self.first_pts = pts
         with write_errors(f"cannot write {self.path}"):
             video_frame = av.VideoFrame.from_ndarray(frame, format=RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]])
             context = self.stream.codec_context
@@ -332,8 +338,26 @@ class VideoWriter(FrameWriter):
                                                dst_colorspace="itu709" if self.yuv else None,
                                                dst_color_range=MPEG_RANGE if self.yuv else None)
             video_frame.pts, video_frame.time_base = pts, self.time_base
-            self.container.mux(self.stream.encode(video_frame))
+            self._mux_video(self.stream.encode(video_frame))
         self._copy_until(float(pts * self.time_base))
+
+    def _mux_video(self, packets: list[av.Packet], end: bool = False) -> None:
+        """Mux encoded packets, each with its frame's duration (an encoder gives every packet one frame at the
+        mean rate, which would cut or stretch the last frame of a variable rate: a GIF's closing pause). The last
+        packet in decoding order waits for the ``end``: MP4 and MOV end the track there, so where B-frames put
+        another frame last, that packet lasts until the last frame has shown."""
+        for packet in packets:
+            packet.duration = self.durations.pop(packet.pts, packet.duration)
+            if self.first_dts is None:
+                self.first_dts = packet.dts
+            if self.last_packet is not None:
+                self.container.mux(self.last_packet)
+            self.last_packet = packet
+        if end and self.last_packet is not None:
+            last, self.last_packet = self.last_packet, None
+            shown = self.next_pts - self.first_pts  # the frames' span, the last frame's duration included
+            last.duration = max(last.duration, shown - (last.dts - self.first_dts))
+            self.container.mux(last)
 
     def _copy_until(self, seconds: float | None) -> None:
         """Copy the source's packets up to ``seconds`` (all of them for None), so that the muxer interleaves
@@ -358,7 +382,7 @@ class VideoWriter(FrameWriter):
 
     def _finish(self) -> None:
         with write_errors(f"cannot write {self.path}"):
-            self.container.mux(self.stream.encode(None))
+            self._mux_video(self.stream.encode(None), end=True)
             self._copy_until(None)
             self._close_files()
             with open(self.temporary, "rb+") as f:  # what PyAV wrote, on the disk before the rename
