@@ -211,13 +211,19 @@ class VideoClip(Clip):
             if held is not None:
                 yield self.clip_frame(*held)
             raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
-        yield self.clip_frame(*held)
         # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding),
         # or the demuxer's flag on a last packet that the file's end cut short.
         declared = self.declared_end
         if self.cut_short or declared is not None and (end or 0) < declared - max(3 / info.rate, Fraction(1, 4)):
+            yield self.clip_frame(*held)
             of = f" of {float(declared):.2f} s" if declared is not None else ""
             raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)}{of}")
+        # A whole video's last frame shows until its declared end: the decoder gives a frame the duration of the
+        # packet it came in, which B-frames make another frame's.
+        pixels, pts, duration = held
+        if declared is not None and declared > pts * info.time_base:
+            duration = declared / info.time_base - pts
+        yield self.clip_frame(pixels, pts, duration)
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
         """A frame whose ``duration`` is in the time base."""
