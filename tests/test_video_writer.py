@@ -85,6 +85,20 @@ def test_every_frame_keeps_its_duration_the_last_included(tmp_path: Path, name, 
         assert [round(t * 1000) for _, t in decoded_frames(path)] == [0, 100, 200, 300, 400, 500]
 
 
+@pytest.mark.parametrize("name, codec, pix_fmt", [("a.mp4", None, "gray"), ("a.mkv", None, "gray10le"),
+                                                  ("a.mkv", "hevc", "gray"), ("a.mkv", "ffv1", "gray16le")])
+def test_a_gray_video_keeps_its_contrast(tmp_path: Path, name, codec, pix_fmt) -> None:
+    """swscale makes gray planes at full range (0-255); they were tagged limited (16-235), or left untagged, which
+    reads as limited: x264's gray came back stretched, 32 as 18 and 226 as 244, and players stretch the others."""
+    path, ramp = tmp_path / name, np.repeat(np.linspace(0, 255, SIZE[0]).astype(np.uint8), 3)
+    write_all(path, [np.broadcast_to(ramp.reshape(1, SIZE[0], 3), (SIZE[1], SIZE[0], 3)).copy()] * 3,
+              codec=codec, pix_fmt=pix_fmt)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.color_range == 2  # AVCOL_RANGE_JPEG: full
+        assert np.abs(frame.to_ndarray(format="rgb24")[SIZE[1] // 2].astype(int) - ramp.reshape(-1, 3)).max() <= 3
+
+
 def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=12)
     out = tmp_path / "out.mp4"

@@ -62,6 +62,7 @@ WEBP_NUDGE = 4
 # none: BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
+FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 0-255, the only range swscale writes gray planes in
 COPIED_TYPES = ("audio", "subtitle")
 RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
 # Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
@@ -121,6 +122,11 @@ def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
     """Whether ``pix_fmt`` halves the colour resolution across the width, and down the height (4:2:0 both)."""
     chroma = [c for c in av.VideoFormat(pix_fmt, 4, 4).components[1:] if not c.is_alpha]
     return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
+
+
+def is_gray(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds one colour plane: gray, with or without alpha."""
+    return sum(not c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components) == 1
 
 
 def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
@@ -257,6 +263,9 @@ class VideoWriter(FrameWriter):
         self.first_pts = self.first_dts = None  # of the first frame written and the first packet encoded
         self.last_packet: av.Packet | None = None  # the latest encoded, muxed once the next one comes
         self.yuv = pix_fmt.startswith(("yuv", "nv"))
+        # the range the frames are converted to and tagged with: a gray one untagged reads as limited, its
+        # contrast stretched (black at 16 shown as 0, 235 as 255)
+        self.color_range = MPEG_RANGE if self.yuv else FULL_RANGE if is_gray(pix_fmt) else None
         self.container = self.source = None
         try:
             with write_errors(f"cannot write {path}"):
@@ -275,7 +284,9 @@ class VideoWriter(FrameWriter):
                     context.sample_aspect_ratio = pixel_aspect
                 context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
-                    context.colorspace, context.color_range = BT709, MPEG_RANGE
+                    context.colorspace = BT709
+                if self.color_range:
+                    context.color_range = self.color_range
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
@@ -336,7 +347,7 @@ class VideoWriter(FrameWriter):
             context = self.stream.codec_context
             video_frame = video_frame.reformat(format=context.pix_fmt,
                                                dst_colorspace="itu709" if self.yuv else None,
-                                               dst_color_range=MPEG_RANGE if self.yuv else None)
+                                               dst_color_range=self.color_range)
             video_frame.pts, video_frame.time_base = pts, self.time_base
             self._mux_video(self.stream.encode(video_frame))
         self._copy_until(float(pts * self.time_base))
