@@ -147,6 +147,23 @@ def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
         assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
 
 
+def test_a_pixel_aspect_ratio_the_output_cannot_hold_is_said(tmp_path: Path, tiny, capsys) -> None:
+    """Matroska keeps a sample aspect ratio only in an H.264 or HEVC bitstream (PyAV cannot set its display size):
+    an anamorphic clip written as FFV1, VP9 or AV1 MKV/WebM came out stretched without a word."""
+    _, weights = tiny
+    wide = make_clip(tmp_path / "wide.mp4", frames=2, size=(32, 24), audio=False, pixel_aspect=Fraction(4, 3))
+    for name, codec, kept in (("x2.mkv", "ffv1", False), ("x2.webm", "vp9", False), ("x2.mp4", "ffv1", True),
+                              ("h264.mkv", "h264", True)):
+        code, err = run_cli(capsys, wide, "--scale", "2", "-o", tmp_path / name, "--codec", codec, "--model", weights,
+                            "-q")
+        with av.open(str(tmp_path / name)) as container:
+            assert (container.streams.video[0].sample_aspect_ratio == Fraction(4, 3)) == kept, name
+        encoder = {"ffv1": "ffv1", "vp9": "libvpx-vp9", "h264": "libx264"}[codec]
+        assert (code, err) == (0, [] if kept else [
+            f"liif upscale: note: {wide}: its pixel aspect ratio 4/3 is left out: a {Path(name).suffix} file keeps it "
+            f"only in H.264 or HEVC video; write .mp4 to keep it with {encoder}"]), name
+
+
 def timecodes(path: Path) -> dict[str, str]:
     """Each stream's timecode as FFmpeg's demuxer reports it, by stream type (Matroska's tag is TIMECODE)."""
     with av.open(str(path)) as container:

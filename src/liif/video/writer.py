@@ -69,6 +69,9 @@ RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba
 # what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
 ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
 MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
+# Codecs whose bitstream holds the sample aspect ratio: Matroska keeps it only there, for PyAV cannot set the
+# stream's own, which its muxer writes as the display size
+ASPECT_IN_BITSTREAM = ("h264", "hevc", "mpeg2video", "mpeg4")
 
 
 def output_kind(path: Path) -> str:
@@ -153,7 +156,9 @@ class FrameWriter:
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
-        self.left_out: list[str] = []  # streams of a video's copy_streams_from not copied, and why: one line each
+        # what the output leaves out, and why, one line each: streams of a video's copy_streams_from not copied, a
+        # pixel aspect ratio the container cannot hold
+        self.left_out: list[str] = []
         check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
@@ -282,6 +287,10 @@ class VideoWriter(FrameWriter):
                 self.stream.time_base = self.time_base
                 if pixel_aspect is not None:
                     context.sample_aspect_ratio = pixel_aspect
+                    if suffix in (".mkv", ".webm") and av.Codec(encoder, "w").canonical_name not in ASPECT_IN_BITSTREAM:
+                        self.left_out.append(f"its pixel aspect ratio {pixel_aspect} is left out: a {suffix} file "
+                                             f"keeps it only in H.264 or HEVC video; write .mp4 to keep it with "
+                                             f"{encoder}")
                 context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
                     context.colorspace = BT709
