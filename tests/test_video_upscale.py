@@ -99,6 +99,18 @@ def test_a_variable_rate_video_lasts_as_long_as_its_input(tmp_path: Path, tiny) 
                 assert abs(after.duration - before.duration) <= 1000, (name, out)  # microseconds: Matroska's ms
 
 
+def test_a_matroska_video_shorter_than_its_sound_or_subtitles_is_whole(tmp_path: Path, tiny) -> None:
+    """FFmpeg gives a Matroska track the file's duration: 3 frames (0.125 s) beside subtitles to 0.45 s were
+    'truncated' (exit code 1), and the last frame would have shown until 0.45 s."""
+    model, _ = tiny
+    source = make_clip(tmp_path / "short.mkv", frames=3, size=(32, 24), subtitles=True)
+    with av.open(str(source)) as container:
+        assert container.streams.video[0].duration * container.streams.video[0].time_base == Fraction(9, 20)
+    assert liif.upscale_video(source, tmp_path / "out.mkv", scale=1, model=model).frames == 3
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert container.streams.video[0].metadata["DURATION"] == "00:00:00.125000000"
+
+
 def test_a_video_that_starts_late_is_whole_and_keeps_its_times(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     late = make_clip(tmp_path / "late.mkv", frames=6, size=(32, 24), start=48)  # at 2 s; the sound from 0

@@ -272,11 +272,10 @@ DURATION_TAG = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
 def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
-    """When the stream says its frames end, in seconds: its duration, or Matroska's DURATION tag; None if
-    it does not say."""
+    """When the stream says its frames end, in seconds: Matroska's DURATION tag, or its duration; None if it
+    does not say. (A Matroska track holds no duration: FFmpeg gives it the file's, which a longer audio or subtitle
+    track makes.)"""
     start = (stream.start_time or 0) * (stream.time_base or 0)
-    if stream.duration and stream.time_base:
-        return start + stream.duration * stream.time_base
     match = DURATION_TAG.fullmatch(stream.metadata.get("DURATION", "") or "")
     if match:
         hours, minutes, seconds = match.groups()
@@ -284,6 +283,8 @@ def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
         # FFmpeg's muxer tags the end of the last frame, mkvmerge the time from the first frame to it
         by_ffmpeg = str(stream.container.metadata.get("ENCODER", "")).startswith("Lavf")
         return tag if by_ffmpeg else start + tag
+    if stream.duration and stream.time_base and "matroska" not in stream.container.format.name:
+        return start + stream.duration * stream.time_base
     return None
 
 
