@@ -332,6 +332,16 @@ def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:
     assert len(decoded_frames(tmp_path / "a.mp4")) == 2
 
 
+def test_a_hevc_clip_of_one_or_two_frames_is_written_every_time(tmp_path: Path) -> None:
+    """x265 leaves the decoding times of so short a clip unset (whatever its memory held): about one write in three
+    failed, "Not yet implemented in FFmpeg, patches welcome", as the MP4 muxer met a garbage dts."""
+    for attempt in range(12):
+        for count in (1, 2):
+            path = tmp_path / f"{attempt}_{count}.mp4"
+            write_all(path, frames=FRAMES[:count], codec="hevc")
+            assert [round(t * 24) for _, t in decoded_frames(path)] == list(range(count))
+
+
 def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
     with pytest.raises(LiifError, match=r"^preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
         open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")

@@ -366,6 +366,7 @@ class VideoWriter(FrameWriter):
         mean rate, which would cut or stretch the last frame of a variable rate: a GIF's closing pause). The last
         packet in decoding order waits for the ``end``: MP4 and MOV end the track there, so where B-frames put
         another frame last, that packet lasts until the last frame has shown."""
+        self._repair_decoding_times(packets)
         for packet in packets:
             packet.duration = self.durations.pop(packet.pts, packet.duration)
             if self.first_dts is None:
@@ -378,6 +379,20 @@ class VideoWriter(FrameWriter):
             shown = self.next_pts - self.first_pts  # the frames' span, the last frame's duration included
             last.duration = max(last.duration, shown - (last.dts - self.first_dts))
             self.container.mux(last)
+
+    def _repair_decoding_times(self, packets: list[av.Packet]) -> None:
+        """Give ``packets`` decoding times again where the encoder's cannot be: x265 leaves those of a clip of one or
+        two frames unset, whatever its memory held, and the muxer then refused the video at random ("Not yet
+        implemented in FFmpeg"). No decoder waits for more frames than were written: the packets' display times in
+        order, moved back by their reordering, are theirs."""
+        if not packets:  # none to repair (and no first_pts before the first frame)
+            return
+        earliest = 2 * self.first_pts - self.next_pts  # the first frame's time, less that of every frame written
+        if any(p.dts is None or not earliest <= p.dts <= p.pts for p in packets):
+            times = sorted(p.pts for p in packets)
+            delay = max(time - p.pts for time, p in zip(times, packets))
+            for time, packet in zip(times, packets):
+                packet.dts = time - delay
 
     def _copy_until(self, seconds: float | None) -> None:
         """Copy the source's packets up to ``seconds`` (all of them for None), so that the muxer interleaves
