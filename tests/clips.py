@@ -159,6 +159,18 @@ def retagged(source: Path, destination: Path, tags: dict[str, str], stream_tags:
     return destination
 
 
+def attached(source: Path, destination: Path, name: str, mimetype: str, data: bytes) -> Path:
+    """``source`` remuxed to the Matroska ``destination`` with a file attached (a font of its subtitles)."""
+    with av.open(str(source)) as container, av.open(str(destination), "w") as output:
+        streams = [output.add_stream_from_template(stream) for stream in container.streams]
+        output.add_attachment(name, mimetype, data)
+        for packet in container.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    return destination
+
+
 def packets(path: Path, kind: str) -> list[bytes]:
     """The payload of every packet of the first ``kind`` stream ('audio', 'video'), in order."""
     with av.open(str(path)) as container:

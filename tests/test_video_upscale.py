@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import liif
-from clips import decoded_frames, frame_pixels, make_clip, packets, retagged
+from clips import attached, decoded_frames, frame_pixels, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
@@ -287,6 +287,27 @@ def test_track_languages_titles_and_flags_are_kept(tmp_path: Path, tiny) -> None
     with av.open(str(tmp_path / "x2.mp4")) as container:
         assert [(s.language, s.disposition & DEFAULT) for s in container.streams] == [("eng", DEFAULT),
                                                                                        ("jpn", DEFAULT)]
+
+
+def test_attached_fonts_go_with_the_subtitles_into_mkv_and_are_said_to_be_left_out_elsewhere(tmp_path: Path, tiny,
+                                                                                               capsys) -> None:
+    """An anime MKV's subtitles come with their fonts attached: they were dropped without a word."""
+    _, weights = tiny
+    font = b"\x00\x01\x00\x00" + bytes(range(256))
+    subtitled = attached(make_clip(tmp_path / "subs.mkv", frames=3, size=(32, 24), subtitles=True),
+                         tmp_path / "anime.mkv", "Font.ttf", "font/ttf", font)
+    code, err = run_cli(capsys, subtitled, "--scale", "2", "-o", tmp_path / "out.mkv", "--model", weights, "-q")
+    assert (code, err) == (0, [])
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert [s.type for s in container.streams] == ["video", "audio", "subtitle", "attachment"]
+        copy = container.streams[3]
+        assert (copy.metadata["filename"], copy.mimetype, copy.data) == ("Font.ttf", "font/ttf", font)
+    plain = attached(make_clip(tmp_path / "plain.mkv", frames=3, size=(32, 24)), tmp_path / "fonts.mkv", "Font.ttf",
+                     "font/ttf", font)
+    code, err = run_cli(capsys, plain, "--scale", "2", "-o", tmp_path / "out.mp4", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {plain}: its attached files (Font.ttf) are left out: only .mkv "
+                                f"holds them"])
+    assert stream_info(tmp_path / "out.mp4")[2] == ["video", "audio"]
 
 
 def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Path, tiny, capsys) -> None:

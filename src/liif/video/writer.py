@@ -315,7 +315,8 @@ class VideoWriter(FrameWriter):
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
         """Output streams for the audio and subtitle streams of ``source_path``, by input stream index, with their
         tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept.
-        A stream no video container holds is left out (``left_out``); one another container holds is refused."""
+        A stream no video container holds is left out (``left_out``); one another container holds is refused.
+        Its attached files (a Matroska file's subtitle fonts) are attached to a Matroska output, left out of others."""
         with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
         self.container.metadata.update(content_tags(self.source.metadata))
@@ -324,6 +325,14 @@ class VideoWriter(FrameWriter):
             self.stream.metadata.update(content_tags(video.metadata))
         copies = {}
         supported = self.container.supported_codecs
+        attachments = [stream for stream in self.source.streams if stream.type == "attachment"]
+        if attachments and self.container.format.name != "matroska":
+            names = ", ".join(stream.metadata.get("filename", f"#{stream.index}") for stream in attachments)
+            self.left_out.append(f"its attached files ({names}) are left out: only .mkv holds them")
+        for stream in attachments if self.container.format.name == "matroska" else []:
+            attached = self.container.add_attachment(stream.metadata.get("filename", f"attachment{stream.index}"),
+                                                     stream.mimetype or "application/octet-stream", stream.data)
+            attached.metadata.update(stream.metadata)  # its title, as the file's name and type
         for stream in self.source.streams:
             if stream.type not in COPIED_TYPES:
                 continue
