@@ -444,7 +444,8 @@ def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys
     cases = [
         ([sound, "--scale", "2"], f"{sound}: no video stream in it (it holds audio)"),
         ([cover_only, "--scale", "2"], f"{cover_only}: no video stream in it (it holds audio, cover art)"),
-        ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video"),
+        ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video, it may be "
+                                                   f"truncated or corrupt (Invalid data found when processing input)"),
         ([clip, "--scale", "2", "--codec", "nonesuch"], f"{clip}: this PyAV build"),
         ([clip, "--scale", "2", "--max-pixels", "1000"], f"{clip}: the output would be 128x96 = 0.0 MP, above"),
         ([clip, "--scale", "2", "--crf", "99"], f"{clip}: --crf must be 0 to 63"),

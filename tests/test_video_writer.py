@@ -427,7 +427,8 @@ def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -
 
 
 def test_an_encoder_failure_is_a_one_line_error_and_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(LiifError, match=r"^cannot write .*a\.webm: .*Invalid data") as refused:
+    refusal = r"^cannot write .*a\.webm: Invalid data found when processing input$"  # not PyAV's number and name
+    with pytest.raises(LiifError, match=refusal) as refused:
         with open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24)) as writer:
             for pts in (5, 3):  # libvpx refuses a frame that comes before the one before
                 writer.write(FRAMES[0], pts=pts)

@@ -22,7 +22,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import check_regular_file
 from liif.imageio import PIL_READ_ERRORS
 
@@ -145,7 +145,7 @@ class VideoClip(Clip):
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-            raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
+            raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({os_reason(exc)})") from None
         try:
             stream = main_video(self.container)
             if stream is None:
@@ -162,7 +162,7 @@ class VideoClip(Clip):
             except StopIteration:
                 raise LiifError("its video stream has no frame that decodes") from None
             except av.error.FFmpegError as exc:
-                raise LiifError(f"cannot decode its first frame, it may be corrupt ({one_line(exc)})") from None
+                raise LiifError(f"cannot decode its first frame, it may be corrupt ({os_reason(exc)})") from None
             self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
             width, height = self.first.width, self.first.height
             self.declared_end = declared_end(stream)
@@ -210,7 +210,7 @@ class VideoClip(Clip):
         except av.error.FFmpegError as exc:
             if held is not None:
                 yield self.clip_frame(*held)
-            raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
+            raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {os_reason(exc)}") from None
         # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding),
         # or the demuxer's flag on a last packet that the file's end cut short.
         declared = self.declared_end
