@@ -120,6 +120,24 @@ def test_a_video_that_starts_late_is_whole_and_keeps_its_times(tmp_path: Path, t
         assert packets(tmp_path / name, "audio") == packets(late, "audio")
 
 
+def test_a_recording_whose_clock_runs_an_hour_in_starts_at_0(tmp_path: Path, tiny) -> None:
+    """A TV recording's timestamps start where its broadcaster's clock was: the times were kept, and the MKV (what a
+    .ts becomes) began with an hour of nothing before the 0.5 s clip. The output starts at 0, sound and picture
+    still together."""
+    model, _ = tiny
+    source = make_clip(tmp_path / "tv.ts", frames=12, size=(32, 24), clock=3600)
+    with av.open(str(source)) as container:
+        assert container.start_time >= 3_599_000_000  # microseconds
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        offset = video.start_time * video.time_base - audio.start_time * audio.time_base
+    for name in ("tv.mkv", "tv.mp4"):
+        liif.upscale_video(source, tmp_path / name, scale=1, model=model)
+        with av.open(str(tmp_path / name)) as container:
+            assert container.duration < 1_000_000, name
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert abs(video.start_time * video.time_base - audio.start_time * audio.time_base - offset) < 0.002, name
+
+
 def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     rotated = make_clip(tmp_path / "rotated.mp4", frames=12, audio=False, rotation=90)

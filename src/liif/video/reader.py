@@ -73,7 +73,8 @@ class ClipInfo:
 
 @dataclass
 class ClipFrame:
-    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
+    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base (a video's from its
+    ``timeline_start``) and ``duration_ms``."""
 
     pixels: np.ndarray
     pts: int
@@ -166,6 +167,8 @@ class VideoClip(Clip):
             self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
             width, height = self.first.width, self.first.height
             self.declared_end = declared_end(stream)
+            time_base = Fraction(stream.time_base or 1 / rate)
+            self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
@@ -173,7 +176,7 @@ class VideoClip(Clip):
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
-            self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
+            self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
                                  transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8)
@@ -226,8 +229,8 @@ class VideoClip(Clip):
         yield self.clip_frame(pixels, pts, duration)
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
-        """A frame whose ``duration`` is in the time base."""
-        return ClipFrame(pixels, pts, float(duration * self.info.time_base * 1000))
+        """A frame whose ``pts`` and ``duration`` are in the time base, its pts counted from the timeline's start."""
+        return ClipFrame(pixels, pts - self.start, float(duration * self.info.time_base * 1000))
 
     def close(self) -> None:
         self.container.close()
@@ -253,6 +256,13 @@ def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
             if key.lower() == "timecode" and TIMECODE.fullmatch(value):  # Matroska's tags are upper case
                 return value
     return None
+
+
+def timeline_start(container: av.container.InputContainer) -> Fraction:
+    """Where a video's timeline starts, in seconds: when its earliest stream starts, where that is after 0 (a
+    recording's clock: a TV recording's runs hours in), else 0. Its frames' pts and the streams copied with them count
+    from there, so that an output starts at 0, as FFmpeg's would, not after an hour of nothing."""
+    return max(Fraction(container.start_time or 0, 1_000_000), Fraction(0))
 
 
 def declared_colour(value: int) -> int | None:

@@ -26,7 +26,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import TIMECODE, main_video
+from liif.video.reader import TIMECODE, main_video, timeline_start
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -350,6 +350,7 @@ class VideoWriter(FrameWriter):
             copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
             copy.disposition = stream.disposition
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
+        self.source_start = timeline_start(self.source)  # seconds: the frames' pts count from it (open_clip's)
         return copies
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
@@ -416,9 +417,14 @@ class VideoWriter(FrameWriter):
                     return
                 if packet.dts is None:  # the demuxer's empty flush packet
                     continue
-                if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                if seconds is not None and packet.pts is not None and \
+                        packet.pts * packet.time_base - self.source_start > seconds:
                     self.pending = packet
                     return
+                shift = round(self.source_start / packet.time_base)
+                packet.dts -= shift
+                if packet.pts is not None:
+                    packet.pts -= shift
                 packet.stream = self.copies[packet.stream.index]
                 self.container.mux(packet)
         except av.error.FFmpegError:
@@ -659,8 +665,9 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
-    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied (one no video container holds
-    is left out and named in the writer's ``left_out``), and ``pixel_aspect``: the
+    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, timed as ``open_clip`` times its
+    frames (from its ``timeline_start``; one no video container holds is left out and named in the writer's
+    ``left_out``), and ``pixel_aspect``: the
     sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
     frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame), ``primaries`` and ``transfer``: the colour
     primaries and transfer characteristic of the frames' RGB (FFmpeg's AVCOL_PRI and AVCOL_TRC numbers; default
