@@ -136,6 +136,12 @@ def test_a_recording_whose_clock_runs_an_hour_in_starts_at_0(tmp_path: Path, tin
             assert container.duration < 1_000_000, name
             video, audio = container.streams.video[0], container.streams.audio[0]
             assert abs(video.start_time * video.time_base - audio.start_time * audio.time_base - offset) < 0.002, name
+    whole = make_clip(tmp_path / "tv.mkv", frames=24, size=(32, 24), clock=3600)  # its times are said from 0 too
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(liif.LiifError, match=r"^the video is truncated: decoding stopped at frame \d+ \(0\.\d\d s\) "
+                                             r"of 1\.00 s; "):
+        liif.upscale_video(cut, tmp_path / "cut_x1.mkv", scale=1, model=model)
 
 
 def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:

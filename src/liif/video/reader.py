@@ -209,14 +209,14 @@ class VideoClip(Clip):
                     pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
                 index += 1
-                end = (pts + held[2]) * info.time_base
+                end = (pts - self.start + held[2]) * info.time_base  # on the timeline, as the messages say
         except av.error.FFmpegError as exc:
             if held is not None:
                 yield self.clip_frame(*held)
             raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {os_reason(exc)}") from None
         # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding),
         # or the demuxer's flag on a last packet that the file's end cut short.
-        declared = self.declared_end
+        declared = None if self.declared_end is None else self.declared_end - self.start * info.time_base
         if self.cut_short or declared is not None and (end or 0) < declared - max(3 / info.rate, Fraction(1, 4)):
             yield self.clip_frame(*held)
             of = f" of {float(declared):.2f} s" if declared is not None else ""
@@ -224,8 +224,8 @@ class VideoClip(Clip):
         # A whole video's last frame shows until its declared end: the decoder gives a frame the duration of the
         # packet it came in, which B-frames make another frame's.
         pixels, pts, duration = held
-        if declared is not None and declared > pts * info.time_base:
-            duration = declared / info.time_base - pts
+        if declared is not None and declared > (pts - self.start) * info.time_base:
+            duration = declared / info.time_base - (pts - self.start)
         yield self.clip_frame(pixels, pts, duration)
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
