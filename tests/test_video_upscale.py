@@ -397,6 +397,26 @@ def test_an_animated_gif_keeps_frames_durations_plays_and_transparency(tmp_path:
             assert (alpha == 255 * (index % 2)).all()
 
 
+def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
+    """A transparent GIF to MP4 lost its alpha without a word (yuv420p holds none); VP9's yuva420p keeps it."""
+    _, weights = tiny
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(tmp_path / "sticker.gif", (16, 12), Fraction(10)) as writer:
+        for _ in range(2):
+            writer.write(half)
+    code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.mp4", "--model",
+                        weights, "-q", "--alpha", "bicubic")
+    assert (code, err) == (0, [f"liif upscale: note: {tmp_path / 'sticker.gif'}: its transparency is left out: yuv420p "
+                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, FFV1 with bgra, and an animation "
+                                f"or PNG frames keep it)"])
+    code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.webm", "--model",
+                        weights, "-q", "--alpha", "bicubic", "--pix-fmt", "yuva420p")
+    assert (code, err) == (0, [])
+    with av.open(str(tmp_path / "sticker.webm")) as container:
+        assert container.streams.video[0].metadata["alpha_mode"] == "1"
+
+
 def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
     # Pillow's loop is each format's own field: a GIF's counts the repeats after the first play (no field: one
     # play), WebP's and APNG's count every play.

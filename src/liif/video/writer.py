@@ -127,6 +127,11 @@ def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
     return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
 
 
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds transparency."""
+    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
+
+
 def is_gray(pix_fmt: str) -> bool:
     """Whether ``pix_fmt`` holds one colour plane: gray, with or without alpha."""
     return sum(not c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components) == 1
