@@ -417,6 +417,29 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
         assert container.streams.video[0].metadata["alpha_mode"] == "1"
 
 
+def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None:
+    """A WebM sticker stores VP9's alpha beside the frames, which FFmpeg's own decoder drops: it came out opaque."""
+    model, _ = tiny
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
+        for _ in range(2):
+            writer.write(half)
+    with open_clip(tmp_path / "sticker.webm") as clip:
+        assert clip.info.alpha
+        assert all(np.array_equal(frame.pixels[:, :, 3], half[:, :, 3]) for frame in clip.frames())
+    liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "sticker.gif", scale=2, model=model, alpha="bicubic")
+    with Image.open(tmp_path / "sticker.gif") as image:
+        alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+        assert (alpha[:, :15] == 0).all() and (alpha[:, 17:] == 255).all()
+    with av.open(str(tmp_path / "sticker.webm")) as container:  # (alpha_mode describes the encoding: not copied)
+        assert {key.lower() for key in container.streams.video[0].metadata} == {"alpha_mode", "duration"}
+    with pytest.warns(UserWarning, match="^its transparency is left out: yuv420p has no alpha"):
+        liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "opaque.webm", scale=2, model=model, alpha="bicubic")
+    with av.open(str(tmp_path / "opaque.webm")) as container:
+        assert "alpha_mode" not in {key.lower() for key in container.streams.video[0].metadata}
+
+
 def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
     # Pillow's loop is each format's own field: a GIF's counts the repeats after the first play (no field: one
     # play), WebP's and APNG's count every play.

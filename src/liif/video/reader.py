@@ -32,10 +32,13 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts"
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
+RGB_FORMATS = {(False, False): "rgb24", (True, False): "rgb48le", (False, True): "rgba", (True, True): "rgba64le"}
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
 # Suffixes transport streams share with TypeScript sources: folders take such a file only when it begins like one
 SHARED_SUFFIXES = (".ts", ".mts")
 SYNC = 0x47  # the first byte of every MPEG-TS packet
+# FFmpeg's own VP8 and VP9 decoders drop the alpha a WebM stores beside the frames (BlockAdditional), libvpx's keep it
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 UNDECLARED_COLOUR = (0, 2, 3)  # AVCOL_PRI_* and AVCOL_TRC_*: reserved, unspecified, reserved
 # Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
 ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
@@ -154,6 +157,9 @@ class VideoClip(Clip):
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
             self.stream = stream
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
+            self.alpha = stream_has_alpha(stream)
+            self.decoder = av.CodecContext.create(ALPHA_DECODERS[stream.codec_context.name], "r") if self.alpha \
+                else stream.codec_context
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
             self.cut_short = False
@@ -172,14 +178,15 @@ class VideoClip(Clip):
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
-            self.rgb_format = "rgb48le" if deep else "rgb24"
+            self.rgb_format = RGB_FORMATS[deep, self.alpha]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
             self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
-                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8)
+                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8,
+                                 alpha=self.alpha)
         except BaseException:
             self.container.close()
             raise
@@ -190,7 +197,7 @@ class VideoClip(Clip):
         for packet in self.container.demux(self.stream):
             if packet.size:
                 self.cut_short = packet.is_corrupt
-            yield from packet.decode()
+            yield from self.decoder.decode(packet)
 
     def frames(self) -> Iterator[ClipFrame]:
         info, index, end = self.info, 0, None
@@ -239,6 +246,13 @@ class VideoClip(Clip):
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The video of a container: its first video stream that is not cover art; None if it has none."""
     return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
+
+
+def stream_has_alpha(stream: av.video.stream.VideoStream) -> bool:
+    """Whether a video stream's frames carry alpha: a WebM's VP8 or VP9 with its alpha_mode tag (a sticker, an
+    overlay), which a decoder of libvpx's gives."""
+    tags = {key.lower(): value for key, value in stream.metadata.items()}  # a Matroska tag may be upper case
+    return stream.codec_context.name in ALPHA_DECODERS and tags.get("alpha_mode") == "1"
 
 
 def stream_kind(stream: av.stream.Stream) -> str:

@@ -65,9 +65,11 @@ MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 0-255, the only range swscale writes gray planes in
 COPIED_TYPES = ("audio", "subtitle")
 RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
-# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
-# what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
-ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
+# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length, whether
+# VP9 carries alpha), not what it holds: the re-encoded video and the muxer have their own. (The timecode is written
+# from the reader's.)
+ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics",
+                 "alpha_mode")
 MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
 # Codecs whose bitstream holds the sample aspect ratio: Matroska keeps it only there, for PyAV cannot set the
 # stream's own, which its muxer writes as the display size
