@@ -376,6 +376,18 @@ def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
         assert seen == [30, 40, 50, 60]
 
 
+def test_a_webp_frame_within_a_level_of_the_one_before_stays_a_frame(tmp_path: Path) -> None:
+    """Lossy libwebp folded a frame that near the one before into it: still scenes of a video lost frames."""
+    near = FRAMES[0].copy()
+    near[::2, ::2] += 1  # FRAMES[0] has no 255 here
+    assert FRAMES[0][::2, ::2].max() < 255
+    with open_frame_writer(tmp_path / "a.webp", SIZE, Fraction(10)) as writer:
+        for frame in (FRAMES[0], near, FRAMES[0]):
+            writer.write(frame)
+    with Image.open(tmp_path / "a.webp") as image:
+        assert image.n_frames == 3
+
+
 def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_path: Path) -> None:
     from liif.video.writer import AnimationWriter
 

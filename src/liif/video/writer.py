@@ -56,7 +56,8 @@ MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 # The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
 # rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
 LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
-# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
+# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame): a frame
+# that near the one before gets one pixel this far from it
 WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
 # none: BT.709, what players assume for anything HD.
@@ -505,9 +506,10 @@ class AnimationWriter(FrameWriter):
     """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the play count.
     Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
 
-    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed); every
-    frame is kept instead: in a GIF the repeat differs in a palette index of the same colour, in an APNG the
-    frame before it is disposed of, and in a WebP one pixel of the repeat differs by four levels. (A GIF frame
+    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed), lossy libwebp
+    one within a few levels of it too; every frame is kept instead: in a GIF the repeat differs in a palette index of
+    the same colour, in an APNG the frame before it is disposed of, and in a WebP one pixel of the repeat is four
+    levels from the one before. (A GIF frame
     wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
@@ -539,11 +541,12 @@ class AnimationWriter(FrameWriter):
         if self.format == "GIF":
             image, self.last = gif_frame(frame, self.last)
         else:
-            repeat = self.last is not None and np.array_equal(frame, self.last)
-            if repeat and self.format == "WEBP":
+            if self.format == "WEBP" and self.last is not None and \
+                    np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
                 frame = frame.copy()
-                frame[0, 0, 0] ^= WEBP_NUDGE
-            elif repeat:
+                before = int(self.last[0, 0, 0])
+                frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+            elif self.last is not None and np.array_equal(frame, self.last):
                 self.disposals[-1] = APNG_DISPOSE_BACKGROUND
             self.last = frame
             image = Image.fromarray(frame)
