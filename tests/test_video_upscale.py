@@ -440,6 +440,24 @@ def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None
         assert "alpha_mode" not in {key.lower() for key in container.streams.video[0].metadata}
 
 
+def test_a_gif_of_one_hundredth_delays_plays_as_browsers_play_it(tmp_path: Path, tiny) -> None:
+    """Browsers and FFmpeg show a GIF frame of delay 0 or 1 hundredth for 100 ms: read as 10 ms, such a GIF ran ten
+    times as fast as a video or a WebP. A delay of 2 hundredths is its own."""
+    model, _ = tiny
+    frames = [Image.fromarray(frame_pixels(i, (8, 6))) for i in range(4)]
+    frames[0].save(tmp_path / "fast.gif", save_all=True, append_images=frames[1:], duration=[10, 0, 20, 10], loop=0)
+    with open_clip(tmp_path / "fast.gif") as clip:
+        assert [frame.duration_ms for frame in clip.frames()] == [100, 100, 20, 100]
+    liif.upscale_video(tmp_path / "fast.gif", tmp_path / "fast.webp", scale=2, model=model)
+    with Image.open(tmp_path / "fast.webp") as image:
+        shown = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            image.load()
+            shown.append(image.info["duration"])
+        assert shown == [100, 100, 20, 100]
+
+
 def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
     # Pillow's loop is each format's own field: a GIF's counts the repeats after the first play (no field: one
     # play), WebP's and APNG's count every play.

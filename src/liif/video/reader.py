@@ -32,6 +32,8 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts"
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
+DEFAULT_FRAME_MS = 100.0  # an animation's frame that says nothing of its duration
+SHORTEST_GIF_DELAY_MS = 20  # a GIF delay below it (0 or 1 hundredth) plays as the default, in browsers and FFmpeg
 RGB_FORMATS = {(False, False): "rgb24", (True, False): "rgb48le", (False, True): "rgba", (True, True): "rgba64le"}
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
 # Suffixes transport streams share with TypeScript sources: folders take such a file only when it begins like one
@@ -321,6 +323,14 @@ def animation_plays(image_format: str, loop: int | None) -> int:
     return loop + 1 if image_format == "GIF" and loop else loop
 
 
+def frame_duration(image_format: str, stored_ms: float) -> float:
+    """How long an animation's frame shows, in ms, from the duration it stores: none, 100 ms; a GIF's delay of 0 or 1
+    hundredth is 100 ms too, as browsers and FFmpeg play it (such a GIF would otherwise run ten times as fast)."""
+    if not stored_ms or image_format == "GIF" and stored_ms < SHORTEST_GIF_DELAY_MS:
+        return DEFAULT_FRAME_MS
+    return stored_ms
+
+
 class AnimationClip(Clip):
     """An animated GIF, WebP or PNG through Pillow; pts and durations in milliseconds."""
 
@@ -333,7 +343,7 @@ class AnimationClip(Clip):
                 for index in range(count):
                     image.seek(index)
                     image.load()
-                    durations.append(float(image.info.get("duration") or 0) or 100.0)
+                    durations.append(frame_duration(image.format, float(image.info.get("duration") or 0)))
                     alpha = alpha or np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
                 plays = animation_plays(image.format, image.info.get("loop"))
                 size = image.size
