@@ -164,8 +164,8 @@ class FrameWriter:
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
-        # what the output leaves out, and why, one line each: streams of a video's copy_streams_from not copied, a
-        # pixel aspect ratio the container cannot hold
+        # what the output leaves out, and why, one line each: streams or attached files of a video's copy_streams_from
+        # not copied, a pixel aspect ratio the container cannot hold
         self.left_out: list[str] = []
         check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
