@@ -31,7 +31,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
               timecode: str | None = None, file_timecode: str | None = None,
-              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac") -> Path:
+              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
     two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
@@ -41,7 +41,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
     write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file; ``colour``: the
     (primaries, transfer, matrix) the video declares, as FFmpeg numbers them (a phone's HDR: (9, 18, 9), BT.2020 with
-    HLG)."""
+    HLG); ``clock``: whole seconds added to every stream's times (a TV recording's clock runs hours in)."""
     with av.open(str(path), "w") as container:
         if file_timecode:
             container.metadata["timecode"] = file_timecode
@@ -78,10 +78,10 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
         for index in range(frames if video else 0):
             frame = av.VideoFrame.from_ndarray(frame_pixels(index, size), format="rgb24")
             if durations_ms:
-                frame.pts, frame.time_base = pts, Fraction(1, 1000)
+                frame.pts, frame.time_base = clock * 1000 + pts, Fraction(1, 1000)
                 pts += durations_ms[index % len(durations_ms)]
             else:
-                frame.pts = start + index
+                frame.pts = clock * rate + start + index
             container.mux(stream.encode(frame))
         if video:
             container.mux(stream.encode(None))
@@ -92,7 +92,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             for start in range(0, samples, 1024):
                 chunk = tone[None, start:start + 1024]
                 block = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
-                block.sample_rate, block.pts = SAMPLE_RATE, start
+                block.sample_rate, block.pts = SAMPLE_RATE, clock * SAMPLE_RATE + start
                 container.mux(sound.encode(block))
             container.mux(sound.encode(None))
         if mov_text:
@@ -152,6 +152,18 @@ def retagged(source: Path, destination: Path, tags: dict[str, str], stream_tags:
         for index, stream in enumerate(streams):
             stream.metadata.update(stream_tags.get(index, {}))
             stream.disposition = dispositions.get(index, 0)
+        for packet in container.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                output.mux(packet)
+    return destination
+
+
+def attached(source: Path, destination: Path, name: str, mimetype: str, data: bytes) -> Path:
+    """``source`` remuxed to the Matroska ``destination`` with a file attached (a font of its subtitles)."""
+    with av.open(str(source)) as container, av.open(str(destination), "w") as output:
+        streams = [output.add_stream_from_template(stream) for stream in container.streams]
+        output.add_attachment(name, mimetype, data)
         for packet in container.demux():
             if packet.size:
                 packet.stream = streams[packet.stream.index]

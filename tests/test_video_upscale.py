@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import liif
-from clips import decoded_frames, frame_pixels, make_clip, packets, retagged
+from clips import attached, decoded_frames, frame_pixels, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
@@ -87,6 +87,30 @@ def test_variable_frame_rate_timestamps_and_audio_are_kept(tmp_path: Path, tiny,
     assert packets(tmp_path / "out.mp4", "audio") == packets(source, "audio")
 
 
+def test_a_variable_rate_video_lasts_as_long_as_its_input(tmp_path: Path, tiny) -> None:
+    """The last frame shows until the input's declared end: the decoder gave it the duration of the packet it came
+    in, which B-frames make another frame's (here 120 ms where the MP4 declares 42: 0.48 s for 0.40 s)."""
+    model, _ = tiny
+    for name in ("vfr.mp4", "vfr.mkv"):
+        source = make_clip(tmp_path / name, frames=6, size=(32, 24), durations_ms=[40, 80, 120], audio=False)
+        for out in ("out.mp4", "out.mkv"):
+            liif.upscale_video(source, tmp_path / out, scale=1, model=model, overwrite=True)
+            with av.open(str(source)) as before, av.open(str(tmp_path / out)) as after:
+                assert abs(after.duration - before.duration) <= 1000, (name, out)  # microseconds: Matroska's ms
+
+
+def test_a_matroska_video_shorter_than_its_sound_or_subtitles_is_whole(tmp_path: Path, tiny) -> None:
+    """FFmpeg gives a Matroska track the file's duration: 3 frames (0.125 s) beside subtitles to 0.45 s were
+    'truncated' (exit code 1), and the last frame would have shown until 0.45 s."""
+    model, _ = tiny
+    source = make_clip(tmp_path / "short.mkv", frames=3, size=(32, 24), subtitles=True)
+    with av.open(str(source)) as container:
+        assert container.streams.video[0].duration * container.streams.video[0].time_base == Fraction(9, 20)
+    assert liif.upscale_video(source, tmp_path / "out.mkv", scale=1, model=model).frames == 3
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert container.streams.video[0].metadata["DURATION"] == "00:00:00.125000000"
+
+
 def test_a_video_that_starts_late_is_whole_and_keeps_its_times(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     late = make_clip(tmp_path / "late.mkv", frames=6, size=(32, 24), start=48)  # at 2 s; the sound from 0
@@ -94,6 +118,30 @@ def test_a_video_that_starts_late_is_whole_and_keeps_its_times(tmp_path: Path, t
         assert liif.upscale_video(late, tmp_path / name, scale=2, model=model).frames == 6  # not "truncated"
         assert [t for _, t in decoded_frames(tmp_path / name)] == [t for _, t in decoded_frames(late)]
         assert packets(tmp_path / name, "audio") == packets(late, "audio")
+
+
+def test_a_recording_whose_clock_runs_an_hour_in_starts_at_0(tmp_path: Path, tiny) -> None:
+    """A TV recording's timestamps start where its broadcaster's clock was: the times were kept, and the MKV (what a
+    .ts becomes) began with an hour of nothing before the 0.5 s clip. The output starts at 0, sound and picture
+    still together."""
+    model, _ = tiny
+    source = make_clip(tmp_path / "tv.ts", frames=12, size=(32, 24), clock=3600)
+    with av.open(str(source)) as container:
+        assert container.start_time >= 3_599_000_000  # microseconds
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        offset = video.start_time * video.time_base - audio.start_time * audio.time_base
+    for name in ("tv.mkv", "tv.mp4"):
+        liif.upscale_video(source, tmp_path / name, scale=1, model=model)
+        with av.open(str(tmp_path / name)) as container:
+            assert container.duration < 1_000_000, name
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert abs(video.start_time * video.time_base - audio.start_time * audio.time_base - offset) < 0.002, name
+    whole = make_clip(tmp_path / "tv.mkv", frames=24, size=(32, 24), clock=3600)  # its times are said from 0 too
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(liif.LiifError, match=r"^the video is truncated: decoding stopped at frame \d+ \(0\.\d\d s\) "
+                                             r"of 1\.00 s; "):
+        liif.upscale_video(cut, tmp_path / "cut_x1.mkv", scale=1, model=model)
 
 
 def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
@@ -133,6 +181,23 @@ def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
     liif.upscale_video(upright, tmp_path / "upright_x2.mp4", scale=2, model=model)  # a quarter turn: 3:4 pixels
     with av.open(str(tmp_path / "upright_x2.mp4")) as container:
         assert container.streams.video[0].sample_aspect_ratio == Fraction(3, 4)
+
+
+def test_a_pixel_aspect_ratio_the_output_cannot_hold_is_said(tmp_path: Path, tiny, capsys) -> None:
+    """Matroska keeps a sample aspect ratio only in an H.264 or HEVC bitstream (PyAV cannot set its display size):
+    an anamorphic clip written as FFV1, VP9 or AV1 MKV/WebM came out stretched without a word."""
+    _, weights = tiny
+    wide = make_clip(tmp_path / "wide.mp4", frames=2, size=(32, 24), audio=False, pixel_aspect=Fraction(4, 3))
+    for name, codec, kept in (("x2.mkv", "ffv1", False), ("x2.webm", "vp9", False), ("x2.mp4", "ffv1", True),
+                              ("h264.mkv", "h264", True)):
+        code, err = run_cli(capsys, wide, "--scale", "2", "-o", tmp_path / name, "--codec", codec, "--model", weights,
+                            "-q")
+        with av.open(str(tmp_path / name)) as container:
+            assert (container.streams.video[0].sample_aspect_ratio == Fraction(4, 3)) == kept, name
+        encoder = {"ffv1": "ffv1", "vp9": "libvpx-vp9", "h264": "libx264"}[codec]
+        assert (code, err) == (0, [] if kept else [
+            f"liif upscale: note: {wide}: its pixel aspect ratio 4/3 is left out: a {Path(name).suffix} file keeps it "
+            f"only in H.264 or HEVC video; write .mp4 to keep it with {encoder}"]), name
 
 
 def timecodes(path: Path) -> dict[str, str]:
@@ -248,6 +313,27 @@ def test_track_languages_titles_and_flags_are_kept(tmp_path: Path, tiny) -> None
                                                                                        ("jpn", DEFAULT)]
 
 
+def test_attached_fonts_go_with_the_subtitles_into_mkv_and_are_said_to_be_left_out_elsewhere(tmp_path: Path, tiny,
+                                                                                               capsys) -> None:
+    """An anime MKV's subtitles come with their fonts attached: they were dropped without a word."""
+    _, weights = tiny
+    font = b"\x00\x01\x00\x00" + bytes(range(256))
+    subtitled = attached(make_clip(tmp_path / "subs.mkv", frames=3, size=(32, 24), subtitles=True),
+                         tmp_path / "anime.mkv", "Font.ttf", "font/ttf", font)
+    code, err = run_cli(capsys, subtitled, "--scale", "2", "-o", tmp_path / "out.mkv", "--model", weights, "-q")
+    assert (code, err) == (0, [])
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert [s.type for s in container.streams] == ["video", "audio", "subtitle", "attachment"]
+        copy = container.streams[3]
+        assert (copy.metadata["filename"], copy.mimetype, copy.data) == ("Font.ttf", "font/ttf", font)
+    plain = attached(make_clip(tmp_path / "plain.mkv", frames=3, size=(32, 24)), tmp_path / "fonts.mkv", "Font.ttf",
+                     "font/ttf", font)
+    code, err = run_cli(capsys, plain, "--scale", "2", "-o", tmp_path / "out.mp4", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {plain}: its attached files (Font.ttf) are left out: only .mkv "
+                                f"holds them"])
+    assert stream_info(tmp_path / "out.mp4")[2] == ["video", "audio"]
+
+
 def test_camcorder_tv_and_flash_videos_are_read_and_written_as_mkv(tmp_path: Path, tiny, capsys) -> None:
     _, weights = tiny
     (tmp_path / "in").mkdir()
@@ -309,6 +395,67 @@ def test_an_animated_gif_keeps_frames_durations_plays_and_transparency(tmp_path:
             assert image.info["duration"] == durations[index]
             alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
             assert (alpha == 255 * (index % 2)).all()
+
+
+def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
+    """A transparent GIF to MP4 lost its alpha without a word (yuv420p holds none); VP9's yuva420p keeps it."""
+    _, weights = tiny
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(tmp_path / "sticker.gif", (16, 12), Fraction(10)) as writer:
+        for _ in range(2):
+            writer.write(half)
+    code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.mp4", "--model",
+                        weights, "-q", "--alpha", "bicubic")
+    assert (code, err) == (0, [f"liif upscale: note: {tmp_path / 'sticker.gif'}: its transparency is left out: yuv420p "
+                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, FFV1 with bgra, and an animation "
+                                f"or PNG frames keep it)"])
+    code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.webm", "--model",
+                        weights, "-q", "--alpha", "bicubic", "--pix-fmt", "yuva420p")
+    assert (code, err) == (0, [])
+    with av.open(str(tmp_path / "sticker.webm")) as container:
+        assert container.streams.video[0].metadata["alpha_mode"] == "1"
+
+
+def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None:
+    """A WebM sticker stores VP9's alpha beside the frames, which FFmpeg's own decoder drops: it came out opaque."""
+    model, _ = tiny
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
+        for _ in range(2):
+            writer.write(half)
+    with open_clip(tmp_path / "sticker.webm") as clip:
+        assert clip.info.alpha
+        assert all(np.array_equal(frame.pixels[:, :, 3], half[:, :, 3]) for frame in clip.frames())
+    liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "sticker.gif", scale=2, model=model, alpha="bicubic")
+    with Image.open(tmp_path / "sticker.gif") as image:
+        alpha = np.asarray(image.convert("RGBA"))[:, :, 3]
+        assert (alpha[:, :15] == 0).all() and (alpha[:, 17:] == 255).all()
+    with av.open(str(tmp_path / "sticker.webm")) as container:  # (alpha_mode describes the encoding: not copied)
+        assert {key.lower() for key in container.streams.video[0].metadata} == {"alpha_mode", "duration"}
+    with pytest.warns(UserWarning, match="^its transparency is left out: yuv420p has no alpha"):
+        liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "opaque.webm", scale=2, model=model, alpha="bicubic")
+    with av.open(str(tmp_path / "opaque.webm")) as container:
+        assert "alpha_mode" not in {key.lower() for key in container.streams.video[0].metadata}
+
+
+def test_a_gif_of_one_hundredth_delays_plays_as_browsers_play_it(tmp_path: Path, tiny) -> None:
+    """Browsers and FFmpeg show a GIF frame of delay 0 or 1 hundredth for 100 ms: read as 10 ms, such a GIF ran ten
+    times as fast as a video or a WebP. A delay of 2 hundredths is its own."""
+    model, _ = tiny
+    frames = [Image.fromarray(frame_pixels(i, (8, 6))) for i in range(4)]
+    frames[0].save(tmp_path / "fast.gif", save_all=True, append_images=frames[1:], duration=[10, 0, 20, 10], loop=0)
+    with open_clip(tmp_path / "fast.gif") as clip:
+        assert [frame.duration_ms for frame in clip.frames()] == [100, 100, 20, 100]
+    liif.upscale_video(tmp_path / "fast.gif", tmp_path / "fast.webp", scale=2, model=model)
+    with Image.open(tmp_path / "fast.webp") as image:
+        shown = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            image.load()
+            shown.append(image.info["duration"])
+        assert shown == [100, 100, 20, 100]
 
 
 def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
@@ -382,7 +529,8 @@ def test_bad_videos_and_options_are_one_line_errors(tmp_path: Path, tiny, capsys
     cases = [
         ([sound, "--scale", "2"], f"{sound}: no video stream in it (it holds audio)"),
         ([cover_only, "--scale", "2"], f"{cover_only}: no video stream in it (it holds audio, cover art)"),
-        ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video"),
+        ([tmp_path / "junk.mp4", "--scale", "2"], f"{tmp_path / 'junk.mp4'}: cannot read it as a video, it may be "
+                                                   f"truncated or corrupt (Invalid data found when processing input)"),
         ([clip, "--scale", "2", "--codec", "nonesuch"], f"{clip}: this PyAV build"),
         ([clip, "--scale", "2", "--max-pixels", "1000"], f"{clip}: the output would be 128x96 = 0.0 MP, above"),
         ([clip, "--scale", "2", "--crf", "99"], f"{clip}: --crf must be 0 to 63"),

@@ -69,6 +69,36 @@ def test_timestamps_in_a_time_base_are_kept(tmp_path: Path) -> None:
     assert [round(t * 1000) for _, t in decoded_frames(path)] == times
 
 
+@pytest.mark.parametrize("name, codec", [("a.mp4", None), ("a.mov", "hevc"), ("a.mp4", "hevc"), ("a.mkv", "hevc"),
+                                         ("a.mkv", "ffv1"), ("a.webm", None), ("a.mkv", "av1")])
+def test_every_frame_keeps_its_duration_the_last_included(tmp_path: Path, name, codec) -> None:
+    """An animation's closing pause (100 ms frames, then 1 s) lasts its second in a video: the encoders gave every
+    packet one frame at the mean rate (4 fps), which cut the video to 0.75 s. (Noise makes x265 reorder these
+    frames so that another one comes last in decoding order, where MP4 ends a track.)"""
+    path, durations = tmp_path / name, [100, 100, 100, 100, 100, 1000]
+    noise = np.random.default_rng(0).integers(0, 256, (len(durations), SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    with open_frame_writer(path, SIZE, Fraction(4), codec=codec, time_base=Fraction(1, 1000)) as writer:
+        for frame, duration in zip(noise, durations):
+            writer.write(frame, duration_ms=duration)
+    with av.open(str(path)) as container:
+        assert container.duration == 1_500_000  # microseconds
+        assert [round(t * 1000) for _, t in decoded_frames(path)] == [0, 100, 200, 300, 400, 500]
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [("a.mp4", None, "gray"), ("a.mkv", None, "gray10le"),
+                                                  ("a.mkv", "hevc", "gray"), ("a.mkv", "ffv1", "gray16le")])
+def test_a_gray_video_keeps_its_contrast(tmp_path: Path, name, codec, pix_fmt) -> None:
+    """swscale makes gray planes at full range (0-255); they were tagged limited (16-235), or left untagged, which
+    reads as limited: x264's gray came back stretched, 32 as 18 and 226 as 244, and players stretch the others."""
+    path, ramp = tmp_path / name, np.repeat(np.linspace(0, 255, SIZE[0]).astype(np.uint8), 3)
+    write_all(path, [np.broadcast_to(ramp.reshape(1, SIZE[0], 3), (SIZE[1], SIZE[0], 3)).copy()] * 3,
+              codec=codec, pix_fmt=pix_fmt)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.color_range == 2  # AVCOL_RANGE_JPEG: full
+        assert np.abs(frame.to_ndarray(format="rgb24")[SIZE[1] // 2].astype(int) - ramp.reshape(-1, 3)).max() <= 3
+
+
 def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "in.mp4", frames=12)
     out = tmp_path / "out.mp4"
@@ -302,6 +332,16 @@ def test_x265_prints_nothing(tmp_path: Path, capfd) -> None:
     assert len(decoded_frames(tmp_path / "a.mp4")) == 2
 
 
+def test_a_hevc_clip_of_one_or_two_frames_is_written_every_time(tmp_path: Path) -> None:
+    """x265 leaves the decoding times of so short a clip unset (whatever its memory held): about one write in three
+    failed, "Not yet implemented in FFmpeg, patches welcome", as the MP4 muxer met a garbage dts."""
+    for attempt in range(12):
+        for count in (1, 2):
+            path = tmp_path / f"{attempt}_{count}.mp4"
+            write_all(path, frames=FRAMES[:count], codec="hevc")
+            assert [round(t * 24) for _, t in decoded_frames(path)] == list(range(count))
+
+
 def test_an_unknown_x264_preset_is_one_line_and_x264_prints_nothing(tmp_path: Path, capfd) -> None:
     with pytest.raises(LiifError, match=r"^preset 'quick': libx264 takes ultrafast, superfast, .*, placebo$"):
         open_frame_writer(tmp_path / "a.mp4", SIZE, Fraction(24), preset="quick")
@@ -334,6 +374,18 @@ def test_repeated_frames_stay_frames(tmp_path: Path, name, alpha) -> None:
                 assert np.abs(rgba - previous).mean() < 0.1
             previous = rgba
         assert seen == [30, 40, 50, 60]
+
+
+def test_a_webp_frame_within_a_level_of_the_one_before_stays_a_frame(tmp_path: Path) -> None:
+    """Lossy libwebp folded a frame that near the one before into it: still scenes of a video lost frames."""
+    near = FRAMES[0].copy()
+    near[::2, ::2] += 1  # FRAMES[0] has no 255 here
+    assert FRAMES[0][::2, ::2].max() < 255
+    with open_frame_writer(tmp_path / "a.webp", SIZE, Fraction(10)) as writer:
+        for frame in (FRAMES[0], near, FRAMES[0]):
+            writer.write(frame)
+    with Image.open(tmp_path / "a.webp") as image:
+        assert image.n_frames == 3
 
 
 def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_path: Path) -> None:
@@ -387,7 +439,8 @@ def test_a_failed_rename_keeps_the_earlier_frames(tmp_path: Path, monkeypatch) -
 
 
 def test_an_encoder_failure_is_a_one_line_error_and_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(LiifError, match=r"^cannot write .*a\.webm: .*Invalid data") as refused:
+    refusal = r"^cannot write .*a\.webm: Invalid data found when processing input$"  # not PyAV's number and name
+    with pytest.raises(LiifError, match=refusal) as refused:
         with open_frame_writer(tmp_path / "a.webm", SIZE, Fraction(24)) as writer:
             for pts in (5, 3):  # libvpx refuses a frame that comes before the one before
                 writer.write(FRAMES[0], pts=pts)

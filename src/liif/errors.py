@@ -63,6 +63,7 @@ def os_error_behind(exc: BaseException) -> OSError | None:
 
 def os_reason(exc: BaseException) -> str:
     """Why a file operation failed, in a few words: the system's reason ("No space left on device") when an
-    OSError is behind ``exc``, else its first line."""
-    cause = os_error_behind(exc)
-    return cause.strerror if cause is not None and cause.strerror else one_line(cause or exc)
+    OSError is behind ``exc``, FFmpeg's ("Invalid data found when processing input", without PyAV's error number
+    and file name) for PyAV's errors, else its first line."""
+    cause = os_error_behind(exc) or exc
+    return getattr(cause, "strerror", None) or one_line(cause)

@@ -22,7 +22,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from liif.errors import LiifError, one_line
+from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import check_regular_file
 from liif.imageio import PIL_READ_ERRORS
 
@@ -32,10 +32,15 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".ts", ".mts"
 CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".gif", ".apng")  # always clips; .webp and .png only when animated
 ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try for an animation
 MS = Fraction(1, 1000)
+DEFAULT_FRAME_MS = 100.0  # an animation's frame that says nothing of its duration
+SHORTEST_GIF_DELAY_MS = 20  # a GIF delay below it (0 or 1 hundredth) plays as the default, in browsers and FFmpeg
+RGB_FORMATS = {(False, False): "rgb24", (True, False): "rgb48le", (False, True): "rgba", (True, True): "rgba64le"}
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
 # Suffixes transport streams share with TypeScript sources: folders take such a file only when it begins like one
 SHARED_SUFFIXES = (".ts", ".mts")
 SYNC = 0x47  # the first byte of every MPEG-TS packet
+# FFmpeg's own VP8 and VP9 decoders drop the alpha a WebM stores beside the frames (BlockAdditional), libvpx's keep it
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 UNDECLARED_COLOUR = (0, 2, 3)  # AVCOL_PRI_* and AVCOL_TRC_*: reserved, unspecified, reserved
 # Pillow's errors on damaged animations: those of pictures, and a truncated GIF's IndexError and struct.error
 ANIMATION_ERRORS = (*PIL_READ_ERRORS, IndexError, struct.error)
@@ -73,7 +78,8 @@ class ClipInfo:
 
 @dataclass
 class ClipFrame:
-    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base and ``duration_ms``."""
+    """One frame: (H, W, 3|4) uint8 or uint16 ``pixels``, its ``pts`` in the clip's time base (a video's from its
+    ``timeline_start``) and ``duration_ms``."""
 
     pixels: np.ndarray
     pts: int
@@ -145,7 +151,7 @@ class VideoClip(Clip):
         try:
             self.container = av.open(str(path))
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-            raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({one_line(exc)})") from None
+            raise LiifError(f"cannot read it as a video, it may be truncated or corrupt ({os_reason(exc)})") from None
         try:
             stream = main_video(self.container)
             if stream is None:
@@ -153,6 +159,9 @@ class VideoClip(Clip):
                 raise LiifError(f"no video stream in it (it holds {', '.join(kinds)})")
             self.stream = stream
             stream.thread_type = "AUTO"  # frame threads: decoding keeps up with a GPU renderer
+            self.alpha = stream_has_alpha(stream)
+            self.decoder = av.CodecContext.create(ALPHA_DECODERS[stream.codec_context.name], "r") if self.alpha \
+                else stream.codec_context
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
             # The rotation is frame side data: the first frame tells it, and that it decodes at all.
             self.cut_short = False
@@ -162,21 +171,24 @@ class VideoClip(Clip):
             except StopIteration:
                 raise LiifError("its video stream has no frame that decodes") from None
             except av.error.FFmpegError as exc:
-                raise LiifError(f"cannot decode its first frame, it may be corrupt ({one_line(exc)})") from None
+                raise LiifError(f"cannot decode its first frame, it may be corrupt ({os_reason(exc)})") from None
             self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
             width, height = self.first.width, self.first.height
             self.declared_end = declared_end(stream)
+            time_base = Fraction(stream.time_base or 1 / rate)
+            self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
-            self.rgb_format = "rgb48le" if deep else "rgb24"
+            self.rgb_format = RGB_FORMATS[deep, self.alpha]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect
-            self.info = ClipInfo("video", size, Fraction(rate), Fraction(stream.time_base or 1 / rate), count,
+            self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
-                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8)
+                                 transfer=declared_colour(self.first.color_trc), bits=16 if deep else 8,
+                                 alpha=self.alpha)
         except BaseException:
             self.container.close()
             raise
@@ -187,7 +199,7 @@ class VideoClip(Clip):
         for packet in self.container.demux(self.stream):
             if packet.size:
                 self.cut_short = packet.is_corrupt
-            yield from packet.decode()
+            yield from self.decoder.decode(packet)
 
     def frames(self) -> Iterator[ClipFrame]:
         info, index, end = self.info, 0, None
@@ -206,22 +218,28 @@ class VideoClip(Clip):
                     pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
                 index += 1
-                end = (pts + held[2]) * info.time_base
+                end = (pts - self.start + held[2]) * info.time_base  # on the timeline, as the messages say
         except av.error.FFmpegError as exc:
             if held is not None:
                 yield self.clip_frame(*held)
-            raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {one_line(exc)}") from None
-        yield self.clip_frame(*held)
+            raise DecodeStopped(f"decoding stopped at frame {index}{seconds_at(end)}: {os_reason(exc)}") from None
         # A cut file often just ends: only its declared duration tells (give or take a few frames' rounding),
         # or the demuxer's flag on a last packet that the file's end cut short.
-        declared = self.declared_end
+        declared = None if self.declared_end is None else self.declared_end - self.start * info.time_base
         if self.cut_short or declared is not None and (end or 0) < declared - max(3 / info.rate, Fraction(1, 4)):
+            yield self.clip_frame(*held)
             of = f" of {float(declared):.2f} s" if declared is not None else ""
             raise DecodeStopped(f"the video is truncated: decoding stopped at frame {index}{seconds_at(end)}{of}")
+        # A whole video's last frame shows until its declared end: the decoder gives a frame the duration of the
+        # packet it came in, which B-frames make another frame's.
+        pixels, pts, duration = held
+        if declared is not None and declared > (pts - self.start) * info.time_base:
+            duration = declared / info.time_base - (pts - self.start)
+        yield self.clip_frame(pixels, pts, duration)
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
-        """A frame whose ``duration`` is in the time base."""
-        return ClipFrame(pixels, pts, float(duration * self.info.time_base * 1000))
+        """A frame whose ``pts`` and ``duration`` are in the time base, its pts counted from the timeline's start."""
+        return ClipFrame(pixels, pts - self.start, float(duration * self.info.time_base * 1000))
 
     def close(self) -> None:
         self.container.close()
@@ -230,6 +248,13 @@ class VideoClip(Clip):
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The video of a container: its first video stream that is not cover art; None if it has none."""
     return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
+
+
+def stream_has_alpha(stream: av.video.stream.VideoStream) -> bool:
+    """Whether a video stream's frames carry alpha: a WebM's VP8 or VP9 with its alpha_mode tag (a sticker, an
+    overlay), which a decoder of libvpx's gives."""
+    tags = {key.lower(): value for key, value in stream.metadata.items()}  # a Matroska tag may be upper case
+    return stream.codec_context.name in ALPHA_DECODERS and tags.get("alpha_mode") == "1"
 
 
 def stream_kind(stream: av.stream.Stream) -> str:
@@ -249,6 +274,13 @@ def start_timecode(stream: av.video.stream.VideoStream) -> str | None:
     return None
 
 
+def timeline_start(container: av.container.InputContainer) -> Fraction:
+    """Where a video's timeline starts, in seconds: when its earliest stream starts, where that is after 0 (a
+    recording's clock: a TV recording's runs hours in), else 0. Its frames' pts and the streams copied with them count
+    from there, so that an output starts at 0, as FFmpeg's would, not after an hour of nothing."""
+    return max(Fraction(container.start_time or 0, 1_000_000), Fraction(0))
+
+
 def declared_colour(value: int) -> int | None:
     """A colour primaries or transfer number as a frame carries it; None for FFmpeg's reserved and unspecified."""
     return None if value in UNDECLARED_COLOUR else value
@@ -266,11 +298,10 @@ DURATION_TAG = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
 def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
-    """When the stream says its frames end, in seconds: its duration, or Matroska's DURATION tag; None if
-    it does not say."""
+    """When the stream says its frames end, in seconds: Matroska's DURATION tag, or its duration; None if it
+    does not say. (A Matroska track holds no duration: FFmpeg gives it the file's, which a longer audio or subtitle
+    track makes.)"""
     start = (stream.start_time or 0) * (stream.time_base or 0)
-    if stream.duration and stream.time_base:
-        return start + stream.duration * stream.time_base
     match = DURATION_TAG.fullmatch(stream.metadata.get("DURATION", "") or "")
     if match:
         hours, minutes, seconds = match.groups()
@@ -278,6 +309,8 @@ def declared_end(stream: av.video.stream.VideoStream) -> Fraction | None:
         # FFmpeg's muxer tags the end of the last frame, mkvmerge the time from the first frame to it
         by_ffmpeg = str(stream.container.metadata.get("ENCODER", "")).startswith("Lavf")
         return tag if by_ffmpeg else start + tag
+    if stream.duration and stream.time_base and "matroska" not in stream.container.format.name:
+        return start + stream.duration * stream.time_base
     return None
 
 
@@ -288,6 +321,14 @@ def animation_plays(image_format: str, loop: int | None) -> int:
     if loop is None:
         return 1
     return loop + 1 if image_format == "GIF" and loop else loop
+
+
+def frame_duration(image_format: str, stored_ms: float) -> float:
+    """How long an animation's frame shows, in ms, from the duration it stores: none, 100 ms; a GIF's delay of 0 or 1
+    hundredth is 100 ms too, as browsers and FFmpeg play it (such a GIF would otherwise run ten times as fast)."""
+    if not stored_ms or image_format == "GIF" and stored_ms < SHORTEST_GIF_DELAY_MS:
+        return DEFAULT_FRAME_MS
+    return stored_ms
 
 
 class AnimationClip(Clip):
@@ -302,7 +343,7 @@ class AnimationClip(Clip):
                 for index in range(count):
                     image.seek(index)
                     image.load()
-                    durations.append(float(image.info.get("duration") or 0) or 100.0)
+                    durations.append(frame_duration(image.format, float(image.info.get("duration") or 0)))
                     alpha = alpha or np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
                 plays = animation_plays(image.format, image.info.get("loop"))
                 size = image.size

@@ -32,8 +32,8 @@ from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, check
                           render_pictures)
 from liif.pipeline import Background, prefetch
 from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
-                               output_kind, video_format)
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, has_alpha,
+                               open_frame_writer, output_kind, video_format)
 
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
@@ -79,24 +79,28 @@ def output_suffix(source: Path) -> str:
 
 
 def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
-              ) -> tuple[Target, str | None]:
-    """The output of every frame, checked before any rendering, and a note when a side was rounded to even:
-    4:2:0 video halves the colour resolution, so its sides must be even (an odd one is rounded up)."""
+              ) -> tuple[Target, list[str]]:
+    """The output of every frame, checked before any rendering, and notes on what a video output changes: 4:2:0
+    video halves the colour resolution, so its sides must be even (an odd one is rounded up), and a pixel format
+    without alpha leaves an animation's transparency out."""
     width, height = info.size
     target = geometry.target((height, width))
-    note = None
+    notes = []
     if output_kind(destination) == "video":
         _, pix_fmt = video_format(destination, options.codec, options.pix_fmt)
         halved = chroma_halved(pix_fmt)
         even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
         if even != target.size:
-            note = (f"the output {target.size[1]}x{target.size[0]} is rounded to {even[1]}x{even[0]}: "
-                    f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
+            notes.append(f"the output {target.size[1]}x{target.size[0]} is rounded to {even[1]}x{even[0]}: "
+                         f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
             target = Target(even, target.region)
+        if info.alpha and not has_alpha(pix_fmt):
+            notes.append(f"its transparency is left out: {pix_fmt} has no alpha (VP9 keeps it with {option('pix_fmt')} "
+                         f"yuva420p, FFV1 with bgra, and an animation or PNG frames keep it)")
     channels = 4 if info.alpha else 3
     check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
                  options.max_pixels)
-    return target, note
+    return target, notes
 
 
 def frame_groups(frames: Iterable[ClipFrame], size: int) -> Iterator[list[ClipFrame]]:
@@ -128,9 +132,9 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
         options = replace(options, tile=render_tile(device, batch))
     with open_clip(source) as clip:
-        target, rounded = plan_clip(clip.info, geometry, destination, options)
-        if rounded:
-            note(rounded)
+        target, notes = plan_clip(clip.info, geometry, destination, options)
+        for line in notes:
+            note(line)
         written = render_clip(model, clip, source, destination, target, options, batch, progress, note)
     return VideoResult(destination, written, target.size[::-1])
 

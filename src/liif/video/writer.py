@@ -26,7 +26,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import TIMECODE, main_video
+from liif.video.reader import TIMECODE, main_video, timeline_start
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -56,18 +56,25 @@ MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 # The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
 # rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
 LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
-# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame)
+# Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame): a frame
+# that near the one before gets one pixel this far from it
 WEBP_NUDGE = 4
 # The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
 # none: BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
+FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 0-255, the only range swscale writes gray planes in
 COPIED_TYPES = ("audio", "subtitle")
 RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
-# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length), not
-# what it holds: the re-encoded video and the muxer have their own. (The timecode is written from the reader's.)
-ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics")
+# Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length, whether
+# VP9 carries alpha), not what it holds: the re-encoded video and the muxer have their own. (The timecode is written
+# from the reader's.)
+ENCODING_TAGS = ("encoder", "duration", "bps", "number_of_frames", "number_of_bytes", "timecode", "_statistics",
+                 "alpha_mode")
 MAX_ASPECT_TERM = 65535  # H.264's and HEVC's VUI hold a sample aspect ratio in 16-bit terms
+# Codecs whose bitstream holds the sample aspect ratio: Matroska keeps it only there, for PyAV cannot set the
+# stream's own, which its muxer writes as the display size
+ASPECT_IN_BITSTREAM = ("h264", "hevc", "mpeg2video", "mpeg4")
 
 
 def output_kind(path: Path) -> str:
@@ -123,6 +130,16 @@ def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
     return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
 
 
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds transparency."""
+    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
+
+
+def is_gray(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds one colour plane: gray, with or without alpha."""
+    return sum(not c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components) == 1
+
+
 def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
     """Refuse an odd side where the pixel format halves the colour resolution along it."""
     width, height = size
@@ -147,7 +164,9 @@ class FrameWriter:
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         self.path, self.size, self.rate = path, size, Fraction(rate)
         self.frames_written = 0
-        self.left_out: list[str] = []  # streams of a video's copy_streams_from not copied, and why: one line each
+        # what the output leaves out, and why, one line each: streams or attached files of a video's copy_streams_from
+        # not copied, a pixel aspect ratio the container cannot hold
+        self.left_out: list[str] = []
         check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
@@ -253,7 +272,13 @@ class VideoWriter(FrameWriter):
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
+        self.durations: dict[int, int] = {}  # each frame's duration in the time base, by its pts, until muxed
+        self.first_pts = self.first_dts = None  # of the first frame written and the first packet encoded
+        self.last_packet: av.Packet | None = None  # the latest encoded, muxed once the next one comes
         self.yuv = pix_fmt.startswith(("yuv", "nv"))
+        # the range the frames are converted to and tagged with: a gray one untagged reads as limited, its
+        # contrast stretched (black at 16 shown as 0, 235 as 255)
+        self.color_range = MPEG_RANGE if self.yuv else FULL_RANGE if is_gray(pix_fmt) else None
         self.container = self.source = None
         try:
             with write_errors(f"cannot write {path}"):
@@ -270,9 +295,15 @@ class VideoWriter(FrameWriter):
                 self.stream.time_base = self.time_base
                 if pixel_aspect is not None:
                     context.sample_aspect_ratio = pixel_aspect
+                    if suffix in (".mkv", ".webm") and av.Codec(encoder, "w").canonical_name not in ASPECT_IN_BITSTREAM:
+                        self.left_out.append(f"its pixel aspect ratio {pixel_aspect} is left out: a {suffix} file "
+                                             f"keeps it only in H.264 or HEVC video; write .mp4 to keep it with "
+                                             f"{encoder}")
                 context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
-                    context.colorspace, context.color_range = BT709, MPEG_RANGE
+                    context.colorspace = BT709
+                if self.color_range:
+                    context.color_range = self.color_range
                 if timecode:  # MOV's and MP4's muxers write a tmcd track from it, Matroska's a TIMECODE tag
                     self.stream.metadata["timecode"] = timecode
                 self.copies = self._add_copies(copy_streams_from) if copy_streams_from else {}
@@ -292,7 +323,8 @@ class VideoWriter(FrameWriter):
     def _add_copies(self, source_path: str | os.PathLike) -> dict:
         """Output streams for the audio and subtitle streams of ``source_path``, by input stream index, with their
         tags (language, title) and dispositions (default, forced), as the file's tags and its video's are kept.
-        A stream no video container holds is left out (``left_out``); one another container holds is refused."""
+        A stream no video container holds is left out (``left_out``); one another container holds is refused.
+        Its attached files (a Matroska file's subtitle fonts) are attached to a Matroska output, left out of others."""
         with write_errors(f"cannot read the streams of {source_path}"):
             self.source = av.open(str(source_path))
         self.container.metadata.update(content_tags(self.source.metadata))
@@ -301,6 +333,14 @@ class VideoWriter(FrameWriter):
             self.stream.metadata.update(content_tags(video.metadata))
         copies = {}
         supported = self.container.supported_codecs
+        attachments = [stream for stream in self.source.streams if stream.type == "attachment"]
+        if attachments and self.container.format.name != "matroska":
+            names = ", ".join(stream.metadata.get("filename", f"#{stream.index}") for stream in attachments)
+            self.left_out.append(f"its attached files ({names}) are left out: only .mkv holds them")
+        for stream in attachments if self.container.format.name == "matroska" else []:
+            attached = self.container.add_attachment(stream.metadata.get("filename", f"attachment{stream.index}"),
+                                                     stream.mimetype or "application/octet-stream", stream.data)
+            attached.metadata.update(stream.metadata)  # its title, as the file's name and type
         for stream in self.source.streams:
             if stream.type not in COPIED_TYPES:
                 continue
@@ -318,6 +358,7 @@ class VideoWriter(FrameWriter):
             copy.metadata.update(stream.metadata)  # the same packets: every tag still holds
             copy.disposition = stream.disposition
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
+        self.source_start = timeline_start(self.source)  # seconds: the frames' pts count from it (open_clip's)
         return copies
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
@@ -325,15 +366,51 @@ class VideoWriter(FrameWriter):
             pts = self.next_pts
         step = self.step if duration_ms is None else max(1, round(Fraction(duration_ms) / 1000 / self.time_base))
         self.next_pts = pts + step
+        self.durations[pts] = step
+        if self.first_pts is None:
+            self.first_pts = pts
         with write_errors(f"cannot write {self.path}"):
             video_frame = av.VideoFrame.from_ndarray(frame, format=RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]])
             context = self.stream.codec_context
             video_frame = video_frame.reformat(format=context.pix_fmt,
                                                dst_colorspace="itu709" if self.yuv else None,
-                                               dst_color_range=MPEG_RANGE if self.yuv else None)
+                                               dst_color_range=self.color_range)
             video_frame.pts, video_frame.time_base = pts, self.time_base
-            self.container.mux(self.stream.encode(video_frame))
+            self._mux_video(self.stream.encode(video_frame))
         self._copy_until(float(pts * self.time_base))
+
+    def _mux_video(self, packets: list[av.Packet], end: bool = False) -> None:
+        """Mux encoded packets, each with its frame's duration (an encoder gives every packet one frame at the
+        mean rate, which would cut or stretch the last frame of a variable rate: a GIF's closing pause). The last
+        packet in decoding order waits for the ``end``: MP4 and MOV end the track there, so where B-frames put
+        another frame last, that packet lasts until the last frame has shown."""
+        self._repair_decoding_times(packets)
+        for packet in packets:
+            packet.duration = self.durations.pop(packet.pts, packet.duration)
+            if self.first_dts is None:
+                self.first_dts = packet.dts
+            if self.last_packet is not None:
+                self.container.mux(self.last_packet)
+            self.last_packet = packet
+        if end and self.last_packet is not None:
+            last, self.last_packet = self.last_packet, None
+            shown = self.next_pts - self.first_pts  # the frames' span, the last frame's duration included
+            last.duration = max(last.duration, shown - (last.dts - self.first_dts))
+            self.container.mux(last)
+
+    def _repair_decoding_times(self, packets: list[av.Packet]) -> None:
+        """Give ``packets`` decoding times again where the encoder's cannot be: x265 leaves those of a clip of one or
+        two frames unset, whatever its memory held, and the muxer then refused the video at random ("Not yet
+        implemented in FFmpeg"). No decoder waits for more frames than were written: the packets' display times in
+        order, moved back by their reordering, are theirs."""
+        if not packets:  # none to repair (and no first_pts before the first frame)
+            return
+        earliest = 2 * self.first_pts - self.next_pts  # the first frame's time, less that of every frame written
+        if any(p.dts is None or not earliest <= p.dts <= p.pts for p in packets):
+            times = sorted(p.pts for p in packets)
+            delay = max(time - p.pts for time, p in zip(times, packets))
+            for time, packet in zip(times, packets):
+                packet.dts = time - delay
 
     def _copy_until(self, seconds: float | None) -> None:
         """Copy the source's packets up to ``seconds`` (all of them for None), so that the muxer interleaves
@@ -348,9 +425,14 @@ class VideoWriter(FrameWriter):
                     return
                 if packet.dts is None:  # the demuxer's empty flush packet
                     continue
-                if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                if seconds is not None and packet.pts is not None and \
+                        packet.pts * packet.time_base - self.source_start > seconds:
                     self.pending = packet
                     return
+                shift = round(self.source_start / packet.time_base)
+                packet.dts -= shift
+                if packet.pts is not None:
+                    packet.pts -= shift
                 packet.stream = self.copies[packet.stream.index]
                 self.container.mux(packet)
         except av.error.FFmpegError:
@@ -358,7 +440,7 @@ class VideoWriter(FrameWriter):
 
     def _finish(self) -> None:
         with write_errors(f"cannot write {self.path}"):
-            self.container.mux(self.stream.encode(None))
+            self._mux_video(self.stream.encode(None), end=True)
             self._copy_until(None)
             self._close_files()
             with open(self.temporary, "rb+") as f:  # what PyAV wrote, on the disk before the rename
@@ -424,9 +506,10 @@ class AnimationWriter(FrameWriter):
     """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the play count.
     Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
 
-    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed); every
-    frame is kept instead: in a GIF the repeat differs in a palette index of the same colour, in an APNG the
-    frame before it is disposed of, and in a WebP one pixel of the repeat differs by four levels. (A GIF frame
+    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed), lossy libwebp
+    one within a few levels of it too; every frame is kept instead: in a GIF the repeat differs in a palette index of
+    the same colour, in an APNG the frame before it is disposed of, and in a WebP one pixel of the repeat is four
+    levels from the one before. (A GIF frame
     wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
@@ -458,11 +541,12 @@ class AnimationWriter(FrameWriter):
         if self.format == "GIF":
             image, self.last = gif_frame(frame, self.last)
         else:
-            repeat = self.last is not None and np.array_equal(frame, self.last)
-            if repeat and self.format == "WEBP":
+            if self.format == "WEBP" and self.last is not None and \
+                    np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
                 frame = frame.copy()
-                frame[0, 0, 0] ^= WEBP_NUDGE
-            elif repeat:
+                before = int(self.last[0, 0, 0])
+                frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+            elif self.last is not None and np.array_equal(frame, self.last):
                 self.disposals[-1] = APNG_DISPOSE_BACKGROUND
             self.last = frame
             image = Image.fromarray(frame)
@@ -591,8 +675,9 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
     ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
-    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied (one no video container holds
-    is left out and named in the writer's ``left_out``), and ``pixel_aspect``: the
+    1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, timed as ``open_clip`` times its
+    frames (from its ``timeline_start``; one no video container holds is left out and named in the writer's
+    ``left_out``), and ``pixel_aspect``: the
     sample aspect ratio, a pixel's width over its height as displayed (default square), ``timecode``: the first
     frame's, as FFmpeg writes it ("01:02:03:04"; "01:02:03;04" drop-frame), ``primaries`` and ``transfer``: the colour
     primaries and transfer characteristic of the frames' RGB (FFmpeg's AVCOL_PRI and AVCOL_TRC numbers; default
