@@ -115,13 +115,19 @@ def test_evaluate_checks_its_scales(tmp_path):
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
 
 
-def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, monkeypatch):
-    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one."""
+def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, capsys, monkeypatch):
+    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one; then the
+    command kept a copy of the preset lookup of its own: one owner now, which both plan with."""
     monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (2,), "div2k": (3,)})
     data = flat_folder(tmp_path / "flat")
     for protocol, keys in (("benchmark", ["x2"]), ("div2k", ["x3"])):
         results = evaluate(str(shared_file(TINY)), data, protocol=protocol, degrade="pil", progress=False)
         assert list(results.means()["flat"]) == keys
+        out = tmp_path / protocol
+        code, _, err = run_cli(capsys, "--data", str(data), "--protocol", protocol, "--degrade", "pil", "--model",
+                               str(shared_file(TINY)), "--device", "cpu", "--out", str(out))
+        assert code == 0, err
+        assert list(json.loads((out / "results.json").read_text())["flat"]) == keys
 
 
 @pytest.mark.parametrize("chunk_size", [0, 2.5, "4096"])

@@ -23,7 +23,7 @@ from liif.errors import LiifError, option
 from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import (LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, plan,
-                                   prepare_out_dir)
+                                   prepare_out_dir, protocol_scales)
 from liif.upscale import model_on
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked again by evaluate; here before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
-    scales = parse_scales(args.protocol if args.scales is None else args.scales)  # a protocol names its preset
+    scales = protocol_scales(args.protocol, None if args.scales is None else parse_scales(args.scales))
     with joined_processes(args.device) as procs:
         with alike(procs):  # a mistake met by every process is said once, by rank 0
             if args.out:

@@ -172,6 +172,14 @@ def prepare_out_dir(out_dir: str | Path) -> None:
             raise LiifError(f"{out_dir / name}: is a folder, where the results go")
 
 
+def protocol_scales(protocol: str, scales: Sequence[float] | float | None = None) -> Sequence[float] | float:
+    """The scales a run by ``protocol`` scores: ``scales`` when given, else the protocol's ``SCALE_PRESETS``; a
+    LiifError for an unknown protocol. ``liif eval`` plans with it before the model loads, as ``evaluate`` does."""
+    if protocol not in PROTOCOLS:
+        raise LiifError(f"unknown {option('protocol')} {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    return SCALE_PRESETS[protocol] if scales is None else scales
+
+
 def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
          degrade_method: str) -> list[tuple[EvalDataset, float, str]]:
     """Every (dataset, scale, LR source) of a run, checked before any work so that bad input fails at once."""
@@ -211,9 +219,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
 
     Every dataset and scale is checked before the model loads, so bad input fails at once.
     """
-    if protocol not in PROTOCOLS:
-        raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
-    scales = SCALE_PRESETS[protocol] if scales is None else scales
+    scales = protocol_scales(protocol, scales)
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
                         (progress, "progress")):
