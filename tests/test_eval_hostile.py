@@ -202,3 +202,32 @@ def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, cap
     monkeypatch.setattr(liif.commands.eval, "evaluate", must_not_run)
     expect_error(capsys, f"{out / 'per_image.csv'}: is a folder", "--data", str(data), "--scales", "2",
                  "--out", str(out), "--model", str(shared_file(TINY)))
+
+
+def test_images_a_scale_cannot_score_are_refused_before_any_render(tmp_path, capsys, monkeypatch):
+    """Image sizes were checked only when each image's turn came: a set's last image too small for x8, or a
+    mis-sized LR file, failed the run after every image before it had been rendered (hours, on DIV2K)."""
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("an image was rendered before every image had been checked")
+
+    monkeypatch.setattr(liif.evaluation.runner, "render", must_not_render)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(set5_crop("bird", (120, 120))).save(folder / "a.png")
+    Image.fromarray(set5_crop("head", (40, 40))).save(folder / "z.png")  # x8: 5x5 LR, 40 - 2 x 8 = 24 px scored
+    Image.fromarray(set5_crop("baby", (120, 30))).save(folder / "zz.png")  # x8: 24 px wide once cropped, 8 once shaved
+    expect_error(capsys, f"{folder / 'zz.png'} at x8: a 8x104 image (after shaving) is smaller than the SSIM window",
+                 "--data", str(folder), "--scales", "8", "--degrade", "pil", "--model", str(shared_file(TINY)))
+    # the div2k protocol shaves 6 px more: z.png has 12 left, zz.png none
+    with pytest.raises(LiifError, match=f"^{folder / 'zz.png'} at x8: a 24x120 image is too small to shave 14 px"):
+        evaluate(str(shared_file(TINY)), folder, scales=[8], protocol="div2k", degrade="pil", progress=False)
+    for name in ("a.png", "zz.png"):
+        (folder / name).unlink()
+    with pytest.raises(LiifError, match=f"^{folder / 'z.png'} at x50: a 40x40 image is too small for x50$"):
+        evaluate(str(shared_file(TINY)), folder, scales=[2, 50], degrade="pil", progress=False)
+    # an LR file the size of another scale's, in a set whose other files are right
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2, 4))
+    lr = data / "LR_bicubic" / "X2" / "headx2.png"
+    Image.open(data / "LR_bicubic" / "X4" / "headx4.png").save(lr)
+    expect_error(capsys, f"{lr}: LR is 11x13, but HR {data / 'HR' / 'head.png'} (44x52) at x2 needs 22x26",
+                 "--data", str(data), "--scales", "2")

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             if args.out:
                 prepare_out_dir(args.out)
             datasets = [open_dataset(folder) for folder in args.data]
-            plan(datasets, scales, args.degrade)
+            plan(datasets, scales, args.degrade, args.protocol)
             model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
         results = evaluate(model, datasets, scales, args.protocol, args.degrade, args.quantize,
                            args.self_ensemble, args.chunk_size, procs.device,
