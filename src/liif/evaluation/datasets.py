@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, option, os_reason
 from liif.evaluation.degrade import hr_crop_size, lr_size
 from liif.imageio import IMAGE_SUFFIXES, opened_image, oriented_size, read_picture, rgb8
 from liif.resize import from_uint8
@@ -42,6 +42,9 @@ def open_dataset(path: str | Path) -> EvalDataset:
     root = Path(path)
     if not root.is_dir():
         raise LiifError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
+    if root.name.endswith("LR_bicubic") or root.parent.name.endswith("LR_bicubic"):
+        # its images would be scored as HR images: plausible numbers for the wrong task
+        raise LiifError(f"{root}: a folder of LR images; name the HR folder, or the set's folder that holds it")
     if root.name == "HR" and (root.parent / "LR_bicubic").is_dir():  # a benchmark's HR folder named itself
         root = root.parent  # its LR files, and its name in the results, are the set's
     if (root / "HR").is_dir():  # EDSR benchmark: <Set>/HR, <Set>/LR_bicubic/X{s}/<name>x{s}.png
@@ -54,9 +57,18 @@ def open_dataset(path: str | Path) -> EvalDataset:
         layout, hr_dir, lr_root = "folder", root, None
     images = list_hr_images(hr_dir)
     if not images:
-        raise LiifError(f"{hr_dir}: no images in this folder")
+        raise LiifError(f"{hr_dir}: no images in this folder{sets_hint(hr_dir)}")
     return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
                        tuple(images))
+
+
+def sets_hint(folder: Path) -> str:
+    """For a folder without images: the folders in it, which may be the sets meant, as the end of its error."""
+    names = [entry.name for entry in list_folder(folder) if entry.is_dir() and not entry.name.startswith(".")]
+    if not names:
+        return ""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f", only folders ({shown}): name each set to score with {option('data')}"
 
 
 def list_folder(folder: Path) -> list[Path]:
