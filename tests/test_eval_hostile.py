@@ -231,3 +231,17 @@ def test_images_a_scale_cannot_score_are_refused_before_any_render(tmp_path, cap
     Image.open(data / "LR_bicubic" / "X4" / "headx4.png").save(lr)
     expect_error(capsys, f"{lr}: LR is 11x13, but HR {data / 'HR' / 'head.png'} (44x52) at x2 needs 22x26",
                  "--data", str(data), "--scales", "2")
+
+
+def test_a_scale_named_twice_is_scored_once_and_near_scales_keep_keys_of_their_own(tmp_path):
+    """--scales 2,2 scored every image twice (two CSV rows each); 2 and 2.0000001, both written "x2" by ``:g``,
+    were averaged together as one scale."""
+    data = flat_folder(tmp_path / "flat")
+    results = evaluate(str(shared_file(TINY)), data, scales=[2, 2.0, 2.0000001], degrade="pil", progress=False)
+    assert [(s.scale, s.image) for s in results.scores] == [(2.0, "bird.png"), (2.0, "gray.png"),
+                                                            (2.0000001, "bird.png"), (2.0000001, "gray.png")]
+    assert list(results.means()["flat"]) == ["x2", "x2.0000001"]
+    results.write(tmp_path / "out")
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_image.csv")))
+    assert [r["scale"] for r in rows] == ["2", "2", "2.0000001", "2.0000001"]
+    assert list(strict_json((tmp_path / "out" / "results.json").read_text())["flat"]) == ["x2", "x2.0000001"]

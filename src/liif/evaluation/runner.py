@@ -50,9 +50,16 @@ class ImageScore:
     bicubic_ssim: float
 
 
+def scale_text(scale: float) -> str:
+    """A scale as the results write it: ``2``, ``2.5``, and every digit it needs (``2.0000001``, where ``:g``
+    would give ``2``), so that two scales never share a key."""
+    short = f"{scale:g}"
+    return short if float(short) == scale else repr(float(scale))
+
+
 def scale_key(scale: float) -> str:
     """The results key of a scale: ``x2``, ``x2.5``."""
-    return f"x{scale:g}"
+    return f"x{scale_text(scale)}"
 
 
 def lr_source(dataset: EvalDataset, scale: float, degrade_method: str) -> str:
@@ -152,7 +159,7 @@ class EvalResults:
         writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageScore)], lineterminator="\n")
         writer.writeheader()
         for s in self.scores:
-            writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
+            writer.writerow({**asdict(s), "scale": scale_text(s.scale)})
         results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
         per_image, means = (out_dir / name for name in OUTPUT_FILES)
         write_text(per_image, table.getvalue())
@@ -204,7 +211,8 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float], degr
         if not number or not 1 <= scale < math.inf:
             shown = f"{float(scale):g}" if number else repr(scale)
             raise LiifError(f"each of {option('scales')} must be a finite number of at least 1, got {shown}")
-    runs = [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
+    scales = list(dict.fromkeys(float(s) for s in scales))  # a scale named twice is scored once
+    runs = [(d, s, lr_source(d, s, degrade_method)) for d in datasets for s in scales]
     for dataset in datasets:
         check_images(dataset, [(s, source) for d, s, source in runs if d is dataset], protocol)
     return runs
