@@ -244,7 +244,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
     ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
 
-    Every dataset and scale is checked before the model loads, so bad input fails at once.
+    Every dataset, scale and image (by its header) is checked before the model loads, so bad input fails at once.
     """
     scales = protocol_scales(protocol, scales)
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade, protocol)
