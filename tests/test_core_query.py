@@ -154,20 +154,29 @@ def test_wrong_query_shapes_are_clear_errors(released, coord_shape, cell_shape, 
 @pytest.mark.parametrize("name", ["liif", "metasr"])
 def test_reference_path_keeps_coordinates_in_float32_under_bf16(released, name: str) -> None:
     """Under bf16 autocast the encoder's features are bf16; the reference path must not round the latent
-    centres to bf16 with them (that tripled its error over the fast path's)."""
+    centres to bf16 with them (that tripled its error over the fast path's).
+
+    The 48x48 latents rendered x3, queried on the top quarter of the output's rows alone: coordinates in [-1, -0.5],
+    where bf16 spaces numbers farthest apart and both paths' largest errors fall (the whole grid gives the same
+    maxima). The features of each precision are encoded once and queried by both paths, as ``forward`` does."""
     picture = read_picture(shared_file(BENCHMARKS / "Set5" / "baby.png"))
     inp = torch.from_numpy(picture.pixels[200:248, 200:248].astype("float32") / 255).permute(2, 0, 1)[None]
     torch.manual_seed(0)
     model = released if name == "liif" else liif.make(CONFIGS["edsr-baseline-metasr"][0]).eval()
     coord = make_coord((144, 144)).unsqueeze(0)
     cell = make_cell(coord, (144, 144))
+    coord, cell = coord[:, :36 * 144], cell[:, :36 * 144]
+    assert coord[..., 0].max() < -0.5
     errors = {}
     with torch.no_grad():
+        fp32_feat = model.encode(inp * 2 - 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_feat = model.encode(inp * 2 - 1)
         for path in ("reference", "fast"):
             model.query_path = path
-            fp32 = model(inp * 2 - 1, coord, cell)
+            fp32 = model.query_chunked(model.latents(fp32_feat), coord, cell)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                bf16 = model(inp * 2 - 1, coord, cell).float()
+                bf16 = model.query_chunked(model.latents(bf16_feat), coord, cell).float()
             errors[path] = (bf16 - fp32).abs().max().item()
     model.query_path = "fast"
     assert errors["reference"] < 1.5 * errors["fast"] + 1e-3, errors

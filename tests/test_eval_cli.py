@@ -149,6 +149,17 @@ def test_missing_and_empty_folders(tmp_path, capsys):
     expect_error(capsys, f"{tmp_path / 'Set' / 'HR'}: no images", "--data", str(tmp_path / "Set"))
 
 
+def test_a_folder_of_sets_or_of_lr_images_is_named_for_what_it_is(tmp_path, capsys):
+    """The folder above the sets said only "no images"; an LR folder was scored as if its images were HR ones."""
+    data = make_benchmark_set(tmp_path / "benchmark" / "Tiny", scales=(2,))
+    (tmp_path / "benchmark" / "Other").mkdir()
+    expect_error(capsys, f"{tmp_path / 'benchmark'}: no images in this folder, only folders (Other, Tiny): name each "
+                         "set to score with --data", "--data", str(tmp_path / "benchmark"))
+    for lr in (data / "LR_bicubic" / "X2", data / "LR_bicubic"):
+        expect_error(capsys, f"{lr}: a folder of LR images; name the HR folder, or the set's folder that holds it",
+                     "--data", str(lr), "--scales", "2")
+
+
 def test_non_image_files_are_named(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -115,13 +115,19 @@ def test_evaluate_checks_its_scales(tmp_path):
     assert list(evaluate(str(shared_file(TINY)), data, scales=2, progress=False).means()["flat"]) == ["x2"]
 
 
-def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, monkeypatch):
-    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one."""
+def test_evaluate_without_scales_takes_its_protocol_s_preset_as_the_command_does(tmp_path, capsys, monkeypatch):
+    """evaluate(protocol="div2k") scored the benchmark preset, liif eval --protocol div2k the div2k one; then the
+    command kept a copy of the preset lookup of its own: one owner now, which both plan with."""
     monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (2,), "div2k": (3,)})
     data = flat_folder(tmp_path / "flat")
     for protocol, keys in (("benchmark", ["x2"]), ("div2k", ["x3"])):
         results = evaluate(str(shared_file(TINY)), data, protocol=protocol, degrade="pil", progress=False)
         assert list(results.means()["flat"]) == keys
+        out = tmp_path / protocol
+        code, _, err = run_cli(capsys, "--data", str(data), "--protocol", protocol, "--degrade", "pil", "--model",
+                               str(shared_file(TINY)), "--device", "cpu", "--out", str(out))
+        assert code == 0, err
+        assert list(json.loads((out / "results.json").read_text())["flat"]) == keys
 
 
 @pytest.mark.parametrize("chunk_size", [0, 2.5, "4096"])
@@ -196,3 +202,46 @@ def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, cap
     monkeypatch.setattr(liif.commands.eval, "evaluate", must_not_run)
     expect_error(capsys, f"{out / 'per_image.csv'}: is a folder", "--data", str(data), "--scales", "2",
                  "--out", str(out), "--model", str(shared_file(TINY)))
+
+
+def test_images_a_scale_cannot_score_are_refused_before_any_render(tmp_path, capsys, monkeypatch):
+    """Image sizes were checked only when each image's turn came: a set's last image too small for x8, or a
+    mis-sized LR file, failed the run after every image before it had been rendered (hours, on DIV2K)."""
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("an image was rendered before every image had been checked")
+
+    monkeypatch.setattr(liif.evaluation.runner, "render", must_not_render)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(set5_crop("bird", (120, 120))).save(folder / "a.png")
+    Image.fromarray(set5_crop("head", (40, 40))).save(folder / "z.png")  # x8: 5x5 LR, 40 - 2 x 8 = 24 px scored
+    Image.fromarray(set5_crop("baby", (120, 30))).save(folder / "zz.png")  # x8: 24 px wide once cropped, 8 once shaved
+    expect_error(capsys, f"{folder / 'zz.png'} at x8: a 8x104 image (after shaving) is smaller than the SSIM window",
+                 "--data", str(folder), "--scales", "8", "--degrade", "pil", "--model", str(shared_file(TINY)))
+    # the div2k protocol shaves 6 px more: z.png has 12 left, zz.png none
+    with pytest.raises(LiifError, match=f"^{folder / 'zz.png'} at x8: a 24x120 image is too small to shave 14 px"):
+        evaluate(str(shared_file(TINY)), folder, scales=[8], protocol="div2k", degrade="pil", progress=False)
+    for name in ("a.png", "zz.png"):
+        (folder / name).unlink()
+    with pytest.raises(LiifError, match=f"^{folder / 'z.png'} at x50: a 40x40 image is too small for x50$"):
+        evaluate(str(shared_file(TINY)), folder, scales=[2, 50], degrade="pil", progress=False)
+    # an LR file the size of another scale's, in a set whose other files are right
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2, 4))
+    lr = data / "LR_bicubic" / "X2" / "headx2.png"
+    Image.open(data / "LR_bicubic" / "X4" / "headx4.png").save(lr)
+    expect_error(capsys, f"{lr}: LR is 11x13, but HR {data / 'HR' / 'head.png'} (44x52) at x2 needs 22x26",
+                 "--data", str(data), "--scales", "2")
+
+
+def test_a_scale_named_twice_is_scored_once_and_near_scales_keep_keys_of_their_own(tmp_path):
+    """--scales 2,2 scored every image twice (two CSV rows each); 2 and 2.0000001, both written "x2" by ``:g``,
+    were averaged together as one scale."""
+    data = flat_folder(tmp_path / "flat")
+    results = evaluate(str(shared_file(TINY)), data, scales=[2, 2.0, 2.0000001], degrade="pil", progress=False)
+    assert [(s.scale, s.image) for s in results.scores] == [(2.0, "bird.png"), (2.0, "gray.png"),
+                                                            (2.0000001, "bird.png"), (2.0000001, "gray.png")]
+    assert list(results.means()["flat"]) == ["x2", "x2.0000001"]
+    results.write(tmp_path / "out")
+    rows = list(csv.DictReader(open(tmp_path / "out" / "per_image.csv")))
+    assert [r["scale"] for r in rows] == ["2", "2", "2.0000001", "2.0000001"]
+    assert list(strict_json((tmp_path / "out" / "results.json").read_text())["flat"]) == ["x2", "x2.0000001"]

@@ -48,6 +48,17 @@ def set14() -> Path:
     return shared_file(BENCHMARKS / "Set14")
 
 
+@pytest.fixture(scope="module")
+def damaged_set5(tmp_path_factory) -> Path:
+    """A benchmark folder whose one picture is cut off in its pixel data: its header reads, so the run starts,
+    and benchmark_eval fails when the picture is read at the end of epoch 1."""
+    folder = tmp_path_factory.mktemp("damaged") / "Set5"
+    folder.mkdir()
+    whole = shared_file(BENCHMARKS / "Set5" / "baby.png").read_bytes()
+    (folder / "baby.png").write_bytes(whole[:len(whole) // 2])
+    return folder
+
+
 def liif_train(*argv: str) -> int:
     """Run ``liif train`` in this process; its exit code."""
     with pytest.raises(SystemExit) as exit_info:
@@ -258,6 +269,17 @@ def test_bad_values_fail_in_one_line_before_the_run_folder_exists(tmp_path, set1
     assert not run.exists()
 
 
+def test_a_benchmark_that_cannot_be_scored_fails_before_the_run_folder_exists(tmp_path, set14, capsys):
+    """Set5 has no picture large enough to shave 200 px per side: found from the headers at set-up, not by the
+    evaluation at the end of the first epoch."""
+    run, set5 = tmp_path / "run", shared_file(BENCHMARKS / "Set5")
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14),
+                      "--set", f"benchmark_eval={{root: {set5}, scales: [200]}}") == 2
+    assert (f"benchmark_eval: {set5 / 'baby.png'} at x200: a 400x400 image is too small to shave 200 px per "
+            f"side\n") in one_line_error(capsys)
+    assert not run.exists()
+
+
 def test_a_precision_the_device_refuses_fails_before_an_overwritten_run_is_deleted(tmp_path, set14, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -352,11 +374,11 @@ def test_the_python_api_checks_its_arguments_before_the_run_folder_exists(tmp_pa
 
 
 @pytest.mark.parametrize("fails", [False, True])
-def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, monkeypatch, fails):
+def test_the_python_api_gives_back_the_torch_settings_it_found(tmp_path, set14, damaged_set5, monkeypatch, fails):
     # a notebook that trains and then renders got the run's threads and deterministic algorithms
     config = {**smoke_config(set14), "epoch_max": 1, "threads": 1, "deterministic": True}
-    if fails:  # Set5 has no picture large enough for x200: a one-line error at the end of epoch 1
-        config["benchmark_eval"] = {"root": str(shared_file(BENCHMARKS / "Set5")), "scales": [200]}
+    if fails:  # a picture cut off: a one-line error at the end of epoch 1
+        config["benchmark_eval"] = {"root": str(damaged_set5), "scales": [2]}
     during = []
     step = liif.training.loop.train_step
     monkeypatch.setattr(liif.training.loop, "train_step", lambda *args: during.append(
@@ -521,11 +543,11 @@ def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     assert events.Images("val/sample")[0].width > 24
 
 
-def test_a_run_that_fails_closes_its_tensorboard_writer(tmp_path, set14):
+def test_a_run_that_fails_closes_its_tensorboard_writer(tmp_path, set14, damaged_set5):
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    # Set5 has no picture large enough for x200: a one-line error once epoch 1 has trained
+    # a picture cut off: a one-line error once epoch 1 has trained
     config = {**smoke_config(set14), "epoch_max": 1, "tensorboard": True, "log_every": 1,
-              "benchmark_eval": {"root": str(shared_file(BENCHMARKS / "Set5")), "scales": [200]}}
+              "benchmark_eval": {"root": str(damaged_set5), "scales": [2]}}
     before = set(threading.enumerate())
     with pytest.raises(LiifError, match="benchmark_eval at epoch 1: "):
         train(config, tmp_path / "run", quiet=True)
@@ -630,14 +652,16 @@ def test_a_bin_cache_that_cannot_be_written_stops_the_run_before_it_starts(tmp_p
     assert folder.name.startswith("_bin_Set14-") and len([*folder.glob("*.png.npy")]) == 14
 
 
-def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
-    run, set5 = tmp_path / "run", shared_file(BENCHMARKS / "Set5")
-    # Set5 has no picture large enough to shave 200 px per side, which evaluation finds only when it runs
+def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, damaged_set5, capsys):
+    run = tmp_path / "run"
+    # a picture cut off in its pixel data, which evaluation finds only when it reads them
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=2",
-                      "--set", f"benchmark_eval={{root: {set5}, scales: [200]}}") == 2
-    assert (f"benchmark_eval at epoch 1: {set5 / 'baby.png'} at x200: a 400x400 image is too small "
-            f"to shave 200 px per side; the epoch's checkpoints are written: correct benchmark_eval and resume from "
-            f"{run / 'epoch-last.pth'}") in one_line_error(capsys)
+                      "--set", f"benchmark_eval={{root: {damaged_set5}, scales: [2]}}") == 2
+    error = one_line_error(capsys)
+    why = "cannot read the image, it may be truncated"
+    assert f"benchmark_eval at epoch 1: {damaged_set5 / 'baby.png'}: {why}" in error
+    assert (f"; the epoch's checkpoints are written: correct benchmark_eval and resume from "
+            f"{run / 'epoch-last.pth'}") in error
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1 and "epoch 1/2: loss" in (run / "log.txt").read_text()
     assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", "benchmark_eval=null") == 0
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 2

@@ -23,7 +23,7 @@ from liif.errors import LiifError, option
 from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import (LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, plan,
-                                   prepare_out_dir)
+                                   prepare_out_dir, protocol_scales)
 from liif.upscale import model_on
 
 
@@ -71,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked again by evaluate; here before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
-    scales = parse_scales(args.protocol if args.scales is None else args.scales)  # a protocol names its preset
+    scales = protocol_scales(args.protocol, None if args.scales is None else parse_scales(args.scales))
     with joined_processes(args.device) as procs:
         with alike(procs):  # a mistake met by every process is said once, by rank 0
             if args.out:
                 prepare_out_dir(args.out)
             datasets = [open_dataset(folder) for folder in args.data]
-            plan(datasets, scales, args.degrade)
+            plan(datasets, scales, args.degrade, args.protocol)
             model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
         results = evaluate(model, datasets, scales, args.protocol, args.degrade, args.quantize,
                            args.self_ensemble, args.chunk_size, procs.device,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liif.errors import LiifError, os_reason
+from liif.errors import LiifError, option, os_reason
 from liif.evaluation.degrade import hr_crop_size, lr_size
-from liif.imageio import IMAGE_SUFFIXES, read_picture, rgb8
+from liif.imageio import IMAGE_SUFFIXES, opened_image, oriented_size, read_picture, rgb8
 from liif.resize import from_uint8
 
 
@@ -42,6 +42,9 @@ def open_dataset(path: str | Path) -> EvalDataset:
     root = Path(path)
     if not root.is_dir():
         raise LiifError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
+    if root.name.endswith("LR_bicubic") or root.parent.name.endswith("LR_bicubic"):
+        # its images would be scored as HR images: plausible numbers for the wrong task
+        raise LiifError(f"{root}: a folder of LR images; name the HR folder, or the set's folder that holds it")
     if root.name == "HR" and (root.parent / "LR_bicubic").is_dir():  # a benchmark's HR folder named itself
         root = root.parent  # its LR files, and its name in the results, are the set's
     if (root / "HR").is_dir():  # EDSR benchmark: <Set>/HR, <Set>/LR_bicubic/X{s}/<name>x{s}.png
@@ -54,9 +57,18 @@ def open_dataset(path: str | Path) -> EvalDataset:
         layout, hr_dir, lr_root = "folder", root, None
     images = list_hr_images(hr_dir)
     if not images:
-        raise LiifError(f"{hr_dir}: no images in this folder")
+        raise LiifError(f"{hr_dir}: no images in this folder{sets_hint(hr_dir)}")
     return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
                        tuple(images))
+
+
+def sets_hint(folder: Path) -> str:
+    """For a folder without images: the folders in it, which may be the sets meant, as the end of its error."""
+    names = [entry.name for entry in list_folder(folder) if entry.is_dir() and not entry.name.startswith(".")]
+    if not names:
+        return ""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f", only folders ({shown}): name each set to score with {option('data')}"
 
 
 def list_folder(folder: Path) -> list[Path]:
@@ -92,6 +104,26 @@ def read_rgb(path: Path) -> torch.Tensor:
     return from_uint8(rgb8(picture.pixels))
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file as ``read_rgb`` reads it, from its header alone; a LiifError naming the
+    file when it is no picture."""
+    try:
+        with opened_image(path) as img:
+            return oriented_size(img)
+    except LiifError as exc:
+        raise LiifError(f"{path}: {exc}") from None
+
+
+def check_lr_size(dataset: EvalDataset, image: str, scale: float, hr_size: tuple[int, int],
+                  lr_size_read: tuple[int, int]) -> None:
+    """Raise a LiifError when the LR file of ``image`` is not the size the reference makes from its HR."""
+    expected = lr_size(hr_size, scale)
+    if lr_size_read != expected:
+        raise LiifError(f"{dataset.lr_path(image, scale)}: LR is {lr_size_read[1]}x{lr_size_read[0]}, but HR "
+                        f"{dataset.hr_dir / image} ({hr_size[1]}x{hr_size[0]}) at x{scale:g} needs "
+                        f"{expected[1]}x{expected[0]}")
+
+
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:
     """Raise a LiifError when the LR folder of ``scale`` lacks a file for an HR image or has an unpaired one."""
     folder = dataset.lr_dir(scale)
@@ -109,11 +141,7 @@ def check_lr_names(dataset: EvalDataset, scale: float) -> None:
 def read_pair(dataset: EvalDataset, image: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(HR cropped to LR size x scale, LR) read from the files, as the reference's paired test (spec 5.3)."""
     hr = read_rgb(dataset.hr_dir / image)
-    lr_file = dataset.lr_path(image, scale)
-    lr = read_rgb(lr_file)
-    expected = lr_size(tuple(hr.shape[1:]), scale)
-    if tuple(lr.shape[1:]) != expected:
-        raise LiifError(f"{lr_file}: LR is {lr.shape[2]}x{lr.shape[1]}, but HR {dataset.hr_dir / image} "
-                        f"({hr.shape[2]}x{hr.shape[1]}) at x{scale:g} needs {expected[1]}x{expected[0]}")
-    crop = hr_crop_size(expected, scale)
+    lr = read_rgb(dataset.lr_path(image, scale))
+    check_lr_size(dataset, image, scale, tuple(hr.shape[1:]), tuple(lr.shape[1:]))
+    crop = hr_crop_size(tuple(lr.shape[1:]), scale)
     return hr[:, :crop[0], :crop[1]], lr

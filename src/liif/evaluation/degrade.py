@@ -23,12 +23,18 @@ def hr_crop_size(lr: tuple[int, int], scale: float) -> tuple[int, int]:
     return round(lr[0] * scale), round(lr[1] * scale)
 
 
+def lr_geometry(hr_size: tuple[int, int], scale: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(LR size, top-left HR crop) the reference test makes from an HR of ``hr_size``; a ValueError when the HR is
+    too small for an LR pixel at ``scale``."""
+    small = lr_size(hr_size, scale)
+    if min(small) < 1:
+        raise ValueError(f"a {hr_size[1]}x{hr_size[0]} image is too small for x{scale:g}")
+    return small, hr_crop_size(small, scale)
+
+
 def make_lr(hr: torch.Tensor, scale: float, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(cropped HR, LR) of a (3, H, W) 8-bit-valued HR in [0, 1]: crop top-left, then bicubic to the LR size."""
-    small = lr_size(tuple(hr.shape[-2:]), scale)
-    if min(small) < 1:
-        raise ValueError(f"a {hr.shape[-1]}x{hr.shape[-2]} image is too small for x{scale:g}")
-    crop = hr_crop_size(small, scale)
+    small, crop = lr_geometry(tuple(hr.shape[-2:]), scale)
     hr = hr[:, :crop[0], :crop[1]]
     if method == "pil":
         return hr, pil_bicubic(hr, small)

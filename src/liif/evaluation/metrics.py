@@ -29,9 +29,23 @@ def shave(img: torch.Tensor, border: int) -> torch.Tensor:
     """``img`` without ``border`` pixels on each side of its last two dimensions."""
     if border == 0:
         return img
-    if min(img.shape[-2:]) <= 2 * border:
-        raise ValueError(f"a {img.shape[-1]}x{img.shape[-2]} image is too small to shave {border} px per side")
+    check_shavable(tuple(img.shape[-2:]), border)
     return img[..., border:-border, border:-border]
+
+
+def check_shavable(size: tuple[int, int], border: int) -> None:
+    """Raise a ValueError when an image of ``size`` (H, W) has no pixel left once ``border`` px are shaved."""
+    if min(size) <= 2 * border:
+        raise ValueError(f"a {size[1]}x{size[0]} image is too small to shave {border} px per side")
+
+
+def check_scorable(size: tuple[int, int], border: int) -> None:
+    """Raise the ValueError ``psnr`` or ``ssim_y`` would raise on images of ``size`` (H, W) shaved by ``border``:
+    too small to shave, or for the SSIM window once shaved."""
+    check_shavable(size, border)
+    if min(size) - 2 * border < SSIM_WINDOW:
+        raise ValueError(f"a {size[1] - 2 * border}x{size[0] - 2 * border} image (after shaving) is smaller than "
+                         f"the SSIM window")
 
 
 def psnr(sr: torch.Tensor, hr: torch.Tensor, border: int, on_y: bool) -> float:
@@ -56,9 +70,8 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
     Wang et al.'s constants (K1 0.01, K2 0.03, L 255) and an 11x11 Gaussian (sigma 1.5) over valid positions only,
     as MATLAB's ssim_index and BasicSR compute it.
     """
+    check_scorable(tuple(sr.shape[-2:]), border)
     x, y = (shave(16 + 255 * luminance(img.double()), border)[None, None] for img in (sr, hr))
-    if min(x.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"a {x.shape[-1]}x{x.shape[-2]} image (after shaving) is smaller than the SSIM window")
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     g = gaussian_window()
 

@@ -18,9 +18,10 @@ from tqdm import tqdm
 from liif.bounds import COUNT, flag
 from liif.distributed import share_label
 from liif.errors import LiifError, option, os_reason
-from liif.evaluation.datasets import EvalDataset, check_lr_names, open_dataset, read_pair, read_rgb
-from liif.evaluation.degrade import DEGRADATIONS, make_lr
-from liif.evaluation.metrics import PROTOCOLS, psnr, shave_for, ssim_y
+from liif.evaluation.datasets import (EvalDataset, check_lr_names, check_lr_size, image_size, open_dataset,
+                                      read_pair, read_rgb)
+from liif.evaluation.degrade import DEGRADATIONS, lr_geometry, make_lr
+from liif.evaluation.metrics import PROTOCOLS, check_scorable, psnr, shave_for, ssim_y
 from liif.fileio import write_text
 from liif.models.implicit import ImplicitModel, renderable
 from liif.renderer import render
@@ -49,9 +50,16 @@ class ImageScore:
     bicubic_ssim: float
 
 
+def scale_text(scale: float) -> str:
+    """A scale as the results write it: ``2``, ``2.5``, and every digit it needs (``2.0000001``, where ``:g``
+    would give ``2``), so that two scales never share a key."""
+    short = f"{scale:g}"
+    return short if float(short) == scale else repr(float(scale))
+
+
 def scale_key(scale: float) -> str:
     """The results key of a scale: ``x2``, ``x2.5``."""
-    return f"x{scale:g}"
+    return f"x{scale_text(scale)}"
 
 
 def lr_source(dataset: EvalDataset, scale: float, degrade_method: str) -> str:
@@ -151,7 +159,7 @@ class EvalResults:
         writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageScore)], lineterminator="\n")
         writer.writeheader()
         for s in self.scores:
-            writer.writerow({**asdict(s), "scale": f"{s.scale:g}"})
+            writer.writerow({**asdict(s), "scale": scale_text(s.scale)})
         results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
         per_image, means = (out_dir / name for name in OUTPUT_FILES)
         write_text(per_image, table.getvalue())
@@ -172,9 +180,18 @@ def prepare_out_dir(out_dir: str | Path) -> None:
             raise LiifError(f"{out_dir / name}: is a folder, where the results go")
 
 
-def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
-         degrade_method: str) -> list[tuple[EvalDataset, float, str]]:
-    """Every (dataset, scale, LR source) of a run, checked before any work so that bad input fails at once."""
+def protocol_scales(protocol: str, scales: Sequence[float] | float | None = None) -> Sequence[float] | float:
+    """The scales a run by ``protocol`` scores: ``scales`` when given, else the protocol's ``SCALE_PRESETS``; a
+    LiifError for an unknown protocol. ``liif eval`` plans with it before the model loads, as ``evaluate`` does."""
+    if protocol not in PROTOCOLS:
+        raise LiifError(f"unknown {option('protocol')} {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    return SCALE_PRESETS[protocol] if scales is None else scales
+
+
+def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float], degrade_method: str,
+         protocol: str = "benchmark") -> list[tuple[EvalDataset, float, str]]:
+    """Every (dataset, scale, LR source) of a run, checked before any work so that bad input fails at once: each
+    image too, by its header (and its LR file's), for the LR, the shave and the SSIM window of ``protocol``."""
     if degrade_method not in LR_SOURCES:
         raise LiifError(f"unknown {option('degrade')} {degrade_method!r} (choose from {', '.join(LR_SOURCES)})")
     datasets = [d if isinstance(d, EvalDataset) else open_dataset(d) for d in data]
@@ -194,7 +211,25 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float],
         if not number or not 1 <= scale < math.inf:
             shown = f"{float(scale):g}" if number else repr(scale)
             raise LiifError(f"each of {option('scales')} must be a finite number of at least 1, got {shown}")
-    return [(d, float(s), lr_source(d, s, degrade_method)) for d in datasets for s in scales]
+    scales = list(dict.fromkeys(float(s) for s in scales))  # a scale named twice is scored once
+    runs = [(d, s, lr_source(d, s, degrade_method)) for d in datasets for s in scales]
+    for dataset in datasets:
+        check_images(dataset, [(s, source) for d, s, source in runs if d is dataset], protocol)
+    return runs
+
+
+def check_images(dataset: EvalDataset, runs: Sequence[tuple[float, str]], protocol: str) -> None:
+    """Raise a LiifError naming the first image of ``dataset`` that a (scale, LR source) of ``runs`` cannot score:
+    too small for an LR pixel, the shave or the SSIM window, or an LR file of the wrong size; by headers alone."""
+    for image in dataset.images:
+        hr_size = image_size(dataset.hr_dir / image)
+        for scale, source in runs:
+            if source == "files":
+                check_lr_size(dataset, image, scale, hr_size, image_size(dataset.lr_path(image, scale)))
+            try:
+                check_scorable(lr_geometry(hr_size, scale)[1], shave_for(protocol, scale))
+            except ValueError as exc:
+                raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
 
 
 def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset] | str | Path,
@@ -209,12 +244,10 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
     ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
 
-    Every dataset and scale is checked before the model loads, so bad input fails at once.
+    Every dataset, scale and image (by its header) is checked before the model loads, so bad input fails at once.
     """
-    if protocol not in PROTOCOLS:
-        raise LiifError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
-    scales = SCALE_PRESETS[protocol] if scales is None else scales
-    runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade)
+    scales = protocol_scales(protocol, scales)
+    runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade, protocol)
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
                         (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
