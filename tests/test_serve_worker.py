@@ -1,10 +1,15 @@
-"""The render queue: one worker, identical requests computed once, results cached, gone clients dropped."""
+"""The render queue: one worker, identical requests computed once, results cached, gone clients dropped, stopped at
+once."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
+import torch
+
+from liif.serve.iiif import IIIFError
 from liif.serve.worker import RenderQueue
 
 
@@ -76,3 +81,38 @@ def test_errors_reach_every_waiting_client():
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_stopping_answers_every_waiting_client_and_ends_the_render_in_progress():
+    """The server's shutdown (Ctrl-C) waited for the render in progress, minutes for a large one, and left the
+    clients of queued renders waiting for ever. Stopping now answers them all 503 at once, and the render ends at
+    its next torch module call; the hook that ends it is gone afterwards."""
+    layer = torch.nn.Linear(4, 4)
+    started, calls = threading.Event(), []
+
+    def long_render():  # a render's module calls, for 20 s unless stopped
+        started.set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            layer(torch.ones(1, 4))
+            time.sleep(0.01)
+        return b"rendered"
+
+    async def scenario():
+        queue = RenderQueue(max_bytes=1000)
+        await queue.start()
+        rendering = asyncio.create_task(queue.get("long", long_render))
+        queued = asyncio.create_task(queue.get("next", lambda: calls.append("next") or b"next"))
+        await asyncio.to_thread(started.wait, 10)
+        began = time.monotonic()
+        await asyncio.wait_for(queue.stop(), 20)
+        took = time.monotonic() - began
+        answers = await asyncio.wait_for(asyncio.gather(rendering, queued, queue.get("late", lambda: b"late"),
+                                                        return_exceptions=True), 5)
+        return queue, took, answers
+
+    queue, took, answers = asyncio.run(scenario())
+    assert took < 5, f"stopping waited {took:.1f} s for the render"
+    assert all(isinstance(a, IIIFError) and a.status == 503 and str(a) == "the server is stopping" for a in answers)
+    assert not queue.render_thread.is_alive() and calls == []
+    assert not torch.nn.modules.module._global_forward_pre_hooks  # modules run as before

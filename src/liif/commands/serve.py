@@ -124,7 +124,13 @@ def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], 
             if on_ready is not None:
                 on_ready(url)
 
-    server.startup = startup
+    original_shutdown = server.shutdown
+
+    async def shutdown(sockets=None) -> None:  # uvicorn would wait for the requests in flight, and they for renders
+        await app.state.service.queue.stop()
+        await original_shutdown(sockets)
+
+    server.startup, server.shutdown = startup, shutdown
     server.run(sockets=[sock])
     return 0 if server.started else 1
 

@@ -1,15 +1,21 @@
 """Renders for the server: one model worker thread takes jobs in order; identical requests in flight are
 computed once; finished images are kept in an LRU cache bounded in bytes; a job whose clients have all gone
-is dropped before it renders."""
+is dropped before it renders; stopping answers every waiting client at once and ends the render in progress."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Hashable
 
+from torch.nn.modules.module import register_module_forward_pre_hook
+
 from liif.lru import ByteLRU
+from liif.serve.iiif import IIIFError
+
+STOPPING = "the server is stopping"
 
 
 @dataclass
@@ -39,9 +45,16 @@ class RenderQueue:
         self.results: ByteLRU[bytes] = ByteLRU(max_bytes, len)
         self.stats = Stats()
         self.pending: dict[Hashable, Job] = {}
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-render")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-render",
+                                           initializer=self.note_render_thread)
+        self.render_thread: threading.Thread | None = None
         self.jobs: asyncio.Queue[Hashable] | None = None
         self.worker: asyncio.Task | None = None
+        self.stopping = False
+
+    def note_render_thread(self) -> None:
+        """The executor's initializer: remember its thread, the one ``halt`` stops."""
+        self.render_thread = threading.current_thread()
 
     async def start(self) -> None:
         """Start the worker on the running event loop (the app's startup)."""
@@ -49,15 +62,35 @@ class RenderQueue:
         self.worker = asyncio.create_task(self.work())
 
     async def stop(self) -> None:
-        """Cancel the worker and wait for the render thread to finish (the app's shutdown)."""
-        if self.worker is not None:
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
-        self.executor.shutdown(wait=True)
+        """Stop at once (the server's shutdown, again a no-op): every client still waiting is answered 503, the
+        render in progress ends at its next torch module call, and the worker and its thread end. Torch cannot be
+        interrupted otherwise: the server waited for the render, minutes for a large one, after Ctrl-C."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for job in self.pending.values():
+            if not job.future.done():
+                job.future.set_exception(IIIFError(503, STOPPING))
+        halting = register_module_forward_pre_hook(self.halt)
+        try:
+            if self.worker is not None:
+                self.worker.cancel()
+                await asyncio.gather(self.worker, return_exceptions=True)
+            await asyncio.to_thread(self.executor.shutdown)
+        finally:
+            halting.remove()
+
+    def halt(self, module: object, args: object) -> None:
+        """A forward pre-hook of every torch module while stopping: the render thread's next module call raises."""
+        if threading.current_thread() is self.render_thread:
+            raise IIIFError(503, STOPPING)
 
     async def get(self, key: Hashable, compute: Callable[[], bytes],
                   gone: Callable[[], Awaitable[object]] | None = None) -> bytes | None:
-        """The bytes for ``key``: cached, joined to the job in flight, or queued; None if ``gone`` ends first."""
+        """The bytes for ``key``: cached, joined to the job in flight, or queued; None if ``gone`` ends first; a 503
+        IIIFError once stopping."""
+        if self.stopping:
+            raise IIIFError(503, STOPPING)
         cached = self.results.get(key)
         if cached is not None:
             self.stats.cached += 1
