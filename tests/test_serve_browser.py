@@ -162,3 +162,19 @@ def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
         assert answers and all(status == 200 for _, status in answers), answers
         assert errors == []
         page.close()
+
+
+def test_a_picture_that_cannot_be_read_shows_why_instead_of_a_blank_page(browser, tmp_path):
+    """A served folder's picture that cannot be read left the viewer blank: its info.json's 400 was parsed as JSON
+    (an uncaught SyntaxError). The page now says the server's reason."""
+    (tmp_path / "damaged.png").write_bytes(small_picture(tmp_path).read_bytes()[:100])
+    with RunningServer(make_app([tmp_path])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{url}/view/damaged.png")
+        page.wait_for_function("document.getElementById('name').textContent !== 'damaged.png'", timeout=30_000)
+        assert page.text_content("#name") == ("damaged.png: cannot read the image, it may be truncated or corrupt "
+                                              "(image file is truncated)")
+        assert errors == []
+        page.close()

@@ -13,7 +13,12 @@
   document.getElementById("name").textContent = identifier;
   document.title = `${identifier} - liif view`;
 
-  const info = await (await fetch(`${root}/iiif/3/${escaped}/info.json`)).json();
+  const answer = await fetch(`${root}/iiif/3/${escaped}/info.json`);
+  if (!answer.ok) {  // a picture that cannot be read (or is gone): the server's one-line reason, not a blank page
+    document.getElementById("name").textContent = `${identifier}: ${(await answer.text()).trim()}`;
+    return;
+  }
+  const info = await answer.json();
   const width = info.width, height = info.height, tile = info.tiles[0].width;
   const maxScale = Math.min(info.maxWidth / width, info.maxHeight / height);
   let top = 1;
