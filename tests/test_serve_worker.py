@@ -1,5 +1,5 @@
-"""The render queue: one worker, identical requests computed once, results cached, gone clients dropped, stopped at
-once."""
+"""The render queue: a worker for the model and one beside it, identical requests computed once, results cached,
+gone clients dropped, stopped at once."""
 
 from __future__ import annotations
 
@@ -66,6 +66,33 @@ def test_a_request_whose_client_has_gone_is_dropped_before_it_renders():
 
     queue = asyncio.run(scenario())
     assert calls == ["slow"] and queue.stats.dropped == 1 and not queue.pending
+
+
+def test_a_render_without_the_model_does_not_wait_behind_the_models():
+    """Bicubic answers (the viewer's overview and the left of its split view: milliseconds each) queued behind
+    every LIIF render asked before them, seconds each on a CPU. They now have a thread of their own."""
+    release = threading.Event()
+
+    def liif():
+        release.wait(20)
+        return b"liif"
+
+    async def scenario():
+        queue = RenderQueue(max_bytes=1000)
+        await queue.start()
+        rendering = asyncio.create_task(queue.get("liif", liif))
+        await asyncio.sleep(0.1)
+        plain = await asyncio.wait_for(asyncio.gather(queue.get("bicubic", lambda: b"bicubic", model=False),
+                                                      queue.get("bicubic", lambda: b"again", model=False)), 10)
+        assert not rendering.done()
+        release.set()
+        answers = [*plain, await rendering]
+        await queue.stop()
+        return queue, answers
+
+    queue, answers = asyncio.run(scenario())
+    assert answers == [b"bicubic", b"bicubic", b"liif"]
+    assert (queue.stats.rendered, queue.stats.shared) == (2, 1)
 
 
 def test_errors_reach_every_waiting_client():
