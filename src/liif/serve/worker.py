@@ -88,7 +88,7 @@ class RenderQueue:
                 if lane.worker is not None:
                     lane.worker.cancel()
                     await asyncio.gather(lane.worker, return_exceptions=True)
-                await asyncio.to_thread(lane.executor.shutdown)
+                lane.executor.shutdown(wait=True)  # short: the model's render is halted, a bicubic one is quick
         finally:
             halting.remove()
 
