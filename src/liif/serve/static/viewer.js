@@ -5,6 +5,7 @@
 // a custom tile source whose top level is the largest power of two <= the server's max scale; OpenSeadragon
 // stretches that level up to the max scale itself.
 "use strict";
+const TILE_TIMEOUT_MS = 10 * 60 * 1000;
 (async function () {
   const at = location.pathname.lastIndexOf("/view/");
   const root = location.pathname.slice(0, at);
@@ -46,6 +47,9 @@
     };
   }
 
+  // A LIIF tile waits in the server's queue behind the others, seconds each on a CPU: OpenSeadragon's 30 s left holes
+  // (and logged errors) where the server was still rendering. The default, as the navigator's loader takes it too.
+  OpenSeadragon.DEFAULT_SETTINGS.timeout = TILE_TIMEOUT_MS;
   const viewer = OpenSeadragon({
     id: "viewer", prefixUrl: `${root}/static/openseadragon/images/`, tileSources: tileSource("iiif"),
     maxZoomPixelRatio: maxScale / top, minPixelRatio: 1, showNavigator: true, visibilityRatio: 0.5,
