@@ -135,6 +135,28 @@ def test_view_reads_its_picture_once_and_serves_what_it_read(tmp_path, monkeypat
     assert exit_info.value.code == 130 and statuses == [200, 200] and reads == [picture.resolve()]
 
 
+def test_view_on_every_interface_opens_the_page_at_the_loopback_address(tmp_path, monkeypatch, capsys):
+    """--host 0.0.0.0 (to show the picture on the local network too) opened http://0.0.0.0:PORT/view/..., which a
+    browser on Windows cannot open: the page is opened at 127.0.0.1, and the line says where the server listens."""
+    picture = small_picture(tmp_path)
+    statuses = []
+
+    def browser(page: str) -> None:
+        try:
+            statuses.append((page, httpx2.get(page, timeout=60).status_code))
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    with pytest.raises(SystemExit):
+        main(["view", str(picture), "--host", "0.0.0.0", "--port", "0", "--device", "cpu"])
+    (page, status), = statuses
+    assert page.startswith("http://127.0.0.1:") and page.endswith("/view/butterfly.png") and status == 200
+    port = page.split(":")[2].split("/")[0]
+    assert capsys.readouterr().err.splitlines()[0] == (f"liif view: serving 1 path(s) at http://127.0.0.1:{port}/ "
+                                                       f"(listening on 0.0.0.0; Ctrl+C stops)")
+
+
 NOT_AN_IMAGE = "not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)"
 
 
