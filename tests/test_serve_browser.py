@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
@@ -161,4 +162,43 @@ def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
         assert len({unquote(url).split("/")[-3] for url, _ in tiles}) > 2, tiles  # sizes of both levels
         assert answers and all(status == 200 for _, status in answers), answers
         assert errors == []
+        page.close()
+
+
+def test_a_picture_that_cannot_be_read_shows_why_instead_of_a_blank_page(browser, tmp_path):
+    """A served folder's picture that cannot be read left the viewer blank: its info.json's 400 was parsed as JSON
+    (an uncaught SyntaxError). The page now says the server's reason."""
+    (tmp_path / "damaged.png").write_bytes(small_picture(tmp_path).read_bytes()[:100])
+    with RunningServer(make_app([tmp_path])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{url}/view/damaged.png")
+        page.wait_for_function("document.getElementById('name').textContent !== 'damaged.png'", timeout=30_000)
+        assert page.text_content("#name") == ("damaged.png: cannot read the image, it may be truncated or corrupt "
+                                              "(image file is truncated)")
+        assert errors == []
+        page.close()
+
+
+def test_a_tile_the_server_takes_long_to_render_still_shows(browser, tmp_path, monkeypatch):
+    """On a CPU a LIIF tile waits behind the others in the render queue, and one encoding a new window takes
+    seconds: OpenSeadragon gave up on a tile after 30 s (its default), left a hole in the view and logged an
+    error, and the server dropped the render as the request went. The viewer now waits for the server."""
+    app = make_app([small_picture(tmp_path, box=(40, 40, 168, 136))])  # 128x96: its x2 level is one tile
+    render, delayed = app.state.service.render, []
+
+    def slow(method, picture, request):
+        if method == "iiif" and not delayed:
+            delayed.append(request.region)
+            time.sleep(32)
+        return render(method, picture, request)
+
+    monkeypatch.setattr(app.state.service, "render", slow)
+    with RunningServer(app) as url:
+        page, record = open_viewer(browser, url, 200, 160)  # OpenSeadragon asks for the x2 tile at once
+        answer = page.wait_for_event("response", upscaled_tile("iiif"), timeout=120_000)
+        page.wait_for_timeout(500)  # drawn
+        assert delayed and answer.status == 200
+        assert record.errors == []
         page.close()

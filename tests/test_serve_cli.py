@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import webbrowser
 from pathlib import Path
 
@@ -44,6 +46,32 @@ def test_view_serves_the_page_it_prints(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_ctrl_c_stops_at_once_while_a_render_is_in_progress(tmp_path):
+    """Ctrl-C waited for the renders in flight, minutes for a large one (and a second Ctrl-C printed uvicorn's
+    tracebacks, still waiting): now the clients waiting are answered 503 and the render ends at once."""
+    picture = small_picture(tmp_path, box=(0, 0, 256, 256))
+    process = liif("view", str(picture), "--port", "0", "--no-browser", "--device", "cpu")
+    answers = []
+    try:
+        base = process.stdout.readline().strip().replace("/view/", "/iiif/3/")
+        asking = threading.Thread(target=lambda: answers.append(  # 16.7 MP: minutes on a CPU
+            httpx2.get(f"{base}/full/^4096,4096/0/default.png", timeout=600)))
+        asking.start()
+        time.sleep(2)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        took = time.monotonic() - interrupted
+        asking.join(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and took < 15, took
+    assert stderr.splitlines()[1:] == ["liif view: interrupted"], stderr
+    (answer,) = answers
+    assert answer.status_code == 503 and answer.text == "the server is stopping\n"
+    assert answer.headers["access-control-allow-origin"] == "*"
 
 
 def test_serve_behind_a_proxy_gives_the_proxys_base_uri(tmp_path):
@@ -105,6 +133,28 @@ def test_view_reads_its_picture_once_and_serves_what_it_read(tmp_path, monkeypat
     with pytest.raises(SystemExit) as exit_info:
         main(["view", str(picture), "--port", "0", "--device", "cpu"])
     assert exit_info.value.code == 130 and statuses == [200, 200] and reads == [picture.resolve()]
+
+
+def test_view_on_every_interface_opens_the_page_at_the_loopback_address(tmp_path, monkeypatch, capsys):
+    """--host 0.0.0.0 (to show the picture on the local network too) opened http://0.0.0.0:PORT/view/..., which a
+    browser on Windows cannot open: the page is opened at 127.0.0.1, and the line says where the server listens."""
+    picture = small_picture(tmp_path)
+    statuses = []
+
+    def browser(page: str) -> None:
+        try:
+            statuses.append((page, httpx2.get(page, timeout=60).status_code))
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    with pytest.raises(SystemExit):
+        main(["view", str(picture), "--host", "0.0.0.0", "--port", "0", "--device", "cpu"])
+    (page, status), = statuses
+    assert page.startswith("http://127.0.0.1:") and page.endswith("/view/butterfly.png") and status == 200
+    port = page.split(":")[2].split("/")[0]
+    assert capsys.readouterr().err.splitlines()[0] == (f"liif view: serving 1 path(s) at http://127.0.0.1:{port}/ "
+                                                       f"(listening on 0.0.0.0; Ctrl+C stops)")
 
 
 NOT_AN_IMAGE = "not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import threading
+import time
 
+import httpx2
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,7 +23,7 @@ from liif.serve.iiif import CONTEXT
 from liif.serve.library import Library
 from liif.upscale import resize_bicubic
 from liif.pretrained import DEFAULT_MODEL
-from serving import make_app, small_picture
+from serving import RunningServer, make_app, small_picture
 
 W, H = 48, 36
 
@@ -337,6 +340,34 @@ def test_bicubic_service_is_plain_bicubic(served):
     answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")
     target = Geometry(size=(160, 128), region=(8, 4, 28, 20)).target((H, W))
     assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
+
+
+def test_a_bicubic_answer_does_not_wait_behind_liif_renders(tmp_path, monkeypatch):
+    """The viewer's bicubic tiles (its overview, the left of its split view) queued behind every LIIF render asked
+    before them, seconds each on a CPU: they are made beside them."""
+    app = make_app([small_picture(tmp_path)])
+    release, render, answers = threading.Event(), app.state.service.render, []
+
+    def slow_liif(method, picture, request):
+        if method == "iiif":
+            release.wait(60)
+        return render(method, picture, request)
+
+    monkeypatch.setattr(app.state.service, "render", slow_liif)
+    with RunningServer(app) as url:
+        liif = threading.Thread(target=lambda: answers.append(
+            httpx2.get(f"{url}/iiif/3/butterfly.png/full/max/0/default.png", timeout=120)))
+        liif.start()
+        try:
+            while not app.state.service.queue.pending:
+                time.sleep(0.05)
+            bicubic = httpx2.get(f"{url}/bicubic/3/butterfly.png/full/^96,/0/default.png", timeout=30)
+            assert bicubic.status_code == 200 and pixels_of(bicubic.content).shape == (72, 96, 3)
+            assert liif.is_alive() and not answers
+        finally:
+            release.set()
+            liif.join(timeout=120)
+    assert answers[0].status_code == 200
 
 
 def test_pages_and_assets(served):

@@ -288,17 +288,17 @@ def output_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def check_encodable(fmt: str, shape: tuple[int, int, int]) -> None:
-    """Refuse an (H, W, C) picture that ``fmt`` cannot hold: alpha where it has none, a size above its limits."""
+def check_encodable(fmt: str, shape: tuple[int, int, int], instead: str = "write .png or .tiff") -> None:
+    """Refuse an (H, W, C) picture that ``fmt`` cannot hold: alpha where it has none, a size above its limits
+    (the refusal ending with ``instead``: what holds it, in the caller's terms)."""
     height, width, channels = shape
     if channels in (2, 4) and fmt not in ALPHA_FORMATS:
         raise LiifError(f"{fmt} cannot store alpha; write .png, .webp or .tiff")
     side = MAX_SIDE.get(fmt)
     if side is not None and max(height, width) > side:
-        raise LiifError(f"{fmt} holds at most {side}x{side} pixels, the output would be {width}x{height}; "
-                        f"write .png or .tiff")
+        raise LiifError(f"{fmt} holds at most {side}x{side} pixels, the output would be {width}x{height}; {instead}")
     if fmt == "BMP" and (width * channels + 3) // 4 * 4 * height > BMP_MAX_BYTES:  # rows padded to 4 bytes
-        raise LiifError(f"BMP holds at most 4 GiB, the {width}x{height} output would not fit; write .png or .tiff")
+        raise LiifError(f"BMP holds at most 4 GiB, the {width}x{height} output would not fit; {instead}")
 
 
 def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:

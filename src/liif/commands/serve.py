@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # the server's modules (Starlette) load only when a server st
     from liif.serve.app import ServeOptions
 
 DEFAULT_PORT = 8182
+# The address a browser on this machine opens a server listening on every interface at: one cannot open 0.0.0.0
+# (Windows) or :: everywhere
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,13 +121,21 @@ def start(args: argparse.Namespace, paths: list[str], on_ready: Callable[[str], 
         await original_startup(sockets)
         if server.started:
             port = server.servers[0].sockets[0].getsockname()[1]
-            host = args.host if ":" not in args.host else f"[{args.host}]"
-            url = f"http://{host}:{port}/"
-            print(f"liif {args.command}: serving {len(paths)} path(s) at {url} (Ctrl+C stops)", file=sys.stderr)
+            host = LOOPBACK.get(args.host, args.host)
+            url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+            listening = f"listening on {args.host}; " if host != args.host else ""
+            print(f"liif {args.command}: serving {len(paths)} path(s) at {url} ({listening}Ctrl+C stops)",
+                  file=sys.stderr)
             if on_ready is not None:
                 on_ready(url)
 
-    server.startup = startup
+    original_shutdown = server.shutdown
+
+    async def shutdown(sockets=None) -> None:  # uvicorn would wait for the requests in flight, and they for renders
+        await app.state.service.queue.stop()
+        await original_shutdown(sockets)
+
+    server.startup, server.shutdown = startup, shutdown
     server.run(sockets=[sock])
     return 0 if server.started else 1
 

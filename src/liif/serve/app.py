@@ -224,7 +224,7 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
                 return head_response(service, picture, image_request, answer_key,
                                      {**caching, "Link": PROFILE_LINK})
             body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
-                                           lambda: client_gone(request))
+                                           lambda: client_gone(request), model=method == "iiif")
         except LiifError as exc:
             return error_response(exc)
         except (MemoryError, torch.OutOfMemoryError):

@@ -237,10 +237,10 @@ def parse_request(region: str, size: str, rotation: str, quality_format: str, wi
     mirror, degrees = parse_rotation(rotation)
     quality, fmt = parse_quality_format(quality_format)
     request = ImageRequest(box, out, mirror, degrees, quality, fmt)
-    side = imageio.MAX_SIDE.get(request.encoder)
-    if side is not None and max(out) > side:  # refused before rendering, not once encoding fails
-        raise IIIFError(400, f"size {quoted(size)} ({out[0]}x{out[1]}): {fmt} holds at most {side} pixels a side; "
-                             f"ask for png")
+    try:  # refused before rendering, not once encoding fails; a jpg answer drops alpha, so colour alone counts
+        imageio.check_encodable(request.encoder, (out[1], out[0], 3), instead="ask for png")
+    except LiifError as exc:
+        raise IIIFError(400, f"size {quoted(size)}: {exc}") from None
     return request
 
 

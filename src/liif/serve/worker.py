@@ -1,15 +1,22 @@
-"""Renders for the server: one model worker thread takes jobs in order; identical requests in flight are
-computed once; finished images are kept in an LRU cache bounded in bytes; a job whose clients have all gone
-is dropped before it renders."""
+"""Renders for the server: one model worker thread takes jobs in order, and another those that need no model
+(bicubic), so that they never wait behind the model's; identical requests in flight are computed once; finished
+images are kept in an LRU cache bounded in bytes; a job whose clients have all gone is dropped before it renders;
+stopping answers every waiting client at once and ends the render in progress."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Hashable
 
+from torch.nn.modules.module import register_module_forward_pre_hook
+
 from liif.lru import ByteLRU
+from liif.serve.iiif import IIIFError
+
+STOPPING = "the server is stopping"
 
 
 @dataclass
@@ -19,6 +26,15 @@ class Job:
     compute: Callable[[], bytes]
     future: asyncio.Future
     waiters: int = 0
+
+
+@dataclass
+class Lane:
+    """Jobs taken in order by one thread, ``executor``'s: one render at a time."""
+
+    executor: ThreadPoolExecutor
+    jobs: asyncio.Queue[Hashable] | None = None
+    worker: asyncio.Task | None = None
 
 
 @dataclass
@@ -32,32 +48,61 @@ class Stats:
 
 
 class RenderQueue:
-    """``await queue.get(key, compute, gone)``: the bytes ``compute()`` makes, computed at most once per key
-    while in flight or cached; None when ``gone`` (the client leaving) finishes first."""
+    """``await queue.get(key, compute, gone, model)``: the bytes ``compute()`` makes, computed at most once per key
+    while in flight or cached, in the model's lane or (``model`` False) the other; None when ``gone`` (the client
+    leaving) finishes first."""
 
     def __init__(self, max_bytes: int) -> None:
         self.results: ByteLRU[bytes] = ByteLRU(max_bytes, len)
         self.stats = Stats()
         self.pending: dict[Hashable, Job] = {}
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-render")
-        self.jobs: asyncio.Queue[Hashable] | None = None
-        self.worker: asyncio.Task | None = None
+        self.model_lane = Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-render",
+                                                  initializer=self.note_render_thread))
+        self.plain_lane = Lane(ThreadPoolExecutor(max_workers=1, thread_name_prefix="liif-plain"))
+        self.render_thread: threading.Thread | None = None
+        self.stopping = False
+
+    def note_render_thread(self) -> None:
+        """The model lane's initializer: remember its thread, the one ``halt`` stops."""
+        self.render_thread = threading.current_thread()
 
     async def start(self) -> None:
-        """Start the worker on the running event loop (the app's startup)."""
-        self.jobs = asyncio.Queue()
-        self.worker = asyncio.create_task(self.work())
+        """Start each lane's worker on the running event loop (the app's startup)."""
+        for lane in (self.model_lane, self.plain_lane):
+            lane.jobs = asyncio.Queue()
+            lane.worker = asyncio.create_task(self.work(lane))
 
     async def stop(self) -> None:
-        """Cancel the worker and wait for the render thread to finish (the app's shutdown)."""
-        if self.worker is not None:
-            self.worker.cancel()
-            await asyncio.gather(self.worker, return_exceptions=True)
-        self.executor.shutdown(wait=True)
+        """Stop at once (the server's shutdown, again a no-op): every client still waiting is answered 503, the
+        model's render in progress ends at its next torch module call, and the workers and their threads end. Torch
+        cannot be interrupted otherwise: the server waited for the render, minutes for a large one, after Ctrl-C."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for job in self.pending.values():
+            if not job.future.done():
+                job.future.set_exception(IIIFError(503, STOPPING))
+        halting = register_module_forward_pre_hook(self.halt)
+        try:
+            for lane in (self.model_lane, self.plain_lane):
+                if lane.worker is not None:
+                    lane.worker.cancel()
+                    await asyncio.gather(lane.worker, return_exceptions=True)
+                lane.executor.shutdown(wait=True)  # short: the model's render is halted, a bicubic one is quick
+        finally:
+            halting.remove()
+
+    def halt(self, module: object, args: object) -> None:
+        """A forward pre-hook of every torch module while stopping: the render thread's next module call raises."""
+        if threading.current_thread() is self.render_thread:
+            raise IIIFError(503, STOPPING)
 
     async def get(self, key: Hashable, compute: Callable[[], bytes],
-                  gone: Callable[[], Awaitable[object]] | None = None) -> bytes | None:
-        """The bytes for ``key``: cached, joined to the job in flight, or queued; None if ``gone`` ends first."""
+                  gone: Callable[[], Awaitable[object]] | None = None, model: bool = True) -> bytes | None:
+        """The bytes for ``key``: cached, joined to the job in flight, or queued in the model's lane (``model``: it
+        uses the model) or the other; None if ``gone`` ends first; a 503 IIIFError once stopping."""
+        if self.stopping:
+            raise IIIFError(503, STOPPING)
         cached = self.results.get(key)
         if cached is not None:
             self.stats.cached += 1
@@ -66,7 +111,7 @@ class RenderQueue:
         if job is None:
             job = self.pending[key] = Job(compute, asyncio.get_running_loop().create_future())
             job.future.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen, even if nobody waits
-            self.jobs.put_nowait(key)
+            (self.model_lane if model else self.plain_lane).jobs.put_nowait(key)
         else:
             self.stats.shared += 1
         job.waiters += 1
@@ -81,11 +126,11 @@ class RenderQueue:
             if leaving is not None:
                 leaving.cancel()
 
-    async def work(self) -> None:
-        """The worker: run the queued jobs one at a time in the render thread, dropping those nobody awaits."""
+    async def work(self, lane: Lane) -> None:
+        """A lane's worker: run its queued jobs one at a time in its thread, dropping those nobody awaits."""
         loop = asyncio.get_running_loop()
         while True:
-            key = await self.jobs.get()
+            key = await lane.jobs.get()
             job = self.pending[key]
             try:
                 if job.waiters == 0:
@@ -93,7 +138,7 @@ class RenderQueue:
                     job.future.cancel()
                     continue
                 try:
-                    result = await loop.run_in_executor(self.executor, job.compute)
+                    result = await loop.run_in_executor(lane.executor, job.compute)
                 except Exception as exc:  # the request's error goes to every client waiting for it
                     job.future.set_exception(exc)
                 else:

@@ -5,6 +5,7 @@
 // a custom tile source whose top level is the largest power of two <= the server's max scale; OpenSeadragon
 // stretches that level up to the max scale itself.
 "use strict";
+const TILE_TIMEOUT_MS = 10 * 60 * 1000;
 (async function () {
   const at = location.pathname.lastIndexOf("/view/");
   const root = location.pathname.slice(0, at);
@@ -13,7 +14,12 @@
   document.getElementById("name").textContent = identifier;
   document.title = `${identifier} - liif view`;
 
-  const info = await (await fetch(`${root}/iiif/3/${escaped}/info.json`)).json();
+  const answer = await fetch(`${root}/iiif/3/${escaped}/info.json`);
+  if (!answer.ok) {  // a picture that cannot be read (or is gone): the server's one-line reason, not a blank page
+    document.getElementById("name").textContent = `${identifier}: ${(await answer.text()).trim()}`;
+    return;
+  }
+  const info = await answer.json();
   const width = info.width, height = info.height, tile = info.tiles[0].width;
   const maxScale = Math.min(info.maxWidth / width, info.maxHeight / height);
   let top = 1;
@@ -41,6 +47,9 @@
     };
   }
 
+  // A LIIF tile waits in the server's queue behind the others, seconds each on a CPU: OpenSeadragon's 30 s left holes
+  // (and logged errors) where the server was still rendering. The default, as the navigator's loader takes it too.
+  OpenSeadragon.DEFAULT_SETTINGS.timeout = TILE_TIMEOUT_MS;
   const viewer = OpenSeadragon({
     id: "viewer", prefixUrl: `${root}/static/openseadragon/images/`, tileSources: tileSource("iiif"),
     maxZoomPixelRatio: maxScale / top, minPixelRatio: 1, showNavigator: true, visibilityRatio: 0.5,
