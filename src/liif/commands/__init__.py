@@ -43,7 +43,7 @@ def add_encoder_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 
 
 def add_feature_cache_option(parser: argparse.ArgumentParser) -> None:
-    """``--feature-cache-mb``, for the commands whose renders share encoder windows (``feature_cache`` applies it)."""
+    """``--feature-cache-mb``, for the commands whose renders share encoder windows (``feature_cache_bytes`` reads it)."""
     parser.add_argument("--feature-cache-mb", type=float, default=FEATURE_CACHE_BYTES / 2**20,
                         help=f"encoder features (and LIIF's tables of them) kept, in MB (default {FEATURE_CACHE_BYTES >> 20})")
 
