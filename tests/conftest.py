@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -124,22 +125,64 @@ def files_bar(line: str, done: int, failed: int = 0, label: str = "files") -> bo
     return re.fullmatch(pattern, line) is not None
 
 
+# The groups start_group started and wait_group has not seen end. Their own session keeps them out of reach of
+# a signal to pytest's group: a test stopped from outside must end them itself, or they outlive pytest (on the
+# GPU machine they would go on using the card while gpu_check measures it).
+LIVE_GROUPS: set[subprocess.Popen] = set()
+
+
 def start_group(command: list, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     """``command`` started in its own process group, its output captured."""
-    return subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    LIVE_GROUPS.add(proc)
+    return proc
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s whole process group, whatever of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_group(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
     """How a command ``start_group`` started ended; its whole group (torchrun's workers too) is killed on timeout,
-    which fails the test."""
+    which fails the test, and when the test is stopped while it waits (pytest-timeout, Ctrl-C, SIGTERM)."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         out, err = proc.communicate()
         pytest.fail(f"timed out after {timeout} s: {' '.join(proc.args)}\n{err[-3000:]}")
+    except BaseException:
+        kill_group(proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a process leaving a GPU can take a moment
+            proc.wait(timeout=5)
+        raise
+    finally:
+        LIVE_GROUPS.discard(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+PYTEST_PID = os.getpid()
+
+
+def stop_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (gpu_run.sh's time limit on the tests) ends the tests' process groups and stops pytest as Ctrl-C
+    does, so that it still prints its summary and writes its junit XML."""
+    if os.getpid() != PYTEST_PID:  # a child forked by a test (a DataLoader worker, say): terminated as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    for proc in list(LIVE_GROUPS):
+        kill_group(proc)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest's SIGTERM is ``stop_on_sigterm`` (unless something else already handles it)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
 
 
 def run_group(command: list, timeout: float = 300, env: dict[str, str] | None = None,
@@ -167,7 +210,12 @@ def start_ranks(command: list, env: dict[str, str], cwd: Path = ROOT) -> list[su
 def wait_ranks(ranks: list[subprocess.Popen], timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """How the processes of ``start_ranks`` ended; one still running after ``timeout`` (a hang) fails the test."""
     with ThreadPoolExecutor(len(ranks)) as pool:  # at once: a rank's pipe left unread could block it
-        return list(pool.map(lambda proc: wait_group(proc, timeout), ranks))
+        try:
+            return list(pool.map(lambda proc: wait_group(proc, timeout), ranks))
+        except BaseException:  # one rank timed out, or the test was stopped: the others end too
+            for proc in ranks:
+                kill_group(proc)
+            raise
 
 
 def run_ranks(command: list, env: dict[str, str], timeout: float = 120) -> list[subprocess.CompletedProcess]:
