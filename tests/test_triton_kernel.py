@@ -191,6 +191,27 @@ def test_kernel_choice_is_checked(monkeypatch) -> None:
         model.query(model.latents(model.encode(torch.zeros(1, 3, 4, 4))), *queries((4, 4), 1, 3))
 
 
+def test_a_kernel_that_does_not_build_for_the_card_is_one_line(monkeypatch) -> None:
+    """A card without the shared memory (or registers) the kernel's tiles need: Triton raises as it builds, at
+    the first query. The render stops with one line naming the way out, not Triton's traceback."""
+    from triton.runtime.errors import OutOfResources
+
+    class TooBigForTheCard:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                raise OutOfResources(required=300_000, limit=232_448, name="shared memory")
+            return run
+
+    monkeypatch.setattr(triton_query, "built_kernel", lambda interpreted: TooBigForTheCard())
+    pixels = np.zeros((6, 5, 3), np.uint8)
+    with pytest.raises(LiifError) as refused:
+        liif.upscale(pixels, 2, model=small_model([16, 16]), device="cpu", kernel="triton")
+    message = str(refused.value)
+    assert message.startswith("the Triton query kernel does not build for the interpreter (out of resource: shared "
+                              "memory, Required: 300000, Hardware limit: 232448")
+    assert message.endswith("; use kernel='torch'") and "\n" not in message
+
+
 def liif_upscale(*args, cwd: Path, interpret: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if interpret:

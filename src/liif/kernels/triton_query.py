@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 import triton
 import triton.language as tl
+from triton.compiler.errors import CompilationError
+from triton.runtime.errors import OutOfResources
+
+from liif.errors import LiifError, one_line, option
 
 # Untuned starting points, to be tuned on a card: rows (members x queries) per block, which is how many rows
 # share each weight tile loaded; scratch programs per SM; warps; the GEMMs' reduction tile (up to the width).
@@ -36,6 +41,9 @@ MAX_OUT = 16  # the output layer's width is padded to this (tl.dot's smallest ti
 TABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Calls of each entry point so far, so that tests and benchmarks can tell a kernel ran from a fall-back to torch.
 LAUNCHES = {"first_layer": 0, "fused_query": 0}
+# What building the kernel for a card may raise: its code does not lower, it needs more shared memory or registers
+# than the card has, or ptxas fails (a class of its own since Triton 3.3)
+BUILD_ERRORS = (CompilationError, OutOfResources, *filter(None, [getattr(triton.runtime.errors, "PTXASError", None)]))
 
 
 def query_kernel(table_ptr, rows_ptr, terms_ptr, extra_weight_ptr, blend_ptr, hidden_weight_ptr, hidden_bias_ptr,
@@ -196,13 +204,24 @@ def launch(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor, extra_w
         blend = hidden_weight = hidden_bias = out_weight = out_bias = scratch = table
         precision, n_hidden, out_dim = "ieee", 0, 1
     # Triton launches on the current CUDA device: make it the tensors' one (cuda:1 under torchrun, say).
-    with contextlib.nullcontext() if interpreted else torch.cuda.device(device):
+    with contextlib.nullcontext() if interpreted else torch.cuda.device(device), built_on(device):
         built_kernel(interpreted)[(programs,)](
             table, rows, terms, extra_weight, blend, hidden_weight, hidden_bias, out_weight, out_bias, out, scratch,
             n_queries, n_hidden, MEMBERS=members, TERMS=n_terms, WIDTH=width, OUT_DIM=out_dim, BLOCK_Q=block_q,
             ROWS=members * block_q, BLOCK_D=block_d, BLOCK_K=block_k, OUT_BLOCK=MAX_OUT, FUSED=fused,
             PRECISION=precision, **({} if interpreted else {"num_warps": NUM_WARPS}))
     return out
+
+
+@contextlib.contextmanager
+def built_on(device: torch.device) -> Iterator[None]:
+    """Turn a failure to build the kernel for ``device``'s card into one line that names the way out."""
+    try:
+        yield
+    except BUILD_ERRORS as exc:
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else "the interpreter"
+        raise LiifError(f"the Triton query kernel does not build for {card} ({one_line(exc)}); "
+                        f"use {option('kernel', 'torch')}") from None
 
 
 def first_layer(table: torch.Tensor, rows: torch.Tensor, terms: torch.Tensor,
