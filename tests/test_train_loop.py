@@ -7,7 +7,10 @@ import math
 import os
 import re
 import shutil
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from PIL import Image
 
 import liif.checkpoint
 import liif.training.loop
-from conftest import BENCHMARKS, ROOT, comic_crop, shared_file
+from conftest import BENCHMARKS, ROOT, comic_crop, shared_file, start_group, wait_group
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
 from liif.distributed import Processes
@@ -392,6 +395,46 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
     assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
+
+
+def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:
+    """A training folder of 100x100 crops of ``source``'s pictures ``names``."""
+    folder.mkdir()
+    for name in names:
+        Image.open(source / f"{name}.png").convert("RGB").crop((0, 0, 100, 100)).save(folder / f"{name}.png")
+    return folder
+
+
+def wait_for_file(path: Path, proc, timeout: float = 120) -> None:
+    """Return once ``path`` exists; fail if ``proc`` ends first or it takes ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signals, code, word", [([signal.SIGTERM], 143, "terminated"),
+                                                 ([signal.SIGINT], 130, "interrupted")])
+def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set14, signals, code, word):
+    """SLURM's scancel (SIGTERM) and a terminal's Ctrl-C reach every process of the job, the DataLoader's worker
+    too; SIGTERM killed the command silently, and a worker killed by it made torch raise over the command."""
+    data, run = small_pictures(tmp_path / "data", set14), tmp_path / "run"
+    proc = start_group([sys.executable, "-m", "liif", "train", "--quiet", "--config", SMOKE, "--out", run,
+                        *folder_sets(data), "--set", "train_dataset.dataset.args.repeat=20",
+                        "--set", "num_workers=1", "--set", "epoch_max=100"])
+    wait_for_file(run / "epoch-last.pth", proc)
+    for signum in signals:
+        os.killpg(proc.pid, signum)
+        time.sleep(0.05)
+    result = wait_group(proc, 120)
+    assert (result.returncode, result.stderr) == (code, f"liif train: {word}\n")
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # the epochs it finished are kept, as Ctrl-C keeps them, and the run goes on from the last
+    epoch = read_checkpoint(run / "epoch-last.pth")["epoch"]
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
+                      "--set", "num_workers=0") == 0
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -115,6 +117,24 @@ def check_workers(workers: int) -> None:
                         f"({WORKERS_PER_CPU} per CPU, {cpus} CPUs{shared})")
 
 
+def leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker's start: it ignores Ctrl-C and SIGTERM, which reach the main process too (a terminal's
+    Ctrl-C and SLURM's scancel reach every process of the job), and that ends its workers; one killed by the signal
+    made torch raise "DataLoader worker is killed by signal" below the command's one line. A batch's transfer that
+    the main process cut short by stopping is not reported here either."""
+    for each in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(each, signal.SIG_IGN)
+    sys.excepthook = partial(unless_cut_short, sys.excepthook)
+
+
+def unless_cut_short(excepthook: Callable[..., object], kind: type[BaseException], value: BaseException,
+                     traceback: Any) -> None:
+    """``excepthook``, which multiprocessing's thread that passes a worker's tensors calls, but for a connection
+    the main process closed: it stopped, and says why."""
+    if not isinstance(value, ConnectionError):
+        excepthook(kind, value, traceback)
+
+
 def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
                  train: bool) -> torch.utils.data.DataLoader:
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
@@ -136,7 +156,8 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
     return torch.utils.data.DataLoader(Guarded(dataset, where), collate_fn=partial(collate, where=where),
                                        batch_size=batch // procs.world_size if train else batch, sampler=order,
                                        num_workers=workers, pin_memory=procs.device.type == "cuda",
-                                       persistent_workers=workers > 0)
+                                       persistent_workers=workers > 0,
+                                       worker_init_fn=leave_stopping_to_the_main_process)
 
 
 def new_model(spec: dict[str, Any]) -> nn.Module:
