@@ -105,14 +105,18 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(signum: int, frame: object) -> NoReturn:
-    """Stop the command as Ctrl-C does, a KeyboardInterrupt (``Terminated`` for SIGTERM)."""
+    """Stop the command as Ctrl-C does, a KeyboardInterrupt (``Terminated`` for SIGTERM); either signal is ignored
+    from then on, so that a second one (a second Ctrl-C, or torchrun's agent passing on the terminal's) cannot cut
+    the clean-up short: it printed a traceback from the DataLoader's workers being joined."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextmanager
 def stopped_by_signals() -> Iterator[None]:
     """``stop`` handles SIGINT and SIGTERM in a with-block (in the main thread, the one Python gives signals to);
-    the handlers found are given back at its end."""
+    the handlers found are given back at its end unless a signal came: the process is then ending."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -120,8 +124,9 @@ def stopped_by_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for each, handler in found.items():
-            signal.signal(each, handler)
+        if all(signal.getsignal(each) is stop for each in STOP_SIGNALS):
+            for each, handler in found.items():
+                signal.signal(each, handler)
 
 
 def main(argv: list[str] | None = None) -> None:
