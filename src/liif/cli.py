@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 from liif import __version__
-from liif.distributed import launch_rank, says_error
+from liif.distributed import launch_rank, says_error, says_interruption
 from liif.errors import Caller, LiifError, printable
 from liif_entry import Terminated, interrupted
 
@@ -154,7 +154,7 @@ def run_command(argv: list[str] | None) -> NoReturn:
             print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt as exc:
-        interrupted(command, exc)
+        interrupted(command, exc, says_interruption())
     except BrokenPipeError:
         # The reader of stdout has gone (`liif zoom --print-regions | head -1`): stop as a pipe's writer does,
         # silently. Stdout goes to /dev/null, or Python's flush at exit would complain of the pipe again.

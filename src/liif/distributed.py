@@ -68,6 +68,13 @@ def says_error(exc: LiifError) -> bool:
     return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.own_failures)
 
 
+def says_interruption() -> bool:
+    """Whether this process prints that the command was interrupted (Ctrl-C) or terminated (SIGTERM): the first of
+    its machine's alone, as a terminal's Ctrl-C reaches every process of it and torchrun's agent passes a SIGTERM on
+    to each, and every machine's output should say why its processes stopped."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
 def start_processes(device: str) -> Processes:
     """Join the ``torchrun`` process group when launched by it (WORLD_SIZE > 1), else a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
