@@ -204,6 +204,28 @@ def test_a_run_stopped_between_checkpoint_writes_resumes_to_the_same_files(tmp_p
     assert all(torch.equal(best["model"]["sd"][k], v) for k, v in last["model"]["sd"].items())
 
 
+def test_resuming_from_an_earlier_epoch_is_refused_unless_the_later_checkpoints_are_deleted(tmp_path, set14, capsys):
+    """A resume from epoch 1 of a run that reached 3 left epoch-2/3.pth (and an epoch-best.pth of epoch 3) beside
+    the resumed run's files, and epoch-last.pth resuming epoch 3 until the resumed run wrote its own."""
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=3") == 0
+    epochs = {p.name: read_checkpoint(p)["epoch"] for p in run.glob("epoch-*.pth")}
+    later = sorted((name for name, epoch in epochs.items() if epoch > 1), key=epochs.get)
+    assert {"epoch-2.pth", "epoch-3.pth", "epoch-last.pth"} <= set(later)
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--set", "epoch_max=2") == 2
+    assert one_line_error(capsys) == (
+        f"liif train: error: {run} holds checkpoints of epochs after epoch-1.pth (epoch 1): {', '.join(later)}; "
+        f"resume from {run / 'epoch-last.pth'} to go on from the last, give another folder (--out) to branch off, or "
+        f"pass --overwrite to delete them\n")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    # --overwrite deletes them: the folder holds one line of epochs, the resumed run's
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--set", "epoch_max=2", "--overwrite") == 0
+    resumed = {p.name: read_checkpoint(p)["epoch"] for p in run.glob("epoch-*.pth")}
+    assert "epoch-3.pth" not in resumed and resumed["epoch-last.pth"] == 2 and max(resumed.values()) == 2
+    assert f"deleted the checkpoints of the epochs after 1: {', '.join(later)}" in (run / "log.txt").read_text()
+
+
 def one_line_error(capsys) -> str:
     """The error ``liif train`` printed: one line, no traceback."""
     err = capsys.readouterr().err

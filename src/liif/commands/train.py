@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from this epoch-*.pth")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an --out folder that holds another run, deleting its checkpoints "
-                             "and log (without it, such a folder is refused)")
+                             "and log, or resume a run from an earlier epoch, deleting the checkpoints of the later "
+                             "ones (without it, either is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. optimizer.args.lr=2e-4 (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
