@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from liif import __version__
-from liif.cli import SUBCOMMANDS, main
+from liif.cli import SUBCOMMANDS, main, stop, stopped_by_signals
 
 # What each subcommand requires, so that the option after it is what gets refused.
 REQUIRED = {"upscale": ["in.png"], "eval": ["--data", "hr"], "train": [], "serve": ["pictures"], "view": ["in.png"],
@@ -159,3 +159,14 @@ def test_the_command_gives_back_the_signal_handlers_it_found(capsys):
     found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     refusal(capsys, ["upscale", "in.png", "--scale"])
     assert {signum: signal.getsignal(signum) for signum in found} == found
+
+
+def test_a_signal_ignored_when_the_command_starts_stays_ignored():
+    """A shell script's background job (`liif train ... &`) ignores Ctrl-C, which is meant for the foreground."""
+    found = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stopped_by_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is stop
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, found)

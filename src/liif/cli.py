@@ -115,16 +115,20 @@ def stop(signum: int, frame: object) -> NoReturn:
 
 @contextmanager
 def stopped_by_signals() -> Iterator[None]:
-    """``stop`` handles SIGINT and SIGTERM in a with-block (in the main thread, the one Python gives signals to);
+    """``stop`` handles SIGINT and SIGTERM in a with-block (in the main thread, the one Python gives signals to),
+    but one that is ignored stays ignored, as Python leaves it (a shell script's ``liif ... &`` ignores Ctrl-C);
     the handlers found are given back at its end unless a signal came: the process is then ending."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    found = {each: signal.signal(each, stop) for each in STOP_SIGNALS}
+    found = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+    for each, handler in found.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(each, stop)
     try:
         yield
     finally:
-        if all(signal.getsignal(each) is stop for each in STOP_SIGNALS):
+        if all(signal.getsignal(each) in (stop, found[each]) for each in STOP_SIGNALS):
             for each, handler in found.items():
                 signal.signal(each, handler)
 
