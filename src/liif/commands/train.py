@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from tqdm import tqdm
+
 from liif.distributed import launch_rank
 from liif.errors import printable
 from liif.training import resume_config, train
@@ -38,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     """A warning (a skipped image) as one line in the command's style, not Python's file, line and source; under
     torchrun from rank 0 alone, as every process builds the same training set and meets the same images."""
-    if launch_rank() == 0:
-        print(printable(f"liif train: warning: {message}"), file=sys.stderr)
+    if launch_rank() == 0:  # above the bar of the folder being read, not across it
+        tqdm.write(printable(f"liif train: warning: {message}"), file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -137,12 +137,12 @@ def unless_cut_short(excepthook: Callable[..., object], kind: type[BaseException
 
 
 def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
-                 train: bool) -> torch.utils.data.DataLoader:
+                 train: bool, progress: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
-    batches may be SampleFailures (``checked`` raises them)."""
+    batches may be SampleFailures (``checked`` raises them). ``progress``: a bar while the folders are read."""
     where = "train_dataset" if train else "val_dataset"
     try:
-        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
+        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress)
     except LiifError as exc:
         raise LiifError(f"{where}: {exc}") from None
     batch = section["batch_size"]
@@ -452,8 +452,9 @@ class Run:
                 optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
                 if "lr" in optimizer_args:
                     take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
-            self.train_loader = build_loader(config["train_dataset"], config, procs, True)
-            self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
+            progress = not quiet and procs.is_main  # every process reads the training set: rank 0 shows it
+            self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
+            self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
             if config["benchmark_eval"] and procs.is_main:
                 try:
