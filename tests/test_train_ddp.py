@@ -52,7 +52,7 @@ def test_skipped_images_are_warned_of_once_by_rank_0(tmp_path):
     assert other.stderr == ""
 
 
-def test_a_run_stopped_by_sigterm_says_so_once_by_rank_0(tmp_path):
+def test_a_run_stopped_by_sigterm_on_every_process_says_so_once(tmp_path):
     """torchrun's agent passes a SIGTERM (or a terminal's Ctrl-C reaches) every process: each said it."""
     set14 = shared_file(BENCHMARKS / "Set14")
     ranks = start_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config", ROOT / "configs" / "smoke.yaml",
@@ -65,9 +65,9 @@ def test_a_run_stopped_by_sigterm_says_so_once_by_rank_0(tmp_path):
         time.sleep(0.05)
     for rank in ranks:
         os.killpg(rank.pid, signal.SIGTERM)
-    main, other = wait_ranks(ranks)
-    assert (main.returncode, main.stderr) == (143, "liif train: terminated\n")
-    assert (other.returncode, other.stderr) == (143, "")
+    # the first to stop says it for the run: either rank, as the signals race
+    assert sorted((rank.returncode, rank.stderr) for rank in wait_ranks(ranks)) == [(143, ""),
+                                                                                    (143, "liif train: terminated\n")]
 
 
 def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(tmp_path):
