@@ -30,7 +30,7 @@ from liif.geometry import make_coord
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
-from liif.training.loop import build_scheduler, train_step, validate
+from liif.training.loop import build_scheduler, train_step, unless_cut_short, validate
 from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -459,6 +459,16 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set
     assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
                       "--set", "num_workers=0") == 0
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1
+
+
+@pytest.mark.parametrize("error, reported", [(EOFError(), False), (ConnectionResetError(104, "reset"), False),
+                                             (ValueError("a worker's own"), True)])
+def test_a_worker_does_not_report_a_transfer_the_stopping_main_process_cut_short(error, reported):
+    """multiprocessing's thread that passes a worker's tensors reports its failures by sys.excepthook: a main
+    process stopped by SIGTERM mid-transfer left a worker's traceback below the command's one line."""
+    seen = []
+    unless_cut_short(lambda *info: seen.append(info), type(error), error, None)
+    assert bool(seen) == reported
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -131,8 +131,8 @@ def leave_stopping_to_the_main_process(worker_id: int) -> None:
 def unless_cut_short(excepthook: Callable[..., object], kind: type[BaseException], value: BaseException,
                      traceback: Any) -> None:
     """``excepthook``, which multiprocessing's thread that passes a worker's tensors calls, but for a connection
-    the main process closed: it stopped, and says why."""
-    if not isinstance(value, ConnectionError):
+    the main process closed (reset, or ended before its request: EOFError): it stopped, and says why."""
+    if not isinstance(value, (ConnectionError, EOFError)):
         excepthook(kind, value, traceback)
 
 
