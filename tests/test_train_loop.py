@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -30,7 +31,8 @@ from liif.geometry import make_coord
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
-from liif.training.loop import build_scheduler, train_step, unless_cut_short, validate
+from liif.training.loop import (build_scheduler, leave_stopping_to_the_main_process, train_step, unless_cut_short,
+                                validate)
 from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -459,6 +461,31 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set
     assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
                       "--set", "num_workers=0") == 0
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1
+
+
+def waiting_worker(started) -> None:
+    leave_stopping_to_the_main_process(0)
+    started.set()
+    time.sleep(60)
+
+
+def test_a_worker_ignores_ctrl_c_and_ends_when_terminated():
+    """Its Ctrl-C is the main process's to act on; SIGTERM, ignored too, left multiprocessing waiting for ever for the
+    worker it terminates at exit (pytest hung after the tests of `liif train` with workers)."""
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    worker = context.Process(target=waiting_worker, args=(started,), daemon=True)
+    worker.start()
+    try:
+        assert started.wait(30)
+        os.kill(worker.pid, signal.SIGINT)
+        worker.join(0.5)
+        assert worker.is_alive()
+        worker.terminate()
+        worker.join(30)
+        assert worker.exitcode == 0
+    finally:
+        worker.kill()
 
 
 @pytest.mark.parametrize("error, reported", [(EOFError(), False), (ConnectionResetError(104, "reset"), False),

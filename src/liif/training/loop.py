@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 import numpy as np
 import torch
@@ -119,13 +119,19 @@ def check_workers(workers: int) -> None:
 
 
 def leave_stopping_to_the_main_process(worker_id: int) -> None:
-    """A DataLoader worker's start: it ignores Ctrl-C and SIGTERM, which reach the main process too (a terminal's
-    Ctrl-C and SLURM's scancel reach every process of the job), and that ends its workers; one killed by the signal
-    made torch raise "DataLoader worker is killed by signal" below the command's one line. A batch's transfer that
-    the main process cut short by stopping is not reported here either."""
-    for each in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(each, signal.SIG_IGN)
+    """A DataLoader worker's start: it ignores Ctrl-C, which reaches the main process too (a terminal's reaches the
+    whole process group), and that ends its workers; SIGTERM, from the main process or multiprocessing ending its
+    workers, or from SLURM's scancel, which reaches every process of the job, ends it at once with status 0: one
+    killed by the signal made torch raise "DataLoader worker is killed by signal" below the command's one line. A
+    batch's transfer that the main process cut short by stopping is not reported here either."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, end_worker)
     sys.excepthook = partial(unless_cut_short, sys.excepthook)
+
+
+def end_worker(signum: int, frame: object) -> NoReturn:
+    """End a DataLoader worker at once, with the status torch takes for a worker that finished."""
+    os._exit(0)
 
 
 def unless_cut_short(excepthook: Callable[..., object], kind: type[BaseException], value: BaseException,
