@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from liif import __version__
-from liif.cli import SUBCOMMANDS, main
+from liif.cli import SUBCOMMANDS, main, stop, stopped_by_signals
 
 # What each subcommand requires, so that the option after it is what gets refused.
 REQUIRED = {"upscale": ["in.png"], "eval": ["--data", "hr"], "train": [], "serve": ["pictures"], "view": ["in.png"],
@@ -136,3 +136,37 @@ def test_ctrl_c_while_python_m_liif_imports_torch_is_one_line(tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130 and "Traceback" not in err and err.endswith(": interrupted\n"), err
+
+
+def test_sigterm_stops_a_command_in_one_line_as_ctrl_c_does(tmp_path):
+    """SIGTERM is how SLURM, Kubernetes and service managers stop a command: `liif serve` (uvicorn shuts down on
+    it, then raises it again) ended silently, killed by the signal."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "liif", "serve", str(tmp_path), "--port", "0", "--device", "cpu"],
+                               env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = process.stderr.readline()
+        assert line.startswith("liif serve: serving "), line + process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and (out, err) == ("", "liif serve: terminated\n"), err
+
+
+def test_the_command_gives_back_the_signal_handlers_it_found(capsys):
+    """A program that runs a command, then goes on, is stopped by Ctrl-C and SIGTERM as before."""
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    refusal(capsys, ["upscale", "in.png", "--scale"])
+    assert {signum: signal.getsignal(signum) for signum in found} == found
+
+
+def test_a_signal_ignored_when_the_command_starts_stays_ignored():
+    """A shell script's background job (`liif train ... &`) ignores Ctrl-C, which is meant for the foreground."""
+    found = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stopped_by_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is stop
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, found)

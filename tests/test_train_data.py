@@ -354,6 +354,17 @@ def test_two_ranks_split_each_global_batch_of_one_process():
     assert list(order) != list(EpochOrder(50, shuffle=True, seed=1)) and list(order)[0][1] == 2
 
 
+def test_reading_a_folder_shows_a_progress_bar_when_asked(set5, capsys):
+    """Decoding DIV2K's 800 pictures for cache: in_memory takes minutes on a CPU, before the first step: silent."""
+    section = {"dataset": {"name": "image-folder", "args": {"root_path": str(set5), "cache": "in_memory"}},
+               "wrapper": {"name": "sr-implicit-downsampled", "args": {"inp_size": 8}}}
+    build_dataset(section, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith(f"\rreading {set5.name}:") and "/5 [" in err and err.split("\r")[-2].strip() == "", err
+    build_dataset(section)
+    assert capsys.readouterr().err == ""
+
+
 def test_unknown_dataset_argument_is_named(tmp_path):
     with pytest.raises(LiifError, match="no argument 'root'"):
         DATASETS.make({"name": "image-folder", "args": {"root": str(tmp_path)}})

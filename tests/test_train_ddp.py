@@ -4,7 +4,9 @@ process that fails stops the others, each in one line."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 
 import torch
 from PIL import Image
@@ -48,6 +50,24 @@ def test_skipped_images_are_warned_of_once_by_rank_0(tmp_path):
     assert main.stderr == (f"liif train: warning: skipping unreadable image {data / 'fake.png'}: not an image, or "
                            f"not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)\n")
     assert other.stderr == ""
+
+
+def test_a_run_stopped_by_sigterm_on_every_process_says_so_once(tmp_path):
+    """torchrun's agent passes a SIGTERM (or a terminal's Ctrl-C reaches) every process: each said it."""
+    set14 = shared_file(BENCHMARKS / "Set14")
+    ranks = start_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config", ROOT / "configs" / "smoke.yaml",
+                         "--out", tmp_path / "run", "--set", f"train_dataset.dataset.args.root_path={set14}",
+                         "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=1",
+                         "--set", "epoch_max=100"], {**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "epoch-last.pth").exists():
+        assert all(rank.poll() is None for rank in ranks) and time.monotonic() < deadline
+        time.sleep(0.05)
+    for rank in ranks:
+        os.killpg(rank.pid, signal.SIGTERM)
+    # the first to stop says it for the run: either rank, as the signals race
+    assert sorted((rank.returncode, rank.stderr) for rank in wait_ranks(ranks)) == [(143, ""),
+                                                                                    (143, "liif train: terminated\n")]
 
 
 def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(tmp_path):

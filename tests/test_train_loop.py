@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import errno
 import math
+import multiprocessing
 import os
 import re
 import shutil
+import signal
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ from PIL import Image
 
 import liif.checkpoint
 import liif.training.loop
-from conftest import BENCHMARKS, ROOT, comic_crop, shared_file
+from conftest import BENCHMARKS, ROOT, comic_crop, shared_file, start_group, wait_group
 from liif.checkpoint import load_model, read_checkpoint
 from liif.cli import main
 from liif.distributed import Processes
@@ -27,7 +31,8 @@ from liif.geometry import make_coord
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
-from liif.training.loop import build_scheduler, train_step, validate
+from liif.training.loop import (build_scheduler, leave_stopping_to_the_main_process, train_step, unless_cut_short,
+                                validate)
 from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -210,6 +215,28 @@ def test_a_run_stopped_between_checkpoint_writes_resumes_to_the_same_files(tmp_p
     last, best = read_checkpoint(run / "epoch-last.pth"), read_checkpoint(run / "epoch-best.pth")
     assert last["epoch"] == best["epoch"] == 2 and best["best_val"] == last["best_val"]
     assert all(torch.equal(best["model"]["sd"][k], v) for k, v in last["model"]["sd"].items())
+
+
+def test_resuming_from_an_earlier_epoch_is_refused_unless_the_later_checkpoints_are_deleted(tmp_path, set14, capsys):
+    """A resume from epoch 1 of a run that reached 3 left epoch-2/3.pth (and an epoch-best.pth of epoch 3) beside
+    the resumed run's files, and epoch-last.pth resuming epoch 3 until the resumed run wrote its own."""
+    run = tmp_path / "run"
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=3") == 0
+    epochs = {p.name: read_checkpoint(p)["epoch"] for p in run.glob("epoch-*.pth")}
+    later = sorted((name for name, epoch in epochs.items() if epoch > 1), key=epochs.get)
+    assert {"epoch-2.pth", "epoch-3.pth", "epoch-last.pth"} <= set(later)
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--set", "epoch_max=2") == 2
+    assert one_line_error(capsys) == (
+        f"liif train: error: {run} holds checkpoints of epochs after epoch-1.pth (epoch 1): {', '.join(later)}; "
+        f"resume from {run / 'epoch-last.pth'} to go on from the last, give another folder (--out) to branch off, or "
+        f"pass --overwrite to delete them\n")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    # --overwrite deletes them: the folder holds one line of epochs, the resumed run's
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--set", "epoch_max=2", "--overwrite") == 0
+    resumed = {p.name: read_checkpoint(p)["epoch"] for p in run.glob("epoch-*.pth")}
+    assert "epoch-3.pth" not in resumed and resumed["epoch-last.pth"] == 2 and max(resumed.values()) == 2
+    assert f"deleted the checkpoints of the epochs after 1: {', '.join(later)}" in (run / "log.txt").read_text()
 
 
 def one_line_error(capsys) -> str:
@@ -414,6 +441,83 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
     assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
+
+
+def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:
+    """A training folder of 100x100 crops of ``source``'s pictures ``names``."""
+    folder.mkdir()
+    for name in names:
+        Image.open(source / f"{name}.png").convert("RGB").crop((0, 0, 100, 100)).save(folder / f"{name}.png")
+    return folder
+
+
+def wait_for_file(path: Path, proc, timeout: float = 120) -> None:
+    """Return once ``path`` exists; fail if ``proc`` ends first or it takes ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signals, code, word", [([signal.SIGTERM], 143, "terminated"),
+                                                 ([signal.SIGINT, signal.SIGINT], 130, "interrupted")])
+def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set14, signals, code, word):
+    """SLURM's scancel (SIGTERM) and a terminal's Ctrl-C reach every process of the job, the DataLoader's worker
+    too; SIGTERM killed the command silently, and a worker killed by it made torch raise over the command. A second
+    Ctrl-C, while the first stops the run, is ignored: it made the DataLoader's workers' shutdown print a
+    traceback."""
+    data, run = small_pictures(tmp_path / "data", set14), tmp_path / "run"
+    proc = start_group([sys.executable, "-m", "liif", "train", "--quiet", "--config", SMOKE, "--out", run,
+                        *folder_sets(data), "--set", "train_dataset.dataset.args.repeat=20",
+                        "--set", "num_workers=1", "--set", "epoch_max=100"])
+    wait_for_file(run / "epoch-last.pth", proc)
+    for signum in signals:
+        os.killpg(proc.pid, signum)
+        time.sleep(0.05)
+    result = wait_group(proc, 120)
+    assert (result.returncode, result.stderr) == (code, f"liif train: {word}\n")
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
+    # the epochs it finished are kept, as Ctrl-C keeps them, and the run goes on from the last
+    epoch = read_checkpoint(run / "epoch-last.pth")["epoch"]
+    assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
+                      "--set", "num_workers=0") == 0
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1
+
+
+def waiting_worker(started) -> None:
+    leave_stopping_to_the_main_process(0)
+    started.set()
+    time.sleep(60)
+
+
+def test_a_worker_ignores_ctrl_c_and_ends_when_terminated():
+    """Its Ctrl-C is the main process's to act on; SIGTERM, ignored too, left multiprocessing waiting for ever for the
+    worker it terminates at exit (pytest hung after the tests of `liif train` with workers)."""
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    worker = context.Process(target=waiting_worker, args=(started,), daemon=True)
+    worker.start()
+    try:
+        assert started.wait(30)
+        os.kill(worker.pid, signal.SIGINT)
+        worker.join(0.5)
+        assert worker.is_alive()
+        worker.terminate()
+        worker.join(30)
+        assert worker.exitcode == 0
+    finally:
+        worker.kill()
+
+
+@pytest.mark.parametrize("error, reported", [(EOFError(), False), (ConnectionResetError(104, "reset"), False),
+                                             (ValueError("a worker's own"), True)])
+def test_a_worker_does_not_report_a_transfer_the_stopping_main_process_cut_short(error, reported):
+    """multiprocessing's thread that passes a worker's tensors reports its failures by sys.excepthook: a main
+    process stopped by SIGTERM mid-transfer left a worker's traceback below the command's one line."""
+    seen = []
+    unless_cut_short(lambda *info: seen.append(info), type(error), error, None)
+    assert bool(seen) == reported
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -13,7 +13,7 @@ try:
     from liif.renderer import FeatureCache, render
     from liif.upscale import upscale
     from liif.video.upscale import upscale_video
-except KeyboardInterrupt:
+except KeyboardInterrupt as stop:
     # `python -m liif` imports this package, torch with it, before liif/__main__ can catch a Ctrl-C; Python sets
     # argv[0] to "-m" while it does (documented), and there the Ctrl-C ends as the liif script's does. An
     # import by a program is the program's to interrupt.
@@ -21,7 +21,7 @@ except KeyboardInterrupt:
         raise
     from liif_entry import interrupted
 
-    interrupted("liif")
+    interrupted("liif", stop)
 
 __version__ = "0.1.0"
 

@@ -6,13 +6,16 @@ import argparse
 import ctypes
 import importlib
 import os
+import signal
 import sys
-from typing import NoReturn
+import threading
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
 
 from liif import __version__
-from liif.distributed import launch_rank, says_error
+from liif.distributed import launch_rank, says_error, says_interruption
 from liif.errors import Caller, LiifError, printable
-from liif_entry import interrupted
+from liif_entry import Terminated, interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
@@ -98,10 +101,49 @@ def keep_freed_buffers() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEPT_FREE_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop(signum: int, frame: object) -> NoReturn:
+    """Stop the command as Ctrl-C does, a KeyboardInterrupt (``Terminated`` for SIGTERM); either signal is ignored
+    from then on, so that a second one (a second Ctrl-C, or torchrun's agent passing on the terminal's) cannot cut
+    the clean-up short: it printed a traceback from the DataLoader's workers being joined."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """``stop`` handles SIGINT and SIGTERM in a with-block (in the main thread, the one Python gives signals to),
+    but one that is ignored stays ignored, as Python leaves it (a shell script's ``liif ... &`` ignores Ctrl-C);
+    the handlers found are given back at its end unless a signal came: the process is then ending."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    found = {each: signal.getsignal(each) for each in STOP_SIGNALS}
+    for each, handler in found.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(each, stop)
+    try:
+        yield
+    finally:
+        if all(signal.getsignal(each) in (stop, found[each]) for each in STOP_SIGNALS):
+            for each, handler in found.items():
+                signal.signal(each, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Parse, run, and turn user errors into one line on stderr with a non-zero exit."""
+    """Parse, run, and turn user errors into one line on stderr with a non-zero exit; SIGTERM stops the command
+    as Ctrl-C does."""
     quiet_libtiff()
     keep_freed_buffers()
+    with stopped_by_signals():
+        run_command(argv)
+
+
+def run_command(argv: list[str] | None) -> NoReturn:
+    """``main``'s work, its signals handled."""
     args, unknown = build_parser().parse_known_args(argv)
     command = "liif" if args.command is None else f"liif {args.command}"
     if unknown:  # parse_args would report a subcommand's unknown option as the top-level parser's
@@ -115,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         if says_error(exc):
             print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
-    except KeyboardInterrupt:
-        interrupted(command)
+    except KeyboardInterrupt as exc:
+        interrupted(command, exc, says_interruption())
     except BrokenPipeError:
         # The reader of stdout has gone (`liif zoom --print-regions | head -1`): stop as a pipe's writer does,
         # silently. Stdout goes to /dev/null, or Python's flush at exit would complain of the pipe again.

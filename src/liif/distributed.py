@@ -55,6 +55,9 @@ class Launch:
     # whether a failure of this process may be its own (it has joined a group of several, or its GPU alone is
     # missing), not the command line's, which every process meets alike
     own_failures = False
+    # whether another process of the run had stopped when this one did: where both were interrupted (a terminal's
+    # Ctrl-C reaches every process, torchrun's agent passes a SIGTERM on to each), that one says so for the run
+    stopped_after_another = False
 
 
 def launch_rank() -> int:
@@ -66,6 +69,12 @@ def says_error(exc: LiifError) -> bool:
     """Whether this process prints ``exc``: not where rank 0 prints it for the run, as it does a failure that
     every process met alike: ``SaidByMain``, or one found from the command line alone, before the process group."""
     return not isinstance(exc, SaidByMain) and (launch_rank() == 0 or Launch.own_failures)
+
+
+def says_interruption() -> bool:
+    """Whether this process prints that the command was interrupted (Ctrl-C) or terminated (SIGTERM): not where
+    another process of its run stopped first (``Launch.stopped_after_another``), which says it for the run."""
+    return not Launch.stopped_after_another
 
 
 def start_processes(device: str) -> Processes:
@@ -110,7 +119,7 @@ def joined_processes(device: str) -> Iterator[Processes]:
         # stopped is this process's own, and keeps its traceback
         peer = peer_stopped() if procs.distributed and isinstance(exc, RuntimeError) else None
         if peer is None and procs.distributed and not isinstance(exc, AfterMain):  # the main process has left
-            say_stopped(procs)
+            Launch.stopped_after_another = not say_stopped(procs)
         stop_processes(procs)
         if peer is not None:
             raise LiifError(peer) from None
@@ -135,15 +144,16 @@ def run_store() -> dist.Store | None:
     return store
 
 
-def say_stopped(procs: Processes) -> None:
-    """Write this process's rank under ``STOPPED`` in the run's store, unless another process did first."""
+def say_stopped(procs: Processes) -> bool:
+    """Write this process's rank under ``STOPPED`` in the run's store, unless another process did first; whether
+    this one was the first (not where the store has gone: its host stopped first)."""
     store = run_store()
     if store is None:
-        return
+        return False
     try:
-        store.compare_set(STOPPED, "", str(procs.rank))
+        return store.compare_set(STOPPED, "", str(procs.rank)).decode() == str(procs.rank)
     except dist.DistError:  # the store went at this moment: the others find it gone, which says as much
-        pass
+        return False
 
 
 def peer_stopped() -> str | None:

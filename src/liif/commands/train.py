@@ -15,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from tqdm import tqdm
+
 from liif.distributed import launch_rank
 from liif.errors import printable
 from liif.training import resume_config, train
@@ -28,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from this epoch-*.pth")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an --out folder that holds another run, deleting its checkpoints "
-                             "and log (without it, such a folder is refused)")
+                             "and log, or resume a run from an earlier epoch, deleting the checkpoints of the later "
+                             "ones (without it, either is refused)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. optimizer.args.lr=2e-4 (repeatable)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-epoch lines on stdout")
@@ -37,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     """A warning (a skipped image) as one line in the command's style, not Python's file, line and source; under
     torchrun from rank 0 alone, as every process builds the same training set and meets the same images."""
-    if launch_rank() == 0:
-        print(printable(f"liif train: warning: {message}"), file=sys.stderr)
+    if launch_rank() == 0:  # above the bar of the folder being read, not across it
+        tqdm.write(printable(f"liif train: warning: {message}"), file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,9 +16,10 @@ __all__ = ["build_dataset"]
 BYTES_PER_SAMPLE = 80
 
 
-def build_dataset(section: dict[str, Any], seed: int = 0) -> Any:
-    """The wrapper dataset a config section describes (``dataset`` and ``wrapper`` specs)."""
-    base = DATASETS.make(section["dataset"])
+def build_dataset(section: dict[str, Any], seed: int = 0, progress: bool = False) -> Any:
+    """The wrapper dataset a config section describes (``dataset`` and ``wrapper`` specs); ``progress``: a bar
+    while its folders are read."""
+    base = DATASETS.make(section["dataset"], {"progress": progress})
     check_epoch_fits(len(base))
     return DATASETS.make(section["wrapper"], {"dataset": base, "seed": seed})
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 import numpy as np
 import torch
@@ -22,7 +25,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.bounds import Number, flag
+from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, OutputExists, one_line, option, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
@@ -115,13 +118,37 @@ def check_workers(workers: int) -> None:
                         f"({WORKERS_PER_CPU} per CPU, {cpus} CPUs{shared})")
 
 
+def leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker's start: it ignores Ctrl-C, which reaches the main process too (a terminal's reaches the
+    whole process group), and that ends its workers; SIGTERM, from the main process or multiprocessing ending its
+    workers, or from SLURM's scancel, which reaches every process of the job, ends it at once with status 0: one
+    killed by the signal made torch raise "DataLoader worker is killed by signal" below the command's one line. A
+    batch's transfer that the main process cut short by stopping is not reported here either."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, end_worker)
+    sys.excepthook = partial(unless_cut_short, sys.excepthook)
+
+
+def end_worker(signum: int, frame: object) -> NoReturn:
+    """End a DataLoader worker at once, with the status torch takes for a worker that finished."""
+    os._exit(0)
+
+
+def unless_cut_short(excepthook: Callable[..., object], kind: type[BaseException], value: BaseException,
+                     traceback: Any) -> None:
+    """``excepthook``, which multiprocessing's thread that passes a worker's tensors calls, but for a connection
+    the main process closed (reset, or ended before its request: EOFError): it stopped, and says why."""
+    if not isinstance(value, (ConnectionError, EOFError)):
+        excepthook(kind, value, traceback)
+
+
 def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Processes,
-                 train: bool) -> torch.utils.data.DataLoader:
+                 train: bool, progress: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
-    batches may be SampleFailures (``checked`` raises them)."""
+    batches may be SampleFailures (``checked`` raises them). ``progress``: a bar while the folders are read."""
     where = "train_dataset" if train else "val_dataset"
     try:
-        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1))
+        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress)
     except LiifError as exc:
         raise LiifError(f"{where}: {exc}") from None
     batch = section["batch_size"]
@@ -136,7 +163,8 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
     return torch.utils.data.DataLoader(Guarded(dataset, where), collate_fn=partial(collate, where=where),
                                        batch_size=batch // procs.world_size if train else batch, sampler=order,
                                        num_workers=workers, pin_memory=procs.device.type == "cuda",
-                                       persistent_workers=workers > 0)
+                                       persistent_workers=workers > 0,
+                                       worker_init_fn=leave_stopping_to_the_main_process)
 
 
 def new_model(spec: dict[str, Any]) -> nn.Module:
@@ -312,14 +340,48 @@ def replaces_a_run(run_dir: Path, resume: Path | None, overwrite: bool) -> bool:
     return True
 
 
-def make_run_dir(run_dir: Path, replace: bool) -> None:
-    """Create ``run_dir``; when the new run replaces the one there, delete that run's files first."""
+def saved_epoch(path: Path) -> int:
+    """The epoch checkpoint ``path`` of a run folder was written at: epoch-N.pth's N, else the one it holds (0 where
+    it cannot be read)."""
+    numbered = re.fullmatch(r"epoch-(\d+)\.pth", path.name)
+    if numbered:
+        return int(numbered.group(1))
+    try:
+        epoch = read_checkpoint(path).get("epoch")
+    except LiifError:
+        return 0
+    return epoch if COUNT.fits(epoch) else 0
+
+
+def later_checkpoints(run_dir: Path, resume: Path | None, ckpt: dict[str, Any] | None, overwrite: bool) -> list[Path]:
+    """Resuming ``run_dir``'s run from ``resume``, one of its checkpoints older than its epoch-last.pth, the
+    checkpoints of the epochs after it: they would outlive the resumed run's own beside them (epoch-best.pth, or an
+    epoch-N.pth the new run does not reach), and epoch-last.pth would resume them. Refused (a LiifError naming them)
+    unless ``overwrite``, which deletes them. None where epoch-last.pth is not later: a run stopped between its
+    checkpoint writes writes the later ones again."""
+    epoch = None if ckpt is None else ckpt.get("epoch")
+    if (resume is None or not COUNT.fits(epoch) or resume.resolve().parent != run_dir.resolve()
+            or saved_epoch(run_dir / "epoch-last.pth") <= epoch):
+        return []  # a damaged epoch is refused with the rest of the training state
+    later = sorted((path for path in run_dir.glob(CHECKPOINTS) if saved_epoch(path) > epoch), key=saved_epoch)
+    if not overwrite:
+        raise LiifError(f"{run_dir} holds checkpoints of epochs after {resume.name} (epoch {epoch}): "
+                        f"{', '.join(path.name for path in later)}; resume from {run_dir / 'epoch-last.pth'} to go "
+                        f"on from the last, give another folder ({option('run_dir', flag='out')}) to branch off, or pass "
+                        f"{option('overwrite', True)} to delete them")
+    return later
+
+
+def make_run_dir(run_dir: Path, replace: bool, later: list[Path]) -> None:
+    """Create ``run_dir``; when the new run replaces the one there, delete that run's files first, and when it
+    resumes it from an earlier epoch, the ``later`` checkpoints."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if replace:  # its checkpoints would outlive it beside the new run's, and its log would run on
-            for path in [*run_dir.glob(CHECKPOINTS), *run_dir.glob("tensorboard/events.out.tfevents.*"),
-                         run_dir / "log.txt", run_dir / "config.yaml"]:
-                path.unlink(missing_ok=True)
+            later = [*run_dir.glob(CHECKPOINTS), *run_dir.glob("tensorboard/events.out.tfevents.*"),
+                     run_dir / "log.txt", run_dir / "config.yaml"]
+        for path in later:
+            path.unlink(missing_ok=True)
     except OSError as exc:
         raise LiifError(f"{run_dir}: cannot prepare the run folder ({os_reason(exc)})") from None
 
@@ -329,7 +391,8 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     """Train as ``config`` says, writing checkpoints and the log into ``run_dir``; the last epoch's summary.
 
     ``ckpt`` (read from ``resume``, or from the config's ``resume``, when not given) continues a run. A ``run_dir``
-    holding another run's checkpoints is refused unless ``overwrite``; every input is checked before the folder is
+    holding another run's checkpoints, or, resuming its own run from an earlier epoch, those of the later epochs, is
+    refused unless ``overwrite``, which deletes them; every input is checked before the folder is
     created. The config's ``threads`` and ``deterministic`` hold for the run only: torch's settings are given back
     when train returns or raises. Python's, numpy's and torch's global random generators are seeded from ``seed``
     (or a resumed checkpoint's states), as the reference seeds them, and left where the run took them.
@@ -351,8 +414,9 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
         ckpt = read_checkpoint(resume)
     run_dir, resume = Path(run_dir), Path(resume) if resume is not None else None
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
+    later = later_checkpoints(run_dir, resume, ckpt, overwrite)
     with joined_processes(config["device"]) as procs, torch_settings(config["threads"], config["deterministic"]):
-        run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace)
+        run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace, later)
         try:
             for epoch in range(run.epoch_start, config["epoch_max"] + 1):
                 start = time.time()
@@ -367,7 +431,7 @@ class Run:
     """One training run's live objects: model, optimiser, schedule, data, log; the loop drives it epoch by epoch."""
 
     def __init__(self, config: dict[str, Any], run_dir: Path, ckpt: dict[str, Any] | None, quiet: bool,
-                 procs: Processes, source: str, replace: bool):
+                 procs: Processes, source: str, replace: bool, later: list[Path]):
         seed_everything(config["seed"])
         self.config, self.run_dir, self.quiet, self.procs = config, run_dir, quiet, procs
 
@@ -394,8 +458,9 @@ class Run:
                 optimizer_args = config["optimizer"]["args"] or {}  # null in the config: the optimizer's defaults
                 if "lr" in optimizer_args:
                     take_base_lr(self.optimizer, self.scheduler, optimizer_args["lr"])
-            self.train_loader = build_loader(config["train_dataset"], config, procs, True)
-            self.val_loader = (build_loader(config["val_dataset"], config, procs, False)
+            progress = not quiet and procs.is_main  # every process reads the training set: rank 0 shows it
+            self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
+            self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
             if config["benchmark_eval"] and procs.is_main:
                 try:
@@ -405,8 +470,11 @@ class Run:
 
             self.log = None
             if procs.is_main:
-                make_run_dir(run_dir, replace)
+                make_run_dir(run_dir, replace, later)
                 self.log = RunLog(run_dir, quiet, config["tensorboard"])
+                if later:
+                    self.log.line(f"deleted the checkpoints of the epochs after {self.epoch_start - 1}: "
+                                  f"{', '.join(path.name for path in later)}")
                 for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
                     skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
                     if skipped or too_small:
