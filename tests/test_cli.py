@@ -161,6 +161,27 @@ def test_the_command_gives_back_the_signal_handlers_it_found(capsys):
     assert {signum: signal.getsignal(signum) for signum in found} == found
 
 
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_command_a_signal_stopped_gives_back_the_handlers_it_found(monkeypatch, capsys, signum, code):
+    """A program that runs a command in its own process (a test runner) goes on after a signal stopped it: the
+    command left Ctrl-C and SIGTERM ignored, in that program and in every process it started afterwards."""
+    import liif.commands.upscale as upscale_command
+
+    def signalled(args):
+        os.kill(os.getpid(), signum)
+        time.sleep(10)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(upscale_command, "run", signalled)
+    found = {each: signal.getsignal(each) for each in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as stopped:
+        main(["upscale", "in.png", "--scale", "2"])
+    assert stopped.value.code == code and time.monotonic() - started < 5
+    assert capsys.readouterr().err.endswith(f"liif upscale: {'terminated' if code == 143 else 'interrupted'}\n")
+    assert {each: signal.getsignal(each) for each in found} == found
+
+
 def test_a_signal_ignored_when_the_command_starts_stays_ignored():
     """A shell script's background job (`liif train ... &`) ignores Ctrl-C, which is meant for the foreground."""
     found = signal.signal(signal.SIGINT, signal.SIG_IGN)

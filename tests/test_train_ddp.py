@@ -84,13 +84,17 @@ def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(t
 
 
 def test_a_failure_of_rank_0_at_the_end_of_an_epoch_stops_every_rank_in_one_line(tmp_path):
-    set14, set5 = shared_file(BENCHMARKS / "Set14"), shared_file(BENCHMARKS / "Set5")
-    # Set5 has no picture large enough to shave 200 px per side, which rank 0 finds when it runs benchmark_eval
+    set14, set5 = shared_file(BENCHMARKS / "Set14"), tmp_path / "Set5"
+    # a picture cut off in its pixel data: its header reads, so the run starts, and rank 0's benchmark_eval fails
+    # when it reads the picture at the end of epoch 1
+    set5.mkdir()
+    whole = shared_file(BENCHMARKS / "Set5" / "baby.png").read_bytes()
+    (set5 / "baby.png").write_bytes(whole[:len(whole) // 2])
     main, other = run_ranks([sys.executable, "-m", "liif", "train", "--quiet", "--config",
                              ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "run",
                              "--set", f"train_dataset.dataset.args.root_path={set14}",
                              "--set", f"val_dataset.dataset.args.root_path={set14}", "--set", "threads=1",
-                             "--set", f"benchmark_eval={{root: {set5}, scales: [200]}}"],
+                             "--set", f"benchmark_eval={{root: {set5}, scales: [2]}}"],
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert (main.returncode, other.returncode) == (2, 2), other.stderr[-3000:]
     assert main.stderr.startswith("liif train: error: benchmark_eval at epoch 1: ") and main.stderr.count("\n") == 1

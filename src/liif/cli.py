@@ -15,7 +15,7 @@ from typing import Iterator, NoReturn
 from liif import __version__
 from liif.distributed import launch_rank, says_error, says_interruption
 from liif.errors import Caller, LiifError, printable
-from liif_entry import Terminated, interrupted
+from liif_entry import STOP_SIGNALS, Terminated, ignore_stop_signals, interrupted
 
 # subcommand -> its summary; liif.commands.<subcommand> provides add_arguments(parser) and run(args) -> exit code
 SUBCOMMANDS = {
@@ -101,15 +101,11 @@ def keep_freed_buffers() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, KEPT_FREE_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 def stop(signum: int, frame: object) -> NoReturn:
     """Stop the command as Ctrl-C does, a KeyboardInterrupt (``Terminated`` for SIGTERM); either signal is ignored
     from then on, so that a second one (a second Ctrl-C, or torchrun's agent passing on the terminal's) cannot cut
     the clean-up short: it printed a traceback from the DataLoader's workers being joined."""
-    for each in STOP_SIGNALS:
-        signal.signal(each, signal.SIG_IGN)
+    ignore_stop_signals()
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -117,7 +113,8 @@ def stop(signum: int, frame: object) -> NoReturn:
 def stopped_by_signals() -> Iterator[None]:
     """``stop`` handles SIGINT and SIGTERM in a with-block (in the main thread, the one Python gives signals to),
     but one that is ignored stays ignored, as Python leaves it (a shell script's ``liif ... &`` ignores Ctrl-C);
-    the handlers found are given back at its end unless a signal came: the process is then ending."""
+    the handlers found are given back at its end, even after a signal: a program that ran the command in its own
+    process goes on as before (the ``liif`` script, whose process is then ending, ignores them again)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -128,9 +125,8 @@ def stopped_by_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        if all(signal.getsignal(each) in (stop, found[each]) for each in STOP_SIGNALS):
-            for each, handler in found.items():
-                signal.signal(each, handler)
+        for each, handler in found.items():
+            signal.signal(each, handler)
 
 
 def main(argv: list[str] | None = None) -> None:
