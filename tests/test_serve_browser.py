@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
-import time
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
@@ -59,9 +59,12 @@ def upscaled_tile(endpoint: str) -> Callable[[Request], bool]:
     return lambda asked: f"/{endpoint}/3/" in asked.url and asked.url.endswith(".png") and tile_scale(asked.url) > 1
 
 
-def open_viewer(browser: Browser, url: str, width: int, height: int) -> tuple[Page, Record]:
-    """The viewer of butterfly.png served at ``url``, on a ``width`` x ``height`` page, and its Record."""
+def open_viewer(browser: Browser, url: str, width: int, height: int, clock: bool = False) -> tuple[Page, Record]:
+    """The viewer of butterfly.png served at ``url``, on a ``width`` x ``height`` page, and its Record; with
+    ``clock``, the page's timers run on Playwright's clock, which a test can move on."""
     page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    if clock:
+        page.clock.install()
     record = Record()
     page.on("console", lambda message: record.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: record.errors.append(str(error)))
@@ -187,18 +190,23 @@ def test_a_tile_the_server_takes_long_to_render_still_shows(browser, tmp_path, m
     error, and the server dropped the render as the request went. The viewer now waits for the server."""
     app = make_app([small_picture(tmp_path, box=(40, 40, 168, 136))])  # 128x96: its x2 level is one tile
     render, delayed = app.state.service.render, []
+    asked, released = threading.Event(), threading.Event()
 
     def slow(method, picture, request):
         if method == "iiif" and not delayed:
             delayed.append(request.region)
-            time.sleep(32)
+            asked.set()
+            released.wait(60)
         return render(method, picture, request)
 
     monkeypatch.setattr(app.state.service, "render", slow)
     with RunningServer(app) as url:
-        page, record = open_viewer(browser, url, 200, 160)  # OpenSeadragon asks for the x2 tile at once
-        answer = page.wait_for_event("response", upscaled_tile("iiif"), timeout=120_000)
+        page, record = open_viewer(browser, url, 200, 160, clock=True)  # it asks for the x2 tile at once
+        assert asked.wait(60)
+        page.clock.fast_forward("00:31")  # the page's timers: 31 s on, past OpenSeadragon's default
+        with page.expect_response(upscaled_tile("iiif"), timeout=60_000) as answer:
+            released.set()
         page.wait_for_timeout(500)  # drawn
-        assert delayed and answer.status == 200
+        assert answer.value.status == 200
         assert record.errors == []
         page.close()
