@@ -34,7 +34,7 @@ ANIMATION_FORMATS = ["GIF", "WEBP", "PNG"]  # the only formats Pillow may try fo
 MS = Fraction(1, 1000)
 DEFAULT_FRAME_MS = 100.0  # an animation's frame that says nothing of its duration
 SHORTEST_GIF_DELAY_MS = 20  # a GIF delay below it (0 or 1 hundredth) plays as the default, in browsers and FFmpeg
-RGB_FORMATS = {(False, False): "rgb24", (True, False): "rgb48le", (False, True): "rgba", (True, True): "rgba64le"}
+RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
 DEFAULT_RATE = Fraction(25)  # a stream that declares no rate at all
 # Suffixes transport streams share with TypeScript sources: folders take such a file only when it begins like one
 SHARED_SUFFIXES = (".ts", ".mts")
@@ -180,7 +180,7 @@ class VideoClip(Clip):
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.rotation % 180 else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
-            self.rgb_format = RGB_FORMATS[deep, self.alpha]
+            self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
             aspect = 1 / aspect if self.rotation % 180 else aspect

@@ -26,7 +26,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import TIMECODE, main_video, timeline_start
+from liif.video.reader import RGB_FORMATS, TIMECODE, main_video, timeline_start
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -65,7 +65,6 @@ BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
 MPEG_RANGE = 1  # AVCOL_RANGE_MPEG: limited (16-235), as every delivery format
 FULL_RANGE = 2  # AVCOL_RANGE_JPEG: 0-255, the only range swscale writes gray planes in
 COPIED_TYPES = ("audio", "subtitle")
-RGB_FORMATS = {(1, 3): "rgb24", (1, 4): "rgba", (2, 3): "rgb48le", (2, 4): "rgba64le"}  # by bytes a value, channels
 # Tags that describe how the source's video was encoded (mkvmerge's statistics, the encoder, the length, whether
 # VP9 carries alpha), not what it holds: the re-encoded video and the muxer have their own. (The timecode is written
 # from the reader's.)
