@@ -242,6 +242,12 @@ def read_picture(path: str | os.PathLike) -> Picture:
         return picture_from_pil(img)
 
 
+def picture_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of the pixels ``read_picture`` would give, from the file's header alone."""
+    with opened_image(Path(path)) as img:
+        return oriented_size(img)
+
+
 def check_picture(path: str | os.PathLike) -> int:
     """Refuse what ``read_picture`` would refuse by the header alone (not a picture, a format not read, no pixels,
     too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read.

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from liif.data.checks import check_count
 from liif.errors import LiifError, os_reason
 from liif.fileio import atomic_write
-from liif.imageio import IMAGE_SUFFIXES, opened_image, oriented_size, read_picture, rgb8
+from liif.imageio import IMAGE_SUFFIXES, opened_image, picture_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8
 
@@ -66,8 +66,7 @@ def image_size(path: Path) -> tuple[int, int]:
     checking the file's integrity."""
     with opened_image(path) as img:
         img.verify()  # only directly after opening
-    with opened_image(path) as img:
-        return oriented_size(img)
+    return picture_size(path)
 
 
 class CacheUnwritable(LiifError):

@@ -10,7 +10,7 @@ import torch
 
 from liif.errors import LiifError, option, os_reason
 from liif.evaluation.degrade import hr_crop_size, lr_size
-from liif.imageio import IMAGE_SUFFIXES, opened_image, oriented_size, read_picture, rgb8
+from liif.imageio import IMAGE_SUFFIXES, picture_size, read_picture, rgb8
 from liif.resize import from_uint8
 
 
@@ -108,8 +108,7 @@ def image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file as ``read_rgb`` reads it, from its header alone; a LiifError naming the
     file when it is no picture."""
     try:
-        with opened_image(path) as img:
-            return oriented_size(img)
+        return picture_size(path)
     except LiifError as exc:
         raise LiifError(f"{path}: {exc}") from None
 
