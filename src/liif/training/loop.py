@@ -360,10 +360,16 @@ def later_checkpoints(run_dir: Path, resume: Path | None, ckpt: dict[str, Any] |
     unless ``overwrite``, which deletes them. None where epoch-last.pth is not later: a run stopped between its
     checkpoint writes writes the later ones again."""
     epoch = None if ckpt is None else ckpt.get("epoch")
+    last = run_dir / "epoch-last.pth"
+    # a damaged epoch is refused with the rest of the training state; epoch-last.pth itself (the usual resume) has
+    # none later, and is not read again
     if (resume is None or not COUNT.fits(epoch) or resume.resolve().parent != run_dir.resolve()
-            or saved_epoch(run_dir / "epoch-last.pth") <= epoch):
-        return []  # a damaged epoch is refused with the rest of the training state
-    later = sorted((path for path in run_dir.glob(CHECKPOINTS) if saved_epoch(path) > epoch), key=saved_epoch)
+            or resume.resolve() == last.resolve()):
+        return []
+    saved = {path: saved_epoch(path) for path in run_dir.glob(CHECKPOINTS)}  # each read once
+    if saved.get(last, 0) <= epoch:
+        return []
+    later = sorted((path for path, saved_at in saved.items() if saved_at > epoch), key=saved.get)
     if not overwrite:
         raise LiifError(f"{run_dir} holds checkpoints of epochs after {resume.name} (epoch {epoch}): "
                         f"{', '.join(path.name for path in later)}; resume from {run_dir / 'epoch-last.pth'} to go "
