@@ -231,3 +231,40 @@ with joined_processes("cpu") as procs:
 def test_sharded_items_are_gathered_in_order_through_tensors_gloo_has_released(tmp_path):
     lines = two_process_probe(tmp_path, GATHER_PROBE)
     assert lines.count("still held: 0") == 2, lines
+
+
+# A backend whose point-to-point waits return without the peer, as NCCL's do on the host (they order GPU streams):
+# torch's "fake" process group, over a real store. Rank 0 leaves once rank 1 has waited a while.
+MAIN_LEAVES = """
+import os, sys, time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.testing._internal.distributed.fake_pg  # noqa: F401  registers the "fake" backend
+from liif.distributed import Processes, stop_processes, wait_for_main_to_leave
+
+rank = int(os.environ["RANK"])
+store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), 2, rank == 0)
+dist.init_process_group("fake", store=store, rank=rank, world_size=2)
+events = Path("events")
+if rank == 1:
+    Path("waiting").touch()
+    wait_for_main_to_leave()
+    with events.open("a") as f:
+        f.write("rank 1 returned\\n")
+else:
+    while not Path("waiting").exists():
+        time.sleep(0.01)
+    time.sleep(1)
+    with events.open("a") as f:
+        f.write("rank 0 leaves\\n")
+    stop_processes(Processes(0, 2, torch.device("cpu")))
+"""
+
+
+def test_the_others_wait_for_the_main_process_to_leave_where_point_to_point_waits_do_not_block(tmp_path):
+    (tmp_path / "probe.py").write_text(MAIN_LEAVES)
+    ranks = wait_ranks(start_ranks([sys.executable, "probe.py"], {**os.environ, "OMP_NUM_THREADS": "1"}, tmp_path))
+    assert [rank.returncode for rank in ranks] == [0, 0], [rank.stderr[-2000:] for rank in ranks]
+    assert (tmp_path / "events").read_text() == "rank 0 leaves\nrank 1 returned\n"

@@ -7,7 +7,7 @@ import os
 import pickle
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterator
@@ -20,6 +20,8 @@ from liif.runtime import pick_device
 
 # The store key under which the first process of a run to stop writes its rank.
 STOPPED = "liif/stopped"
+# The store key the main process (rank 0) writes as it leaves the process group.
+MAIN_LEFT = "liif/main-left"
 # How long a stopping process waits for the run's store: one that does not answer by then is as good as gone.
 STORE_TIMEOUT = timedelta(seconds=5)
 
@@ -98,8 +100,10 @@ def start_processes(device: str) -> Processes:
 
 
 def stop_processes(procs: Processes) -> None:
-    """Leave the process group."""
+    """Leave the process group; the main process says so in the run's store (``wait_for_main_to_leave``)."""
     if procs.distributed and dist.is_initialized():
+        if procs.is_main:
+            say_main_left()
         dist.destroy_process_group()
 
 
@@ -188,7 +192,7 @@ def main_work(procs: Processes, what: str) -> Iterator[None]:
         main_ok(procs, False)
         raise
     if not main_ok(procs, True):
-        wait_for_main_to_leave(procs)
+        wait_for_main_to_leave()
         raise AfterMain(f"the main process (rank 0) failed {what}; its error says why")
 
 
@@ -214,20 +218,33 @@ def alike(procs: Processes) -> Iterator[None]:
     rank, message = failed[0]
     if procs.is_main:
         raise error or LiifError(f"rank {rank}: {message}")
-    wait_for_main_to_leave(procs)
+    wait_for_main_to_leave()
     raise SaidByMain(message)
 
 
-def wait_for_main_to_leave(procs: Processes, timeout: timedelta = timedelta(seconds=60)) -> None:
-    """Return once the main process has left the process group (its connections closed), or after ``timeout``."""
+def wait_for_main_to_leave(timeout: timedelta = timedelta(seconds=60)) -> None:
+    """Return once the main process has left the process group (said so in the run's store, or gone with the store
+    it hosted), or after ``timeout``."""
     # torchrun's agent ends every process once one has failed: the main process, which says why the run stopped,
-    # leaves first so that it has said so before that
-    never_sent = torch.zeros(1, device=procs.device)
-    try:
-        dist.irecv(never_sent, src=0).wait(timeout)
-    except RuntimeError:  # gloo: "Connection closed by peer", the main process gone; or the timeout
-        pass
-    released(never_sent)
+    # leaves first so that it has said so before that. The wait is the host's, through the store: NCCL's
+    # point-to-point waits only order the GPU's streams, and return at once.
+    deadline = time.monotonic() + timeout.total_seconds()
+    while time.monotonic() < deadline:
+        store = run_store()
+        try:
+            if store is None or store.check([MAIN_LEFT]):
+                return
+        except dist.DistError:  # the store went at this moment, with its host
+            return
+        time.sleep(0.05)
+
+
+def say_main_left() -> None:
+    """Write ``MAIN_LEFT`` in the run's store (nothing where its host has gone)."""
+    store = run_store()
+    if store is not None:
+        with suppress(dist.DistError):  # the store went at this moment: the others find it gone
+            store.set(MAIN_LEFT, "1")
 
 
 def main_ok(procs: Processes, ok: bool) -> bool:
