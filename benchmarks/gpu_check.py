@@ -28,16 +28,20 @@ Sections, in the order they run (SECTIONS: what no card has measured first, then
   query_compile  b. the query throughput with torch.compile (encode and query compiled)
 The peak GPU memory of every case and section (e.) is in each table and in a summary table.
 
-Each section runs in a child process of this script with a time limit (its own, and what is left of --budget),
-so that a hang, a crash or an out-of-memory error costs that section only; the child saves its results after
-every case, so a section cut short still reports what it measured. After each section DIR/gpu_report.json and
-DIR/gpu_report.md are rewritten, and the section's markdown is printed. This parent process never imports torch.
+Each section runs in a child process of this script with a time limit (its own, within what is left of --budget
+less the time to stop it), so that the run, every section taking its longest, still ends within the budget, and
+a hang or an out-of-memory error costs that section only; the child saves its results after every case, so a
+section cut short still reports what it measured. A child that crashes during a case, or whose CUDA context a
+case's error spoils (a Triton kernel's illegal memory access, say), costs that case only: a new child goes on
+with the cases after it. After each section DIR/gpu_report.json and DIR/gpu_report.md are rewritten, and the
+section's markdown is printed. This parent process never imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -50,6 +54,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from common import BENCHMARK_SETS, REFERENCE_CHUNK, ROOT, best_of, predict
 
@@ -75,6 +80,13 @@ INTERPRETER_SECTIONS = ("triton",)
 SECTION_NAMES = [s[0] for s in SECTIONS]
 REPORT_ORDER = ["device", "render", "query", "triton", "query_compile", "encoder", "psnr", "train", "train_compile",
                 "video"]
+# The most a section's process takes to end once stopped (SIGTERM, then SIGKILL), within the budget; a section
+# offered fewer than MIN_SECTION_S seconds is skipped (starting its process and torch takes some).
+STOP_S = 10
+MIN_SECTION_S = 10
+TIMEOUT = "timeout:"
+UNFINISHED = "did not finish: the section was stopped during this case"
+CONTEXT_LOST = 3  # a section process's exit code once a CUDA error has spoilt its context
 COMPILE_BUDGET_S = 90  # a compiled case that has not finished compiling by then is recorded as too slow
 README_SET14 = {"x2": 33.6824, "x3": 30.3589, "x4": 28.6397}  # README, CPU fp32, --degrade pil
 MODE_TEXT = {"fp32": "fp32, TF32 off", "tf32": "fp32, TF32 on", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
@@ -92,6 +104,16 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """A block that SIGTERM does not cut: one arriving meanwhile is delivered at its end."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -107,45 +129,105 @@ def on_sigterm(signum, frame):  # `timeout` sends SIGTERM: stop the current chil
     raise Interrupted(f"signal {signum}")
 
 
-def run_section(name: str, title: str, limit: float, args: argparse.Namespace, sections: dict) -> None:
-    """Run one section in a child process (its own process group) within ``limit`` seconds; its result goes
-    into ``sections[name]`` whatever happens, an interrupt (SIGTERM) of this process included."""
-    result_path = Path(args.scratch) / f"section-{name}.json"  # not in --out: only the reports go there
-    result_path.unlink(missing_ok=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--result", str(result_path),
+def section_limit(most: float, left: float) -> float:
+    """Seconds a section may run: at most ``most``, and few enough that, stopped at its limit, its process has
+    ended within what is ``left`` of the budget; 0 (skip it) where that leaves under MIN_SECTION_S."""
+    limit = min(most, left - STOP_S)
+    return limit if limit >= MIN_SECTION_S else 0
+
+
+def run_sections(wanted: list[str], budget: float, quick: bool, run, report: dict,
+                 clock=time.monotonic) -> Iterator[str]:
+    """Run the ``wanted`` sections in SECTIONS' order, each through ``run(name, title, limit)`` while the budget
+    lasts, the others recorded as skipped; yield each one's name once it is in ``report``."""
+    deadline = clock() + budget
+    for name, title, most, quick_most in SECTIONS:
+        if name not in wanted:
+            continue
+        limit = section_limit(quick_most if quick else most, deadline - clock())
+        if limit:
+            run(name, title, limit)
+        else:
+            report["sections"][name] = {"title": title, "cases": [],
+                                        "status": f"skipped: the {budget:.0f} s budget is spent"}
+        yield name
+
+
+def stop_group(proc: subprocess.Popen) -> bool:
+    """End ``proc`` and its process group within STOP_S: SIGTERM, then SIGKILL; whether it has ended (a process
+    stuck in the GPU driver may outlast even SIGKILL: it is left behind, not waited for)."""
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, stop)
+        try:
+            proc.wait(timeout=STOP_S / 2)
+            return True
+        except subprocess.TimeoutExpired:
+            pass
+    return False
+
+
+def section_process(name: str, limit: float, result_path: Path, args: argparse.Namespace) -> str | None:
+    """Run section ``name`` in a child process (its own process group) for at most ``limit`` seconds, ended
+    within STOP_S after that or after an interrupt (SIGTERM) of this process; how it ended, None where well
+    ("was killed by SIGSEGV", "lost its CUDA context", "timeout: stopped after 40 s")."""
+    command = [sys.executable, str(Path(sys.argv[0]).resolve()), "--child", name, "--result", str(result_path),
                "--device", args.device, "--data-root", str(args.data_root), "--time-limit", f"{limit:.0f}"]
     if args.quick:
         command.append("--quick")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONUNBUFFERED", "1")
-    start = time.monotonic()
-    status = None
     proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     try:
         code = proc.wait(timeout=limit)
-        if code != 0:
-            status = f"child exited with code {code}"
     except subprocess.TimeoutExpired:
-        status = f"timeout: stopped after {limit:.0f} s"
+        return f"{TIMEOUT} stopped after {limit:.0f} s"
+    finally:
+        if proc.poll() is None and not stop_group(proc):
+            print(f"  {name}: its process {proc.pid} did not end on SIGKILL; left behind", flush=True)
+    if code == 0:
+        return None
+    if code == CONTEXT_LOST:
+        return "lost its CUDA context"
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+
+
+def run_section(name: str, title: str, limit: float, args: argparse.Namespace, sections: dict) -> None:
+    """Run one section within ``limit`` seconds; its result goes into ``sections[name]`` whatever happens, an
+    interrupt (SIGTERM) of this process included. Where its process ends during a case (a crash, or a CUDA error
+    that spoils the context), a new process goes on with the cases after that one, in the time left."""
+    result_path = Path(args.scratch) / f"section-{name}.json"  # not in --out: only the reports go there
+    result_path.unlink(missing_ok=True)
+    start = time.monotonic()
+    notes, status, recorded = [], None, 0
+    try:
+        while True:
+            ended = section_process(name, limit - (time.monotonic() - start), result_path, args)
+            status = ended if ended is None or ended.startswith(TIMEOUT) else f"its process {ended}"
+            result = read_json(result_path) or {}
+            cases = result.get("cases", [])
+            if status == ended or len(cases) == recorded:
+                break  # done, out of time, or ended before a case: a new process would do no better
+            recorded = len(cases)
+            label = cases[-1].get("label")
+            if cases[-1].get("error") == UNFINISHED:
+                cases[-1]["error"] = f"the section's process {ended} during this case"
+            write_atomic(result_path, json.dumps(result, indent=1) + "\n")
+            if limit - (time.monotonic() - start) < MIN_SECTION_S:
+                status += f" during '{label}', with no time left for the cases after it"
+                break
+            notes.append(f"the section's process {ended} during '{label}'; a new process ran the cases after it")
     except BaseException as exc:
         status = f"interrupted ({exc or type(exc).__name__})"
         raise
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
         result = read_json(result_path) or {"cases": []}
         result_path.unlink(missing_ok=True)
         if status is not None:
             result["status"] = status + (" (partial results)" if result.get("cases") else "")
         result.setdefault("status", "no result written")
+        result["notes"] = notes + result.get("notes", [])
         result.update(title=title, seconds=round(time.monotonic() - start, 1), time_limit_s=round(limit))
         sections[name] = result
 
@@ -185,27 +267,22 @@ def main() -> int:
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
               "python": platform.python_version(), "argv": sys.argv[1:], "device": args.device, "quick": args.quick,
               "data_root": str(args.data_root), "budget_s": budget, "sections": {}}
-    deadline = time.monotonic() + budget
     started = time.monotonic()
 
     def save() -> None:
         report["elapsed_s"] = round(time.monotonic() - started, 1)
-        write_atomic(args.out / "gpu_report.json", json.dumps(report, indent=1) + "\n")
-        write_atomic(args.out / "gpu_report.md", render_report(report))
+        with sigterm_held():  # a report is never cut halfway
+            write_atomic(args.out / "gpu_report.json", json.dumps(report, indent=1) + "\n")
+            write_atomic(args.out / "gpu_report.md", render_report(report))
+
+    def run(name: str, title: str, limit: float) -> None:
+        print(f"\n## running {name} (limit {limit:.0f} s)", flush=True)
+        run_section(name, title, limit, args, report["sections"])
 
     save()
     print(f"# gpu_check: sections {', '.join(wanted)}; budget {budget:.0f} s; reports in {args.out}", flush=True)
     try:
-        for name, title, limit, quick_limit in SECTIONS:
-            if name not in wanted:
-                continue
-            limit = min(quick_limit if args.quick else limit, deadline - time.monotonic())
-            if limit < 10:
-                report["sections"][name] = {"title": title, "cases": [],
-                                            "status": f"skipped: the {budget:.0f} s budget is spent"}
-            else:
-                print(f"\n## running {name} (limit {limit:.0f} s)", flush=True)
-                run_section(name, title, limit, args, report["sections"])
+        for name in run_sections(wanted, budget, args.quick, run, report):
             save()
             print(render_section(name, report), flush=True)
     except Interrupted as exc:
@@ -465,27 +542,58 @@ RENDERERS = {"device": render_device, "render": render_render, "query": render_q
 # ----------------------------------------------------------------------------------------------------------------
 
 class Result(dict):
-    """A section's results, saved atomically to ``path`` after every case."""
+    """A section's results, saved atomically to ``path`` after every case; it goes on from the cases an earlier
+    process of the section recorded there (``earlier``: by label), which this one does not run again."""
 
     def __init__(self, path: Path):
-        super().__init__(cases=[])
+        super().__init__(read_json(path) or {})
+        self.setdefault("cases", [])
+        self.earlier = {case["label"]: case for case in self["cases"]}
         self.path = path
 
     def save(self) -> None:
         write_atomic(self.path, json.dumps(self, indent=1, default=str) + "\n")
 
+    def skip(self, label: str, why: str, **fields) -> None:
+        """Record case ``label`` as not run, for ``why``."""
+        if label not in self.earlier:
+            self["cases"].append({"label": label, **fields, "error": f"skipped: {why}"})
+            self.save()
+
+
+class ContextLost(BaseException):
+    """A CUDA error has spoilt this process's context: no later case can run in it."""
+
 
 class Ctx:
     def __init__(self, args: argparse.Namespace):
-        import torch
-
-        self.torch = torch
         self.quick = args.quick
-        self.device = torch.device(args.device)
-        self.cuda = self.device.type == "cuda"
+        self.device_name = args.device
+        self.cuda = args.device.split(":")[0] == "cuda"
         self.data_root = args.data_root
         self.start = time.monotonic()
         self.time_limit = args.time_limit or 1e9
+
+    @functools.cached_property
+    def torch(self):
+        import torch  # on first use: a section that needs no torch starts at once
+
+        return torch
+
+    @functools.cached_property
+    def device(self):
+        return self.torch.device(self.device_name)
+
+    def context_lost(self) -> bool:
+        """Whether a CUDA error has spoilt this process's context (an illegal memory access, say: every CUDA call
+        fails from then on), which an ordinary error, out of memory included, does not."""
+        if not self.cuda:
+            return False
+        try:
+            self.torch.cuda.synchronize(self.device)
+        except Exception:
+            return True
+        return False
 
     def left(self) -> float:
         return self.time_limit - (time.monotonic() - self.start)
@@ -525,8 +633,12 @@ class Ctx:
 
 
 def attempt(ctx: Ctx, result: Result, label: str, fn, **fields) -> dict | None:
-    """Run one case; record its dict (or its error) in ``result`` and save. Never raises (but KeyboardInterrupt)."""
-    case = {"label": label, **fields, "error": "did not finish: the section was stopped during this case"}
+    """Run one case (not one an earlier process of the section ran); record its dict (or its error) in ``result``
+    and save. Raises nothing but KeyboardInterrupt, and ContextLost where the case's error spoilt the context."""
+    if label in result.earlier:
+        return None if "error" in result.earlier[label] else result.earlier[label]
+    case = {"label": label, **fields, "error": UNFINISHED}
+    lost = False
     result["cases"].append(case)  # saved first, so that a case cut short by the time limit is named
     result.save()
     try:
@@ -537,7 +649,11 @@ def attempt(ctx: Ctx, result: Result, label: str, fn, **fields) -> dict | None:
     except Exception as exc:
         case["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:400] if str(exc).strip() else ''}"
         case["traceback"] = traceback.format_exc(limit=8)[-4000:]
-        case["peak_mib"] = ctx.peak_mib()
+        lost = ctx.context_lost()
+        if lost:
+            case["error"] += " (the CUDA context is lost)"
+        else:
+            case["peak_mib"] = ctx.peak_mib()
     finally:
         if ctx.cuda:
             with contextlib.suppress(Exception):
@@ -547,6 +663,8 @@ def attempt(ctx: Ctx, result: Result, label: str, fn, **fields) -> dict | None:
                             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in case.items() if k not in ("label", "traceback")
                                       and not isinstance(v, (dict, list)))), flush=True)
+    if lost:
+        raise ContextLost(label)
     return None if "error" in case else case
 
 
@@ -569,6 +687,9 @@ def run_child(args: argparse.Namespace) -> int:
         CHILDREN[args.child](ctx, result)
         failed = sum(1 for c in result["cases"] if c.get("error"))
         result["status"] = "ok" if not failed else f"ok, {failed} case(s) failed"
+    except ContextLost:  # the parent starts a new process for the cases after this one
+        sys.stdout.flush()
+        os._exit(CONTEXT_LOST)  # no clean-up: CUDA calls fail or hang on a spoilt context
     except Exception:
         result["status"] = "error"
         result["error"] = traceback.format_exc(limit=10)[-5000:]
@@ -974,9 +1095,8 @@ def section_query_compile(ctx: Ctx, result: Result) -> None:
     started = time.monotonic()
     for (label, in_size, out_size), path, chunk in order:
         if time.monotonic() - started > COMPILE_BUDGET_S:
-            result["cases"].append({"label": f"{label} {path} compiled", "case": label, "path": path,
-                                    "error": f"skipped: the section's {COMPILE_BUDGET_S} s compile budget is spent"})
-            result.save()
+            result.skip(f"{label} {path} compiled", f"the section's {COMPILE_BUDGET_S} s compile budget is spent",
+                        case=label, path=path)
             continue
         if path not in models:
             model = released_model(ctx, path)
@@ -1049,9 +1169,7 @@ def section_render(ctx: Ctx, result: Result) -> None:
     for mode, kernel in plan:
         label = f"compile {mode}" if kernel == "torch" else f"kernel {kernel}"
         if mode != "none" and ctx.left() < 45:  # a compile that cannot finish measures nothing
-            result["cases"].append({"label": label, "compile": mode, "kernel": kernel,
-                                    "error": f"skipped: {ctx.left():.0f} s left in the section"})
-            result.save()
+            result.skip(label, f"{ctx.left():.0f} s left in the section", compile=mode, kernel=kernel)
             continue
 
         def run(mode=mode, kernel=kernel):

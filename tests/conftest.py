@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -47,6 +48,21 @@ def load_benchmark(name: str) -> ModuleType:
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def gpu_check_with(tmp_path: Path, sections: str, *args: str) -> dict:
+    """benchmarks/gpu_check.py run with the functions ``section_NAME`` that ``sections`` (Python source) defines in
+    place of its own, the wrapper itself being what each section's process runs; the report it wrote
+    (gpu_report.json, in tmp_path / "out")."""
+    script = tmp_path / "gpu_check_with.py"
+    script.write_text(f"import os, signal, sys\nsys.path.insert(0, {str(ROOT / 'benchmarks')!r})\nimport gpu_check\n"
+                      f"{sections}\nfor name in gpu_check.CHILDREN:\n"
+                      "    gpu_check.CHILDREN[name] = globals().get(f'section_{name}', gpu_check.CHILDREN[name])\n"
+                      "sys.exit(gpu_check.main())\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    result = run_group([sys.executable, script, "--out", tmp_path / "out", *args], env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "out" / "gpu_report.json").read_text())
 
 
 def shared_file(path: Path) -> Path:

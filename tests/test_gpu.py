@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 import liif
-from conftest import (BENCHMARKS, DECODERS, QUERY_SETS, REFERENCE, ROOT, TINY, TINY_FIXTURES, query_set_outputs,
-                      run_group, shared_file)
+from conftest import (BENCHMARKS, DECODERS, QUERY_SETS, REFERENCE, ROOT, TINY, TINY_FIXTURES, gpu_check_with,
+                      query_set_outputs, run_group, shared_file)
 from facts import REFERENCE_Y_PSNR
 from liif.checkpoint import read_checkpoint
 from liif.cli import main
@@ -151,50 +151,6 @@ def test_a_model_put_on_cuda_encodes_channels_last_with_the_auto_tile_and_render
     on_cpu = liif.render(cpu, image, size, tile=32)
     diff = float((on_gpu - on_cpu).abs().max())
     assert diff <= 1e-4, diff
-
-
-KERNEL_ENTRY = {"triton": "fused_query", "triton-first-layer": "first_layer"}
-
-
-@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
-@pytest.mark.parametrize("name", ["tiny-edsr-liif", "tiny-edsr-liif-no-ensemble", "edsr-baseline-liif"])
-def test_triton_kernels_on_cuda_equal_the_torch_fast_path(name: str, kernel: str, kernel_launches) -> None:
-    """The compiled kernels (tests/test_triton_kernel.py checks them in the interpreter) on every query set of
-    the reference fixtures, edges and ties included; fp32 with TF32 off."""
-    if name == "edsr-baseline-liif":
-        source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
-    else:
-        source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
-    model = liif.load_model(source, "cuda")
-    expected = query_set_outputs(model, fixture)
-    model.query_kernel = kernel
-    got = query_set_outputs(model, fixture)
-    assert kernel_launches[KERNEL_ENTRY[kernel]] == len(QUERY_SETS)
-    assert max(max_abs(got, expected).values()) <= 1e-4, max_abs(got, expected)
-
-
-@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
-def test_triton_kernels_render_a_real_picture_as_torch_in_fp32_and_bf16(kernel: str, kernel_launches) -> None:
-    """The released model over a whole output grid in chunks: fp32 within 1e-4 of the torch fast path; under bf16
-    autocast within test_bf16_autocast_stays_close_to_fp32's bounds of fp32 and of torch's own bf16."""
-    model = liif.load_model("edsr-baseline-liif", "cuda")
-    inp, size = bird_input(96), (192, 192)
-    renders = {}
-    for kind in ("torch", kernel):
-        model.query_kernel = kind
-        renders[kind, "fp32"] = render_grid(model, inp, size, chunk=10000)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            renders[kind, "bf16"] = render_grid(model, inp, size, chunk=10000)
-    assert kernel_launches[KERNEL_ENTRY[kernel]] == 2 * math.ceil(192 * 192 / 10000)
-    fp32_diff = float((renders[kernel, "fp32"] - renders["torch", "fp32"]).abs().max())
-    assert fp32_diff <= 1e-4, fp32_diff
-    for reference in (renders["torch", "fp32"], renders["torch", "bf16"]):
-        bf16 = renders[kernel, "bf16"]
-        assert torch.isfinite(bf16).all()
-        diff = (bf16 - reference).abs()
-        mse = float((((bf16 * 0.5 + 0.5).clamp(0, 1) - (reference * 0.5 + 0.5).clamp(0, 1)) ** 2).mean())
-        stats = {"mean": float(diff.mean()), "max": float(diff.max()), "psnr": -10 * math.log10(max(mse, 1e-20))}
-        assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and stats["psnr"] >= 45, stats
 
 
 def test_upscale_cli_kernel_triton_on_cuda_matches_torch(tmp_path: Path) -> None:
@@ -356,7 +312,7 @@ def test_queries_compiled_as_cuda_graphs_render_as_eager() -> None:
 
 
 def test_train_smoke_compiled_on_cuda(tmp_path: Path) -> None:
-    """``compile: true`` (torch.compile of the training step's model); in a subprocess, bounded in time. Last in
+    """``compile: true`` (torch.compile of the training step's model); in a subprocess, bounded in time. Late in
     the file: compiling is the slowest and least predictable step."""
     result = run_group([sys.executable, "-m", "liif", "train", "--quiet",
                         *train_args(tmp_path / "run", "--set", "compile=true")], env=subprocess_env(), timeout=150)
@@ -384,3 +340,74 @@ def test_video_on_cuda_batches_frames_like_single_frames(tmp_path: Path) -> None
     assert len(frames[4]) == 12
     assert max(np.abs(a - b).max() for a, b in zip(frames[1], frames[4])) <= 1
     assert packets(tmp_path / "b4.mkv", "audio") == packets(source, "audio")
+
+
+# A case that spoils its process's CUDA context (a device-side assert: an index out of bounds on the GPU) between
+# two that do not.
+CONTEXT_SPOILING = """
+def spoil(ctx):
+    torch = ctx.torch
+    torch.zeros(4, device="cuda")[torch.tensor([10], device="cuda")]
+    torch.cuda.synchronize()
+
+
+def section_query(ctx, result):
+    gpu_check.attempt(ctx, result, "before", lambda: {"value": float(ctx.torch.ones(1, device="cuda").sum())})
+    gpu_check.attempt(ctx, result, "spoil", lambda: spoil(ctx))
+    gpu_check.attempt(ctx, result, "after", lambda: {"value": float(ctx.torch.ones(3, device="cuda").sum())})
+"""
+
+
+def test_gpu_check_runs_the_cases_after_one_that_spoils_the_cuda_context_in_a_new_process(tmp_path: Path) -> None:
+    query = gpu_check_with(tmp_path, CONTEXT_SPOILING, "--sections", "query")["sections"]["query"]
+    cases = {case["label"]: case for case in query["cases"]}
+    assert cases["before"]["value"] == 1 and cases["after"]["value"] == 3, query
+    assert cases["spoil"]["error"].endswith("(the CUDA context is lost)"), query
+    assert query["notes"] == ["the section's process lost its CUDA context during 'spoil'; a new process ran the "
+                              "cases after it"], query
+
+
+# The Triton kernels in this process last: an illegal memory access spoils the process's CUDA context, and every
+# test after it on the GPU would fail too.
+KERNEL_ENTRY = {"triton": "fused_query", "triton-first-layer": "first_layer"}
+
+
+@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
+@pytest.mark.parametrize("name", ["tiny-edsr-liif", "tiny-edsr-liif-no-ensemble", "edsr-baseline-liif"])
+def test_triton_kernels_on_cuda_equal_the_torch_fast_path(name: str, kernel: str, kernel_launches) -> None:
+    """The compiled kernels (tests/test_triton_kernel.py checks them in the interpreter) on every query set of
+    the reference fixtures, edges and ties included; fp32 with TF32 off."""
+    if name == "edsr-baseline-liif":
+        source, fixture = name, np.load(shared_file(REFERENCE / "edsr-baseline-liif-release.npz"))
+    else:
+        source, fixture = shared_file(REFERENCE / f"{name}.pth"), np.load(shared_file(REFERENCE / f"{name}.npz"))
+    model = liif.load_model(source, "cuda")
+    expected = query_set_outputs(model, fixture)
+    model.query_kernel = kernel
+    got = query_set_outputs(model, fixture)
+    assert kernel_launches[KERNEL_ENTRY[kernel]] == len(QUERY_SETS)
+    assert max(max_abs(got, expected).values()) <= 1e-4, max_abs(got, expected)
+
+
+@pytest.mark.parametrize("kernel", ["triton", "triton-first-layer"])
+def test_triton_kernels_render_a_real_picture_as_torch_in_fp32_and_bf16(kernel: str, kernel_launches) -> None:
+    """The released model over a whole output grid in chunks: fp32 within 1e-4 of the torch fast path; under bf16
+    autocast within test_bf16_autocast_stays_close_to_fp32's bounds of fp32 and of torch's own bf16."""
+    model = liif.load_model("edsr-baseline-liif", "cuda")
+    inp, size = bird_input(96), (192, 192)
+    renders = {}
+    for kind in ("torch", kernel):
+        model.query_kernel = kind
+        renders[kind, "fp32"] = render_grid(model, inp, size, chunk=10000)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            renders[kind, "bf16"] = render_grid(model, inp, size, chunk=10000)
+    assert kernel_launches[KERNEL_ENTRY[kernel]] == 2 * math.ceil(192 * 192 / 10000)
+    fp32_diff = float((renders[kernel, "fp32"] - renders["torch", "fp32"]).abs().max())
+    assert fp32_diff <= 1e-4, fp32_diff
+    for reference in (renders["torch", "fp32"], renders["torch", "bf16"]):
+        bf16 = renders[kernel, "bf16"]
+        assert torch.isfinite(bf16).all()
+        diff = (bf16 - reference).abs()
+        mse = float((((bf16 * 0.5 + 0.5).clamp(0, 1) - (reference * 0.5 + 0.5).clamp(0, 1)) ** 2).mean())
+        stats = {"mean": float(diff.mean()), "max": float(diff.max()), "psnr": -10 * math.log10(max(mse, 1e-20))}
+        assert stats["mean"] <= 0.01 and stats["max"] <= 0.15 and stats["psnr"] >= 45, stats

@@ -4,6 +4,7 @@ started, which would otherwise go on using the card while gpu_check measures it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,3 +76,18 @@ def test_a_stopped_test_ends_the_process_group_it_waits_on(tmp_path: Path, stop:
         pytest_run.kill()
         if pid is not None and running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_gpu_check_gets_no_more_than_what_the_call_has_left(tmp_path: Path) -> None:
+    """The set-up and tests took all of END_BY: gpu_check still writes its report, every section skipped, instead
+    of taking time the call does not have."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "END_BY": "20", "GPU_TESTS": "0", "LIIF_SHARED": str(tmp_path),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+           "GPU_CHECK_ARGS": "--device cpu --sections device,query"}
+    result = subprocess.run(["bash", ROOT / "benchmarks" / "gpu_run.sh"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads((out / "gpu_report.json").read_text())
+    assert report["budget_s"] == 0 and report.get("finished"), report
+    assert [section["status"] for section in report["sections"].values()] == ["skipped: the 0 s budget is spent"] * 2
