@@ -227,7 +227,8 @@ def run_section(name: str, title: str, limit: float, args: argparse.Namespace, s
         if status is not None:
             result["status"] = status + (" (partial results)" if result.get("cases") else "")
         result.setdefault("status", "no result written")
-        result["notes"] = notes + result.get("notes", [])
+        if notes:
+            result["notes"] = notes
         result.update(title=title, seconds=round(time.monotonic() - start, 1), time_limit_s=round(limit))
         sections[name] = result
 
