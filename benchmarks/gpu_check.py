@@ -179,13 +179,16 @@ def section_process(name: str, limit: float, result_path: Path, args: argparse.N
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    code = None
     try:
         code = proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        return f"{TIMEOUT} stopped after {limit:.0f} s"
+        pass
     finally:
-        if proc.poll() is None and not stop_group(proc):
-            print(f"  {name}: its process {proc.pid} did not end on SIGKILL; left behind", flush=True)
+        left_behind = proc.poll() is None and not stop_group(proc)
+    if code is None:  # what later sections measure may suffer from a process left behind on the card
+        return f"{TIMEOUT} stopped after {limit:.0f} s" + (f"; its process {proc.pid} outlived SIGKILL, left behind"
+                                                           if left_behind else "")
     if code == 0:
         return None
     if code == CONTEXT_LOST:
