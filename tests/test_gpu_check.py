@@ -26,7 +26,8 @@ def test_every_section_taking_its_most_and_then_its_stop_still_ends_within_the_b
     clock, ran, report = Clock(), [], {"sections": {}}
     start, every = clock.now, budget == "all"
     if every:  # just enough for every section at its most
-        budget = sum((quick_most if quick else most) + gpu_check.STOP_S for _, _, most, quick_most in gpu_check.SECTIONS)
+        budget = sum((quick_most if quick else most) + gpu_check.STOP_S
+                     for _, _, most, quick_most in gpu_check.SECTIONS)
 
     def run(name: str, title: str, limit: float) -> None:  # stopped at its limit, and slow to stop
         ran.append(name)
