@@ -1,6 +1,7 @@
-"""The test stage of the GPU call (benchmarks/gpu_run.sh) ends whole: a test stopped from outside, by the
-stage's time limit (SIGTERM) or by pytest-timeout (a failure raised while it waits), ends the processes it
-started, which would otherwise go on using the card while gpu_check measures it."""
+"""The GPU call (benchmarks/gpu_run.sh) ends within its time. Its test stage ends whole: a test stopped from
+outside, by the stage's time limit (SIGTERM) or by pytest-timeout (a failure raised while it waits), ends the
+processes it started, which would otherwise go on using the card while gpu_check measures it; and gpu_check gets
+no more time than the call has left."""
 
 from __future__ import annotations
 
