@@ -416,6 +416,61 @@ def test_a_named_picture_larger_than_the_picture_cache_is_read_once(tmp_path, mo
     assert reads == [picture.resolve()]
 
 
+def test_a_folder_s_picture_larger_than_the_picture_cache_is_read_once(tmp_path, monkeypatch):
+    """The cache was raised for the pictures named alone: a folder's picture above the bound (a 270 MB scan
+    against 256 MB) was read and decoded again for every tile. The bound now grows to the largest picture read."""
+    picture = small_picture(tmp_path / "folder")  # 5184 bytes of pixels, against a cache of 1 KB
+    reads = []
+    monkeypatch.setattr("liif.serve.library.read_picture", lambda path: reads.append(path) or read_picture(path))
+    with TestClient(make_app([tmp_path / "folder"], picture_cache_bytes=1 << 10)) as client:
+        for ask in ("info.json", "0,0,24,18/24,18/0/default.png", "24,0,24,18/24,18/0/default.png",
+                    "0,18,24,18/^48,36/0/default.png", "full/max/0/default.jpg"):
+            answer = client.get(f"/bicubic/3/butterfly.png/{ask}")
+            assert answer.status_code == 200, answer.text
+    assert reads == [picture.resolve()]
+
+
+def test_a_picture_asked_for_by_several_requests_at_once_is_read_once(tmp_path, monkeypatch):
+    """A viewer asks for several tiles of a picture at once: each request read and decoded the whole picture
+    beside the others (six 270 MB copies of a big scan). The others now wait for the first's read."""
+    picture = small_picture(tmp_path)
+    library = Library([tmp_path], 1 << 20)
+    reads, second_read = [], threading.Event()
+
+    def slow_read(path):
+        reads.append(path)
+        if len(reads) == 1:
+            second_read.wait(2)  # long enough for the other request to reach its own read, if it is let through
+        else:
+            second_read.set()
+        return read_picture(path)
+
+    monkeypatch.setattr("liif.serve.library.read_picture", slow_read)
+    found = []
+    readers = [threading.Thread(target=lambda: found.append(library.read(picture.resolve()))) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(reads) == 1 and found[0][0] is found[1][0]
+
+
+def test_a_file_replaced_keeping_its_size_and_time_is_read_again(tmp_path):
+    """A picture replaced by another of the same size and modification time (cp -p, a backup restored) was
+    served as the first: the cache knew a file by its size and time alone."""
+    picture, flipped = tmp_path / "butterfly.bmp", tmp_path / "flipped.bmp"  # uncompressed: the same size
+    Image.open(small_picture(tmp_path)).save(picture)
+    Image.open(picture).transpose(Image.FLIP_TOP_BOTTOM).save(flipped)
+    assert flipped.stat().st_size == picture.stat().st_size
+    library = Library([picture], 1 << 20)
+    first, _ = library.read(picture.resolve())
+    times = picture.stat().st_atime_ns, picture.stat().st_mtime_ns
+    os.replace(flipped, picture)
+    os.utime(picture, ns=times)
+    again, _ = library.read(picture.resolve())
+    assert np.array_equal(again.pixels, first.pixels[::-1])
+
+
 @pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])
 def test_a_max_pixels_that_counts_no_pixels_is_refused_naming_it(tmp_path, max_pixels):
     """As --max-pixels is: NaN would let any answer through, a string fail at the first request."""

@@ -60,7 +60,7 @@ class ServeOptions:
     max_pixels: int = DEFAULT_SERVE_PIXELS
     image_cache_bytes: int = 128 << 20
     feature_cache_bytes: int = FEATURE_CACHE_BYTES
-    picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture named
+    picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture read
     precision: str = "fp32"
     kernel: str | None = None
     compile: str = "none"

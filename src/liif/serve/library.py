@@ -5,6 +5,8 @@ pictures read from those files, kept while they are unchanged."""
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from pathlib import Path
 
 from liif.errors import LiifError
@@ -20,17 +22,19 @@ def file_identifier(path: str | os.PathLike) -> str:
 
 class Library:
     """Served files (by name) and folders (by relative path, searched in the order given), and the pictures
-    read from them (at most ``cache_bytes`` kept, or the largest file named if it is more).
+    read from them (at most ``cache_bytes`` kept, or the largest picture read if it is more).
 
     Each file named is checked here, so that one that is not a picture is refused before anything is served:
-    by its header (``check_picture``: cheap for a big file, and it tells the bytes the picture takes once read),
-    and with ``read`` by reading it whole, kept for its first request. A folder's pictures are read when asked
-    for."""
+    by its header (``check_picture``: cheap for a big file), and with ``read`` by reading it whole, kept for its
+    first request. A folder's pictures are read when asked for."""
 
     def __init__(self, paths: list[str | os.PathLike], cache_bytes: int, read: bool = False) -> None:
         self.files: dict[str, Path] = {}
         self.folders: list[Path] = []
         self.pictures: ByteLRU[Picture] = ByteLRU(cache_bytes, lambda p: p.pixels.nbytes)
+        # a lock per file being read, gone once nobody holds it
+        self._reading: weakref.WeakValueDictionary[Path, threading.Lock] = weakref.WeakValueDictionary()
+        self._reading_guard = threading.Lock()
         for path in map(Path, paths):
             if path.is_dir():
                 self.folders.append(path.resolve())
@@ -40,8 +44,7 @@ class Library:
                     raise LiifError(f"two served files are named {identifier}: {self.files[identifier]} and {path}")
                 self.files[identifier] = path.resolve()
                 try:
-                    # a picture above the bound would not be kept, and be read again for every tile of it
-                    self.pictures.max_bytes = max(self.pictures.max_bytes, check_picture(path))
+                    check_picture(path)
                     if read:
                         self.read(self.files[identifier])
                 except LiifError as exc:
@@ -50,13 +53,24 @@ class Library:
                 raise LiifError(f"{path}: no such picture or folder")
 
     def read(self, path: Path) -> tuple[Picture, tuple]:
-        """The picture at ``path`` (read once while the file is unchanged), and its cache key."""
+        """The picture at ``path`` (read once while the file is unchanged, however many ask for it at once), and
+        its cache key."""
         info = path.stat()
-        key = (str(path), info.st_size, info.st_mtime_ns)
+        # the change time too: a file replaced by one of the same size and modification time (cp -p) is another
+        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         picture = self.pictures.get(key)
-        if picture is None:
-            picture = read_picture(path)
-            self.pictures.put(key, picture)
+        if picture is not None:
+            return picture, key
+        with self._reading_guard:
+            lock = self._reading.setdefault(path, threading.Lock())
+        with lock:  # a viewer asks for several tiles of a picture at once: the first reads it, the others wait
+            picture = self.pictures.get(key)
+            if picture is None:
+                picture = read_picture(path)
+                # a picture above the bound would not be kept, and be read again for every tile of it: the bound
+                # grows to the largest picture, which is in memory while it is rendered anyway
+                self.pictures.resize(max(self.pictures.max_bytes, picture.pixels.nbytes))
+                self.pictures.put(key, picture)
         return picture, key
 
     def resolve(self, identifier: str) -> Path:
