@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import shutil
 import threading
 import time
+from email.utils import formatdate, parsedate_to_datetime
+from types import SimpleNamespace
 
 import httpx2
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from liif.checkpoint import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
@@ -22,7 +27,7 @@ from liif.serve.app import ServeOptions, create_app
 from liif.serve.iiif import CONTEXT
 from liif.serve.library import Library
 from liif.upscale import resize_bicubic
-from liif.pretrained import DEFAULT_MODEL
+from liif.pretrained import DEFAULT_MODEL, pretrained_path
 from serving import RunningServer, make_app, small_picture
 
 W, H = 48, 36
@@ -142,7 +147,7 @@ def test_a_gray_picture_offers_no_color_quality_but_serves_it(served):
 
 def test_images_carry_a_validator_and_a_revalidation_is_answered_without_rendering(served):
     """Answers had no caching headers: a browser could keep no tile, and asked again for each, rendered again
-    once out of the server's cache. Now each has an ETag (the server run, the file's state and the canonical
+    once out of the server's cache. Now each has an ETag (the renderer, the file's state and the canonical
     request) and must be revalidated (no-cache): an If-None-Match that matches is a 304, nothing rendered."""
     client, _, folder = served
     small_picture(folder, "changing.png")
@@ -166,6 +171,71 @@ def test_images_carry_a_validator_and_a_revalidation_is_answered_without_renderi
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     info = client.get("/iiif/3/changing.png/info.json")
     assert "accept" in info.headers["vary"].lower()  # its media type is negotiated
+
+
+def test_if_modified_since_is_answered_and_a_changed_file_is_never_stale(tmp_path, monkeypatch):
+    """Answers had no Last-Modified, and If-Modified-Since was not answered: a client revalidating by date
+    (without the ETag) downloaded, and the server rendered, every tile again. A date is given once its second
+    is over (a change later in that second would keep it), and a file changed since is rendered again."""
+    picture = small_picture(tmp_path)
+    url, info_url = "/bicubic/3/butterfly.png/full/max/0/default.png", "/iiif/3/butterfly.png/info.json"
+    clock = []  # the server's time where the test sets it
+    monkeypatch.setattr("liif.serve.app.time", SimpleNamespace(time=lambda: clock[-1] if clock else time.time()))
+    with TestClient(make_app([picture])) as client:
+        service = client.app.state.service
+        clock.append(service.started)
+        assert "last-modified" not in client.get(url).headers  # in the server's first second
+        clock.clear()
+        time.sleep(max(0.0, math.floor(service.started) + 1 - time.time()))  # until that second is over
+        first = client.get(url)
+        modified = first.headers["last-modified"]
+        assert parsedate_to_datetime(modified).timestamp() == math.floor(service.started)
+        stats = dataclasses.replace(service.queue.stats)
+        later = formatdate(service.started + 50, usegmt=True)
+        for since in (modified, later, later.replace("GMT", "-0000")):
+            again = client.get(url, headers={"If-Modified-Since": since})
+            assert again.status_code == 304 and not again.content and again.headers["etag"] == first.headers["etag"]
+        assert service.queue.stats == stats  # nothing rendered
+        for since in (formatdate(service.started - 1, usegmt=True), "yesterday", ""):
+            assert client.get(url, headers={"If-Modified-Since": since}).status_code == 200, since
+        # If-None-Match decides where both are sent
+        assert client.get(url, headers={"If-Modified-Since": modified, "If-None-Match": '"other"'}).status_code == 200
+        info = client.get(info_url)
+        assert info.headers["cache-control"] == "no-cache" and info.headers["last-modified"] == modified
+        assert client.get(info_url, headers={"If-None-Match": info.headers["etag"]}).status_code == 304
+        assert client.get(info_url, headers={"If-Modified-Since": modified}).status_code == 304
+        assert client.get(info_url, headers={"Accept": "application/json"}).headers["etag"] != info.headers["etag"]
+
+        original = read_picture(picture).pixels
+        Image.open(picture).transpose(Image.FLIP_TOP_BOTTOM).save(picture)
+        os.utime(picture, ns=(10**9, 10**9))  # changed, with a modification time of 1970
+        changed_at = picture.stat().st_ctime
+        clock.append(changed_at)  # the second it changed in: no date, which a later change could keep
+        changed = client.get(url, headers={"If-Modified-Since": modified})
+        assert changed.status_code == 200 and "last-modified" not in changed.headers
+        assert np.array_equal(pixels_of(changed.content), original[::-1])
+        clock.append(changed_at + 1)
+        again = client.get(url, headers={"If-Modified-Since": modified})
+        assert again.status_code == 200 and again.headers["etag"] == changed.headers["etag"] != first.headers["etag"]
+        assert parsedate_to_datetime(again.headers["last-modified"]).timestamp() == math.floor(changed_at)
+        assert client.get(url, headers={"If-Modified-Since": again.headers["last-modified"]}).status_code == 304
+
+
+def test_the_validators_hold_across_runs_of_the_same_renderer(tmp_path):
+    """Each server run gave its answers other ETags: after a restart a browser downloaded, and the server
+    rendered, every tile it had kept. The same weights file, device and options make the same pixels, and the
+    same tags; other weights, or a module given (whose attributes the run alone knows), make others."""
+    picture = small_picture(tmp_path)
+    weights = tmp_path / "copy.pth"
+    shutil.copyfile(pretrained_path(DEFAULT_MODEL), weights)
+    module = load_model(DEFAULT_MODEL)
+    tags = []
+    for model in (DEFAULT_MODEL, DEFAULT_MODEL, weights, module, module):
+        with TestClient(create_app([picture], model, "cpu")) as client:
+            answer = client.head("/iiif/3/butterfly.png/0,0,24,18/^48,36/0/default.png")  # nothing rendered
+            assert answer.status_code == 200
+            tags.append(answer.headers["etag"])
+    assert tags[0] == tags[1] and len(set(tags)) == 4
 
 
 def test_head_answers_a_get_s_headers_without_rendering(served):
@@ -393,8 +463,8 @@ def test_behind_a_root_path(served):
         assert answer.headers["location"] == "http://testserver/x/bicubic/3/butterfly.png/info.json"
         answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
         assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
-        # another server run (it may have another model): other tags for the same request
-        assert answer.headers["etag"] != client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
+        # the same pixels as another server's, with the same model: the same tag
+        assert answer.headers["etag"] == client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
         assert prefixed.get("/x/view/butterfly.png").status_code == 200
 
 

@@ -8,6 +8,7 @@ import os
 import threading
 import weakref
 from pathlib import Path
+from typing import NamedTuple
 
 from liif.errors import LiifError
 from liif.imageio import IMAGE_SUFFIXES, Picture, check_picture, read_picture
@@ -18,6 +19,20 @@ from liif.serve.iiif import IIIFError, quoted
 def file_identifier(path: str | os.PathLike) -> str:
     """The identifier a served file goes by: its name."""
     return Path(path).name
+
+
+class FileState(NamedTuple):
+    """A served file as it was read: another path, size or time is another picture."""
+
+    path: str
+    size: int
+    modified_ns: int
+    changed_ns: int  # the inode's change time: also set when the file is replaced, whatever its modification time
+
+    @property
+    def last_change(self) -> float:
+        """When the file last changed, in seconds since the epoch."""
+        return max(self.modified_ns, self.changed_ns) / 1e9
 
 
 class Library:
@@ -52,12 +67,12 @@ class Library:
             else:
                 raise LiifError(f"{path}: no such picture or folder")
 
-    def read(self, path: Path) -> tuple[Picture, tuple]:
+    def read(self, path: Path) -> tuple[Picture, FileState]:
         """The picture at ``path`` (read once while the file is unchanged, however many ask for it at once), and
-        its cache key."""
+        the file's state, its cache key."""
         info = path.stat()
         # the change time too: a file replaced by one of the same size and modification time (cp -p) is another
-        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        key = FileState(str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         picture = self.pictures.get(key)
         if picture is not None:
             return picture, key
