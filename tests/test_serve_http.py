@@ -452,6 +452,25 @@ def test_pages_and_assets(served):
         assert client.get(f"/static/{asset}").status_code == 200
 
 
+def test_the_index_says_when_it_lists_part_of_the_pictures_or_none(tmp_path, monkeypatch):
+    """The index listed the first 1000 pictures of a folder and said nothing of the others, and an empty page
+    for a folder without pictures: it now says so."""
+    for name in ("a.png", "b.png", "c.png"):
+        small_picture(tmp_path / "three", name)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("not a picture")
+    monkeypatch.setattr("liif.serve.app.INDEX_PICTURES", 2)
+    with TestClient(make_app([tmp_path / "three"])) as client:
+        index = client.get("/").text
+        assert 'href="view/b.png"' in index and "c.png" not in index and "The first 2 pictures" in index
+    with TestClient(make_app([tmp_path / "none"])) as client:
+        assert "No pictures" in client.get("/").text
+    monkeypatch.setattr("liif.serve.app.INDEX_PICTURES", 3)
+    with TestClient(make_app([tmp_path / "three"])) as client:
+        index = client.get("/").text
+        assert 'href="view/c.png"' in index and "The first" not in index and "No pictures" not in index
+
+
 def test_behind_a_root_path(served):
     """Under a proxy's prefix (Starlette's root_path) every route still answers, its URLs carrying the prefix."""
     client, _, folder = served

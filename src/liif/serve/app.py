@@ -50,6 +50,7 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
+INDEX_PICTURES = 1000  # the most the index page lists: a tree of many more is walked that far only
 
 
 def viewer_path(identifier: str) -> str:
@@ -287,11 +288,18 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
         return Response(status_code=204, headers=headers)
 
     async def index(request: Request) -> Response:
-        names = await run_in_threadpool(service.library.identifiers)
-        items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>' for name in names)
+        names = await run_in_threadpool(service.library.identifiers, INDEX_PICTURES + 1)
+        items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>'
+                          for name in names[:INDEX_PICTURES])
+        if not names:
+            note = "<p>No pictures (PNG, JPEG, WebP, BMP, TIFF) in the paths served.</p>"
+        elif len(names) > INDEX_PICTURES:
+            note = f"<p>The first {INDEX_PICTURES} pictures; the others open at view/ and their path.</p>"
+        else:
+            note = ""
         return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>liif serve</title>"
                             f"<link rel='stylesheet' href='static/viewer.css'></head><body class='index'>"
-                            f"<h1>LIIF deep zoom</h1><ul>{items}</ul></body></html>")
+                            f"<h1>LIIF deep zoom</h1>{note}<ul>{items}</ul></body></html>")
 
     async def view(request: Request) -> Response:
         segments = path_segments(request, "/view/")

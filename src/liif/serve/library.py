@@ -103,7 +103,7 @@ class Library:
                 return path
         raise IIIFError(404, f"no picture {quoted(identifier)}")
 
-    def identifiers(self, limit: int = 1000) -> list[str]:
+    def identifiers(self, limit: int) -> list[str]:
         """Served pictures' identifiers, files first, then each folder's pictures (at most ``limit``)."""
         found = list(self.files)
         for folder in self.folders:
