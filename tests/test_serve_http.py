@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import shutil
 import threading
 import time
+from email.utils import formatdate, parsedate_to_datetime
+from types import SimpleNamespace
 
 import httpx2
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from liif.checkpoint import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
@@ -22,7 +27,7 @@ from liif.serve.app import ServeOptions, create_app
 from liif.serve.iiif import CONTEXT
 from liif.serve.library import Library
 from liif.upscale import resize_bicubic
-from liif.pretrained import DEFAULT_MODEL
+from liif.pretrained import DEFAULT_MODEL, pretrained_path
 from serving import RunningServer, make_app, small_picture
 
 W, H = 48, 36
@@ -142,7 +147,7 @@ def test_a_gray_picture_offers_no_color_quality_but_serves_it(served):
 
 def test_images_carry_a_validator_and_a_revalidation_is_answered_without_rendering(served):
     """Answers had no caching headers: a browser could keep no tile, and asked again for each, rendered again
-    once out of the server's cache. Now each has an ETag (the server run, the file's state and the canonical
+    once out of the server's cache. Now each has an ETag (the renderer, the file's state and the canonical
     request) and must be revalidated (no-cache): an If-None-Match that matches is a 304, nothing rendered."""
     client, _, folder = served
     small_picture(folder, "changing.png")
@@ -166,6 +171,71 @@ def test_images_carry_a_validator_and_a_revalidation_is_answered_without_renderi
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     info = client.get("/iiif/3/changing.png/info.json")
     assert "accept" in info.headers["vary"].lower()  # its media type is negotiated
+
+
+def test_if_modified_since_is_answered_and_a_changed_file_is_never_stale(tmp_path, monkeypatch):
+    """Answers had no Last-Modified, and If-Modified-Since was not answered: a client revalidating by date
+    (without the ETag) downloaded, and the server rendered, every tile again. A date is given once its second
+    is over (a change later in that second would keep it), and a file changed since is rendered again."""
+    picture = small_picture(tmp_path)
+    url, info_url = "/bicubic/3/butterfly.png/full/max/0/default.png", "/iiif/3/butterfly.png/info.json"
+    clock = []  # the server's time where the test sets it
+    monkeypatch.setattr("liif.serve.app.time", SimpleNamespace(time=lambda: clock[-1] if clock else time.time()))
+    with TestClient(make_app([picture])) as client:
+        service = client.app.state.service
+        clock.append(service.started)
+        assert "last-modified" not in client.get(url).headers  # in the server's first second
+        clock.clear()
+        time.sleep(max(0.0, math.floor(service.started) + 1 - time.time()))  # until that second is over
+        first = client.get(url)
+        modified = first.headers["last-modified"]
+        assert parsedate_to_datetime(modified).timestamp() == math.floor(service.started)
+        stats = dataclasses.replace(service.queue.stats)
+        later = formatdate(service.started + 50, usegmt=True)
+        for since in (modified, later, later.replace("GMT", "-0000")):
+            again = client.get(url, headers={"If-Modified-Since": since})
+            assert again.status_code == 304 and not again.content and again.headers["etag"] == first.headers["etag"]
+        assert service.queue.stats == stats  # nothing rendered
+        for since in (formatdate(service.started - 1, usegmt=True), "yesterday", ""):
+            assert client.get(url, headers={"If-Modified-Since": since}).status_code == 200, since
+        # If-None-Match decides where both are sent
+        assert client.get(url, headers={"If-Modified-Since": modified, "If-None-Match": '"other"'}).status_code == 200
+        info = client.get(info_url)
+        assert info.headers["cache-control"] == "no-cache" and info.headers["last-modified"] == modified
+        assert client.get(info_url, headers={"If-None-Match": info.headers["etag"]}).status_code == 304
+        assert client.get(info_url, headers={"If-Modified-Since": modified}).status_code == 304
+        assert client.get(info_url, headers={"Accept": "application/json"}).headers["etag"] != info.headers["etag"]
+
+        original = read_picture(picture).pixels
+        Image.open(picture).transpose(Image.FLIP_TOP_BOTTOM).save(picture)
+        os.utime(picture, ns=(10**9, 10**9))  # changed, with a modification time of 1970
+        changed_at = picture.stat().st_ctime
+        clock.append(changed_at)  # the second it changed in: no date, which a later change could keep
+        changed = client.get(url, headers={"If-Modified-Since": modified})
+        assert changed.status_code == 200 and "last-modified" not in changed.headers
+        assert np.array_equal(pixels_of(changed.content), original[::-1])
+        clock.append(changed_at + 1)
+        again = client.get(url, headers={"If-Modified-Since": modified})
+        assert again.status_code == 200 and again.headers["etag"] == changed.headers["etag"] != first.headers["etag"]
+        assert parsedate_to_datetime(again.headers["last-modified"]).timestamp() == math.floor(changed_at)
+        assert client.get(url, headers={"If-Modified-Since": again.headers["last-modified"]}).status_code == 304
+
+
+def test_the_validators_hold_across_runs_of_the_same_renderer(tmp_path):
+    """Each server run gave its answers other ETags: after a restart a browser downloaded, and the server
+    rendered, every tile it had kept. The same weights file, device and options make the same pixels, and the
+    same tags; other weights, or a module given (whose attributes the run alone knows), make others."""
+    picture = small_picture(tmp_path)
+    weights = tmp_path / "copy.pth"
+    shutil.copyfile(pretrained_path(DEFAULT_MODEL), weights)
+    module = load_model(DEFAULT_MODEL)
+    tags = []
+    for model in (DEFAULT_MODEL, DEFAULT_MODEL, weights, module, module):
+        with TestClient(create_app([picture], model, "cpu")) as client:
+            answer = client.head("/iiif/3/butterfly.png/0,0,24,18/^48,36/0/default.png")  # nothing rendered
+            assert answer.status_code == 200
+            tags.append(answer.headers["etag"])
+    assert tags[0] == tags[1] and len(set(tags)) == 4
 
 
 def test_head_answers_a_get_s_headers_without_rendering(served):
@@ -382,6 +452,25 @@ def test_pages_and_assets(served):
         assert client.get(f"/static/{asset}").status_code == 200
 
 
+def test_the_index_says_when_it_lists_part_of_the_pictures_or_none(tmp_path, monkeypatch):
+    """The index listed the first 1000 pictures of a folder and said nothing of the others, and an empty page
+    for a folder without pictures: it now says so."""
+    for name in ("a.png", "b.png", "c.png"):
+        small_picture(tmp_path / "three", name)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("not a picture")
+    monkeypatch.setattr("liif.serve.app.INDEX_PICTURES", 2)
+    with TestClient(make_app([tmp_path / "three"])) as client:
+        index = client.get("/").text
+        assert 'href="view/b.png"' in index and "c.png" not in index and "The first 2 pictures" in index
+    with TestClient(make_app([tmp_path / "none"])) as client:
+        assert "No pictures" in client.get("/").text
+    monkeypatch.setattr("liif.serve.app.INDEX_PICTURES", 3)
+    with TestClient(make_app([tmp_path / "three"])) as client:
+        index = client.get("/").text
+        assert 'href="view/c.png"' in index and "The first" not in index and "No pictures" not in index
+
+
 def test_behind_a_root_path(served):
     """Under a proxy's prefix (Starlette's root_path) every route still answers, its URLs carrying the prefix."""
     client, _, folder = served
@@ -393,27 +482,68 @@ def test_behind_a_root_path(served):
         assert answer.headers["location"] == "http://testserver/x/bicubic/3/butterfly.png/info.json"
         answer = prefixed.get("/x/iiif/3/butterfly.png/full/max/0/default.png")
         assert answer.status_code == 200 and pixels_of(answer.content).shape == (H, W, 3)
-        # another server run (it may have another model): other tags for the same request
-        assert answer.headers["etag"] != client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
+        # the same pixels as another server's, with the same model: the same tag
+        assert answer.headers["etag"] == client.get("/iiif/3/butterfly.png/full/max/0/default.png").headers["etag"]
         assert prefixed.get("/x/view/butterfly.png").status_code == 200
 
 
-@pytest.mark.parametrize("read", [False, True], ids=["serve", "view"])
-def test_a_named_picture_larger_than_the_picture_cache_is_read_once(tmp_path, monkeypatch, read):
-    """A picture named whose pixels exceed the picture cache (a 10000x9000 scan: 270 MB, against 256 MB) was
-    read again for every tile; the cache holds the largest picture named."""
-    picture = small_picture(tmp_path)  # 5184 bytes of pixels, against a cache of 1 KB
+@pytest.mark.parametrize("named,read", [(True, False), (True, True), (False, False)], ids=["serve", "view", "folder"])
+def test_a_picture_larger_than_the_picture_cache_is_read_once(tmp_path, monkeypatch, named, read):
+    """A picture whose pixels exceed the picture cache (a 10000x9000 scan: 270 MB, against 256 MB) was read again
+    for every tile: the cache was raised to hold the pictures named, not a folder's. It grows to the largest read."""
+    picture = small_picture(tmp_path / "folder")  # 5184 bytes of pixels, against a cache of 1 KB
     reads = []
     monkeypatch.setattr("liif.serve.library.read_picture", lambda path: reads.append(path) or read_picture(path))
     options = ServeOptions(picture_cache_bytes=1 << 10)
-    app = create_app(Library([picture], options.picture_cache_bytes, read), DEFAULT_MODEL, "cpu", options)
-    with TestClient(app) as client:
+    library = Library([picture if named else picture.parent], options.picture_cache_bytes, read)
+    with TestClient(create_app(library, DEFAULT_MODEL, "cpu", options)) as client:
         for method in ("iiif", "bicubic"):
             for ask in ("info.json", "0,0,24,18/^96,72/0/default.png", "24,0,24,18/^96,72/0/default.png",
                         "0,18,24,18/^96,72/0/default.png", "full/^96,/0/default.jpg"):
                 answer = client.get(f"/{method}/3/butterfly.png/{ask}")
                 assert answer.status_code == 200, answer.text
     assert reads == [picture.resolve()]
+
+
+def test_a_picture_asked_for_by_several_requests_at_once_is_read_once(tmp_path, monkeypatch):
+    """A viewer asks for several tiles of a picture at once: each request read and decoded the whole picture
+    beside the others (six 270 MB copies of a big scan). The others now wait for the first's read."""
+    picture = small_picture(tmp_path)
+    library = Library([tmp_path], 1 << 20)
+    reads, second_read = [], threading.Event()
+
+    def slow_read(path):
+        reads.append(path)
+        if len(reads) == 1:
+            second_read.wait(2)  # long enough for the other request to reach its own read, if it is let through
+        else:
+            second_read.set()
+        return read_picture(path)
+
+    monkeypatch.setattr("liif.serve.library.read_picture", slow_read)
+    found = []
+    readers = [threading.Thread(target=lambda: found.append(library.read(picture.resolve()))) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert len(reads) == 1 and found[0][0] is found[1][0]
+
+
+def test_a_file_replaced_keeping_its_size_and_time_is_read_again(tmp_path):
+    """A picture replaced by another of the same size and modification time (cp -p, a backup restored) was
+    served as the first: the cache knew a file by its size and time alone."""
+    picture, flipped = tmp_path / "butterfly.bmp", tmp_path / "flipped.bmp"  # uncompressed: the same size
+    Image.open(small_picture(tmp_path)).save(picture)
+    Image.open(picture).transpose(Image.FLIP_TOP_BOTTOM).save(flipped)
+    assert flipped.stat().st_size == picture.stat().st_size
+    library = Library([picture], 1 << 20)
+    first, _ = library.read(picture.resolve())
+    times = picture.stat().st_atime_ns, picture.stat().st_mtime_ns
+    os.replace(flipped, picture)
+    os.utime(picture, ns=times)
+    again, _ = library.read(picture.resolve())
+    assert np.array_equal(again.pixels, first.pixels[::-1])
 
 
 @pytest.mark.parametrize("max_pixels", [float("nan"), "1000"])

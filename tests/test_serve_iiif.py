@@ -51,6 +51,25 @@ def test_refused_sizes(size):
     assert refusal.value.status == 400
 
 
+@pytest.mark.parametrize("region,size,reason", [
+    ("FULL", "max", "region 'FULL': expected full, square, x,y,w,h (whole numbers) or pct:x,y,w,h"),
+    ("pct:1,2,x,4", "max", "region 'pct:1,2,x,4': expected full, square, x,y,w,h (whole numbers) or pct:x,y,w,h"),
+    ("full", "^", "size '^': expected max, w,, ,h, pct:n, w,h or !w,h (w and h whole numbers), each with a leading ^ "
+                  "to upscale"),
+    ("full", "!^5,5", "size '!^5,5': expected max, w,, ,h, pct:n, w,h or !w,h (w and h whole numbers), each with a "
+                      "leading ^ to upscale"),
+    ("full", "pct:1e2", "size 'pct:1e2': expected max, w,, ,h, pct:n, w,h or !w,h (w and h whole numbers), each "
+                        "with a leading ^ to upscale"),
+])
+def test_a_malformed_region_or_size_is_quoted_whole_with_the_forms_taken(region, size, reason):
+    """A malformed size was quoted without its ^, ! or pct: and answered with '2 non-negative whole numbers' ('^'
+    gave "size '': expected 2 ..."), a region 'FULL' with '4 non-negative whole numbers': the reason now quotes
+    the whole parameter and names the forms it takes."""
+    with pytest.raises(IIIFError) as refusal:
+        parse_request(region, size, "0", "default.png", 48, 36, LIMITS)
+    assert refusal.value.status == 400 and str(refusal.value) == reason
+
+
 def test_sizes_a_format_cannot_hold_are_refused_before_rendering():
     """A WebP wider than 16383 pixels, or a JPEG wider than 65500, was rendered, then failed to encode: a 500
     without CORS headers, or a 404 saying the picture could not be read. Such a size is now a 400 naming the

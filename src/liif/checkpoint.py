@@ -15,7 +15,7 @@ from liif.models import ImplicitModel  # importing liif.models registers the mod
 from liif.errors import CheckpointError, LiifError, one_line, os_reason
 from liif.fileio import atomic_write, check_regular_file
 from liif.normalization import DataNorm
-from liif.pretrained import pretrained_path, pretrained_names
+from liif.pretrained import pretrained_names, weights_file
 from liif.registry import make
 from liif.runtime import pick_device
 
@@ -189,7 +189,7 @@ def exists(path: Path) -> bool:
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """A model, in eval mode on ``device``, from a reference-format ``.pth`` path or a built-in name."""
     text = str(source)
-    path = pretrained_path(text) if text in pretrained_names() else Path(text)
+    path = weights_file(source)
     if not exists(path) and not text.endswith((".pth", ".pt")) and os.sep not in text:
         raise CheckpointError(f"unknown model {text!r}: not a file, and not a built-in model "
                               f"({', '.join(pretrained_names())})")

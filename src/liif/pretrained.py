@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -18,3 +19,8 @@ def pretrained_names() -> list[str]:
 def pretrained_path(name: str) -> Path:
     """The packaged weights file of a built-in model."""
     return Path(str(resources.files("liif") / "weights" / PRETRAINED_FILES[name]))
+
+
+def weights_file(source: str | os.PathLike) -> Path:
+    """The file a model is loaded from: a built-in name's packaged weights, or ``source`` itself."""
+    return pretrained_path(str(source)) if str(source) in PRETRAINED_FILES else Path(source)

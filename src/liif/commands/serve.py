@@ -54,7 +54,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-mb", type=float, default=128, help="encoded images kept, in MB (default 128)")
     add_feature_cache_option(parser)
     parser.add_argument("--picture-cache-mb", type=float, default=256,
-                        help="decoded pictures kept, in MB (default 256; raised to the largest picture named)")
+                        help="decoded pictures kept, in MB (default 256; raised to the largest picture read)")
 
 
 def server_options(args: argparse.Namespace) -> ServeOptions:

@@ -8,10 +8,14 @@ import hashlib
 import html
 import io
 import logging
+import math
 import os
 import secrets
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import timezone
+from email.utils import formatdate, parsedate_to_datetime
 from importlib import resources
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -26,15 +30,16 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+import liif
 from liif.bounds import Number
 from liif.errors import LiifError, one_line, option, os_reason
 from liif.geometry import Geometry, Target
 from liif.imageio import Picture, encode_picture
-from liif.pretrained import DEFAULT_MODEL
+from liif.pretrained import DEFAULT_MODEL, weights_file
 from liif.renderer import FEATURE_CACHE_BYTES, FeatureCache
 from liif.runtime import render_tile
 from liif.serve.iiif import IIIFError, ImageRequest, Limits, info_json, info_media_type, parse_request
-from liif.serve.library import Library
+from liif.serve.library import FileState, Library
 from liif.serve.worker import RenderQueue
 from liif.upscale import check_target, checked_max_pixels, model_on, render_picture, resize_bicubic
 
@@ -45,6 +50,7 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
+INDEX_PICTURES = 1000  # the most the index page lists: a tree of many more is walked that far only
 
 
 def viewer_path(identifier: str) -> str:
@@ -60,7 +66,7 @@ class ServeOptions:
     max_pixels: int = DEFAULT_SERVE_PIXELS
     image_cache_bytes: int = 128 << 20
     feature_cache_bytes: int = FEATURE_CACHE_BYTES
-    picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture named
+    picture_cache_bytes: int = 256 << 20  # the Library raises it to the largest picture read
     precision: str = "fp32"
     kernel: str | None = None
     compile: str = "none"
@@ -91,6 +97,22 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
     return stream.getvalue()
 
 
+def renderer_identity(model: str | os.PathLike | nn.Module, net: nn.Module, options: ServeOptions,
+                      tile: int) -> tuple:
+    """What makes a server's pixels beside the picture and the request: the weights file (its path, size and
+    time; a module given is this run's alone), the device, the options that change the arithmetic, the render
+    tile and the code's versions."""
+    if isinstance(model, nn.Module):  # its code and attributes are its own: only its run knows its pixels
+        weights = secrets.token_hex(8)
+    else:
+        path = weights_file(model).resolve()
+        info = path.stat()
+        weights = (str(path), info.st_size, info.st_mtime_ns)
+    device = next(net.parameters()).device
+    return (weights, str(device), options.precision, options.kernel, options.compile, tile, liif.__version__,
+            torch.__version__)
+
+
 class Service:
     """The model, the caches and the render queue behind the routes."""
 
@@ -107,18 +129,26 @@ class Service:
         self.render_tile = render_tile(next(self.model.parameters()).device)
         self.features = FeatureCache(self.options.feature_cache_bytes)
         self.queue = RenderQueue(self.options.image_cache_bytes)
-        # another run may make other pixels for a URL (another model, precision, device): its ETags are others
-        self.run = secrets.token_hex(8)
+        # another run with the same identity makes the same pixels: a browser's tiles stay valid across restarts
+        self.identity = renderer_identity(model, self.model, self.options, self.render_tile)
+        self.started = time.time()
 
     def limits(self, picture: Picture) -> Limits:
         """The largest answer for ``picture``: the max scale times its size, within the pixel limit."""
         height, width = picture.pixels.shape[:2]
         return Limits.for_picture(width, height, self.options.max_scale, self.options.max_pixels)
 
-    def etag(self, answer_key: tuple) -> str:
-        """The entity tag of an answer: the same for the same pixels (method, file state, canonical request) in
-        this run."""
-        return f'"{hashlib.blake2b(repr((self.run, answer_key)).encode(), digest_size=16).hexdigest()}"'
+    def caching(self, answer_key: tuple, file: FileState) -> dict[str, str]:
+        """The headers of an answer to be revalidated at each use: its entity tag, the same for the same bytes
+        (the renderer's identity, the file's state, the canonical request), and when it last changed (its file,
+        or this server's start: before it, another run may have rendered it otherwise)."""
+        etag = hashlib.blake2b(repr((self.identity, answer_key)).encode(), digest_size=16).hexdigest()
+        headers = {**CORS, "ETag": f'"{etag}"', "Cache-Control": "no-cache"}
+        changed = max(file.last_change, self.started)
+        # in whole seconds, which a change later in the same second would keep: given once its second is over
+        if math.floor(time.time()) > math.floor(changed):
+            headers["Last-Modified"] = formatdate(changed, usegmt=True)
+        return headers
 
     def plan(self, picture: Picture, request: ImageRequest) -> Target:
         """The output ``request`` asks of ``picture``, refused (a LiifError) where rendering it would be."""
@@ -147,10 +177,21 @@ def path_segments(request: Request, prefix: str) -> list[str]:
     return [unquote(part) for part in raw[len(prefix):].split("/")]
 
 
-def not_modified(request: Request, etag: str) -> bool:
-    """Whether the request's If-None-Match is ``*`` or names ``etag`` (weakly compared, as for a GET)."""
+def not_modified(request: Request, caching: dict[str, str]) -> bool:
+    """Whether the request's If-None-Match is ``*`` or names the answer's ETag (weakly compared, as for a GET),
+    or, without one, its If-Modified-Since is no earlier than the answer's Last-Modified (RFC 9110, 13.2.2)."""
     asked = request.headers.get("if-none-match")
-    return asked is not None and bool({"*", etag} & {tag.strip().removeprefix("W/") for tag in asked.split(",")})
+    if asked is not None:
+        return bool({"*", caching["ETag"]} & {tag.strip().removeprefix("W/") for tag in asked.split(",")})
+    if "Last-Modified" not in caching:
+        return False
+    try:
+        since = parsedate_to_datetime(request.headers["if-modified-since"])
+    except (KeyError, TypeError, ValueError):  # none, or not a date: ignored
+        return False
+    if since.tzinfo is None:  # "-0000": UTC, said without a source
+        since = since.replace(tzinfo=timezone.utc)
+    return since >= parsedate_to_datetime(caching["Last-Modified"])
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
@@ -202,23 +243,26 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             if len(segments) == 1:
                 return RedirectResponse(f"{base}/info.json", status_code=303, headers=CORS)
             try:
-                picture, picture_key = await run_in_threadpool(service.library.read, path)
+                picture, file = await run_in_threadpool(service.library.read, path)
             except OSError as exc:  # gone, or unreadable, since it was found
                 raise IIIFError(404, f"cannot read picture: {os_reason(exc)}") from None
             height, width = picture.pixels.shape[:2]
             limits = service.limits(picture)
             if segments[1:] == ["info.json"]:
+                media_type = info_media_type(request.headers.get("accept"))
+                caching = {**service.caching(("info.json", base, media_type, limits), file), "Vary": "Accept"}
+                if not_modified(request, caching):
+                    return Response(status_code=304, headers=caching)
                 color = picture.pixels.shape[2] >= 3  # gray, or gray and alpha: no colour
-                return JSONResponse(info_json(base, width, height, limits, color),
-                                    media_type=info_media_type(request.headers.get("accept")),
-                                    headers={**CORS, "Vary": "Accept"})
+                return JSONResponse(info_json(base, width, height, limits, color), media_type=media_type,
+                                    headers=caching)
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
             image_request = parse_request(*segments[1:], width, height, limits)
-            answer_key = (method, picture_key, image_request.key())
-            # kept by the browser, and asked for again only with its tag: a 304 renders nothing
-            caching = {**CORS, "ETag": service.etag(answer_key), "Cache-Control": "no-cache"}
-            if not_modified(request, caching["ETag"]):
+            answer_key = (method, file, image_request.key())
+            # kept by the browser, and asked for again only with its validators: a 304 renders nothing
+            caching = service.caching(answer_key, file)
+            if not_modified(request, caching):
                 return Response(status_code=304, headers=caching)
             if request.method == "HEAD":  # the headers a GET would send, without rendering for them
                 return head_response(service, picture, image_request, answer_key,
@@ -244,11 +288,18 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
         return Response(status_code=204, headers=headers)
 
     async def index(request: Request) -> Response:
-        names = await run_in_threadpool(service.library.identifiers)
-        items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>' for name in names)
+        names = await run_in_threadpool(service.library.identifiers, INDEX_PICTURES + 1)
+        items = "\n".join(f'<li><a href="{viewer_path(name)}">{html.escape(name)}</a></li>'
+                          for name in names[:INDEX_PICTURES])
+        if not names:
+            note = "<p>No pictures (PNG, JPEG, WebP, BMP, TIFF) in the paths served.</p>"
+        elif len(names) > INDEX_PICTURES:
+            note = f"<p>The first {INDEX_PICTURES} pictures; the others open at view/ and their path.</p>"
+        else:
+            note = ""
         return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>liif serve</title>"
                             f"<link rel='stylesheet' href='static/viewer.css'></head><body class='index'>"
-                            f"<h1>LIIF deep zoom</h1><ul>{items}</ul></body></html>")
+                            f"<h1>LIIF deep zoom</h1>{note}<ul>{items}</ul></body></html>")
 
     async def view(request: Request) -> Response:
         segments = path_segments(request, "/view/")

@@ -98,13 +98,12 @@ class ImageRequest:
         return f"{format_region(self.region)}/{self.size[0]},{self.size[1]}/{mirror}{self.rotation}/{self.quality}.{self.format}"
 
 
-def numbers(text: str, count: int, what: str, integer: bool = True) -> list[float]:
-    """The ``count`` comma-separated non-negative numbers (whole ones if ``integer``) of ``text``, or a 400."""
-    pattern = WHOLE if integer else NUMBER
+def numbers(text: str, count: int, forms: str, integer: bool = True) -> list[float]:
+    """The ``count`` comma-separated non-negative numbers (whole ones if ``integer``) of ``text``, or a 400 naming
+    the parameter's ``forms``."""
     parts = text.split(",")
-    if len(parts) != count or not all(re.fullmatch(pattern, p) for p in parts):
-        kind = "whole numbers" if integer else "numbers"
-        raise IIIFError(400, f"{what} {quoted(text)}: expected {count} non-negative {kind} separated by commas")
+    if len(parts) != count or not all(re.fullmatch(WHOLE if integer else NUMBER, p) for p in parts):
+        raise IIIFError(400, forms)
     return [float(p) for p in parts]
 
 
@@ -116,11 +115,12 @@ def parse_region(text: str, width: int, height: int) -> tuple[float, float, floa
         side = min(width, height)
         x0, y0 = (width - side) // 2, (height - side) // 2
         return float(x0), float(y0), float(x0 + side), float(y0 + side)
+    forms = f"region {quoted(text)}: expected full, square, x,y,w,h (whole numbers) or pct:x,y,w,h"
     if text.startswith("pct:"):
-        px, py, pw, ph = numbers(text[4:], 4, "region", integer=False)
+        px, py, pw, ph = numbers(text[4:], 4, forms, integer=False)
         x, y, w, h = px * width / 100, py * height / 100, pw * width / 100, ph * height / 100
     else:
-        x, y, w, h = numbers(text, 4, "region")
+        x, y, w, h = numbers(text, 4, forms)
     if w <= 0 or h <= 0:
         raise IIIFError(400, f"region {quoted(text)} has no width or no height")
     if x >= width or y >= height:
@@ -133,7 +133,9 @@ def parse_region(text: str, width: int, height: int) -> tuple[float, float, floa
 
 def size_numbers(text: str, body: str, count: int, limits: Limits, integer: bool = True) -> list[float]:
     """The ``count`` numbers of a size's ``body``; a 400 quoting ``text`` if malformed or above every limit."""
-    values = numbers(body, count, "size", integer)
+    forms = (f"size {quoted(text)}: expected max, w,, ,h, pct:n, w,h or !w,h (w and h whole numbers), each with a "
+             f"leading ^ to upscale")
+    values = numbers(body, count, forms, integer)
     if not all(SIZE_NUMBER.fits(v) for v in values):
         raise IIIFError(400, f"size {quoted(text)} is above the limit of {limits.max_width}x{limits.max_height} "
                              f"and {limits.max_area} pixels")
