@@ -199,7 +199,7 @@ def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, cap
     def must_not_run(*args, **kwargs):
         raise AssertionError("the evaluation ran before the output folder was checked")
 
-    monkeypatch.setattr(liif.commands.eval, "evaluate", must_not_run)
+    monkeypatch.setattr(liif.commands.eval, "score_runs", must_not_run)
     expect_error(capsys, f"{out / 'per_image.csv'}: is a folder", "--data", str(data), "--scales", "2",
                  "--out", str(out), "--model", str(shared_file(TINY)))
 
