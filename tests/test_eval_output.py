@@ -18,7 +18,7 @@ import liif.evaluation.datasets
 import liif.evaluation.runner
 from conftest import TINY, load_benchmark, shared_file
 from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_crop
-from liif.errors import OutputExists
+from liif.errors import LiifError, OutputExists
 from liif.evaluation import EvalResults, ImageScore
 
 COMPLETE, PARTIAL = ("per_image.csv", "results.json"), ("per_image.partial.csv", "results.partial.json")
@@ -158,3 +158,17 @@ def test_eval_speed_scores_the_protocol_s_scales(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "| crops | x3 |" in printed
     assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("crops x")] == ["crops x3"]
+
+
+@pytest.mark.parametrize("name", ["results.json", "scores.CSV"])
+def test_an_out_named_as_a_results_file_is_refused(tmp_path, capsys, name):
+    """`--out results.json` made a folder results.json/ holding results.json and per_image.csv."""
+    data = crops_folder(tmp_path / "crops")
+    expect_error(capsys, f"{tmp_path / name}: a file's name, where the folder for per_image.csv and results.json "
+                         "goes; name a folder", *eval_args(data, tmp_path / name))
+    assert not (tmp_path / name).exists()
+    with pytest.raises(LiifError, match="a file's name"):
+        EvalResults("m", [ImageScore("A", 2.0, "a.png", "pil", 30.0, 0.9, 28.0, 0.8)]).write(tmp_path / name)
+    (tmp_path / name).mkdir()  # a folder of that name is one
+    assert run_cli(capsys, *eval_args(data, tmp_path / name))[0] == 0
+    assert sorted(path.name for path in (tmp_path / name).iterdir()) == sorted(COMPLETE)

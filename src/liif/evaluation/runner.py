@@ -188,6 +188,7 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
     """Create ``out_dir`` if needed and make sure the results can be written there (``check_out_files``), before a
     long run starts."""
     out_dir = Path(out_dir)
+    check_out_name(out_dir)  # before a folder of that name is made
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,11 +202,20 @@ def check_out_files(out_dir: Path, overwrite: bool) -> None:
     """Refuse a folder for the results that holds a folder by one of their names, or, unless ``overwrite``, the
     results of an earlier run, complete or partial."""
     overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the results
+    check_out_name(out_dir)
     for name in OUTPUT_FILES + PARTIAL_FILES:
         if (out_dir / name).is_dir():
             raise LiifError(f"{out_dir / name}: is a folder, where the results go")
         if (out_dir / name).exists() and not overwrite:
             raise OutputExists(f"{out_dir / name} exists (an earlier run's results)")
+
+
+def check_out_name(out_dir: Path) -> None:
+    """Refuse a results file's name where the folder of the results goes (``--out results.json`` made a folder of
+    that name), unless that folder is there already."""
+    if out_dir.suffix.lower() in (".json", ".csv") and not out_dir.is_dir():
+        raise LiifError(f"{out_dir}: a file's name, where the folder for {' and '.join(OUTPUT_FILES)} goes; "
+                        "name a folder")
 
 
 def protocol_scales(protocol: str, scales: Sequence[float] | float | None = None) -> Sequence[float] | float:
