@@ -87,7 +87,7 @@ def test_a_stopped_run_keeps_the_scores_it_finished_as_partial_results(tmp_path,
     monkeypatch.setattr(liif.evaluation.runner, "evaluate_image", stopped_at_the_third)
     stopped, table, err = run_cli(capsys, *eval_args(data, out))
     assert stopped == code
-    assert err == (f"liif eval: {word}; the 2 image scores finished are in {out}/per_image.partial.csv and "
+    assert err == (f"liif eval: {word}; kept the 2 image scores finished in {out}/per_image.partial.csv and "
                    f"{out}/results.partial.json\n")
     assert table.startswith("Partial results: the run was stopped; means over the 2 image scores it finished.")
     assert sorted(path.name for path in out.iterdir()) == sorted(PARTIAL)  # no complete-looking results
@@ -115,8 +115,21 @@ def test_a_run_stopped_without_out_prints_the_scores_it_finished(tmp_path, capsy
 
     monkeypatch.setattr(liif.evaluation.runner, "evaluate_image", stopped_at_the_second)
     stopped, table, err = run_cli(capsys, *eval_args(data, tmp_path / "out")[:-2])
-    assert (stopped, err) == (130, "liif eval: interrupted; the 1 image scores finished are in the table above\n")
-    assert "means over the 1 image scores" in table and "| crops | x2 |" in table
+    assert (stopped, err) == (130, "liif eval: interrupted; kept the 1 image score finished in the table above\n")
+    assert "means over the 1 image score it finished" in table and "| crops | x2 |" in table
+
+
+def test_a_picture_found_unreadable_in_its_turn_keeps_the_scores_finished(tmp_path, capsys):
+    """A picture whose header reads but whose data is cut short (a truncated download) is found only when it is
+    scored: the run stopped there, losing the scores of every image before it."""
+    data, out = crops_folder(tmp_path / "crops"), tmp_path / "out"
+    cut = data / f"{NAMES[1]}.png"
+    cut.write_bytes(cut.read_bytes()[:-200])
+    code, _, err = run_cli(capsys, *eval_args(data, out))
+    assert code == 2
+    assert err.startswith(f"liif eval: error: {cut}: cannot read the image") and err.endswith(
+        f"; kept the 1 image score finished in {out}/per_image.partial.csv and {out}/results.partial.json\n")
+    assert [r["image"] for r in rows(out / "per_image.partial.csv")] == [f"{NAMES[0]}.png"]
 
 
 def test_a_run_stopped_before_any_score_writes_nothing(tmp_path, capsys, monkeypatch):

@@ -71,7 +71,7 @@ def parse_scales(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out). Stopped by
-    Ctrl-C or SIGTERM, rank 0 reports the scores it finished as partial results."""
+    Ctrl-C, SIGTERM or a picture it cannot read, rank 0 reports the scores it finished as partial results."""
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
@@ -89,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
                                           args.chunk_size, args.precision, (procs.rank, procs.world_size),
                                           args.cell_clip, progress=not args.quiet and procs.is_main):
                 scores.append(image_score)
-        except KeyboardInterrupt as stop:
+        except (KeyboardInterrupt, LiifError) as stop:  # a picture found unreadable only once its turn came
             if not procs.is_main or not scores:
                 raise
             partial = EvalResults(model_name, scores, partial=True)
-            finished = share_label(f"the {len(scores)} image scores finished", procs.rank, procs.world_size)
-            raise type(stop)(printable(keep_partial(partial, args.out, args.overwrite, finished))) from None
+            finished = share_label(f"the {partial.count()} finished", procs.rank, procs.world_size)
+            kept = printable(keep_partial(partial, args.out, args.overwrite, finished))
+            raise (LiifError(f"{stop}; {kept}") if isinstance(stop, LiifError) else type(stop)(kept)) from None
         results = EvalResults(model_name, gather_sharded(scores, procs))
         with main_work(procs, "to report the results"):
             if procs.is_main:
@@ -119,5 +120,5 @@ def keep_partial(results: EvalResults, out: str | None, overwrite: bool, finishe
     try:
         written = report(results, out, overwrite)
     except LiifError as exc:
-        return f"{finished} were not kept: {exc}"
-    return f"{finished} are in {written}" if written else f"{finished} are in the table above"
+        return f"{finished} not kept: {exc}"
+    return f"kept {finished} in {written or 'the table above'}"

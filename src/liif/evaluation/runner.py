@@ -131,11 +131,15 @@ class EvalResults:
                        for key, rows in by_scale.items()}
                 for name, by_scale in groups.items()}
 
+    def count(self) -> str:
+        """How many scores these are, in words: ``1 image score``, ``37 image scores``."""
+        return f"{len(self.scores)} image score{'' if len(self.scores) == 1 else 's'}"
+
     def markdown(self) -> str:
         """One table per dataset: the model's and bicubic's PSNR (4 decimals) and SSIM at each scale, after a line
         saying so where the results are partial."""
-        lines = [f"Partial results: the run was stopped; means over the {len(self.scores)} image scores it "
-                 "finished.", ""] if self.partial else []
+        lines = [f"Partial results: the run was stopped; means over the {self.count()} it finished.", ""] \
+            if self.partial else []
         for name, by_scale in self.means().items():
             keys = list(by_scale)
             lines += [f"| {name} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
