@@ -195,6 +195,19 @@ def test_a_scale_without_lr_files_where_the_protocol_needs_them(tmp_path, capsys
     expect_error(capsys, "no LR files for x2", "--data", str(flat), "--scales", "2", "--degrade", "files")
 
 
+def test_a_set_without_its_lr_folder_is_told_where_the_lr_files_go(tmp_path, capsys):
+    """<Set>/HR beside an LR folder of another name (<Set>/LR) was told only that <Set>/HR had no LR files."""
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    (data / "LR_bicubic").rename(data / "LR")
+    expect_error(capsys, f"{data / 'LR_bicubic' / 'X2'}: no LR files for x2, which the benchmark protocol at x2-x4 "
+                         "requires", "--data", str(data), "--scales", "2")
+    div2k = tmp_path / "div2k"
+    (div2k / "DIV2K_valid_HR").mkdir(parents=True)
+    Image.fromarray(set5_crop("bird")).save(div2k / "DIV2K_valid_HR" / "0801.png")
+    expect_error(capsys, f"{div2k / 'DIV2K_valid_LR_bicubic' / 'X4'}: no LR files for x4", "--data", str(div2k),
+                 "--scales", "4")
+
+
 def test_bad_options(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()

@@ -16,7 +16,8 @@ from liif.resize import from_uint8
 
 @dataclass(frozen=True)
 class EvalDataset:
-    """An HR folder, where its LR files live (``<lr_root>/X{s}/<stem>x{s}.png``), and its sorted image names."""
+    """An HR folder, where its layout keeps LR files (``<lr_root>/X{s}/<stem>x{s}.png``, whether or not they are
+    there; None for a plain folder), and its sorted image names."""
 
     name: str
     layout: str  # "folder", "benchmark" or "div2k"
@@ -58,8 +59,7 @@ def open_dataset(path: str | Path) -> EvalDataset:
     images = list_hr_images(hr_dir)
     if not images:
         raise LiifError(f"{hr_dir}: no images in this folder{sets_hint(hr_dir)}")
-    return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
-                       tuple(images))
+    return EvalDataset(root.name, layout, hr_dir, lr_root, tuple(images))
 
 
 def sets_hint(folder: Path) -> str:
