@@ -18,6 +18,7 @@ import torch
 
 import liif
 from common import BENCHMARK_SETS, run_script
+from liif.commands import set_threads
 from liif.commands.eval import parse_scales
 from liif.evaluation.runner import EvalResults, prepare_out_dir, protocol_scales
 
@@ -34,7 +35,7 @@ def main() -> None:
     scales = protocol_scales("benchmark", None if args.scales is None else parse_scales(args.scales))
     if args.out:
         prepare_out_dir(args.out, args.overwrite)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     data = args.data or [str(BENCHMARK_SETS / "Set5"), str(BENCHMARK_SETS / "Set14")]
     model = liif.load_model(liif.DEFAULT_MODEL)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -185,3 +185,12 @@ def test_an_out_named_as_a_results_file_is_refused(tmp_path, capsys, name):
     (tmp_path / name).mkdir()  # a folder of that name is one
     assert run_cli(capsys, *eval_args(data, tmp_path / name))[0] == 0
     assert sorted(path.name for path in (tmp_path / name).iterdir()) == sorted(COMPLETE)
+
+
+def test_eval_speed_refuses_a_thread_count_in_one_line(capsys, monkeypatch):
+    """`eval_speed.py --threads 0` ended in torch's RuntimeError traceback."""
+    monkeypatch.setattr("sys.argv", ["eval_speed.py", "--threads", "0"])
+    with pytest.raises(SystemExit) as stop:
+        load_benchmark("common").run_script(load_benchmark("eval_speed").main)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "eval_speed.py: error: --threads must be an int in [1, 1024], got 0\n"
