@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from liif.bounds import COUNT, flag
+from liif.bounds import COUNT, Number, flag
 from liif.distributed import share_label
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.evaluation.datasets import (EvalDataset, check_lr_names, check_lr_size, image_size, open_dataset,
@@ -295,6 +295,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         flag(value, name, LiifError)  # before the model loads
     if chunk_size is not None:
         COUNT.check(chunk_size, option("chunk_size"), LiifError)
+    check_shard(shard)
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
@@ -302,6 +303,14 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     model = configure_model(model, precision, kernel, compile)
     return EvalResults(model_name, list(score_runs(model, runs, protocol, quantize, self_ensemble, chunk_size,
                                                    precision, shard, cell_clip, progress)))
+
+
+def check_shard(shard: object) -> None:
+    """Refuse a ``shard`` that is not (rank, processes) with 0 <= rank < processes: (4, 4) scored a share that
+    overlaps rank 0's, and (0, 0) failed in slicing."""
+    pair = isinstance(shard, (tuple, list)) and len(shard) == 2
+    if not pair or not COUNT.fits(shard[1]) or not Number(int, 0, shard[1] - 1).fits(shard[0]):
+        raise LiifError(f"shard must be (rank, processes), whole numbers with 0 <= rank < processes, got {shard!r}")
 
 
 def score_runs(model: ImplicitModel, runs: Sequence[tuple[EvalDataset, float, str]], protocol: str = "benchmark",
