@@ -126,9 +126,13 @@ def check_lr_size(dataset: EvalDataset, image: str, scale: float, hr_size: tuple
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:
     """Raise a LiifError when the LR folder of ``scale`` lacks a file for an HR image or has an unpaired one."""
     folder = dataset.lr_dir(scale)
-    expected = {dataset.lr_path(image, scale).name: image for image in dataset.images}
+    expected: dict[str, str] = {}
     for image in dataset.images:
         lr = dataset.lr_path(image, scale)
+        if lr.name in expected:  # baby.png and baby.jpg: both would be scored against babyx2.png
+            raise LiifError(f"{dataset.hr_dir / expected[lr.name]} and {dataset.hr_dir / image} would share the LR "
+                            f"file {lr}; keep one of them in {dataset.hr_dir}")
+        expected[lr.name] = image
         if not lr.is_file():
             raise LiifError(f"{lr}: missing, the LR file for HR image {dataset.hr_dir / image} at x{scale:g}")
     for entry in list_folder(folder):
