@@ -1,9 +1,10 @@
 """Time `liif eval` per dataset and scale (built-in model, CPU) and print the results table.
 
-Usage: python benchmarks/eval_speed.py [--data DIR ...] [--scales 2,3,4,6,8] [--degrade pil] [--out DIR]
+Usage: python benchmarks/eval_speed.py [--data DIR ...] [--scales 2,3,4,6,8] [--degrade pil] [--out DIR] [--overwrite]
 Prints the results table and, per dataset and scale, wall seconds and process CPU seconds (CPU time stays
 meaningful on a shared machine, where wall time also counts waiting for a core); writes results.json and
-per_image.csv to --out when given.
+per_image.csv to --out when given (an earlier run's refused unless --overwrite, as liif eval does). The scales
+default to the benchmark protocol's, as liif eval's.
 """
 
 from __future__ import annotations
@@ -17,21 +18,24 @@ import torch
 
 import liif
 from common import BENCHMARK_SETS, run_script
+from liif.commands import set_threads
 from liif.commands.eval import parse_scales
-from liif.evaluation.runner import EvalResults
-
+from liif.evaluation.runner import EvalResults, prepare_out_dir, protocol_scales
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", default=None)
-    parser.add_argument("--scales", default="2,3,4,6,8")
+    parser.add_argument("--scales", default=None)
     parser.add_argument("--degrade", default="pil")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    scales = parse_scales(args.scales)
-    torch.set_num_threads(args.threads)
+    scales = protocol_scales("benchmark", None if args.scales is None else parse_scales(args.scales))
+    if args.out:
+        prepare_out_dir(args.out, args.overwrite)
+    set_threads(args.threads)
     data = args.data or [str(BENCHMARK_SETS / "Set5"), str(BENCHMARK_SETS / "Set14")]
     model = liif.load_model(liif.DEFAULT_MODEL)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -57,7 +61,7 @@ def main() -> None:
         total = f"{sum(t[2] for t in rows):.0f} / {sum(t[3] for t in rows):.0f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {total} |")
     if args.out:
-        results.write(args.out)
+        results.write(args.out, args.overwrite)
 
 
 if __name__ == "__main__":

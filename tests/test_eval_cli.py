@@ -185,6 +185,18 @@ def test_mismatched_lr_names_and_sizes(tmp_path, capsys):
     assert "20x20" in err and "22x26" in err
 
 
+def test_two_hr_images_of_one_name_are_refused_where_they_would_share_an_lr_file(tmp_path, capsys):
+    """head.png and head.jpg were both scored against headx2.png: the JPEG's score was the PNG's LR upscaled."""
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    Image.fromarray(set5_crop("head")).save(data / "HR" / "head.jpg")
+    expect_error(capsys, f"{data / 'HR' / 'head.jpg'} and {data / 'HR' / 'head.png'} would share the LR file "
+                         f"{data / 'LR_bicubic' / 'X2' / 'headx2.png'}", "--data", str(data), "--scales", "2")
+    # made from the HR, each has an LR of its own
+    code, _, err = run_cli(capsys, "--data", str(data), "--scales", "2", "--degrade", "pil", "--model",
+                           str(shared_file(TINY)), "--device", "cpu")
+    assert code == 0, err
+
+
 def test_a_scale_without_lr_files_where_the_protocol_needs_them(tmp_path, capsys):
     data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
     err = expect_error(capsys, str(data / "LR_bicubic" / "X3"), "--data", str(data), "--scales", "2,3")
@@ -193,6 +205,19 @@ def test_a_scale_without_lr_files_where_the_protocol_needs_them(tmp_path, capsys
     flat.mkdir()
     Image.fromarray(set5_crop("bird")).save(flat / "bird.png")
     expect_error(capsys, "no LR files for x2", "--data", str(flat), "--scales", "2", "--degrade", "files")
+
+
+def test_a_set_without_its_lr_folder_is_told_where_the_lr_files_go(tmp_path, capsys):
+    """<Set>/HR beside an LR folder of another name (<Set>/LR) was told only that <Set>/HR had no LR files."""
+    data = make_benchmark_set(tmp_path / "Tiny", scales=(2,))
+    (data / "LR_bicubic").rename(data / "LR")
+    expect_error(capsys, f"{data / 'LR_bicubic' / 'X2'}: no LR files for x2, which the benchmark protocol at x2-x4 "
+                         "requires", "--data", str(data), "--scales", "2")
+    div2k = tmp_path / "div2k"
+    (div2k / "DIV2K_valid_HR").mkdir(parents=True)
+    Image.fromarray(set5_crop("bird")).save(div2k / "DIV2K_valid_HR" / "0801.png")
+    expect_error(capsys, f"{div2k / 'DIV2K_valid_LR_bicubic' / 'X4'}: no LR files for x4", "--data", str(div2k),
+                 "--scales", "4")
 
 
 def test_bad_options(tmp_path, capsys):

@@ -138,6 +138,21 @@ def test_evaluate_refuses_a_chunk_size_before_the_model_loads(tmp_path, chunk_si
                  progress=False)
 
 
+@pytest.mark.parametrize("shard", [(0, 0), (2, 2), (-1, 2), (0.5, 2), (0, 2.0), (True, 2), (0,), "01", None])
+def test_evaluate_refuses_a_shard_that_is_no_rank_of_its_processes(tmp_path, shard):
+    """(2, 2) silently scored every second image from the third (rank 0's share, but the first), (0, 0) raised
+    slicing's ValueError, once the model had loaded."""
+    with pytest.raises(LiifError, match=r"^shard must be \(rank, processes\), whole numbers with 0 <= rank < "
+                                        r"processes, got "):
+        evaluate(tmp_path / "absent.pth", flat_folder(tmp_path / "flat"), scales=[2], shard=shard, progress=False)
+
+
+def test_evaluate_scores_its_shard_of_the_images(tmp_path):
+    data = flat_folder(tmp_path / "flat")
+    shares = [evaluate(str(shared_file(TINY)), data, scales=[2], shard=(rank, 2), progress=False) for rank in (0, 1)]
+    assert [[s.image for s in share.scores] for share in shares] == [["bird.png"], ["gray.png"]]
+
+
 @pytest.mark.parametrize("model,what", [(torch.nn.Linear(2, 3), "Linear"), (None, "NoneType")])
 def test_evaluate_refuses_what_is_no_image_model_in_words(tmp_path, model, what):
     """As liif.upscale does: an encoder alone or no model at all failed with an AttributeError (no cell_clip)."""
@@ -199,7 +214,7 @@ def test_an_output_file_that_is_a_folder_is_refused_before_the_run(tmp_path, cap
     def must_not_run(*args, **kwargs):
         raise AssertionError("the evaluation ran before the output folder was checked")
 
-    monkeypatch.setattr(liif.commands.eval, "evaluate", must_not_run)
+    monkeypatch.setattr(liif.commands.eval, "score_runs", must_not_run)
     expect_error(capsys, f"{out / 'per_image.csv'}: is a folder", "--data", str(data), "--scales", "2",
                  "--out", str(out), "--model", str(shared_file(TINY)))
 

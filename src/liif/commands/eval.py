@@ -18,12 +18,12 @@ from pathlib import Path
 
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
-from liif.distributed import alike, gather_sharded, joined_processes, main_work
-from liif.errors import LiifError, option
+from liif.distributed import alike, gather_sharded, joined_processes, main_work, share_label
+from liif.errors import LiifError, option, printable
 from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
-from liif.evaluation.runner import (LR_SOURCES, OUTPUT_FILES, SCALE_PRESETS, EvalResults, evaluate, plan,
-                                   prepare_out_dir, protocol_scales)
+from liif.evaluation.runner import (LR_SOURCES, SCALE_PRESETS, EvalResults, ImageScore, plan, prepare_out_dir,
+                                   protocol_scales, score_runs)
 from liif.upscale import model_on
 
 
@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cell-clip", dest="cell_clip", action="store_false",
                         help="decode the true cell at every scale; by default a model tested with cell clipping "
                              "by its authors (LTE) gets the cell of x4 at scales above x4")
-    parser.add_argument("--out", metavar="DIR", help="write DIR/per_image.csv and DIR/results.json")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write DIR/per_image.csv and DIR/results.json (a stopped run: the scores it finished, "
+                             "to DIR/per_image.partial.csv and DIR/results.partial.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's results in --out")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
     add_threads_option(parser)
@@ -67,27 +70,55 @@ def parse_scales(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out)."""
+    """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out). Stopped by
+    Ctrl-C, SIGTERM or a picture it cannot read, rank 0 reports the scores it finished as partial results."""
     set_threads(args.threads)
-    if args.chunk_size is not None:  # checked again by evaluate; here before the --out folder is made
+    if args.chunk_size is not None:  # checked before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
     scales = protocol_scales(args.protocol, None if args.scales is None else parse_scales(args.scales))
     with joined_processes(args.device) as procs:
         with alike(procs):  # a mistake met by every process is said once, by rank 0
             if args.out:
-                prepare_out_dir(args.out)
-            datasets = [open_dataset(folder) for folder in args.data]
-            plan(datasets, scales, args.degrade, args.protocol)
+                prepare_out_dir(args.out, args.overwrite)
+            runs = plan([open_dataset(folder) for folder in args.data], scales, args.degrade, args.protocol)
             model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
-        results = evaluate(model, datasets, scales, args.protocol, args.degrade, args.quantize,
-                           args.self_ensemble, args.chunk_size, procs.device,
-                           progress=not args.quiet and procs.is_main, model_name=Path(args.model).stem,
-                           precision=args.precision, shard=(procs.rank, procs.world_size), cell_clip=args.cell_clip)
-        results = EvalResults(results.model_name, gather_sharded(results.scores, procs))
+        model_name = Path(args.model).stem
+        scores: list[ImageScore] = []
+        try:
+            for image_score in score_runs(model, runs, args.protocol, args.quantize, args.self_ensemble,
+                                          args.chunk_size, args.precision, (procs.rank, procs.world_size),
+                                          args.cell_clip, progress=not args.quiet and procs.is_main):
+                scores.append(image_score)
+        except (KeyboardInterrupt, LiifError) as stop:  # a picture found unreadable only once its turn came
+            if not procs.is_main or not scores:
+                raise
+            partial = EvalResults(model_name, scores, partial=True)
+            finished = share_label(f"the {partial.count()} finished", procs.rank, procs.world_size)
+            kept = printable(keep_partial(partial, args.out, args.overwrite, finished))
+            raise (LiifError(f"{stop}; {kept}") if isinstance(stop, LiifError) else type(stop)(kept)) from None
+        results = EvalResults(model_name, gather_sharded(scores, procs))
         with main_work(procs, "to report the results"):
             if procs.is_main:
-                print(results.markdown())
-                if args.out:
-                    results.write(args.out)
-                    print(f"wrote {' and '.join(f'{args.out}/{name}' for name in OUTPUT_FILES)}", file=sys.stderr)
+                written = report(results, args.out, args.overwrite)
+                if written:
+                    print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def report(results: EvalResults, out: str | None, overwrite: bool) -> str:
+    """Print the results' table and write their files into ``out`` when given; the files written, in words."""
+    print(results.markdown(), flush=True)
+    if not out:
+        return ""
+    results.write(out, overwrite)
+    return " and ".join(f"{out}/{name}" for name in results.files)
+
+
+def keep_partial(results: EvalResults, out: str | None, overwrite: bool, finished: str) -> str:
+    """Report the scores a stopped run ``finished`` (words naming them); what became of them, for the line saying
+    that it stopped."""
+    try:
+        written = report(results, out, overwrite)
+    except LiifError as exc:
+        return f"{finished} not kept: {exc}"
+    return f"kept {finished} in {written or 'the table above'}"

@@ -16,7 +16,8 @@ from liif.resize import from_uint8
 
 @dataclass(frozen=True)
 class EvalDataset:
-    """An HR folder, where its LR files live (``<lr_root>/X{s}/<stem>x{s}.png``), and its sorted image names."""
+    """An HR folder, where its layout keeps LR files (``<lr_root>/X{s}/<stem>x{s}.png``, whether or not they are
+    there; None for a plain folder), and its sorted image names."""
 
     name: str
     layout: str  # "folder", "benchmark" or "div2k"
@@ -58,8 +59,7 @@ def open_dataset(path: str | Path) -> EvalDataset:
     images = list_hr_images(hr_dir)
     if not images:
         raise LiifError(f"{hr_dir}: no images in this folder{sets_hint(hr_dir)}")
-    return EvalDataset(root.name, layout, hr_dir, lr_root if lr_root and lr_root.is_dir() else None,
-                       tuple(images))
+    return EvalDataset(root.name, layout, hr_dir, lr_root, tuple(images))
 
 
 def sets_hint(folder: Path) -> str:
@@ -126,9 +126,13 @@ def check_lr_size(dataset: EvalDataset, image: str, scale: float, hr_size: tuple
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:
     """Raise a LiifError when the LR folder of ``scale`` lacks a file for an HR image or has an unpaired one."""
     folder = dataset.lr_dir(scale)
-    expected = {dataset.lr_path(image, scale).name: image for image in dataset.images}
+    expected: dict[str, str] = {}
     for image in dataset.images:
         lr = dataset.lr_path(image, scale)
+        if lr.name in expected:  # baby.png and baby.jpg: both would be scored against babyx2.png
+            raise LiifError(f"{dataset.hr_dir / expected[lr.name]} and {dataset.hr_dir / image} would share the LR "
+                            f"file {lr}; keep one of them in {dataset.hr_dir}")
+        expected[lr.name] = image
         if not lr.is_file():
             raise LiifError(f"{lr}: missing, the LR file for HR image {dataset.hr_dir / image} at x{scale:g}")
     for entry in list_folder(folder):

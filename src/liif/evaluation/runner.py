@@ -10,14 +10,14 @@ import numbers
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
 
-from liif.bounds import COUNT, flag
+from liif.bounds import COUNT, Number, flag
 from liif.distributed import share_label
-from liif.errors import LiifError, option, os_reason
+from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.evaluation.datasets import (EvalDataset, check_lr_names, check_lr_size, image_size, open_dataset,
                                       read_pair, read_rgb)
 from liif.evaluation.degrade import DEGRADATIONS, lr_geometry, make_lr
@@ -34,6 +34,7 @@ FILE_SCALES = (2, 3, 4)  # the reference reads these scales from LR files in the
 SCALE_PRESETS = {"benchmark": (2, 3, 4, 6, 8), "div2k": (2, 3, 4, 6, 12, 18, 24, 30)}
 METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
 OUTPUT_FILES = ("per_image.csv", "results.json")  # what EvalResults.write puts in the folder: the table, the means
+PARTIAL_FILES = ("per_image.partial.csv", "results.partial.json")  # the same, of a run stopped before its end
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,17 @@ def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, pro
 
 @dataclass
 class EvalResults:
-    """Per-image scores of a run, with their dataset means, a markdown table and the CSV/JSON files."""
+    """Per-image scores of a run, with their dataset means, a markdown table and the CSV/JSON files; ``partial``
+    where the run was stopped before its end (the scores it finished)."""
 
     model_name: str
     scores: list[ImageScore]
+    partial: bool = False
+
+    @property
+    def files(self) -> tuple[str, str]:
+        """The names ``write`` gives the table and the means: ``PARTIAL_FILES`` for partial results."""
+        return PARTIAL_FILES if self.partial else OUTPUT_FILES
 
     def means(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{dataset: {"x2": {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}}}``, means over images."""
@@ -123,9 +131,15 @@ class EvalResults:
                        for key, rows in by_scale.items()}
                 for name, by_scale in groups.items()}
 
+    def count(self) -> str:
+        """How many scores these are, in words: ``1 image score``, ``37 image scores``."""
+        return f"{len(self.scores)} image score{'' if len(self.scores) == 1 else 's'}"
+
     def markdown(self) -> str:
-        """One table per dataset: the model's and bicubic's PSNR (4 decimals) and SSIM at each scale."""
-        lines = []
+        """One table per dataset: the model's and bicubic's PSNR (4 decimals) and SSIM at each scale, after a line
+        saying so where the results are partial."""
+        lines = [f"Partial results: the run was stopped; means over the {self.count()} it finished.", ""] \
+            if self.partial else []
         for name, by_scale in self.means().items():
             keys = list(by_scale)
             lines += [f"| {name} | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
@@ -151,33 +165,61 @@ class EvalResults:
                 out.setdefault(name, {})[key] = entry
         return out
 
-    def write(self, out_dir: str | Path) -> None:
+    def write(self, out_dir: str | Path, overwrite: bool = False) -> None:
         """``out_dir/per_image.csv`` (one row per image and scale; ``inf`` and ``nan`` as Python writes them) and
-        ``out_dir/results.json`` (the means, strict JSON: see ``json_means`` for non-finite values)."""
+        ``out_dir/results.json`` (the means, strict JSON: see ``json_means`` for non-finite values), or, for partial
+        results, ``PARTIAL_FILES``. An earlier run's results there are refused unless ``overwrite``, which replaces
+        them: the folder then holds this run's alone."""
         out_dir = Path(out_dir)
+        check_out_files(out_dir, overwrite)
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(ImageScore)], lineterminator="\n")
         writer.writeheader()
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": scale_text(s.scale)})
         results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
-        per_image, means = (out_dir / name for name in OUTPUT_FILES)
+        per_image, means = (out_dir / name for name in self.files)
         write_text(per_image, table.getvalue())
         write_text(means, results)
+        for name in PARTIAL_FILES if not self.partial else OUTPUT_FILES:
+            try:
+                (out_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise LiifError(f"cannot remove {out_dir / name}: {os_reason(exc)}") from None
 
 
-def prepare_out_dir(out_dir: str | Path) -> None:
-    """Create ``out_dir`` if needed and make sure files can be written there, before a long run starts."""
+def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Create ``out_dir`` if needed and make sure the results can be written there (``check_out_files``), before a
+    long run starts."""
     out_dir = Path(out_dir)
+    check_out_name(out_dir)  # before a folder of that name is made
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LiifError(f"{out_dir}: cannot create the output folder ({os_reason(exc)})") from None
     if not os.access(out_dir, os.W_OK):
         raise LiifError(f"{out_dir}: output folder is not writable")
-    for name in OUTPUT_FILES:
+    check_out_files(out_dir, overwrite)
+
+
+def check_out_files(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a folder for the results that holds a folder by one of their names, or, unless ``overwrite``, the
+    results of an earlier run, complete or partial."""
+    overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the results
+    check_out_name(out_dir)
+    for name in OUTPUT_FILES + PARTIAL_FILES:
         if (out_dir / name).is_dir():
             raise LiifError(f"{out_dir / name}: is a folder, where the results go")
+        if (out_dir / name).exists() and not overwrite:
+            raise OutputExists(f"{out_dir / name} exists (an earlier run's results)")
+
+
+def check_out_name(out_dir: Path) -> None:
+    """Refuse a results file's name where the folder of the results goes (``--out results.json`` made a folder of
+    that name), unless that folder is there already."""
+    if out_dir.suffix.lower() in (".json", ".csv") and not out_dir.is_dir():
+        raise LiifError(f"{out_dir}: a file's name, where the folder for {' and '.join(OUTPUT_FILES)} goes; "
+                        "name a folder")
 
 
 def protocol_scales(protocol: str, scales: Sequence[float] | float | None = None) -> Sequence[float] | float:
@@ -253,12 +295,30 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
         flag(value, name, LiifError)  # before the model loads
     if chunk_size is not None:
         COUNT.check(chunk_size, option("chunk_size"), LiifError)
+    check_shard(shard)
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
     model = resolve_model(model, pick_device(device)) if isinstance(model, (str, os.PathLike)) else renderable(model)
     model = configure_model(model, precision, kernel, compile)
-    scores = []
+    return EvalResults(model_name, list(score_runs(model, runs, protocol, quantize, self_ensemble, chunk_size,
+                                                   precision, shard, cell_clip, progress)))
+
+
+def check_shard(shard: object) -> None:
+    """Refuse a ``shard`` that is not (rank, processes) with 0 <= rank < processes: (4, 4) scored a share that
+    overlaps rank 0's, and (0, 0) failed in slicing."""
+    pair = isinstance(shard, (tuple, list)) and len(shard) == 2
+    if not pair or not COUNT.fits(shard[1]) or not Number(int, 0, shard[1] - 1).fits(shard[0]):
+        raise LiifError(f"shard must be (rank, processes), whole numbers with 0 <= rank < processes, got {shard!r}")
+
+
+def score_runs(model: ImplicitModel, runs: Sequence[tuple[EvalDataset, float, str]], protocol: str = "benchmark",
+               quantize: bool = False, self_ensemble: bool = False, chunk_size: int | None = None,
+               precision: str = "fp32", shard: tuple[int, int] = (0, 1), cell_clip: bool = True,
+               progress: bool = True) -> Iterator[ImageScore]:
+    """The score of each image of ``plan``'s ``runs`` by ``model`` (configured: ``configure_model``), yielded once
+    made, so that a caller keeps those finished when the run is stopped; ``evaluate``'s other arguments."""
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
     mine = items[shard[0]::shard[1]]
     own_clip = model.cell_clip
@@ -273,8 +333,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
                                             precision)
                 except ValueError as exc:  # an image too small for this scale or its shave
                     raise LiifError(f"{dataset.hr_dir / image} at {scale_key(scale)}: {exc}") from None
-                scores.append(ImageScore(dataset.name, scale, image, source, *values))
                 bar.update()
+                yield ImageScore(dataset.name, scale, image, source, *values)
     finally:
         model.cell_clip = own_clip
-    return EvalResults(model_name, scores)
