@@ -239,6 +239,29 @@ def test_resuming_from_an_earlier_epoch_is_refused_unless_the_later_checkpoints_
     assert f"deleted the checkpoints of the epochs after 1: {', '.join(later)}" in (run / "log.txt").read_text()
 
 
+def test_a_resume_from_an_earlier_epoch_shows_one_history_in_tensorboard(tmp_path, set14):
+    """The points of the epochs --overwrite discarded stayed beside the resumed run's: two curves on top of each
+    other. Every point is at its global step, and the resumed run hides those past its checkpoint's."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    logged = ["--set", "tensorboard=true", "--set", "log_every=1"]
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), *logged,
+                      "--set", "epoch_max=3") == 0
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--overwrite", *logged, "--set", "epoch_max=2",
+                      "--set", "optimizer.args.lr=4.e-3") == 0
+    events = accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 15))
+    assert [e.step for e in events.Scalars("val/psnr")] == [e.step for e in events.Images("val/sample")] == [7, 14]
+    # the resumed epoch's points are the new run's: it trained at four times the rate
+    assert [e.value for e in events.Scalars("train/lr")][6:8] == pytest.approx([1e-3, 4e-3 / 2])
+    best = read_checkpoint(run / "epoch-last.pth")["best_val"]
+    assert events.Scalars("val/psnr")[-1].value == pytest.approx(best)
+    log = (run / "log.txt").read_text()
+    assert "deleted the checkpoints of the epochs after 1: " in log
+    assert "the lines above of epoch 2 on are the discarded run's" in log
+
+
 def one_line_error(capsys) -> str:
     """The error ``liif train`` printed: one line, no traceback."""
     err = capsys.readouterr().err

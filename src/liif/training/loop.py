@@ -477,10 +477,11 @@ class Run:
             self.log = None
             if procs.is_main:
                 make_run_dir(run_dir, replace, later)
-                self.log = RunLog(run_dir, quiet, config["tensorboard"])
+                self.log = RunLog(run_dir, quiet, config["tensorboard"], first_step=self.step + 1)
                 if later:
                     self.log.line(f"deleted the checkpoints of the epochs after {self.epoch_start - 1}: "
-                                  f"{', '.join(path.name for path in later)}")
+                                  f"{', '.join(path.name for path in later)}; the lines above of epoch "
+                                  f"{self.epoch_start} on are the discarded run's")
                 for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
                     skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
                     if skipped or too_small:
@@ -549,7 +550,7 @@ class Run:
         if self.val_loader is not None and every and epoch % every == 0:
             previous = self.best
             try:
-                text += self.validate(epoch)
+                text += self.validate()
             except LiifError as exc:  # an image that can no longer be read: the epoch's training is kept first
                 failure = ("validation", "val_dataset", exc)
             else:
@@ -563,7 +564,7 @@ class Run:
             else:
                 self.summary["benchmark"] = scores
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
-                self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+                self.log.scalars(self.step, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
         self.log.line(text)
         state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best, self.scaler)
         if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
@@ -578,15 +579,15 @@ class Run:
             raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
                             f"{section} and resume from {self.last_good}")
 
-    def validate(self, epoch: int) -> str:
+    def validate(self) -> str:
         """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
         val = validate(self.model, self.val_loader, self.norm, self.procs.device, progress=not self.quiet)
         self.best = val if self.best is None else max(val, self.best)
         self.summary.update(val_psnr=val, best_val=self.best)
-        self.log.scalars(epoch, **{"val/psnr": val})
+        self.log.scalars(self.step, **{"val/psnr": val})
         if self.log.writer is not None:
             self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)),
-                                                      self.procs.device), epoch)
+                                                      self.procs.device), self.step)
         return f", val PSNR {val:.4f} (best {self.best:.4f})"
 
     def close(self) -> None:

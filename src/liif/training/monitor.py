@@ -12,9 +12,12 @@ from liif.errors import LiifError, os_reason
 
 
 class RunLog:
-    """Appends to ``RUN/log.txt`` (and prints unless quiet); writes TensorBoard scalars and images if it can."""
+    """Appends to ``RUN/log.txt`` (and prints unless quiet); writes TensorBoard scalars and images if it can, by
+    global step. TensorBoard hides the points an earlier session of the folder wrote at ``first_step`` or later (an
+    interrupted epoch's, or those of the epochs a resume from an earlier checkpoint discarded), so that the curves
+    show one history."""
 
-    def __init__(self, run_dir: Path, quiet: bool = False, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, quiet: bool = False, tensorboard: bool = True, first_step: int = 1):
         self.path = run_dir / "log.txt"
         self.quiet = quiet
         self.writer = None
@@ -25,7 +28,7 @@ class RunLog:
                 SummaryWriter = None
             if SummaryWriter is not None:
                 try:
-                    self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                    self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_step)
                 except OSError as exc:  # a file of that name, a full disk
                     raise LiifError(f"cannot write {run_dir / 'tensorboard'}: {os_reason(exc)}") from None
 
