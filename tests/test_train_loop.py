@@ -294,11 +294,11 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     ("train_dataset.batch_size=0", "config key 'train_dataset.batch_size' must be an int >= 1, got 0"),
     ("epoch_val=0", "config key 'epoch_val' must be an int >= 1 or null, got 0"),
     ("data_norm.inp.sub=[0.5, 0.5]", "data_norm inp.sub must be a list of 1 or 3 finite numbers"),
-    # free-form constructor arguments, checked as the model, optimizer and datasets are built
-    ("optimizer.args.lr=-1", "bad optimizer.args for 'adam': Invalid learning rate: -1"),
+    ("optimizer.args.lr=-1", "config key 'optimizer.args.lr': Invalid learning rate: -1"),
     # torch takes it, then overflows at the first step
-    ("optimizer.args.lr=1e300", "bad optimizer.args for 'adam': lr holds 1e+300, beyond the float32 range of the "
+    ("optimizer.args.lr=1e300", "config key 'optimizer.args.lr' holds 1e+300, beyond the float32 range of the "
                                 "weights (±3.4e+38)"),
+    # free-form constructor arguments, checked as the model and datasets are built
     ("model.args.encoder_spec.args.n_feats=-8", "bad arguments for model 'edsr-baseline': "),
     # sizes no machine trains: refused from a build on the meta device, in a moment and without the memory
     ("model.args.encoder_spec.args.n_resblocks=100000000", "the model spec builds more than 10000 weight tensors"),

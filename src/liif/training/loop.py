@@ -25,7 +25,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.bounds import COUNT, Number, flag
+from liif.bounds import COUNT, flag
 from liif.errors import LiifError, OutputExists, one_line, option, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
@@ -36,7 +36,7 @@ from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory, check_precision, torch_settings
 from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
-from liif.training.config import load_config
+from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, write_checkpoint
 
@@ -46,7 +46,6 @@ TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
 # DIV2K configs' 8 still run on 2 CPUs); past that they only crowd the machine.
 WORKERS_PER_CPU = 4
 
-FLOAT32 = Number(low=-torch.finfo(torch.float32).max, high=torch.finfo(torch.float32).max)
 Batch = dict[str, torch.Tensor]
 CHECKPOINTS = "epoch-*.pth"  # what makes a folder a run's
 
@@ -209,22 +208,17 @@ def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
 
 
 def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer a spec names; torch checks its arguments (a negative lr, betas out of range). On a GPU,
-    Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is
-    bound by kernel launches there, and the fused update computes the same thing."""
-    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``). On a
+    GPU, Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is bound
+    by kernel launches there, and the fused update computes the same thing."""
     args = dict(spec.get("args") or {})
-    for key, value in args.items():
-        # torch takes any float, then overflows converting it for the float32 weights at the first step
-        if any(isinstance(v, float) and not FLOAT32.fits(v) for v in (value if isinstance(value, list) else [value])):
-            raise LiifError(f"bad optimizer.args for {spec['name']!r}: {key} holds {value!r}, beyond the float32 "
-                            f"range of the weights (±{FLOAT32.high:.3g})")
     if spec["name"] == "adam" and next(model.parameters()).device.type == "cuda":
         args.setdefault("fused", True)
     try:
-        return optimizers[spec["name"]](model.parameters(), **args)
-    except Exception as exc:  # torch checks the args by indexing and comparing them: any error is theirs
-        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {one_line(exc)}") from None
+        return OPTIMIZERS[spec["name"]](model.parameters(), **args)
+    except Exception as exc:  # what only the device refuses (a fused update where it has none)
+        raise LiifError(f"bad optimizer.args for {spec['name']!r} on {next(model.parameters()).device}: "
+                        f"{one_line(exc)}") from None
 
 
 def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> None:
