@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import BENCHMARKS, shared_file
 from liif.geometry import make_coord
 from liif.data import build_dataset
-from liif.data.folders import decode
+from liif.data.folders import ImageFolder, decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.datasets import read_rgb
@@ -363,6 +363,40 @@ def test_reading_a_folder_shows_a_progress_bar_when_asked(set5, capsys):
     assert err.startswith(f"\rreading {set5.name}:") and "/5 [" in err and err.split("\r")[-2].strip() == "", err
     build_dataset(section)
     assert capsys.readouterr().err == ""
+
+
+class FirstTwo(ImageFolder):
+    """A dataset over an image folder, as a user registers one, that takes no ``progress``."""
+
+    def __init__(self, root_path: str):
+        super().__init__(root_path, first_k=2)
+
+
+class WholeImages(torch.utils.data.Dataset):
+    """A reference-style wrapper that takes no ``seed``."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        return {"inp": self.dataset[idx]}
+
+
+def test_registered_datasets_that_take_no_progress_bar_or_seed_are_built(set5):
+    """Every dataset was given ``progress`` and every wrapper ``seed``: one without them was refused ("has no
+    argument 'progress'")."""
+    DATASETS.register("test-first-two")(FirstTwo)
+    DATASETS.register("test-whole-images")(WholeImages)
+    try:
+        dataset = build_dataset({"dataset": {"name": "test-first-two", "args": {"root_path": str(set5)}},
+                                 "wrapper": {"name": "test-whole-images"}}, seed=3, progress=True)
+    finally:
+        del DATASETS.constructors["test-first-two"], DATASETS.constructors["test-whole-images"]
+    assert len(dataset) == 2 and dataset.dataset.files == sorted(set5.glob("*.png"))[:2]
+    assert torch.equal(dataset[1]["inp"], from_uint8(decode(dataset.dataset.files[1])))
 
 
 def test_unknown_dataset_argument_is_named(tmp_path):
