@@ -463,7 +463,36 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
     monkeypatch.setattr(liif.training.loop, "train_step", interrupt)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
-    assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.endswith("liif train: interrupted; no checkpoint was written yet, nothing to resume\n")
+
+
+def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_step(tmp_path, set14, capsys,
+                                                                                   monkeypatch):
+    """The steps of an epoch in progress are lost (checkpoints are per epoch, as the reference's): the stop's line
+    said only "interrupted", not which checkpoint and epoch the run goes on from."""
+    run, step = tmp_path / "run", liif.training.loop.train_step
+    steps, stop_at = [], [10]  # the third of epoch 2's 7
+
+    def interrupted(*args):
+        steps.append(None)
+        if len(steps) == stop_at[0]:
+            raise KeyboardInterrupt
+        return step(*args)
+
+    monkeypatch.setattr(liif.training.loop, "train_step", interrupted)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14)) == 130
+    assert capsys.readouterr().err == f"liif train: interrupted; resume from {run / 'epoch-last.pth'} to go on at epoch 2\n"
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1
+    assert (run / "log.txt").read_text().splitlines()[-1].endswith(
+        f" stopped by Ctrl-C in epoch 2 at step 9; resume from {run / 'epoch-last.pth'} to go on at epoch 2")
+    # the Python API says the same in its KeyboardInterrupt; before its first epoch-last.pth, a run goes on from the
+    # checkpoint it resumed
+    steps.clear()
+    stop_at[0] = 3
+    config = {**smoke_config(set14), "epoch_max": 3}
+    with pytest.raises(KeyboardInterrupt, match=re.escape(f"resume from {run / 'epoch-1.pth'} to go on at epoch 2")):
+        train(config, tmp_path / "branch", read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
 
 
 def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:
@@ -499,10 +528,11 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set
         os.killpg(proc.pid, signum)
         time.sleep(0.05)
     result = wait_group(proc, 120)
-    assert (result.returncode, result.stderr) == (code, f"liif train: {word}\n")
-    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
     # the epochs it finished are kept, as Ctrl-C keeps them, and the run goes on from the last
     epoch = read_checkpoint(run / "epoch-last.pth")["epoch"]
+    assert (result.returncode, result.stderr) == (code, f"liif train: {word}; resume from {run / 'epoch-last.pth'} "
+                                                        f"to go on at epoch {epoch + 1}\n")
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
     assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
                       "--set", "num_workers=0") == 0
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1

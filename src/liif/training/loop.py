@@ -39,6 +39,7 @@ from liif.distributed import Processes, alike, global_mean, joined_processes, ma
 from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_resumable, restore, write_checkpoint
+from liif_entry import Terminated
 
 MAX_MODEL_TENSORS = 10_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
@@ -422,6 +423,8 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
                 start = time.time()
                 losses = run.train_epoch(epoch)
                 run.finish_epoch(epoch, losses, time.time() - start)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM from the command (liif_entry.Terminated)
+            raise type(stop)(run.stopped(stop)) from None
         finally:  # a failed run's TensorBoard writer is flushed and its thread ended too
             run.close()
         return run.summary
@@ -494,11 +497,15 @@ class Run:
         if config["compile"]:
             self.net = torch.compile(self.net)
         self.last_good = run_dir / "epoch-last.pth"
+        self.epoch = self.epoch_start  # the epoch in progress
+        # the checkpoint a stopped run goes on from, and its epoch: the one resumed, then each epoch-last.pth written
+        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1)
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
 
     def train_epoch(self, epoch: int) -> list[float]:
         """One pass over this process's share of the training set; the losses of its steps."""
+        self.epoch = epoch
         self.train_loader.sampler.set_epoch(epoch)
         losses = []
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config['epoch_max']}", leave=False,
@@ -532,6 +539,7 @@ class Run:
         with main_work(self.procs, f"at the end of epoch {epoch}"):
             if self.procs.is_main:
                 self.write_epoch(epoch, seconds)
+        self.resume_point = (str(self.last_good), epoch)  # rank 0 has written it
 
     def write_epoch(self, epoch: int, seconds: float) -> None:
         """Rank 0's end of an epoch: validation and benchmark_eval when due, the log line, the checkpoints. A
@@ -568,6 +576,7 @@ class Run:
         # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
         # first would leave epoch-best behind the best score the resumed run then compares with
         write_checkpoint(self.last_good, *state)
+        self.resume_point = (str(self.last_good), epoch)
         if failure is not None:
             what, section, exc = failure
             raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
@@ -583,6 +592,17 @@ class Run:
             self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)),
                                                       self.procs.device), self.step)
         return f", val PSNR {val:.4f} (best {self.best:.4f})"
+
+    def stopped(self, stop: KeyboardInterrupt) -> str:
+        """Where a run that ``stop`` ended goes on from, for its one line, and with the step it reached, in the log
+        (the steps of the epoch in progress are lost: checkpoints are written per epoch, as the reference's)."""
+        checkpoint, epoch = self.resume_point
+        text = (f"resume from {checkpoint} to go on at epoch {epoch + 1}" if checkpoint is not None
+                else "no checkpoint was written yet, nothing to resume")
+        if self.log is not None:
+            self.log.line(f"stopped by {'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'} in epoch "
+                          f"{self.epoch} at step {self.step}; {text}", echo=False)
+        return text
 
     def close(self) -> None:
         if self.log is not None:

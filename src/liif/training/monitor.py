@@ -32,14 +32,15 @@ class RunLog:
                 except OSError as exc:  # a file of that name, a full disk
                     raise LiifError(f"cannot write {run_dir / 'tensorboard'}: {os_reason(exc)}") from None
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, echo: bool = True) -> None:
+        """``text``, time-stamped, at the end of log.txt, and on stdout unless quiet or not ``echo``."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             with open(self.path, "a") as f:
                 f.write(f"{stamp} {text}\n")
         except OSError as exc:
             raise LiifError(f"cannot write {self.path}: {os_reason(exc)}") from None
-        if not self.quiet:
+        if echo and not self.quiet:
             tqdm.write(text)
 
     def scalars(self, step: int, **values: float) -> None:
