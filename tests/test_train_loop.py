@@ -128,6 +128,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     assert code == 2 and "the loss is inf at epoch 2, step 8: training stopped" in err
     assert f"the last good checkpoint is {run / 'epoch-last.pth'} (epoch 1)" in err and "Traceback" not in err
     assert (run / "epoch-last.pth").read_bytes() == before
+    # resumed from an earlier checkpoint, or into another folder, before writing one: the resumed one is the last good
+    # (at this rate the weights overflow at the first step, the loss at the next)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=2",
+                      "--overwrite") == 0
+    for out in ([], ["--out", str(tmp_path / "branch")]):
+        assert liif_train("--resume", str(run / "epoch-1.pth"), *out, "--overwrite", "--set", "epoch_max=2",
+                          "--set", "optimizer.args.lr=1e38") == 2
+        assert (f"the loss is nan at epoch 2, step 9: training stopped; the last good checkpoint is "
+                f"{run / 'epoch-1.pth'} (epoch 1)\n") in capsys.readouterr().err
 
 
 class FailingFile:

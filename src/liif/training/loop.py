@@ -516,8 +516,9 @@ class Run:
                 loss = train_step(self.net, to_device(checked(batch), self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
-                kept = (f"the last good checkpoint is {self.last_good} (epoch {self.summary['epoch']})"
-                        if self.last_good.exists() else "no checkpoint was written yet")
+                checkpoint, saved_at = self.resume_point
+                kept = (f"the last good checkpoint is {checkpoint} (epoch {saved_at})" if checkpoint is not None
+                        else "no checkpoint was written yet")
                 raise TrainingDiverged(f"{exc} at epoch {epoch}, step {self.step + 1}: training stopped; "
                                        f"{kept}") from None
             losses.append(loss)
