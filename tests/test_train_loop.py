@@ -122,14 +122,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
     before = (run / "epoch-last.pth").read_bytes()
-    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2",
-                      "--set", "data_norm.gt.div=[1.0e-45]")  # float32 targets overflow to inf
+    # at this rate the weights overflow at the first step, the loss at the next
+    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2", "--set", "optimizer.args.lr=1e38")
     err = capsys.readouterr().err
-    assert code == 2 and "the loss is inf at epoch 2, step 8: training stopped" in err
+    assert code == 2 and "the loss is nan at epoch 2, step 9: training stopped" in err
     assert f"the last good checkpoint is {run / 'epoch-last.pth'} (epoch 1)" in err and "Traceback" not in err
     assert (run / "epoch-last.pth").read_bytes() == before
     # resumed from an earlier checkpoint, or into another folder, before writing one: the resumed one is the last good
-    # (at this rate the weights overflow at the first step, the loss at the next)
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=2",
                       "--overwrite") == 0
     for out in ([], ["--out", str(tmp_path / "branch")]):
@@ -384,6 +383,11 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
              "cannot resume: the config's model differs from the checkpoint's"),
             (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
              f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
+            # the weights expect the values they were trained on: it went on silently with shifted inputs
+            (["--set", "epoch_max=2", "--set", "data_norm.inp.sub=[0.4]"],
+             f"cannot resume: {last} was trained with data_norm {{'inp': {{'sub': [0.5], 'div': [0.5]}}, 'gt': "
+             f"{{'sub': [0.5], 'div': [0.5]}}}}, the config says {{'inp': {{'sub': [0.4], 'div': [0.5]}}, 'gt': "
+             f"{{'sub': [0.5], 'div': [0.5]}}}}: set data_norm to the checkpoint's"),
             ([], f"{last} is at epoch 1 and epoch_max is 1: nothing to train (raise epoch_max, e.g. to 2)")):
         assert liif_train("--resume", last, *extra) == 2
         assert message in one_line_error(capsys)

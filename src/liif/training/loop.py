@@ -38,7 +38,7 @@ from liif.runtime import autocast, available_memory, check_precision, torch_sett
 from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
 from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
-from liif.training.state import check_resumable, restore, write_checkpoint
+from liif.training.state import check_data_norm, check_resumable, restore, write_checkpoint
 from liif_entry import Terminated
 
 MAX_MODEL_TENSORS = 10_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
@@ -191,11 +191,7 @@ def initial_model(config: dict[str, Any], ckpt: dict[str, Any] | None = None) ->
     elif config["init_from"]:
         model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
-        # the weights expect the values they were trained on: another data_norm would shift every input
-        if model.data_norm.per_channel() != norm.per_channel():
-            raise LiifError(f"init_from {config['init_from']} was trained with data_norm "
-                            f"{model.data_norm.as_config()}, the config says {config['data_norm']}: set data_norm "
-                            f"to the model's")
+        check_data_norm(model.data_norm, config, f"init_from {config['init_from']}", "the model's")
     else:
         model = new_model(config["model"])
     model.data_norm = norm
