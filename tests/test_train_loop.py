@@ -599,7 +599,8 @@ def test_a_sample_or_batch_that_cannot_be_made_is_one_line_even_from_a_worker(tm
               f"{tmp_path / 'lr'}, root_path_2: {tmp_path / 'hr'}}}}}",
               "--set", "train_dataset.wrapper={name: sr-implicit-paired, args: {inp_size: 12, sample_q: 100}}",
               "--set", "val_dataset=null"]
-    # whole validation images differ in size: they cannot be stacked into batches of 4
+    # whole validation images differ in size: they cannot be stacked into batches of 4, found from the first batch
+    # before the run folder exists, not once the first epoch has trained
     whole = ["--set", "val_dataset.wrapper.args={scale_max: 4}"]
     for extra, message in ((paired, "train_dataset: LR image 2 (10x10) is smaller than inp_size=12"),
                            (whole, "val_dataset: samples of different sizes cannot share a batch (inp (3, ")):
@@ -607,6 +608,7 @@ def test_a_sample_or_batch_that_cannot_be_made_is_one_line_even_from_a_worker(tm
         assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
                           "--set", f"num_workers={workers}", *extra) == 2
         assert message in one_line_error(capsys)
+    assert not (tmp_path / f"run-{len(whole)}").exists()
 
 
 def damaged(ckpt: dict, part: str) -> dict:
@@ -840,12 +842,14 @@ def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path,
 def test_a_validation_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
     run, val = tmp_path / "run", tmp_path / "val"
     val.mkdir()
-    shutil.copy(set14 / "comic.png", val)
+    for name in ("baboon", "barbara", "bridge", "comic"):  # the first batch, which the set-up makes
+        shutil.copy(set14 / f"{name}.png", val)
     # a JPEG cut short passes the header check of the data set-up: it fails only when validation decodes it
     bad = val / "zebra.jpg"
     Image.open(set14 / "zebra.png").convert("RGB").save(bad)
     bad.write_bytes(bad.read_bytes()[:3000])
-    val_sets = ["--set", f"val_dataset.dataset.args.root_path={val}", "--set", "val_dataset.dataset.args.cache=none"]
+    val_sets = ["--set", f"val_dataset.dataset.args.root_path={val}", "--set", "val_dataset.dataset.args.cache=none",
+                "--set", "val_dataset.dataset.args.first_k=null"]
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), *val_sets,
                       "--set", "epoch_max=2") == 2
     error = one_line_error(capsys)

@@ -3,6 +3,7 @@ validation on random patches, ``epoch-last``/``epoch-best``/``epoch-N`` checkpoi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -104,6 +105,13 @@ def checked(batch: Batch | SampleFailure) -> Batch:
     if isinstance(batch, SampleFailure):
         raise LiifError(batch.message)
     return batch
+
+
+def first_batch(loader: torch.utils.data.DataLoader) -> Batch:
+    """The loader's first batch of its current epoch, made in this process (no worker started, no global random
+    draw, which a DataLoader's iterator takes for its workers' seeds); the LiifError of one that cannot be made."""
+    indices = itertools.islice(iter(loader.sampler), loader.batch_size)
+    return checked(loader.collate_fn([loader.dataset[index] for index in indices]))
 
 
 def check_workers(workers: int) -> None:
@@ -281,7 +289,6 @@ def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: 
 @torch.no_grad()
 def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
     """The first validation input rendered at its HR crop size, (3, H, W) in [0, 1], for TensorBoard."""
-    batch = checked(batch)
     model.eval()
     out = render(model, batch["inp"][:1].to(device), tuple(batch["hr_size"][0].tolist()))
     model.train()
@@ -461,6 +468,8 @@ class Run:
             self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
             self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
+            if self.val_loader is not None:  # a batch that cannot be made (whole images of several sizes) would
+                first_batch(self.val_loader)  # otherwise stop the run only once its first epoch has trained
             if config["benchmark_eval"] and procs.is_main:
                 try:
                     plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
@@ -586,8 +595,8 @@ class Run:
         self.summary.update(val_psnr=val, best_val=self.best)
         self.log.scalars(self.step, **{"val/psnr": val})
         if self.log.writer is not None:
-            self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)),
-                                                      self.procs.device), self.step)
+            self.log.image("val/sample", sample_image(self.model, first_batch(self.val_loader), self.procs.device),
+                           self.step)
         return f", val PSNR {val:.4f} (best {self.best:.4f})"
 
     def stopped(self, stop: KeyboardInterrupt) -> str:
