@@ -350,6 +350,17 @@ def test_a_precision_the_device_refuses_fails_before_an_overwritten_run_is_delet
     assert {p.name: p.read_bytes() for p in run.iterdir()} == old
 
 
+def test_compiling_on_a_cpu_without_a_cpp_compiler_fails_before_the_run_folder_exists(tmp_path, set14, monkeypatch):
+    """torch.compile found no compiler at the first step: InductorError's traceback, once the run folder was made."""
+    import torch._inductor.config as inductor  # torch's compiler stack, loaded on first use
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("no-such-c++",))  # the compilers it searches for
+    with pytest.raises(LiifError, match=re.escape("compile: true builds the training step's CPU kernels with "
+                                                  "torch.compile, which needs a C++ compiler")):
+        train({**smoke_config(set14), "compile": True}, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, set14, capsys):
     run, other = tmp_path / "run", tmp_path / "other"
     new_run = ["--config", str(SMOKE), *folder_sets(set14), "--set", "epoch_max=1"]
