@@ -264,6 +264,10 @@ def test_empty_or_missing_folders_are_errors(tmp_path):
         DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path)}})
     with pytest.raises(LiifError, match="no such image folder"):
         DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path / "absent")}})
+    # a file is there: it is not missing
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'notes.txt'}: not a folder (root_path is a folder of "
+                                                  "images)")):
+        DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path / "notes.txt")}})
 
 
 def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):

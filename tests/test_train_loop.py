@@ -123,7 +123,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
     before = (run / "epoch-last.pth").read_bytes()
     # at this rate the weights overflow at the first step, the loss at the next
-    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2", "--set", "optimizer.args.lr=1e38")
+    code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2",
+                      "--set", "optimizer.args.lr=1e38")
     err = capsys.readouterr().err
     assert code == 2 and "the loss is nan at epoch 2, step 9: training stopped" in err
     assert f"the last good checkpoint is {run / 'epoch-last.pth'} (epoch 1)" in err and "Traceback" not in err
@@ -488,7 +489,8 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
     assert exit_info.value.code == 130
-    assert capsys.readouterr().err.endswith("liif train: interrupted; no checkpoint was written yet, nothing to resume\n")
+    assert capsys.readouterr().err.endswith("liif train: interrupted; no checkpoint was written yet, nothing to "
+                                            "resume\n")
 
 
 def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_step(tmp_path, set14, capsys,
@@ -506,7 +508,8 @@ def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_s
 
     monkeypatch.setattr(liif.training.loop, "train_step", interrupted)
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14)) == 130
-    assert capsys.readouterr().err == f"liif train: interrupted; resume from {run / 'epoch-last.pth'} to go on at epoch 2\n"
+    assert capsys.readouterr().err == (f"liif train: interrupted; resume from {run / 'epoch-last.pth'} to go on at "
+                                       f"epoch 2\n")
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1
     assert (run / "log.txt").read_text().splitlines()[-1].endswith(
         f" stopped by Ctrl-C in epoch 2 at step 9; resume from {run / 'epoch-last.pth'} to go on at epoch 2")

@@ -448,10 +448,10 @@ class Run:
             self.optimizer = build_optimizer(self.model, config["optimizer"])
             self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
             check_precision(procs.device, amp_precision(config["amp"]))
-            if config["compile"] and procs.device.type == "cpu" and not has_cpp_compiler():  # else a traceback at step 1
-                raise LiifError("compile: true builds the training step's CPU kernels with torch.compile, which needs a "
-                                "C++ compiler (g++, or the one $CXX names); none found: install one, or set compile: "
-                                "false")
+            if config["compile"] and procs.device.type == "cpu" and not has_cpp_compiler():  # else a traceback
+                raise LiifError("compile: true builds the training step's CPU kernels with torch.compile, which "
+                                "needs a C++ compiler (g++, or the one $CXX names); none found: install one, or set "
+                                "compile: false")
             self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
             self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
             self.epoch_start, self.step, self.best = 1, 0, None
