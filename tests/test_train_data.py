@@ -318,6 +318,10 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
     with pytest.raises(LiifError, match="augment must be True or False, got 'no'"):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"augment": "no"}}})
+    # an LR smaller than a crop: refused when built, not by the sample that meets it in the middle of an epoch
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'lr' / 'x.png'} (30x40) is smaller than an LR crop "
+                                                  "of inp_size=31")):
+        build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
 
 
 def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
