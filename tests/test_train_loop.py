@@ -267,6 +267,7 @@ def test_a_resume_from_an_earlier_epoch_shows_one_history_in_tensorboard(tmp_pat
     best = read_checkpoint(run / "epoch-last.pth")["best_val"]
     assert events.Scalars("val/psnr")[-1].value == pytest.approx(best)
     log = (run / "log.txt").read_text()
+    assert f"resuming at epoch 2 from {run / 'epoch-1.pth'}\n" in log  # the branch point
     assert "deleted the checkpoints of the epochs after 1: " in log
     assert "the lines above of epoch 2 on are the discarded run's" in log
 

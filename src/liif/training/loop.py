@@ -496,7 +496,8 @@ class Run:
                 params = sum(p.numel() for p in self.model.parameters())
                 self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
                               f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
-                              f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
+                              f"{procs.device}; " + (f"resuming at epoch {self.epoch_start} from {source}" if ckpt
+                                                      else "starting at epoch 1"))
 
         self.norm = self.model.data_norm
         self.net: nn.Module = self.model  # what the training step calls: DDP-wrapped and compiled when asked
