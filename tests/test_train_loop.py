@@ -726,6 +726,16 @@ def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     assert events.Images("val/sample")[0].width > 24
 
 
+def test_a_run_asking_for_tensorboard_without_it_says_so(tmp_path, set14, monkeypatch, capsys):
+    """tensorboard: true is the default, and without the package the run wrote no events and said nothing."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an import finds where it is not installed
+    train({**smoke_config(set14), "epoch_max": 1, "tensorboard": True}, tmp_path / "run")
+    said = ("no TensorBoard events: tensorboard is not installed (pip install 'liif[tensorboard]', or set "
+            "tensorboard: false)")
+    assert said in capsys.readouterr().out and said in (tmp_path / "run" / "log.txt").read_text()
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_a_run_that_fails_closes_its_tensorboard_writer(tmp_path, set14, damaged_set5):
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     # a picture cut off: a one-line error once epoch 1 has trained

@@ -24,13 +24,14 @@ class RunLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                try:
-                    self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_step)
-                except OSError as exc:  # a file of that name, a full disk
-                    raise LiifError(f"cannot write {run_dir / 'tensorboard'}: {os_reason(exc)}") from None
+            except ImportError:  # an optional extra: the config's default asks for it, so say why there is none
+                self.line("no TensorBoard events: tensorboard is not installed (pip install 'liif[tensorboard]', or "
+                          "set tensorboard: false)")
+                return
+            try:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=first_step)
+            except OSError as exc:  # a file of that name, a full disk
+                raise LiifError(f"cannot write {run_dir / 'tensorboard'}: {os_reason(exc)}") from None
 
     def line(self, text: str, echo: bool = True) -> None:
         """``text``, time-stamped, at the end of log.txt, and on stdout unless quiet or not ``echo``."""
