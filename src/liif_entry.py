@@ -27,13 +27,14 @@ def ignore_stop_signals() -> None:
         signal.signal(each, signal.SIG_IGN)
 
 
-def interrupted(prog: str, stop: KeyboardInterrupt, say: bool = True) -> NoReturn:
+def interrupted(prog: str, stop: KeyboardInterrupt, say: bool = True, detail: str = "") -> NoReturn:
     """End as a shell reports a command that ``stop``'s signal ended, exit 128 + its number (Ctrl-C: 130,
-    SIGTERM: 143), after one line on stderr saying that ``prog`` was interrupted or terminated, and what ``stop``
-    says (what the command kept), if anything (none where ``say`` is false: another process of the command says it)."""
+    SIGTERM: 143), after one line on stderr saying that ``prog`` was interrupted or terminated, and ``detail``
+    (what the stop left: where a training run goes on from, the scores an eval kept), if any (no line where
+    ``say`` is false: another process of the command says it)."""
     signum, word = (signal.SIGTERM, "terminated") if isinstance(stop, Terminated) else (signal.SIGINT, "interrupted")
     if say:
-        print(f"{prog}: {word}" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        print(f"{prog}: {word}{f'; {detail}' if detail else ''}", file=sys.stderr)
     raise Stopped(128 + signum)
 
 

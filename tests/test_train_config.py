@@ -123,6 +123,23 @@ def test_unknown_keys_in_a_file_are_named(tmp_path):
     ("model.args.x=!!set {a}", "config key 'model.args.x' holds a set, which a config cannot hold"),
     ("model.args.x=!!binary AAAA", "config key 'model.args.x' holds a bytes"),
     ("epoch\nmax=1", r"overrides 'epoch\nmax': unknown config key"),
+    # the optimizer's arguments: the kind of torch's default, then torch's ranges, each alone and all together
+    ("optimizer.args.betas=[0.9]", "config key 'optimizer.args.betas' must be a list of 2 numbers, got [0.9]"),
+    ("optimizer.args.betas=[0.9, 0.99, 0.5]", "config key 'optimizer.args.betas' must be a list of 2 numbers"),
+    ("optimizer.args.betas=[0.9, 1.5]", "config key 'optimizer.args.betas': Invalid beta parameter at index 1: 1.5"),
+    ("optimizer.args.betas=[1e300, 0.5]", "config key 'optimizer.args.betas' holds [1e+300, 0.5], beyond the float32"),
+    ("optimizer.args.weight_decay=heavy", "config key 'optimizer.args.weight_decay' must be a number, got 'heavy'"),
+    ("optimizer.args.amsgrad='yes'", "config key 'optimizer.args.amsgrad' must be true or false, got 'yes'"),
+    ("optimizer.args.fused='no'", "config key 'optimizer.args.fused' must be true or false or null, got 'no'"),
+    ("optimizer.args.lrr=1", "unknown config key 'optimizer.args.lrr'; adam takes lr, betas, eps, weight_decay, "
+                             "amsgrad,"),
+    # CUDA graphs' state: its first step on a CPU failed in a traceback
+    ("optimizer.args.capturable=true", "unknown config key 'optimizer.args.capturable'"),
+    ("optimizer.args={lr: 1.e-3, fused: true, foreach: true}",
+     "config key 'optimizer.args': `fused` and `foreach` cannot be `True` together"),
+    ("optimizer={name: sgd, args: {lr: 0.1, momentum: -1}}", "config key 'optimizer.args.momentum': Invalid momentum"),
+    ("optimizer={name: sgd, args: {lr: 0.1, nesterov: true}}",
+     "config key 'optimizer.args.nesterov': Nesterov momentum requires a momentum and zero dampening"),
 ])
 def test_out_of_range_and_malformed_values_are_one_line_errors_naming_the_key(override: str, message: str):
     with pytest.raises(LiifError) as info:

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import BENCHMARKS, shared_file
 from liif.geometry import make_coord
 from liif.data import build_dataset
-from liif.data.folders import decode
+from liif.data.folders import ImageFolder, decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.datasets import read_rgb
@@ -264,6 +264,10 @@ def test_empty_or_missing_folders_are_errors(tmp_path):
         DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path)}})
     with pytest.raises(LiifError, match="no such image folder"):
         DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path / "absent")}})
+    # a file is there: it is not missing
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'notes.txt'}: not a folder (root_path is a folder of "
+                                                  "images)")):
+        DATASETS.make({"name": "image-folder", "args": {"root_path": str(tmp_path / "notes.txt")}})
 
 
 def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
@@ -314,6 +318,10 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     assert torch.equal(whole["gt"], from_uint8(hr).reshape(3, -1).t())
     with pytest.raises(LiifError, match="augment must be True or False, got 'no'"):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"augment": "no"}}})
+    # an LR smaller than a crop: refused when built, not by the sample that meets it in the middle of an epoch
+    with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'lr' / 'x.png'} (30x40) is smaller than an LR crop "
+                                                  "of inp_size=31")):
+        build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
 
 
 def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
@@ -363,6 +371,40 @@ def test_reading_a_folder_shows_a_progress_bar_when_asked(set5, capsys):
     assert err.startswith(f"\rreading {set5.name}:") and "/5 [" in err and err.split("\r")[-2].strip() == "", err
     build_dataset(section)
     assert capsys.readouterr().err == ""
+
+
+class FirstTwo(ImageFolder):
+    """A dataset over an image folder, as a user registers one, that takes no ``progress``."""
+
+    def __init__(self, root_path: str):
+        super().__init__(root_path, first_k=2)
+
+
+class WholeImages(torch.utils.data.Dataset):
+    """A reference-style wrapper that takes no ``seed``."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        return {"inp": self.dataset[idx]}
+
+
+def test_registered_datasets_that_take_no_progress_bar_or_seed_are_built(set5):
+    """Every dataset was given ``progress`` and every wrapper ``seed``: one without them was refused ("has no
+    argument 'progress'")."""
+    DATASETS.register("test-first-two")(FirstTwo)
+    DATASETS.register("test-whole-images")(WholeImages)
+    try:
+        dataset = build_dataset({"dataset": {"name": "test-first-two", "args": {"root_path": str(set5)}},
+                                 "wrapper": {"name": "test-whole-images"}}, seed=3, progress=True)
+    finally:
+        del DATASETS.constructors["test-first-two"], DATASETS.constructors["test-whole-images"]
+    assert len(dataset) == 2 and dataset.dataset.files == sorted(set5.glob("*.png"))[:2]
+    assert torch.equal(dataset[1]["inp"], from_uint8(decode(dataset.dataset.files[1])))
 
 
 def test_unknown_dataset_argument_is_named(tmp_path):

@@ -66,8 +66,10 @@ def test_a_run_stopped_by_sigterm_on_every_process_says_so_once(tmp_path):
     for rank in ranks:
         os.killpg(rank.pid, signal.SIGTERM)
     # the first to stop says it for the run: either rank, as the signals race
-    assert sorted((rank.returncode, rank.stderr) for rank in wait_ranks(ranks)) == [(143, ""),
-                                                                                    (143, "liif train: terminated\n")]
+    said = sorted((rank.returncode, rank.stderr) for rank in wait_ranks(ranks))
+    epoch = read_checkpoint(tmp_path / "run" / "epoch-last.pth")["epoch"]
+    assert said == [(143, ""), (143, f"liif train: terminated; resume from {tmp_path / 'run' / 'epoch-last.pth'} to go "
+                                     f"on at epoch {epoch + 1}\n")]
 
 
 def test_a_mistake_every_process_meets_building_the_run_is_said_once_by_rank_0(tmp_path):

@@ -122,12 +122,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, set14, caps
     run = tmp_path / "run"
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
     before = (run / "epoch-last.pth").read_bytes()
+    # at this rate the weights overflow at the first step, the loss at the next
     code = liif_train("--resume", str(run / "epoch-last.pth"), "--set", "epoch_max=2",
-                      "--set", "data_norm.gt.div=[1.0e-45]")  # float32 targets overflow to inf
+                      "--set", "optimizer.args.lr=1e38")
     err = capsys.readouterr().err
-    assert code == 2 and "the loss is inf at epoch 2, step 8: training stopped" in err
+    assert code == 2 and "the loss is nan at epoch 2, step 9: training stopped" in err
     assert f"the last good checkpoint is {run / 'epoch-last.pth'} (epoch 1)" in err and "Traceback" not in err
     assert (run / "epoch-last.pth").read_bytes() == before
+    # resumed from an earlier checkpoint, or into another folder, before writing one: the resumed one is the last good
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=2",
+                      "--overwrite") == 0
+    for out in ([], ["--out", str(tmp_path / "branch")]):
+        assert liif_train("--resume", str(run / "epoch-1.pth"), *out, "--overwrite", "--set", "epoch_max=2",
+                          "--set", "optimizer.args.lr=1e38") == 2
+        assert (f"the loss is nan at epoch 2, step 9: training stopped; the last good checkpoint is "
+                f"{run / 'epoch-1.pth'} (epoch 1)\n") in capsys.readouterr().err
 
 
 class FailingFile:
@@ -239,6 +248,30 @@ def test_resuming_from_an_earlier_epoch_is_refused_unless_the_later_checkpoints_
     assert f"deleted the checkpoints of the epochs after 1: {', '.join(later)}" in (run / "log.txt").read_text()
 
 
+def test_a_resume_from_an_earlier_epoch_shows_one_history_in_tensorboard(tmp_path, set14):
+    """The points of the epochs --overwrite discarded stayed beside the resumed run's: two curves on top of each
+    other. Every point is at its global step, and the resumed run hides those past its checkpoint's."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    logged = ["--set", "tensorboard=true", "--set", "log_every=1"]
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), *logged,
+                      "--set", "epoch_max=3") == 0
+    assert liif_train("--resume", str(run / "epoch-1.pth"), "--overwrite", *logged, "--set", "epoch_max=2",
+                      "--set", "optimizer.args.lr=4.e-3") == 0
+    events = accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 15))
+    assert [e.step for e in events.Scalars("val/psnr")] == [e.step for e in events.Images("val/sample")] == [7, 14]
+    # the resumed epoch's points are the new run's: it trained at four times the rate
+    assert [e.value for e in events.Scalars("train/lr")][6:8] == pytest.approx([1e-3, 4e-3 / 2])
+    best = read_checkpoint(run / "epoch-last.pth")["best_val"]
+    assert events.Scalars("val/psnr")[-1].value == pytest.approx(best)
+    log = (run / "log.txt").read_text()
+    assert f"resuming at epoch 2 from {run / 'epoch-1.pth'}\n" in log  # the branch point
+    assert "deleted the checkpoints of the epochs after 1: " in log
+    assert "the lines above of epoch 2 on are the discarded run's" in log
+
+
 def one_line_error(capsys) -> str:
     """The error ``liif train`` printed: one line, no traceback."""
     err = capsys.readouterr().err
@@ -271,11 +304,11 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     ("train_dataset.batch_size=0", "config key 'train_dataset.batch_size' must be an int >= 1, got 0"),
     ("epoch_val=0", "config key 'epoch_val' must be an int >= 1 or null, got 0"),
     ("data_norm.inp.sub=[0.5, 0.5]", "data_norm inp.sub must be a list of 1 or 3 finite numbers"),
-    # free-form constructor arguments, checked as the model, optimizer and datasets are built
-    ("optimizer.args.lr=-1", "bad optimizer.args for 'adam': Invalid learning rate: -1"),
+    ("optimizer.args.lr=-1", "config key 'optimizer.args.lr': Invalid learning rate: -1"),
     # torch takes it, then overflows at the first step
-    ("optimizer.args.lr=1e300", "bad optimizer.args for 'adam': lr holds 1e+300, beyond the float32 range of the "
+    ("optimizer.args.lr=1e300", "config key 'optimizer.args.lr' holds 1e+300, beyond the float32 range of the "
                                 "weights (±3.4e+38)"),
+    # free-form constructor arguments, checked as the model and datasets are built
     ("model.args.encoder_spec.args.n_feats=-8", "bad arguments for model 'edsr-baseline': "),
     # sizes no machine trains: refused from a build on the meta device, in a moment and without the memory
     ("model.args.encoder_spec.args.n_resblocks=100000000", "the model spec builds more than 10000 weight tensors"),
@@ -319,6 +352,17 @@ def test_a_precision_the_device_refuses_fails_before_an_overwritten_run_is_delet
     assert {p.name: p.read_bytes() for p in run.iterdir()} == old
 
 
+def test_compiling_on_a_cpu_without_a_cpp_compiler_fails_before_the_run_folder_exists(tmp_path, set14, monkeypatch):
+    """torch.compile found no compiler at the first step: InductorError's traceback, once the run folder was made."""
+    import torch._inductor.config as inductor  # torch's compiler stack, loaded on first use
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("no-such-c++",))  # the compilers it searches for
+    with pytest.raises(LiifError, match=re.escape("compile: true builds the training step's CPU kernels with "
+                                                  "torch.compile, which needs a C++ compiler")):
+        train({**smoke_config(set14), "compile": True}, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_folder_holding_a_run_is_refused_unless_resumed_or_overwritten(tmp_path, set14, capsys):
     run, other = tmp_path / "run", tmp_path / "other"
     new_run = ["--config", str(SMOKE), *folder_sets(set14), "--set", "epoch_max=1"]
@@ -352,6 +396,11 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
              "cannot resume: the config's model differs from the checkpoint's"),
             (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
              f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
+            # the weights expect the values they were trained on: it went on silently with shifted inputs
+            (["--set", "epoch_max=2", "--set", "data_norm.inp.sub=[0.4]"],
+             f"cannot resume: {last} was trained with data_norm {{'inp': {{'sub': [0.5], 'div': [0.5]}}, 'gt': "
+             f"{{'sub': [0.5], 'div': [0.5]}}}}, the config says {{'inp': {{'sub': [0.4], 'div': [0.5]}}, 'gt': "
+             f"{{'sub': [0.5], 'div': [0.5]}}}}: set data_norm to the checkpoint's"),
             ([], f"{last} is at epoch 1 and epoch_max is 1: nothing to train (raise epoch_max, e.g. to 2)")):
         assert liif_train("--resume", last, *extra) == 2
         assert message in one_line_error(capsys)
@@ -440,7 +489,38 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
     monkeypatch.setattr(liif.training.loop, "train_step", interrupt)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)])
-    assert exit_info.value.code == 130 and capsys.readouterr().err.endswith("liif train: interrupted\n")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.endswith("liif train: interrupted; no checkpoint was written yet, nothing to "
+                                            "resume\n")
+
+
+def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_step(tmp_path, set14, capsys,
+                                                                                   monkeypatch):
+    """The steps of an epoch in progress are lost (checkpoints are per epoch, as the reference's): the stop's line
+    said only "interrupted", not which checkpoint and epoch the run goes on from."""
+    run, step = tmp_path / "run", liif.training.loop.train_step
+    steps, stop_at = [], [10]  # the third of epoch 2's 7
+
+    def interrupted(*args):
+        steps.append(None)
+        if len(steps) == stop_at[0]:
+            raise KeyboardInterrupt
+        return step(*args)
+
+    monkeypatch.setattr(liif.training.loop, "train_step", interrupted)
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14)) == 130
+    assert capsys.readouterr().err == (f"liif train: interrupted; resume from {run / 'epoch-last.pth'} to go on at "
+                                       f"epoch 2\n")
+    assert read_checkpoint(run / "epoch-last.pth")["epoch"] == 1
+    assert (run / "log.txt").read_text().splitlines()[-1].endswith(
+        f" stopped by Ctrl-C in epoch 2 at step 9; resume from {run / 'epoch-last.pth'} to go on at epoch 2")
+    # the Python API says the same in its KeyboardInterrupt; before its first epoch-last.pth, a run goes on from the
+    # checkpoint it resumed
+    steps.clear()
+    stop_at[0] = 3
+    config = {**smoke_config(set14), "epoch_max": 3}
+    with pytest.raises(KeyboardInterrupt, match=re.escape(f"resume from {run / 'epoch-1.pth'} to go on at epoch 2")):
+        train(config, tmp_path / "branch", read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
 
 
 def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:
@@ -476,10 +556,11 @@ def test_sigterm_stops_training_as_ctrl_c_does_and_the_run_resumes(tmp_path, set
         os.killpg(proc.pid, signum)
         time.sleep(0.05)
     result = wait_group(proc, 120)
-    assert (result.returncode, result.stderr) == (code, f"liif train: {word}\n")
-    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
     # the epochs it finished are kept, as Ctrl-C keeps them, and the run goes on from the last
     epoch = read_checkpoint(run / "epoch-last.pth")["epoch"]
+    assert (result.returncode, result.stderr) == (code, f"liif train: {word}; resume from {run / 'epoch-last.pth'} "
+                                                        f"to go on at epoch {epoch + 1}\n")
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left
     assert liif_train("--resume", str(run / "epoch-last.pth"), "--set", f"epoch_max={epoch + 1}",
                       "--set", "num_workers=0") == 0
     assert read_checkpoint(run / "epoch-last.pth")["epoch"] == epoch + 1
@@ -522,25 +603,23 @@ def test_a_worker_does_not_report_a_transfer_the_stopping_main_process_cut_short
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_sample_or_batch_that_cannot_be_made_is_one_line_even_from_a_worker(tmp_path, set14, capsys, workers):
-    rng = np.random.default_rng(0)
-    for name, side in (("lr", 20), ("hr", 40)):
-        (tmp_path / name).mkdir()
-        for i in range(4):
-            small = name == "lr" and i == 2
-            Image.fromarray(rng.integers(0, 256, (10 if small else side,) * 2 + (3,), np.uint8)).save(
-                tmp_path / name / f"{i}.png")
-    paired = ["--set", "train_dataset.dataset={name: paired-image-folders, args: {root_path_1: "
-              f"{tmp_path / 'lr'}, root_path_2: {tmp_path / 'hr'}}}}}",
-              "--set", "train_dataset.wrapper={name: sr-implicit-paired, args: {inp_size: 12, sample_q: 100}}",
-              "--set", "val_dataset=null"]
-    # whole validation images differ in size: they cannot be stacked into batches of 4
+    train_folder = small_pictures(tmp_path / "train", set14, ("baboon", "barbara", "bridge"))
+    # a JPEG cut short passes the header check of the data set-up: it fails only when a sample decodes it
+    bad = train_folder / "zebra.jpg"
+    Image.open(set14 / "zebra.png").convert("RGB").save(bad)
+    bad.write_bytes(bad.read_bytes()[:3000])
+    cut = ["--set", f"train_dataset.dataset.args.root_path={train_folder}", "--set",
+           "train_dataset.dataset.args.cache=none", "--set", "val_dataset=null"]
+    # whole validation images differ in size: they cannot be stacked into batches of 4, found from the first batch
+    # before the run folder exists, not once the first epoch has trained
     whole = ["--set", "val_dataset.wrapper.args={scale_max: 4}"]
-    for extra, message in ((paired, "train_dataset: LR image 2 (10x10) is smaller than inp_size=12"),
+    for extra, message in ((cut, f"train_dataset: {bad}: cannot read the image, it may be truncated"),
                            (whole, "val_dataset: samples of different sizes cannot share a batch (inp (3, ")):
         run = tmp_path / f"run-{len(extra)}"
         assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1",
                           "--set", f"num_workers={workers}", *extra) == 2
         assert message in one_line_error(capsys)
+    assert not (tmp_path / f"run-{len(whole)}").exists()
 
 
 def damaged(ckpt: dict, part: str) -> dict:
@@ -645,6 +724,16 @@ def test_iteration_schedule_and_tensorboard_scalars_and_images(tmp_path, set14):
     assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 3 + [1e-3 / 2] * 2 + [1e-3 / 4] * 2)
     assert len(events.Scalars("train/loss")) == 7 and len(events.Scalars("val/psnr")) == 1
     assert events.Images("val/sample")[0].width > 24
+
+
+def test_a_run_asking_for_tensorboard_without_it_says_so(tmp_path, set14, monkeypatch, capsys):
+    """tensorboard: true is the default, and without the package the run wrote no events and said nothing."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an import finds where it is not installed
+    train({**smoke_config(set14), "epoch_max": 1, "tensorboard": True}, tmp_path / "run")
+    said = ("no TensorBoard events: tensorboard is not installed (pip install 'liif[tensorboard]', or set "
+            "tensorboard: false)")
+    assert said in capsys.readouterr().out and said in (tmp_path / "run" / "log.txt").read_text()
+    assert not (tmp_path / "run" / "tensorboard").exists()
 
 
 def test_a_run_that_fails_closes_its_tensorboard_writer(tmp_path, set14, damaged_set5):
@@ -774,12 +863,14 @@ def test_a_benchmark_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path,
 def test_a_validation_that_fails_at_the_end_of_an_epoch_keeps_the_epoch(tmp_path, set14, capsys):
     run, val = tmp_path / "run", tmp_path / "val"
     val.mkdir()
-    shutil.copy(set14 / "comic.png", val)
+    for name in ("baboon", "barbara", "bridge", "comic"):  # the first batch, which the set-up makes
+        shutil.copy(set14 / f"{name}.png", val)
     # a JPEG cut short passes the header check of the data set-up: it fails only when validation decodes it
     bad = val / "zebra.jpg"
     Image.open(set14 / "zebra.png").convert("RGB").save(bad)
     bad.write_bytes(bad.read_bytes()[:3000])
-    val_sets = ["--set", f"val_dataset.dataset.args.root_path={val}", "--set", "val_dataset.dataset.args.cache=none"]
+    val_sets = ["--set", f"val_dataset.dataset.args.root_path={val}", "--set", "val_dataset.dataset.args.cache=none",
+                "--set", "val_dataset.dataset.args.first_k=null"]
     assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), *val_sets,
                       "--set", "epoch_max=2") == 2
     error = one_line_error(capsys)

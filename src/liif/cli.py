@@ -154,7 +154,7 @@ def run_command(argv: list[str] | None) -> NoReturn:
             print(printable(f"{command}: error: {exc}"), file=sys.stderr)
         code = 2
     except KeyboardInterrupt as exc:
-        interrupted(command, exc, says_interruption())
+        interrupted(command, exc, says_interruption(), printable(str(exc)))  # what the stop left, if it says
     except BrokenPipeError:
         # The reader of stdout has gone (`liif zoom --print-regions | head -1`): stop as a pipe's writer does,
         # silently. Stdout goes to /dev/null, or Python's flush at exit would complain of the pipe again.

@@ -36,24 +36,31 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self.constructors
 
-    def make(self, spec: dict[str, Any], args: dict[str, Any] | None = None) -> Any:
-        """Build what ``spec`` describes, ``args`` overriding ``spec['args']``, and keep the spec as ``obj.spec``.
+    def takes(self, name: str, argument: str) -> bool:
+        """Whether the constructor registered as ``name`` takes the keyword ``argument`` (by name or ``**kwargs``)."""
+        params = inspect.signature(self.constructors[name]).parameters
+        return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def make(self, spec: dict[str, Any], args: dict[str, Any] | None = None,
+             optional: dict[str, Any] | None = None) -> Any:
+        """Build what ``spec`` describes, ``args`` overriding ``spec['args']``, and keep the spec as ``obj.spec``;
+        ``optional`` arguments (a progress bar, a seed) go only to a constructor that takes them.
 
         A malformed spec, an unknown name, an unknown or missing argument is a LiifError naming it."""
         given = spec.get("args") if isinstance(spec, dict) else None
         if not isinstance(spec, dict) or "name" not in spec or not isinstance(given or {}, dict):
             shown = {k: type(v).__name__ for k, v in spec.items()} if isinstance(spec, dict) else type(spec).__name__
             raise LiifError(f"a {self.kind} spec must be a dict with a 'name' and a dict of 'args', got {shown}")
-        name, overrides = spec["name"], args or {}
+        name = spec["name"]
         if name not in self.constructors:
             raise LiifError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        overrides = {**{k: v for k, v in (optional or {}).items() if self.takes(name, k)}, **(args or {})}
         kwargs = {**copy.deepcopy(given or {}), **overrides}
         params = inspect.signature(self.constructors[name]).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            unknown = [k for k in kwargs if k not in params]
-            if unknown:
-                raise LiifError(f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
-                                f"it takes {', '.join(p for p in params if p not in overrides)}")
+        unknown = [k for k in kwargs if not self.takes(name, k)]
+        if unknown:
+            raise LiifError(f"{self.kind} {name!r} has no argument {unknown[0]!r}; "
+                            f"it takes {', '.join(p for p in params if p not in overrides)}")
         missing = [p for p, v in params.items()
                    if v.kind in KEYWORD_KINDS and v.default is v.empty and p not in kwargs]
         if missing:

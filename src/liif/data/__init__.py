@@ -18,10 +18,11 @@ BYTES_PER_SAMPLE = 80
 
 def build_dataset(section: dict[str, Any], seed: int = 0, progress: bool = False) -> Any:
     """The wrapper dataset a config section describes (``dataset`` and ``wrapper`` specs); ``progress``: a bar
-    while its folders are read."""
-    base = DATASETS.make(section["dataset"], {"progress": progress})
+    while its folders are read, and ``seed`` the wrapper's draws, where they take them (a dataset registered
+    beside the built-in ones may not)."""
+    base = DATASETS.make(section["dataset"], optional={"progress": progress})
     check_epoch_fits(len(base))
-    return DATASETS.make(section["wrapper"], {"dataset": base, "seed": seed})
+    return DATASETS.make(section["wrapper"], {"dataset": base}, optional={"seed": seed})
 
 
 def check_epoch_fits(samples: int) -> None:

@@ -33,8 +33,9 @@ CACHE_MODES = ("none", "in_memory", "bin", "disk")
 
 def find_images(root: Path) -> list[Path]:
     """Every image file under ``root``, recursively, sorted by relative path."""
-    if not root.is_dir():
-        raise LiifError(f"{root}: no such image folder")
+    if not root.is_dir():  # a picture given for its folder is not looked for inside
+        why = "not a folder (root_path is a folder of images)" if root.exists() else "no such image folder"
+        raise LiifError(f"{root}: {why}")
     return sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not any(part.startswith("_bin_") for part in p.relative_to(root).parts)),
                   key=lambda p: p.relative_to(root).as_posix())

@@ -122,12 +122,15 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
 
 
-def check_pairs(pairs: PairedImageFolders) -> None:
+def check_pairs(pairs: PairedImageFolders, inp_size: int | None) -> None:
     """A LiifError naming the first pair whose LR is not floor(HR / s) on both sides at the scale s = H_hr // H_lr
     that sampling uses (the HR may exceed LR x s by less than s, cropped off): paired by sorted order, folders that
-    do not match would otherwise train on misaligned crops."""
+    do not match would otherwise train on misaligned crops. And the first LR smaller than a crop of ``inp_size``,
+    which sampling would meet in the middle of an epoch."""
     for i, (lr_file, hr_file) in enumerate(zip(pairs.lr.files, pairs.hr.files)):
         (h, w), (big_h, big_w) = pairs.lr.size(i), pairs.hr.size(i)
+        if inp_size is not None and min(h, w) < inp_size:
+            raise LiifError(f"{lr_file} ({w}x{h}) is smaller than an LR crop of inp_size={inp_size}")
         s = big_h // h
         if s < 1 or (big_h // s, big_w // s) != (h, w):
             expected = f"x{s} takes an LR of {big_w // s}x{big_h // s}" if s >= 1 else "the LR is the larger"
@@ -145,7 +148,7 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
         if isinstance(dataset, PairedImageFolders):
-            check_pairs(dataset)
+            check_pairs(dataset, inp_size)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
 
     def __len__(self) -> int:

@@ -7,6 +7,7 @@ named ``args`` are free-form (they are constructor arguments, checked when the m
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import re
 import sys
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from liif.bounds import COUNT, POSITIVE, THREADS, Number
-from liif.errors import LiifError, option, os_reason
+from liif.errors import LiifError, one_line, option, os_reason
 from liif.normalization import DataNorm
 
 
@@ -57,6 +59,13 @@ class OneOf:
     options: tuple[str, ...]
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# What torch's optimizers take but this loop does not: ``capturable`` keeps the step count on the GPU for CUDA
+# graphs (on a CPU the first step fails), ``differentiable`` steps weights that cannot be updated in place.
+NOT_OPTIMIZER_ARGS = ("params", "capturable", "differentiable")
+# torch takes any float, then overflows converting it for the float32 weights at the first step
+FLOAT32 = Number(low=-torch.finfo(torch.float32).max, high=torch.finfo(torch.float32).max)
+
 SPEC = {"name": str, "args": Maybe(FREE)}
 DATASET = {"dataset": SPEC, "wrapper": SPEC, "batch_size": COUNT}
 NORM = {"sub": list, "div": list}  # lengths and values: DataNorm.from_config
@@ -68,7 +77,7 @@ SCHEMA: dict[str, Any] = {
     "data_norm": {"inp": NORM, "gt": NORM},
     "model": Maybe(SPEC),  # null only with init_from, which brings its own
     "init_from": Maybe(str),  # start from these weights (a built-in name or a .pth): fine-tuning
-    "optimizer": {"name": OneOf(("adam", "sgd")), "args": Maybe(FREE)},
+    "optimizer": {"name": OneOf(tuple(OPTIMIZERS)), "args": Maybe(FREE)},  # args: check_optimizer
     "epoch_max": COUNT,
     "multi_step_lr": Maybe({"milestones": ListOf(COUNT), "gamma": Maybe(POSITIVE),
                             "unit": Maybe(OneOf(("epoch", "iter")))}),  # left out: gamma 0.1, per epoch
@@ -186,6 +195,50 @@ def check_plain(value: Any, key: str, depth: int = 0) -> None:
         raise LiifError(f"config key {key!r} holds a {type(value).__name__}, which a config cannot hold")
 
 
+def optimizer_args(name: str) -> dict[str, Any]:
+    """The keyword arguments a run may give optimizer ``name``, with torch's defaults."""
+    return {key: param.default for key, param in inspect.signature(OPTIMIZERS[name]).parameters.items()
+            if key not in NOT_OPTIMIZER_ARGS}
+
+
+def check_optimizer_arg(key: str, value: Any, default: Any) -> None:
+    """A LiifError naming ``optimizer.args.KEY`` unless ``value`` is of the kind torch's ``default`` is: true or
+    false (or null, where torch decides), a number in float32's range, or a list of as many of them."""
+    where = f"optimizer.args.{key}"
+    if isinstance(default, bool) or default is None:
+        if not (isinstance(value, bool) or (default is None and value is None)):
+            raise LiifError(f"config key {where!r} must be true or false{' or null' if default is None else ''}, "
+                            f"got {value!r}")
+        return
+    numbers = value if isinstance(default, tuple) else [value]
+    if ((isinstance(default, tuple) and not (isinstance(value, list) and len(value) == len(default)))
+            or not all(is_number(number) for number in numbers)):
+        expected = f"a list of {len(default)} numbers" if isinstance(default, tuple) else "a number"
+        raise LiifError(f"config key {where!r} must be {expected}, got {value!r}")
+    if not all(FLOAT32.fits(number) for number in numbers):
+        raise LiifError(f"config key {where!r} holds {value!r}, beyond the float32 range of the weights "
+                        f"(±{FLOAT32.high:.3g})")
+
+
+def check_optimizer(spec: dict[str, Any]) -> None:
+    """Refuse, naming the key, ``optimizer.args`` that the optimizer does not take, of another kind than torch's
+    defaults, or out of torch's ranges (found by building the optimizer over one weight, each argument alone, then
+    all together): at load, not at the run's first step, and not as torch's own words."""
+    name, args = spec["name"], spec["args"] or {}
+    takes = optimizer_args(name)
+    for key, value in args.items():
+        if key not in takes:
+            raise LiifError(f"unknown config key 'optimizer.args.{key}'; {name} takes {', '.join(takes)}")
+        check_optimizer_arg(key, value, takes[key])
+    weight = torch.zeros(1, requires_grad=True)
+    for keys in [[key] for key in args] + ([list(args)] if len(args) > 1 else []):
+        try:
+            OPTIMIZERS[name]([weight], **{key: args[key] for key in keys})
+        except Exception as exc:  # torch checks by comparing and indexing: any error is a value it refuses
+            where = f"optimizer.args.{keys[0]}" if len(keys) == 1 else "optimizer.args"
+            raise LiifError(f"config key {where!r}: {one_line(exc)}") from None
+
+
 def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
@@ -300,6 +353,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict[s
     for text in overrides:
         apply_override(config, *parse_override(text))
     check(config, SCHEMA, "")
+    check_optimizer(config["optimizer"])
     if config["init_from"] is None and config.get("model") is None:
         raise LiifError("config key 'model' is required, unless 'init_from' gives the weights")
     DataNorm.from_config(config["data_norm"])

@@ -3,6 +3,7 @@ validation on random patches, ``epoch-last``/``epoch-best``/``epoch-N`` checkpoi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from liif.checkpoint import load_model, meta_build, read_checkpoint
 from liif.data import build_dataset
 from liif.data.order import EpochOrder
-from liif.bounds import COUNT, Number, flag
+from liif.bounds import COUNT, flag
 from liif.errors import LiifError, OutputExists, one_line, option, os_reason
 from liif.evaluation import evaluate
 from liif.evaluation.metrics import psnr
@@ -34,11 +35,12 @@ from liif.fileio import write_text
 from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
-from liif.runtime import autocast, available_memory, check_precision, torch_settings
+from liif.runtime import autocast, available_memory, check_precision, has_cpp_compiler, torch_settings
 from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
-from liif.training.config import load_config
+from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
-from liif.training.state import check_resumable, restore, write_checkpoint
+from liif.training.state import check_data_norm, check_resumable, restore, write_checkpoint
+from liif_entry import Terminated
 
 MAX_MODEL_TENSORS = 10_000  # RDN-LIIF has 306; past this a spec asks for a block count no one trains
 TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
@@ -46,7 +48,6 @@ TRAINING_BYTES_PER_WEIGHT = 16  # fp32 weight, gradient and Adam's two moments
 # DIV2K configs' 8 still run on 2 CPUs); past that they only crowd the machine.
 WORKERS_PER_CPU = 4
 
-FLOAT32 = Number(low=-torch.finfo(torch.float32).max, high=torch.finfo(torch.float32).max)
 Batch = dict[str, torch.Tensor]
 CHECKPOINTS = "epoch-*.pth"  # what makes a folder a run's
 
@@ -104,6 +105,13 @@ def checked(batch: Batch | SampleFailure) -> Batch:
     if isinstance(batch, SampleFailure):
         raise LiifError(batch.message)
     return batch
+
+
+def first_batch(loader: torch.utils.data.DataLoader) -> Batch:
+    """The loader's first batch of its current epoch, made in this process (no worker started, no global random
+    draw, which a DataLoader's iterator takes for its workers' seeds); the LiifError of one that cannot be made."""
+    indices = itertools.islice(iter(loader.sampler), loader.batch_size)
+    return checked(loader.collate_fn([loader.dataset[index] for index in indices]))
 
 
 def check_workers(workers: int) -> None:
@@ -191,11 +199,7 @@ def initial_model(config: dict[str, Any], ckpt: dict[str, Any] | None = None) ->
     elif config["init_from"]:
         model = load_model(config["init_from"]).train()
         config["model"] = {"name": model.spec["name"], "args": model.spec["args"]}
-        # the weights expect the values they were trained on: another data_norm would shift every input
-        if model.data_norm.per_channel() != norm.per_channel():
-            raise LiifError(f"init_from {config['init_from']} was trained with data_norm "
-                            f"{model.data_norm.as_config()}, the config says {config['data_norm']}: set data_norm "
-                            f"to the model's")
+        check_data_norm(model.data_norm, config, f"init_from {config['init_from']}", "the model's")
     else:
         model = new_model(config["model"])
     model.data_norm = norm
@@ -209,22 +213,17 @@ def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
 
 
 def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer a spec names; torch checks its arguments (a negative lr, betas out of range). On a GPU,
-    Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is
-    bound by kernel launches there, and the fused update computes the same thing."""
-    optimizers = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``). On a
+    GPU, Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is bound
+    by kernel launches there, and the fused update computes the same thing."""
     args = dict(spec.get("args") or {})
-    for key, value in args.items():
-        # torch takes any float, then overflows converting it for the float32 weights at the first step
-        if any(isinstance(v, float) and not FLOAT32.fits(v) for v in (value if isinstance(value, list) else [value])):
-            raise LiifError(f"bad optimizer.args for {spec['name']!r}: {key} holds {value!r}, beyond the float32 "
-                            f"range of the weights (±{FLOAT32.high:.3g})")
     if spec["name"] == "adam" and next(model.parameters()).device.type == "cuda":
         args.setdefault("fused", True)
     try:
-        return optimizers[spec["name"]](model.parameters(), **args)
-    except Exception as exc:  # torch checks the args by indexing and comparing them: any error is theirs
-        raise LiifError(f"bad optimizer.args for {spec['name']!r}: {one_line(exc)}") from None
+        return OPTIMIZERS[spec["name"]](model.parameters(), **args)
+    except Exception as exc:  # what only the device refuses (a fused update where it has none)
+        raise LiifError(f"bad optimizer.args for {spec['name']!r} on {next(model.parameters()).device}: "
+                        f"{one_line(exc)}") from None
 
 
 def take_base_lr(optimizer: torch.optim.Optimizer, scheduler: Any, lr: float) -> None:
@@ -290,7 +289,6 @@ def validate(model: nn.Module, loader: Iterable[Batch], norm: DataNorm, device: 
 @torch.no_grad()
 def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
     """The first validation input rendered at its HR crop size, (3, H, W) in [0, 1], for TensorBoard."""
-    batch = checked(batch)
     model.eval()
     out = render(model, batch["inp"][:1].to(device), tuple(batch["hr_size"][0].tolist()))
     model.train()
@@ -428,6 +426,8 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
                 start = time.time()
                 losses = run.train_epoch(epoch)
                 run.finish_epoch(epoch, losses, time.time() - start)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM from the command (liif_entry.Terminated)
+            raise type(stop)(run.stopped(stop)) from None
         finally:  # a failed run's TensorBoard writer is flushed and its thread ended too
             run.close()
         return run.summary
@@ -448,6 +448,10 @@ class Run:
             self.optimizer = build_optimizer(self.model, config["optimizer"])
             self.scheduler = build_scheduler(self.optimizer, config["multi_step_lr"])
             check_precision(procs.device, amp_precision(config["amp"]))
+            if config["compile"] and procs.device.type == "cpu" and not has_cpp_compiler():  # else a traceback
+                raise LiifError("compile: true builds the training step's CPU kernels with torch.compile, which "
+                                "needs a C++ compiler (g++, or the one $CXX names); none found: install one, or set "
+                                "compile: false")
             self.per_iter = (config["multi_step_lr"] or {}).get("unit") == "iter"
             self.scaler = torch.amp.GradScaler(procs.device.type, enabled=config["amp"] == "fp16")
             self.epoch_start, self.step, self.best = 1, 0, None
@@ -468,6 +472,8 @@ class Run:
             self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
             self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
+            if self.val_loader is not None:  # a batch that cannot be made (whole images of several sizes) would
+                first_batch(self.val_loader)  # otherwise stop the run only once its first epoch has trained
             if config["benchmark_eval"] and procs.is_main:
                 try:
                     plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
@@ -477,10 +483,11 @@ class Run:
             self.log = None
             if procs.is_main:
                 make_run_dir(run_dir, replace, later)
-                self.log = RunLog(run_dir, quiet, config["tensorboard"])
+                self.log = RunLog(run_dir, quiet, config["tensorboard"], first_step=self.step + 1)
                 if later:
                     self.log.line(f"deleted the checkpoints of the epochs after {self.epoch_start - 1}: "
-                                  f"{', '.join(path.name for path in later)}")
+                                  f"{', '.join(path.name for path in later)}; the lines above of epoch "
+                                  f"{self.epoch_start} on are the discarded run's")
                 for name, loader in (("train", self.train_loader), ("val", self.val_loader)):
                     skipped, too_small = skipped_images(loader) if loader is not None else (0, 0)
                     if skipped or too_small:
@@ -489,7 +496,8 @@ class Run:
                 params = sum(p.numel() for p in self.model.parameters())
                 self.log.line(f"model {config['model']['name']}: {params / 1e6:.3f} M parameters; "
                               f"{len(self.train_loader)} iterations per epoch on {procs.world_size} process(es), "
-                              f"{procs.device}; {'resuming at' if ckpt else 'starting at'} epoch {self.epoch_start}")
+                              f"{procs.device}; " + (f"resuming at epoch {self.epoch_start} from {source}" if ckpt
+                                                      else "starting at epoch 1"))
 
         self.norm = self.model.data_norm
         self.net: nn.Module = self.model  # what the training step calls: DDP-wrapped and compiled when asked
@@ -499,11 +507,15 @@ class Run:
         if config["compile"]:
             self.net = torch.compile(self.net)
         self.last_good = run_dir / "epoch-last.pth"
+        self.epoch = self.epoch_start  # the epoch in progress
+        # the checkpoint a stopped run goes on from, and its epoch: the one resumed, then each epoch-last.pth written
+        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1)
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
 
     def train_epoch(self, epoch: int) -> list[float]:
         """One pass over this process's share of the training set; the losses of its steps."""
+        self.epoch = epoch
         self.train_loader.sampler.set_epoch(epoch)
         losses = []
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config['epoch_max']}", leave=False,
@@ -514,8 +526,9 @@ class Run:
                 loss = train_step(self.net, to_device(checked(batch), self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
-                kept = (f"the last good checkpoint is {self.last_good} (epoch {self.summary['epoch']})"
-                        if self.last_good.exists() else "no checkpoint was written yet")
+                checkpoint, saved_at = self.resume_point
+                kept = (f"the last good checkpoint is {checkpoint} (epoch {saved_at})" if checkpoint is not None
+                        else "no checkpoint was written yet")
                 raise TrainingDiverged(f"{exc} at epoch {epoch}, step {self.step + 1}: training stopped; "
                                        f"{kept}") from None
             losses.append(loss)
@@ -537,6 +550,7 @@ class Run:
         with main_work(self.procs, f"at the end of epoch {epoch}"):
             if self.procs.is_main:
                 self.write_epoch(epoch, seconds)
+        self.resume_point = (str(self.last_good), epoch)  # rank 0 has written it
 
     def write_epoch(self, epoch: int, seconds: float) -> None:
         """Rank 0's end of an epoch: validation and benchmark_eval when due, the log line, the checkpoints. A
@@ -549,7 +563,7 @@ class Run:
         if self.val_loader is not None and every and epoch % every == 0:
             previous = self.best
             try:
-                text += self.validate(epoch)
+                text += self.validate()
             except LiifError as exc:  # an image that can no longer be read: the epoch's training is kept first
                 failure = ("validation", "val_dataset", exc)
             else:
@@ -563,7 +577,7 @@ class Run:
             else:
                 self.summary["benchmark"] = scores
                 text += ", " + ", ".join(f"{k} {v:.4f} (bicubic {b:.4f})" for k, (v, b) in scores.items())
-                self.log.scalars(epoch, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
+                self.log.scalars(self.step, **{f"benchmark/{k}": v for k, (v, _) in scores.items()})
         self.log.line(text)
         state = (self.model, self.optimizer, self.config, self.scheduler, epoch, self.step, self.best, self.scaler)
         if self.config["epoch_save"] and epoch % self.config["epoch_save"] == 0:
@@ -573,21 +587,33 @@ class Run:
         # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
         # first would leave epoch-best behind the best score the resumed run then compares with
         write_checkpoint(self.last_good, *state)
+        self.resume_point = (str(self.last_good), epoch)
         if failure is not None:
             what, section, exc = failure
             raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
                             f"{section} and resume from {self.last_good}")
 
-    def validate(self, epoch: int) -> str:
+    def validate(self) -> str:
         """The validation proxy on the unwrapped model (no collective calls: only rank 0 runs it); a log fragment."""
         val = validate(self.model, self.val_loader, self.norm, self.procs.device, progress=not self.quiet)
         self.best = val if self.best is None else max(val, self.best)
         self.summary.update(val_psnr=val, best_val=self.best)
-        self.log.scalars(epoch, **{"val/psnr": val})
+        self.log.scalars(self.step, **{"val/psnr": val})
         if self.log.writer is not None:
-            self.log.image("val/sample", sample_image(self.model, next(iter(self.val_loader)),
-                                                      self.procs.device), epoch)
+            self.log.image("val/sample", sample_image(self.model, first_batch(self.val_loader), self.procs.device),
+                           self.step)
         return f", val PSNR {val:.4f} (best {self.best:.4f})"
+
+    def stopped(self, stop: KeyboardInterrupt) -> str:
+        """Where a run that ``stop`` ended goes on from, for its one line, and with the step it reached, in the log
+        (the steps of the epoch in progress are lost: checkpoints are written per epoch, as the reference's)."""
+        checkpoint, epoch = self.resume_point
+        text = (f"resume from {checkpoint} to go on at epoch {epoch + 1}" if checkpoint is not None
+                else "no checkpoint was written yet, nothing to resume")
+        if self.log is not None:
+            self.log.line(f"stopped by {'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'} in epoch "
+                          f"{self.epoch} at step {self.step}; {text}", echo=False)
+        return text
 
     def close(self) -> None:
         if self.log is not None:

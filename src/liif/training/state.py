@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 
 from liif.bounds import COUNT, Number
-from liif.checkpoint import check_state_fits, inner_model, save_checkpoint
+from liif.checkpoint import check_state_fits, data_norm_of, inner_model, save_checkpoint
 from liif.errors import LiifError, one_line
+from liif.normalization import DataNorm
 
 STEPS = Number(int, low=0)  # a global step or a schedule's position
 
@@ -57,6 +58,14 @@ def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
         raise LiifError(f"{exc}{kept}") from None
 
 
+def check_data_norm(trained: DataNorm, config: dict[str, Any], weights: str, whose: str) -> None:
+    """Refuse a config whose ``data_norm`` differs from the one ``weights`` were trained with: another would shift
+    every input and target the weights expect (the same values per channel or once for all three are alike)."""
+    if trained.per_channel() != DataNorm.from_config(config["data_norm"]).per_channel():
+        raise LiifError(f"{weights} was trained with data_norm {trained.as_config()}, the config says "
+                        f"{config['data_norm']}: set data_norm to {whose}")
+
+
 def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimizer: torch.optim.Optimizer,
                     config: dict[str, Any]) -> None:
     """A one-line LiifError naming what differs unless ``ckpt`` can resume the training of ``model`` by
@@ -80,6 +89,7 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
     if saved_groups != groups:
         raise LiifError(f"cannot resume: the optimizer state of {source} has parameter groups of "
                         f"{saved_groups} tensors, the config's optimizer {groups}")
+    check_data_norm(data_norm_of(ckpt, source), config, f"cannot resume: {source}", "the checkpoint's")
     if ckpt["epoch"] >= config["epoch_max"]:
         raise LiifError(f"{source} is at epoch {ckpt['epoch']} and epoch_max is {config['epoch_max']}: nothing "
                         f"to train (raise epoch_max, e.g. to {ckpt['epoch'] + 1})")
