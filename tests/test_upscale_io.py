@@ -9,6 +9,7 @@ import sys
 import tracemalloc
 import zlib
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -84,6 +85,77 @@ def test_16bit_gray_tiff_is_written_at_16_bits(tmp_path):
     Picture(values).save(tmp_path / "levels.tiff")
     assert Image.open(tmp_path / "levels.tiff").mode == "I;16"
     assert np.array_equal(read_picture(tmp_path / "levels.tiff").pixels[:, :, 0], values)
+
+
+def write_tiff16(path, pixels: np.ndarray, compression: str) -> None:
+    """A 16-bit RGB or RGBA TIFF as FFmpeg's encoder writes it (PIL writes none)."""
+    context = av.CodecContext.create("tiff", "w")
+    context.height, context.width, channels = pixels.shape
+    context.pix_fmt = "rgb48le" if channels == 3 else "rgba64le"
+    context.options = {"compression_algo": compression}
+    frame = av.VideoFrame.from_ndarray(pixels, format=context.pix_fmt)
+    path.write_bytes(b"".join(bytes(packet) for packet in [*context.encode(frame), *context.encode(None)]))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("compression", ["raw", "lzw", "deflate"])
+def test_16bit_colour_tiff_is_read_in_full(tmp_path, crop, channels, compression):
+    """A 48-bit (or 64-bit with alpha) TIFF scan is read with its low bits (PIL alone cuts them to 8)."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    if channels == 4:
+        pixels = np.concatenate([pixels, pixels[:, :, 1:2] // 3], axis=2)
+    write_tiff16(tmp_path / "scan.tif", pixels, compression)
+    with Image.open(tmp_path / "scan.tif") as img:
+        assert img.mode == ("RGB", "RGBA")[channels - 3]  # what PIL would give: 8 bits
+    got = read_picture(tmp_path / "scan.tif")
+    assert got.pixels.dtype == np.uint16 and np.array_equal(got.pixels, pixels)
+    assert liif.imageio.check_picture(tmp_path / "scan.tif") == pixels.nbytes
+
+
+def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop):
+    write_tiff16(tmp_path / "scan.tif", crop.astype(np.uint16) * 257, "deflate")
+    data = (tmp_path / "scan.tif").read_bytes()
+    (tmp_path / "scan.tif").write_bytes(data[:8] + bytes(len(data) // 2) + data[8 + len(data) // 2:])
+    with pytest.raises(LiifError, match="^cannot read the image, it may be truncated or corrupt"):
+        read_picture(tmp_path / "scan.tif")
+
+
+def camera_jpeg(path, crop) -> None:
+    """A camera's JPEG of ``crop``, stored turned a quarter (orientation 6), at 300 x 200 dpi, with its EXIF."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F], exif[0x0110], exif[0x8298] = "Canon", "EOS 5D", "(c) A. Photographer"
+    exif[0x011A] = 300.0  # IFD0's resolution: the output's DPI is written in the format's own field instead
+    folder = exif.get_ifd(0x8769)
+    folder[0x9003], folder[0x829A] = "2024:05:01 10:00:00", 1 / 250
+    folder[0xA002], folder[0xA003] = crop.shape[1], crop.shape[0]  # the image's size as the camera gave it
+    Image.fromarray(crop).save(path, exif=exif, dpi=(300, 200), quality=95)
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".tiff", ".bmp", "16.png"])
+def test_exif_and_dpi_are_kept_the_orientation_applied(tmp_path, model, crop, extension):
+    """A photographer's EXIF (camera, dates, exposure, copyright) and DPI reach the upscaled file, as far as its
+    format holds them: orientation gone with the turn it asked for, the DPI's axes turned too, the Exif folder's
+    image size the output's. DPI is kept as it was: the print grows with the pixels."""
+    camera_jpeg(tmp_path / "photo.jpg", crop)
+    out = liif.upscale(str(tmp_path / "photo.jpg"), scale=2, model=model, device="cpu")
+    if extension == "16.png":
+        out = out.with_pixels(out.pixels.astype(np.uint16) * 257)  # as a 16-bit input would render
+    out.save(tmp_path / f"out{extension}")
+    with Image.open(tmp_path / f"out{extension}") as img:
+        img.load()
+        assert img.size == (40, 56)  # turned: 28 wide, 20 high, stored turned
+        dpi = [round(float(dpi)) for dpi in img.info.get("dpi", (0, 0))]
+        assert dpi == ([0, 0] if extension == ".webp" else [200, 300])
+        exif = img.getexif()
+        if extension == ".bmp":  # no EXIF in BMP
+            return
+        assert 0x0112 not in exif or exif[0x0112] == 1
+        assert (exif[0x010F], exif[0x0110], exif[0x8298]) == ("Canon", "EOS 5D", "(c) A. Photographer")
+        folder = exif.get_ifd(0x8769)
+        assert folder[0x9003] == "2024:05:01 10:00:00" and float(folder[0x829A]) == 1 / 250
+        assert (folder[0xA002], folder[0xA003]) == (40, 56)
+    assert np.array_equal(read_picture(tmp_path / f"out{extension}").pixels.shape[:2], (56, 40))  # not turned again
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
