@@ -158,6 +158,18 @@ def test_exif_and_dpi_are_kept_the_orientation_applied(tmp_path, model, crop, ex
     assert np.array_equal(read_picture(tmp_path / f"out{extension}").pixels.shape[:2], (56, 40))  # not turned again
 
 
+def test_exif_too_long_for_jpeg_is_left_out_not_failing_the_picture(tmp_path, crop):
+    """JPEG holds 64 KiB of EXIF: a PNG's longer EXIF is written into PNG, and left out of JPEG, the picture written."""
+    exif = Image.Exif()
+    exif[0x010E] = "a long caption " * 5000
+    Image.fromarray(crop).save(tmp_path / "captioned.png", exif=exif)
+    picture = read_picture(tmp_path / "captioned.png")
+    for name in ("out.png", "out.jpg"):
+        picture.save(tmp_path / name)
+    assert Image.open(tmp_path / "out.png").getexif()[0x010E] == exif[0x010E]
+    assert 0x010E not in Image.open(tmp_path / "out.jpg").getexif()
+
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_16bit_png_exif_orientation_is_applied_as_for_8bit(tmp_path, crop, orientation):
     """A 16-bit PNG with an eXIf chunk turns as PIL's exif_transpose turns the same picture in 8 bits."""

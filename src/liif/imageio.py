@@ -41,6 +41,7 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the largest side libjpeg and libwebp encode
 BMP_MAX_BYTES = 2**32 - 1 - (14 + 40 + 256 * 4)  # a 32-bit file size, less the headers and a gray palette
 CLASSIC_TIFF_BYTES = 2**32 - 2**26  # pixel bytes past which a TIFF is written as BigTIFF (headroom for tags)
+JPEG_MAX_EXIF = 65533  # the bytes a JPEG's APP1 segment holds: a longer EXIF (from a PNG, say) is left out
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
 # What EXIF an upscaled copy keeps: who, when and how the picture was taken (IFD0's descriptions and the Exif and GPS
@@ -390,7 +391,7 @@ def check_encodable(fmt: str, shape: tuple[int, int, int], instead: str = "write
 
 def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
     """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first), with its profile (``written_profile``),
-    EXIF (not in BMP) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``, reduced to 8 elsewhere."""
+    EXIF (not in BMP, nor in JPEG above its room) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``, reduced to 8 elsewhere."""
     picture = dataclasses.replace(picture, icc_profile=written_profile(picture, fmt), exif=written_exif(picture))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
@@ -402,7 +403,7 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
-    if picture.exif and fmt != "BMP":
+    if picture.exif and fmt != "BMP" and not (fmt == "JPEG" and len(picture.exif) > JPEG_MAX_EXIF):
         options["exif"] = picture.exif
     if picture.dpi:
         options["dpi"] = picture.dpi
