@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -110,6 +111,24 @@ def test_16bit_colour_tiff_is_read_in_full(tmp_path, crop, channels, compression
     got = read_picture(tmp_path / "scan.tif")
     assert got.pixels.dtype == np.uint16 and np.array_equal(got.pixels, pixels)
     assert liif.imageio.check_picture(tmp_path / "scan.tif") == pixels.nbytes
+
+
+def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full(tmp_path, crop):
+    """A TIFF whose red, green and blue planes are stored one after the other (PlanarConfiguration 2), which PIL
+    misreads at 16 bits, is read as written."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    height, width, _ = pixels.shape
+    planes = [pixels[:, :, channel].astype("<u2").tobytes() for channel in range(3)]
+    ifd_at = 8 + 3 * len(planes[0])
+    arrays_at = ifd_at + 2 + 10 * 12 + 4  # bits per sample, strip offsets, strip sizes: 3 values each
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, arrays_at), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 3, arrays_at + 6), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 3, arrays_at + 18),
+            (284, 3, 1, 2)]
+    # little-endian: a single SHORT sits in the first two bytes of the 4-byte value field, as a LONG would
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + struct.pack("<I", 0)
+    arrays = struct.pack("<3H3I3I", 16, 16, 16, *(8 + k * len(planes[0]) for k in range(3)), *map(len, planes))
+    (tmp_path / "planes.tif").write_bytes(b"II*\x00" + struct.pack("<I", ifd_at) + b"".join(planes) + ifd + arrays)
+    assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, pixels)
 
 
 def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop):

@@ -51,8 +51,9 @@ EXIF_KEPT = (ExifTags.Base.ImageDescription, ExifTags.Base.Make, ExifTags.Base.M
 EXIF_FOLDERS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
 EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, OSError, struct.error, UnicodeError)
 METRES_PER_INCH = 0.0254
-TIFF16_RAWMODES = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # a 16-bit colour TIFF's rawmode prefix: FFmpeg's format
-TIFF_X_RESOLUTION = 282
+TIFF16_FORMATS = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # PIL's mode of a 16-bit colour TIFF: FFmpeg's format
+TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = 258, 262, 282, 338
+TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
@@ -297,7 +298,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
     with opened_image(path) as img:
         if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
-        tiff16 = tiff16_format(img)  # from the header's tiles, which PIL empties as it loads
+        tiff16 = tiff16_format(img)
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         img.load()  # damage shows here, in a 16-bit TIFF too (FFmpeg, which reads it in full, decodes damage as black)
         return read_tiff16(path, img, tiff16, orientation) if tiff16 else picture_from_pil(img, orientation)
@@ -346,11 +347,16 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
 
 
 def tiff16_format(img: Image.Image) -> str | None:
-    """FFmpeg's pixel format of an opened 16-bit RGB or RGBA TIFF (which PIL would cut to 8 bits), else None."""
-    if img.format != "TIFF" or img.mode not in TIFF16_RAWMODES or not img.tile:
+    """FFmpeg's pixel format of an opened 16-bit RGB or RGBA TIFF (alpha not premultiplied), which PIL would cut to
+    8 bits (or, stored plane by plane, misread); else None."""
+    if img.format != "TIFF" or img.mode not in TIFF16_FORMATS:
         return None
-    rawmode = img.tile[0].args[0]
-    return TIFF16_RAWMODES[img.mode] if rawmode.startswith(f"{img.mode};16") else None
+    tags = img.tag_v2
+    extra_samples = tags.get(TIFF_EXTRA_SAMPLES, ())
+    if set(tags.get(TIFF_BITS_PER_SAMPLE, ())) != {16} or tags.get(TIFF_PHOTOMETRIC) != 2 or \
+            TIFF_PREMULTIPLIED in (extra_samples if isinstance(extra_samples, tuple) else (extra_samples,)):
+        return None
+    return TIFF16_FORMATS[img.mode]
 
 
 def read_tiff16(path: Path, img: Image.Image, pixel_format: str, orientation: int) -> Picture:
