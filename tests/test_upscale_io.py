@@ -131,6 +131,20 @@ def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full(tmp_path, crop):
     assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, pixels)
 
 
+def test_a_48bit_bigtiff_which_ffmpeg_does_not_read_is_read_at_8_bits_as_pil_reads_it(tmp_path, crop):
+    pixels = crop.astype(np.uint16) * 256 + 100  # PIL keeps the high byte
+    height, width, _ = pixels.shape
+    data = pixels.astype("<u2").tobytes()
+    # BigTIFF: every value here fits in an entry's 8 bytes (bits per sample: three SHORTs), none stored apart
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 16 | 16 << 16 | 16 << 32), (259, 3, 1, 1),
+            (262, 3, 1, 2), (273, 16, 1, 16), (277, 3, 1, 3), (278, 3, 1, height), (279, 16, 1, len(data)),
+            (284, 3, 1, 1)]
+    (tmp_path / "big.tif").write_bytes(b"II" + struct.pack("<HHHQ", 43, 8, 0, 16 + len(data)) + data
+                                       + struct.pack("<Q", len(tags))
+                                       + b"".join(struct.pack("<HHQQ", *tag) for tag in tags) + struct.pack("<Q", 0))
+    assert np.array_equal(read_picture(tmp_path / "big.tif").pixels, crop)
+
+
 def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop):
     write_tiff16(tmp_path / "scan.tif", crop.astype(np.uint16) * 257, "deflate")
     data = (tmp_path / "scan.tif").read_bytes()

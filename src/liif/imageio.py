@@ -53,6 +53,7 @@ EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, OSError, struct.err
 METRES_PER_INCH = 0.0254
 TIFF16_FORMATS = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # PIL's mode of a 16-bit colour TIFF: FFmpeg's format
 TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = 258, 262, 282, 338
+BIGTIFF_VERSIONS = (b"\x2b\x00", b"\x00\x2b")  # bytes 2-3 of a BigTIFF, little- or big-endian (a TIFF's: 42)
 TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -298,7 +299,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
     with opened_image(path) as img:
         if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
-        tiff16 = tiff16_format(img)
+        tiff16 = tiff16_format(img, path)
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         img.load()  # damage shows here, in a 16-bit TIFF too (FFmpeg, which reads it in full, decodes damage as black)
         return read_tiff16(path, img, tiff16, orientation) if tiff16 else picture_from_pil(img, orientation)
@@ -322,7 +323,7 @@ def check_picture(path: str | os.PathLike) -> int:
             channels = PNG16_PLANES[colour_type] + ("transparency" in img.info)
             return img.width * img.height * channels * 2
         mode = picture_mode(img)
-        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" or tiff16_format(img) else 1
+        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" or tiff16_format(img, path) else 1
         return img.width * img.height * Image.getmodebands(mode) * sample_bytes
 
 
@@ -346,11 +347,15 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
     return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None)
 
 
-def tiff16_format(img: Image.Image) -> str | None:
-    """FFmpeg's pixel format of an opened 16-bit RGB or RGBA TIFF (alpha not premultiplied), which PIL would cut to
-    8 bits (or, stored plane by plane, misread); else None."""
+def tiff16_format(img: Image.Image, path: Path) -> str | None:
+    """FFmpeg's pixel format of ``path``, opened as ``img``, where it is a 16-bit RGB or RGBA TIFF (alpha not
+    premultiplied), which PIL would cut to 8 bits (or, stored plane by plane, misread); else None, as for a BigTIFF,
+    which FFmpeg does not read (PIL does, at 8 bits)."""
     if img.format != "TIFF" or img.mode not in TIFF16_FORMATS:
         return None
+    with open(path, "rb") as f:
+        if f.read(4)[2:] in BIGTIFF_VERSIONS:
+            return None
     tags = img.tag_v2
     extra_samples = tags.get(TIFF_EXTRA_SAMPLES, ())
     if set(tags.get(TIFF_BITS_PER_SAMPLE, ())) != {16} or tags.get(TIFF_PHOTOMETRIC) != 2 or \
