@@ -402,7 +402,8 @@ def check_encodable(fmt: str, shape: tuple[int, int, int], instead: str = "write
 
 def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
     """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first), with its profile (``written_profile``),
-    EXIF (not in BMP, nor in JPEG above its room) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``, reduced to 8 elsewhere."""
+    EXIF (not in BMP, nor in JPEG above its room) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``,
+    reduced to 8 elsewhere."""
     picture = dataclasses.replace(picture, icc_profile=written_profile(picture, fmt), exif=written_exif(picture))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
