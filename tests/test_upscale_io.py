@@ -113,22 +113,24 @@ def test_16bit_colour_tiff_is_read_in_full(tmp_path, crop, channels, compression
     assert liif.imageio.check_picture(tmp_path / "scan.tif") == pixels.nbytes
 
 
-def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full(tmp_path, crop):
+@pytest.mark.parametrize("orientation", [1, 6, 7])
+def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full_and_turned(tmp_path, crop, orientation):
     """A TIFF whose red, green and blue planes are stored one after the other (PlanarConfiguration 2), which PIL
-    misreads at 16 bits, is read as written."""
+    misreads at 16 bits, is read as written, turned once as its EXIF orientation says (PIL turns it too as it loads
+    its 8 bits)."""
     pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
     height, width, _ = pixels.shape
     planes = [pixels[:, :, channel].astype("<u2").tobytes() for channel in range(3)]
     ifd_at = 8 + 3 * len(planes[0])
-    arrays_at = ifd_at + 2 + 10 * 12 + 4  # bits per sample, strip offsets, strip sizes: 3 values each
+    arrays_at = ifd_at + 2 + 11 * 12 + 4  # bits per sample, strip offsets, strip sizes: 3 values each
     tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, arrays_at), (259, 3, 1, 1), (262, 3, 1, 2),
-            (273, 4, 3, arrays_at + 6), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 3, arrays_at + 18),
-            (284, 3, 1, 2)]
+            (273, 4, 3, arrays_at + 6), (274, 3, 1, orientation), (277, 3, 1, 3), (278, 3, 1, height),
+            (279, 4, 3, arrays_at + 18), (284, 3, 1, 2)]
     # little-endian: a single SHORT sits in the first two bytes of the 4-byte value field, as a LONG would
     ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + struct.pack("<I", 0)
     arrays = struct.pack("<3H3I3I", 16, 16, 16, *(8 + k * len(planes[0]) for k in range(3)), *map(len, planes))
     (tmp_path / "planes.tif").write_bytes(b"II*\x00" + struct.pack("<I", ifd_at) + b"".join(planes) + ifd + arrays)
-    assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, pixels)
+    assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, orient(pixels, orientation))
 
 
 def test_a_48bit_bigtiff_which_ffmpeg_does_not_read_is_read_at_8_bits_as_pil_reads_it(tmp_path, crop):
