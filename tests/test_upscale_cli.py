@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BENCHMARKS, TINY, comic_crop, files_bar, run_ranks, screen, shared_file
+from conftest import BENCHMARKS, TINY, comic_crop, files_bar, run_ranks, screen, shared_file, upscale_cli
 from liif import cli
+from liif.imageio import Picture, read_picture
 from liif.runtime import cpu_has_int8, has_cpp_compiler
 
 
@@ -309,3 +310,15 @@ def test_skip_existing_finishes_an_interrupted_batch(crops, tmp_path):
     assert (out / "p3.png").is_file() and (out / "p1.png").stat().st_mtime_ns == kept
     one_line_error(liif_upscale(crops, "--scale", "2", "-o", out, "--skip-existing", "--overwrite", "--quiet",
                                 cwd=tmp_path), "give --skip-existing or --overwrite, not both")
+
+
+def test_a_16bit_picture_written_where_8_bits_fit_says_so(tmp_path, capsys):
+    """16-bit colour written as TIFF (which PIL writes in 8 bits) is a note, the picture written; as PNG, silence."""
+    pixels = comic_crop().astype(np.uint16) * 257 + 100
+    Picture(pixels).save(tmp_path / "scan.png")
+    code, lines = upscale_cli(capsys, tmp_path / "scan.png", "--scale", "2", "-o", tmp_path / "out.tif")
+    assert code == 0 and Image.open(tmp_path / "out.tif").mode == "RGB"
+    assert lines == [f"liif upscale: note: {tmp_path / 'scan.png'}: 16 bits per channel written as 8 "
+                     "(only gray TIFF is written with 16; .png keeps 16)"]
+    code, lines = upscale_cli(capsys, tmp_path / "scan.png", "--scale", "2", "-o", tmp_path / "out.png")
+    assert code == 0 and lines == [] and read_picture(tmp_path / "out.png").pixels.dtype == np.uint16

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import struct
 import subprocess
 import sys
 import tracemalloc
 import zlib
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -84,6 +86,123 @@ def test_16bit_gray_tiff_is_written_at_16_bits(tmp_path):
     Picture(values).save(tmp_path / "levels.tiff")
     assert Image.open(tmp_path / "levels.tiff").mode == "I;16"
     assert np.array_equal(read_picture(tmp_path / "levels.tiff").pixels[:, :, 0], values)
+
+
+def write_tiff16(path, pixels: np.ndarray, compression: str) -> None:
+    """A 16-bit RGB or RGBA TIFF as FFmpeg's encoder writes it (PIL writes none)."""
+    context = av.CodecContext.create("tiff", "w")
+    context.height, context.width, channels = pixels.shape
+    context.pix_fmt = "rgb48le" if channels == 3 else "rgba64le"
+    context.options = {"compression_algo": compression}
+    frame = av.VideoFrame.from_ndarray(pixels, format=context.pix_fmt)
+    path.write_bytes(b"".join(bytes(packet) for packet in [*context.encode(frame), *context.encode(None)]))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("compression", ["raw", "lzw", "deflate"])
+def test_16bit_colour_tiff_is_read_in_full(tmp_path, crop, channels, compression):
+    """A 48-bit (or 64-bit with alpha) TIFF scan is read with its low bits (PIL alone cuts them to 8)."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    if channels == 4:
+        pixels = np.concatenate([pixels, pixels[:, :, 1:2] // 3], axis=2)
+    write_tiff16(tmp_path / "scan.tif", pixels, compression)
+    with Image.open(tmp_path / "scan.tif") as img:
+        assert img.mode == ("RGB", "RGBA")[channels - 3]  # what PIL would give: 8 bits
+    got = read_picture(tmp_path / "scan.tif")
+    assert got.pixels.dtype == np.uint16 and np.array_equal(got.pixels, pixels)
+    assert liif.imageio.check_picture(tmp_path / "scan.tif") == pixels.nbytes
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 7])
+def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full_and_turned(tmp_path, crop, orientation):
+    """A TIFF whose red, green and blue planes are stored one after the other (PlanarConfiguration 2), which PIL
+    misreads at 16 bits, is read as written, turned once as its EXIF orientation says (PIL turns it too as it loads
+    its 8 bits)."""
+    pixels = crop.astype(np.uint16) * 257 + np.arange(crop.size, dtype=np.uint16).reshape(crop.shape) % 200
+    height, width, _ = pixels.shape
+    planes = [pixels[:, :, channel].astype("<u2").tobytes() for channel in range(3)]
+    ifd_at = 8 + 3 * len(planes[0])
+    arrays_at = ifd_at + 2 + 11 * 12 + 4  # bits per sample, strip offsets, strip sizes: 3 values each
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, arrays_at), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 3, arrays_at + 6), (274, 3, 1, orientation), (277, 3, 1, 3), (278, 3, 1, height),
+            (279, 4, 3, arrays_at + 18), (284, 3, 1, 2)]
+    # little-endian: a single SHORT sits in the first two bytes of the 4-byte value field, as a LONG would
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + struct.pack("<I", 0)
+    arrays = struct.pack("<3H3I3I", 16, 16, 16, *(8 + k * len(planes[0]) for k in range(3)), *map(len, planes))
+    (tmp_path / "planes.tif").write_bytes(b"II*\x00" + struct.pack("<I", ifd_at) + b"".join(planes) + ifd + arrays)
+    assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, orient(pixels, orientation))
+
+
+def test_a_48bit_bigtiff_which_ffmpeg_does_not_read_is_read_at_8_bits_as_pil_reads_it(tmp_path, crop):
+    pixels = crop.astype(np.uint16) * 256 + 100  # PIL keeps the high byte
+    height, width, _ = pixels.shape
+    data = pixels.astype("<u2").tobytes()
+    # BigTIFF: every value here fits in an entry's 8 bytes (bits per sample: three SHORTs), none stored apart
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 16 | 16 << 16 | 16 << 32), (259, 3, 1, 1),
+            (262, 3, 1, 2), (273, 16, 1, 16), (277, 3, 1, 3), (278, 3, 1, height), (279, 16, 1, len(data)),
+            (284, 3, 1, 1)]
+    (tmp_path / "big.tif").write_bytes(b"II" + struct.pack("<HHHQ", 43, 8, 0, 16 + len(data)) + data
+                                       + struct.pack("<Q", len(tags))
+                                       + b"".join(struct.pack("<HHQQ", *tag) for tag in tags) + struct.pack("<Q", 0))
+    assert np.array_equal(read_picture(tmp_path / "big.tif").pixels, crop)
+
+
+def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop):
+    write_tiff16(tmp_path / "scan.tif", crop.astype(np.uint16) * 257, "deflate")
+    data = (tmp_path / "scan.tif").read_bytes()
+    (tmp_path / "scan.tif").write_bytes(data[:8] + bytes(len(data) // 2) + data[8 + len(data) // 2:])
+    with pytest.raises(LiifError, match="^cannot read the image, it may be truncated or corrupt"):
+        read_picture(tmp_path / "scan.tif")
+
+
+def camera_jpeg(path, crop) -> None:
+    """A camera's JPEG of ``crop``, stored turned a quarter (orientation 6), at 300 x 200 dpi, with its EXIF."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F], exif[0x0110], exif[0x8298] = "Canon", "EOS 5D", "(c) A. Photographer"
+    exif[0x011A] = 300.0  # IFD0's resolution: the output's DPI is written in the format's own field instead
+    folder = exif.get_ifd(0x8769)
+    folder[0x9003], folder[0x829A] = "2024:05:01 10:00:00", 1 / 250
+    folder[0xA002], folder[0xA003] = crop.shape[1], crop.shape[0]  # the image's size as the camera gave it
+    Image.fromarray(crop).save(path, exif=exif, dpi=(300, 200), quality=95)
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".tiff", ".bmp", "16.png"])
+def test_exif_and_dpi_are_kept_the_orientation_applied(tmp_path, model, crop, extension):
+    """A photographer's EXIF (camera, dates, exposure, copyright) and DPI reach the upscaled file, as far as its
+    format holds them: orientation gone with the turn it asked for, the DPI's axes turned too, the Exif folder's
+    image size the output's. DPI is kept as it was: the print grows with the pixels."""
+    camera_jpeg(tmp_path / "photo.jpg", crop)
+    out = liif.upscale(str(tmp_path / "photo.jpg"), scale=2, model=model, device="cpu")
+    if extension == "16.png":
+        out = out.with_pixels(out.pixels.astype(np.uint16) * 257)  # as a 16-bit input would render
+    out.save(tmp_path / f"out{extension}")
+    with Image.open(tmp_path / f"out{extension}") as img:
+        img.load()
+        assert img.size == (40, 56)  # turned: 28 wide, 20 high, stored turned
+        dpi = [round(float(dpi)) for dpi in img.info.get("dpi", (0, 0))]
+        assert dpi == ([0, 0] if extension == ".webp" else [200, 300])
+        exif = img.getexif()
+        if extension == ".bmp":  # no EXIF in BMP
+            return
+        assert 0x0112 not in exif or exif[0x0112] == 1
+        assert (exif[0x010F], exif[0x0110], exif[0x8298]) == ("Canon", "EOS 5D", "(c) A. Photographer")
+        folder = exif.get_ifd(0x8769)
+        assert folder[0x9003] == "2024:05:01 10:00:00" and float(folder[0x829A]) == 1 / 250
+        assert (folder[0xA002], folder[0xA003]) == (40, 56)
+    assert np.array_equal(read_picture(tmp_path / f"out{extension}").pixels.shape[:2], (56, 40))  # not turned again
+
+
+def test_exif_too_long_for_jpeg_is_left_out_not_failing_the_picture(tmp_path, crop):
+    """JPEG holds 64 KiB of EXIF: a PNG's longer EXIF is written into PNG, and left out of JPEG, the picture written."""
+    exif = Image.Exif()
+    exif[0x010E] = "a long caption " * 5000
+    Image.fromarray(crop).save(tmp_path / "captioned.png", exif=exif)
+    picture = read_picture(tmp_path / "captioned.png")
+    for name in ("out.png", "out.jpg"):
+        picture.save(tmp_path / name)
+    assert Image.open(tmp_path / "out.png").getexif()[0x010E] == exif[0x010E]
+    assert 0x010E not in Image.open(tmp_path / "out.jpg").getexif()
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])

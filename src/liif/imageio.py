@@ -1,9 +1,10 @@
-"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC kept, 16-bit PNG (and gray
-TIFF) in full.
+"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC, EXIF and DPI kept, 16-bit
+PNG and TIFF read in full (written in full as PNG and gray TIFF).
 
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
 or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
-everything but 16-bit colour PNG, which it cuts to 8 bits, so 16-bit PNGs are read and written with pypng.
+everything but 16-bit colour PNG and TIFF, which it cuts to 8 bits, so 16-bit PNGs are read and written with pypng,
+and 16-bit colour TIFFs read with FFmpeg (PyAV).
 Float pictures in [0, 1] are read as 16 bits; CMYK goes through its ICC profile to sRGB; a TIFF of several
 pages is refused (thumbnails aside); a profile is written only where it describes the pixels. Writing goes to a temporary name beside the target, then a rename.
 """
@@ -11,20 +12,22 @@ pages is refused (thumbnails aside); a profile is written only where it describe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
+import math
 import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import av
 import numpy as np
 import png
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from liif.bounds import flag
 from liif.errors import LiifError, OutputExists, one_line, os_reason
@@ -38,8 +41,20 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the largest side libjpeg and libwebp encode
 BMP_MAX_BYTES = 2**32 - 1 - (14 + 40 + 256 * 4)  # a 32-bit file size, less the headers and a gray palette
 CLASSIC_TIFF_BYTES = 2**32 - 2**26  # pixel bytes past which a TIFF is written as BigTIFF (headroom for tags)
+JPEG_MAX_EXIF = 65533  # the bytes a JPEG's APP1 segment holds: a longer EXIF (from a PNG, say) is left out
 LOSSY_QUALITY = 95  # JPEG and WebP: an upscaled picture deserves better than PIL's default 75
 EXIF_ORIENTATION = 0x0112
+# What EXIF an upscaled copy keeps: who, when and how the picture was taken (IFD0's descriptions and the Exif and GPS
+# folders), not what describes the pixels' layout (orientation, applied; size, resolution; a TIFF's own tags).
+EXIF_KEPT = (ExifTags.Base.ImageDescription, ExifTags.Base.Make, ExifTags.Base.Model, ExifTags.Base.Software,
+             ExifTags.Base.DateTime, ExifTags.Base.Artist, ExifTags.Base.HostComputer, ExifTags.Base.Copyright)
+EXIF_FOLDERS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
+EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, OSError, struct.error, UnicodeError)
+METRES_PER_INCH = 0.0254
+TIFF16_FORMATS = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # PIL's mode of a 16-bit colour TIFF: FFmpeg's format
+TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = 258, 262, 282, 338
+BIGTIFF_VERSIONS = (b"\x2b\x00", b"\x00\x2b")  # bytes 2-3 of a BigTIFF, little- or big-endian (a TIFF's: 42)
+TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
@@ -47,13 +62,16 @@ PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image
 SRGB = ImageCms.createProfile("sRGB")
 
 
-@dataclass
+@dataclasses.dataclass
 class Picture:
-    """Pixels (H, W, C) uint8 or uint16, and the ICC profile to carry to the output. The layout is never guessed,
-    as in PIL and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
+    """Pixels (H, W, C) uint8 or uint16, and what to carry to the output: the ICC profile, the EXIF kept
+    (``EXIF_KEPT``, as bytes) and the resolution in dots per inch (x, y). The layout is never guessed, as in PIL
+    and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, as every picture passes here: a (C, H, W) or float array would otherwise render as garbage
@@ -102,17 +120,21 @@ class Picture:
         # PIL picks the mode from the array's dtype and shape (uint16 (H, W) is I;16).
         return Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
 
+    def with_pixels(self, pixels: np.ndarray) -> Picture:
+        """Other pixels (the same picture resized) with this picture's profile, EXIF and DPI."""
+        return dataclasses.replace(self, pixels=pixels)
+
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
         """Write to ``path`` in the format its extension names (see ``write_picture``)."""
         write_picture(self, path, overwrite)
 
 
-def picture_from_pil(img: Image.Image) -> Picture:
+def picture_from_pil(img: Image.Image, file_orientation: int | None = None) -> Picture:
     """A Picture of a PIL image, EXIF orientation applied: 16-bit gray stays 16-bit, floats in [0, 1] become
-    16-bit, CMYK goes through its profile to sRGB, palettes and other modes become L/LA/RGB/RGBA."""
+    16-bit, CMYK goes through its profile to sRGB, palettes and other modes become L/LA/RGB/RGBA.
+    ``file_orientation``: the file's, read before loading (PIL turns a TIFF as it loads it, and drops its tag)."""
     check_mode(img)
     icc = img.info.get("icc_profile") or None
-    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     if img.mode.startswith("I;16"):
         pixels = np.asarray(img).astype(np.uint16)[:, :, None]
     elif img.mode == "F":
@@ -123,7 +145,46 @@ def picture_from_pil(img: Image.Image) -> Picture:
         mode = picture_mode(img)
         pixels = np.asarray(img if img.mode == mode else img.convert(mode))  # convert copies even to its own mode
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-    return Picture(orient(pixels, orientation), icc)
+    return described(img, pixels, icc, file_orientation)
+
+
+def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orientation: int | None = None
+              ) -> Picture:
+    """``img``'s ``pixels`` (H, W, C) as a Picture: turned as its EXIF orientation says, with the profile ``icc``
+    and the EXIF and DPI it keeps (the DPI's axes swapped where the file's orientation turns a quarter)."""
+    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    # PIL gives a TIFF without resolution tags 1 dpi
+    dpi = picture_dpi(img.info.get("dpi")) if img.format != "TIFF" or TIFF_X_RESOLUTION in img.tag_v2 else None
+    if dpi and (file_orientation or orientation) in (5, 6, 7, 8):
+        dpi = dpi[::-1]
+    return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi)
+
+
+def picture_dpi(dpi: object) -> tuple[float, float] | None:
+    """PIL's ``dpi`` of an image as two floats; None where it is absent or not two positive finite numbers (a
+    damaged header's 0 or NaN: an output says nothing rather than that)."""
+    try:
+        x, y = (float(d) for d in dpi)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return (x, y) if 0 < x < math.inf and 0 < y < math.inf else None
+
+
+def kept_exif(img: Image.Image) -> bytes | None:
+    """The EXIF of ``img`` an upscaled copy keeps (``EXIF_KEPT`` and the Exif and GPS folders), or None where it
+    has none; damaged EXIF is left out, as it does not change the pixels."""
+    try:
+        exif = img.getexif()
+        kept = Image.Exif()
+        for tag in EXIF_KEPT:
+            if tag in exif:
+                kept[tag] = exif[tag]
+        for tag in EXIF_FOLDERS:
+            if tag in exif and (folder := exif.get_ifd(tag)):
+                kept[tag] = {key: value for key, value in folder.items() if key != ExifTags.IFD.Interop}
+        return kept.tobytes() if len(kept) else None
+    except EXIF_ERRORS:
+        return None
 
 
 def picture_mode(img: Image.Image) -> str:
@@ -238,8 +299,10 @@ def read_picture(path: str | os.PathLike) -> Picture:
     with opened_image(path) as img:
         if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
-        img.load()
-        return picture_from_pil(img)
+        tiff16 = tiff16_format(img, path)
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        img.load()  # damage shows here, in a 16-bit TIFF too (FFmpeg, which reads it in full, decodes damage as black)
+        return read_tiff16(path, img, tiff16, orientation) if tiff16 else picture_from_pil(img, orientation)
 
 
 def picture_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -260,7 +323,7 @@ def check_picture(path: str | os.PathLike) -> int:
             channels = PNG16_PLANES[colour_type] + ("transparency" in img.info)
             return img.width * img.height * channels * 2
         mode = picture_mode(img)
-        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" else 1
+        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" or tiff16_format(img, path) else 1
         return img.width * img.height * Image.getmodebands(mode) * sample_bytes
 
 
@@ -281,8 +344,38 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
     if pixels.shape[0] != height:
         raise LiifError("cannot read the image, it is truncated")
-    pixels = pixels.reshape(height, width, info["planes"])
-    return Picture(orient(pixels, img.getexif().get(EXIF_ORIENTATION, 1)), img.info.get("icc_profile") or None)
+    return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None)
+
+
+def tiff16_format(img: Image.Image, path: Path) -> str | None:
+    """FFmpeg's pixel format of ``path``, opened as ``img``, where it is a 16-bit RGB or RGBA TIFF (alpha not
+    premultiplied), which PIL would cut to 8 bits (or, stored plane by plane, misread); else None, as for a BigTIFF,
+    which FFmpeg does not read (PIL does, at 8 bits)."""
+    if img.format != "TIFF" or img.mode not in TIFF16_FORMATS:
+        return None
+    with open(path, "rb") as f:
+        if f.read(4)[2:] in BIGTIFF_VERSIONS:
+            return None
+    tags = img.tag_v2
+    extra_samples = tags.get(TIFF_EXTRA_SAMPLES, ())
+    if set(tags.get(TIFF_BITS_PER_SAMPLE, ())) != {16} or tags.get(TIFF_PHOTOMETRIC) != 2 or \
+            TIFF_PREMULTIPLIED in (extra_samples if isinstance(extra_samples, tuple) else (extra_samples,)):
+        return None
+    return TIFF16_FORMATS[img.mode]
+
+
+def read_tiff16(path: Path, img: Image.Image, pixel_format: str, orientation: int) -> Picture:
+    """A 16-bit colour TIFF, which PIL has loaded at 8 bits (turning it as its EXIF ``orientation`` says), at full
+    precision: FFmpeg's TIFF decoder in ``pixel_format``, with the profile, EXIF and DPI PIL found."""
+    try:
+        with open(path, "rb") as stream, av.open(stream, format="tiff_pipe") as container:
+            pixels = orient(next(container.decode(video=0)).to_ndarray(format=pixel_format), orientation)
+    except (av.FFmpegError, StopIteration, IndexError) as exc:
+        reason = getattr(exc, "strerror", None) or "no picture in it"
+        raise LiifError(f"cannot read the image, it may be truncated or corrupt ({reason})") from None
+    if pixels.shape[:2] != (img.height, img.width):
+        raise LiifError("cannot read the image, it may be truncated or corrupt (its size differs from its header's)")
+    return described(img, pixels, img.info.get("icc_profile") or None, orientation)
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -308,21 +401,56 @@ def check_encodable(fmt: str, shape: tuple[int, int, int], instead: str = "write
 
 
 def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
-    """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first); 16 bits are kept in PNG and in
-    gray TIFF, and reduced to 8 elsewhere."""
-    picture = Picture(picture.pixels, written_profile(picture, fmt))
+    """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first), with its profile (``written_profile``),
+    EXIF (not in BMP, nor in JPEG above its room) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``,
+    reduced to 8 elsewhere."""
+    picture = dataclasses.replace(picture, icc_profile=written_profile(picture, fmt), exif=written_exif(picture))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
         return
-    if picture.pixels.dtype == np.uint16 and not (fmt == "TIFF" and picture.pixels.shape[2] == 1):
-        # PIL writes 16-bit gray TIFF (I;16), but no 16-bit colour or gray with alpha
-        picture = Picture(eight_bit(picture.pixels), picture.icc_profile)
+    if picture.pixels.dtype == np.uint16 and not keeps_16_bits(fmt, picture.pixels.shape[2]):
+        picture = picture.with_pixels(eight_bit(picture.pixels))
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
         options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
+    if picture.exif and fmt != "BMP" and not (fmt == "JPEG" and len(picture.exif) > JPEG_MAX_EXIF):
+        options["exif"] = picture.exif
+    if picture.dpi:
+        options["dpi"] = picture.dpi
     picture.to_pil().save(stream, format=fmt, **options)
+
+
+def keeps_16_bits(fmt: str, channels: int) -> bool:
+    """Whether 16-bit pixels of ``channels`` channels are written in ``fmt`` at 16 bits: in PNG, and in TIFF for
+    gray alone (PIL writes no 16-bit colour or gray-and-alpha TIFF); other formats hold 8."""
+    return fmt == "PNG" or (fmt == "TIFF" and channels == 1)
+
+
+def depth_note(picture: Picture, fmt: str) -> str | None:
+    """A note where ``picture``'s 16 bits per channel are written in ``fmt`` at 8, else None."""
+    if picture.pixels.dtype != np.uint16 or keeps_16_bits(fmt, picture.pixels.shape[2]):
+        return None
+    holds = "only gray TIFF is written with 16" if fmt == "TIFF" else f"{fmt} holds 8"
+    return f"16 bits per channel written as 8 ({holds}; .png keeps 16)"
+
+
+def written_exif(picture: Picture) -> bytes | None:
+    """The picture's EXIF with its Exif folder's image size, where it has one, set to the pixels written."""
+    if not picture.exif:
+        return None
+    try:
+        exif = Image.Exif()
+        exif.load(picture.exif)
+        folder = exif.get_ifd(ExifTags.IFD.Exif)
+        height, width = picture.pixels.shape[:2]
+        for tag, side in ((ExifTags.Base.ExifImageWidth, width), (ExifTags.Base.ExifImageHeight, height)):
+            if tag in folder:
+                folder[tag] = side
+        return exif.tobytes()
+    except EXIF_ERRORS:  # EXIF passed in by a caller, not read: left out where it does not read
+        return None
 
 
 def eight_bit(pixels: np.ndarray) -> np.ndarray:
@@ -351,16 +479,23 @@ def written_profile(picture: Picture, fmt: str) -> bytes | None:
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:
-    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile if any."""
+    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile, EXIF and DPI."""
     height, width, channels = picture.pixels.shape
-    writer = png.Writer(width, height, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16)
+    density = {}
+    if picture.dpi:  # pHYs: dots per metre, rounded as Pillow writes them
+        density = {"x_pixels_per_unit": int(picture.dpi[0] / METRES_PER_INCH + 0.5),
+                   "y_pixels_per_unit": int(picture.dpi[1] / METRES_PER_INCH + 0.5), "unit_is_meter": True}
+    writer = png.Writer(width, height, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16, **density)
     raw = io.BytesIO()
     writer.write_array(raw, picture.pixels.reshape(-1))
     data = raw.getvalue()
+    # pypng cannot write iCCP or eXIf: inserted right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
+    chunks = b""
     if picture.icc_profile:
-        # pypng cannot write iCCP: insert it right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
-        data = data[:33] + png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(picture.icc_profile)) + data[33:]
-    stream.write(data)
+        chunks += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(picture.icc_profile))
+    if picture.exif:
+        chunks += png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\x00\x00"))
+    stream.write(data[:33] + chunks + data[33:])
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:

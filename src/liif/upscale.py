@@ -104,7 +104,7 @@ def resize_bicubic(picture: Picture, target: Target) -> Picture:
     out = np.empty((*target.size, picture.pixels.shape[2]), dtype=picture.pixels.dtype)
     for channel in range(out.shape[2]):
         fill_bicubic(out[:, :, channel], picture.pixels[:, :, channel], target, picture.max_value)
-    return Picture(out, picture.icc_profile)
+    return picture.with_pixels(out)
 
 
 @torch.no_grad()
@@ -155,7 +155,7 @@ def render_pictures(model: ImplicitModel, pictures: Sequence[Picture], target: T
     if model_channels < channels:
         for out, picture in zip(outs, pictures):
             fill_bicubic(out[:, :, -1], picture.alpha, target, picture.max_value)
-    return [Picture(out, picture.icc_profile) for out, picture in zip(outs, pictures)]
+    return [picture.with_pixels(out) for out, picture in zip(outs, pictures)]
 
 
 def as_picture(image: Picture | Image.Image | np.ndarray | str | os.PathLike) -> Picture:

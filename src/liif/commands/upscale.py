@@ -42,7 +42,8 @@ from liif.distributed import Processes, alike, global_sum, joined_processes, sha
 from liif.errors import LiifError, option, os_reason, printable
 from liif.fileio import file_id
 from liif.geometry import Geometry, Target
-from liif.imageio import FORMATS, IMAGE_SUFFIXES, Picture, check_output, read_picture, write_picture
+from liif.imageio import (FORMATS, IMAGE_SUFFIXES, Picture, check_output, depth_note, output_format, read_picture,
+                          write_picture)
 from liif.pipeline import Background, prefetch
 from liif.renderer import checked_tile
 from liif.upscale import (ALPHA_MODES, DEFAULT_MAX_PIXELS, check_target, checked_max_pixels, model_on,
@@ -307,6 +308,8 @@ class Outcomes:
                 raise outcome
             if outcome is not None:
                 write_picture(outcome, destination, self.overwrite)
+                if text := depth_note(outcome, output_format(destination)):
+                    note(source, text)
             self.written += 1
         except FILE_ERRORS as exc:
             self.failed += 1
@@ -377,5 +380,9 @@ def upscale_moving(model: nn.Module, source: Path, destination: Path, geometry: 
     """Upscale a video or an animation: it streams through its own reading and writing threads."""
     options = VideoOptions(args.codec, args.crf, args.preset, args.pix_fmt, args.batch, args.self_ensemble,
                            args.alpha, args.precision, args.tile, args.max_pixels, args.overwrite)
-    upscale_clip(model, source, destination, geometry, options, progress,
-                 note=lambda text: tqdm.write(printable(f"liif upscale: note: {source}: {text}"), file=sys.stderr))
+    upscale_clip(model, source, destination, geometry, options, progress, note=lambda text: note(source, text))
+
+
+def note(source: Path, text: str) -> None:
+    """Say one line about how ``source`` was written, on stderr (above the progress bars)."""
+    tqdm.write(printable(f"liif upscale: note: {source}: {text}"), file=sys.stderr)
