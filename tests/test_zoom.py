@@ -330,3 +330,24 @@ def test_a_zoom_out_of_bounds_is_refused_before_the_picture_is_read(tmp_path, ca
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (f"liif zoom: error: --zoom {text}: each zoom must be a number above 0 and at "
                                        f"most 1000000, got {got}\n")
+
+
+def test_a_missing_output_folder_is_made_and_removed_again_when_the_zoom_is_dropped(picture_path, tmp_path):
+    """The writer made the output's missing folders (as `liif upscale` does for a video) and left them behind, empty,
+    when the zoom failed after it: a model refused, an odd side for yuv420p, an interruption. A zoom written keeps
+    them."""
+    def interrupt(regions):
+        raise KeyboardInterrupt
+
+    for name, arguments, failure in [
+            ("new/deeper/zoom.gif", {"model": "no-such-model"}, LiifError),
+            ("new/zoom.mp4", {"size": (33, 18)}, LiifError),
+            ("new/frames", {"planned": interrupt}, KeyboardInterrupt)]:
+        with pytest.raises(failure):
+            zoom(picture_path, tmp_path / name, **{"end": 2, "frames": 2, "size": SIZE, "model": TINY,
+                                                   "device": "cpu", **arguments})
+        assert list(tmp_path.iterdir()) == [], name
+    zoom(picture_path, tmp_path / "new" / "zoom.gif", end=2, frames=2, size=SIZE, model=TINY, device="cpu")
+    with Image.open(tmp_path / "new" / "zoom.gif") as animation:
+        assert animation.n_frames == 2
+
