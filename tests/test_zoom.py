@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import struct
 import subprocess
 import sys
 from fractions import Fraction
@@ -12,19 +14,20 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from liif import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import Picture, read_picture, rgb8
+from liif.imageio import SRGB, Picture, read_picture, rgb8
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME
 from liif.zoom import render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from serving import small_picture
+from test_upscale_bad_input import common_tags, gray_profile, icc_profile
 
 SIZE = (32, 18)  # even sides, for H.264
 FRAMES = 6
@@ -350,4 +353,38 @@ def test_a_missing_output_folder_is_made_and_removed_again_when_the_zoom_is_drop
     zoom(picture_path, tmp_path / "new" / "zoom.gif", end=2, frames=2, size=SIZE, model=TINY, device="cpu")
     with Image.open(tmp_path / "new" / "zoom.gif") as animation:
         assert animation.n_frames == 2
+
+
+def display_p3_profile() -> bytes:
+    """A Display P3 profile: P3's primaries (adapted to D50) and a gamma of 2.2."""
+    def xyz(x, y, z):
+        return struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))
+    gamma = struct.pack(">IH", 1, 0x0233)
+    tags = [(b"rXYZ", b"XYZ ", xyz(0.5151, 0.2412, -0.0011)), (b"gXYZ", b"XYZ ", xyz(0.2919, 0.6922, 0.0419)),
+            (b"bXYZ", b"XYZ ", xyz(0.1571, 0.0666, 0.7841))]
+    tags += [(name, b"curv", gamma) for name in (b"rTRC", b"gTRC", b"bTRC")]
+    return icc_profile(b"mntr", b"RGB ", b"XYZ ", common_tags() + tags)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_a_picture_with_a_colour_profile_has_its_frames_in_srgb(picture_path, tmp_path, gray):
+    """The picture's ICC profile was dropped: the frames of a Display P3 photo (a phone's) showed its values as
+    sRGB ones, its colours dull and shifted, in every video and GIF (which carry no profile). Each frame is now
+    `liif upscale`'s pixels taken through the profile to sRGB, the bicubic beside them too."""
+    pixels = read_picture(picture_path).pixels
+    profile = gray_profile() if gray else display_p3_profile()
+    picture = Picture(pixels[:, :, :1] if gray else pixels, profile)
+    regions = zoom(picture, tmp_path / "frames", end=4, frames=2, size=SIZE, compare="bicubic", model=TINY,
+                   device="cpu")
+    model = load_model(TINY)
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    for k, region in enumerate(regions):
+        target = Geometry(size=SIZE, region=region).target((36, 48))
+        halves = [render_picture(model, picture, target).pixels, resize_bicubic(picture, target).pixels]
+        as_written = np.concatenate(halves, axis=1)
+        expected = ImageCms.profileToProfile(Image.fromarray(as_written[:, :, 0] if gray else as_written), source,
+                                             SRGB, outputMode="RGB")
+        frame = read_picture(tmp_path / "frames" / FRAME_NAME.format(k)).pixels
+        assert np.array_equal(frame, np.asarray(expected))
+        assert not np.array_equal(frame, rgb8(as_written))  # the profile is no sRGB in disguise
 

@@ -21,7 +21,7 @@ from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
-from liif.imageio import Picture, rgb8
+from liif.imageio import Picture, rgb8, srgb_converter
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import render_tile
@@ -102,10 +102,12 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
                   progress: bool = False) -> Iterator[np.ndarray]:
     """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
-    plain bicubic on the right when ``compare`` is "bicubic"."""
+    plain bicubic on the right when ``compare`` is "bicubic"; in sRGB, through the picture's ICC profile if it has
+    one (no video or GIF carries a profile: a wide-gamut picture's frames would show the wrong colours)."""
     frame_size(size, compare)
     # Frames are RGB (rgb8): an alpha channel would be a second picture in the model's batch, only to be dropped.
     picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
+    to_srgb = srgb_converter(picture)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     bar = tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -117,7 +119,7 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
                                     label=f"frame {number}", cache=cache).pixels)
         if compare == "bicubic":
             frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
-        yield frame
+        yield frame if to_srgb is None else to_srgb(frame)
 
 
 def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) -> None:
