@@ -20,7 +20,7 @@ from liif import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import SRGB, Picture, read_picture, rgb8
+from liif.imageio import PNG_SIGNATURE, SRGB, Picture, png_chunk, read_picture, rgb8
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME
@@ -388,3 +388,15 @@ def test_a_picture_with_a_colour_profile_has_its_frames_in_srgb(picture_path, tm
         assert np.array_equal(frame, np.asarray(expected))
         assert not np.array_equal(frame, rgb8(as_written))  # the profile is no sRGB in disguise
 
+
+def test_printed_regions_read_the_picture_header_alone(tmp_path, capsys):
+    """--print-regions decoded the whole picture (minutes and gigabytes for a big photo) for its size alone: a
+    picture whose pixels are not there yet (a header alone) failed. Its header is enough now."""
+    header = struct.pack(">2I5B", 12000, 9000, 8, 2, 0, 0, 0)  # 12000x9000 8-bit RGB, no pixel data
+    path = tmp_path / "big.png"
+    path.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b""))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(path), "--print-regions", "--frames", "2", "--size", "32x18", "--zoom", "fit:1"])
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, err) == (0, "")
+    assert out.split() == ["0.0,1125.0,12000.0,7875.0", "5984.0,4491.0,6016.0,4509.0"]

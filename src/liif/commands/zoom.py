@@ -61,9 +61,9 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
 def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
+    from liif.imageio import picture_size
     from liif.renderer import FeatureCache
-    from liif.upscale import as_picture
-    from liif.zoom import Region, check_not_input, zoom, zoom_regions
+    from liif.zoom import Region, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
@@ -71,20 +71,20 @@ def run(args: argparse.Namespace) -> int:
     cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
-    if args.output is not None:
-        check_not_input(args.picture, args.output)
-    picture = as_picture(args.picture)
 
     def print_regions(regions: list[Region]) -> None:
         for region in regions:
             print(format_region(region))
         sys.stdout.flush()
 
-    if args.output is None:
-        height, width = picture.pixels.shape[:2]
+    if args.output is None:  # the regions need the picture's size alone: its header, not its pixels
+        try:
+            height, width = picture_size(args.picture)
+        except LiifError as exc:
+            raise LiifError(f"{args.picture}: {exc}") from None
         print_regions(zoom_regions((width, height), size, center, start, end, args.frames))
     else:  # printed once every mistake (an output there already, a frame rate, a model) is refused
-        zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
+        zoom(args.picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
              compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
              planned=print_regions if args.print_regions else None, cache=cache)
