@@ -400,3 +400,22 @@ def test_printed_regions_read_the_picture_header_alone(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert (exit_info.value.code, err) == (0, "")
     assert out.split() == ["0.0,1125.0,12000.0,7875.0", "5984.0,4491.0,6016.0,4509.0"]
+
+
+def test_a_gif_faster_than_its_delays_allow_is_refused_before_the_model_loads(picture_path, tmp_path, capsys):
+    """A GIF's delays are hundredths of a second, and players show a delay of one hundredth for a tenth: at 60 fps,
+    a third of the frames showed for 100 ms, the zoom playing stuttering at about a third of its rate. Above 50 fps
+    a GIF is refused; at 50 every frame shows for 20 ms."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(tmp_path / "zoom.gif"), "--fps", "60", "--size", "32x18",
+              "--model", "no-such-model"])
+    assert exit_info.value.code == 2 and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == ("liif zoom: error: a .gif plays at most 50 frames per second, got --fps 60: "
+                                       "lower it, or write .webp or a video\n")
+    zoom(picture_path, tmp_path / "zoom.gif", end=2, frames=3, fps=50, size=SIZE, model=TINY, device="cpu")
+    with Image.open(tmp_path / "zoom.gif") as animation:
+        delays = []
+        for k in range(animation.n_frames):
+            animation.seek(k)
+            delays.append(animation.info["duration"])
+    assert delays == [20, 20, 20]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -142,9 +143,15 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     ``planned`` is given the regions once the output and the model are checked, before the first frame renders;
     ``cache`` holds the encoder features (and LIIF's tables) the frames share (None: a ``FeatureCache`` of its default
     bound)."""
+    from liif.video.reader import SHORTEST_GIF_DELAY_MS
     from liif.video.writer import open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
+    if Path(output).suffix.lower() == ".gif" and fps * SHORTEST_GIF_DELAY_MS > 1000:
+        # Its delays are hundredths of a second, and players show one of a hundredth for a tenth: above 50 fps a GIF
+        # would play stuttering, at a fraction of the rate.
+        raise LiifError(f"a .gif plays at most {1000 // SHORTEST_GIF_DELAY_MS} frames per second, got {option('fps')} "
+                        f"{fps:g}: lower it, or write .webp or a video")
     for value, name in ((overwrite, "overwrite"), (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
