@@ -55,7 +55,7 @@ def test_print_regions_and_png_frames_equal_liif_upscale(picture_path, tmp_path,
     out = tmp_path / "frames"
     with pytest.raises(SystemExit) as code:
         main(["zoom", str(picture_path), "-o", str(out), "--size", "32x18", "--frames", str(FRAMES), "--fps", "6",
-              "--center", "20,15", "--zoom", "fit:8", "--print-regions", "--device", "cpu", "-q"])
+              "--center", "20,15", "--zoom", "1:8", "--print-regions", "--device", "cpu", "-q"])
     assert code.value.code == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == FRAMES
@@ -86,7 +86,7 @@ def test_encoder_and_tables_shared_across_frames(picture_path, monkeypatch):
     monkeypatch.setattr(type(model), "fast_latents",
                         lambda net, *args: made.append(args[-1]) or fast_latents(net, *args))
     cache = FeatureCache()
-    regions = zoom_regions((48, 36), SIZE, end=8, frames=FRAMES)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=8, frames=FRAMES)
     frames = list(render_frames(model, picture, regions, SIZE, cache=cache))
     assert len(frames) == FRAMES and cache.encoded == 1  # up to x8 every frame uses the one 256-latent window
     assert len(made) == 1 and cache.latents_made == 1
@@ -103,10 +103,12 @@ def test_a_picture_beyond_the_feature_cache_is_encoded_once_with_a_cache_that_ho
     one that holds the picture's windows encodes each once, with the same frames."""
     picture = shared_file(BENCHMARKS / "Set14" / "baboon.png")  # 500x480: 2x2 windows of 256 latents
     kept, starved = FeatureCache(), FeatureCache(1)  # all windows, and none
-    regions = zoom(picture, tmp_path / "kept", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu",
-                   cache=kept)
-    zoom(picture, tmp_path / "starved", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu", cache=starved)
-    assert (kept.encoded, starved.encoded) == (4, 4 * len(regions))  # every frame reaches all four windows
+    # every frame reaches all four windows, its region astride their corner
+    zoom_into_corner = {"center": (256, 256), "start": 1, "end": 2, "frames": 4, "size": (16, 16), "model": TINY,
+                        "device": "cpu"}
+    regions = zoom(picture, tmp_path / "kept", cache=kept, **zoom_into_corner)
+    zoom(picture, tmp_path / "starved", cache=starved, **zoom_into_corner)
+    assert (kept.encoded, starved.encoded) == (4, 4 * len(regions))
     for k in range(len(regions)):
         name = FRAME_NAME.format(k)
         assert np.array_equal(read_picture(tmp_path / "kept" / name).pixels,
@@ -127,7 +129,7 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
     batches = []
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda inp: batches.append(inp.shape[0]) or encode(inp))
-    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
     frames = list(render_frames(model, rgba, regions, SIZE, compare="bicubic"))
     assert batches == [1]  # one window (render_frames shares it), of the colour alone: no second picture
     for frame, region in zip(frames, regions):
@@ -139,7 +141,7 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
 def test_each_frame_shows_its_own_progress(picture_path, capsys):
     """The bar counted frames alone: the wide first frames of a big picture (encoded whole, for minutes on a CPU)
     showed 0 of N frames until done. Each frame's render has its bar under it, by pixels, cleared when done."""
-    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
     list(render_frames(load_model(TINY), read_picture(picture_path), regions, SIZE, progress=True))
     err = capsys.readouterr().err
     assert all(f"frame {k}:   0%|" in err for k in (1, 2)) and "/576 [" in err  # drawn when made; cleared when done
@@ -374,7 +376,7 @@ def test_a_picture_with_a_colour_profile_has_its_frames_in_srgb(picture_path, tm
     pixels = read_picture(picture_path).pixels
     profile = gray_profile() if gray else display_p3_profile()
     picture = Picture(pixels[:, :, :1] if gray else pixels, profile)
-    regions = zoom(picture, tmp_path / "frames", end=4, frames=2, size=SIZE, compare="bicubic", model=TINY,
+    regions = zoom(picture, tmp_path / "frames", start=1, end=4, frames=2, size=SIZE, compare="bicubic", model=TINY,
                    device="cpu")
     model = load_model(TINY)
     source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
@@ -419,3 +421,19 @@ def test_a_gif_faster_than_its_delays_allow_is_refused_before_the_model_loads(pi
             animation.seek(k)
             delays.append(animation.info["duration"])
     assert delays == [20, 20, 20]
+
+
+def test_frames_below_x1_are_antialiased_bicubic(tmp_path):
+    """Frames below x1 (a picture larger than the frame, the opening of most zooms) were LIIF's: it samples its
+    continuous picture without averaging, so the baboon's fur at x0.25 aliased into coloured noise, and every such
+    frame encoded all the windows its wide region reached. They are plain bicubic now, antialiased, with nothing
+    encoded; from x1 on, LIIF's."""
+    picture = read_picture(shared_file(BENCHMARKS / "Set14" / "baboon.png"))  # 500x480
+    cache = FeatureCache()
+    regions = zoom_regions((500, 480), (125, 120), center=(128, 128), end=1, frames=3)  # x0.25, x0.5, x1
+    frames = render_frames(load_model(TINY), picture, regions, (125, 120), cache=cache)
+    for region in regions[:2]:
+        target = Geometry(size=(125, 120), region=region).target((480, 500))
+        assert np.array_equal(next(frames), rgb8(resize_bicubic(picture, target).pixels)) and cache.encoded == 0
+    next(frames)
+    assert cache.encoded == 1  # x1: LIIF, the one window under the frame

@@ -1,5 +1,6 @@
 """A continuous zoom into a point of a picture: frame regions on a geometric schedule, each frame rendered
-exactly as ``liif upscale --region R_k --size WxH`` renders it, encoder features shared across frames.
+exactly as ``liif upscale --region R_k --size WxH`` renders it, encoder features shared across frames; frames
+below x1 (output pixels per picture pixel) are plain bicubic, antialiased.
 
 The first frame shows the whole picture fitted to the frame (cut to the frame's aspect ratio: a frame's region
 always lies inside the picture, so that it is a region ``liif upscale`` accepts); the last shows the point at
@@ -102,9 +103,10 @@ def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
                   progress: bool = False) -> Iterator[np.ndarray]:
-    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
-    plain bicubic on the right when ``compare`` is "bicubic"; in sRGB, through the picture's ICC profile if it has
-    one (no video or GIF carries a profile: a wide-gamut picture's frames would show the wrong colours)."""
+    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), plain
+    bicubic where the frame is below x1, with plain bicubic on the right when ``compare`` is "bicubic"; in sRGB,
+    through the picture's ICC profile if it has one (no video or GIF carries a profile: a wide-gamut picture's frames
+    would show the wrong colours)."""
     frame_size(size, compare)
     # Frames are RGB (rgb8): an alpha channel would be a second picture in the model's batch, only to be dropped.
     picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
@@ -115,11 +117,16 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
     for number, region in enumerate(bar, 1):
         target = Geometry(size=size, region=region).target(picture.pixels.shape[:2])
         check_target(target, picture)
-        # The frame's own bar, under the frames': a wide frame of a big picture encodes it whole, for minutes.
-        frame = rgb8(render_picture(model, picture, target, precision=precision, tile=tile, progress=progress,
-                                    label=f"frame {number}", cache=cache).pixels)
+        # Below x1 LIIF samples its continuous picture without averaging, so fine detail aliases into noise, and it
+        # encodes every window the wide region reaches; bicubic averages (liif view shows these levels so too).
+        below_one = size[0] < region[2] - region[0]
+        bicubic = rgb8(resize_bicubic(picture, target).pixels) if below_one or compare == "bicubic" else None
+        # the frame's own bar, under the frames'
+        frame = bicubic if below_one else rgb8(render_picture(
+            model, picture, target, precision=precision, tile=tile, progress=progress, label=f"frame {number}",
+            cache=cache).pixels)
         if compare == "bicubic":
-            frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
+            frame = np.concatenate([frame, bicubic], axis=1)
         yield frame if to_srgb is None else to_srgb(frame)
 
 
