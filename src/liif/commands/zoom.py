@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", default="fit:16", metavar="START:END",
                         help="zoom range in output pixels per picture pixel; START may be 'fit' (default fit:16)")
     parser.add_argument("--frames", type=int, default=96, help="number of frames, at most 100000 (default 96)")
-    parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24)")
+    parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24; a .gif at most 50)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
     parser.add_argument("--compare", choices=COMPARISONS, help="put plain bicubic beside LIIF (frames twice as wide)")
     parser.add_argument("--print-regions", action="store_true",
