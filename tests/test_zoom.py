@@ -437,3 +437,16 @@ def test_frames_below_x1_are_antialiased_bicubic(tmp_path):
         assert np.array_equal(next(frames), rgb8(resize_bicubic(picture, target).pixels)) and cache.encoded == 0
     next(frames)
     assert cache.encoded == 1  # x1: LIIF, the one window under the frame
+
+
+def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(picture_path, tmp_path):
+    """An animation keeps every frame until it is written: 100,000 frames of 16384x16384 rendered for days, then the
+    writer ran out of memory. It is refused at once, naming what it would hold; frames written as they come are not
+    held."""
+    arguments = {"end": 1000, "frames": 100_000, "size": (16384, 16384), "model": "no-such-model"}
+    with pytest.raises(LiifError, match=r"zoom.gif: an animation is held whole in memory until written, 25000.0 GiB "
+                                        r"for 100000 frames, and only .* GiB is available: write a video"):
+        zoom(picture_path, tmp_path / "zoom.gif", **arguments)
+    with pytest.raises(LiifError, match="unknown model 'no-such-model'"):
+        zoom(picture_path, tmp_path / "frames", **arguments)
+    assert list(tmp_path.iterdir()) == []

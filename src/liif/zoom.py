@@ -26,7 +26,7 @@ from liif.geometry import Geometry
 from liif.imageio import Picture, rgb8, srgb_converter
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
-from liif.runtime import render_tile
+from liif.runtime import available_memory, render_tile
 from liif.upscale import as_picture, check_target, model_on, render_picture, resize_bicubic
 
 Region = tuple[float, float, float, float]
@@ -151,7 +151,7 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     ``cache`` holds the encoder features (and LIIF's tables) the frames share (None: a ``FeatureCache`` of its default
     bound)."""
     from liif.video.reader import SHORTEST_GIF_DELAY_MS
-    from liif.video.writer import open_frame_writer
+    from liif.video.writer import held_bytes, open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
     if Path(output).suffix.lower() == ".gif" and fps * SHORTEST_GIF_DELAY_MS > 1000:
@@ -166,6 +166,11 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     picture = as_picture(image)
     height, width = picture.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
+    held, free = held_bytes(Path(output), frame_size(size, compare), frames), available_memory()
+    if free is not None and held > free:  # else found once every frame is rendered
+        raise LiifError(f"{output}: an animation is held whole in memory until written, {held / 2**30:.1f} GiB for "
+                        f"{frames} frames, and only {free / 2**30:.1f} GiB is available: write a video (.mp4, .webm), "
+                        f"or fewer or smaller frames")
     # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
     # loads, and removes what it began should loading fail.
     with open_frame_writer(output, size=frame_size(size, compare), rate=fps,

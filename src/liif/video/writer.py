@@ -89,6 +89,14 @@ def output_kind(path: Path) -> str:
                     f"{', '.join(sorted([*VIDEO_CONTAINERS, *ANIMATION_FORMATS]))}, or a folder for PNG frames")
 
 
+def held_bytes(path: Path, size: tuple[int, int], frames: int) -> int:
+    """The memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: an animation
+    keeps them all (Pillow writes it in one call; a GIF's as palette indices), a video or a folder none."""
+    if output_kind(path) != "animation":
+        return 0
+    return frames * size[0] * size[1] * (1 if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else 3)
+
+
 def encoder_name(codec: str | None, suffix: str) -> str:
     """The FFmpeg encoder for ``codec`` (an alias such as h264, vp9, av1, ffv1, or an encoder name) in a
     ``suffix`` container; a LiifError naming it where this PyAV build cannot encode it."""
