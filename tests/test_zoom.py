@@ -391,12 +391,17 @@ def test_a_picture_with_a_colour_profile_has_its_frames_in_srgb(picture_path, tm
         assert not np.array_equal(frame, rgb8(as_written))  # the profile is no sRGB in disguise
 
 
+def header_only_png(path):
+    """A 12000x9000 8-bit RGB PNG with no pixel data: its header reads, its pixels do not."""
+    header = struct.pack(">2I5B", 12000, 9000, 8, 2, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b""))
+    return path
+
+
 def test_printed_regions_read_the_picture_header_alone(tmp_path, capsys):
     """--print-regions decoded the whole picture (minutes and gigabytes for a big photo) for its size alone: a
     picture whose pixels are not there yet (a header alone) failed. Its header is enough now."""
-    header = struct.pack(">2I5B", 12000, 9000, 8, 2, 0, 0, 0)  # 12000x9000 8-bit RGB, no pixel data
-    path = tmp_path / "big.png"
-    path.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b""))
+    path = header_only_png(tmp_path / "big.png")
     with pytest.raises(SystemExit) as exit_info:
         main(["zoom", str(path), "--print-regions", "--frames", "2", "--size", "32x18", "--zoom", "fit:1"])
     out, err = capsys.readouterr()
@@ -450,3 +455,19 @@ def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(pictur
     with pytest.raises(LiifError, match="unknown model 'no-such-model'"):
         zoom(picture_path, tmp_path / "frames", **arguments)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_is_refused_before_the_picture_is_read(tmp_path, capsys):
+    """The picture was decoded whole (seconds and gigabytes for a big photo) before an output there already was
+    refused. Its header plans the regions; its pixels are read once the output is accepted, and a failure to read
+    them leaves nothing behind, not even the output's folder."""
+    path = header_only_png(tmp_path / "big.png")
+    (tmp_path / "taken.mp4").write_bytes(b"kept")
+    for output, message in ((tmp_path / "taken.mp4", "taken.mp4 exists; pass --overwrite to replace it"),
+                            (tmp_path / "new" / "zoom.mp4", "big.png: cannot read the image")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoom", str(path), "-o", str(output), "--size", "32x18", "--frames", "2", "--model", "no-such-model"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("liif zoom: error: ") and message in err
+        assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "taken.mp4"]

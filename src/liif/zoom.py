@@ -17,13 +17,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch.nn as nn
+from PIL import Image
 from tqdm import tqdm
 
 from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
-from liif.imageio import Picture, rgb8, srgb_converter
+from liif.imageio import Picture, picture_size, rgb8, srgb_converter
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import available_memory, render_tile
@@ -130,6 +131,15 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
         yield frame if to_srgb is None else to_srgb(frame)
 
 
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the picture at ``path``, from its header alone; a LiifError naming the file."""
+    try:
+        height, width = picture_size(path)
+    except LiifError as exc:
+        raise LiifError(f"{path}: {exc}") from None
+    return width, height
+
+
 def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) -> None:
     """Refuse an output that is the picture zoomed into (by any name or link), even with ``overwrite``."""
     source = file_id(picture_path)
@@ -137,7 +147,7 @@ def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) 
         raise LiifError(f"{output} is the picture zoomed into, which is never written over")
 
 
-def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
+def zoom(image: Picture | Image.Image | np.ndarray | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
          start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
@@ -163,18 +173,21 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
         flag(value, name, LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
         check_not_input(image, output)
-    picture = as_picture(image)
-    height, width = picture.pixels.shape[:2]
+        width, height = header_size(image)  # its pixels are read once the output is accepted
+    else:
+        image = as_picture(image)
+        height, width = image.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
     held, free = held_bytes(Path(output), frame_size(size, compare), frames), available_memory()
     if free is not None and held > free:  # else found once every frame is rendered
         raise LiifError(f"{output}: an animation is held whole in memory until written, {held / 2**30:.1f} GiB for "
                         f"{frames} frames, and only {free / 2**30:.1f} GiB is available: write a video (.mp4, .webm), "
                         f"or fewer or smaller frames")
-    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
-    # loads, and removes what it began should loading fail.
+    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the picture
+    # is read and the model loads, and removes what it began should either fail.
     with open_frame_writer(output, size=frame_size(size, compare), rate=fps,
                            overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
+        picture = as_picture(image)
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:
             planned(regions)

@@ -62,9 +62,8 @@ def parse_zoom(text: str) -> tuple[float | None, float]:
 def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
-    from liif.imageio import picture_size
     from liif.renderer import FeatureCache
-    from liif.zoom import Region, zoom, zoom_regions
+    from liif.zoom import Region, header_size, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
@@ -79,11 +78,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     if args.output is None:  # the regions need the picture's size alone: its header, not its pixels
-        try:
-            height, width = picture_size(args.picture)
-        except LiifError as exc:
-            raise LiifError(f"{args.picture}: {exc}") from None
-        print_regions(zoom_regions((width, height), size, center, start, end, args.frames))
+        print_regions(zoom_regions(header_size(args.picture), size, center, start, end, args.frames))
     else:  # printed once every mistake (an output there already, a frame rate, a model) is refused
         zoom(args.picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
