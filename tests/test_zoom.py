@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import struct
 import subprocess
 import sys
 from fractions import Fraction
@@ -12,19 +14,20 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from liif import load_model
 from liif.cli import main
 from liif.errors import LiifError
 from liif.geometry import Geometry
-from liif.imageio import Picture, read_picture, rgb8
+from liif.imageio import PNG_SIGNATURE, SRGB, Picture, png_chunk, read_picture, rgb8
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME
 from liif.zoom import render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from serving import small_picture
+from test_upscale_bad_input import common_tags, gray_profile, icc_profile
 
 SIZE = (32, 18)  # even sides, for H.264
 FRAMES = 6
@@ -52,7 +55,7 @@ def test_print_regions_and_png_frames_equal_liif_upscale(picture_path, tmp_path,
     out = tmp_path / "frames"
     with pytest.raises(SystemExit) as code:
         main(["zoom", str(picture_path), "-o", str(out), "--size", "32x18", "--frames", str(FRAMES), "--fps", "6",
-              "--center", "20,15", "--zoom", "fit:8", "--print-regions", "--device", "cpu", "-q"])
+              "--center", "20,15", "--zoom", "1:8", "--print-regions", "--device", "cpu", "-q"])
     assert code.value.code == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == FRAMES
@@ -83,7 +86,7 @@ def test_encoder_and_tables_shared_across_frames(picture_path, monkeypatch):
     monkeypatch.setattr(type(model), "fast_latents",
                         lambda net, *args: made.append(args[-1]) or fast_latents(net, *args))
     cache = FeatureCache()
-    regions = zoom_regions((48, 36), SIZE, end=8, frames=FRAMES)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=8, frames=FRAMES)
     frames = list(render_frames(model, picture, regions, SIZE, cache=cache))
     assert len(frames) == FRAMES and cache.encoded == 1  # up to x8 every frame uses the one 256-latent window
     assert len(made) == 1 and cache.latents_made == 1
@@ -100,10 +103,12 @@ def test_a_picture_beyond_the_feature_cache_is_encoded_once_with_a_cache_that_ho
     one that holds the picture's windows encodes each once, with the same frames."""
     picture = shared_file(BENCHMARKS / "Set14" / "baboon.png")  # 500x480: 2x2 windows of 256 latents
     kept, starved = FeatureCache(), FeatureCache(1)  # all windows, and none
-    regions = zoom(picture, tmp_path / "kept", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu",
-                   cache=kept)
-    zoom(picture, tmp_path / "starved", end=0.1, frames=4, size=(16, 16), model=TINY, device="cpu", cache=starved)
-    assert (kept.encoded, starved.encoded) == (4, 4 * len(regions))  # every frame reaches all four windows
+    # every frame reaches all four windows, its region astride their corner
+    zoom_into_corner = {"center": (256, 256), "start": 1, "end": 2, "frames": 4, "size": (16, 16), "model": TINY,
+                        "device": "cpu"}
+    regions = zoom(picture, tmp_path / "kept", cache=kept, **zoom_into_corner)
+    zoom(picture, tmp_path / "starved", cache=starved, **zoom_into_corner)
+    assert (kept.encoded, starved.encoded) == (4, 4 * len(regions))
     for k in range(len(regions)):
         name = FRAME_NAME.format(k)
         assert np.array_equal(read_picture(tmp_path / "kept" / name).pixels,
@@ -124,7 +129,7 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
     batches = []
     encode = model.encode
     monkeypatch.setattr(model, "encode", lambda inp: batches.append(inp.shape[0]) or encode(inp))
-    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
     frames = list(render_frames(model, rgba, regions, SIZE, compare="bicubic"))
     assert batches == [1]  # one window (render_frames shares it), of the colour alone: no second picture
     for frame, region in zip(frames, regions):
@@ -136,7 +141,7 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
 def test_each_frame_shows_its_own_progress(picture_path, capsys):
     """The bar counted frames alone: the wide first frames of a big picture (encoded whole, for minutes on a CPU)
     showed 0 of N frames until done. Each frame's render has its bar under it, by pixels, cleared when done."""
-    regions = zoom_regions((48, 36), SIZE, end=4, frames=2)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
     list(render_frames(load_model(TINY), read_picture(picture_path), regions, SIZE, progress=True))
     err = capsys.readouterr().err
     assert all(f"frame {k}:   0%|" in err for k in (1, 2)) and "/576 [" in err  # drawn when made; cleared when done
@@ -330,3 +335,139 @@ def test_a_zoom_out_of_bounds_is_refused_before_the_picture_is_read(tmp_path, ca
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (f"liif zoom: error: --zoom {text}: each zoom must be a number above 0 and at "
                                        f"most 1000000, got {got}\n")
+
+
+def test_a_missing_output_folder_is_made_and_removed_again_when_the_zoom_is_dropped(picture_path, tmp_path):
+    """The writer made the output's missing folders (as `liif upscale` does for a video) and left them behind, empty,
+    when the zoom failed after it: a model refused, an odd side for yuv420p, an interruption. A zoom written keeps
+    them."""
+    def interrupt(regions):
+        raise KeyboardInterrupt
+
+    for name, arguments, failure in [
+            ("new/deeper/zoom.gif", {"model": "no-such-model"}, LiifError),
+            ("new/zoom.mp4", {"size": (33, 18)}, LiifError),
+            ("new/frames", {"planned": interrupt}, KeyboardInterrupt)]:
+        with pytest.raises(failure):
+            zoom(picture_path, tmp_path / name, **{"end": 2, "frames": 2, "size": SIZE, "model": TINY,
+                                                   "device": "cpu", **arguments})
+        assert list(tmp_path.iterdir()) == [], name
+    zoom(picture_path, tmp_path / "new" / "zoom.gif", end=2, frames=2, size=SIZE, model=TINY, device="cpu")
+    with Image.open(tmp_path / "new" / "zoom.gif") as animation:
+        assert animation.n_frames == 2
+
+
+def display_p3_profile() -> bytes:
+    """A Display P3 profile: P3's primaries (adapted to D50) and a gamma of 2.2."""
+    def xyz(x, y, z):
+        return struct.pack(">3i", *(round(v * 65536) for v in (x, y, z)))
+    gamma = struct.pack(">IH", 1, 0x0233)
+    tags = [(b"rXYZ", b"XYZ ", xyz(0.5151, 0.2412, -0.0011)), (b"gXYZ", b"XYZ ", xyz(0.2919, 0.6922, 0.0419)),
+            (b"bXYZ", b"XYZ ", xyz(0.1571, 0.0666, 0.7841))]
+    tags += [(name, b"curv", gamma) for name in (b"rTRC", b"gTRC", b"bTRC")]
+    return icc_profile(b"mntr", b"RGB ", b"XYZ ", common_tags() + tags)
+
+
+@pytest.mark.parametrize("gray", [False, True])
+def test_a_picture_with_a_colour_profile_has_its_frames_in_srgb(picture_path, tmp_path, gray):
+    """The picture's ICC profile was dropped: the frames of a Display P3 photo (a phone's) showed its values as
+    sRGB ones, its colours dull and shifted, in every video and GIF (which carry no profile). Each frame is now
+    `liif upscale`'s pixels taken through the profile to sRGB, the bicubic beside them too."""
+    pixels = read_picture(picture_path).pixels
+    profile = gray_profile() if gray else display_p3_profile()
+    picture = Picture(pixels[:, :, :1] if gray else pixels, profile)
+    regions = zoom(picture, tmp_path / "frames", start=1, end=4, frames=2, size=SIZE, compare="bicubic", model=TINY,
+                   device="cpu")
+    model = load_model(TINY)
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    for k, region in enumerate(regions):
+        target = Geometry(size=SIZE, region=region).target((36, 48))
+        halves = [render_picture(model, picture, target).pixels, resize_bicubic(picture, target).pixels]
+        as_written = np.concatenate(halves, axis=1)
+        expected = ImageCms.profileToProfile(Image.fromarray(as_written[:, :, 0] if gray else as_written), source,
+                                             SRGB, outputMode="RGB")
+        frame = read_picture(tmp_path / "frames" / FRAME_NAME.format(k)).pixels
+        assert np.array_equal(frame, np.asarray(expected))
+        assert not np.array_equal(frame, rgb8(as_written))  # the profile is no sRGB in disguise
+
+
+def header_only_png(path):
+    """A 12000x9000 8-bit RGB PNG with no pixel data: its header reads, its pixels do not."""
+    header = struct.pack(">2I5B", 12000, 9000, 8, 2, 0, 0, 0)
+    path.write_bytes(PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b""))
+    return path
+
+
+def test_printed_regions_read_the_picture_header_alone(tmp_path, capsys):
+    """--print-regions decoded the whole picture (minutes and gigabytes for a big photo) for its size alone: a
+    picture whose pixels are not there yet (a header alone) failed. Its header is enough now."""
+    path = header_only_png(tmp_path / "big.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(path), "--print-regions", "--frames", "2", "--size", "32x18", "--zoom", "fit:1"])
+    out, err = capsys.readouterr()
+    assert (exit_info.value.code, err) == (0, "")
+    assert out.split() == ["0.0,1125.0,12000.0,7875.0", "5984.0,4491.0,6016.0,4509.0"]
+
+
+def test_a_gif_faster_than_its_delays_allow_is_refused_before_the_model_loads(picture_path, tmp_path, capsys):
+    """A GIF's delays are hundredths of a second, and players show a delay of one hundredth for a tenth: at 60 fps,
+    a third of the frames showed for 100 ms, the zoom playing stuttering at about a third of its rate. Above 50 fps
+    a GIF is refused; at 50 every frame shows for 20 ms."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoom", str(picture_path), "-o", str(tmp_path / "zoom.gif"), "--fps", "60", "--size", "32x18",
+              "--model", "no-such-model"])
+    assert exit_info.value.code == 2 and list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == ("liif zoom: error: a .gif plays at most 50 frames per second, got --fps 60: "
+                                       "lower it, or write .webp or a video\n")
+    zoom(picture_path, tmp_path / "zoom.gif", end=2, frames=3, fps=50, size=SIZE, model=TINY, device="cpu")
+    with Image.open(tmp_path / "zoom.gif") as animation:
+        delays = []
+        for k in range(animation.n_frames):
+            animation.seek(k)
+            delays.append(animation.info["duration"])
+    assert delays == [20, 20, 20]
+
+
+def test_frames_below_x1_are_antialiased_bicubic(tmp_path):
+    """Frames below x1 (a picture larger than the frame, the opening of most zooms) were LIIF's: it samples its
+    continuous picture without averaging, so the baboon's fur at x0.25 aliased into coloured noise, and every such
+    frame encoded all the windows its wide region reached. They are plain bicubic now, antialiased, with nothing
+    encoded; from x1 on, LIIF's."""
+    picture = read_picture(shared_file(BENCHMARKS / "Set14" / "baboon.png"))  # 500x480
+    cache = FeatureCache()
+    regions = zoom_regions((500, 480), (125, 120), center=(128, 128), end=1, frames=3)  # x0.25, x0.5, x1
+    frames = render_frames(load_model(TINY), picture, regions, (125, 120), cache=cache)
+    for region in regions[:2]:
+        target = Geometry(size=(125, 120), region=region).target((480, 500))
+        assert np.array_equal(next(frames), rgb8(resize_bicubic(picture, target).pixels)) and cache.encoded == 0
+    next(frames)
+    assert cache.encoded == 1  # x1: LIIF, the one window under the frame
+
+
+def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(picture_path, tmp_path):
+    """An animation keeps every frame until it is written: 100,000 frames of 16384x16384 rendered for days, then the
+    writer ran out of memory. It is refused at once, naming what it would hold; frames written as they come are not
+    held."""
+    arguments = {"end": 1000, "frames": 100_000, "size": (16384, 16384), "model": "no-such-model"}
+    with pytest.raises(LiifError, match=r"zoom.gif: an animation is held whole in memory until written, 25000.0 GiB "
+                                        r"for 100000 frames, and only .* GiB is available: write a video"):
+        zoom(picture_path, tmp_path / "zoom.gif", **arguments)
+    with pytest.raises(LiifError, match="unknown model 'no-such-model'"):
+        zoom(picture_path, tmp_path / "frames", **arguments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_is_refused_before_the_picture_is_read(tmp_path, capsys):
+    """The picture was decoded whole (seconds and gigabytes for a big photo) before an output there already was
+    refused. Its header plans the regions; its pixels are read once the output is accepted, and a failure to read
+    them leaves nothing behind, not even the output's folder."""
+    path = header_only_png(tmp_path / "big.png")
+    (tmp_path / "taken.mp4").write_bytes(b"kept")
+    for output, message in ((tmp_path / "taken.mp4", "taken.mp4 exists; pass --overwrite to replace it"),
+                            (tmp_path / "new" / "zoom.mp4", "big.png: cannot read the image")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoom", str(path), "-o", str(output), "--size", "32x18", "--frames", "2", "--model", "no-such-model"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("liif zoom: error: ") and message in err
+        assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "taken.mp4"]

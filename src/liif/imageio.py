@@ -22,7 +22,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import av
 import numpy as np
@@ -476,6 +476,21 @@ def written_profile(picture: Picture, fmt: str) -> bytes | None:
         return None
     written = "GRAY" if picture.pixels.shape[2] < 3 and fmt != "WEBP" else "RGB"
     return picture.icc_profile if profile.profile.xcolor_space.strip() == written else None
+
+
+def srgb_converter(picture: Picture) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function taking ``rgb8`` pixels of ``picture`` (or of a render of it) through its ICC profile to sRGB, for
+    outputs that carry no profile; None where there is nothing to convert: no profile, one that does not describe
+    the pixels (gray, or RGB), or one lcms cannot apply."""
+    profile = open_profile(picture.icc_profile)
+    gray = picture.pixels.shape[2] < 3
+    if profile is None or profile.profile.xcolor_space.strip() != ("GRAY" if gray else "RGB"):
+        return None
+    try:
+        transform = ImageCms.buildTransform(profile, SRGB, "L" if gray else "RGB", "RGB")
+    except ImageCms.PyCMSError:
+        return None
+    return lambda pixels: np.asarray(transform.apply(Image.fromarray(pixels[:, :, 0] if gray else pixels)))
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:

@@ -1,5 +1,6 @@
 """A continuous zoom into a point of a picture: frame regions on a geometric schedule, each frame rendered
-exactly as ``liif upscale --region R_k --size WxH`` renders it, encoder features shared across frames.
+exactly as ``liif upscale --region R_k --size WxH`` renders it, encoder features shared across frames; frames
+below x1 (output pixels per picture pixel) are plain bicubic, antialiased.
 
 The first frame shows the whole picture fitted to the frame (cut to the frame's aspect ratio: a frame's region
 always lies inside the picture, so that it is a region ``liif upscale`` accepts); the last shows the point at
@@ -11,20 +12,22 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch.nn as nn
+from PIL import Image
 from tqdm import tqdm
 
 from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
-from liif.imageio import Picture, rgb8
+from liif.imageio import Picture, picture_size, rgb8, srgb_converter
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
-from liif.runtime import render_tile
+from liif.runtime import available_memory, render_tile
 from liif.upscale import as_picture, check_target, model_on, render_picture, resize_bicubic
 
 Region = tuple[float, float, float, float]
@@ -101,23 +104,40 @@ def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
                   progress: bool = False) -> Iterator[np.ndarray]:
-    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), with
-    plain bicubic on the right when ``compare`` is "bicubic"."""
+    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), plain
+    bicubic where the frame is below x1, with plain bicubic on the right when ``compare`` is "bicubic"; in sRGB,
+    through the picture's ICC profile if it has one (no video or GIF carries a profile: a wide-gamut picture's frames
+    would show the wrong colours)."""
     frame_size(size, compare)
     # Frames are RGB (rgb8): an alpha channel would be a second picture in the model's batch, only to be dropped.
     picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
+    to_srgb = srgb_converter(picture)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
     bar = tqdm(regions, desc="zoom", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     for number, region in enumerate(bar, 1):
         target = Geometry(size=size, region=region).target(picture.pixels.shape[:2])
         check_target(target, picture)
-        # The frame's own bar, under the frames': a wide frame of a big picture encodes it whole, for minutes.
-        frame = rgb8(render_picture(model, picture, target, precision=precision, tile=tile, progress=progress,
-                                    label=f"frame {number}", cache=cache).pixels)
+        # Below x1 LIIF samples its continuous picture without averaging, so fine detail aliases into noise, and it
+        # encodes every window the wide region reaches; bicubic averages (liif view shows these levels so too).
+        below_one = size[0] < region[2] - region[0]
+        bicubic = rgb8(resize_bicubic(picture, target).pixels) if below_one or compare == "bicubic" else None
+        # the frame's own bar, under the frames'
+        frame = bicubic if below_one else rgb8(render_picture(
+            model, picture, target, precision=precision, tile=tile, progress=progress, label=f"frame {number}",
+            cache=cache).pixels)
         if compare == "bicubic":
-            frame = np.concatenate([frame, rgb8(resize_bicubic(picture, target).pixels)], axis=1)
-        yield frame
+            frame = np.concatenate([frame, bicubic], axis=1)
+        yield frame if to_srgb is None else to_srgb(frame)
+
+
+def header_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the picture at ``path``, from its header alone; a LiifError naming the file."""
+    try:
+        height, width = picture_size(path)
+    except LiifError as exc:
+        raise LiifError(f"{path}: {exc}") from None
+    return width, height
 
 
 def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) -> None:
@@ -127,7 +147,7 @@ def check_not_input(picture_path: str | os.PathLike, output: str | os.PathLike) 
         raise LiifError(f"{output} is the picture zoomed into, which is never written over")
 
 
-def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
+def zoom(image: Picture | Image.Image | np.ndarray | str | os.PathLike, output: str | os.PathLike, center: tuple[float, float] | None = None,
          start: float | None = None, end: float = 16.0, frames: int = 96, fps: float = 24,
          size: tuple[int, int] = (1280, 720), compare: str | None = None,
          model: str | os.PathLike | nn.Module = DEFAULT_MODEL, device: str = "auto", precision: str = "fp32",
@@ -140,20 +160,34 @@ def zoom(image: Picture | str | os.PathLike, output: str | os.PathLike, center: 
     ``planned`` is given the regions once the output and the model are checked, before the first frame renders;
     ``cache`` holds the encoder features (and LIIF's tables) the frames share (None: a ``FeatureCache`` of its default
     bound)."""
-    from liif.video.writer import open_frame_writer
+    from liif.video.reader import SHORTEST_GIF_DELAY_MS
+    from liif.video.writer import held_bytes, open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
+    if Path(output).suffix.lower() == ".gif" and fps * SHORTEST_GIF_DELAY_MS > 1000:
+        # Its delays are hundredths of a second, and players show one of a hundredth for a tenth: above 50 fps a GIF
+        # would play stuttering, at a fraction of the rate.
+        raise LiifError(f"a .gif plays at most {1000 // SHORTEST_GIF_DELAY_MS} frames per second, got {option('fps')} "
+                        f"{fps:g}: lower it, or write .webp or a video")
     for value, name in ((overwrite, "overwrite"), (progress, "progress")):
         flag(value, name, LiifError)  # before the model loads
     if isinstance(image, (str, os.PathLike)):
         check_not_input(image, output)
-    picture = as_picture(image)
-    height, width = picture.pixels.shape[:2]
+        width, height = header_size(image)  # its pixels are read once the output is accepted
+    else:
+        image = as_picture(image)
+        height, width = image.pixels.shape[:2]
     regions = zoom_regions((width, height), size, center, start, end, frames)
-    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the model
-    # loads, and removes what it began should loading fail.
+    held, free = held_bytes(Path(output), frame_size(size, compare), frames), available_memory()
+    if free is not None and held > free:  # else found once every frame is rendered
+        raise LiifError(f"{output}: an animation is held whole in memory until written, {held / 2**30:.1f} GiB for "
+                        f"{frames} frames, and only {free / 2**30:.1f} GiB is available: write a video (.mp4, .webm), "
+                        f"or fewer or smaller frames")
+    # The writer checks the output (there already, an odd side for yuv420p, a folder it cannot be) before the picture
+    # is read and the model loads, and removes what it began should either fail.
     with open_frame_writer(output, size=frame_size(size, compare), rate=fps,
                            overwrite=overwrite, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt) as writer:
+        picture = as_picture(image)
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:
             planned(regions)

@@ -1,8 +1,9 @@
 """Make a continuous zoom into a point of a picture: a video, an animation or a folder of PNG frames.
 
 The zoom runs from START to END output pixels per picture pixel (START 'fit': the whole picture, fitted to
-the frame), the zoom factor growing geometrically. Frame k has exactly the pixels of
-`liif upscale PICTURE --region R_k --size WxH`; --print-regions prints each R_k as x0,y0,x1,y1.
+the frame), the zoom factor growing geometrically. From x1 on, frame k has exactly the pixels of
+`liif upscale PICTURE --region R_k --size WxH` (below x1, plain bicubic, antialiased); --print-regions prints each
+R_k as x0,y0,x1,y1.
 OUT: .mp4 (H.264) .webm (VP9) .mkv .mov through PyAV; .gif or .webp animations; a path without a suffix
 is a folder of PNG frames.
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoom", default="fit:16", metavar="START:END",
                         help="zoom range in output pixels per picture pixel; START may be 'fit' (default fit:16)")
     parser.add_argument("--frames", type=int, default=96, help="number of frames, at most 100000 (default 96)")
-    parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24)")
+    parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24; a .gif at most 50)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
     parser.add_argument("--compare", choices=COMPARISONS, help="put plain bicubic beside LIIF (frames twice as wide)")
     parser.add_argument("--print-regions", action="store_true",
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
     from liif.renderer import FeatureCache
-    from liif.upscale import as_picture
-    from liif.zoom import Region, check_not_input, zoom, zoom_regions
+    from liif.zoom import Region, header_size, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
@@ -71,20 +71,16 @@ def run(args: argparse.Namespace) -> int:
     cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
-    if args.output is not None:
-        check_not_input(args.picture, args.output)
-    picture = as_picture(args.picture)
 
     def print_regions(regions: list[Region]) -> None:
         for region in regions:
             print(format_region(region))
         sys.stdout.flush()
 
-    if args.output is None:
-        height, width = picture.pixels.shape[:2]
-        print_regions(zoom_regions((width, height), size, center, start, end, args.frames))
+    if args.output is None:  # the regions need the picture's size alone: its header, not its pixels
+        print_regions(zoom_regions(header_size(args.picture), size, center, start, end, args.frames))
     else:  # printed once every mistake (an output there already, a frame rate, a model) is refused
-        zoom(picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
+        zoom(args.picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
              compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
              planned=print_regions if args.print_regions else None, cache=cache)

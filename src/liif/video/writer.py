@@ -89,6 +89,14 @@ def output_kind(path: Path) -> str:
                     f"{', '.join(sorted([*VIDEO_CONTAINERS, *ANIMATION_FORMATS]))}, or a folder for PNG frames")
 
 
+def held_bytes(path: Path, size: tuple[int, int], frames: int) -> int:
+    """The memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: an animation
+    keeps them all (Pillow writes it in one call; a GIF's as palette indices), a video or a folder none."""
+    if output_kind(path) != "animation":
+        return 0
+    return frames * size[0] * size[1] * (1 if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else 3)
+
+
 def encoder_name(codec: str | None, suffix: str) -> str:
     """The FFmpeg encoder for ``codec`` (an alias such as h264, vp9, av1, ffv1, or an encoder name) in a
     ``suffix`` container; a LiifError naming it where this PyAV build cannot encode it."""
@@ -166,7 +174,8 @@ class FrameWriter:
         # what the output leaves out, and why, one line each: streams or attached files of a video's copy_streams_from
         # not copied, a pixel aspect ratio the container cannot hold
         self.left_out: list[str] = []
-        check_destination(path, overwrite, isinstance(self, FolderWriter))
+        # the folders made for the output, removed again should it be dropped
+        self.created_folders = check_destination(path, overwrite, isinstance(self, FolderWriter))
         self.temporary = temporary_name(path)
 
     def __enter__(self) -> FrameWriter:
@@ -204,11 +213,13 @@ class FrameWriter:
             raise
 
     def abort(self) -> None:
-        """Drop the output: nothing is left under the path, nor under the temporary name."""
+        """Drop the output: nothing is left under the path, nor under the temporary name, nor the folders made
+        for it."""
         try:
             self._discard()
         finally:
             remove_path(self.temporary)
+            remove_empty_folders(self.created_folders)
 
     def _rename(self) -> None:
         os.replace(self.temporary, self.path)
@@ -223,12 +234,13 @@ class FrameWriter:
         pass
 
 
-def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
+def check_destination(path: Path, overwrite: bool, folder: bool) -> list[Path]:
     """Refuse an existing output unless ``overwrite``, a file where a ``folder`` of frames goes (or a folder where
-    a file goes), and an unwritable folder; create a missing one."""
+    a file goes), and an unwritable folder; create a missing one. Returns the folders it created, innermost first."""
     overwrite = flag(overwrite, "overwrite", LiifError)  # "no" would replace the output
     if path.name in ("", ".."):  # "." or "/": no temporary name can sit beside it, nor be renamed to it
         raise LiifError(f"cannot write {path}: name the output (such as {path / 'frames'} or {path / 'zoom.mp4'})")
+    created: list[Path] = []
     try:
         if path.exists() and path.is_dir() != folder:
             raise LiifError(f"{path} is a {'file' if folder else 'folder'}: it cannot be replaced by a "
@@ -240,6 +252,7 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
                 raise LiifError(f"{path} holds files other than {FRAME_NAME.format(0)}, ...: it is never replaced")
         elif path.exists() and not overwrite:
             raise OutputExists(f"{path} exists")
+        created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)  # as atomic_write does
         except (FileExistsError, NotADirectoryError):  # whichever mkdir met first: name the file in the way
@@ -248,7 +261,20 @@ def check_destination(path: Path, overwrite: bool, folder: bool) -> None:
         if not os.access(path.parent, os.W_OK):
             raise LiifError(f"cannot write {path}: permission denied")
     except OSError as exc:
+        remove_empty_folders(created)
         raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
+    return created
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty: those made for an output that was dropped."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # something else was put there since: it and the folders above it stay
+            return
 
 
 def is_frame_folder(path: Path) -> bool:
@@ -263,11 +289,11 @@ class VideoWriter(FrameWriter):
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
                  copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
                  timecode: str | None = None, primaries: int | None = None, transfer: int | None = None) -> None:
-        super().__init__(path, size, rate, overwrite)
-        suffix = path.suffix.lower()
-        encoder, pix_fmt = video_format(path, codec, pix_fmt)
+        encoder, pix_fmt = video_format(path, codec, pix_fmt)  # refusals before the destination is made
         check_even(pix_fmt, size)
         options = encoder_options(encoder, crf, preset)
+        super().__init__(path, size, rate, overwrite)
+        suffix = path.suffix.lower()
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
         self.step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in the time base
         self.next_pts = 0
@@ -516,9 +542,13 @@ class AnimationWriter(FrameWriter):
         if not Number(int, low=0, high=MOST_PLAYS[self.format]).fits(plays):
             raise LiifError(f"the play count of a {path.suffix} must be 0 (forever) to {MOST_PLAYS[self.format]}, "
                             f"got {plays!r}")
-        super().__init__(path, size, rate, overwrite)
         check_encodable(self.format, (size[1], size[0], 3))
-        self.check_duration(float(1000 / self.rate), f", one frame at {float(self.rate):g} frames per second")
+        super().__init__(path, size, rate, overwrite)
+        try:
+            self.check_duration(float(1000 / self.rate), f", one frame at {float(self.rate):g} frames per second")
+        except LiifError:
+            self.abort()
+            raise
         self.plays = plays
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
@@ -626,8 +656,12 @@ class FolderWriter(FrameWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool) -> None:
         super().__init__(path, size, rate, overwrite)
-        with write_errors(f"cannot write {path}"):  # a full disk, or a folder that takes no new entries (/proc)
-            self.temporary.mkdir()
+        try:
+            with write_errors(f"cannot write {path}"):  # a full disk, or a folder that takes no new entries (/proc)
+                self.temporary.mkdir()
+        except LiifError:
+            self.abort()
+            raise
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         with write_errors(f"cannot write {self.path}"):
