@@ -28,14 +28,15 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
+              pix_fmt: str = "yuv420p", rotation: int = 0, mirrored: bool = False, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
               timecode: str | None = None, file_timecode: str | None = None,
               colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
     two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
-    sample aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
+    sample aspect ratio (anamorphic video), ``rotation`` turns the display counter-clockwise, then ``mirrored`` flips
+    it left to right (a phone's front camera), ``start`` the first frame's time in frames (the sound still starts at 0);
     ``cover``: an MP4 cover picture that FFmpeg lists as the first stream (see ``cover_first``); no video stream at
     all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
@@ -54,8 +55,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
             if durations_ms:
                 stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-            if rotation:
-                stream.set_display_rotation(rotation)
+            if rotation or mirrored:
+                stream.set_display_rotation(rotation, hflip=mirrored)
             if pixel_aspect:
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
             if timecode:

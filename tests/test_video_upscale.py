@@ -166,6 +166,22 @@ def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
     assert code == 0 and err == [] and stream_info(tmp_path / "odd.mkv")[0] == (23, 23)
 
 
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_every_turn_and_mirroring_of_the_display_matrix_is_shown_as_players_show_it(tmp_path: Path, rotation,
+                                                                                    mirrored) -> None:
+    """A display matrix turns the frames counter-clockwise, then may mirror them (a phone's front camera): a mirrored
+    one was read as its rotation alone, a mirror without a turn as a half turn (upside down)."""
+    size = (16, 8)
+    clip = make_clip(tmp_path / "turned.mov", frames=1, size=size, audio=False, codec="png", pix_fmt="rgb24",
+                     rotation=rotation, mirrored=mirrored)
+    shown = np.rot90(frame_pixels(0, size), rotation // 90)
+    shown = shown[:, ::-1] if mirrored else shown
+    with open_clip(clip) as opened:
+        assert opened.info.size == shown.shape[1::-1]
+        assert np.array_equal(next(opened.frames()).pixels, shown)  # PNG in MOV: lossless
+
+
 def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     wide = make_clip(tmp_path / "wide.mp4", frames=3, size=(32, 24), audio=False, pixel_aspect=Fraction(4, 3))

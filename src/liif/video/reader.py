@@ -2,7 +2,7 @@
 WebP or PNG through Pillow, as frames with their timestamps and durations.
 
 ``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, plays) and
-``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame; its cover art (an
+``frames()``, decoded one at a time. A video's display matrix (a rotation, and a mirroring) is applied to every frame; its cover art (an
 attached picture, which FFmpeg lists as a video stream) is not the video. A video that ends before its declared
 duration, or whose decoding fails midway, yields the frames that decode and then raises ``DecodeStopped`` saying
 where it stopped.
@@ -163,7 +163,7 @@ class VideoClip(Clip):
             self.decoder = av.CodecContext.create(ALPHA_DECODERS[stream.codec_context.name], "r") if self.alpha \
                 else stream.codec_context
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
-            # The rotation is frame side data: the first frame tells it, and that it decodes at all.
+            # The display matrix is frame side data: the first frame tells it, and that it decodes at all.
             self.cut_short = False
             self.decoded = self.decode()
             try:
@@ -172,18 +172,18 @@ class VideoClip(Clip):
                 raise LiifError("its video stream has no frame that decodes") from None
             except av.error.FFmpegError as exc:
                 raise LiifError(f"cannot decode its first frame, it may be corrupt ({os_reason(exc)})") from None
-            self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
+            self.orientation = display_orientation(self.first)
             width, height = self.first.width, self.first.height
             self.declared_end = declared_end(stream)
             time_base = Fraction(stream.time_base or 1 / rate)
             self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
-            size = (height, width) if self.rotation % 180 else (width, height)
+            size = (height, width) if self.orientation.transpose else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
             self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
-            aspect = 1 / aspect if self.rotation % 180 else aspect
+            aspect = 1 / aspect if self.orientation.transpose else aspect
             self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
@@ -214,8 +214,7 @@ class VideoClip(Clip):
                     yield self.clip_frame(*held[:2], pts - held[1])
                 # a stream whose size changes midway keeps the first frame's (the output was planned from it)
                 pixels = frame.to_ndarray(format=self.rgb_format, width=self.first.width, height=self.first.height)
-                if self.rotation:
-                    pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
+                pixels = self.orientation.apply(pixels)
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
                 index += 1
                 end = (pts - self.start + held[2]) * info.time_base  # on the timeline, as the messages say
@@ -243,6 +242,37 @@ class VideoClip(Clip):
 
     def close(self) -> None:
         self.container.close()
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How stored frames turn to be shown: transposed (a quarter turn, mirrored or not: the sides swap), then their
+    rows reversed (upside down), then their columns (left to right); all eight turns and mirrorings are these."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_columns: bool = False
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` (height, width, channels) as shown."""
+        pixels = pixels.transpose(1, 0, 2) if self.transpose else pixels
+        return np.ascontiguousarray(pixels[::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1])
+
+
+def display_orientation(frame: av.VideoFrame) -> Orientation:
+    """How a frame is shown, from its display matrix, as FFmpeg's command turns it (its autorotate): the rotation to
+    the nearest quarter turn, and a mirroring (a phone's front camera, an edit's flip), which the rotation alone
+    reads as a half turn."""
+    side_data = frame.side_data.get("DISPLAYMATRIX")
+    if side_data is None:
+        return Orientation()
+    matrix = struct.unpack("=9i", bytes(side_data))
+    turn = round(-(frame.rotation or 0) / 90) % 4  # clockwise quarter turns, as FFmpeg names them
+    if turn == 1:  # transpose=cclock_flip, or transpose=clock
+        return Orientation(True) if matrix[3] > 0 else Orientation(True, flip_columns=True)
+    if turn == 3:  # transpose=clock_flip, or transpose=cclock
+        return Orientation(True, True, True) if matrix[3] < 0 else Orientation(True, flip_rows=True)
+    return Orientation(flip_rows=matrix[4] < 0, flip_columns=turn == 2 and matrix[0] < 0)  # vflip, hflip
 
 
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
