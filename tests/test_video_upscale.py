@@ -413,6 +413,22 @@ def test_an_animated_gif_keeps_frames_durations_plays_and_transparency(tmp_path:
             assert (alpha == 255 * (index % 2)).all()
 
 
+def test_encoder_settings_for_an_animation_or_frames_are_refused_not_ignored(tmp_path: Path, tiny, capsys) -> None:
+    """--crf and --codec were dropped without a word for a GIF, WebP or APNG output, --pix-fmt for PNG frames."""
+    _, weights = tiny
+    with open_frame_writer(tmp_path / "anim.gif", (16, 12), Fraction(10)) as writer:
+        for index in range(2):
+            writer.write(frame_pixels(index, (16, 12)))
+    for output, given in (("x.webp", ["--codec", "vp9", "--crf", "20"]), ("frames", ["--pix-fmt", "yuv444p"])):
+        code, err = run_cli(capsys, tmp_path / "anim.gif", "--scale", "2", "-o", tmp_path / output, "--model",
+                            weights, "-q", *given)
+        what = "a .webp animation: leave them out" if output == "x.webp" else "a folder of PNG frames: leave it out"
+        assert (code, err) == (1, [f"liif upscale: error: {tmp_path / 'anim.gif'}: {tmp_path / output}: "
+                                   f"{' and '.join(given[::2])} {'are' if len(given) > 2 else 'is'} for video outputs "
+                                   f"(.mp4, .m4v, .mov, .mkv, .webm), not {what}"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["anim.gif"]
+
+
 def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
     """A transparent GIF to MP4 lost its alpha without a word (yuv420p holds none); VP9's yuva420p keeps it."""
     _, weights = tiny

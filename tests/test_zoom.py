@@ -260,7 +260,7 @@ def test_videos_take_the_encoder_options(picture_path, tmp_path, capsys):
               "--model", "no-such-model"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "liif zoom: error: --crf must be 0 to 63 (lower is better quality), got 99\n"
-    with pytest.raises(LiifError, match=r"zoom.gif: codec, crf, preset, pixel format, .* are for video outputs"):
+    with pytest.raises(LiifError, match=r"zoom.gif: codec is for video outputs .*, not a .gif animation"):
         zoom(picture_path, tmp_path / "zoom.gif", frames=2, size=SIZE, codec="vp9", model="no-such-model")
 
 

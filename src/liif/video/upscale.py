@@ -177,20 +177,23 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
 
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
                    ) -> dict:
-    """The writer's keywords: codec settings, timestamps, pixel aspect, timecode, colour primaries and transfer
-    (the frames' RGB is rendered in the source's) and copied streams for a video output (every frame keeps its
-    time, so the source's start timecode still names the first); the play count for an animation (beyond what the
-    output's format counts, tens of thousands, the most it counts)."""
+    """The writer's keywords: codec settings for every output (an animation or a folder of frames refuses them, rather
+    than leave them unused without a word); timestamps, pixel aspect, timecode, colour primaries and transfer (the
+    frames' RGB is rendered in the source's) and copied streams for a video output (every frame keeps its time, so the
+    source's start timecode still names the first); the play count for an animation (beyond what the output's format
+    counts, tens of thousands, the most it counts)."""
     kind = output_kind(destination)
+    encoding = {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt}
     if kind == "video":
-        return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
-                "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
+        return {**encoding, "time_base": info.time_base,
+                "copy_streams_from": source if info.kind == "video" else None,
                 "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode,
                 "primaries": info.primaries, "transfer": info.transfer}
     if kind == "animation":
         plays = info.plays if info.kind == "animation" else 0
-        return {"plays": min(plays, MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]) if plays else 0}
-    return {}
+        most = MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]
+        return {**encoding, "plays": min(plays, most) if plays else 0}
+    return encoding
 
 
 def pixel_aspect(info: ClipInfo, target: Target) -> Fraction | None:

@@ -697,8 +697,15 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
             raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
                             pixel_aspect not in (None, 1) or timecode or primaries or transfer):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, colour primaries and transfer, "
-                        f"timecode and copied streams are for video outputs ({', '.join(VIDEO_CONTAINERS)})")
+        given = [option(name) for name, value in (("codec", codec), ("crf", crf), ("preset", preset),
+                                                  ("pix_fmt", pix_fmt)) if value is not None]
+        what = f"a {path.suffix.lower()} animation" if kind == "animation" else "a folder of PNG frames"
+        if given:  # the caller's own settings, which it would otherwise believe applied
+            one = len(given) == 1
+            raise LiifError(f"{path}: {' and '.join(given)} {'is' if one else 'are'} for video outputs "
+                            f"({', '.join(VIDEO_CONTAINERS)}), not {what}: leave {'it' if one else 'them'} out")
+        raise LiifError(f"{path}: pixel aspect, colour primaries and transfer, timecode and copied streams are for "
+                        f"video outputs ({', '.join(VIDEO_CONTAINERS)}), not {what}")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
                            copy_streams_from, pixel_aspect, timecode, primaries, transfer)
