@@ -264,7 +264,7 @@ def test_a_10_bit_video_is_rendered_in_16_bits(tmp_path: Path, tiny) -> None:
         pixels = next(clip.frames()).pixels
     assert pixels.dtype == np.uint16 and clip.info.bits == 16
     assert len(np.unique(pixels[:, :, 1])) > 56  # ramp: 64 levels, 16 apart in 10 bits; 8 bits merge many
-    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1", pix_fmt="gbrp16le")
+    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1")  # lossless: gbrp16le, not bgr0
     rendered = liif.upscale(pixels, scale=1, model=model)  # the 16-bit frame's picture render
     assert rendered.dtype == np.uint16
     assert np.array_equal(decoded_frames(tmp_path / "x1.mkv", "rgb48le")[0][0], rendered)  # 16-bit RGB, lossless
@@ -440,8 +440,8 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.mp4", "--model",
                         weights, "-q", "--alpha", "bicubic")
     assert (code, err) == (0, [f"liif upscale: note: {tmp_path / 'sticker.gif'}: its transparency is left out: yuv420p "
-                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, FFV1 with bgra, and an animation "
-                                f"or PNG frames keep it)"])
+                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, and --codec ffv1, an animation or "
+                                f"PNG frames keep it)"])
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.webm", "--model",
                         weights, "-q", "--alpha", "bicubic", "--pix-fmt", "yuva420p")
     assert (code, err) == (0, [])
@@ -470,6 +470,27 @@ def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None
         liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "opaque.webm", scale=2, model=model, alpha="bicubic")
     with av.open(str(tmp_path / "opaque.webm")) as container:
         assert "alpha_mode" not in {key.lower() for key in container.streams.video[0].metadata}
+
+
+def test_ffv1_keeps_the_transparency_of_the_frames(tmp_path: Path, tiny) -> None:
+    """FFV1, the lossless choice, wrote bgr0 and dropped the frames' alpha: it writes bgra, which is read back."""
+    model, _ = tiny
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
+        for _ in range(2):
+            writer.write(half)
+    with open_clip(tmp_path / "sticker.webm") as clip:
+        expected = liif.upscale(next(clip.frames()).pixels, scale=2, model=model, alpha="bicubic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note of transparency left out
+        liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "x2.mkv", scale=2, model=model, alpha="bicubic",
+                           codec="ffv1")
+    with av.open(str(tmp_path / "x2.mkv")) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "bgra"
+    with open_clip(tmp_path / "x2.mkv") as clip:  # a format with alpha is read with it
+        assert clip.info.alpha
+        assert all(np.array_equal(frame.pixels, expected) for frame in clip.frames())
 
 
 def test_a_gif_of_one_hundredth_delays_plays_as_browsers_play_it(tmp_path: Path, tiny) -> None:

@@ -180,6 +180,8 @@ class VideoClip(Clip):
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.orientation.transpose else (width, height)
             deep = max(component.bits for component in self.first.format.components) > 8
+            # frames of a format with alpha carry it too: FFV1's bgra, ProRes 4444's, PNG's in a MOV
+            self.alpha = self.alpha or has_alpha(self.first.format.name)
             self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
@@ -278,6 +280,11 @@ def display_orientation(frame: av.VideoFrame) -> Orientation:
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The video of a container: its first video stream that is not cover art; None if it has none."""
     return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
+
+
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds transparency."""
+    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
 
 
 def stream_has_alpha(stream: av.video.stream.VideoStream) -> bool:

@@ -31,9 +31,9 @@ from liif.runtime import check_precision, render_tile
 from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, checked_max_pixels, model_on,
                           render_pictures)
 from liif.pipeline import Background, prefetch
-from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, has_alpha,
-                               open_frame_writer, output_kind, video_format)
+from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, has_alpha, open_clip
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
+                               output_kind, video_format)
 
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
@@ -87,7 +87,7 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
     target = geometry.target((height, width))
     notes = []
     if output_kind(destination) == "video":
-        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt)
+        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt, info.alpha, info.bits)
         halved = chroma_halved(pix_fmt)
         even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
         if even != target.size:
@@ -96,7 +96,7 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
             target = Target(even, target.region)
         if info.alpha and not has_alpha(pix_fmt):
             notes.append(f"its transparency is left out: {pix_fmt} has no alpha (VP9 keeps it with {option('pix_fmt')} "
-                         f"yuva420p, FFV1 with bgra, and an animation or PNG frames keep it)")
+                         f"yuva420p, and {option('codec')} ffv1, an animation or PNG frames keep it)")
     channels = 4 if info.alpha else 3
     check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
                  options.max_pixels)
@@ -188,7 +188,7 @@ def writer_options(info: ClipInfo, target: Target, source: Path, destination: Pa
         return {**encoding, "time_base": info.time_base,
                 "copy_streams_from": source if info.kind == "video" else None,
                 "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode,
-                "primaries": info.primaries, "transfer": info.transfer}
+                "primaries": info.primaries, "transfer": info.transfer, "alpha": info.alpha, "bits": info.bits}
     if kind == "animation":
         plays = info.plays if info.kind == "animation" else 0
         most = MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]

@@ -39,7 +39,9 @@ CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "vp9": 
                  "av1": "libsvtav1", "svt-av1": "libsvtav1", "svtav1": "libsvtav1", "hevc": "libx265",
                  "h265": "libx265", "x265": "libx265"}
 DEFAULT_PIX_FMT = "yuv420p"
-LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unlike any YUV
+# RGB, lossless from the rendered RGB unlike any YUV, by the frames' (alpha, bits): their transparency and depth kept
+LOSSLESS_PIX_FMTS = {"ffv1": {(False, 8): "bgr0", (True, 8): "bgra", (False, 16): "gbrp16le", (True, 16): "gbrap16le"}}
+FRAME_BITS = (8, 16)  # uint8 or uint16 frames
 RATE_DENOMINATOR = 1001  # of a frame rate given as a float: NTSC's 30000/1001 is the finest in use
 # An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
@@ -112,11 +114,13 @@ def can_encode(name: str) -> bool:
         return False
 
 
-def video_format(path: Path, codec: str | None, pix_fmt: str | None) -> tuple[str, str]:
-    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults),
-    checked against what this PyAV build encodes."""
+def video_format(path: Path, codec: str | None, pix_fmt: str | None, alpha: bool = False,
+                 bits: int = 8) -> tuple[str, str]:
+    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults; a
+    lossless codec's keeps the frames' ``alpha`` and ``bits``), checked against what this PyAV build encodes."""
     encoder = encoder_name(codec, path.suffix.lower())
-    pix_fmt = pix_fmt or LOSSLESS_PIX_FMTS.get(encoder, DEFAULT_PIX_FMT)
+    if not pix_fmt:
+        pix_fmt = LOSSLESS_PIX_FMTS[encoder][alpha, bits] if encoder in LOSSLESS_PIX_FMTS else DEFAULT_PIX_FMT
     formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
     if formats and pix_fmt not in formats:
         raise LiifError(f"{encoder} cannot encode pixel format {pix_fmt!r}; it takes {', '.join(formats[:12])}")
@@ -127,11 +131,6 @@ def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
     """Whether ``pix_fmt`` halves the colour resolution across the width, and down the height (4:2:0 both)."""
     chroma = [c for c in av.VideoFormat(pix_fmt, 4, 4).components[1:] if not c.is_alpha]
     return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
-
-
-def has_alpha(pix_fmt: str) -> bool:
-    """Whether ``pix_fmt`` holds transparency."""
-    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
 
 
 def is_gray(pix_fmt: str) -> bool:
@@ -262,10 +261,11 @@ class VideoWriter(FrameWriter):
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
                  copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
-                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None) -> None:
+                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None,
+                 alpha: bool = False, bits: int = 8) -> None:
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
-        encoder, pix_fmt = video_format(path, codec, pix_fmt)
+        encoder, pix_fmt = video_format(path, codec, pix_fmt, alpha, bits)
         check_even(pix_fmt, size)
         options = encoder_options(encoder, crf, preset)
         self.time_base = Fraction(time_base) if time_base else 1 / self.rate
@@ -670,10 +670,11 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
                       pixel_aspect: Fraction | None = None, timecode: str | None = None, primaries: int | None = None,
-                      transfer: int | None = None) -> FrameWriter:
+                      transfer: int | None = None, alpha: bool = False, bits: int = 8) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
-    ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
+    ``pix_fmt`` (default yuv420p; for ffv1 RGB as the frames are: bgr0, bgra with ``alpha``, gbrp16le or gbrap16le
+    for 16 ``bits``), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, timed as ``open_clip`` times its
     frames (from its ``timeline_start``; one no video container holds is left out and named in the writer's
     ``left_out``), and ``pixel_aspect``: the
@@ -688,6 +689,8 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         raise LiifError(f"frame size must be two whole numbers >= 1 (width, height), got {size!r}")
     rate = frame_rate(rate)
     kind = output_kind(path)
+    if bits not in FRAME_BITS:
+        raise LiifError(f"bits must be {' or '.join(map(str, FRAME_BITS))} (uint8 or uint16 frames), got {bits!r}")
     if timecode is not None and not (isinstance(timecode, str) and TIMECODE.fullmatch(timecode)):  # else dropped
         raise LiifError(f"a timecode is hours:minutes:seconds:frames (\"01:02:03:04\", drop-frame \"01:02:03;04\"), "
                         f"got {timecode!r}")
@@ -708,7 +711,7 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                         f"video outputs ({', '.join(VIDEO_CONTAINERS)}), not {what}")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from, pixel_aspect, timecode, primaries, transfer)
+                           copy_streams_from, pixel_aspect, timecode, primaries, transfer, alpha, bits)
     if kind == "animation":
         return AnimationWriter(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
