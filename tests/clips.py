@@ -31,7 +31,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
               pix_fmt: str = "yuv420p", rotation: int = 0, mirrored: bool = False, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
               timecode: str | None = None, file_timecode: str | None = None,
-              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0) -> Path:
+              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0,
+              klv: bool = False) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
     two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
@@ -42,7 +43,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
     write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file; ``colour``: the
     (primaries, transfer, matrix) the video declares, as FFmpeg numbers them (a phone's HDR: (9, 18, 9), BT.2020 with
-    HLG); ``clock``: whole seconds added to every stream's times (a TV recording's clock runs hours in)."""
+    HLG); ``clock``: whole seconds added to every stream's times (a TV recording's clock runs hours in); ``klv``: a KLV
+    data packet with every frame, as a drone's MPEG-TS carries its telemetry."""
     with av.open(str(path), "w") as container:
         if file_timecode:
             container.metadata["timecode"] = file_timecode
@@ -65,6 +67,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 context = stream.codec_context
                 context.color_primaries, context.color_trc, context.colorspace = colour
         sound = container.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono") if audio else None
+        telemetry = container.add_data_stream("klv") if klv else None
         mov_text = subtitles and path.suffix in (".mp4", ".mov")
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
@@ -84,6 +87,11 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             else:
                 frame.pts = clock * rate + start + index
             container.mux(stream.encode(frame))
+            if telemetry is not None:  # a KLV key (SMPTE's prefix), then a length and a value
+                packet = av.Packet(bytes.fromhex("060e2b34020b01010e01030101000000") + bytes([1, index]))
+                packet.pts = packet.dts = frame.pts
+                packet.time_base, packet.stream = Fraction(1, rate), telemetry
+                container.mux(packet)
         if video:
             container.mux(stream.encode(None))
         if sound is not None:

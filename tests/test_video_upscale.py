@@ -283,7 +283,9 @@ def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
     tmcd = {"video": "01:02:03:04", "data": "01:02:03:04"}  # the demuxer's view of a tmcd track
     assert timecodes(source) == tmcd
     for name in ("x2.mov", "x2.mp4"):
-        liif.upscale_video(source, tmp_path / name, scale=2, model=model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the tmcd track is written again: nothing is left out
+            liif.upscale_video(source, tmp_path / name, scale=2, model=model)
         assert timecodes(tmp_path / name) == tmcd, name
     liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, model=model)
     assert timecodes(tmp_path / "x2.mkv") == {"video": "01:02:03:04"}  # a tag, as FFmpeg's CLI copies it
@@ -377,13 +379,27 @@ def test_sound_no_container_written_holds_is_left_out_with_a_note(tmp_path: Path
     assert stream_info(tmp_path / "camera_liif.mkv") == ((64, 48), 24, ["video"])
 
 
+def test_data_streams_are_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
+    """A drone's KLV telemetry (MPEG-TS) was dropped without a word: no output container holds it."""
+    _, weights = tiny
+    source = make_clip(tmp_path / "drone.ts", frames=3, size=(32, 24), klv=True)
+    with av.open(str(source)) as container:
+        index = next(stream.index for stream in container.streams if stream.type == "data")
+    code, err = run_cli(capsys, source, "--scale", "2", "-o", tmp_path / "x2.mkv", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {source}: its data stream #{index} (klv) is left out: the output "
+                               f"holds its video, audio and subtitles"])
+    assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])
+
+
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)
     with av.open(str(source)) as container:  # FFmpeg lists the 32x32 cover picture as the first video stream
         assert [(s.type, s.codec_context.name) for s in container.streams] == \
             [("video", "png"), ("video", "h264"), ("audio", "aac")]
-    result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
+    with pytest.warns(UserWarning, match=r"^its cover art #0 \(png\) is left out: the output holds its video, audio "
+                                         r"and subtitles$"):
+        result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
     assert (result.frames, result.size) == (6, (64, 48))
     assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])  # the cover is not carried
     with av.open(str(source)) as container:

@@ -2,7 +2,7 @@
 of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
 in flight. Timestamps, rate, play count, durations and a video's start timecode are kept; its audio and
 subtitles are copied, not its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's
-makes it a video track).
+makes it a video track), its data tracks or another video, which a note names.
 
 ``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
 ``Geometry`` (the CLI's path).

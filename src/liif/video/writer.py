@@ -26,7 +26,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import RGB_FORMATS, TIMECODE, main_video, timeline_start
+from liif.video.reader import RGB_FORMATS, TIMECODE, main_video, stream_kind, timeline_start
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -342,6 +342,7 @@ class VideoWriter(FrameWriter):
             attached.metadata.update(stream.metadata)  # its title, as the file's name and type
         for stream in self.source.streams:
             if stream.type not in COPIED_TYPES:
+                self._note_left_out(stream, video)
                 continue
             name = stream.codec_context.name if stream.codec_context else "?"
             what = f"its {stream.type} stream #{stream.index} ({name})"
@@ -359,6 +360,19 @@ class VideoWriter(FrameWriter):
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
         self.source_start = timeline_start(self.source)  # seconds: the frames' pts count from it (open_clip's)
         return copies
+
+    def _note_left_out(self, stream: av.stream.Stream, video: av.video.stream.VideoStream | None) -> None:
+        """Say that a stream of the source other than its video, audio and subtitles is left out (``left_out``): data
+        (a drone's KLV, timed ID3), another video, cover art. Not the video itself, nor its attached files (said
+        apart), nor a timecode track where the output writes the timecode again."""
+        if video is not None and stream.index == video.index or stream.type == "attachment":
+            return
+        if stream.type == "data" and "timecode" in stream.metadata and "timecode" in self.stream.metadata:
+            return
+        name = stream.codec_context.name if stream.codec_context else getattr(stream, "name", None) or "?"
+        what = "cover art" if stream_kind(stream) == "cover art" else f"{stream.type} stream"
+        self.left_out.append(f"its {what} #{stream.index} ({name}) is left out: the output holds its video, audio "
+                             f"and subtitles")
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         if pts is None:
