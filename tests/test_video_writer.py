@@ -161,6 +161,20 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
             assert seen == durations, name
 
 
+def test_a_gif_is_written_frame_by_frame(tmp_path: Path) -> None:
+    """A GIF's frames were all held in memory until the end (Pillow writes an animation in one call): a long video to
+    GIF could run out of memory. Each frame is on the disk once it is written."""
+    noise = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)  # frames LZW cannot shrink
+    sizes = []
+    with open_frame_writer(tmp_path / "a.gif", (128, 96), Fraction(10)) as writer:
+        for frame in noise:
+            writer.write(frame)
+            sizes.append(writer.temporary.stat().st_size)
+    assert sizes[0] > 0 and sizes[1] - sizes[0] > 96 * 128 / 2 and sizes[2] - sizes[1] > 96 * 128 / 2
+    with Image.open(tmp_path / "a.gif") as image:
+        assert image.n_frames == 3
+
+
 def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
     """A GIF counts delays in hundredths of a second: 24 fps was 40 ms a frame, i.e. 25 fps, a clip 4% short."""
     write_all(tmp_path / "a.gif")

@@ -10,7 +10,6 @@ block normally renames the temporary output to the path; leaving it by an except
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import types
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from typing import Iterator
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
@@ -50,7 +49,7 @@ DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "li
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 FRAME_NAME = "frame_{:05d}.png"
-GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
+GIF_TRANSPARENT = 255  # the GIF palette index of transparent pixels
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
 # bits every play, APNG's PNG number (31 bits) every play.
@@ -516,14 +515,12 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
 
 
 class AnimationWriter(FrameWriter):
-    """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the play count.
-    Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
+    """An animated WebP or PNG (APNG) through Pillow, with each frame's duration and the play count (a GIF:
+    ``GifWriter``). Pillow writes such an animation in one call, so its frames are kept until the end.
 
     Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed), lossy libwebp
-    one within a few levels of it too; every frame is kept instead: in a GIF the repeat differs in a palette index of
-    the same colour, in an APNG the frame before it is disposed of, and in a WebP one pixel of the repeat is four
-    levels from the one before. (A GIF frame
-    wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
+    one within a few levels of it too; every frame is kept instead: in an APNG the frame before it is disposed of, and
+    in a WebP one pixel of the repeat is four levels from the one before."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
@@ -537,7 +534,7 @@ class AnimationWriter(FrameWriter):
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
-        self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
+        self.last: np.ndarray | None = None  # the last frame as written
 
     def check_duration(self, duration_ms: float, why: str = "") -> None:
         """Refuse a frame's duration the format cannot hold (Pillow overflows, or fails, once every frame is made);
@@ -547,39 +544,33 @@ class AnimationWriter(FrameWriter):
             raise LiifError(f"a {self.path.suffix} frame shows for at most {longest / 1000:g} s, got "
                             f"{duration_ms / 1000:g} s{why}")
 
-    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
-        frame = eight_bit(frame)
+    def frame_duration(self, duration_ms: float | None) -> float:
+        """How long a frame given ``duration_ms`` shows, checked: one frame at the rate where it is None."""
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
         self.check_duration(duration_ms)
-        if self.format == "GIF":
-            image, self.last = gif_frame(frame, self.last)
-        else:
-            if self.format == "WEBP" and self.last is not None and \
-                    np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
-                frame = frame.copy()
-                before = int(self.last[0, 0, 0])
-                frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
-            elif self.last is not None and np.array_equal(frame, self.last):
-                self.disposals[-1] = APNG_DISPOSE_BACKGROUND
-            self.last = frame
-            image = Image.fromarray(frame)
-            self.disposals.append(APNG_DISPOSE_NONE)
-        self.frames.append(image)
+        return duration_ms
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        frame = eight_bit(frame)
+        duration_ms = self.frame_duration(duration_ms)
+        if self.format == "WEBP" and self.last is not None and \
+                np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
+            frame = frame.copy()
+            before = int(self.last[0, 0, 0])
+            frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+        elif self.last is not None and np.array_equal(frame, self.last):
+            self.disposals[-1] = APNG_DISPOSE_BACKGROUND
+        self.last = frame
+        self.frames.append(Image.fromarray(frame))
+        self.disposals.append(APNG_DISPOSE_NONE)
         self.durations.append(duration_ms)
 
     def _finish(self) -> None:
         if not self.frames:
             return
         first, rest = self.frames[0], self.frames[1:]
-        options = {"save_all": True, "append_images": rest, "duration": self.durations}
-        loop = pillow_loop(self.format, self.plays)
-        if loop is not None:
-            options["loop"] = loop
-        if self.format == "GIF":
-            options.update(duration=gif_delays(self.durations), optimize=False)  # the palettes as made
-            if "transparency" in first.info:
-                options["disposal"] = 2  # clear each frame, or the one before shows through its transparency
-        elif self.format == "WEBP":
+        options = {"save_all": True, "append_images": rest, "duration": self.durations, "loop": self.plays}
+        if self.format == "WEBP":
             options["quality"] = LOSSY_QUALITY
         else:
             options.update(default_image=False, disposal=self.disposals)  # the first frame is no still fallback
@@ -594,45 +585,66 @@ class AnimationWriter(FrameWriter):
         self.frames = []
 
 
-def pillow_loop(image_format: str, plays: int) -> int | None:
-    """Pillow's ``loop`` for an animation that plays ``plays`` times (0: forever): a GIF counts the repeats after
-    the first play, as browsers read it, and plays once with no count at all (None); WebP and APNG count plays."""
-    if image_format != "GIF" or plays == 0:
-        return plays
-    return None if plays == 1 else plays - 1
+class GifWriter(AnimationWriter):
+    """An animated GIF, written frame by frame as they come (Pillow's save_all keeps every frame until the end, and
+    folds a repeated frame into the one before): each frame with its own palette and its delay, in the format's
+    whole hundredths of a second, rounded on the running time, so that the animation keeps its length and rate (24
+    fps: 40, 40, 40, 50, ... ms, where cutting each 41.7 ms to 40 would play 25 fps)."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
+        super().__init__(path, size, rate, overwrite, plays)
+        self.shown_ms, self.written_ms = 0.0, 0  # the running time, and the part of it written (whole hundredths)
+        with write_errors(f"cannot write {path}"):
+            self.file = open(self.temporary, "wb")
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        self.shown_ms += self.frame_duration(duration_ms)
+        end = round(self.shown_ms / 10) * 10
+        params = {"duration": end - self.written_ms}
+        self.written_ms = end
+        image = gif_frame(eight_bit(frame))
+        if "transparency" in image.info:  # each frame cleared, or the one before shows through its transparency
+            params.update(transparency=GIF_TRANSPARENT, disposal=2)
+        with write_errors(f"cannot write {self.path}"):
+            if self.frames_written:
+                params["include_color_table"] = True
+            else:  # the first frame's palette is the global one
+                image.info["version"] = b"89a"  # frame delays and the play count need GIF89a
+                header, _ = GifImagePlugin.getheader(image, None, {"loop": gif_loop(self.plays)})
+                self.file.write(b"".join(header))
+            self.file.write(b"".join(GifImagePlugin.getdata(image, **params)))
+
+    def _finish(self) -> None:
+        with write_errors(f"cannot write {self.path}"):
+            self.file.write(b";")  # the trailer
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def _discard(self) -> None:
+        self.file.close()
 
 
-def gif_delays(durations_ms: list[float]) -> list[int]:
-    """Each GIF frame's delay in ms, a whole number of hundredths of a second (the format's unit): rounded on the
-    running time, so that the animation keeps its length and rate (24 fps: 40, 40, 40, 50, ... ms); Pillow would
-    cut every 41.7 ms to 40 ms, which plays 25 fps."""
-    ends = [round(end / 10) * 10 for end in itertools.accumulate(durations_ms)]
-    return [end - start for start, end in zip([0, *ends], ends)]
+def gif_loop(plays: int) -> int | None:
+    """The NETSCAPE count of a GIF that plays ``plays`` times (0: forever): the repeats after the first play, as
+    browsers read it; one play has no count at all (None)."""
+    return None if plays == 1 else max(plays - 1, 0)
 
 
-def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
-    """A frame as a GIF palette frame, and its indices: 254 colours, index 254 a twin of the first opaque
-    pixel's colour (a repeat of ``previous``, the indices before, uses it there), and index 255 transparent
-    where alpha is below half. (Pillow's own RGBA conversion loses the transparency of some frames.)"""
-    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TWIN)
+def gif_frame(frame: np.ndarray) -> Image.Image:
+    """A frame as a GIF palette frame: 255 colours, and index 255 transparent where alpha is below half. (Pillow's
+    own RGBA conversion loses the transparency of some frames.)"""
+    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TRANSPARENT)
     indices = np.asarray(quantised).copy()
-    palette = quantised.getpalette()[:3 * GIF_TWIN]
-    palette += [0] * (3 * GIF_TWIN - len(palette))
+    palette = quantised.getpalette()[:3 * GIF_TRANSPARENT]
+    palette += [0] * (3 * GIF_TRANSPARENT - len(palette))
     if frame.shape[2] == 4:
         indices[frame[:, :, 3] < 128] = GIF_TRANSPARENT
-    opaque = np.flatnonzero(indices != GIF_TRANSPARENT)
-    twin = [0, 0, 0]
-    if opaque.size:  # the same twin colour in every frame, so that equal frames have equal palettes
-        spot = np.unravel_index(opaque[0], indices.shape)
-        colour = int(indices[spot])
-        twin = palette[3 * colour:3 * colour + 3]
-        if previous is not None and np.array_equal(indices, previous):
-            indices[spot] = GIF_TWIN
     image = Image.fromarray(indices, "P")
-    image.putpalette(palette + twin + [0, 0, 0])
+    image.putpalette(palette + [0, 0, 0])
     if frame.shape[2] == 4:
         image.info["transparency"] = GIF_TRANSPARENT
-    return image, indices
+    return image
 
 
 class FolderWriter(FrameWriter):
@@ -727,5 +739,6 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
                            copy_streams_from, pixel_aspect, timecode, primaries, transfer, alpha, bits)
     if kind == "animation":
-        return AnimationWriter(path, (width, height), rate, overwrite, plays)
+        writer = GifWriter if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else AnimationWriter
+        return writer(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
