@@ -164,15 +164,15 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
 def test_a_gif_is_written_frame_by_frame(tmp_path: Path) -> None:
     """A GIF's frames were all held in memory until the end (Pillow writes an animation in one call): a long video to
     GIF could run out of memory. Each frame is on the disk once it is written."""
-    noise = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)  # frames LZW cannot shrink
+    noise = np.random.default_rng(0).integers(0, 256, (4, 96, 128, 3), dtype=np.uint8)  # frames LZW cannot shrink
     sizes = []
     with open_frame_writer(tmp_path / "a.gif", (128, 96), Fraction(10)) as writer:
         for frame in noise:
             writer.write(frame)
-            sizes.append(writer.temporary.stat().st_size)
-    assert sizes[0] > 0 and sizes[1] - sizes[0] > 96 * 128 / 2 and sizes[2] - sizes[1] > 96 * 128 / 2
+            sizes.append(writer.temporary.stat().st_size)  # each frame is written once the next gives its delay
+    assert sizes[0] == 0 and all(after - before > 96 * 128 / 2 for before, after in zip(sizes[1:], sizes[2:]))
     with Image.open(tmp_path / "a.gif") as image:
-        assert image.n_frames == 3
+        assert image.n_frames == 4
 
 
 def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
@@ -188,12 +188,36 @@ def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
     assert [round(time * 100) for time in times] == [round(k * 100 / 24) for k in range(12)]  # on time, to 1/100 s
 
 
+def test_a_gif_drops_frames_browsers_would_stretch_and_keeps_its_length(tmp_path: Path) -> None:
+    """A 60 fps video made GIF delays of 10 ms, which browsers (and the reader) play as 100 ms: the GIF ran at a third
+    of its speed. A frame that would show for less than 20 ms is dropped, and the next one shows from its start."""
+    write_all(tmp_path / "a.gif", frames=FRAMES[:12], rate=Fraction(60))
+    with Image.open(tmp_path / "a.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+            if index == 1:  # from 20 ms: the frame of 33 ms, as that of 17 ms would show for 10 ms
+                shown = np.asarray(image.convert("RGB")).astype(int)
+                assert np.argmin([np.abs(shown - frame).mean() for frame in FRAMES[:4]]) == 2  # (a GIF's palette)
+    assert delays == [20, 30, 20, 30, 20, 30, 20, 30] and sum(delays) == 200  # 12 frames at 60 fps: 0.2 s
+    with open_frame_writer(tmp_path / "b.gif", SIZE, Fraction(10)) as writer:  # a flash of 10 ms: the next shows
+        for frame, duration in zip(FRAMES, (10, 500, 300, 10)):
+            writer.write(frame, duration_ms=duration)
+    with Image.open(tmp_path / "b.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+    assert delays == [510, 300, 20]  # the last lasts at least 20 ms
+
+
 def test_a_frame_longer_than_the_format_holds_is_refused_before_any_frame(tmp_path: Path) -> None:
     """A GIF's delay is 16 bits of hundredths: Pillow's OverflowError came once every frame was made."""
-    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 1000 s, one frame at "
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.32 s, got 1000 s, one frame at "
                                         r"0\.001 frames per second$"):
         open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1, 1000))
-    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 700 s$"):
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.32 s, got 700 s$"):
         with open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1)) as writer:
             writer.write(FRAMES[0], duration_ms=700_000)
     assert list(tmp_path.iterdir()) == []

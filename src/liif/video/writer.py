@@ -25,7 +25,8 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import RGB_FORMATS, TIMECODE, main_video, stream_kind, timeline_start
+from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, main_video, stream_kind,
+                               timeline_start)
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -55,8 +56,9 @@ APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # bits every play, APNG's PNG number (31 bits) every play.
 MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 # The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
-# rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
-LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
+# rounding on the running time may add, and the two of a shorter frame dropped before it), WebP's 24 bits of ms, APNG's
+# fraction of 16-bit terms.
+LONGEST_FRAME_MS = {"GIF": 655_320, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame): a frame
 # that near the one before gets one pixel this far from it
 WEBP_NUDGE = 4
@@ -589,24 +591,37 @@ class GifWriter(AnimationWriter):
     """An animated GIF, written frame by frame as they come (Pillow's save_all keeps every frame until the end, and
     folds a repeated frame into the one before): each frame with its own palette and its delay, in the format's
     whole hundredths of a second, rounded on the running time, so that the animation keeps its length and rate (24
-    fps: 40, 40, 40, 50, ... ms, where cutting each 41.7 ms to 40 would play 25 fps)."""
+    fps: 40, 40, 40, 50, ... ms, where cutting each 41.7 ms to 40 would play 25 fps). A frame that would show for
+    less than 20 ms (beyond 50 frames per second), which browsers stretch to 100 ms, is dropped: the next one shows
+    from its start."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         super().__init__(path, size, rate, overwrite, plays)
-        self.shown_ms, self.written_ms = 0.0, 0  # the running time, and the part of it written (whole hundredths)
+        self.shown_ms = 0.0  # the running time
+        # the latest frame and its start in ms (whole hundredths): written once the next one's start gives its delay
+        self.held: tuple[Image.Image, int] | None = None
         with write_errors(f"cannot write {path}"):
             self.file = open(self.temporary, "wb")
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        start = round(self.shown_ms / 10) * 10
         self.shown_ms += self.frame_duration(duration_ms)
-        end = round(self.shown_ms / 10) * 10
-        params = {"duration": end - self.written_ms}
-        self.written_ms = end
         image = gif_frame(eight_bit(frame))
+        if self.held is not None:
+            held, held_start = self.held
+            if start - held_start >= SHORTEST_GIF_DELAY_MS:
+                self._put(held, start - held_start)
+            else:
+                start = held_start
+        self.held = image, start
+
+    def _put(self, image: Image.Image, delay_ms: int) -> None:
+        """Write a frame that shows for ``delay_ms``; the file's header before the first."""
+        params = {"duration": delay_ms}
         if "transparency" in image.info:  # each frame cleared, or the one before shows through its transparency
             params.update(transparency=GIF_TRANSPARENT, disposal=2)
         with write_errors(f"cannot write {self.path}"):
-            if self.frames_written:
+            if self.file.tell():
                 params["include_color_table"] = True
             else:  # the first frame's palette is the global one
                 image.info["version"] = b"89a"  # frame delays and the play count need GIF89a
@@ -615,6 +630,10 @@ class GifWriter(AnimationWriter):
             self.file.write(b"".join(GifImagePlugin.getdata(image, **params)))
 
     def _finish(self) -> None:
+        if self.held is None:
+            return
+        image, start = self.held
+        self._put(image, max(round(self.shown_ms / 10) * 10 - start, SHORTEST_GIF_DELAY_MS))
         with write_errors(f"cannot write {self.path}"):
             self.file.write(b";")  # the trailer
             self.file.flush()
