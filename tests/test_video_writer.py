@@ -108,6 +108,15 @@ def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
         assert [s.type for s in container.streams] == ["video", "audio"]
 
 
+@pytest.mark.parametrize("name", ["a.mp4", "a.mov"])
+def test_hevc_in_mp4_and_mov_is_tagged_as_apple_plays_it(tmp_path: Path, name) -> None:
+    """FFmpeg tags HEVC hev1 by default, which QuickTime, Safari and iOS refuse to play: it is tagged hvc1."""
+    write_all(tmp_path / name, frames=FRAMES[:2], codec="hevc")
+    with av.open(str(tmp_path / name)) as container:
+        assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+    assert len(decoded_frames(tmp_path / name)) == 2
+
+
 def test_a_drop_frame_timecode_becomes_a_tmcd_track(tmp_path: Path) -> None:
     write_all(tmp_path / "ntsc.mov", rate=Fraction(30000, 1001), timecode="10:00:00;02")
     with av.open(str(tmp_path / "ntsc.mov")) as container:

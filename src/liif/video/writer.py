@@ -299,6 +299,8 @@ class VideoWriter(FrameWriter):
                         self.left_out.append(f"its pixel aspect ratio {pixel_aspect} is left out: a {suffix} file "
                                              f"keeps it only in H.264 or HEVC video; write .mp4 to keep it with "
                                              f"{encoder}")
+                if av.Codec(encoder, "w").canonical_name == "hevc" and VIDEO_CONTAINERS[suffix] in ("mp4", "mov"):
+                    context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's default hev1, as FFmpeg's users know
                 context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
                     context.colorspace = BT709
