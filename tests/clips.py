@@ -121,6 +121,26 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
     return path
 
 
+def interlaced_clip(path: Path, frames: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+    """An interlaced H.264 clip (lossless), as TV and camcorders record: a white bar moving right on black, each
+    frame's even rows (its second field: x264 takes the field order of the frames, which PyAV cannot mark top first)
+    a moment after its odd rows, so that the frame combs."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"flags": "+ilme+ildct", "qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            for row in range(height):
+                left = 8 * index + 4 * (1 - row % 2)
+                pixels[row, left:left + 8] = 255
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
 def cover_first(path: Path) -> None:
     """Move an MP4's udta box, which holds its cover, ahead of its tracks, as some taggers write it: FFmpeg's
     demuxer then lists the cover as stream 0. (FFmpeg writes the moov box last, so no sample offset moves.)"""

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import liif
-from clips import attached, decoded_frames, frame_pixels, make_clip, packets, retagged
+from clips import attached, decoded_frames, frame_pixels, interlaced_clip, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
@@ -180,6 +180,25 @@ def test_every_turn_and_mirroring_of_the_display_matrix_is_shown_as_players_show
     with open_clip(clip) as opened:
         assert opened.info.size == shown.shape[1::-1]
         assert np.array_equal(next(opened.frames()).pixels, shown)  # PNG in MOV: lossless
+
+
+def test_interlaced_video_is_deinterlaced_keeping_its_frames_and_times(tmp_path: Path) -> None:
+    """The two fields of a TV or camcorder frame, a moment apart, were upscaled as one picture: every moving edge
+    combed. Each frame is made of its first field (FFmpeg's bwdif), at its own time."""
+    source = interlaced_clip(tmp_path / "tv.mkv")
+    raw = decoded_frames(source)
+
+    def combing(pixels: np.ndarray) -> float:  # how far each row is from the mean of the rows about it
+        rows = pixels.astype(float)
+        return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
+
+    with open_clip(source) as clip:
+        frames = list(clip.frames())
+    assert [frame.pts for frame in frames] == [round(time * 1000) for _, time in raw]  # Matroska's ms
+    assert all(combing(pixels) > 20 for pixels, _ in raw)
+    assert all(combing(frame.pixels) < 2 for frame in frames)
+    for frame, (pixels, _) in zip(frames, raw):  # the first field's rows (the bottom one here), as they were
+        assert np.abs(frame.pixels[1::2].astype(int) - pixels[1::2]).mean() < 2
 
 
 def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:

@@ -2,7 +2,8 @@
 WebP or PNG through Pillow, as frames with their timestamps and durations.
 
 ``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, plays) and
-``frames()``, decoded one at a time. A video's display matrix (a rotation, and a mirroring) is applied to every frame; its cover art (an
+``frames()``, decoded one at a time. An interlaced video is deinterlaced. A video's display matrix (a rotation, and a
+mirroring) is applied to every frame; its cover art (an
 attached picture, which FFmpeg lists as a video stream) is not the video. A video that ends before its declared
 duration, or whose decoding fails midway, yields the frames that decode and then raises ``DecodeStopped`` saying
 where it stopped.
@@ -10,6 +11,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import re
 import struct
@@ -208,7 +210,7 @@ class VideoClip(Clip):
         step = 1 / info.rate / info.time_base  # one frame, in the time base: for frames with no pts or duration
         held = None  # a frame shows until the next one's pts (variable frame rates): each waits for the next
         try:
-            for frame in itertools.chain([self.first], self.decoded):
+            for frame in self.progressive():
                 pts = frame.pts if frame.pts is not None else round(index * step)
                 if held is not None and pts <= held[1]:  # a repeated or missing timestamp: the encoder needs order
                     pts = held[1] + max(1, round(step))
@@ -237,6 +239,34 @@ class VideoClip(Clip):
         if declared is not None and declared > (pts - self.start) * info.time_base:
             duration = declared / info.time_base - (pts - self.start)
         yield self.clip_frame(pixels, pts, duration)
+
+    def progressive(self) -> Iterator[av.VideoFrame]:
+        """The decoded frames, deinterlaced where the first is interlaced (TV, DVD, a camcorder's 1080i): upscaled as
+        they are, the rows of their two fields, a moment apart, comb every moving edge. FFmpeg's bwdif, as its users
+        deinterlace, makes a frame of each frame's first field, keeping its time; a progressive frame passes as it is."""
+        frames = itertools.chain([self.first], self.decoded)
+        first = self.first
+        if not first.interlaced_frame:
+            yield from frames
+            return
+        graph = av.filter.Graph()
+        graph.link_nodes(graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                                          time_base=first.time_base or self.stream.time_base),
+                         graph.add("bwdif", "mode=send_frame:deint=interlaced"), graph.add("buffersink")).configure()
+        times: collections.deque[tuple[int | None, int]] = collections.deque()  # the filter's count in its own units
+        for frame in itertools.chain(frames, [None]):  # None: the end, which gives the last frame
+            if frame is not None:
+                if (frame.width, frame.height, frame.format.name) != (first.width, first.height, first.format.name):
+                    frame = frame.reformat(first.width, first.height, first.format.name)  # the filter's are fixed
+                times.append((frame.pts, frame.duration))
+            graph.push(frame)
+            while True:
+                try:
+                    made = graph.pull()
+                except (av.error.BlockingIOError, av.error.EOFError):  # it needs the next frame, or has ended
+                    break
+                made.pts, made.duration = times.popleft()
+                yield made
 
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
         """A frame whose ``pts`` and ``duration`` are in the time base, its pts counted from the timeline's start."""
