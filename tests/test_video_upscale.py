@@ -484,14 +484,20 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
         assert container.streams.video[0].metadata["alpha_mode"] == "1"
 
 
+def webm_sticker(path: Path) -> np.ndarray:
+    """Write a WebM sticker (VP9 with alpha) of two 16x12 frames, transparent on their left half; the frame."""
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(path, (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
+        for _ in range(2):
+            writer.write(half)
+    return half
+
+
 def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None:
     """A WebM sticker stores VP9's alpha beside the frames, which FFmpeg's own decoder drops: it came out opaque."""
     model, _ = tiny
-    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
-    half[:, :8, 3] = 0
-    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
-        for _ in range(2):
-            writer.write(half)
+    half = webm_sticker(tmp_path / "sticker.webm")
     with open_clip(tmp_path / "sticker.webm") as clip:
         assert clip.info.alpha
         assert all(np.array_equal(frame.pixels[:, :, 3], half[:, :, 3]) for frame in clip.frames())
@@ -510,11 +516,7 @@ def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None
 def test_ffv1_keeps_the_transparency_of_the_frames(tmp_path: Path, tiny) -> None:
     """FFV1, the lossless choice, wrote bgr0 and dropped the frames' alpha: it writes bgra, which is read back."""
     model, _ = tiny
-    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
-    half[:, :8, 3] = 0
-    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
-        for _ in range(2):
-            writer.write(half)
+    webm_sticker(tmp_path / "sticker.webm")
     with open_clip(tmp_path / "sticker.webm") as clip:
         expected = liif.upscale(next(clip.frames()).pixels, scale=2, model=model, alpha="bicubic")
     with warnings.catch_warnings():
