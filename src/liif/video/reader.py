@@ -181,7 +181,7 @@ class VideoClip(Clip):
             self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
             size = (height, width) if self.orientation.transpose else (width, height)
-            deep = max(component.bits for component in self.first.format.components) > 8
+            deep = is_deep(self.first.format.name)
             # frames of a format with alpha carry it too: FFV1's bgra, ProRes 4444's, PNG's in a MOV
             self.alpha = self.alpha or has_alpha(self.first.format.name)
             self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
@@ -315,6 +315,11 @@ def main_video(container: av.container.InputContainer) -> av.video.stream.VideoS
 def has_alpha(pix_fmt: str) -> bool:
     """Whether ``pix_fmt`` holds transparency."""
     return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
+
+
+def is_deep(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds more than 8 bits a channel (10-bit HDR)."""
+    return max(c.bits for c in av.VideoFormat(pix_fmt, 4, 4).components) > 8
 
 
 def stream_has_alpha(stream: av.video.stream.VideoStream) -> bool:

@@ -31,7 +31,8 @@ from liif.runtime import check_precision, render_tile
 from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, checked_max_pixels, model_on,
                           render_pictures)
 from liif.pipeline import Background, prefetch
-from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, has_alpha, open_clip
+from liif.video.reader import (VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, has_alpha, is_deep,
+                               open_clip)
 from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
                                output_kind, video_format)
 
@@ -81,8 +82,8 @@ def output_suffix(source: Path) -> str:
 def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
               ) -> tuple[Target, list[str]]:
     """The output of every frame, checked before any rendering, and notes on what a video output changes: 4:2:0
-    video halves the colour resolution, so its sides must be even (an odd one is rounded up), and a pixel format
-    without alpha leaves an animation's transparency out."""
+    video halves the colour resolution, so its sides must be even (an odd one is rounded up), a pixel format
+    without alpha leaves an animation's transparency out, and one of 8 bits the depth of a 10-bit source."""
     width, height = info.size
     target = geometry.target((height, width))
     notes = []
@@ -97,6 +98,9 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
         if info.alpha and not has_alpha(pix_fmt):
             notes.append(f"its transparency is left out: {pix_fmt} has no alpha (VP9 keeps it with {option('pix_fmt')} "
                          f"yuva420p, and {option('codec')} ffv1, an animation or PNG frames keep it)")
+        if info.bits > 8 and not is_deep(pix_fmt):  # HDR in 8 bits bands
+            notes.append(f"its depth of more than 8 bits a channel is cut to 8: {pix_fmt} holds 8 ({option('pix_fmt')} "
+                         f"yuv420p10le keeps 10 with H.264, HEVC or AV1, and {option('codec')} ffv1 keeps them all)")
     channels = 4 if info.alpha else 3
     check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
                  options.max_pixels)
