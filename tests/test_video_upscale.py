@@ -479,8 +479,8 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.mp4", "--model",
                         weights, "-q", "--alpha", "bicubic")
     assert (code, err) == (0, [f"liif upscale: note: {tmp_path / 'sticker.gif'}: its transparency is left out: yuv420p "
-                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, and --codec ffv1, an animation or "
-                                f"PNG frames keep it)"])
+                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, and --codec ffv1, an "
+                                f"animation or PNG frames keep it)"])
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.webm", "--model",
                         weights, "-q", "--alpha", "bicubic", "--pix-fmt", "yuva420p")
     assert (code, err) == (0, [])

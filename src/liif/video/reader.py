@@ -243,7 +243,7 @@ class VideoClip(Clip):
     def progressive(self) -> Iterator[av.VideoFrame]:
         """The decoded frames, deinterlaced where the first is interlaced (TV, DVD, a camcorder's 1080i): upscaled as
         they are, the rows of their two fields, a moment apart, comb every moving edge. FFmpeg's bwdif, as its users
-        deinterlace, makes a frame of each frame's first field, keeping its time; a progressive frame passes as it is."""
+        deinterlace, makes a frame of each frame's first field, keeping its time; a progressive frame passes as is."""
         frames = itertools.chain([self.first], self.decoded)
         first = self.first
         if not first.interlaced_frame:
@@ -253,7 +253,8 @@ class VideoClip(Clip):
         graph.link_nodes(graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
                                           time_base=first.time_base or self.stream.time_base),
                          graph.add("bwdif", "mode=send_frame:deint=interlaced"), graph.add("buffersink")).configure()
-        times: collections.deque[tuple[int | None, int]] = collections.deque()  # the filter's count in its own units
+        # each frame's pts and duration, given back to the frame the filter makes of it (which counts in its own units)
+        times: collections.deque[tuple[int | None, int]] = collections.deque()
         for frame in itertools.chain(frames, [None]):  # None: the end, which gives the last frame
             if frame is not None:
                 if (frame.width, frame.height, frame.format.name) != (first.width, first.height, first.format.name):
