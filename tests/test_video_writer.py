@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clips import decoded_frames, frame_pixels, make_clip, packets
+from clips import box_spans, decoded_frames, frame_pixels, make_clip, packets
 from liif.errors import LiifError
 from liif.video.writer import open_frame_writer
 
@@ -106,6 +106,17 @@ def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
     assert packets(out, "audio") == packets(source, "audio") and len(packets(out, "audio")) > 2
     with av.open(str(out)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "a.mov"])
+def test_mp4_and_mov_put_their_index_first_to_play_as_they_download(tmp_path: Path, name) -> None:
+    """FFmpeg writes the moov box (the index) last by default: a browser could not start the video until it had the
+    whole file. It comes first, as -movflags +faststart puts it."""
+    write_all(tmp_path / name, frames=FRAMES[:2], copy_streams_from=make_clip(tmp_path / "in.mp4", frames=2))
+    data = (tmp_path / name).read_bytes()
+    boxes = [data[start + 4:start + 8] for start, _ in box_spans(data, 0, len(data))]
+    assert boxes.index(b"moov") < boxes.index(b"mdat")
+    assert len(decoded_frames(tmp_path / name)) == 2 and len(packets(tmp_path / name, "audio")) > 1
 
 
 @pytest.mark.parametrize("name", ["a.mp4", "a.mov"])

@@ -30,6 +30,9 @@ from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, mai
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+# MP4's and MOV's index (the moov box) before the frames, as FFmpeg's -movflags +faststart puts it: a browser plays
+# such a file as it downloads, where FFmpeg's default, the index last, waits for all of it
+FASTSTART = {"movflags": "+faststart"}
 # suffix -> Pillow format of an animation
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
 DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
@@ -282,7 +285,9 @@ class VideoWriter(FrameWriter):
         self.container = self.source = None
         try:
             with write_errors(f"cannot write {path}"):
-                self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
+                muxer = VIDEO_CONTAINERS[suffix]
+                self.container = av.open(str(self.temporary), "w", format=muxer,
+                                         options=FASTSTART if muxer in ("mp4", "mov") else {})
             unsupported = f"a {suffix} file cannot hold {encoder} video; choose another codec or container"
             if encoder not in self.container.supported_codecs:
                 raise LiifError(unsupported)
