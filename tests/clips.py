@@ -28,20 +28,23 @@ def frame_pixels(index: int, size: tuple[int, int]) -> np.ndarray:
 
 def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), rate: int = 24,
               audio: bool = True, durations_ms: list[int] | None = None, codec: str = "libx264",
-              pix_fmt: str = "yuv420p", rotation: int = 0, subtitles: bool = False,
+              pix_fmt: str = "yuv420p", rotation: int = 0, mirrored: bool = False, subtitles: bool = False,
               pixel_aspect: Fraction | None = None, start: int = 0, cover: bool = False, video: bool = True,
               timecode: str | None = None, file_timecode: str | None = None,
-              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0) -> Path:
+              colour: tuple[int, int, int] | None = None, audio_codec: str = "aac", clock: int = 0,
+              klv: bool = False) -> Path:
     """Write a clip: ``frames`` frames of ``size`` (w, h) at ``rate`` fps (or each lasting ``durations_ms``,
     a variable frame rate in a 1/1000 time base), with a mono tone when ``audio`` (AAC, or ``audio_codec``), and
     two SubRip subtitles when ``subtitles`` (Matroska; in MP4 and MOV, their own mov_text); ``pixel_aspect`` is the
-    sample aspect ratio (anamorphic video), ``start`` the first frame's time in frames (the sound still starts at 0);
+    sample aspect ratio (anamorphic video), ``rotation`` turns the display counter-clockwise, then ``mirrored`` flips
+    it left to right (a phone's front camera), ``start`` the first frame's time in frames (the sound still starts at 0);
     ``cover``: an MP4 cover picture that FFmpeg lists as the first stream (see ``cover_first``); no video stream at
     all without ``video``;
     ``timecode``: the start timecode ("01:02:03:04") of the video stream, a tmcd track in a MOV or MP4, as cameras
     write it; ``file_timecode``: one of the whole file, as ``ffmpeg -timecode`` tags a Matroska file; ``colour``: the
     (primaries, transfer, matrix) the video declares, as FFmpeg numbers them (a phone's HDR: (9, 18, 9), BT.2020 with
-    HLG); ``clock``: whole seconds added to every stream's times (a TV recording's clock runs hours in)."""
+    HLG); ``clock``: whole seconds added to every stream's times (a TV recording's clock runs hours in); ``klv``: a KLV
+    data packet with every frame, as a drone's MPEG-TS carries its telemetry."""
     with av.open(str(path), "w") as container:
         if file_timecode:
             container.metadata["timecode"] = file_timecode
@@ -54,8 +57,8 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
             if durations_ms:
                 stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-            if rotation:
-                stream.set_display_rotation(rotation)
+            if rotation or mirrored:
+                stream.set_display_rotation(rotation, hflip=mirrored)
             if pixel_aspect:
                 stream.codec_context.sample_aspect_ratio = pixel_aspect
             if timecode:
@@ -64,6 +67,7 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                 context = stream.codec_context
                 context.color_primaries, context.color_trc, context.colorspace = colour
         sound = container.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono") if audio else None
+        telemetry = container.add_data_stream("klv") if klv else None
         mov_text = subtitles and path.suffix in (".mp4", ".mov")
         cues = subtitle_cues(path.with_suffix(".srt")) if subtitles and not mov_text else None
         cue_stream = container.add_stream_from_template(cues.streams[0]) if cues else None
@@ -83,6 +87,11 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
             else:
                 frame.pts = clock * rate + start + index
             container.mux(stream.encode(frame))
+            if telemetry is not None:  # a KLV key (SMPTE's prefix), then a length and a value
+                packet = av.Packet(bytes.fromhex("060e2b34020b01010e01030101000000") + bytes([1, index]))
+                packet.pts = packet.dts = frame.pts
+                packet.time_base, packet.stream = Fraction(1, rate), telemetry
+                container.mux(packet)
         if video:
             container.mux(stream.encode(None))
         if sound is not None:
@@ -109,6 +118,26 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
                         container.mux(packet)
     if cover:
         cover_first(path)
+    return path
+
+
+def interlaced_clip(path: Path, frames: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+    """An interlaced H.264 clip (lossless), as TV and camcorders record: a white bar moving right on black, each
+    frame's even rows (its second field: x264 takes the field order of the frames, which PyAV cannot mark top first)
+    a moment after its odd rows, so that the frame combs."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"flags": "+ilme+ildct", "qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            for row in range(height):
+                left = 8 * index + 4 * (1 - row % 2)
+                pixels[row, left:left + 8] = 255
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return path
 
 

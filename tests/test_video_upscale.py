@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import liif
-from clips import attached, decoded_frames, frame_pixels, make_clip, packets, retagged
+from clips import attached, decoded_frames, frame_pixels, interlaced_clip, make_clip, packets, retagged
 from conftest import files_bar, screen
 from facts import SMALL
 from liif.cli import main
@@ -166,6 +166,41 @@ def test_rotation_region_and_odd_sizes(tmp_path: Path, tiny, capsys) -> None:
     assert code == 0 and err == [] and stream_info(tmp_path / "odd.mkv")[0] == (23, 23)
 
 
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_every_turn_and_mirroring_of_the_display_matrix_is_shown_as_players_show_it(tmp_path: Path, rotation,
+                                                                                    mirrored) -> None:
+    """A display matrix turns the frames counter-clockwise, then may mirror them (a phone's front camera): a mirrored
+    one was read as its rotation alone, a mirror without a turn as a half turn (upside down)."""
+    size = (16, 8)
+    clip = make_clip(tmp_path / "turned.mov", frames=1, size=size, audio=False, codec="png", pix_fmt="rgb24",
+                     rotation=rotation, mirrored=mirrored)
+    shown = np.rot90(frame_pixels(0, size), rotation // 90)
+    shown = shown[:, ::-1] if mirrored else shown
+    with open_clip(clip) as opened:
+        assert opened.info.size == shown.shape[1::-1]
+        assert np.array_equal(next(opened.frames()).pixels, shown)  # PNG in MOV: lossless
+
+
+def test_interlaced_video_is_deinterlaced_keeping_its_frames_and_times(tmp_path: Path) -> None:
+    """The two fields of a TV or camcorder frame, a moment apart, were upscaled as one picture: every moving edge
+    combed. Each frame is made of its first field (FFmpeg's bwdif), at its own time."""
+    source = interlaced_clip(tmp_path / "tv.mkv")
+    raw = decoded_frames(source)
+
+    def combing(pixels: np.ndarray) -> float:  # how far each row is from the mean of the rows about it
+        rows = pixels.astype(float)
+        return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
+
+    with open_clip(source) as clip:
+        frames = list(clip.frames())
+    assert [frame.pts for frame in frames] == [round(time * 1000) for _, time in raw]  # Matroska's ms
+    assert all(combing(pixels) > 20 for pixels, _ in raw)
+    assert all(combing(frame.pixels) < 2 for frame in frames)
+    for frame, (pixels, _) in zip(frames, raw):  # the first field's rows (the bottom one here), as they were
+        assert np.abs(frame.pixels[1::2].astype(int) - pixels[1::2]).mean() < 2
+
+
 def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     wide = make_clip(tmp_path / "wide.mp4", frames=3, size=(32, 24), audio=False, pixel_aspect=Fraction(4, 3))
@@ -248,11 +283,15 @@ def test_a_10_bit_video_is_rendered_in_16_bits(tmp_path: Path, tiny) -> None:
         pixels = next(clip.frames()).pixels
     assert pixels.dtype == np.uint16 and clip.info.bits == 16
     assert len(np.unique(pixels[:, :, 1])) > 56  # ramp: 64 levels, 16 apart in 10 bits; 8 bits merge many
-    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1", pix_fmt="gbrp16le")
+    liif.upscale_video(source, tmp_path / "x1.mkv", scale=1, model=model, codec="ffv1")  # lossless: gbrp16le, not bgr0
     rendered = liif.upscale(pixels, scale=1, model=model)  # the 16-bit frame's picture render
     assert rendered.dtype == np.uint16
     assert np.array_equal(decoded_frames(tmp_path / "x1.mkv", "rgb48le")[0][0], rendered)  # 16-bit RGB, lossless
-    for name in ("x1.mp4", "frames", "x1.gif"):
+    with pytest.warns(UserWarning, match=r"^its depth of more than 8 bits a channel is cut to 8: yuv420p holds 8 "
+                                         r"\(pix_fmt yuv420p10le keeps 10 with H.264, HEVC or AV1, and codec ffv1 "
+                                         r"keeps them all\)$"):
+        liif.upscale_video(source, tmp_path / "x1.mp4", scale=1, model=model)
+    for name in ("frames", "x1.gif"):
         liif.upscale_video(source, tmp_path / name, scale=1, model=model)
     with av.open(str(tmp_path / "x1.mp4")) as container:  # the default yuv420p: 8 bits
         assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
@@ -267,7 +306,9 @@ def test_a_camera_timecode_is_kept(tmp_path: Path, tiny) -> None:
     tmcd = {"video": "01:02:03:04", "data": "01:02:03:04"}  # the demuxer's view of a tmcd track
     assert timecodes(source) == tmcd
     for name in ("x2.mov", "x2.mp4"):
-        liif.upscale_video(source, tmp_path / name, scale=2, model=model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the tmcd track is written again: nothing is left out
+            liif.upscale_video(source, tmp_path / name, scale=2, model=model)
         assert timecodes(tmp_path / name) == tmcd, name
     liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, model=model)
     assert timecodes(tmp_path / "x2.mkv") == {"video": "01:02:03:04"}  # a tag, as FFmpeg's CLI copies it
@@ -361,13 +402,27 @@ def test_sound_no_container_written_holds_is_left_out_with_a_note(tmp_path: Path
     assert stream_info(tmp_path / "camera_liif.mkv") == ((64, 48), 24, ["video"])
 
 
+def test_data_streams_are_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
+    """A drone's KLV telemetry (MPEG-TS) was dropped without a word: no output container holds it."""
+    _, weights = tiny
+    source = make_clip(tmp_path / "drone.ts", frames=3, size=(32, 24), klv=True)
+    with av.open(str(source)) as container:
+        index = next(stream.index for stream in container.streams if stream.type == "data")
+    code, err = run_cli(capsys, source, "--scale", "2", "-o", tmp_path / "x2.mkv", "--model", weights, "-q")
+    assert (code, err) == (0, [f"liif upscale: note: {source}: its data stream #{index} (klv) is left out: the output "
+                               f"holds its video, audio and subtitles"])
+    assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])
+
+
 def test_cover_art_listed_first_is_not_taken_for_the_video(tmp_path: Path, tiny) -> None:
     model, _ = tiny
     source = make_clip(tmp_path / "covered.mp4", frames=6, size=(32, 24), cover=True)
     with av.open(str(source)) as container:  # FFmpeg lists the 32x32 cover picture as the first video stream
         assert [(s.type, s.codec_context.name) for s in container.streams] == \
             [("video", "png"), ("video", "h264"), ("audio", "aac")]
-    result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
+    with pytest.warns(UserWarning, match=r"^its cover art #0 \(png\) is left out: the output holds its video, audio "
+                                         r"and subtitles$"):
+        result = liif.upscale_video(source, tmp_path / "x2.mkv", scale=2, codec="ffv1", model=model)
     assert (result.frames, result.size) == (6, (64, 48))
     assert stream_info(tmp_path / "x2.mkv") == ((64, 48), 24, ["video", "audio"])  # the cover is not carried
     with av.open(str(source)) as container:
@@ -397,6 +452,22 @@ def test_an_animated_gif_keeps_frames_durations_plays_and_transparency(tmp_path:
             assert (alpha == 255 * (index % 2)).all()
 
 
+def test_encoder_settings_for_an_animation_or_frames_are_refused_not_ignored(tmp_path: Path, tiny, capsys) -> None:
+    """--crf and --codec were dropped without a word for a GIF, WebP or APNG output, --pix-fmt for PNG frames."""
+    _, weights = tiny
+    with open_frame_writer(tmp_path / "anim.gif", (16, 12), Fraction(10)) as writer:
+        for index in range(2):
+            writer.write(frame_pixels(index, (16, 12)))
+    for output, given in (("x.webp", ["--codec", "vp9", "--crf", "20"]), ("frames", ["--pix-fmt", "yuv444p"])):
+        code, err = run_cli(capsys, tmp_path / "anim.gif", "--scale", "2", "-o", tmp_path / output, "--model",
+                            weights, "-q", *given)
+        what = "a .webp animation: leave them out" if output == "x.webp" else "a folder of PNG frames: leave it out"
+        assert (code, err) == (1, [f"liif upscale: error: {tmp_path / 'anim.gif'}: {tmp_path / output}: "
+                                   f"{' and '.join(given[::2])} {'are' if len(given) > 2 else 'is'} for video outputs "
+                                   f"(.mp4, .m4v, .mov, .mkv, .webm), not {what}"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["anim.gif"]
+
+
 def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path, tiny, capsys) -> None:
     """A transparent GIF to MP4 lost its alpha without a word (yuv420p holds none); VP9's yuva420p keeps it."""
     _, weights = tiny
@@ -408,8 +479,8 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.mp4", "--model",
                         weights, "-q", "--alpha", "bicubic")
     assert (code, err) == (0, [f"liif upscale: note: {tmp_path / 'sticker.gif'}: its transparency is left out: yuv420p "
-                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, FFV1 with bgra, and an animation "
-                                f"or PNG frames keep it)"])
+                                f"has no alpha (VP9 keeps it with --pix-fmt yuva420p, and --codec ffv1, an "
+                                f"animation or PNG frames keep it)"])
     code, err = run_cli(capsys, tmp_path / "sticker.gif", "--scale", "2", "-o", tmp_path / "sticker.webm", "--model",
                         weights, "-q", "--alpha", "bicubic", "--pix-fmt", "yuva420p")
     assert (code, err) == (0, [])
@@ -417,14 +488,20 @@ def test_transparency_a_video_cannot_hold_is_said_to_be_left_out(tmp_path: Path,
         assert container.streams.video[0].metadata["alpha_mode"] == "1"
 
 
+def webm_sticker(path: Path) -> np.ndarray:
+    """Write a WebM sticker (VP9 with alpha) of two 16x12 frames, transparent on their left half; the frame."""
+    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
+    half[:, :8, 3] = 0
+    with open_frame_writer(path, (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
+        for _ in range(2):
+            writer.write(half)
+    return half
+
+
 def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None:
     """A WebM sticker stores VP9's alpha beside the frames, which FFmpeg's own decoder drops: it came out opaque."""
     model, _ = tiny
-    half = np.dstack([frame_pixels(0, (16, 12)), np.full((12, 16), 255, np.uint8)])
-    half[:, :8, 3] = 0
-    with open_frame_writer(tmp_path / "sticker.webm", (16, 12), Fraction(10), pix_fmt="yuva420p") as writer:
-        for _ in range(2):
-            writer.write(half)
+    half = webm_sticker(tmp_path / "sticker.webm")
     with open_clip(tmp_path / "sticker.webm") as clip:
         assert clip.info.alpha
         assert all(np.array_equal(frame.pixels[:, :, 3], half[:, :, 3]) for frame in clip.frames())
@@ -438,6 +515,23 @@ def test_a_transparent_webm_keeps_its_transparency(tmp_path: Path, tiny) -> None
         liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "opaque.webm", scale=2, model=model, alpha="bicubic")
     with av.open(str(tmp_path / "opaque.webm")) as container:
         assert "alpha_mode" not in {key.lower() for key in container.streams.video[0].metadata}
+
+
+def test_ffv1_keeps_the_transparency_of_the_frames(tmp_path: Path, tiny) -> None:
+    """FFV1, the lossless choice, wrote bgr0 and dropped the frames' alpha: it writes bgra, which is read back."""
+    model, _ = tiny
+    webm_sticker(tmp_path / "sticker.webm")
+    with open_clip(tmp_path / "sticker.webm") as clip:
+        expected = liif.upscale(next(clip.frames()).pixels, scale=2, model=model, alpha="bicubic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note of transparency left out
+        liif.upscale_video(tmp_path / "sticker.webm", tmp_path / "x2.mkv", scale=2, model=model, alpha="bicubic",
+                           codec="ffv1")
+    with av.open(str(tmp_path / "x2.mkv")) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "bgra"
+    with open_clip(tmp_path / "x2.mkv") as clip:  # a format with alpha is read with it
+        assert clip.info.alpha
+        assert all(np.array_equal(frame.pixels, expected) for frame in clip.frames())
 
 
 def test_a_gif_of_one_hundredth_delays_plays_as_browsers_play_it(tmp_path: Path, tiny) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clips import decoded_frames, frame_pixels, make_clip, packets
+from clips import box_spans, decoded_frames, frame_pixels, make_clip, packets
 from liif.errors import LiifError
 from liif.video.writer import open_frame_writer
 
@@ -108,6 +108,26 @@ def test_streams_are_copied_packet_for_packet(tmp_path: Path) -> None:
         assert [s.type for s in container.streams] == ["video", "audio"]
 
 
+@pytest.mark.parametrize("name", ["a.mp4", "a.mov"])
+def test_mp4_and_mov_put_their_index_first_to_play_as_they_download(tmp_path: Path, name) -> None:
+    """FFmpeg writes the moov box (the index) last by default: a browser could not start the video until it had the
+    whole file. It comes first, as -movflags +faststart puts it."""
+    write_all(tmp_path / name, frames=FRAMES[:2], copy_streams_from=make_clip(tmp_path / "in.mp4", frames=2))
+    data = (tmp_path / name).read_bytes()
+    boxes = [data[start + 4:start + 8] for start, _ in box_spans(data, 0, len(data))]
+    assert boxes.index(b"moov") < boxes.index(b"mdat")
+    assert len(decoded_frames(tmp_path / name)) == 2 and len(packets(tmp_path / name, "audio")) > 1
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "a.mov"])
+def test_hevc_in_mp4_and_mov_is_tagged_as_apple_plays_it(tmp_path: Path, name) -> None:
+    """FFmpeg tags HEVC hev1 by default, which QuickTime, Safari and iOS refuse to play: it is tagged hvc1."""
+    write_all(tmp_path / name, frames=FRAMES[:2], codec="hevc")
+    with av.open(str(tmp_path / name)) as container:
+        assert container.streams.video[0].codec_context.codec_tag == "hvc1"
+    assert len(decoded_frames(tmp_path / name)) == 2
+
+
 def test_a_drop_frame_timecode_becomes_a_tmcd_track(tmp_path: Path) -> None:
     write_all(tmp_path / "ntsc.mov", rate=Fraction(30000, 1001), timecode="10:00:00;02")
     with av.open(str(tmp_path / "ntsc.mov")) as container:
@@ -161,6 +181,20 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
             assert seen == durations, name
 
 
+def test_a_gif_is_written_frame_by_frame(tmp_path: Path) -> None:
+    """A GIF's frames were all held in memory until the end (Pillow writes an animation in one call): a long video to
+    GIF could run out of memory. Each frame is on the disk once it is written."""
+    noise = np.random.default_rng(0).integers(0, 256, (4, 96, 128, 3), dtype=np.uint8)  # frames LZW cannot shrink
+    sizes = []
+    with open_frame_writer(tmp_path / "a.gif", (128, 96), Fraction(10)) as writer:
+        for frame in noise:
+            writer.write(frame)
+            sizes.append(writer.temporary.stat().st_size)  # each frame is written once the next gives its delay
+    assert sizes[0] == 0 and all(after - before > 96 * 128 / 2 for before, after in zip(sizes[1:], sizes[2:]))
+    with Image.open(tmp_path / "a.gif") as image:
+        assert image.n_frames == 4
+
+
 def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
     """A GIF counts delays in hundredths of a second: 24 fps was 40 ms a frame, i.e. 25 fps, a clip 4% short."""
     write_all(tmp_path / "a.gif")
@@ -174,12 +208,36 @@ def test_a_gif_keeps_its_frame_rate_in_whole_hundredths(tmp_path: Path) -> None:
     assert [round(time * 100) for time in times] == [round(k * 100 / 24) for k in range(12)]  # on time, to 1/100 s
 
 
+def test_a_gif_drops_frames_browsers_would_stretch_and_keeps_its_length(tmp_path: Path) -> None:
+    """A 60 fps video made GIF delays of 10 ms, which browsers (and the reader) play as 100 ms: the GIF ran at a third
+    of its speed. A frame that would show for less than 20 ms is dropped, and the next one shows from its start."""
+    write_all(tmp_path / "a.gif", frames=FRAMES[:12], rate=Fraction(60))
+    with Image.open(tmp_path / "a.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+            if index == 1:  # from 20 ms: the frame of 33 ms, as that of 17 ms would show for 10 ms
+                shown = np.asarray(image.convert("RGB")).astype(int)
+                assert np.argmin([np.abs(shown - frame).mean() for frame in FRAMES[:4]]) == 2  # (a GIF's palette)
+    assert delays == [20, 30, 20, 30, 20, 30, 20, 30] and sum(delays) == 200  # 12 frames at 60 fps: 0.2 s
+    with open_frame_writer(tmp_path / "b.gif", SIZE, Fraction(10)) as writer:  # a flash of 10 ms: the next shows
+        for frame, duration in zip(FRAMES, (10, 500, 300, 10)):
+            writer.write(frame, duration_ms=duration)
+    with Image.open(tmp_path / "b.gif") as image:
+        delays = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            delays.append(image.info["duration"])
+    assert delays == [510, 300, 20]  # the last lasts at least 20 ms
+
+
 def test_a_frame_longer_than_the_format_holds_is_refused_before_any_frame(tmp_path: Path) -> None:
     """A GIF's delay is 16 bits of hundredths: Pillow's OverflowError came once every frame was made."""
-    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 1000 s, one frame at "
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.32 s, got 1000 s, one frame at "
                                         r"0\.001 frames per second$"):
         open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1, 1000))
-    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.34 s, got 700 s$"):
+    with pytest.raises(LiifError, match=r"^a \.gif frame shows for at most 655\.32 s, got 700 s$"):
         with open_frame_writer(tmp_path / "a.gif", SIZE, Fraction(1)) as writer:
             writer.write(FRAMES[0], duration_ms=700_000)
     assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,8 @@
 WebP or PNG through Pillow, as frames with their timestamps and durations.
 
 ``open_clip(path)`` gives a ``Clip``: its ``info`` (displayed size, rate, time base, frame count, plays) and
-``frames()``, decoded one at a time. A video's rotation metadata is applied to every frame; its cover art (an
+``frames()``, decoded one at a time. An interlaced video is deinterlaced. A video's display matrix (a rotation, and a
+mirroring) is applied to every frame; its cover art (an
 attached picture, which FFmpeg lists as a video stream) is not the video. A video that ends before its declared
 duration, or whose decoding fails midway, yields the frames that decode and then raises ``DecodeStopped`` saying
 where it stopped.
@@ -10,6 +11,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import re
 import struct
@@ -163,7 +165,7 @@ class VideoClip(Clip):
             self.decoder = av.CodecContext.create(ALPHA_DECODERS[stream.codec_context.name], "r") if self.alpha \
                 else stream.codec_context
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate or DEFAULT_RATE
-            # The rotation is frame side data: the first frame tells it, and that it decodes at all.
+            # The display matrix is frame side data: the first frame tells it, and that it decodes at all.
             self.cut_short = False
             self.decoded = self.decode()
             try:
@@ -172,18 +174,20 @@ class VideoClip(Clip):
                 raise LiifError("its video stream has no frame that decodes") from None
             except av.error.FFmpegError as exc:
                 raise LiifError(f"cannot decode its first frame, it may be corrupt ({os_reason(exc)})") from None
-            self.rotation = round((self.first.rotation or 0) / 90) % 4 * 90
+            self.orientation = display_orientation(self.first)
             width, height = self.first.width, self.first.height
             self.declared_end = declared_end(stream)
             time_base = Fraction(stream.time_base or 1 / rate)
             self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
-            size = (height, width) if self.rotation % 180 else (width, height)
-            deep = max(component.bits for component in self.first.format.components) > 8
+            size = (height, width) if self.orientation.transpose else (width, height)
+            deep = is_deep(self.first.format.name)
+            # frames of a format with alpha carry it too: FFV1's bgra, ProRes 4444's, PNG's in a MOV
+            self.alpha = self.alpha or has_alpha(self.first.format.name)
             self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
-            aspect = 1 / aspect if self.rotation % 180 else aspect
+            aspect = 1 / aspect if self.orientation.transpose else aspect
             self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
@@ -206,7 +210,7 @@ class VideoClip(Clip):
         step = 1 / info.rate / info.time_base  # one frame, in the time base: for frames with no pts or duration
         held = None  # a frame shows until the next one's pts (variable frame rates): each waits for the next
         try:
-            for frame in itertools.chain([self.first], self.decoded):
+            for frame in self.progressive():
                 pts = frame.pts if frame.pts is not None else round(index * step)
                 if held is not None and pts <= held[1]:  # a repeated or missing timestamp: the encoder needs order
                     pts = held[1] + max(1, round(step))
@@ -214,8 +218,7 @@ class VideoClip(Clip):
                     yield self.clip_frame(*held[:2], pts - held[1])
                 # a stream whose size changes midway keeps the first frame's (the output was planned from it)
                 pixels = frame.to_ndarray(format=self.rgb_format, width=self.first.width, height=self.first.height)
-                if self.rotation:
-                    pixels = np.ascontiguousarray(np.rot90(pixels, self.rotation // 90))
+                pixels = self.orientation.apply(pixels)
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
                 index += 1
                 end = (pts - self.start + held[2]) * info.time_base  # on the timeline, as the messages say
@@ -237,6 +240,35 @@ class VideoClip(Clip):
             duration = declared / info.time_base - (pts - self.start)
         yield self.clip_frame(pixels, pts, duration)
 
+    def progressive(self) -> Iterator[av.VideoFrame]:
+        """The decoded frames, deinterlaced where the first is interlaced (TV, DVD, a camcorder's 1080i): upscaled as
+        they are, the rows of their two fields, a moment apart, comb every moving edge. FFmpeg's bwdif, as its users
+        deinterlace, makes a frame of each frame's first field, keeping its time; a progressive frame passes as is."""
+        frames = itertools.chain([self.first], self.decoded)
+        first = self.first
+        if not first.interlaced_frame:
+            yield from frames
+            return
+        graph = av.filter.Graph()
+        graph.link_nodes(graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                                          time_base=first.time_base or self.stream.time_base),
+                         graph.add("bwdif", "mode=send_frame:deint=interlaced"), graph.add("buffersink")).configure()
+        # each frame's pts and duration, given back to the frame the filter makes of it (which counts in its own units)
+        times: collections.deque[tuple[int | None, int]] = collections.deque()
+        for frame in itertools.chain(frames, [None]):  # None: the end, which gives the last frame
+            if frame is not None:
+                if (frame.width, frame.height, frame.format.name) != (first.width, first.height, first.format.name):
+                    frame = frame.reformat(first.width, first.height, first.format.name)  # the filter's are fixed
+                times.append((frame.pts, frame.duration))
+            graph.push(frame)
+            while True:
+                try:
+                    made = graph.pull()
+                except (av.error.BlockingIOError, av.error.EOFError):  # it needs the next frame, or has ended
+                    break
+                made.pts, made.duration = times.popleft()
+                yield made
+
     def clip_frame(self, pixels: np.ndarray, pts: int, duration: float) -> ClipFrame:
         """A frame whose ``pts`` and ``duration`` are in the time base, its pts counted from the timeline's start."""
         return ClipFrame(pixels, pts - self.start, float(duration * self.info.time_base * 1000))
@@ -245,9 +277,50 @@ class VideoClip(Clip):
         self.container.close()
 
 
+@dataclass(frozen=True)
+class Orientation:
+    """How stored frames turn to be shown: transposed (a quarter turn, mirrored or not: the sides swap), then their
+    rows reversed (upside down), then their columns (left to right); all eight turns and mirrorings are these."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_columns: bool = False
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` (height, width, channels) as shown."""
+        pixels = pixels.transpose(1, 0, 2) if self.transpose else pixels
+        return np.ascontiguousarray(pixels[::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1])
+
+
+def display_orientation(frame: av.VideoFrame) -> Orientation:
+    """How a frame is shown, from its display matrix, as FFmpeg's command turns it (its autorotate): the rotation to
+    the nearest quarter turn, and a mirroring (a phone's front camera, an edit's flip), which the rotation alone
+    reads as a half turn."""
+    side_data = frame.side_data.get("DISPLAYMATRIX")
+    if side_data is None:
+        return Orientation()
+    matrix = struct.unpack("=9i", bytes(side_data))
+    turn = round(-(frame.rotation or 0) / 90) % 4  # clockwise quarter turns, as FFmpeg names them
+    if turn == 1:  # transpose=cclock_flip, or transpose=clock
+        return Orientation(True) if matrix[3] > 0 else Orientation(True, flip_columns=True)
+    if turn == 3:  # transpose=clock_flip, or transpose=cclock
+        return Orientation(True, True, True) if matrix[3] < 0 else Orientation(True, flip_rows=True)
+    return Orientation(flip_rows=matrix[4] < 0, flip_columns=turn == 2 and matrix[0] < 0)  # vflip, hflip
+
+
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
     """The video of a container: its first video stream that is not cover art; None if it has none."""
     return next((s for s in container.streams.video if stream_kind(s) == "video"), None)
+
+
+def has_alpha(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds transparency."""
+    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
+
+
+def is_deep(pix_fmt: str) -> bool:
+    """Whether ``pix_fmt`` holds more than 8 bits a channel (10-bit HDR)."""
+    return max(c.bits for c in av.VideoFormat(pix_fmt, 4, 4).components) > 8
 
 
 def stream_has_alpha(stream: av.video.stream.VideoStream) -> bool:

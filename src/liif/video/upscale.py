@@ -2,7 +2,7 @@
 of frames with ``liif.upscale.render_pictures``, write (``writer``), as a stream with a bounded number of frames
 in flight. Timestamps, rate, play count, durations and a video's start timecode are kept; its audio and
 subtitles are copied, not its cover art (of FFmpeg's muxers only MP4's keeps a copied one as a cover: Matroska's
-makes it a video track).
+makes it a video track), its data tracks or another video, which a note names.
 
 ``upscale_video(src, dst, scale=2)`` is the whole job; ``upscale_clip`` is the same for a loaded model and a
 ``Geometry`` (the CLI's path).
@@ -31,9 +31,10 @@ from liif.runtime import check_precision, render_tile
 from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, checked_max_pixels, model_on,
                           render_pictures)
 from liif.pipeline import Background, prefetch
-from liif.video.reader import VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, open_clip
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, has_alpha,
-                               open_frame_writer, output_kind, video_format)
+from liif.video.reader import (VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, has_alpha, is_deep,
+                               open_clip)
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
+                               output_kind, video_format)
 
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
@@ -81,13 +82,13 @@ def output_suffix(source: Path) -> str:
 def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: VideoOptions
               ) -> tuple[Target, list[str]]:
     """The output of every frame, checked before any rendering, and notes on what a video output changes: 4:2:0
-    video halves the colour resolution, so its sides must be even (an odd one is rounded up), and a pixel format
-    without alpha leaves an animation's transparency out."""
+    video halves the colour resolution, so its sides must be even (an odd one is rounded up), a pixel format
+    without alpha leaves an animation's transparency out, and one of 8 bits the depth of a 10-bit source."""
     width, height = info.size
     target = geometry.target((height, width))
     notes = []
     if output_kind(destination) == "video":
-        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt)
+        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt, info.alpha, info.bits)
         halved = chroma_halved(pix_fmt)
         even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
         if even != target.size:
@@ -96,7 +97,10 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
             target = Target(even, target.region)
         if info.alpha and not has_alpha(pix_fmt):
             notes.append(f"its transparency is left out: {pix_fmt} has no alpha (VP9 keeps it with {option('pix_fmt')} "
-                         f"yuva420p, FFV1 with bgra, and an animation or PNG frames keep it)")
+                         f"yuva420p, and {option('codec')} ffv1, an animation or PNG frames keep it)")
+        if info.bits > 8 and not is_deep(pix_fmt):  # HDR in 8 bits bands
+            notes.append(f"its depth of more than 8 bits a channel is cut to 8: {pix_fmt} holds 8 ({option('pix_fmt')} "
+                         f"yuv420p10le keeps 10 with H.264, HEVC or AV1, and {option('codec')} ffv1 keeps them all)")
     channels = 4 if info.alpha else 3
     check_target(target, Picture(np.empty((1, 1, channels), np.uint16 if info.bits > 8 else np.uint8)),
                  options.max_pixels)
@@ -177,20 +181,23 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
 
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions
                    ) -> dict:
-    """The writer's keywords: codec settings, timestamps, pixel aspect, timecode, colour primaries and transfer
-    (the frames' RGB is rendered in the source's) and copied streams for a video output (every frame keeps its
-    time, so the source's start timecode still names the first); the play count for an animation (beyond what the
-    output's format counts, tens of thousands, the most it counts)."""
+    """The writer's keywords: codec settings for every output (an animation or a folder of frames refuses them, rather
+    than leave them unused without a word); timestamps, pixel aspect, timecode, colour primaries and transfer (the
+    frames' RGB is rendered in the source's) and copied streams for a video output (every frame keeps its time, so the
+    source's start timecode still names the first); the play count for an animation (beyond what the output's format
+    counts, tens of thousands, the most it counts)."""
     kind = output_kind(destination)
+    encoding = {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt}
     if kind == "video":
-        return {"codec": options.codec, "crf": options.crf, "preset": options.preset, "pix_fmt": options.pix_fmt,
-                "time_base": info.time_base, "copy_streams_from": source if info.kind == "video" else None,
+        return {**encoding, "time_base": info.time_base,
+                "copy_streams_from": source if info.kind == "video" else None,
                 "pixel_aspect": pixel_aspect(info, target), "timecode": info.timecode,
-                "primaries": info.primaries, "transfer": info.transfer}
+                "primaries": info.primaries, "transfer": info.transfer, "alpha": info.alpha, "bits": info.bits}
     if kind == "animation":
         plays = info.plays if info.kind == "animation" else 0
-        return {"plays": min(plays, MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]) if plays else 0}
-    return {}
+        most = MOST_PLAYS[ANIMATION_FORMATS[destination.suffix.lower()]]
+        return {**encoding, "plays": min(plays, most) if plays else 0}
+    return encoding
 
 
 def pixel_aspect(info: ClipInfo, target: Target) -> Fraction | None:

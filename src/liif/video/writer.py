@@ -10,7 +10,6 @@ block normally renames the temporary output to the path; leaving it by an except
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import types
 from contextlib import contextmanager
@@ -20,16 +19,20 @@ from typing import Iterator
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import RGB_FORMATS, TIMECODE, main_video, timeline_start
+from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, main_video, stream_kind,
+                               timeline_start)
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+# MP4's and MOV's index (the moov box) before the frames, as FFmpeg's -movflags +faststart puts it: a browser plays
+# such a file as it downloads, where FFmpeg's default, the index last, waits for all of it
+FASTSTART = {"movflags": "+faststart"}
 # suffix -> Pillow format of an animation
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
 DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
@@ -39,7 +42,9 @@ CODEC_ALIASES = {"h264": "libx264", "x264": "libx264", "avc": "libx264", "vp9": 
                  "av1": "libsvtav1", "svt-av1": "libsvtav1", "svtav1": "libsvtav1", "hevc": "libx265",
                  "h265": "libx265", "x265": "libx265"}
 DEFAULT_PIX_FMT = "yuv420p"
-LOSSLESS_PIX_FMTS = {"ffv1": "bgr0"}  # RGB: lossless from the rendered RGB, unlike any YUV
+# RGB, lossless from the rendered RGB unlike any YUV, by the frames' (alpha, bits): their transparency and depth kept
+LOSSLESS_PIX_FMTS = {"ffv1": {(False, 8): "bgr0", (True, 8): "bgra", (False, 16): "gbrp16le", (True, 16): "gbrap16le"}}
+FRAME_BITS = (8, 16)  # uint8 or uint16 frames
 RATE_DENOMINATOR = 1001  # of a frame rate given as a float: NTSC's 30000/1001 is the finest in use
 # An upscaled video deserves better than the encoders' defaults (x264 23, VP9 constant bitrate).
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "libsvtav1": 28}
@@ -48,14 +53,15 @@ DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 10, "li
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
 FRAME_NAME = "frame_{:05d}.png"
-GIF_TWIN, GIF_TRANSPARENT = 254, 255  # GIF palette indices: a second index of one colour; transparent pixels
+GIF_TRANSPARENT = 255  # the GIF palette index of transparent pixels
 APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
 # bits every play, APNG's PNG number (31 bits) every play.
 MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
 # The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
-# rounding on the running time may add), WebP's 24 bits of ms, APNG's fraction of 16-bit terms.
-LONGEST_FRAME_MS = {"GIF": 655_340, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
+# rounding on the running time may add, and the two of a shorter frame dropped before it), WebP's 24 bits of ms, APNG's
+# fraction of 16-bit terms.
+LONGEST_FRAME_MS = {"GIF": 655_320, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame): a frame
 # that near the one before gets one pixel this far from it
 WEBP_NUDGE = 4
@@ -90,11 +96,11 @@ def output_kind(path: Path) -> str:
 
 
 def held_bytes(path: Path, size: tuple[int, int], frames: int) -> int:
-    """The memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: an animation
-    keeps them all (Pillow writes it in one call; a GIF's as palette indices), a video or a folder none."""
-    if output_kind(path) != "animation":
+    """The memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: a WebP or
+    APNG animation keeps them all (Pillow writes it in one call), a GIF (``GifWriter``), a video or a folder none."""
+    if output_kind(path) != "animation" or ANIMATION_FORMATS[path.suffix.lower()] == "GIF":
         return 0
-    return frames * size[0] * size[1] * (1 if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else 3)
+    return frames * size[0] * size[1] * 3
 
 
 def encoder_name(codec: str | None, suffix: str) -> str:
@@ -120,11 +126,13 @@ def can_encode(name: str) -> bool:
         return False
 
 
-def video_format(path: Path, codec: str | None, pix_fmt: str | None) -> tuple[str, str]:
-    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults),
-    checked against what this PyAV build encodes."""
+def video_format(path: Path, codec: str | None, pix_fmt: str | None, alpha: bool = False,
+                 bits: int = 8) -> tuple[str, str]:
+    """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults; a
+    lossless codec's keeps the frames' ``alpha`` and ``bits``), checked against what this PyAV build encodes."""
     encoder = encoder_name(codec, path.suffix.lower())
-    pix_fmt = pix_fmt or LOSSLESS_PIX_FMTS.get(encoder, DEFAULT_PIX_FMT)
+    if not pix_fmt:
+        pix_fmt = LOSSLESS_PIX_FMTS[encoder][alpha, bits] if encoder in LOSSLESS_PIX_FMTS else DEFAULT_PIX_FMT
     formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
     if formats and pix_fmt not in formats:
         raise LiifError(f"{encoder} cannot encode pixel format {pix_fmt!r}; it takes {', '.join(formats[:12])}")
@@ -135,11 +143,6 @@ def chroma_halved(pix_fmt: str) -> tuple[bool, bool]:
     """Whether ``pix_fmt`` halves the colour resolution across the width, and down the height (4:2:0 both)."""
     chroma = [c for c in av.VideoFormat(pix_fmt, 4, 4).components[1:] if not c.is_alpha]
     return any(c.width < 4 for c in chroma), any(c.height < 4 for c in chroma)
-
-
-def has_alpha(pix_fmt: str) -> bool:
-    """Whether ``pix_fmt`` holds transparency."""
-    return any(c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components)
 
 
 def is_gray(pix_fmt: str) -> bool:
@@ -288,8 +291,9 @@ class VideoWriter(FrameWriter):
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, codec: str | None,
                  crf: int | None, preset: str | None, pix_fmt: str | None, time_base: Fraction | None,
                  copy_streams_from: str | os.PathLike | None, pixel_aspect: Fraction | None = None,
-                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None) -> None:
-        encoder, pix_fmt = video_format(path, codec, pix_fmt)  # refusals before the destination is made
+                 timecode: str | None = None, primaries: int | None = None, transfer: int | None = None,
+                 alpha: bool = False, bits: int = 8) -> None:
+        encoder, pix_fmt = video_format(path, codec, pix_fmt, alpha, bits)  # refusals before the destination is made
         check_even(pix_fmt, size)
         options = encoder_options(encoder, crf, preset)
         super().__init__(path, size, rate, overwrite)
@@ -307,7 +311,9 @@ class VideoWriter(FrameWriter):
         self.container = self.source = None
         try:
             with write_errors(f"cannot write {path}"):
-                self.container = av.open(str(self.temporary), "w", format=VIDEO_CONTAINERS[suffix])
+                muxer = VIDEO_CONTAINERS[suffix]
+                self.container = av.open(str(self.temporary), "w", format=muxer,
+                                         options=FASTSTART if muxer in ("mp4", "mov") else {})
             unsupported = f"a {suffix} file cannot hold {encoder} video; choose another codec or container"
             if encoder not in self.container.supported_codecs:
                 raise LiifError(unsupported)
@@ -324,6 +330,8 @@ class VideoWriter(FrameWriter):
                         self.left_out.append(f"its pixel aspect ratio {pixel_aspect} is left out: a {suffix} file "
                                              f"keeps it only in H.264 or HEVC video; write .mp4 to keep it with "
                                              f"{encoder}")
+                if av.Codec(encoder, "w").canonical_name == "hevc" and VIDEO_CONTAINERS[suffix] in ("mp4", "mov"):
+                    context.codec_tag = "hvc1"  # Apple's players refuse FFmpeg's default hev1, as FFmpeg's users know
                 context.color_primaries, context.color_trc = primaries or BT709, transfer or BT709
                 if self.yuv:
                     context.colorspace = BT709
@@ -368,6 +376,7 @@ class VideoWriter(FrameWriter):
             attached.metadata.update(stream.metadata)  # its title, as the file's name and type
         for stream in self.source.streams:
             if stream.type not in COPIED_TYPES:
+                self._note_left_out(stream, video)
                 continue
             name = stream.codec_context.name if stream.codec_context else "?"
             what = f"its {stream.type} stream #{stream.index} ({name})"
@@ -385,6 +394,19 @@ class VideoWriter(FrameWriter):
         self.packets = self.source.demux(*[self.source.streams[i] for i in copies]) if copies else iter(())
         self.source_start = timeline_start(self.source)  # seconds: the frames' pts count from it (open_clip's)
         return copies
+
+    def _note_left_out(self, stream: av.stream.Stream, video: av.video.stream.VideoStream | None) -> None:
+        """Say that a stream of the source other than its video, audio and subtitles is left out (``left_out``): data
+        (a drone's KLV, timed ID3), another video, cover art. Not the video itself, nor its attached files (said
+        apart), nor a timecode track where the output writes the timecode again."""
+        if video is not None and stream.index == video.index or stream.type == "attachment":
+            return
+        if stream.type == "data" and "timecode" in stream.metadata and "timecode" in self.stream.metadata:
+            return
+        name = stream.codec_context.name if stream.codec_context else getattr(stream, "name", None) or "?"
+        what = "cover art" if stream_kind(stream) == "cover art" else f"{stream.type} stream"
+        self.left_out.append(f"its {what} #{stream.index} ({name}) is left out: the output holds its video, audio "
+                             f"and subtitles")
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         if pts is None:
@@ -528,14 +550,12 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
 
 
 class AnimationWriter(FrameWriter):
-    """An animated GIF, WebP or PNG (APNG) through Pillow, with each frame's duration and the play count.
-    Pillow writes an animation in one call, so its frames are kept until the end (animations are short).
+    """An animated WebP or PNG (APNG) through Pillow, with each frame's duration and the play count (a GIF:
+    ``GifWriter``). Pillow writes such an animation in one call, so its frames are kept until the end.
 
     Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed), lossy libwebp
-    one within a few levels of it too; every frame is kept instead: in a GIF the repeat differs in a palette index of
-    the same colour, in an APNG the frame before it is disposed of, and in a WebP one pixel of the repeat is four
-    levels from the one before. (A GIF frame
-    wholly transparent, like the one before, is still folded into it: it has no colour to vary.)"""
+    one within a few levels of it too; every frame is kept instead: in an APNG the frame before it is disposed of, and
+    in a WebP one pixel of the repeat is four levels from the one before."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
@@ -553,7 +573,7 @@ class AnimationWriter(FrameWriter):
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
-        self.last: np.ndarray | None = None  # the last frame as written: pixels, or a GIF's palette indices
+        self.last: np.ndarray | None = None  # the last frame as written
 
     def check_duration(self, duration_ms: float, why: str = "") -> None:
         """Refuse a frame's duration the format cannot hold (Pillow overflows, or fails, once every frame is made);
@@ -563,39 +583,33 @@ class AnimationWriter(FrameWriter):
             raise LiifError(f"a {self.path.suffix} frame shows for at most {longest / 1000:g} s, got "
                             f"{duration_ms / 1000:g} s{why}")
 
-    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
-        frame = eight_bit(frame)
+    def frame_duration(self, duration_ms: float | None) -> float:
+        """How long a frame given ``duration_ms`` shows, checked: one frame at the rate where it is None."""
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
         self.check_duration(duration_ms)
-        if self.format == "GIF":
-            image, self.last = gif_frame(frame, self.last)
-        else:
-            if self.format == "WEBP" and self.last is not None and \
-                    np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
-                frame = frame.copy()
-                before = int(self.last[0, 0, 0])
-                frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
-            elif self.last is not None and np.array_equal(frame, self.last):
-                self.disposals[-1] = APNG_DISPOSE_BACKGROUND
-            self.last = frame
-            image = Image.fromarray(frame)
-            self.disposals.append(APNG_DISPOSE_NONE)
-        self.frames.append(image)
+        return duration_ms
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        frame = eight_bit(frame)
+        duration_ms = self.frame_duration(duration_ms)
+        if self.format == "WEBP" and self.last is not None and \
+                np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
+            frame = frame.copy()
+            before = int(self.last[0, 0, 0])
+            frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+        elif self.last is not None and np.array_equal(frame, self.last):
+            self.disposals[-1] = APNG_DISPOSE_BACKGROUND
+        self.last = frame
+        self.frames.append(Image.fromarray(frame))
+        self.disposals.append(APNG_DISPOSE_NONE)
         self.durations.append(duration_ms)
 
     def _finish(self) -> None:
         if not self.frames:
             return
         first, rest = self.frames[0], self.frames[1:]
-        options = {"save_all": True, "append_images": rest, "duration": self.durations}
-        loop = pillow_loop(self.format, self.plays)
-        if loop is not None:
-            options["loop"] = loop
-        if self.format == "GIF":
-            options.update(duration=gif_delays(self.durations), optimize=False)  # the palettes as made
-            if "transparency" in first.info:
-                options["disposal"] = 2  # clear each frame, or the one before shows through its transparency
-        elif self.format == "WEBP":
+        options = {"save_all": True, "append_images": rest, "duration": self.durations, "loop": self.plays}
+        if self.format == "WEBP":
             options["quality"] = LOSSY_QUALITY
         else:
             options.update(default_image=False, disposal=self.disposals)  # the first frame is no still fallback
@@ -610,45 +624,83 @@ class AnimationWriter(FrameWriter):
         self.frames = []
 
 
-def pillow_loop(image_format: str, plays: int) -> int | None:
-    """Pillow's ``loop`` for an animation that plays ``plays`` times (0: forever): a GIF counts the repeats after
-    the first play, as browsers read it, and plays once with no count at all (None); WebP and APNG count plays."""
-    if image_format != "GIF" or plays == 0:
-        return plays
-    return None if plays == 1 else plays - 1
+class GifWriter(AnimationWriter):
+    """An animated GIF, written frame by frame as they come (Pillow's save_all keeps every frame until the end, and
+    folds a repeated frame into the one before): each frame with its own palette and its delay, in the format's
+    whole hundredths of a second, rounded on the running time, so that the animation keeps its length and rate (24
+    fps: 40, 40, 40, 50, ... ms, where cutting each 41.7 ms to 40 would play 25 fps). A frame that would show for
+    less than 20 ms (beyond 50 frames per second), which browsers stretch to 100 ms, is dropped: the next one shows
+    from its start."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
+        super().__init__(path, size, rate, overwrite, plays)
+        self.shown_ms = 0.0  # the running time
+        # the latest frame and its start in ms (whole hundredths): written once the next one's start gives its delay
+        self.held: tuple[Image.Image, int] | None = None
+        with write_errors(f"cannot write {path}"):
+            self.file = open(self.temporary, "wb")
+
+    def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
+        start = round(self.shown_ms / 10) * 10
+        self.shown_ms += self.frame_duration(duration_ms)
+        image = gif_frame(eight_bit(frame))
+        if self.held is not None:
+            held, held_start = self.held
+            if start - held_start >= SHORTEST_GIF_DELAY_MS:
+                self._put(held, start - held_start)
+            else:
+                start = held_start
+        self.held = image, start
+
+    def _put(self, image: Image.Image, delay_ms: int) -> None:
+        """Write a frame that shows for ``delay_ms``; the file's header before the first."""
+        params = {"duration": delay_ms}
+        if "transparency" in image.info:  # each frame cleared, or the one before shows through its transparency
+            params.update(transparency=GIF_TRANSPARENT, disposal=2)
+        with write_errors(f"cannot write {self.path}"):
+            if self.file.tell():
+                params["include_color_table"] = True
+            else:  # the first frame's palette is the global one
+                image.info["version"] = b"89a"  # frame delays and the play count need GIF89a
+                header, _ = GifImagePlugin.getheader(image, None, {"loop": gif_loop(self.plays)})
+                self.file.write(b"".join(header))
+            self.file.write(b"".join(GifImagePlugin.getdata(image, **params)))
+
+    def _finish(self) -> None:
+        if self.held is None:
+            return
+        image, start = self.held
+        self._put(image, max(round(self.shown_ms / 10) * 10 - start, SHORTEST_GIF_DELAY_MS))
+        with write_errors(f"cannot write {self.path}"):
+            self.file.write(b";")  # the trailer
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def _discard(self) -> None:
+        self.file.close()
 
 
-def gif_delays(durations_ms: list[float]) -> list[int]:
-    """Each GIF frame's delay in ms, a whole number of hundredths of a second (the format's unit): rounded on the
-    running time, so that the animation keeps its length and rate (24 fps: 40, 40, 40, 50, ... ms); Pillow would
-    cut every 41.7 ms to 40 ms, which plays 25 fps."""
-    ends = [round(end / 10) * 10 for end in itertools.accumulate(durations_ms)]
-    return [end - start for start, end in zip([0, *ends], ends)]
+def gif_loop(plays: int) -> int | None:
+    """The NETSCAPE count of a GIF that plays ``plays`` times (0: forever): the repeats after the first play, as
+    browsers read it; one play has no count at all (None)."""
+    return None if plays == 1 else max(plays - 1, 0)
 
 
-def gif_frame(frame: np.ndarray, previous: np.ndarray | None) -> tuple[Image.Image, np.ndarray]:
-    """A frame as a GIF palette frame, and its indices: 254 colours, index 254 a twin of the first opaque
-    pixel's colour (a repeat of ``previous``, the indices before, uses it there), and index 255 transparent
-    where alpha is below half. (Pillow's own RGBA conversion loses the transparency of some frames.)"""
-    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TWIN)
+def gif_frame(frame: np.ndarray) -> Image.Image:
+    """A frame as a GIF palette frame: 255 colours, and index 255 transparent where alpha is below half. (Pillow's
+    own RGBA conversion loses the transparency of some frames.)"""
+    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TRANSPARENT)
     indices = np.asarray(quantised).copy()
-    palette = quantised.getpalette()[:3 * GIF_TWIN]
-    palette += [0] * (3 * GIF_TWIN - len(palette))
+    palette = quantised.getpalette()[:3 * GIF_TRANSPARENT]
+    palette += [0] * (3 * GIF_TRANSPARENT - len(palette))
     if frame.shape[2] == 4:
         indices[frame[:, :, 3] < 128] = GIF_TRANSPARENT
-    opaque = np.flatnonzero(indices != GIF_TRANSPARENT)
-    twin = [0, 0, 0]
-    if opaque.size:  # the same twin colour in every frame, so that equal frames have equal palettes
-        spot = np.unravel_index(opaque[0], indices.shape)
-        colour = int(indices[spot])
-        twin = palette[3 * colour:3 * colour + 3]
-        if previous is not None and np.array_equal(indices, previous):
-            indices[spot] = GIF_TWIN
     image = Image.fromarray(indices, "P")
-    image.putpalette(palette + twin + [0, 0, 0])
+    image.putpalette(palette + [0, 0, 0])
     if frame.shape[2] == 4:
         image.info["transparency"] = GIF_TRANSPARENT
-    return image, indices
+    return image
 
 
 class FolderWriter(FrameWriter):
@@ -704,10 +756,11 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
                       pix_fmt: str | None = None, plays: int = 0, overwrite: bool = False,
                       time_base: Fraction | None = None, copy_streams_from: str | os.PathLike | None = None,
                       pixel_aspect: Fraction | None = None, timecode: str | None = None, primaries: int | None = None,
-                      transfer: int | None = None) -> FrameWriter:
+                      transfer: int | None = None, alpha: bool = False, bits: int = 8) -> FrameWriter:
     """A writer of ``size`` (width, height) frames at ``rate`` frames per second to ``path``, whose suffix picks
     the kind (see the module). Videos: ``codec`` (h264, vp9, av1, ffv1 or an FFmpeg encoder), ``crf``, ``preset``,
-    ``pix_fmt`` (default yuv420p; bgr0, i.e. RGB, for ffv1), ``time_base`` of the ``pts`` given to ``write`` (default
+    ``pix_fmt`` (default yuv420p; for ffv1 RGB as the frames are: bgr0, bgra with ``alpha``, gbrp16le or gbrap16le
+    for 16 ``bits``), ``time_base`` of the ``pts`` given to ``write`` (default
     1/rate), ``copy_streams_from``: a file whose audio and subtitle streams are copied, timed as ``open_clip`` times its
     frames (from its ``timeline_start``; one no video container holds is left out and named in the writer's
     ``left_out``), and ``pixel_aspect``: the
@@ -722,6 +775,8 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         raise LiifError(f"frame size must be two whole numbers >= 1 (width, height), got {size!r}")
     rate = frame_rate(rate)
     kind = output_kind(path)
+    if bits not in FRAME_BITS:
+        raise LiifError(f"bits must be {' or '.join(map(str, FRAME_BITS))} (uint8 or uint16 frames), got {bits!r}")
     if timecode is not None and not (isinstance(timecode, str) and TIMECODE.fullmatch(timecode)):  # else dropped
         raise LiifError(f"a timecode is hours:minutes:seconds:frames (\"01:02:03:04\", drop-frame \"01:02:03;04\"), "
                         f"got {timecode!r}")
@@ -731,11 +786,19 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
             raise LiifError(f"the pixel aspect ratio must be above 0, got {pixel_aspect}")
     if kind != "video" and (codec or crf is not None or preset or pix_fmt or copy_streams_from or
                             pixel_aspect not in (None, 1) or timecode or primaries or transfer):
-        raise LiifError(f"{path}: codec, crf, preset, pixel format, pixel aspect, colour primaries and transfer, "
-                        f"timecode and copied streams are for video outputs ({', '.join(VIDEO_CONTAINERS)})")
+        given = [option(name) for name, value in (("codec", codec), ("crf", crf), ("preset", preset),
+                                                  ("pix_fmt", pix_fmt)) if value is not None]
+        what = f"a {path.suffix.lower()} animation" if kind == "animation" else "a folder of PNG frames"
+        if given:  # the caller's own settings, which it would otherwise believe applied
+            one = len(given) == 1
+            raise LiifError(f"{path}: {' and '.join(given)} {'is' if one else 'are'} for video outputs "
+                            f"({', '.join(VIDEO_CONTAINERS)}), not {what}: leave {'it' if one else 'them'} out")
+        raise LiifError(f"{path}: pixel aspect, colour primaries and transfer, timecode and copied streams are for "
+                        f"video outputs ({', '.join(VIDEO_CONTAINERS)}), not {what}")
     if kind == "video":
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
-                           copy_streams_from, pixel_aspect, timecode, primaries, transfer)
+                           copy_streams_from, pixel_aspect, timecode, primaries, transfer, alpha, bits)
     if kind == "animation":
-        return AnimationWriter(path, (width, height), rate, overwrite, plays)
+        writer = GifWriter if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else AnimationWriter
+        return writer(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
