@@ -549,6 +549,15 @@ def encoder_options(encoder: str, crf: int | None, preset: str | None) -> dict[s
     return options
 
 
+def check_frame_duration(path: Path, duration_ms: float, why: str = "") -> None:
+    """Refuse a frame's duration an animation to ``path`` cannot hold (Pillow overflows, or fails, once every frame is
+    made); ``why`` follows it in the message."""
+    longest = LONGEST_FRAME_MS[ANIMATION_FORMATS[path.suffix.lower()]]
+    if not Number(low=0, high=longest).fits(duration_ms):
+        raise LiifError(f"a {path.suffix} frame shows for at most {longest / 1000:g} s, got {duration_ms / 1000:g} "
+                        f"s{why}")
+
+
 class AnimationWriter(FrameWriter):
     """An animated WebP or PNG (APNG) through Pillow, with each frame's duration and the play count (a GIF:
     ``GifWriter``). Pillow writes such an animation in one call, so its frames are kept until the end.
@@ -563,30 +572,18 @@ class AnimationWriter(FrameWriter):
             raise LiifError(f"the play count of a {path.suffix} must be 0 (forever) to {MOST_PLAYS[self.format]}, "
                             f"got {plays!r}")
         check_encodable(self.format, (size[1], size[0], 3))
-        super().__init__(path, size, rate, overwrite)
-        try:
-            self.check_duration(float(1000 / self.rate), f", one frame at {float(self.rate):g} frames per second")
-        except LiifError:
-            self.abort()
-            raise
+        check_frame_duration(path, float(1000 / Fraction(rate)), f", one frame at {float(rate):g} frames per second")
+        super().__init__(path, size, rate, overwrite)  # refusals before the destination is made
         self.plays = plays
         self.frames: list[Image.Image] = []
         self.durations: list[float] = []
         self.disposals: list[int] = []  # APNG
         self.last: np.ndarray | None = None  # the last frame as written
 
-    def check_duration(self, duration_ms: float, why: str = "") -> None:
-        """Refuse a frame's duration the format cannot hold (Pillow overflows, or fails, once every frame is made);
-        ``why`` follows it in the message."""
-        longest = LONGEST_FRAME_MS[self.format]
-        if not Number(low=0, high=longest).fits(duration_ms):
-            raise LiifError(f"a {self.path.suffix} frame shows for at most {longest / 1000:g} s, got "
-                            f"{duration_ms / 1000:g} s{why}")
-
     def frame_duration(self, duration_ms: float | None) -> float:
         """How long a frame given ``duration_ms`` shows, checked: one frame at the rate where it is None."""
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
-        self.check_duration(duration_ms)
+        check_frame_duration(self.path, duration_ms)
         return duration_ms
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
