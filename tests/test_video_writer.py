@@ -48,6 +48,23 @@ def test_videos_keep_frame_count_rate_size_and_codec(tmp_path: Path, name, codec
     assert max(errors) == 0 if codec == "ffv1" else max(errors) < 12
 
 
+def test_prores_gets_a_pixel_format_it_takes_by_default(tmp_path: Path) -> None:
+    """--codec prores with no --pix-fmt was refused (ProRes takes no yuv420p): it gets ProRes 422's yuv422p10le, and
+    ProRes 4444's yuva444p10le for frames with transparency, which it keeps."""
+    write_all(tmp_path / "a.mov", codec="prores")
+    with av.open(str(tmp_path / "a.mov")) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv422p10le"
+    frames = decoded_frames(tmp_path / "a.mov")
+    assert len(frames) == 12  # close to the frames, as the other lossy codecs are (4:2:2 halves the ramps' colour)
+    assert max(np.abs(got.astype(int) - want).mean() for (got, _), want in zip(frames, FRAMES)) < 12
+    clear = [np.dstack([frame, np.full(frame.shape[:2], 255 * (index % 2), np.uint8)])
+             for index, frame in enumerate(FRAMES[:2])]
+    write_all(tmp_path / "b.mov", clear, codec="prores", alpha=True)
+    with av.open(str(tmp_path / "b.mov")) as container:
+        assert container.streams.video[0].codec_context.pix_fmt.startswith("yuva444p")  # ProRes 4444 decodes as 12-bit
+    assert [pixels[:, :, 3].mean() for pixels, _ in decoded_frames(tmp_path / "b.mov", "rgba")] == [0, 255]
+
+
 @pytest.mark.parametrize("rate,kept", [(29.97, Fraction(2997, 100)), (23.976, Fraction(2997, 125)),
                                        (Fraction(30000, 1001), Fraction(30000, 1001)), (24, Fraction(24))])
 def test_a_float_frame_rate_is_written_as_the_nearest_plain_fraction(tmp_path: Path, rate, kept) -> None:

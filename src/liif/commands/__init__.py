@@ -39,7 +39,8 @@ def add_encoder_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--crf", type=int, help="quality, lower is better (default: h264 18, vp9 24, av1 28)")
     parser.add_argument("--preset", help="encoder speed: h264 ultrafast..veryslow, av1 0..13, vp9 cpu-used 0..8")
     parser.add_argument("--pix-fmt", help=f"pixel format (default yuv420p, which needs even sides: an odd one is "
-                        f"{odd_side}; for ffv1 RGB as the frames are: bgr0, bgra, gbrp16le or gbrap16le)")
+                        f"{odd_side}; for ffv1 RGB as the frames are: bgr0, bgra, gbrp16le or gbrap16le; for prores "
+                        f"yuv422p10le, yuva444p10le with transparency)")
 
 
 def add_feature_cache_option(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, main_video, stream_kind,
+from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, has_alpha, main_video, stream_kind,
                                timeline_start)
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
@@ -129,11 +129,15 @@ def can_encode(name: str) -> bool:
 def video_format(path: Path, codec: str | None, pix_fmt: str | None, alpha: bool = False,
                  bits: int = 8) -> tuple[str, str]:
     """The encoder and pixel format a video ``path`` gets for ``codec`` and ``pix_fmt`` (None: the defaults; a
-    lossless codec's keeps the frames' ``alpha`` and ``bits``), checked against what this PyAV build encodes."""
+    lossless codec's keeps the frames' ``alpha`` and ``bits``; an encoder that takes no yuv420p, such as ProRes, gets
+    its own first format, one with alpha for frames with ``alpha``), checked against what this PyAV build encodes."""
     encoder = encoder_name(codec, path.suffix.lower())
-    if not pix_fmt:
-        pix_fmt = LOSSLESS_PIX_FMTS[encoder][alpha, bits] if encoder in LOSSLESS_PIX_FMTS else DEFAULT_PIX_FMT
     formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
+    if not pix_fmt and encoder in LOSSLESS_PIX_FMTS:
+        pix_fmt = LOSSLESS_PIX_FMTS[encoder][alpha, bits]
+    elif not pix_fmt:
+        own = [name for name in formats if has_alpha(name)] if alpha else []
+        pix_fmt = DEFAULT_PIX_FMT if not formats or DEFAULT_PIX_FMT in formats else (own or formats)[0]
     if formats and pix_fmt not in formats:
         raise LiifError(f"{encoder} cannot encode pixel format {pix_fmt!r}; it takes {', '.join(formats[:12])}")
     return encoder, pix_fmt
