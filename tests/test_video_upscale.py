@@ -552,6 +552,16 @@ def test_a_gif_of_one_hundredth_delays_plays_as_browsers_play_it(tmp_path: Path,
         assert shown == [100, 100, 20, 100]
 
 
+def test_the_frame_count_of_a_gif_is_that_of_its_frames_shown(tmp_path: Path, tiny) -> None:
+    """A 60 fps video to a GIF drops the frames browsers would stretch; the count said the video's frames were all
+    written."""
+    model, _ = tiny
+    source = make_clip(tmp_path / "fast.mp4", frames=12, size=(16, 12), rate=60, audio=False)
+    result = liif.upscale_video(source, tmp_path / "fast.gif", scale=2, model=model)
+    with Image.open(tmp_path / "fast.gif") as image:
+        assert result.frames == image.n_frames == 8
+
+
 def test_play_counts_convert_between_gif_webp_and_apng(tmp_path: Path, tiny) -> None:
     # Pillow's loop is each format's own field: a GIF's counts the repeats after the first play (no field: one
     # play), WebP's and APNG's count every play.

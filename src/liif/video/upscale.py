@@ -66,7 +66,8 @@ class VideoOptions:
 
 @dataclass(frozen=True)
 class VideoResult:
-    """What was written: the path, the frame count and the frame size (width, height)."""
+    """What was written: the path, the frame count (of the output: a GIF drops frames it cannot show) and the frame
+    size (width, height)."""
 
     path: Path
     frames: int
@@ -175,8 +176,8 @@ def render_clip(model: nn.Module, clip: Clip, source: Path, destination: Path, t
             bar.total = bar.n
             bar.refresh()
     if stopped is not None:
-        raise LiifError(f"{stopped}; the {writer.frames_written} frames before it were written to {destination}")
-    return writer.frames_written
+        raise LiifError(f"{stopped}; the {writer.frames_kept} frames before it were written to {destination}")
+    return writer.frames_kept
 
 
 def writer_options(info: ClipInfo, target: Target, source: Path, destination: Path, options: VideoOptions

@@ -207,6 +207,11 @@ class FrameWriter:
         self._write(frame, pts, duration_ms)
         self.frames_written += 1
 
+    @property
+    def frames_kept(self) -> int:
+        """The frames the output holds: every frame written, but those a GIF drops (``GifWriter``)."""
+        return self.frames_written
+
     def close(self) -> None:
         """Finish the output and rename it to the path."""
         try:
@@ -638,6 +643,7 @@ class GifWriter(AnimationWriter):
         self.shown_ms = 0.0  # the running time
         # the latest frame and its start in ms (whole hundredths): written once the next one's start gives its delay
         self.held: tuple[Image.Image, int] | None = None
+        self.dropped = 0
         with write_errors(f"cannot write {path}"):
             self.file = open(self.temporary, "wb")
 
@@ -651,7 +657,12 @@ class GifWriter(AnimationWriter):
                 self._put(held, start - held_start)
             else:
                 start = held_start
+                self.dropped += 1
         self.held = image, start
+
+    @property
+    def frames_kept(self) -> int:
+        return self.frames_written - self.dropped
 
     def _put(self, image: Image.Image, delay_ms: int) -> None:
         """Write a frame that shows for ``delay_ms``; the file's header before the first."""
