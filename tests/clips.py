@@ -121,23 +121,32 @@ def make_clip(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), ra
     return path
 
 
-def interlaced_clip(path: Path, frames: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+def interlaced_clip(path: Path, frames: int = 4, size: tuple[int, int] = (64, 48), progressive: int = 0) -> Path:
     """An interlaced H.264 clip (lossless), as TV and camcorders record: a white bar moving right on black, each
     frame's even rows (its second field: x264 takes the field order of the frames, which PyAV cannot mark top first)
-    a moment after its odd rows, so that the frame combs."""
+    a moment after its odd rows, so that the frame combs. Its first ``progressive`` frames are encoded progressive
+    (a TV recording that begins with a film), the others by an encoder of their own, whose headers are in its stream."""
     width, height = size
+    interlacing = {"flags": "+ilme+ildct", "qp": "0"}
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"flags": "+ilme+ildct", "qp": "0"})
+        stream = container.add_stream("libx264", rate=25, options={"qp": "0"} if progressive else interlacing)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        encoder = stream.codec_context
         for index in range(frames):
+            if index == progressive and progressive:
+                container.mux(stream.encode(None))
+                encoder = av.CodecContext.create("libx264", "w")
+                encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+                encoder.time_base, encoder.framerate, encoder.options = Fraction(1, 25), 25, interlacing
             pixels = np.zeros((height, width, 3), np.uint8)
             for row in range(height):
                 left = 8 * index + 4 * (1 - row % 2)
                 pixels[row, left:left + 8] = 255
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            for packet in [*encoder.encode(frame), *(encoder.encode(None) if index == frames - 1 else [])]:
+                packet.stream = stream
+                container.mux(packet)
     return path
 
 

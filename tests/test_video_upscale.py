@@ -182,16 +182,17 @@ def test_every_turn_and_mirroring_of_the_display_matrix_is_shown_as_players_show
         assert np.array_equal(next(opened.frames()).pixels, shown)  # PNG in MOV: lossless
 
 
+def combing(pixels: np.ndarray) -> float:
+    """How far each row of ``pixels`` is from the mean of the rows about it: a combed frame's moving edges."""
+    rows = pixels.astype(float)
+    return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
+
+
 def test_interlaced_video_is_deinterlaced_keeping_its_frames_and_times(tmp_path: Path) -> None:
     """The two fields of a TV or camcorder frame, a moment apart, were upscaled as one picture: every moving edge
     combed. Each frame is made of its first field (FFmpeg's bwdif), at its own time."""
     source = interlaced_clip(tmp_path / "tv.mkv")
     raw = decoded_frames(source)
-
-    def combing(pixels: np.ndarray) -> float:  # how far each row is from the mean of the rows about it
-        rows = pixels.astype(float)
-        return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
-
     with open_clip(source) as clip:
         frames = list(clip.frames())
     assert [frame.pts for frame in frames] == [round(time * 1000) for _, time in raw]  # Matroska's ms
@@ -199,6 +200,19 @@ def test_interlaced_video_is_deinterlaced_keeping_its_frames_and_times(tmp_path:
     assert all(combing(frame.pixels) < 2 for frame in frames)
     for frame, (pixels, _) in zip(frames, raw):  # the first field's rows (the bottom one here), as they were
         assert np.abs(frame.pixels[1::2].astype(int) - pixels[1::2]).mean() < 2
+
+
+def test_a_video_interlaced_after_a_progressive_start_is_deinterlaced_from_there(tmp_path: Path) -> None:
+    """Deinterlacing was decided by the first frame: a recording that begins progressive (a film, an advert) stayed
+    combed to its end. Its progressive frames pass as they are, and its interlaced ones are deinterlaced."""
+    source = interlaced_clip(tmp_path / "tv.mkv", frames=6, progressive=2)
+    raw = decoded_frames(source)
+    with open_clip(source) as clip:
+        frames = list(clip.frames())
+    assert [frame.pts for frame in frames] == [round(time * 1000) for _, time in raw]
+    assert all(np.array_equal(frame.pixels, pixels) for frame, (pixels, _) in zip(frames[:2], raw))
+    assert all(combing(pixels) > 20 for pixels, _ in raw[2:])
+    assert all(combing(frame.pixels) < 2 for frame in frames[2:])
 
 
 def test_anamorphic_video_keeps_its_display_shape(tmp_path: Path, tiny) -> None:

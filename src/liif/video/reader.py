@@ -241,14 +241,20 @@ class VideoClip(Clip):
         yield self.clip_frame(pixels, pts, duration)
 
     def progressive(self) -> Iterator[av.VideoFrame]:
-        """The decoded frames, deinterlaced where the first is interlaced (TV, DVD, a camcorder's 1080i): upscaled as
-        they are, the rows of their two fields, a moment apart, comb every moving edge. FFmpeg's bwdif, as its users
-        deinterlace, makes a frame of each frame's first field, keeping its time; a progressive frame passes as is."""
+        """The decoded frames, deinterlaced from the first interlaced one (TV, DVD, a camcorder's 1080i; a recording may
+        begin progressive): upscaled as they are, the rows of their two fields, a moment apart, comb every moving edge.
+        A progressive frame passes as is."""
         frames = itertools.chain([self.first], self.decoded)
-        first = self.first
-        if not first.interlaced_frame:
-            yield from frames
-            return
+        for frame in frames:
+            if frame.interlaced_frame:
+                yield from self.deinterlaced(itertools.chain([frame], frames))
+                return
+            yield frame
+
+    def deinterlaced(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """``frames`` through FFmpeg's bwdif, as its users deinterlace: each interlaced frame made of its first field,
+        keeping its time; a progressive one passes as is."""
+        first = self.first  # the filter's size and format are fixed: the first frame's, as the output's
         graph = av.filter.Graph()
         graph.link_nodes(graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
                                           time_base=first.time_base or self.stream.time_base),
@@ -258,7 +264,7 @@ class VideoClip(Clip):
         for frame in itertools.chain(frames, [None]):  # None: the end, which gives the last frame
             if frame is not None:
                 if (frame.width, frame.height, frame.format.name) != (first.width, first.height, first.format.name):
-                    frame = frame.reformat(first.width, first.height, first.format.name)  # the filter's are fixed
+                    frame = frame.reformat(first.width, first.height, first.format.name)
                 times.append((frame.pts, frame.duration))
             graph.push(frame)
             while True:
