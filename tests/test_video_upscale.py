@@ -688,6 +688,21 @@ def test_a_clips_bar_ends_full_when_its_frame_count_was_an_estimate(tmp_path: Pa
     assert summary.startswith("liif upscale: 1 written, 0 failed")
 
 
+def test_reading_an_animations_frames_before_rendering_shows_a_bar(tmp_path: Path, tiny, capsys) -> None:
+    """An animation's frames are all decoded once for their durations and transparency before the first is rendered:
+    a long one showed nothing for that while. A bar counts them, and is cleared for the rendering's."""
+    _, weights = tiny
+    frames = [Image.fromarray(frame_pixels(i, (16, 12))) for i in range(5)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    code, err = run_cli_stderr(capsys, tmp_path / "anim.gif", "--scale", "2", "-o", tmp_path / "out.gif",
+                               "--model", weights)
+    assert code == 0
+    assert re.search(r"reading anim\.gif:   0%\|.*\| 0/5 ", err), err
+    bar, summary = screen(err)
+    assert re.fullmatch(r"anim\.gif: 100%\|.+\| 5/5 \[.*frame/s\]", bar), err
+    assert summary.startswith("liif upscale: 1 written, 0 failed")
+
+
 def test_an_interrupted_run_leaves_nothing_and_skip_existing_finishes_the_batch(tmp_path: Path, tiny, capsys,
                                                                                 monkeypatch) -> None:
     _, weights = tiny

@@ -15,6 +15,7 @@ import collections
 import itertools
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Iterator
 import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import check_regular_file
@@ -137,13 +139,14 @@ def looks_like_transport_stream(path: Path) -> bool:
                for start, size in ((0, 188), (4, 192)))
 
 
-def open_clip(path: str | Path) -> Clip:
-    """Open a video or an animation (by its suffix; see ``is_moving``); every problem is a one-line LiifError."""
+def open_clip(path: str | Path, progress: bool = False) -> Clip:
+    """Open a video or an animation (by its suffix; see ``is_moving``); every problem is a one-line LiifError.
+    ``progress``: a bar while an animation's frames are read for their durations and transparency."""
     path = Path(path)
     check_regular_file(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return VideoClip(path)
-    return AnimationClip(path)
+    return AnimationClip(path, progress)
 
 
 class VideoClip(Clip):
@@ -413,17 +416,22 @@ def frame_duration(image_format: str, stored_ms: float) -> float:
 class AnimationClip(Clip):
     """An animated GIF, WebP or PNG through Pillow; pts and durations in milliseconds."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, progress: bool = False) -> None:
         self.path = path
         try:
             with self.open() as image:
                 count = getattr(image, "n_frames", 1)
                 durations, alpha = [], False
-                for index in range(count):
-                    image.seek(index)
-                    image.load()
-                    durations.append(frame_duration(image.format, float(image.info.get("duration") or 0)))
-                    alpha = alpha or np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
+                # every frame is decoded (WebP's durations come with its pixels): a long animation takes a while
+                with tqdm(total=count, desc=f"reading {path.name}", unit="frame", disable=not progress, leave=False,
+                          file=sys.stderr, dynamic_ncols=True) as bar:
+                    for index in range(count):
+                        image.seek(index)
+                        image.load()
+                        durations.append(frame_duration(image.format, float(image.info.get("duration") or 0)))
+                        alpha = alpha or image.has_transparency_data and \
+                            np.asarray(image.convert("RGBA"))[:, :, 3].min() < 255
+                        bar.update()
                 plays = animation_plays(image.format, image.info.get("loop"))
                 size = image.size
         except UnidentifiedImageError:

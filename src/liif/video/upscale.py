@@ -136,7 +136,7 @@ def upscale_clip(model: nn.Module, source: str | os.PathLike, destination: str |
     batch = options.batch if options.batch is not None else 1 if device.type == "cpu" else GPU_BATCH
     if options.tile is None:  # chosen once, so that every frame is cut into the same tiles
         options = replace(options, tile=render_tile(device, batch))
-    with open_clip(source) as clip:
+    with open_clip(source, progress) as clip:
         target, notes = plan_clip(clip.info, geometry, destination, options)
         for line in notes:
             note(line)
