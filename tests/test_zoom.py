@@ -445,14 +445,14 @@ def test_frames_below_x1_are_antialiased_bicubic(tmp_path):
 
 
 def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(picture_path, tmp_path):
-    """A WebP or APNG animation keeps every frame until it is written: 100,000 frames of 16384x16384 rendered for
+    """A WebP animation keeps every frame until it is written: 100,000 frames of 16384x16384 rendered for
     days, then the writer ran out of memory. It is refused at once, naming what it would hold; frames written as
-    they come (a GIF's, a folder's) are not held."""
+    they come (a GIF's, an APNG's, a folder's) are not held."""
     arguments = {"end": 1000, "frames": 100_000, "size": (16384, 16384), "model": "no-such-model"}
     with pytest.raises(LiifError, match=r"zoom.webp: an animation is held whole in memory until written, 75000.0 GiB "
                                         r"for 100000 frames, and only .* GiB is available: write a video"):
         zoom(picture_path, tmp_path / "zoom.webp", **arguments)
-    for streamed in ("zoom.gif", "frames"):
+    for streamed in ("zoom.gif", "zoom.png", "frames"):
         with pytest.raises(LiifError, match="unknown model 'no-such-model'"):
             zoom(picture_path, tmp_path / streamed, **arguments)
     assert list(tmp_path.iterdir()) == []

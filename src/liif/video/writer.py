@@ -2,16 +2,18 @@
 
 The kind follows the output path: ``.mp4`` ``.mkv`` ``.mov`` ``.webm`` are encoded through PyAV (H.264, VP9,
 AV1 through SVT-AV1, FFV1 lossless), with audio and subtitle streams copied packet for packet from another
-container; ``.gif`` ``.webp`` ``.png``/``.apng`` are animations through Pillow, with per-frame durations and a
-play count; a path with no suffix, or an existing folder, gets a folder of PNG frames. Leaving the ``with``
-block normally renames the temporary output to the path; leaving it by an exception removes it.
+container; ``.gif`` ``.webp`` ``.png``/``.apng`` are animations (GIF through Pillow, WebP and APNG through PyAV), with
+per-frame durations and a play count; a path with no suffix, or an existing folder, gets a folder of PNG frames.
+Leaving the ``with`` block normally renames the temporary output to the path; leaving it by an exception removes it.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import types
+import zlib
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -25,8 +27,8 @@ from liif.bounds import Number, flag
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.fileio import remove_path, temporary_name
 from liif.imageio import LOSSY_QUALITY, Picture, check_encodable, eight_bit, encode_picture
-from liif.video.reader import (RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, has_alpha, main_video, stream_kind,
-                               timeline_start)
+from liif.video.reader import (MS, RGB_FORMATS, SHORTEST_GIF_DELAY_MS, TIMECODE, has_alpha, main_video,
+                               stream_kind, timeline_start)
 
 # suffix -> FFmpeg muxer name (the temporary name has no meaningful suffix, so the muxer is named)
 VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -54,10 +56,9 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "placebo")
 FRAME_NAME = "frame_{:05d}.png"
 GIF_TRANSPARENT = 255  # the GIF palette index of transparent pixels
-APNG_DISPOSE_NONE, APNG_DISPOSE_BACKGROUND = 0, 1
 # The most plays each animation format counts: GIF's 16 bits count the repeats after the first play, WebP's 16
-# bits every play, APNG's PNG number (31 bits) every play.
-MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 31 - 1}
+# bits every play, APNG's PNG number every play, of which FFmpeg's apng muxer writes 16 bits.
+MOST_PLAYS = {"GIF": 2 ** 16, "WEBP": 2 ** 16 - 1, "PNG": 2 ** 16 - 1}
 # The longest each animation format shows a frame, in ms: a GIF's 16 bits of hundredths (less the hundredth that
 # rounding on the running time may add, and the two of a shorter frame dropped before it), WebP's 24 bits of ms, APNG's
 # fraction of 16-bit terms.
@@ -96,9 +97,10 @@ def output_kind(path: Path) -> str:
 
 
 def held_bytes(path: Path, size: tuple[int, int], frames: int) -> int:
-    """The memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: a WebP or
-    APNG animation keeps them all (Pillow writes it in one call), a GIF (``GifWriter``), a video or a folder none."""
-    if output_kind(path) != "animation" or ANIMATION_FORMATS[path.suffix.lower()] == "GIF":
+    """The most memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: a WebP
+    keeps them all, encoded (libwebp assembles it at the end; their pixels are the bound), an APNG, a GIF, a video or
+    a folder none."""
+    if output_kind(path) != "animation" or ANIMATION_FORMATS[path.suffix.lower()] != "WEBP":
         return 0
     return frames * size[0] * size[1] * 3
 
@@ -568,12 +570,9 @@ def check_frame_duration(path: Path, duration_ms: float, why: str = "") -> None:
 
 
 class AnimationWriter(FrameWriter):
-    """An animated WebP or PNG (APNG) through Pillow, with each frame's duration and the play count (a GIF:
-    ``GifWriter``). Pillow writes such an animation in one call, so its frames are kept until the end.
-
-    Pillow and libwebp fold a frame equal to the one before into it (one frame, the durations summed), lossy libwebp
-    one within a few levels of it too; every frame is kept instead: in an APNG the frame before it is disposed of, and
-    in a WebP one pixel of the repeat is four levels from the one before."""
+    """An animation's checks and running time, common to a GIF (``GifWriter``) and a WebP or APNG
+    (``EncodedAnimationWriter``): its play count, its size and a frame's duration, refused before the destination is
+    made."""
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         self.format = ANIMATION_FORMATS[path.suffix.lower()]
@@ -584,16 +583,39 @@ class AnimationWriter(FrameWriter):
         check_frame_duration(path, float(1000 / Fraction(rate)), f", one frame at {float(rate):g} frames per second")
         super().__init__(path, size, rate, overwrite)  # refusals before the destination is made
         self.plays = plays
-        self.frames: list[Image.Image] = []
-        self.durations: list[float] = []
-        self.disposals: list[int] = []  # APNG
-        self.last: np.ndarray | None = None  # the last frame as written
+        self.shown_ms = 0.0  # the running time
 
     def frame_duration(self, duration_ms: float | None) -> float:
         """How long a frame given ``duration_ms`` shows, checked: one frame at the rate where it is None."""
         duration_ms = float(1000 / self.rate) if duration_ms is None else duration_ms
         check_frame_duration(self.path, duration_ms)
         return duration_ms
+
+
+class EncodedAnimationWriter(AnimationWriter):
+    """An animated WebP or PNG (APNG) through FFmpeg's libwebp_anim or apng encoder, with each frame's duration (its
+    start rounded to the ms on the running time) and the play count. An APNG is written frame by frame; libwebp keeps
+    the WebP's frames encoded (a fraction of their pixels) until it assembles them at the end.
+
+    libwebp folds a frame equal to the one before into it (one frame, the durations summed), lossy one within a few
+    levels of it too: one pixel of such a repeat is four levels from the one before instead. FFmpeg gives the last
+    frame the mean duration (WebP) or the one before's (APNG): its own is written into the file's last frame."""
+
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
+        super().__init__(path, size, rate, overwrite, plays)
+        self.stream: av.video.stream.VideoStream | None = None  # added with the first frame, which says its channels
+        self.last: np.ndarray | None = None  # the last frame as written
+        self.last_packet: av.Packet | None = None  # muxed once it is known not to be the last
+        self.last_ms = 0  # the last frame's duration, in whole ms on the running time
+        self.container: av.container.OutputContainer | None = None
+        webp = self.format == "WEBP"
+        try:
+            with write_errors(f"cannot write {path}"):
+                self.container = av.open(str(self.temporary), "w", format="webp" if webp else "apng",
+                                         options={"loop" if webp else "plays": str(plays)})
+        except LiifError:
+            self.abort()
+            raise
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
         frame = eight_bit(frame)
@@ -603,31 +625,78 @@ class AnimationWriter(FrameWriter):
             frame = frame.copy()
             before = int(self.last[0, 0, 0])
             frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
-        elif self.last is not None and np.array_equal(frame, self.last):
-            self.disposals[-1] = APNG_DISPOSE_BACKGROUND
         self.last = frame
-        self.frames.append(Image.fromarray(frame))
-        self.disposals.append(APNG_DISPOSE_NONE)
-        self.durations.append(duration_ms)
+        rgb_format = RGB_FORMATS[1, frame.shape[2]]
+        with write_errors(f"cannot write {self.path}"):
+            if self.stream is None:
+                self.stream = self.container.add_stream(
+                    "libwebp_anim" if self.format == "WEBP" else "apng",
+                    options={"quality": str(LOSSY_QUALITY)} if self.format == "WEBP" else {})
+                self.stream.width, self.stream.height = self.size
+                self.stream.pix_fmt = "bgra" if self.format == "WEBP" else rgb_format  # libwebp takes RGB as BGRA
+                self.stream.codec_context.time_base = self.stream.time_base = MS
+            video_frame = av.VideoFrame.from_ndarray(frame, format=rgb_format)
+            if video_frame.format.name != self.stream.pix_fmt:
+                video_frame = video_frame.reformat(format=self.stream.pix_fmt)
+            video_frame.pts, video_frame.time_base = round(self.shown_ms), MS
+            self.shown_ms += duration_ms
+            self.last_ms = round(self.shown_ms) - video_frame.pts
+            self._mux(self.stream.encode(video_frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            if self.last_packet is not None:
+                self.container.mux(self.last_packet)
+            self.last_packet = packet
 
     def _finish(self) -> None:
-        if not self.frames:
+        if self.stream is None:
             return
-        first, rest = self.frames[0], self.frames[1:]
-        options = {"save_all": True, "append_images": rest, "duration": self.durations, "loop": self.plays}
-        if self.format == "WEBP":
-            options["quality"] = LOSSY_QUALITY
-        else:
-            options.update(default_image=False, disposal=self.disposals)  # the first frame is no still fallback
-        try:
-            first.save(self.temporary, format=self.format, **options)
+        with write_errors(f"cannot write {self.path}"):
+            self._mux(self.stream.encode(None))
+            # in place: the packet's side data (an APNG's headers, on its first) goes with it
+            time_last = set_webp_last_duration if self.format == "WEBP" else set_apng_delay
+            time_last(memoryview(self.last_packet), max(1, self.last_ms))
+            self.container.mux(self.last_packet)
+            self._close_container()
             with open(self.temporary, "rb+") as f:
                 os.fsync(f.fileno())
-        except (OSError, ValueError) as exc:
-            raise LiifError(f"cannot write {self.path}: {os_reason(exc)}") from None
+
+    def _close_container(self) -> None:
+        if self.container is not None:
+            container, self.container = self.container, None
+            container.close()
 
     def _discard(self) -> None:
-        self.frames = []
+        try:
+            self._close_container()
+        except av.error.FFmpegError:
+            pass  # a container that cannot even close: it is removed next
+
+
+def set_webp_last_duration(data: memoryview, duration_ms: int) -> None:
+    """Make the last frame (ANMF chunk) of an animated WebP (RIFF) ``data`` show for ``duration_ms``; a still one
+    stays as it is."""
+    at, last = 12, None  # after "RIFF", the size and "WEBP"
+    while at + 8 <= len(data):
+        if data[at:at + 4] == b"ANMF":
+            last = at + 8 + 12  # the duration follows the frame's offsets and size
+        at += 8 + (int.from_bytes(data[at + 4:at + 8], "little") + 1) // 2 * 2
+    if last is not None:
+        data[last:last + 3] = duration_ms.to_bytes(3, "little")
+
+
+def set_apng_delay(data: memoryview, duration_ms: int) -> None:
+    """Make the APNG frame ``data`` (its fcTL chunk) show for ``duration_ms``, as the apng muxer writes a delay: the
+    seconds as a fraction of 16-bit terms; a still PNG's (no fcTL) stays as it is."""
+    at = bytes(data).find(b"fcTL")
+    if at < 4:
+        return
+    delay = Fraction(duration_ms, 1000)
+    while delay.numerator > 0xFFFF:  # a frame of more than 65 s: coarser than the ms
+        delay = delay.limit_denominator(max(1, delay.denominator // 2))
+    data[at + 24:at + 28] = struct.pack(">HH", delay.numerator, delay.denominator)
+    data[at + 30:at + 34] = struct.pack(">I", zlib.crc32(data[at:at + 30]))  # over its type and 26 bytes of data
 
 
 class GifWriter(AnimationWriter):
@@ -640,7 +709,6 @@ class GifWriter(AnimationWriter):
 
     def __init__(self, path: Path, size: tuple[int, int], rate: Fraction, overwrite: bool, plays: int) -> None:
         super().__init__(path, size, rate, overwrite, plays)
-        self.shown_ms = 0.0  # the running time
         # the latest frame and its start in ms (whole hundredths): written once the next one's start gives its delay
         self.held: tuple[Image.Image, int] | None = None
         self.dropped = 0
@@ -811,6 +879,6 @@ def open_frame_writer(path: str | os.PathLike, size: tuple[int, int], rate: Frac
         return VideoWriter(path, (width, height), rate, overwrite, codec, crf, preset, pix_fmt, time_base,
                            copy_streams_from, pixel_aspect, timecode, primaries, transfer, alpha, bits)
     if kind == "animation":
-        writer = GifWriter if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else AnimationWriter
+        writer = GifWriter if ANIMATION_FORMATS[path.suffix.lower()] == "GIF" else EncodedAnimationWriter
         return writer(path, (width, height), rate, overwrite, plays)
     return FolderWriter(path, (width, height), rate, overwrite)
