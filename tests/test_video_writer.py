@@ -63,6 +63,12 @@ def test_prores_gets_a_pixel_format_it_takes_by_default(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "b.mov")) as container:
         assert container.streams.video[0].codec_context.pix_fmt.startswith("yuva444p")  # ProRes 4444 decodes as 12-bit
     assert [pixels[:, :, 3].mean() for pixels, _ in decoded_frames(tmp_path / "b.mov", "rgba")] == [0, 255]
+    # which has no quality or speed setting: they were ignored without a word
+    for settings, named in (({"crf": 20}, "crf"), ({"preset": "slow"}, "preset"), ({"crf": 9, "preset": "1"},
+                                                                                    "crf or preset")):
+        with pytest.raises(LiifError, match=f"^prores takes no {named}: leave (it|them) out$"):
+            open_frame_writer(tmp_path / "c.mov", SIZE, Fraction(24), codec="prores", **settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mov", "b.mov"]
 
 
 @pytest.mark.parametrize("rate,kept", [(29.97, Fraction(2997, 100)), (23.976, Fraction(2997, 125)),

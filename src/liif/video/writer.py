@@ -359,6 +359,7 @@ class VideoWriter(FrameWriter):
                     if exc.filename == str(self.temporary):  # the muxer refused the stream as it wrote the header
                         raise LiifError(unsupported) from None
                     raise
+            check_options_taken(encoder, context.options)
         except BaseException:
             self.abort()
             raise
@@ -515,6 +516,15 @@ class VideoWriter(FrameWriter):
             self._close_files()
         except av.error.FFmpegError:
             pass  # a container that cannot even close: it is removed below
+
+
+def check_options_taken(encoder: str, unused: dict[str, str]) -> None:
+    """Refuse a quality or speed the opened ``encoder`` left ``unused`` (ProRes has neither): it would be ignored."""
+    given = [option(name) for name, keys in (("crf", ("crf",)), ("preset", ("preset", "cpu-used")))
+             if any(key in unused for key in keys)]
+    if given:
+        one = len(given) == 1
+        raise LiifError(f"{encoder} takes no {' or '.join(given)}: leave {'it' if one else 'them'} out")
 
 
 def containers_holding(codec: str) -> list[str]:
