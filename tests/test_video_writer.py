@@ -68,6 +68,11 @@ def test_prores_gets_a_pixel_format_it_takes_by_default(tmp_path: Path) -> None:
                                                                                     "crf or preset")):
         with pytest.raises(LiifError, match=f"^prores takes no {named}: leave (it|them) out$"):
             open_frame_writer(tmp_path / "c.mov", SIZE, Fraction(24), codec="prores", **settings)
+    # and whose odd sides need a 4:4:4 format it takes: yuv444p, which the message named, it does not
+    with pytest.raises(LiifError, match=r"^yuv422p10le halves the colour resolution, so the width must be even; the "
+                                        r"frames are 65x48 \(choose an even size, or a 4:4:4 pixel format such as "
+                                        r"yuv444p10le\)$"):
+        open_frame_writer(tmp_path / "d.mov", (65, 48), Fraction(24), codec="prores")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mov", "b.mov"]
 
 

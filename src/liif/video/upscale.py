@@ -33,8 +33,8 @@ from liif.upscale import (DEFAULT_MAX_PIXELS, check_target, checked_alpha, check
 from liif.pipeline import Background, prefetch
 from liif.video.reader import (VIDEO_SUFFIXES, Clip, ClipFrame, ClipInfo, DecodeStopped, has_alpha, is_deep,
                                open_clip)
-from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, open_frame_writer,
-                               output_kind, video_format)
+from liif.video.writer import (ANIMATION_FORMATS, MOST_PLAYS, VIDEO_CONTAINERS, chroma_halved, full_chroma_format,
+                               open_frame_writer, output_kind, video_format)
 
 GPU_BATCH = 4  # frames per model call on a GPU; a CPU gains nothing from batching
 
@@ -89,12 +89,13 @@ def plan_clip(info: ClipInfo, geometry: Geometry, destination: Path, options: Vi
     target = geometry.target((height, width))
     notes = []
     if output_kind(destination) == "video":
-        _, pix_fmt = video_format(destination, options.codec, options.pix_fmt, info.alpha, info.bits)
+        encoder, pix_fmt = video_format(destination, options.codec, options.pix_fmt, info.alpha, info.bits)
         halved = chroma_halved(pix_fmt)
         even = tuple(side + (side % 2 if half else 0) for side, half in zip(target.size, halved[::-1]))
         if even != target.size:
             notes.append(f"the output {target.size[1]}x{target.size[0]} is rounded to {even[1]}x{even[0]}: "
-                         f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as yuv444p keeps odd ones)")
+                         f"{pix_fmt} needs even sides (a 4:4:4 {option('pix_fmt')} such as "
+                         f"{full_chroma_format(encoder)} keeps odd ones)")
             target = Target(even, target.region)
         if info.alpha and not has_alpha(pix_fmt):
             notes.append(f"its transparency is left out: {pix_fmt} has no alpha (VP9 keeps it with {option('pix_fmt')} "

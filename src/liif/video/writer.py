@@ -156,13 +156,21 @@ def is_gray(pix_fmt: str) -> bool:
     return sum(not c.is_alpha for c in av.VideoFormat(pix_fmt, 4, 4).components) == 1
 
 
-def check_even(pix_fmt: str, size: tuple[int, int]) -> None:
+def full_chroma_format(encoder: str) -> str:
+    """A pixel format ``encoder`` takes at full colour resolution (4:4:4), which odd sides need: its first in colour
+    (x264's and VP9's yuv444p, ProRes's yuv444p10le)."""
+    formats = [f.name for f in av.Codec(encoder, "w").video_formats or []]
+    return next((name for name in formats if not any(chroma_halved(name)) and not is_gray(name)), "yuv444p")
+
+
+def check_even(encoder: str, pix_fmt: str, size: tuple[int, int]) -> None:
     """Refuse an odd side where the pixel format halves the colour resolution along it."""
     width, height = size
     for side, halved, name in zip(size, chroma_halved(pix_fmt), ("width", "height")):
         if side % 2 and halved:
             raise LiifError(f"{pix_fmt} halves the colour resolution, so the {name} must be even; the frames "
-                            f"are {width}x{height} (choose an even size, or a 4:4:4 pixel format such as yuv444p)")
+                            f"are {width}x{height} (choose an even size, or a 4:4:4 pixel format such as "
+                            f"{full_chroma_format(encoder)})")
 
 
 @contextmanager
@@ -305,7 +313,7 @@ class VideoWriter(FrameWriter):
                  timecode: str | None = None, primaries: int | None = None, transfer: int | None = None,
                  alpha: bool = False, bits: int = 8) -> None:
         encoder, pix_fmt = video_format(path, codec, pix_fmt, alpha, bits)  # refusals before the destination is made
-        check_even(pix_fmt, size)
+        check_even(encoder, pix_fmt, size)
         options = encoder_options(encoder, crf, preset)
         super().__init__(path, size, rate, overwrite)
         suffix = path.suffix.lower()
