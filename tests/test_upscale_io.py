@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
 import liif
 import liif.imageio
@@ -54,6 +54,17 @@ def test_formats_by_extension_keep_gray_and_icc(tmp_path, model, crop, extension
         assert rgb.size == gray.size == (42, 30)
         assert gray.mode == ("RGB" if extension == ".webp" else "L")  # WebP has no gray mode
         assert rgb.info.get("icc_profile") == (None if extension == ".bmp" else icc)  # BMP has no ICC profile
+
+
+def test_jpeg_keeps_colour_at_full_resolution(tmp_path, crop):
+    """JPEG is written 4:4:4: PIL's default 4:2:0 halves the colour's resolution, blurring the red/blue detail."""
+    Picture(crop).save(tmp_path / "out.jpg")
+    with Image.open(tmp_path / "out.jpg") as img:
+        assert JpegImagePlugin.get_sampling(img) == 0
+        # the colour difference between neighbouring pixels survives as it would not at half resolution
+        chroma = np.asarray(img.convert("YCbCr"), dtype=float)[:, :, 1:]
+    original = np.asarray(Image.fromarray(crop).convert("YCbCr"), dtype=float)[:, :, 1:]
+    assert np.abs(chroma - original).mean() < 1.15  # 4:2:0 errs by 1.4 levels on this crop
 
 
 def test_16bit_png_kept_in_full(tmp_path, model, crop):

@@ -411,6 +411,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
     if picture.pixels.dtype == np.uint16 and not keeps_16_bits(fmt, picture.pixels.shape[2]):
         picture = picture.with_pixels(eight_bit(picture.pixels))
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "JPEG":  # colour at full resolution (4:4:4): PIL's 4:2:0 would halve the colour detail just made
+        options["subsampling"] = 0
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
         options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
