@@ -166,8 +166,9 @@ def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop):
         read_picture(tmp_path / "scan.tif")
 
 
-def camera_jpeg(path, crop) -> None:
-    """A camera's JPEG of ``crop``, stored turned a quarter (orientation 6), at 300 x 200 dpi, with its EXIF."""
+def camera_jpeg(path, crop, icc_profile=None) -> None:
+    """A camera's JPEG of ``crop``, stored turned a quarter (orientation 6), at 300 x 200 dpi, with its EXIF (and
+    ``icc_profile`` where given)."""
     exif = Image.Exif()
     exif[0x0112] = 6
     exif[0x010F], exif[0x0110], exif[0x8298] = "Canon", "EOS 5D", "(c) A. Photographer"
@@ -175,7 +176,7 @@ def camera_jpeg(path, crop) -> None:
     folder = exif.get_ifd(0x8769)
     folder[0x9003], folder[0x829A] = "2024:05:01 10:00:00", 1 / 250
     folder[0xA002], folder[0xA003] = crop.shape[1], crop.shape[0]  # the image's size as the camera gave it
-    Image.fromarray(crop).save(path, exif=exif, dpi=(300, 200), quality=95)
+    Image.fromarray(crop).save(path, exif=exif, dpi=(300, 200), quality=95, icc_profile=icc_profile)
 
 
 @pytest.mark.parametrize("extension", [".png", ".jpg", ".webp", ".tiff", ".bmp", "16.png"])
@@ -202,6 +203,23 @@ def test_exif_and_dpi_are_kept_the_orientation_applied(tmp_path, model, crop, ex
         assert folder[0x9003] == "2024:05:01 10:00:00" and float(folder[0x829A]) == 1 / 250
         assert (folder[0xA002], folder[0xA003]) == (40, 56)
     assert np.array_equal(read_picture(tmp_path / f"out{extension}").pixels.shape[:2], (56, 40))  # not turned again
+
+
+def test_pil_in_pil_out_keeps_the_profile_exif_and_dpi(tmp_path, model, crop):
+    """The Python API's PIL image holds what the CLI's file keeps, in ``info`` as PIL's own files do: the ICC
+    profile, the EXIF (orientation applied, the image size the output's) and the DPI (turned with the picture)."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    camera_jpeg(tmp_path / "photo.jpg", crop, icc)
+    with Image.open(tmp_path / "photo.jpg") as img:
+        out = liif.upscale(img, scale=2, model=model, device="cpu")
+    assert out.size == (40, 56) and out.info["icc_profile"] == icc
+    assert [round(float(dpi)) for dpi in out.info["dpi"]] == [200, 300]
+    exif = out.getexif()
+    assert 0x0112 not in exif and (exif[0x010F], exif[0x8298]) == ("Canon", "(c) A. Photographer")
+    assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == (40, 56)
+    out.save(tmp_path / "out.png", exif=out.info["exif"], dpi=out.info["dpi"])  # and the profile from info itself
+    saved = read_picture(tmp_path / "out.png")
+    assert saved.icc_profile == icc and saved.exif and [round(dpi) for dpi in saved.dpi] == [200, 300]
 
 
 def test_exif_too_long_for_jpeg_is_left_out_not_failing_the_picture(tmp_path, crop):

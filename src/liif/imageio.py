@@ -114,11 +114,15 @@ class Picture:
         return self.pixels.shape, str(self.pixels.dtype), digest
 
     def to_pil(self) -> Image.Image:
-        """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16). PIL has no 16-bit colour mode."""
+        """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16), its ICC profile, EXIF and DPI in its
+        ``info`` as a file opened by PIL holds them. PIL has no 16-bit colour mode."""
         if self.pixels.dtype == np.uint16 and self.pixels.shape[2] != 1:
             raise LiifError("PIL cannot hold 16-bit colour: use Picture.pixels or Picture.save")
         # PIL picks the mode from the array's dtype and shape (uint16 (H, W) is I;16).
-        return Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
+        img = Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
+        metadata = {"icc_profile": self.icc_profile, "exif": written_exif(self), "dpi": self.dpi}
+        img.info.update((key, value) for key, value in metadata.items() if value)
+        return img
 
     def with_pixels(self, pixels: np.ndarray) -> Picture:
         """Other pixels (the same picture resized) with this picture's profile, EXIF and DPI."""
