@@ -320,6 +320,17 @@ def test_format_that_contradicts_the_output_file_is_refused(picture, tmp_path, c
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_still_picture_to_gif_is_refused_saying_why(picture, tmp_path, capsys):
+    """GIF (a GIF's upscale is one) would cut an upscaled picture to 256 colours: refused before rendering, naming
+    that and the formats written, not as an 'unknown' format."""
+    code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", tmp_path / "out.gif")
+    assert code == 1
+    assert lines == [f"liif upscale: error: {picture}: {tmp_path / 'out.gif'}: GIF holds 256 colours, too few for an "
+                     "upscaled picture (only a GIF is upscaled to GIF); use .png to keep every colour, or one "
+                     "of .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp"]
+    assert not (tmp_path / "out.gif").exists()
+
+
 def test_the_content_decides_and_only_listed_formats_and_regular_files_are_read(tmp_path, crop, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -385,6 +385,9 @@ def read_tiff16(path: Path, img: Image.Image, pixel_format: str, orientation: in
 def output_format(path: str | os.PathLike) -> str:
     """The PIL format name a file extension selects."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".gif":  # Pillow writes it, but an upscaled picture's colours would be cut to a palette
+        raise LiifError(f"{path}: GIF holds 256 colours, too few for an upscaled picture (only a GIF is upscaled to "
+                        f"GIF); use .png to keep every colour, or one of {', '.join(sorted(FORMATS))}")
     if suffix not in FORMATS:
         raise LiifError(f"{path}: unknown output format {suffix or '(no extension)'!r}; "
                         f"use one of {', '.join(sorted(FORMATS))}")
