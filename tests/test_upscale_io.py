@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, PngImagePlugin
 
 import liif
 import liif.imageio
@@ -220,6 +220,40 @@ def test_pil_in_pil_out_keeps_the_profile_exif_and_dpi(tmp_path, model, crop):
     out.save(tmp_path / "out.png", exif=out.info["exif"], dpi=out.info["dpi"])  # and the profile from info itself
     saved = read_picture(tmp_path / "out.png")
     assert saved.icc_profile == icc and saved.exif and [round(dpi) for dpi in saved.dpi] == [200, 300]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_png_text_is_kept_in_png_outputs(tmp_path, model, crop, bits):
+    """A PNG's text (Stable Diffusion's parameters, a description, an author in another script, one after the
+    pixels) reaches a PNG output; XMP and ImageMagick's raw EXIF, which describe the pixels as they were, do not."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a lighthouse at dusk\nSteps: 30, Sampler: Euler a, Seed: 42")
+    info.add_text("Author", "Ærøskøbing, 北京")  # not Latin-1: an iTXt chunk
+    info.add_text("Description", "long " * 400, zip=True)
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta><tiff:Orientation>6</tiff:Orientation></x:xmpmeta>")
+    info.add_text("Raw profile type exif", "\nexif\n      20\n45786966000049492a00080000000000000000000000")
+    pixels = crop if bits == 8 else crop.astype(np.uint16) * 257 + 3
+    Picture(pixels).save(tmp_path / "plain.png")
+    plain = (tmp_path / "plain.png").read_bytes()
+    before = b"".join(png_chunk_bytes(kind, body) for kind, body, _ in info.chunks)
+    after = png_chunk_bytes(b"tEXt", b"Comment\x00after the pixels")
+    end = plain.rindex(b"IEND") - 4
+    (tmp_path / "in.png").write_bytes(plain[:33] + before + plain[33:end] + after + plain[end:])
+    picture = liif.upscale(tmp_path / "in.png", scale=2, model=model, device="cpu")
+    assert picture.pixels.dtype == pixels.dtype
+    expected = {"parameters": "a lighthouse at dusk\nSteps: 30, Sampler: Euler a, Seed: 42",
+                "Author": "Ærøskøbing, 北京", "Description": "long " * 400, "Comment": "after the pixels"}
+    for name in ("out.png", "out.jpg"):
+        picture.save(tmp_path / name)
+    with Image.open(tmp_path / "out.png") as img:
+        img.load()
+        assert img.text == expected
+    assert read_picture(tmp_path / "out.png").text == expected
+    assert b"lighthouse" not in (tmp_path / "out.jpg").read_bytes()
+
+
+def png_chunk_bytes(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def test_exif_too_long_for_jpeg_is_left_out_not_failing_the_picture(tmp_path, crop):

@@ -1,5 +1,5 @@
-"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC, EXIF and DPI kept, 16-bit
-PNG and TIFF read in full (written in full as PNG and gray TIFF).
+"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC, EXIF and DPI kept (a PNG's text
+in PNG), 16-bit PNG and TIFF read in full (written in full as PNG and gray TIFF).
 
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
 or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
@@ -22,12 +22,12 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 import av
 import numpy as np
 import png
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 from liif.bounds import flag
 from liif.errors import LiifError, OutputExists, one_line, os_reason
@@ -57,6 +57,10 @@ BIGTIFF_VERSIONS = (b"\x2b\x00", b"\x00\x2b")  # bytes 2-3 of a BigTIFF, little-
 TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# Text a PNG output leaves out: XMP and ImageMagick's hex copies of EXIF, XMP and IPTC ("Raw profile type exif"),
+# which describe the pixels as they were (orientation, size, crop), not as written.
+PNG_TEXT_LEFT_OUT = ("XML:com.adobe.xmp", "Raw profile type ")
 PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 SRGB = ImageCms.createProfile("sRGB")
@@ -65,13 +69,15 @@ SRGB = ImageCms.createProfile("sRGB")
 @dataclasses.dataclass
 class Picture:
     """Pixels (H, W, C) uint8 or uint16, and what to carry to the output: the ICC profile, the EXIF kept
-    (``EXIF_KEPT``, as bytes) and the resolution in dots per inch (x, y). The layout is never guessed, as in PIL
-    and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
+    (``EXIF_KEPT``, as bytes), the resolution in dots per inch (x, y) and a PNG's text (key: value, kept in PNG
+    outputs; ``kept_text``). The layout is never guessed, as in PIL and numpy: a (C, H, W) array is refused, but
+    one at most 4 pixels wide reads as (H, W, C)."""
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    text: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, as every picture passes here: a (C, H, W) or float array would otherwise render as garbage
@@ -149,19 +155,20 @@ def picture_from_pil(img: Image.Image, file_orientation: int | None = None) -> P
         mode = picture_mode(img)
         pixels = np.asarray(img if img.mode == mode else img.convert(mode))  # convert copies even to its own mode
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-    return described(img, pixels, icc, file_orientation)
+    text = kept_text(img.text) if img.format == "PNG" else None  # PIL's text of a PNG: its pixels are loaded
+    return described(img, pixels, icc, file_orientation, text)
 
 
-def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orientation: int | None = None
-              ) -> Picture:
-    """``img``'s ``pixels`` (H, W, C) as a Picture: turned as its EXIF orientation says, with the profile ``icc``
-    and the EXIF and DPI it keeps (the DPI's axes swapped where the file's orientation turns a quarter)."""
+def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orientation: int | None = None,
+              text: dict[str, str] | None = None) -> Picture:
+    """``img``'s ``pixels`` (H, W, C) as a Picture: turned as its EXIF orientation says, with the profile ``icc``,
+    the EXIF and DPI it keeps (the DPI's axes swapped where the file's orientation turns a quarter) and ``text``."""
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     # PIL gives a TIFF without resolution tags 1 dpi
     dpi = picture_dpi(img.info.get("dpi")) if img.format != "TIFF" or TIFF_X_RESOLUTION in img.tag_v2 else None
     if dpi and (file_orientation or orientation) in (5, 6, 7, 8):
         dpi = dpi[::-1]
-    return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi)
+    return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi, text)
 
 
 def picture_dpi(dpi: object) -> tuple[float, float] | None:
@@ -189,6 +196,31 @@ def kept_exif(img: Image.Image) -> bytes | None:
         return kept.tobytes() if len(kept) else None
     except EXIF_ERRORS:
         return None
+
+
+def kept_text(text: Mapping[str, str]) -> dict[str, str] | None:
+    """The text of a PNG an output keeps (``PNG_TEXT_LEFT_OUT`` left out), or None where none is left."""
+    kept = {key: str(value) for key, value in text.items() if not key.startswith(PNG_TEXT_LEFT_OUT)}
+    return kept or None
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text chunks of the PNG ``path`` wherever they lie, read by PIL with its limits, its pixels skipped
+    undecoded; a damaged chunk and those after it are left out, as text does not change the pixels."""
+    with open(path, "rb") as f:
+        f.seek(len(PNG_SIGNATURE))
+        stream = PngImagePlugin.PngStream(f)
+        try:
+            while (chunk := stream.read())[0] != b"IEND":
+                kind, position, length = chunk
+                if kind in PNG_TEXT_CHUNKS:
+                    stream.call(kind, position, length)
+                else:
+                    f.seek(length, os.SEEK_CUR)
+                f.seek(4, os.SEEK_CUR)  # its CRC
+        except (*PIL_READ_ERRORS, struct.error, UnicodeError):
+            pass
+    return stream.im_text
 
 
 def picture_mode(img: Image.Image) -> str:
@@ -348,7 +380,8 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
     if pixels.shape[0] != height:
         raise LiifError("cannot read the image, it is truncated")
-    return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None)
+    return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None,
+                     text=kept_text(png_text(path)))
 
 
 def tiff16_format(img: Image.Image, path: Path) -> str | None:
@@ -428,6 +461,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         options["exif"] = picture.exif
     if picture.dpi:
         options["dpi"] = picture.dpi
+    if picture.text and fmt == "PNG":
+        options["pnginfo"] = png_text_info(picture.text)
     picture.to_pil().save(stream, format=fmt, **options)
 
 
@@ -443,6 +478,14 @@ def depth_note(picture: Picture, fmt: str) -> str | None:
         return None
     holds = "only gray TIFF is written with 16" if fmt == "TIFF" else f"{fmt} holds 8"
     return f"16 bits per channel written as 8 ({holds}; .png keeps 16)"
+
+
+def png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    """PIL's PNG chunks of ``text``: tEXt, or iTXt where a value is not Latin-1."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return info
 
 
 def written_exif(picture: Picture) -> bytes | None:
@@ -503,7 +546,8 @@ def srgb_converter(picture: Picture) -> Callable[[np.ndarray], np.ndarray] | Non
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:
-    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile, EXIF and DPI."""
+    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile, EXIF, DPI and
+    text."""
     height, width, channels = picture.pixels.shape
     density = {}
     if picture.dpi:  # pHYs: dots per metre, rounded as Pillow writes them
@@ -513,12 +557,14 @@ def write_png16(picture: Picture, stream: BinaryIO) -> None:
     raw = io.BytesIO()
     writer.write_array(raw, picture.pixels.reshape(-1))
     data = raw.getvalue()
-    # pypng cannot write iCCP or eXIf: inserted right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
+    # pypng cannot write iCCP, eXIf or text: inserted right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
     chunks = b""
     if picture.icc_profile:
         chunks += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(picture.icc_profile))
     if picture.exif:
         chunks += png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\x00\x00"))
+    if picture.text:
+        chunks += b"".join(png_chunk(kind, body) for kind, body, _ in png_text_info(picture.text).chunks)
     stream.write(data[:33] + chunks + data[33:])
 
 
