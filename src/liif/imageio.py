@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Mapping
 
 import av
+import av.logging
 import numpy as np
 import png
 from PIL import ExifTags, Image, ImageCms, PngImagePlugin, UnidentifiedImageError
@@ -335,10 +336,11 @@ def read_picture(path: str | os.PathLike) -> Picture:
     with opened_image(path) as img:
         if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
-        tiff16 = tiff16_format(img, path)
+        if tiff16 := tiff16_format(img, path):  # its pixels decoded by FFmpeg alone, not by PIL at 8 bits first
+            return read_tiff16(path, img, tiff16)
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-        img.load()  # damage shows here, in a 16-bit TIFF too (FFmpeg, which reads it in full, decodes damage as black)
-        return read_tiff16(path, img, tiff16, orientation) if tiff16 else picture_from_pil(img, orientation)
+        img.load()  # damage shows here
+        return picture_from_pil(img, orientation)
 
 
 def picture_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -401,18 +403,40 @@ def tiff16_format(img: Image.Image, path: Path) -> str | None:
     return TIFF16_FORMATS[img.mode]
 
 
-def read_tiff16(path: Path, img: Image.Image, pixel_format: str, orientation: int) -> Picture:
-    """A 16-bit colour TIFF, which PIL has loaded at 8 bits (turning it as its EXIF ``orientation`` says), at full
-    precision: FFmpeg's TIFF decoder in ``pixel_format``, with the profile, EXIF and DPI PIL found."""
+def read_tiff16(path: Path, img: Image.Image, pixel_format: str) -> Picture:
+    """A 16-bit colour TIFF, opened by PIL and not loaded (its header and EXIF orientation as stored), at full
+    precision: FFmpeg's TIFF decoder in ``pixel_format``, with the profile, EXIF and DPI PIL found. FFmpeg decodes
+    damaged data as black, saying so in its log: a line there refuses the picture."""
     try:
         with open(path, "rb") as stream, av.open(stream, format="tiff_pipe") as container:
-            pixels = orient(next(container.decode(video=0)).to_ndarray(format=pixel_format), orientation)
+            with ffmpeg_errors() as errors:
+                frame = next(container.decode(video=0))
+            if errors:
+                raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(errors[0])})")
+            pixels = frame.to_ndarray(format=pixel_format)
     except (av.FFmpegError, StopIteration, IndexError) as exc:
         reason = getattr(exc, "strerror", None) or "no picture in it"
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({reason})") from None
-    if pixels.shape[:2] != (img.height, img.width):
+    picture = described(img, pixels, img.info.get("icc_profile") or None)
+    if picture.pixels.shape[:2] != (img.height, img.width):  # PIL's size of a TIFF is turned as its EXIF says
         raise LiifError("cannot read the image, it may be truncated or corrupt (its size differs from its header's)")
-    return described(img, pixels, img.info.get("icc_profile") or None, orientation)
+    return picture
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[str]]:
+    """The messages FFmpeg logs at error level in this thread while the block runs, in the list yielded once it
+    ends (PyAV passes FFmpeg's log on at no level by default)."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            messages: list[str] = []
+            yield messages
+            messages.extend(message for severity, _, message in logs if severity <= av.logging.ERROR)
+    finally:
+        av.logging.set_level(level)
 
 
 def output_format(path: str | os.PathLike) -> str:
