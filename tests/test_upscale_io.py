@@ -144,6 +144,18 @@ def test_a_48bit_tiff_stored_plane_by_plane_is_read_in_full_and_turned(tmp_path,
     assert np.array_equal(read_picture(tmp_path / "planes.tif").pixels, orient(pixels, orientation))
 
 
+@pytest.mark.parametrize("orientation", [1, 5, 6, 8])
+def test_the_size_from_a_header_is_the_size_read_for_a_turned_tiff(tmp_path, crop, orientation):
+    """PIL gives a TIFF's size turned as its EXIF orientation says (a JPEG's as stored): picture_size, which plans
+    zooms and training crops from the header, swapped a turned TIFF's sides back."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(crop).save(tmp_path / "photo.tif", exif=exif)
+    read = read_picture(tmp_path / "photo.tif").pixels
+    assert np.array_equal(read, orient(crop, orientation))
+    assert liif.imageio.picture_size(tmp_path / "photo.tif") == read.shape[:2]
+
+
 def test_a_48bit_bigtiff_which_ffmpeg_does_not_read_is_read_at_8_bits_as_pil_reads_it(tmp_path, crop):
     pixels = crop.astype(np.uint16) * 256 + 100  # PIL keeps the high byte
     height, width, _ = pixels.shape

@@ -284,10 +284,10 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as ``picture_from_pil`` gives its pixels: EXIF orientations 5 to 8
-    (those ``orient`` turns a quarter or transposes) swap the header's. A PNG's eXIf chunk counts only before its
-    pixels: finding one after them would decode the whole image."""
+    (those ``orient`` turns a quarter or transposes) swap the header's, but for a TIFF, whose size PIL gives turned
+    already. A PNG's eXIf chunk counts only before its pixels: finding one after them would decode the whole image."""
     exif_read = img.format != "PNG" or "exif" in img.info
-    turned = exif_read and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    turned = img.format != "TIFF" and exif_read and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     return (img.width, img.height) if turned else (img.height, img.width)
 
 
