@@ -28,7 +28,7 @@ import av
 import av.logging
 import numpy as np
 import png
-from PIL import ExifTags, Image, ImageCms, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from liif.bounds import flag
 from liif.errors import LiifError, OutputExists, one_line, os_reason
@@ -53,7 +53,10 @@ EXIF_FOLDERS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
 EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, OSError, struct.error, UnicodeError)
 METRES_PER_INCH = 0.0254
 TIFF16_FORMATS = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # PIL's mode of a 16-bit colour TIFF: FFmpeg's format
-TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = 258, 262, 282, 338
+TIFF_WIDTH, TIFF_HEIGHT = 256, 257
+TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_SAMPLES_PER_PIXEL, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = \
+    258, 262, 277, 282, 338
+TIFF_GRAY = (0, 1)  # the photometric interpretations of gray: white or black is zero
 BIGTIFF_VERSIONS = (b"\x2b\x00", b"\x00\x2b")  # bytes 2-3 of a BigTIFF, little- or big-endian (a TIFF's: 42)
 TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
@@ -313,11 +316,32 @@ def opened_image(path: Path) -> Iterator[Image.Image]:
                                     f"save each page as a file of its own")
                 yield img
     except UnidentifiedImageError:
-        raise LiifError("not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)") from None
+        raise LiifError(unread_tiff(path) or "not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, "
+                        "TIFF)") from None
     except Image.DecompressionBombError as exc:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
+
+
+def unread_tiff(path: Path) -> str | None:
+    """Why the TIFF ``path``, which Pillow does not open, is not read, where its first directory tells: 16-bit gray
+    with alpha, which Pillow has no mode for; else None."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's on damaged tags: the refusal says it all
+            directory = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
+            f.seek(directory.next)
+            directory.load(f)
+            gray_and_alpha16 = TIFF_WIDTH in directory and TIFF_HEIGHT in directory and \
+                directory.get(TIFF_PHOTOMETRIC) in TIFF_GRAY and directory.get(TIFF_SAMPLES_PER_PIXEL) == 2 and \
+                set(directory.get(TIFF_BITS_PER_SAMPLE, ())) == {16}
+    except (*PIL_READ_ERRORS, struct.error, TypeError, KeyError):
+        return None
+    if not gray_and_alpha16:  # damage, or a layout this does not tell: the general refusal
+        return None
+    return "a TIFF of 16-bit gray with alpha, a layout not read (Pillow has no mode for it); save it as PNG, which " \
+           "keeps 16-bit gray and alpha"
 
 
 def tiff_pages(img: Image.Image) -> int:
