@@ -320,6 +320,37 @@ def test_format_that_contradicts_the_output_file_is_refused(picture, tmp_path, c
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_still_picture_to_gif_is_refused_saying_why(picture, tmp_path, capsys):
+    """GIF (a GIF's upscale is one) would cut an upscaled picture to 256 colours: refused before rendering, naming
+    that and the formats written, not as an 'unknown' format."""
+    code, lines = upscale_cli(capsys, picture, "--scale", "2", "-o", tmp_path / "out.gif")
+    assert code == 1
+    assert lines == [f"liif upscale: error: {picture}: {tmp_path / 'out.gif'}: GIF holds 256 colours, too few for an "
+                     "upscaled picture (only a GIF is upscaled to GIF); use .png to keep every colour, or one "
+                     "of .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp"]
+    assert not (tmp_path / "out.gif").exists()
+
+
+def test_a_16bit_gray_and_alpha_tiff_is_refused_saying_why(tmp_path, crop, capsys):
+    """Pillow has no mode for 16-bit gray with alpha and does not open such a TIFF: the refusal names the layout
+    and what keeps it, not 'not an image'. The TIFF is written as a scanner writes it: one strip, alpha unassociated."""
+    gray = np.asarray(Image.fromarray(crop).convert("L")).astype("<u2") * 257
+    data = np.stack([gray, np.full_like(gray, 40000)], axis=2).tobytes()
+    height, width = gray.shape
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 2, 16 | 16 << 16), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 8), (277, 3, 1, 2), (278, 3, 1, height), (279, 4, 1, len(data)), (284, 3, 1, 1),
+            (338, 3, 1, 2)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + struct.pack("<I", 0)
+    (tmp_path / "scan.tif").write_bytes(b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + ifd)
+    code, lines = upscale_cli(capsys, tmp_path / "scan.tif", "--scale", "2", "-o", tmp_path / "out.png")
+    assert code == 1 and lines == [
+        f"liif upscale: error: {tmp_path / 'scan.tif'}: a TIFF of 16-bit gray with alpha, a layout not read (Pillow "
+        "has no mode for it); save it as PNG, which keeps 16-bit gray and alpha"]
+    (tmp_path / "scan.tif").write_bytes(b"II*\x00" + bytes(40))  # a TIFF's signature, nothing readable after it
+    with pytest.raises(LiifError, match="^not an image, or not one of the formats read"):
+        read_picture(tmp_path / "scan.tif")
+
+
 def test_the_content_decides_and_only_listed_formats_and_regular_files_are_read(tmp_path, crop, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

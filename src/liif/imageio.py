@@ -1,5 +1,5 @@
-"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC, EXIF and DPI kept, 16-bit
-PNG and TIFF read in full (written in full as PNG and gray TIFF).
+"""Pictures in and out: PNG, JPEG, WebP, BMP, TIFF; EXIF orientation applied, ICC, EXIF and DPI kept (a PNG's text
+in PNG), 16-bit PNG and TIFF read in full (written in full as PNG and gray TIFF).
 
 Pixels live in a ``Picture``: an (H, W, C) uint8 or uint16 array, C = 1 (gray), 2 (gray + alpha), 3 (RGB)
 or 4 (RGBA). A file's content decides how it is read, and only those five formats are opened. PIL reads
@@ -22,12 +22,13 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 import av
+import av.logging
 import numpy as np
 import png
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from liif.bounds import flag
 from liif.errors import LiifError, OutputExists, one_line, os_reason
@@ -52,11 +53,18 @@ EXIF_FOLDERS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)
 EXIF_ERRORS = (SyntaxError, ValueError, KeyError, TypeError, OSError, struct.error, UnicodeError)
 METRES_PER_INCH = 0.0254
 TIFF16_FORMATS = {"RGB": "rgb48le", "RGBA": "rgba64le"}  # PIL's mode of a 16-bit colour TIFF: FFmpeg's format
-TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = 258, 262, 282, 338
+TIFF_WIDTH, TIFF_HEIGHT = 256, 257
+TIFF_BITS_PER_SAMPLE, TIFF_PHOTOMETRIC, TIFF_SAMPLES_PER_PIXEL, TIFF_X_RESOLUTION, TIFF_EXTRA_SAMPLES = \
+    258, 262, 277, 282, 338
+TIFF_GRAY = (0, 1)  # the photometric interpretations of gray: white or black is zero
 BIGTIFF_VERSIONS = (b"\x2b\x00", b"\x00\x2b")  # bytes 2-3 of a BigTIFF, little- or big-endian (a TIFF's: 42)
 TIFF_PREMULTIPLIED = 1  # the extra sample value of an associated (premultiplied) alpha
 NEW_SUBFILE_TYPE = 254  # a TIFF page's tag; bit 0 marks a reduced-resolution copy of another page (a thumbnail)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+# Text a PNG output leaves out: XMP and ImageMagick's hex copies of EXIF, XMP and IPTC ("Raw profile type exif"),
+# which describe the pixels as they were (orientation, size, crop), not as written.
+PNG_TEXT_LEFT_OUT = ("XML:com.adobe.xmp", "Raw profile type ")
 PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 SRGB = ImageCms.createProfile("sRGB")
@@ -65,13 +73,15 @@ SRGB = ImageCms.createProfile("sRGB")
 @dataclasses.dataclass
 class Picture:
     """Pixels (H, W, C) uint8 or uint16, and what to carry to the output: the ICC profile, the EXIF kept
-    (``EXIF_KEPT``, as bytes) and the resolution in dots per inch (x, y). The layout is never guessed, as in PIL
-    and numpy: a (C, H, W) array is refused, but one at most 4 pixels wide reads as (H, W, C)."""
+    (``EXIF_KEPT``, as bytes), the resolution in dots per inch (x, y) and a PNG's text (key: value, kept in PNG
+    outputs; ``kept_text``). The layout is never guessed, as in PIL and numpy: a (C, H, W) array is refused, but
+    one at most 4 pixels wide reads as (H, W, C)."""
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    text: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, as every picture passes here: a (C, H, W) or float array would otherwise render as garbage
@@ -114,11 +124,15 @@ class Picture:
         return self.pixels.shape, str(self.pixels.dtype), digest
 
     def to_pil(self) -> Image.Image:
-        """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16). PIL has no 16-bit colour mode."""
+        """A PIL image (8-bit modes L, LA, RGB, RGBA; 16-bit gray as I;16), its ICC profile, EXIF and DPI in its
+        ``info`` as a file opened by PIL holds them. PIL has no 16-bit colour mode."""
         if self.pixels.dtype == np.uint16 and self.pixels.shape[2] != 1:
             raise LiifError("PIL cannot hold 16-bit colour: use Picture.pixels or Picture.save")
         # PIL picks the mode from the array's dtype and shape (uint16 (H, W) is I;16).
-        return Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
+        img = Image.fromarray(self.pixels[:, :, 0] if self.pixels.shape[2] == 1 else self.pixels)
+        metadata = {"icc_profile": self.icc_profile, "exif": written_exif(self), "dpi": self.dpi}
+        img.info.update((key, value) for key, value in metadata.items() if value)
+        return img
 
     def with_pixels(self, pixels: np.ndarray) -> Picture:
         """Other pixels (the same picture resized) with this picture's profile, EXIF and DPI."""
@@ -145,19 +159,20 @@ def picture_from_pil(img: Image.Image, file_orientation: int | None = None) -> P
         mode = picture_mode(img)
         pixels = np.asarray(img if img.mode == mode else img.convert(mode))  # convert copies even to its own mode
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-    return described(img, pixels, icc, file_orientation)
+    text = kept_text(img.text) if img.format == "PNG" else None  # PIL's text of a PNG: its pixels are loaded
+    return described(img, pixels, icc, file_orientation, text)
 
 
-def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orientation: int | None = None
-              ) -> Picture:
-    """``img``'s ``pixels`` (H, W, C) as a Picture: turned as its EXIF orientation says, with the profile ``icc``
-    and the EXIF and DPI it keeps (the DPI's axes swapped where the file's orientation turns a quarter)."""
+def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orientation: int | None = None,
+              text: dict[str, str] | None = None) -> Picture:
+    """``img``'s ``pixels`` (H, W, C) as a Picture: turned as its EXIF orientation says, with the profile ``icc``,
+    the EXIF and DPI it keeps (the DPI's axes swapped where the file's orientation turns a quarter) and ``text``."""
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     # PIL gives a TIFF without resolution tags 1 dpi
     dpi = picture_dpi(img.info.get("dpi")) if img.format != "TIFF" or TIFF_X_RESOLUTION in img.tag_v2 else None
     if dpi and (file_orientation or orientation) in (5, 6, 7, 8):
         dpi = dpi[::-1]
-    return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi)
+    return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi, text)
 
 
 def picture_dpi(dpi: object) -> tuple[float, float] | None:
@@ -185,6 +200,31 @@ def kept_exif(img: Image.Image) -> bytes | None:
         return kept.tobytes() if len(kept) else None
     except EXIF_ERRORS:
         return None
+
+
+def kept_text(text: Mapping[str, str]) -> dict[str, str] | None:
+    """The text of a PNG an output keeps (``PNG_TEXT_LEFT_OUT`` left out), or None where none is left."""
+    kept = {key: str(value) for key, value in text.items() if not key.startswith(PNG_TEXT_LEFT_OUT)}
+    return kept or None
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text chunks of the PNG ``path`` wherever they lie, read by PIL with its limits, its pixels skipped
+    undecoded; a damaged chunk and those after it are left out, as text does not change the pixels."""
+    with open(path, "rb") as f:
+        f.seek(len(PNG_SIGNATURE))
+        stream = PngImagePlugin.PngStream(f)
+        try:
+            while (chunk := stream.read())[0] != b"IEND":
+                kind, position, length = chunk
+                if kind in PNG_TEXT_CHUNKS:
+                    stream.call(kind, position, length)
+                else:
+                    f.seek(length, os.SEEK_CUR)
+                f.seek(4, os.SEEK_CUR)  # its CRC
+        except (*PIL_READ_ERRORS, struct.error, UnicodeError):
+            pass
+    return stream.im_text
 
 
 def picture_mode(img: Image.Image) -> str:
@@ -247,10 +287,10 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 def oriented_size(img: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as ``picture_from_pil`` gives its pixels: EXIF orientations 5 to 8
-    (those ``orient`` turns a quarter or transposes) swap the header's. A PNG's eXIf chunk counts only before its
-    pixels: finding one after them would decode the whole image."""
+    (those ``orient`` turns a quarter or transposes) swap the header's, but for a TIFF, whose size PIL gives turned
+    already. A PNG's eXIf chunk counts only before its pixels: finding one after them would decode the whole image."""
     exif_read = img.format != "PNG" or "exif" in img.info
-    turned = exif_read and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    turned = img.format != "TIFF" and exif_read and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     return (img.width, img.height) if turned else (img.height, img.width)
 
 
@@ -276,11 +316,32 @@ def opened_image(path: Path) -> Iterator[Image.Image]:
                                     f"save each page as a file of its own")
                 yield img
     except UnidentifiedImageError:
-        raise LiifError("not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, TIFF)") from None
+        raise LiifError(unread_tiff(path) or "not an image, or not one of the formats read (PNG, JPEG, WebP, BMP, "
+                        "TIFF)") from None
     except Image.DecompressionBombError as exc:
         raise LiifError(f"too many pixels to read safely ({exc})") from None
     except PIL_READ_ERRORS as exc:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
+
+
+def unread_tiff(path: Path) -> str | None:
+    """Why the TIFF ``path``, which Pillow does not open, is not read, where its first directory tells: 16-bit gray
+    with alpha, which Pillow has no mode for; else None."""
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's on damaged tags: the refusal says it all
+            directory = TiffImagePlugin.ImageFileDirectory_v2(f.read(8))
+            f.seek(directory.next)
+            directory.load(f)
+            gray_and_alpha16 = TIFF_WIDTH in directory and TIFF_HEIGHT in directory and \
+                directory.get(TIFF_PHOTOMETRIC) in TIFF_GRAY and directory.get(TIFF_SAMPLES_PER_PIXEL) == 2 and \
+                set(directory.get(TIFF_BITS_PER_SAMPLE, ())) == {16}
+    except (*PIL_READ_ERRORS, struct.error, TypeError, KeyError):
+        return None
+    if not gray_and_alpha16:  # damage, or a layout this does not tell: the general refusal
+        return None
+    return "a TIFF of 16-bit gray with alpha, a layout not read (Pillow has no mode for it); save it as PNG, which " \
+           "keeps 16-bit gray and alpha"
 
 
 def tiff_pages(img: Image.Image) -> int:
@@ -299,10 +360,11 @@ def read_picture(path: str | os.PathLike) -> Picture:
     with opened_image(path) as img:
         if img.format == "PNG" and png_header(path)[0] == 16:
             return read_png16(path, img)
-        tiff16 = tiff16_format(img, path)
+        if tiff16 := tiff16_format(img, path):  # its pixels decoded by FFmpeg alone, not by PIL at 8 bits first
+            return read_tiff16(path, img, tiff16)
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-        img.load()  # damage shows here, in a 16-bit TIFF too (FFmpeg, which reads it in full, decodes damage as black)
-        return read_tiff16(path, img, tiff16, orientation) if tiff16 else picture_from_pil(img, orientation)
+        img.load()  # damage shows here
+        return picture_from_pil(img, orientation)
 
 
 def picture_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -344,7 +406,8 @@ def read_png16(path: Path, img: Image.Image) -> Picture:
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(exc)})") from None
     if pixels.shape[0] != height:
         raise LiifError("cannot read the image, it is truncated")
-    return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None)
+    return described(img, pixels.reshape(height, width, info["planes"]), img.info.get("icc_profile") or None,
+                     text=kept_text(png_text(path)))
 
 
 def tiff16_format(img: Image.Image, path: Path) -> str | None:
@@ -364,23 +427,48 @@ def tiff16_format(img: Image.Image, path: Path) -> str | None:
     return TIFF16_FORMATS[img.mode]
 
 
-def read_tiff16(path: Path, img: Image.Image, pixel_format: str, orientation: int) -> Picture:
-    """A 16-bit colour TIFF, which PIL has loaded at 8 bits (turning it as its EXIF ``orientation`` says), at full
-    precision: FFmpeg's TIFF decoder in ``pixel_format``, with the profile, EXIF and DPI PIL found."""
+def read_tiff16(path: Path, img: Image.Image, pixel_format: str) -> Picture:
+    """A 16-bit colour TIFF, opened by PIL and not loaded (its header and EXIF orientation as stored), at full
+    precision: FFmpeg's TIFF decoder in ``pixel_format``, with the profile, EXIF and DPI PIL found. FFmpeg decodes
+    damaged data as black, saying so in its log: a line there refuses the picture."""
     try:
         with open(path, "rb") as stream, av.open(stream, format="tiff_pipe") as container:
-            pixels = orient(next(container.decode(video=0)).to_ndarray(format=pixel_format), orientation)
+            with ffmpeg_errors() as errors:
+                frame = next(container.decode(video=0))
+            if errors:
+                raise LiifError(f"cannot read the image, it may be truncated or corrupt ({one_line(errors[0])})")
+            pixels = frame.to_ndarray(format=pixel_format)
     except (av.FFmpegError, StopIteration, IndexError) as exc:
         reason = getattr(exc, "strerror", None) or "no picture in it"
         raise LiifError(f"cannot read the image, it may be truncated or corrupt ({reason})") from None
-    if pixels.shape[:2] != (img.height, img.width):
+    picture = described(img, pixels, img.info.get("icc_profile") or None)
+    if picture.pixels.shape[:2] != (img.height, img.width):  # PIL's size of a TIFF is turned as its EXIF says
         raise LiifError("cannot read the image, it may be truncated or corrupt (its size differs from its header's)")
-    return described(img, pixels, img.info.get("icc_profile") or None, orientation)
+    return picture
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[str]]:
+    """The messages FFmpeg logs at error level in this thread while the block runs, in the list yielded once it
+    ends (PyAV passes FFmpeg's log on at no level by default)."""
+    level = av.logging.get_level()
+    if level is None or level < av.logging.ERROR:
+        av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            messages: list[str] = []
+            yield messages
+            messages.extend(message for severity, _, message in logs if severity <= av.logging.ERROR)
+    finally:
+        av.logging.set_level(level)
 
 
 def output_format(path: str | os.PathLike) -> str:
     """The PIL format name a file extension selects."""
     suffix = Path(path).suffix.lower()
+    if suffix == ".gif":  # Pillow writes it, but an upscaled picture's colours would be cut to a palette
+        raise LiifError(f"{path}: GIF holds 256 colours, too few for an upscaled picture (only a GIF is upscaled to "
+                        f"GIF); use .png to keep every colour, or one of {', '.join(sorted(FORMATS))}")
     if suffix not in FORMATS:
         raise LiifError(f"{path}: unknown output format {suffix or '(no extension)'!r}; "
                         f"use one of {', '.join(sorted(FORMATS))}")
@@ -411,6 +499,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
     if picture.pixels.dtype == np.uint16 and not keeps_16_bits(fmt, picture.pixels.shape[2]):
         picture = picture.with_pixels(eight_bit(picture.pixels))
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "JPEG":  # colour at full resolution (4:4:4): PIL's 4:2:0 would halve the colour detail just made
+        options["subsampling"] = 0
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:
         options["big_tiff"] = True  # classic TIFF offsets are 32-bit
     if picture.icc_profile:
@@ -419,6 +509,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
         options["exif"] = picture.exif
     if picture.dpi:
         options["dpi"] = picture.dpi
+    if picture.text and fmt == "PNG":
+        options["pnginfo"] = png_text_info(picture.text)
     picture.to_pil().save(stream, format=fmt, **options)
 
 
@@ -434,6 +526,14 @@ def depth_note(picture: Picture, fmt: str) -> str | None:
         return None
     holds = "only gray TIFF is written with 16" if fmt == "TIFF" else f"{fmt} holds 8"
     return f"16 bits per channel written as 8 ({holds}; .png keeps 16)"
+
+
+def png_text_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    """PIL's PNG chunks of ``text``: tEXt, or iTXt where a value is not Latin-1."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return info
 
 
 def written_exif(picture: Picture) -> bytes | None:
@@ -494,7 +594,8 @@ def srgb_converter(picture: Picture) -> Callable[[np.ndarray], np.ndarray] | Non
 
 
 def write_png16(picture: Picture, stream: BinaryIO) -> None:
-    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile, EXIF and DPI."""
+    """A 16-bit PNG of ``picture`` (pypng: Pillow writes 16-bit gray only), with its ICC profile, EXIF, DPI and
+    text."""
     height, width, channels = picture.pixels.shape
     density = {}
     if picture.dpi:  # pHYs: dots per metre, rounded as Pillow writes them
@@ -504,12 +605,14 @@ def write_png16(picture: Picture, stream: BinaryIO) -> None:
     raw = io.BytesIO()
     writer.write_array(raw, picture.pixels.reshape(-1))
     data = raw.getvalue()
-    # pypng cannot write iCCP or eXIf: inserted right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
+    # pypng cannot write iCCP, eXIf or text: inserted right after IHDR (signature 8 bytes + IHDR chunk 25 bytes).
     chunks = b""
     if picture.icc_profile:
         chunks += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(picture.icc_profile))
     if picture.exif:
         chunks += png_chunk(b"eXIf", picture.exif.removeprefix(b"Exif\x00\x00"))
+    if picture.text:
+        chunks += b"".join(png_chunk(kind, body) for kind, body, _ in png_text_info(picture.text).chunks)
     stream.write(data[:33] + chunks + data[33:])
 
 
