@@ -139,7 +139,8 @@ def test_viewer_asks_liif_only_above_the_pictures_resolution(browser, tmp_path):
 def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
     """OpenSeadragon's own IIIF tile source, as Mirador and the Universal Viewer use it, on a page of another
     origin and sending Authorization (as IIIF Auth viewers do): its preflight was a 405 without CORS headers,
-    and the viewer opened nothing. Now info.json and every tile it asks for (odd sizes, two levels) are 200."""
+    and the viewer opened nothing. Now info.json and every tile it asks for (odd sizes, two levels) are 200, and
+    the page's script reads their Link and ETag (which without Access-Control-Expose-Headers it could not)."""
     picture = tmp_path / "baboon.png"  # 500x480: 256-pixel tiles at scale factors 1 and 2
     shutil.copy(shared_file(BENCHMARKS / "Set14" / "baboon.png"), picture)
     with RunningServer(make_app([picture])) as url:
@@ -164,6 +165,10 @@ def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
         tiles = [answer for answer in answers if answer[0].endswith(".jpg")]
         assert len({unquote(url).split("/")[-3] for url, _ in tiles}) > 2, tiles  # sizes of both levels
         assert answers and all(status == 200 for _, status in answers), answers
+        # the page's script reads the headers an IIIF client needs: the profile's Link, the ETag to revalidate with
+        read = page.evaluate(f"""fetch("{tiles[0][0]}").then((answer) =>
+            [answer.headers.get("Link"), answer.headers.get("ETag")])""")
+        assert read[0] == '<http://iiif.io/api/image/3/level2.json>;rel="profile"' and read[1].startswith('"'), read
         assert errors == []
         page.close()
 

@@ -46,7 +46,9 @@ from liif.upscale import check_target, checked_max_pixels, model_on, render_pict
 log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
-CORS = {"Access-Control-Allow-Origin": "*"}
+# Script on another origin reads only the CORS-safelisted headers of an answer and those named here: an IIIF client
+# reads the profile in Link, and a tile cache the ETag to revalidate with
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag, Link"}
 PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
