@@ -412,6 +412,25 @@ def test_bicubic_service_is_plain_bicubic(served):
     assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
 
 
+@pytest.mark.parametrize("region,size,box,out", [
+    ("full", "24,18", (0, 0, 48, 36), (24, 18)),          # an overview level (scale factor 2)
+    ("8,4,20,16", "pct:50", (8, 4, 28, 20), (10, 8)),
+    ("0,0,40,30", "40,20", (0, 0, 40, 30), (40, 20)),     # squeezed on one side only
+])
+def test_a_downscale_is_antialiased_bicubic_and_encodes_nothing(served, region, size, box, out):
+    """A general IIIF client (Mirador, OpenSeadragon's IIIF source) asks /iiif for the levels below the picture's
+    resolution: each ran LIIF over its whole region (a big scan's overview tile encoded all of it) and aliased
+    fine detail, LIIF sampling without averaging. A downscale is now /bicubic's answer, encoding nothing."""
+    client, picture, _ = served
+    encoded = client.app.state.service.features.encoded
+    answer = client.get(f"/iiif/3/butterfly.png/{region}/{size}/0/default.png")
+    assert answer.status_code == 200, answer.text
+    target = Geometry(size=out, region=box).target((H, W))
+    assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
+    assert client.app.state.service.features.encoded == encoded
+    assert answer.headers["etag"] == client.get(f"/bicubic/3/butterfly.png/{region}/{size}/0/default.png").headers["etag"]
+
+
 def test_a_bicubic_answer_does_not_wait_behind_liif_renders(tmp_path, monkeypatch):
     """The viewer's bicubic tiles (its overview, the left of its split view) queued behind every LIIF render asked
     before them, seconds each on a CPU: they are made beside them."""
