@@ -305,6 +305,18 @@ def test_rotation_mirroring_quality_and_formats(served):
         assert np.abs(pixels_of(answer.content).astype(int) - base).mean() < 4  # lossy, at quality 95
 
 
+def test_bitonal_is_black_and_white_in_every_format(served):
+    """A bitonal answer is black and white alone (4.4), but WebP and JPEG were lossy at quality 95: its edges came
+    back in grays. WebP is now lossless, exactly the PNG's pixels,
+    and JPEG at quality 100, within a level of them."""
+    client, _, _ = served
+    bitonal = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.png").content).astype(int)
+    webp = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.webp").content)
+    assert np.array_equal(np.asarray(Image.fromarray(webp).convert("L")), bitonal)
+    jpeg = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.jpg").content).astype(int)
+    assert np.abs(jpeg - bitonal).max() <= 1
+
+
 def test_sizes(served):
     client, picture, _ = served
     def size_of(size, region="full"):

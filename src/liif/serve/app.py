@@ -94,7 +94,9 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
     pixels = np.ascontiguousarray(color if alpha is None else np.concatenate([color, alpha], axis=2))
     stream = io.BytesIO()
     try:
-        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream)
+        # a bitonal answer is black and white alone (4.4): lossy WebP and JPEG at 95 blur its edges into grays
+        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream,
+                       exact=request.quality == "bitonal")
     except LiifError as exc:
         raise IIIFError(400, str(exc)) from None
     return stream.getvalue()
