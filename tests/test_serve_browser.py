@@ -189,6 +189,21 @@ def test_a_picture_that_cannot_be_read_shows_why_instead_of_a_blank_page(browser
         page.close()
 
 
+def test_no_answer_for_info_json_is_said_instead_of_a_blank_page(browser, tmp_path):
+    """A network failure fetching info.json (the server stopped, the connection cut) left the page blank but for
+    the picture's name, an uncaught error in the console. The page now says the server did not answer."""
+    with RunningServer(make_app([small_picture(tmp_path)])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.route("**/info.json", lambda route: route.abort("connectionreset"))
+        page.goto(f"{url}/view/butterfly.png")
+        page.wait_for_function("document.getElementById('name').textContent !== 'butterfly.png'", timeout=30_000)
+        assert page.text_content("#name") == "butterfly.png: the server did not answer (Failed to fetch)"
+        assert errors == []
+        page.close()
+
+
 def test_a_tile_the_server_takes_long_to_render_still_shows(browser, tmp_path, monkeypatch):
     """On a CPU a LIIF tile waits behind the others in the render queue, and one encoding a new window takes
     seconds: OpenSeadragon gave up on a tile after 30 s (its default), left a hole in the view and logged an

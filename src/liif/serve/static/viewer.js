@@ -11,12 +11,19 @@ const TILE_TIMEOUT_MS = 10 * 60 * 1000;
   const root = location.pathname.slice(0, at);
   const identifier = decodeURIComponent(location.pathname.slice(at + "/view/".length));
   const escaped = encodeURIComponent(identifier);
-  document.getElementById("name").textContent = identifier;
+  const name = document.getElementById("name");
+  name.textContent = identifier;
   document.title = `${identifier} - liif view`;
 
-  const answer = await fetch(`${root}/iiif/3/${escaped}/info.json`);
+  let answer;
+  try {
+    answer = await fetch(`${root}/iiif/3/${escaped}/info.json`);
+  } catch (error) {  // no answer at all (the server stopped, the network down): said, not a blank page
+    name.textContent = `${identifier}: the server did not answer (${error.message})`;
+    return;
+  }
   if (!answer.ok) {  // a picture that cannot be read (or is gone): the server's one-line reason, not a blank page
-    document.getElementById("name").textContent = `${identifier}: ${(await answer.text()).trim()}`;
+    name.textContent = `${identifier}: ${(await answer.text()).trim()}`;
     return;
   }
   const info = await answer.json();
