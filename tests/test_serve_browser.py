@@ -204,6 +204,24 @@ def test_no_answer_for_info_json_is_said_instead_of_a_blank_page(browser, tmp_pa
         page.close()
 
 
+def test_saving_the_view_without_an_answer_says_so(browser, tmp_path):
+    """"save view as PNG" with no answer from the server (stopped, the network down) did nothing but log an uncaught
+    error; it now says that the server did not answer."""
+    with RunningServer(make_app([small_picture(tmp_path)])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.route(lambda asked: is_iiif(asked) and asked.endswith(".png"), lambda route: route.abort())
+        page.goto(f"{url}/view/butterfly.png")
+        page.wait_for_function("window.liif !== undefined", timeout=30_000)
+        with page.expect_event("dialog", timeout=30_000) as said:
+            page.click("#save")
+        assert said.value.message == "the server did not answer (Failed to fetch)"
+        said.value.dismiss()
+        assert errors == []
+        page.close()
+
+
 def test_a_tile_the_server_takes_long_to_render_still_shows(browser, tmp_path, monkeypatch):
     """On a CPU a LIIF tile waits behind the others in the render queue, and one encoding a new window takes
     seconds: OpenSeadragon gave up on a tile after 30 s (its default), left a hole in the view and logged an
