@@ -139,7 +139,8 @@ def test_viewer_asks_liif_only_above_the_pictures_resolution(browser, tmp_path):
 def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
     """OpenSeadragon's own IIIF tile source, as Mirador and the Universal Viewer use it, on a page of another
     origin and sending Authorization (as IIIF Auth viewers do): its preflight was a 405 without CORS headers,
-    and the viewer opened nothing. Now info.json and every tile it asks for (odd sizes, two levels) are 200."""
+    and the viewer opened nothing. Now info.json and every tile it asks for (odd sizes, two levels) are 200, and
+    the page's script reads their Link and ETag (which without Access-Control-Expose-Headers it could not)."""
     picture = tmp_path / "baboon.png"  # 500x480: 256-pixel tiles at scale factors 1 and 2
     shutil.copy(shared_file(BENCHMARKS / "Set14" / "baboon.png"), picture)
     with RunningServer(make_app([picture])) as url:
@@ -164,6 +165,10 @@ def test_a_iiif_client_on_another_origin_gets_every_tile(browser, tmp_path):
         tiles = [answer for answer in answers if answer[0].endswith(".jpg")]
         assert len({unquote(url).split("/")[-3] for url, _ in tiles}) > 2, tiles  # sizes of both levels
         assert answers and all(status == 200 for _, status in answers), answers
+        # the page's script reads the headers an IIIF client needs: the profile's Link, the ETag to revalidate with
+        read = page.evaluate(f"""fetch("{tiles[0][0]}").then((answer) =>
+            [answer.headers.get("Link"), answer.headers.get("ETag")])""")
+        assert read[0] == '<http://iiif.io/api/image/3/level2.json>;rel="profile"' and read[1].startswith('"'), read
         assert errors == []
         page.close()
 
@@ -180,6 +185,39 @@ def test_a_picture_that_cannot_be_read_shows_why_instead_of_a_blank_page(browser
         page.wait_for_function("document.getElementById('name').textContent !== 'damaged.png'", timeout=30_000)
         assert page.text_content("#name") == ("damaged.png: cannot read the image, it may be truncated or corrupt "
                                               "(image file is truncated)")
+        assert errors == []
+        page.close()
+
+
+def test_no_answer_for_info_json_is_said_instead_of_a_blank_page(browser, tmp_path):
+    """A network failure fetching info.json (the server stopped, the connection cut) left the page blank but for
+    the picture's name, an uncaught error in the console. The page now says the server did not answer."""
+    with RunningServer(make_app([small_picture(tmp_path)])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.route("**/info.json", lambda route: route.abort("connectionreset"))
+        page.goto(f"{url}/view/butterfly.png")
+        page.wait_for_function("document.getElementById('name').textContent !== 'butterfly.png'", timeout=30_000)
+        assert page.text_content("#name") == "butterfly.png: the server did not answer (Failed to fetch)"
+        assert errors == []
+        page.close()
+
+
+def test_saving_the_view_without_an_answer_says_so(browser, tmp_path):
+    """"save view as PNG" with no answer from the server (stopped, the network down) did nothing but log an uncaught
+    error; it now says that the server did not answer."""
+    with RunningServer(make_app([small_picture(tmp_path)])) as url:
+        page = browser.new_page(viewport={"width": 640, "height": 400})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.route(lambda asked: is_iiif(asked) and asked.endswith(".png"), lambda route: route.abort())
+        page.goto(f"{url}/view/butterfly.png")
+        page.wait_for_function("window.liif !== undefined", timeout=30_000)
+        page.on("dialog", lambda dialog: dialog.dismiss())  # at once: an alert left open holds the click
+        with page.expect_event("dialog", timeout=30_000) as said:
+            page.click("#save")
+        assert said.value.message == "the server did not answer (Failed to fetch)"
         assert errors == []
         page.close()
 

@@ -305,6 +305,18 @@ def test_rotation_mirroring_quality_and_formats(served):
         assert np.abs(pixels_of(answer.content).astype(int) - base).mean() < 4  # lossy, at quality 95
 
 
+def test_bitonal_is_black_and_white_in_every_format(served):
+    """A bitonal answer is black and white alone (4.4), but WebP and JPEG were lossy at quality 95: its edges came
+    back in grays. WebP is now lossless, exactly the PNG's pixels,
+    and JPEG at quality 100, within a level of them."""
+    client, _, _ = served
+    bitonal = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.png").content).astype(int)
+    webp = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.webp").content)
+    assert np.array_equal(np.asarray(Image.fromarray(webp).convert("L")), bitonal)
+    jpeg = pixels_of(client.get("/iiif/3/butterfly.png/full/max/0/bitonal.jpg").content).astype(int)
+    assert np.abs(jpeg - bitonal).max() <= 1
+
+
 def test_sizes(served):
     client, picture, _ = served
     def size_of(size, region="full"):
@@ -410,6 +422,25 @@ def test_bicubic_service_is_plain_bicubic(served):
     answer = client.get("/bicubic/3/butterfly.png/8,4,20,16/^160,128/0/default.png")
     target = Geometry(size=(160, 128), region=(8, 4, 28, 20)).target((H, W))
     assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
+
+
+@pytest.mark.parametrize("region,size,box,out", [
+    ("full", "24,18", (0, 0, 48, 36), (24, 18)),          # an overview level (scale factor 2)
+    ("8,4,20,16", "pct:50", (8, 4, 28, 20), (10, 8)),
+    ("0,0,40,30", "40,20", (0, 0, 40, 30), (40, 20)),     # squeezed on one side only
+])
+def test_a_downscale_is_antialiased_bicubic_and_encodes_nothing(served, region, size, box, out):
+    """A general IIIF client (Mirador, OpenSeadragon's IIIF source) asks /iiif for the levels below the picture's
+    resolution: each ran LIIF over its whole region (a big scan's overview tile encoded all of it) and aliased
+    fine detail, LIIF sampling without averaging. A downscale is now /bicubic's answer, encoding nothing."""
+    client, picture, _ = served
+    encoded = client.app.state.service.features.encoded
+    answer = client.get(f"/iiif/3/butterfly.png/{region}/{size}/0/default.png")
+    assert answer.status_code == 200, answer.text
+    target = Geometry(size=out, region=box).target((H, W))
+    assert np.array_equal(pixels_of(answer.content), resize_bicubic(read_picture(picture), target).pixels)
+    assert client.app.state.service.features.encoded == encoded
+    assert answer.headers["etag"] == client.get(f"/bicubic/3/butterfly.png/{region}/{size}/0/default.png").headers["etag"]
 
 
 def test_a_bicubic_answer_does_not_wait_behind_liif_renders(tmp_path, monkeypatch):

@@ -154,6 +154,15 @@ def test_refused_rotations(text):
     assert refusal.value.status == 400 and len(str(refusal.value)) < 300
 
 
+@pytest.mark.parametrize("region,size,downscale", [
+    ("full", "24,", True), ("full", "!24,24", True), ("8,4,20,16", "20,8", True),  # one side smaller is enough
+    ("full", "max", False), ("8,4,20,16", "^40,32", False),                       # x1, an upscale
+    ("full", "^50,10", False),                                                    # one side larger: LIIF's
+])
+def test_a_downscale_is_an_output_smaller_than_its_region(region, size, downscale):
+    assert parse_request(region, size, "0", "default.png", 48, 36, LIMITS).downscale is downscale
+
+
 def test_request_key_is_canonical():
     one = parse_request("full", "48,", "0", "default.png", 48, 36, LIMITS)
     other = parse_request("0,0,48,36", "max", "0", "default.png", 48, 36, LIMITS)

@@ -488,10 +488,10 @@ def check_encodable(fmt: str, shape: tuple[int, int, int], instead: str = "write
         raise LiifError(f"BMP holds at most 4 GiB, the {width}x{height} output would not fit; {instead}")
 
 
-def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
+def encode_picture(picture: Picture, fmt: str, stream: BinaryIO, exact: bool = False) -> None:
     """Write ``picture`` in ``fmt`` to ``stream`` (``check_encodable`` first), with its profile (``written_profile``),
     EXIF (not in BMP, nor in JPEG above its room) and DPI (not in WebP); 16 bits are kept where ``keeps_16_bits``,
-    reduced to 8 elsewhere."""
+    reduced to 8 elsewhere. ``exact``: WebP lossless, JPEG at quality 100 (the nearest it comes)."""
     picture = dataclasses.replace(picture, icc_profile=written_profile(picture, fmt), exif=written_exif(picture))
     if picture.pixels.dtype == np.uint16 and fmt == "PNG":
         write_png16(picture, stream)
@@ -499,6 +499,8 @@ def encode_picture(picture: Picture, fmt: str, stream: BinaryIO) -> None:
     if picture.pixels.dtype == np.uint16 and not keeps_16_bits(fmt, picture.pixels.shape[2]):
         picture = picture.with_pixels(eight_bit(picture.pixels))
     options = {"quality": LOSSY_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    if exact and fmt in ("JPEG", "WEBP"):
+        options = {"lossless": True} if fmt == "WEBP" else {"quality": 100}
     if fmt == "JPEG":  # colour at full resolution (4:4:4): PIL's 4:2:0 would halve the colour detail just made
         options["subsampling"] = 0
     if fmt == "TIFF" and picture.pixels.nbytes > CLASSIC_TIFF_BYTES:

@@ -3,7 +3,8 @@
 Each picture's identifier is its file name, or its path inside a served folder (URL-encoded). Tiles and any
 region come from the same renderer as `liif upscale`: /iiif/3/{id}/{x},{y},{w},{h}/^{W},{H}/0/default.png
 has exactly the pixels of `liif upscale FILE --region x,y,x+w,y+h --size WxH`. /bicubic/3/{id}/... answers
-the same requests by plain bicubic. The viewer is at / and /view/{id}.
+the same requests by plain bicubic, as /iiif does a downscale (an output smaller than its region: LIIF adds
+nothing there). The viewer is at / and /view/{id}.
 
 examples:
   liif serve photos/                         (http://127.0.0.1:8182/)

@@ -1,6 +1,7 @@
-"""The Starlette app: IIIF Image API 3.0 at ``/iiif/3/{id}`` (LIIF pixels) and ``/bicubic/3/{id}`` (the same
-requests by plain bicubic, for comparison), the viewer page at ``/`` and ``/view/{id}``, its assets at
-``/static``. Identifiers are taken from the raw URL path, so an escaped ``/`` (``%2F``) stays inside one."""
+"""The Starlette app: IIIF Image API 3.0 at ``/iiif/3/{id}`` (LIIF pixels; a downscale's are bicubic) and
+``/bicubic/3/{id}`` (the same requests by plain bicubic, for comparison), the viewer page at ``/`` and
+``/view/{id}``, its assets at ``/static``. Identifiers are taken from the raw URL path, so an escaped ``/``
+(``%2F``) stays inside one."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ from liif.upscale import check_target, checked_max_pixels, model_on, render_pict
 log = logging.getLogger("liif.serve")
 STATIC = Path(str(resources.files("liif.serve") / "static"))
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
-CORS = {"Access-Control-Allow-Origin": "*"}
+# Script on another origin reads only the CORS-safelisted headers of an answer and those named here: an IIIF client
+# reads the profile in Link, and a tile cache the ETag to revalidate with
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag, Link"}
 PREFLIGHT_SECONDS = 86400  # how long a browser may keep a preflight's answer
 METHODS = ("iiif", "bicubic")  # URL prefix -> who makes the pixels: LIIF, or plain bicubic
 DEFAULT_SERVE_PIXELS = 4096 * 4096  # the largest single answer: a server must not render 500 MP for one request
@@ -91,7 +94,9 @@ def encode_answer(picture: Picture, request: ImageRequest) -> bytes:
     pixels = np.ascontiguousarray(color if alpha is None else np.concatenate([color, alpha], axis=2))
     stream = io.BytesIO()
     try:
-        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream)
+        # a bitonal answer is black and white alone (4.4): lossy WebP and JPEG at 95 blur its edges into grays
+        encode_picture(Picture(pixels, picture.icc_profile), request.encoder, stream,
+                       exact=request.quality == "bitonal")
     except LiifError as exc:
         raise IIIFError(400, str(exc)) from None
     return stream.getvalue()
@@ -157,7 +162,8 @@ class Service:
         return target
 
     def render(self, method: str, picture: Picture, request: ImageRequest) -> bytes:
-        """The response body of ``request``: exactly the pixels ``liif upscale --region --size`` writes."""
+        """The response body of ``request`` by ``method``: LIIF's, exactly the pixels ``liif upscale --region
+        --size`` writes, or plain bicubic's."""
         target = self.plan(picture, request)
         if method == "bicubic":
             result = resize_bicubic(picture, target)
@@ -259,7 +265,11 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             if len(segments) != 5:
                 raise IIIFError(400, "expected /{id}/info.json or /{id}/{region}/{size}/{rotation}/{quality}.{format}")
             image_request = parse_request(*segments[1:], width, height, limits)
-            answer_key = (method, file, image_request.key())
+            # A downscale needs no super-resolution: LIIF samples without averaging (fine detail aliases) and
+            # encodes every window the region reaches (a general client's overview tile of a big scan, all of it);
+            # antialiased bicubic averages, as the viewer's levels up to x1 do. It is /bicubic's answer.
+            made_by = "bicubic" if image_request.downscale else method
+            answer_key = (made_by, file, image_request.key())
             # kept by the browser, and asked for again only with its validators: a 304 renders nothing
             caching = service.caching(answer_key, file)
             if not_modified(request, caching):
@@ -267,8 +277,8 @@ def create_app(paths: list[str | os.PathLike] | Library, model: str | os.PathLik
             if request.method == "HEAD":  # the headers a GET would send, without rendering for them
                 return head_response(service, picture, image_request, answer_key,
                                      {**caching, "Link": PROFILE_LINK})
-            body = await service.queue.get(answer_key, lambda: service.render(method, picture, image_request),
-                                           lambda: client_gone(request), model=method == "iiif")
+            body = await service.queue.get(answer_key, lambda: service.render(made_by, picture, image_request),
+                                           lambda: client_gone(request), model=made_by == "iiif")
         except LiifError as exc:
             return error_response(exc)
         except (MemoryError, torch.OutOfMemoryError):

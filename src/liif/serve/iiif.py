@@ -84,6 +84,12 @@ class ImageRequest:
     format: str = "png"
 
     @property
+    def downscale(self) -> bool:
+        """Whether the output is smaller than the region: no side larger, one smaller."""
+        width, height = self.region[2] - self.region[0], self.region[3] - self.region[1]
+        return self.size[0] <= width and self.size[1] <= height and (self.size[0] < width or self.size[1] < height)
+
+    @property
     def media_type(self) -> str:
         return FORMATS[self.format]
 

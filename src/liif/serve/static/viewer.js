@@ -11,12 +11,25 @@ const TILE_TIMEOUT_MS = 10 * 60 * 1000;
   const root = location.pathname.slice(0, at);
   const identifier = decodeURIComponent(location.pathname.slice(at + "/view/".length));
   const escaped = encodeURIComponent(identifier);
-  document.getElementById("name").textContent = identifier;
+  const name = document.getElementById("name");
+  name.textContent = identifier;
   document.title = `${identifier} - liif view`;
 
-  const answer = await fetch(`${root}/iiif/3/${escaped}/info.json`);
+  // The answer to `url`, or null once `say` has said that none came (the server stopped, the network down).
+  async function answerTo(url, say) {
+    try {
+      return await fetch(url);
+    } catch (error) {
+      say(`the server did not answer (${error.message})`);
+      return null;
+    }
+  }
+
+  const answer = await answerTo(`${root}/iiif/3/${escaped}/info.json`,
+                                (reason) => { name.textContent = `${identifier}: ${reason}`; });
+  if (answer === null) return;  // said beside the name, not a blank page
   if (!answer.ok) {  // a picture that cannot be read (or is gone): the server's one-line reason, not a blank page
-    document.getElementById("name").textContent = `${identifier}: ${(await answer.text()).trim()}`;
+    name.textContent = `${identifier}: ${(await answer.text()).trim()}`;
     return;
   }
   const info = await answer.json();
@@ -114,7 +127,8 @@ const TILE_TIMEOUT_MS = 10 * 60 * 1000;
   }
 
   document.getElementById("save").addEventListener("click", async () => {
-    const answer = await fetch(viewUrl());
+    const answer = await answerTo(viewUrl(), alert);
+    if (answer === null) return;
     if (!answer.ok) { alert(await answer.text()); return; }
     const link = document.createElement("a");
     link.href = URL.createObjectURL(await answer.blob());
