@@ -29,7 +29,7 @@ from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel, renderable
 from liif.normalization import DataNorm, float_pixels
-from liif.runtime import render_tile
+from liif.runtime import check_fits, render_tile
 
 
 @dataclass(frozen=True)
@@ -308,8 +308,12 @@ def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ran
     at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; ``cache`` shares
     encoder features between calls."""
     grid = Grid(size, ranges)
+    pictures = checked_pictures(image)
+    (height, width), batch = grid.size, pictures.shape[0]
+    # at least three float32 channels: checked before any tile, as a tile's own block may already not fit
+    check_fits(batch * 3 * height * width * 4, f"the {width}x{height} output of {batch} picture(s)", pictures.device)
     out = None
-    for row, col, block in render_tiles(renderable(model), Source(checked_pictures(image)), grid, tile, chunk_size,
+    for row, col, block in render_tiles(renderable(model), Source(pictures), grid, tile, chunk_size,
                                         self_ensemble, cache=cache):
         if out is None:
             out = block.new_empty(*block.shape[:2], *grid.size)
