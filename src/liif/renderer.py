@@ -1,7 +1,7 @@
 """Render a continuous-image model on a pixel grid in bounded memory: pictures in [0, 1] in, [0, 1] out.
 
 The latent grid is cut into tiles of ``tile`` x ``tile`` latents. An output pixel belongs to the tile
-holding the latent under its centre; its query reaches at most ``model.latent_reach`` latents further,
+holding the latent under its centre; its query reaches at most ``model.reach`` latents further,
 so each tile builds latents for itself plus that border, and encodes the input with a margin of
 ``model.receptive_radius`` pixels around them, which makes every latent it uses exactly the latent of
 the whole image. Only that window of the input becomes floats in the model's space (``Source``), so time
@@ -235,7 +235,7 @@ def render_tiles(model: ImplicitModel, source: Source, grid: Grid, tile: int | N
     row_spans = tile_spans(latent_bins(axes[0], h), side)
     col_spans = tile_spans(latent_bins(axes[1], w), side)
     cell_hw = torch.tensor(grid.cell(), device=device)
-    reach = model.latent_reach
+    reach = model.reach(grid.cell(), (h, w))
     for r0, r1, y0, y1 in row_spans:
         for c0, c1, x0, x1 in col_spans:
             latent_win = (clip(r0 - reach, r1 + reach, h), clip(c0 - reach, c1 + reach, w))
