@@ -319,3 +319,19 @@ def test_load_model_takes_the_device_names_of_the_commands():
     assert next(liif.load_model(shared_file(TINY), "auto").parameters()).device.type in ("cpu", "cuda", "mps")
     with pytest.raises(liif.LiifError, match="unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"):
         liif.load_model(shared_file(TINY), "gpu")
+
+
+def test_make_with_load_sd_builds_a_checkpoint_s_model_with_its_weights_as_the_reference_does() -> None:
+    """The reference's test.py: ``models.make(torch.load(path)['model'], load_sd=True)``."""
+    source = shared_file(REFERENCE / "tiny-edsr-liif.pth")
+    spec = torch.load(source, weights_only=True)["model"]
+    model = liif.make(spec, load_sd=True).eval()
+    assert model.spec == {"name": spec["name"], "args": spec["args"]}
+    inp, coord = torch.rand(1, 3, 7, 9), torch.rand(1, 50, 2) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(inp, coord, make_cell(coord, (14, 18))),
+                           liif.load_model(source)(inp, coord, make_cell(coord, (14, 18))))
+    with pytest.raises(liif.LiifError, match=r"^load_sd=True loads the spec's 'sd'.* this spec has none$"):
+        liif.make({"name": spec["name"], "args": spec["args"]}, load_sd=True)
+    with pytest.raises(CheckpointError, match=r"^spec: state dict does not fit the model; missing: encoder\.head"):
+        liif.make({**spec, "sd": {k: v for k, v in spec["sd"].items() if "head" not in k}}, load_sd=True)
