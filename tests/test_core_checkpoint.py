@@ -197,6 +197,22 @@ def test_save_checkpoint_refuses_a_folder_a_missing_path_and_a_model_without_a_s
     assert not (tmp_path / "linear.pth").exists()
 
 
+def test_save_checkpoint_refuses_what_load_model_could_not_read_back(tmp_path: Path) -> None:
+    """An optimizer object (not its state dict) was pickled as it was, and load_model, reading with weights_only,
+    then refused the file as one that could run code; a lambda escaped as pickle's traceback."""
+    model = liif.load_model(shared_file(TINY))
+    path = tmp_path / "epoch-1.pth"
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(liif.LiifError, match=r"^the checkpoint would hold .*torch\.optim\.adam\.Adam.*, which loading "
+                                             r"refuses \(weights_only\): .* optimizer\.state_dict\(\)\)$"):
+        liif.save_checkpoint(model, path, optimizer=optimizer)
+    with pytest.raises(liif.LiifError, match="^cannot save the checkpoint: Can't pickle local object '.*<lambda>'$"):
+        liif.save_checkpoint(model, path, schedule=lambda epoch: 0.5)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    liif.save_checkpoint(model, path, optimizer={"name": "adam", "args": {}, "sd": optimizer.state_dict()}, epoch=1)
+    assert read_checkpoint(path)["optimizer"]["sd"]["param_groups"][0]["lr"] == 1e-3
+
+
 def test_load_model_puts_the_model_on_the_device_in_eval_mode() -> None:
     model = liif.load_model("edsr-baseline-liif", device="cpu")
     assert not model.training
