@@ -258,8 +258,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[s
     if epoch is not None:
         ckpt["epoch"] = epoch
     ckpt.update(extra)
-    data = loadable_bytes(ckpt)
     try:
+        data = loadable_bytes(ckpt)
         atomic_write(path, lambda f: f.write(data))
     except (OSError, RuntimeError) as exc:  # torch.save's zip writer turns a failed write into a RuntimeError
         raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}") from None
