@@ -197,6 +197,22 @@ def test_save_checkpoint_refuses_a_folder_a_missing_path_and_a_model_without_a_s
     assert not (tmp_path / "linear.pth").exists()
 
 
+def test_save_checkpoint_refuses_what_load_model_could_not_read_back(tmp_path: Path) -> None:
+    """An optimizer object (not its state dict) was pickled as it was, and load_model, reading with weights_only,
+    then refused the file as one that could run code; a lambda escaped as pickle's traceback."""
+    model = liif.load_model(shared_file(TINY))
+    path = tmp_path / "epoch-1.pth"
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(liif.LiifError, match=r"^the checkpoint would hold .*torch\.optim\.adam\.Adam.*, which loading "
+                                             r"refuses \(weights_only\): .* optimizer\.state_dict\(\)\)$"):
+        liif.save_checkpoint(model, path, optimizer=optimizer)
+    with pytest.raises(liif.LiifError, match="^cannot save the checkpoint: Can't pickle local object '.*<lambda>'$"):
+        liif.save_checkpoint(model, path, schedule=lambda epoch: 0.5)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    liif.save_checkpoint(model, path, optimizer={"name": "adam", "args": {}, "sd": optimizer.state_dict()}, epoch=1)
+    assert read_checkpoint(path)["optimizer"]["sd"]["param_groups"][0]["lr"] == 1e-3
+
+
 def test_load_model_puts_the_model_on_the_device_in_eval_mode() -> None:
     model = liif.load_model("edsr-baseline-liif", device="cpu")
     assert not model.training
@@ -319,3 +335,19 @@ def test_load_model_takes_the_device_names_of_the_commands():
     assert next(liif.load_model(shared_file(TINY), "auto").parameters()).device.type in ("cpu", "cuda", "mps")
     with pytest.raises(liif.LiifError, match="unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"):
         liif.load_model(shared_file(TINY), "gpu")
+
+
+def test_make_with_load_sd_builds_a_checkpoint_s_model_with_its_weights_as_the_reference_does() -> None:
+    """The reference's test.py: ``models.make(torch.load(path)['model'], load_sd=True)``."""
+    source = shared_file(REFERENCE / "tiny-edsr-liif.pth")
+    spec = torch.load(source, weights_only=True)["model"]
+    model = liif.make(spec, load_sd=True).eval()
+    assert model.spec == {"name": spec["name"], "args": spec["args"]}
+    inp, coord = torch.rand(1, 3, 7, 9), torch.rand(1, 50, 2) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model(inp, coord, make_cell(coord, (14, 18))),
+                           liif.load_model(source)(inp, coord, make_cell(coord, (14, 18))))
+    with pytest.raises(liif.LiifError, match=r"^load_sd=True loads the spec's 'sd'.* this spec has none$"):
+        liif.make({"name": spec["name"], "args": spec["args"]}, load_sd=True)
+    with pytest.raises(CheckpointError, match=r"^spec: state dict does not fit the model; missing: encoder\.head"):
+        liif.make({**spec, "sd": {k: v for k, v in spec["sd"].items() if "head" not in k}}, load_sd=True)

@@ -107,26 +107,12 @@ def test_lte_cell_clipping_decodes_large_scales_with_the_x4_cell() -> None:
     model.cell_clip = None
 
 
-def test_metasr_refuses_a_tiled_downscale_its_query_reaches_beyond() -> None:
-    """Downscaling 5x, the query's move of half an output pixel leaves the tile's latents: a one-line error."""
-    torch.manual_seed(0)
-    model = fixture_model("tiny-edsr-metasr")
-    image = torch.rand(1, 3, 40, 40)
-    whole = liif.render(model, image, (8, 8), tile=10_000)
-    assert whole.shape == (1, 3, 8, 8)
-    with pytest.raises(liif.LiifError, match="more than tiles allow"):
-        liif.render(model, image, (8, 8), tile=8)
-    model.compile_queries("default")  # checked before the compiled queries run, outside them
-    with pytest.raises(liif.LiifError, match="more than tiles allow"):
-        liif.render(model, image, (8, 8), tile=8)
-
-
-def test_metasr_renders_a_tiled_downscale_of_up_to_3x_as_it_renders_it_whole() -> None:
-    """Downscaling 2.8x (README: tiles serve up to 3x), the query moves 1.4 latents up and left of its own: the
-    tile's latents reach two beyond it, so every tile answers as the whole picture does."""
+@pytest.mark.parametrize("size", [(7, 10), (4, 5)])
+def test_metasr_renders_a_tiled_downscale_as_it_renders_it_whole(size: tuple[int, int]) -> None:
+    """Downscaling 2.8x, the query moves 1.4 latents up and left of its own, within the two latents every tile
+    reaches; downscaling 5x, it moves 2.5 latents, and the tile's latents reach as far (once refused)."""
     model = fixture_model("tiny-edsr-metasr")
     image = comic_patch()  # 20x28 of Set14 comic
-    size = (7, 10)  # x1/2.86 and x1/2.8
     # an output norm that keeps the colours inside [0.1, 0.9], where the renderer's clamp hides nothing
     model.data_norm = liif.DataNorm(gt_sub=(0.5,), gt_div=(1e-6,))
     peak = float((liif.render(model, image, size, tile=10_000) - 0.5).abs().max()) / 1e-6

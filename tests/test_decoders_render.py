@@ -63,3 +63,13 @@ def test_cli_upscale_writes_what_the_api_renders_untiled(tmp_path, name) -> None
                             device="cpu", self_ensemble=True, tile=WHOLE)
     assert written.shape == (36, 48, 3)
     assert np.array_equal(written, np.asarray(expected))
+
+
+def test_an_output_beyond_memory_is_refused_in_one_line_before_any_tile() -> None:
+    """A 2^24 x 2^24 render needs petabytes: a one-line error at once, where the first tile's coordinates alone
+    failed in torch's allocator (or were filled until the system killed the process)."""
+    model = liif.make(SMALL["liif"]).eval()
+    side = 1 << 24
+    with pytest.raises(liif.LiifError, match=rf"^the {side}x{side} output of 2 picture\(s\) needs 6291456.0 GiB of "
+                                             r"memory, only [\d.]+ GiB is available$"):
+        render(model, comic_tensor().expand(2, -1, -1, -1), (side, side))

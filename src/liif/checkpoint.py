@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import warnings
 import zipfile
 from pathlib import Path
@@ -228,6 +230,22 @@ def model_entries(model: nn.Module) -> dict[str, Any]:
     return entries
 
 
+def loadable_bytes(ckpt: dict[str, Any]) -> memoryview:
+    """``ckpt`` as ``torch.save`` writes it; a LiifError if ``load_model``, which loads with ``weights_only``, would
+    refuse it (an optimizer object instead of its state dict): a checkpoint no one could load is not written."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(ckpt, buffer)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # a lambda, a local class, an open file
+        raise LiifError(f"cannot save the checkpoint: {one_line(exc)}") from None
+    buffer.seek(0)
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(buffer)
+    if unsafe:
+        raise LiifError(f"the checkpoint would hold {', '.join(sorted(unsafe))}, which loading refuses (weights_only): "
+                        f"save tensors and plain data (an optimizer as optimizer.state_dict())")
+    return buffer.getbuffer()
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[str, Any] | None = None,
                     epoch: int | None = None, **extra: Any) -> None:
     """Write ``model`` in the reference format, which ``load_model`` and the reference code both read, atomically:
@@ -241,6 +259,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, optimizer: dict[s
         ckpt["epoch"] = epoch
     ckpt.update(extra)
     try:
-        atomic_write(path, lambda f: torch.save(ckpt, f))
+        data = loadable_bytes(ckpt)
+        atomic_write(path, lambda f: f.write(data))
     except (OSError, RuntimeError) as exc:  # torch.save's zip writer turns a failed write into a RuntimeError
         raise LiifError(f"could not write checkpoint {path}: {os_reason(exc)}") from None

@@ -6,6 +6,7 @@ import copy
 import inspect
 from typing import Any, Callable
 
+from liif.bounds import flag
 from liif.errors import LiifError, one_line
 
 KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -78,4 +79,16 @@ MODELS = Registry("model")
 DATASETS = Registry("dataset")
 # README documents ``liif.register`` and ``liif.make`` for models.
 register = MODELS.register
-make = MODELS.make
+
+
+def make(spec: dict[str, Any], args: dict[str, Any] | None = None, load_sd: bool = False) -> Any:
+    """The model ``spec`` describes (``MODELS.make``); with ``load_sd``, as the reference's ``models.make``, with
+    the weights of ``spec['sd']`` (a checkpoint's ``'model'`` entry), loaded strictly."""
+    if not flag(load_sd, "load_sd", LiifError):
+        return MODELS.make(spec, args)
+    from liif.checkpoint import model_from_spec  # checkpoints build their models through this module
+
+    if not isinstance(spec, dict) or "sd" not in spec:
+        raise LiifError("load_sd=True loads the spec's 'sd', its state dict (a checkpoint's 'model' entry), "
+                        "and this spec has none")
+    return model_from_spec({**spec, "args": {**(spec.get("args") or {}), **(args or {})}}, "spec")

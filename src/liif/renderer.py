@@ -1,7 +1,7 @@
 """Render a continuous-image model on a pixel grid in bounded memory: pictures in [0, 1] in, [0, 1] out.
 
 The latent grid is cut into tiles of ``tile`` x ``tile`` latents. An output pixel belongs to the tile
-holding the latent under its centre; its query reaches at most ``model.latent_reach`` latents further,
+holding the latent under its centre; its query reaches at most ``model.reach`` latents further,
 so each tile builds latents for itself plus that border, and encodes the input with a margin of
 ``model.receptive_radius`` pixels around them, which makes every latent it uses exactly the latent of
 the whole image. Only that window of the input becomes floats in the model's space (``Source``), so time
@@ -29,7 +29,7 @@ from liif.geometry import WHOLE_IMAGE, Grid, Ranges
 from liif.lru import ByteLRU
 from liif.models.implicit import ImplicitModel, renderable
 from liif.normalization import DataNorm, float_pixels
-from liif.runtime import render_tile
+from liif.runtime import check_fits, render_tile
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def render_tiles(model: ImplicitModel, source: Source, grid: Grid, tile: int | N
     row_spans = tile_spans(latent_bins(axes[0], h), side)
     col_spans = tile_spans(latent_bins(axes[1], w), side)
     cell_hw = torch.tensor(grid.cell(), device=device)
-    reach = model.latent_reach
+    reach = model.reach(grid.cell(), (h, w))
     for r0, r1, y0, y1 in row_spans:
         for c0, c1, x0, x1 in col_spans:
             latent_win = (clip(r0 - reach, r1 + reach, h), clip(c0 - reach, c1 + reach, w))
@@ -308,8 +308,12 @@ def render(model: ImplicitModel, image: torch.Tensor, size: tuple[int, int], ran
     at output ``size`` (H, W); ``ranges`` ((y0, y1), (x0, x1)) in [-1, 1] selects a region; ``cache`` shares
     encoder features between calls."""
     grid = Grid(size, ranges)
+    pictures = checked_pictures(image)
+    (height, width), batch = grid.size, pictures.shape[0]
+    # at least three float32 channels: checked before any tile, as a tile's own block may already not fit
+    check_fits(batch * 3 * height * width * 4, f"the {width}x{height} output of {batch} picture(s)", pictures.device)
     out = None
-    for row, col, block in render_tiles(renderable(model), Source(checked_pictures(image)), grid, tile, chunk_size,
+    for row, col, block in render_tiles(renderable(model), Source(pictures), grid, tile, chunk_size,
                                         self_ensemble, cache=cache):
         if out is None:
             out = block.new_empty(*block.shape[:2], *grid.size)

@@ -205,3 +205,11 @@ def available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def check_fits(needed: int, what: str, device: torch.device) -> None:
+    """A LiifError unless ``needed`` bytes for ``what`` fit in what ``device`` has free now (a GPU's memory, else the
+    machine's): a buffer beyond it would fail deep in torch, or be filled until the system kills the process."""
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    if free is not None and needed > free:
+        raise LiifError(f"{what} needs {needed / 2**30:.1f} GiB of memory, only {free / 2**30:.1f} GiB is available")

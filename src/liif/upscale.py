@@ -27,7 +27,7 @@ from liif.kernels import set_query_kernel
 from liif.models.implicit import ImplicitModel, renderable
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache, Source, render_tiles
-from liif.runtime import autocast, available_memory, check_precision, pick_device
+from liif.runtime import autocast, check_fits, check_precision, pick_device
 from liif.video.reader import is_moving
 
 DEFAULT_MAX_PIXELS = 500_000_000
@@ -54,11 +54,8 @@ def check_target(target: Target, picture: Picture, max_pixels: int = DEFAULT_MAX
     if height * width > max_pixels:
         raise LiifError(f"the output would be {width}x{height} = {height * width / 1e6:.1f} MP, above the "
                         f"limit of {max_pixels / 1e6:g} MP (raise it with {option('max_pixels')})")
-    needed = height * width * picture.pixels.shape[2] * picture.pixels.itemsize
-    free = available_memory()
-    if free is not None and needed > free:
-        raise LiifError(f"the {width}x{height} output needs {needed / 2**30:.1f} GiB of memory, "
-                        f"only {free / 2**30:.1f} GiB is available")
+    check_fits(height * width * picture.pixels.shape[2] * picture.pixels.itemsize, f"the {width}x{height} output",
+               torch.device("cpu"))
 
 
 def model_planes(picture: Picture, alpha: str) -> list[np.ndarray]:

@@ -137,7 +137,8 @@ class ImplicitModel(nn.Module):
 
     Subclasses set ``encoder`` and define ``latents`` and ``query``, plus the two reaches the renderer needs to
     cut the work into exact tiles: ``feature_halo`` (features beyond a latent that its own latent reads) and
-    ``latent_reach`` (latents beyond the one under a query that the query reads).
+    ``latent_reach`` (latents beyond the one under a query that the query reads; ``reach`` where it grows with the
+    cell).
     """
 
     encoder: nn.Module
@@ -217,10 +218,10 @@ class ImplicitModel(nn.Module):
         """Outputs (B, Q, C) at coordinates (B, Q, 2) with cells (B, Q, 2), in the model's space."""
         raise NotImplementedError
 
-    def check_reach(self, latents: Any, cell: torch.Tensor | None) -> None:
-        """A LiifError if queries with these cells would read latents beyond those ``latents`` cover (only a model
-        whose reach grows with the cell has to check). ``query_chunked`` runs it once, eagerly: inside a compiled
-        query, reading a tensor's value would break the graph."""
+    def reach(self, cell: tuple[float, float], grid_shape: tuple[int, int]) -> int:
+        """Latents beyond the one under a query that queries with this ``cell`` (row, col) read on a latent grid of
+        ``grid_shape``: ``latent_reach``, unless a subclass's reach grows with the cell."""
+        return self.latent_reach
 
     def compile_queries(self, mode: str = "default") -> ImplicitModel:
         """Make ``query_chunked`` call ``query`` compiled by torch.compile in ``mode`` (``default``, or
@@ -240,7 +241,6 @@ class ImplicitModel(nn.Module):
         if chunk_size is None:
             chunk_size = query_chunk(coord.device, coord.shape[0])
         COUNT.check(chunk_size, "chunk_size", LiifError)
-        self.check_reach(latents, cell)
         if self.compiled_query is not None:
             return self.compiled_chunks(latents, coord, cell, chunk_size)
         if coord.shape[1] <= chunk_size:

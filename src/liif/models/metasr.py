@@ -10,12 +10,12 @@ convolution per latent; each query gathers its latent's row by integer index and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from liif.errors import LiifError
 from liif.geometry import make_coord
 from liif.models.implicit import TableLatents, TwoPathModel, table_latents
 from liif.models.liif import CLAMP, EPS_SHIFT, nearest_index
@@ -35,7 +35,7 @@ class MetaSR(TwoPathModel):
                                                    "hidden_list": HIDDEN}})
         self.feature_halo = 1
         # The query moves half an output pixel up and left: within one latent of its own when upscaling, two
-        # latents when downscaling by up to 3x (beyond that, see ``check_reach``).
+        # latents when downscaling by up to 3x (beyond that, see ``reach``).
         self.latent_reach = 2
 
     def reference_query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
@@ -70,18 +70,12 @@ class MetaSR(TwoPathModel):
         values = F.conv2d(feat, torch.cat([weight, bias], dim=0), padding=1)
         return table_latents(values, grid_shape, origin, self.feature_halo)
 
-    def check_reach(self, latents: Any, cell: torch.Tensor | None) -> None:
-        """The query moves half an output pixel up and left: beyond a window's latents when downscaling by more
-        than 3x."""
-        if not isinstance(latents, TableLatents) or latents.window.shape == latents.window.grid_shape \
-                or not isinstance(cell, torch.Tensor) or cell.shape[-1:] != (2,) or not cell.numel():
-            return  # the whole grid, or cells that ``query`` refuses
-        h, w = latents.window.grid_shape
-        cell = self.clip_cell(cell, (h, w))
-        moved = max((cell[..., 0] * h).max().item(), (cell[..., 1] * w).max().item()) / 4
-        if moved > self.latent_reach - 0.5:
-            raise LiifError(f"MetaSR's query moves {moved:.1f} latents, more than tiles allow (downscaling by "
-                            f"more than 3x): render it whole, with a tile larger than the input")
+    def reach(self, cell: tuple[float, float], grid_shape: tuple[int, int]) -> int:
+        """The query moves half an output pixel up and left: beyond ``latent_reach`` when downscaling by more than
+        3x, by as many latents as the move takes."""
+        cell_y, cell_x = self.clip_cell(torch.tensor(cell, dtype=torch.float64), grid_shape).tolist()
+        moved = max(cell_y * grid_shape[0], cell_x * grid_shape[1]) / 4
+        return max(self.latent_reach, math.ceil(moved + 0.5))
 
     def fast_query(self, latents: TableLatents, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """The same function as ``reference_query``, from each query's row of the per-latent table."""
