@@ -390,10 +390,16 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     last = str(run / "epoch-last.pth")
     for extra, message in (
             (["--set", "epoch_max=2", "--set", "model.args.encoder_spec.args.n_feats=16"],
-             f"cannot resume: the config's model differs from the checkpoint's ({last}: state dict does not fit the "
-             f"model; wrong shape: encoder.head.0.weight (8, 3, 3, 3) vs (16, 3, 3, 3)"),
+             f"cannot resume: the config's model differs from the checkpoint's (model.args.encoder_spec.args.n_feats "
+             f"is 8 in {last}, 16 in the config): set it to the checkpoint's"),
             (["--config", str(SMOKE), *folder_sets(set14), "--set", "model.args.imnet_spec.args.hidden_list=[16]"],
              "cannot resume: the config's model differs from the checkpoint's"),
+            # switches that keep every weight's shape went on silently, training another model than the checkpoint's
+            (["--set", "epoch_max=2", "--set", "model.args.local_ensemble=false",
+              "--set", "model.args.encoder_spec.args.res_scale=0.5"],
+             f"(model.args.local_ensemble is True in {last}, False in the config; "
+             f"model.args.encoder_spec.args.res_scale is 1 in {last}, 0.5 in the config): set them to the "
+             f"checkpoint's"),
             (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
              f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
             # the weights expect the values they were trained on: it went on silently with shifted inputs
@@ -408,6 +414,9 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     assert liif_train("--resume", last, "--out", str(tmp_path / "elsewhere"),
                       "--set", "model.args.encoder_spec.args.n_feats=16", "--set", "epoch_max=2") == 2
     assert "cannot resume" in one_line_error(capsys) and not (tmp_path / "elsewhere").exists()
+    # a default written out is the same model
+    assert liif_train("--resume", last, "--set", "epoch_max=2", "--set", "model.args.local_ensemble=true",
+                      "--set", "model.args.encoder_spec.args.res_scale=1.0") == 0
 
 
 
