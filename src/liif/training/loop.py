@@ -212,13 +212,21 @@ def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
     return getattr(wrapper.dataset, "skipped", 0), getattr(wrapper, "too_small", 0)
 
 
-def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``). On a
-    GPU, Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is bound
-    by kernel launches there, and the fused update computes the same thing."""
+def device_optimizer_args(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The arguments the optimizer of ``spec`` is built with on ``device``. On a GPU, Adam updates every tensor in
+    one fused kernel unless the spec picks an implementation (``fused``, or ``foreach`` true or false, which torch
+    does not take beside a fused one): the small LIIF step is bound by kernel launches there, and the fused update
+    computes the same thing."""
     args = dict(spec.get("args") or {})
-    if spec["name"] == "adam" and next(model.parameters()).device.type == "cuda":
+    if spec["name"] == "adam" and device.type == "cuda" and args.get("foreach") is None:
         args.setdefault("fused", True)
+    return args
+
+
+def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``), with
+    those its device adds (``device_optimizer_args``)."""
+    args = device_optimizer_args(spec, next(model.parameters()).device)
     try:
         return OPTIMIZERS[spec["name"]](model.parameters(), **args)
     except Exception as exc:  # what only the device refuses (a fused update where it has none)
