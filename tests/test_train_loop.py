@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+import liif
 import liif.checkpoint
 import liif.training.loop
 from conftest import BENCHMARKS, ROOT, comic_crop, shared_file, start_group, wait_group
@@ -31,8 +32,8 @@ from liif.geometry import make_coord
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
-from liif.training.loop import (build_scheduler, leave_stopping_to_the_main_process, train_step, unless_cut_short,
-                                validate)
+from liif.training.loop import (benchmark_psnr, build_scheduler, leave_stopping_to_the_main_process, train_step,
+                                unless_cut_short, validate)
 from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -929,6 +930,20 @@ def test_validation_shows_a_progress_bar_unless_quiet(capsys):
     assert err.startswith("\rval:") and "/3 [" in err and err.split("\r")[-2].strip() == ""  # then cleared
     validate(MidGrey(), batches, DataNorm(), torch.device("cpu"))
     assert capsys.readouterr().err == ""
+
+
+def test_benchmark_eval_shows_a_progress_bar_unless_quiet(tmp_path, capsys):
+    # benchmark_eval on Set14 takes minutes between two epochs on a CPU, and showed nothing
+    folder = tmp_path / "Tiny"
+    folder.mkdir()
+    Image.fromarray(comic_crop()[:24, :24]).save(folder / "comic.png")
+    model = liif.make(smoke_config(folder)["model"])
+    spec = {"root": str(folder), "scales": [2, 3]}
+    scores = benchmark_psnr(model, spec, torch.device("cpu"), progress=True)
+    err = capsys.readouterr().err
+    assert set(scores) == {"Tiny/x2", "Tiny/x3"} and "Tiny x3: 100%" in err and "2/2 [" in err
+    assert err.split("\r")[-1].strip() == ""  # then cleared, as the epoch's bar is
+    assert benchmark_psnr(model, spec, torch.device("cpu")) == scores and capsys.readouterr().err == ""
 
 
 class Offset(torch.nn.Module):

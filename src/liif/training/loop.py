@@ -303,10 +303,13 @@ def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.
     return out[0]
 
 
-def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
-    """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s protocol)."""
+def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device,
+                   progress: bool = False) -> dict[str, tuple[float, float]]:
+    """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s
+    protocol). ``progress``: ``liif eval``'s bar, cleared at the end, as the epoch's is."""
     model.eval()
-    means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=False).means()
+    means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=progress,
+                     keep_bar=False).means()
     model.train()
     return {f"{name}/{key}": (row["psnr"], row["bicubic_psnr"])
             for name, by_scale in means.items() for key, row in by_scale.items()}
@@ -579,7 +582,7 @@ class Run:
         bench = self.config["benchmark_eval"]
         if bench and epoch % (bench.get("every") or 1) == 0:
             try:
-                scores = benchmark_psnr(self.model, bench, self.procs.device)
+                scores = benchmark_psnr(self.model, bench, self.procs.device, progress=not self.quiet)
             except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
                 failure = failure or ("benchmark_eval", "benchmark_eval", exc)
             else:
