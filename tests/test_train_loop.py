@@ -529,8 +529,31 @@ def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_s
     steps.clear()
     stop_at[0] = 3
     config = {**smoke_config(set14), "epoch_max": 3}
-    with pytest.raises(KeyboardInterrupt, match=re.escape(f"resume from {run / 'epoch-1.pth'} to go on at epoch 2")):
-        train(config, tmp_path / "branch", read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
+    branch = tmp_path / "branch"
+    said = f"resume from {run / 'epoch-1.pth'} with run_dir {branch} and config_path {branch / 'config.yaml'} to go on"
+    with pytest.raises(KeyboardInterrupt, match=re.escape(f"{said} at epoch 2")):
+        train(config, branch, read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
+
+
+def test_a_resumed_run_stopped_before_its_first_checkpoint_says_all_it_takes_to_go_on(tmp_path, set14, capsys,
+                                                                                      monkeypatch):
+    """It goes on from the checkpoint it resumed, whose folder and config are not the run's: the line said only to
+    resume it, which went on in the checkpoint's folder (refused there: it holds another run) by the checkpoint's
+    config (epoch_max 1: nothing to train)."""
+    run, step = tmp_path / "run", liif.training.loop.train_step
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
+    first = run / "epoch-1.pth"
+    for out, options in ((tmp_path / "branch", f"--out {tmp_path / 'branch'} and --config {tmp_path / 'branch'}/"),
+                         (run, f"--config {run}/")):
+        monkeypatch.setattr(liif.training.loop, "train_step", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert liif_train("--resume", str(first), "--out", str(out), "--set", "epoch_max=2") == 130
+        said = capsys.readouterr().err
+        assert said == f"liif train: interrupted; resume from {first} with {options}config.yaml to go on at epoch 2\n"
+        # the command it says goes on
+        monkeypatch.setattr(liif.training.loop, "train_step", step)
+        words = said.split("resume from ")[1].split(" to go on")[0].split()
+        assert liif_train("--resume", *[word for word in words if word not in ("with", "and")]) == 0
+        assert read_checkpoint(out / "epoch-last.pth")["epoch"] == 2
 
 
 def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:

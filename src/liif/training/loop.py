@@ -519,8 +519,11 @@ class Run:
             self.net = torch.compile(self.net)
         self.last_good = run_dir / "epoch-last.pth"
         self.epoch = self.epoch_start  # the epoch in progress
-        # the checkpoint a stopped run goes on from, and its epoch: the one resumed, then each epoch-last.pth written
-        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1)
+        # the checkpoint a stopped run goes on from, its epoch, and whether it holds another config than the run's
+        # (one resumed with --set epoch_max=...: config.yaml holds the run's): the one resumed, then each
+        # epoch-last.pth written
+        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1,
+                             ckpt is not None and ckpt.get("config") != config)
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
 
@@ -537,7 +540,7 @@ class Run:
                 loss = train_step(self.net, to_device(checked(batch), self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
-                checkpoint, saved_at = self.resume_point
+                checkpoint, saved_at, _ = self.resume_point
                 kept = (f"the last good checkpoint is {checkpoint} (epoch {saved_at})" if checkpoint is not None
                         else "no checkpoint was written yet")
                 raise TrainingDiverged(f"{exc} at epoch {epoch}, step {self.step + 1}: training stopped; "
@@ -561,7 +564,7 @@ class Run:
         with main_work(self.procs, f"at the end of epoch {epoch}"):
             if self.procs.is_main:
                 self.write_epoch(epoch, seconds)
-        self.resume_point = (str(self.last_good), epoch)  # rank 0 has written it
+        self.resume_point = (str(self.last_good), epoch, False)  # rank 0 has written it
 
     def write_epoch(self, epoch: int, seconds: float) -> None:
         """Rank 0's end of an epoch: validation and benchmark_eval when due, the log line, the checkpoints. A
@@ -598,7 +601,7 @@ class Run:
         # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
         # first would leave epoch-best behind the best score the resumed run then compares with
         write_checkpoint(self.last_good, *state)
-        self.resume_point = (str(self.last_good), epoch)
+        self.resume_point = (str(self.last_good), epoch, False)
         if failure is not None:
             what, section, exc = failure
             raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
@@ -618,13 +621,24 @@ class Run:
     def stopped(self, stop: KeyboardInterrupt) -> str:
         """Where a run that ``stop`` ended goes on from, for its one line, and with the step it reached, in the log
         (the steps of the epoch in progress are lost: checkpoints are written per epoch, as the reference's)."""
-        checkpoint, epoch = self.resume_point
-        text = (f"resume from {checkpoint} to go on at epoch {epoch + 1}" if checkpoint is not None
-                else "no checkpoint was written yet, nothing to resume")
+        checkpoint, epoch, other_config = self.resume_point
+        text = (f"resume from {checkpoint}{self.resume_options(checkpoint, other_config)} to go on at epoch "
+                f"{epoch + 1}" if checkpoint is not None else "no checkpoint was written yet, nothing to resume")
         if self.log is not None:
             self.log.line(f"stopped by {'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'} in epoch "
                           f"{self.epoch} at step {self.step}; {text}", echo=False)
         return text
+
+    def resume_options(self, checkpoint: str, other_config: bool) -> str:
+        """What a resume from ``checkpoint`` needs besides it to go on with this run: the run folder, where the
+        checkpoint is in another (``--out`` defaults to the checkpoint's), and the run's config where the
+        checkpoint holds another (``other_config``)."""
+        options = []
+        if Path(checkpoint).resolve().parent != self.run_dir.resolve():
+            options.append(f"{option('run_dir', flag='out')} {self.run_dir}")
+        if other_config:
+            options.append(f"{option('config_path', flag='config')} {self.run_dir / 'config.yaml'}")
+        return f" with {' and '.join(options)}" if options else ""
 
     def close(self) -> None:
         if self.log is not None:
