@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+import liif.data.folders
 from conftest import BENCHMARKS, shared_file
+from liif.distributed import Processes
 from liif.geometry import make_coord
 from liif.data import build_dataset
 from liif.data.folders import ImageFolder, decode
@@ -20,9 +22,10 @@ from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.datasets import read_rgb
 from liif.evaluation.degrade import make_lr
-from liif.imageio import read_picture, rgb8
+from liif.imageio import picture_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
+from liif.training.loop import build_loader
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +374,30 @@ def test_reading_a_folder_shows_a_progress_bar_when_asked(set5, capsys):
     assert err.startswith(f"\rreading {set5.name}:") and "/5 [" in err and err.split("\r")[-2].strip() == "", err
     build_dataset(section)
     assert capsys.readouterr().err == ""
+
+
+def test_an_in_memory_cache_that_would_not_fit_is_refused_before_a_picture_is_decoded(set5, tmp_path, monkeypatch):
+    """cache: in_memory decoded the whole folder with no check of the memory, in each of torchrun's processes (each
+    holds its own copy), until the machine swapped or a process was killed."""
+    held = sum(h * w * 3 for h, w in map(picture_size, set5.glob("*.png")))
+    monkeypatch.setattr(liif.data.folders, "available_memory", lambda: 2 * held - 1)  # one copy's room, not two
+    decoded = []
+    monkeypatch.setattr(liif.data.folders, "decode", lambda path: decoded.append(path) or decode(path))
+    assert len(ImageFolder(str(set5), cache="in_memory").arrays) == 5 and len(decoded) == 5
+    decoded.clear()
+    with pytest.raises(LiifError, match=re.escape(f"{set5}: cache: in_memory would hold {held / 2**30:.1f} GiB of "
+                                                  "decoded images in each of 2 processes, only ")):
+        ImageFolder(str(set5), cache="in_memory", copies=2)
+    assert decoded == []
+    assert len(ImageFolder(str(set5), cache="bin", cache_dir=str(tmp_path), copies=2).arrays) == 5  # memory-mapped
+    decoded.clear()
+    # liif train under torchrun: the training set is held by every process of the machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    section = {"dataset": {"name": "image-folder", "args": {"root_path": str(set5), "cache": "in_memory"}},
+               "wrapper": {"name": "sr-implicit-downsampled", "args": {"inp_size": 8}}, "batch_size": 1}
+    with pytest.raises(LiifError, match=re.escape(f"train_dataset: {set5}: cache: in_memory would hold")):
+        build_loader(section, {"seed": 0, "num_workers": 0}, Processes(0, 1, torch.device("cpu")), train=True)
+    assert decoded == []
 
 
 class FirstTwo(ImageFolder):

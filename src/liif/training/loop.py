@@ -36,7 +36,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory, check_precision, has_cpp_compiler, torch_settings
-from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
+from liif.distributed import Processes, alike, global_mean, joined_processes, local_processes, main_work
 from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_data_norm, check_resumable, restore, write_checkpoint
@@ -118,7 +118,7 @@ def check_workers(workers: int) -> None:
     """Refuse more DataLoader workers than ``WORKERS_PER_CPU`` per CPU this process may use, shared among
     torchrun's processes on this machine: a thousand hung a machine."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    processes = local_processes()
     limit = max(1, WORKERS_PER_CPU * cpus // processes)
     if workers > limit:
         shared = f", shared by {processes} processes" if processes > 1 else ""
@@ -155,8 +155,9 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
     batches may be SampleFailures (``checked`` raises them). ``progress``: a bar while the folders are read."""
     where = "train_dataset" if train else "val_dataset"
-    try:
-        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress)
+    try:  # each of torchrun's processes holds a training set of its own; rank 0 alone the validation set
+        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress,
+                                copies=local_processes() if train else 1)
     except LiifError as exc:
         raise LiifError(f"{where}: {exc}") from None
     batch = section["batch_size"]
