@@ -327,6 +327,25 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
 
 
+def test_paired_sample_q_above_an_hr_crop_is_refused_when_built(tmp_path):
+    # it stopped the run at its first batch, the run folder made, or mid-epoch at the first pair of a lower scale
+    hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(hr).resize((30, 40), Image.BICUBIC).save(tmp_path / "lr" / "x.png")
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {}}}
+    for args, pixels, crop in (({"inp_size": 10, "sample_q": 901}, 900, "30x30"),
+                               ({"sample_q": 120 * 90 + 1}, 120 * 90, "90x120")):
+        with pytest.raises(LiifError) as error:
+            build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": args}})
+        assert str(error.value) == (f"sample_q={args['sample_q']} is more than the {pixels} pixels of the HR crop of "
+                                    f"{tmp_path / 'hr' / 'x.png'} ({crop} at x3)")
+        args["sample_q"] -= 1
+        assert build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": args}})[0]["gt"].shape == (
+            pixels, 3)
+
+
 def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
     # the sampler takes s = H_hr // H_lr and crops LR x s of the HR: folders out of step trained on misaligned crops
     hr = write_png(tmp_path / "hr" / "a.png", (120, 90), 0)
