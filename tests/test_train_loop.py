@@ -319,6 +319,9 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     ("val_dataset.wrapper.args.sample_q=1000", "val_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
                                                "sample_q=1000 is more than the 576 pixels of the smallest HR crop"),
     ("benchmark_eval={root: /nonexistent, scales: [2]}", "benchmark_eval: /nonexistent: no such folder"),
+    # whole training images of several sizes in a batch: the first step failed, once the run folder was made (and
+    # a run it replaced with --overwrite deleted)
+    ("train_dataset.wrapper.args={scale_max: 4}", "train_dataset: samples of different sizes cannot share a batch"),
     # an epoch whose sample order no memory holds: refused, not a MemoryError or the OOM killer
     ("train_dataset.dataset.args.repeat=1000000000000", "train_dataset: an epoch of 14,000,000,000,000 samples "
                                                         "(images x repeat) needs"),

@@ -484,8 +484,11 @@ class Run:
             self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
             self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
-            if self.val_loader is not None:  # a batch that cannot be made (whole images of several sizes) would
-                first_batch(self.val_loader)  # otherwise stop the run only once its first epoch has trained
+            # a batch that cannot be made (whole images of several sizes) would otherwise stop the run once its
+            # folder is made (and a run it replaces deleted), or, in validation, once its first epoch has trained
+            for loader in (self.train_loader, self.val_loader):
+                if loader is not None:
+                    first_batch(loader)
             if config["benchmark_eval"] and procs.is_main:
                 try:
                     plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
