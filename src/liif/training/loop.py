@@ -486,6 +486,7 @@ class Run:
                                if config.get("val_dataset") and procs.is_main else None)
             # a batch that cannot be made (whole images of several sizes) would otherwise stop the run once its
             # folder is made (and a run it replaces deleted), or, in validation, once its first epoch has trained
+            self.train_loader.sampler.set_epoch(self.epoch_start)  # the one the run takes first
             for loader in (self.train_loader, self.val_loader):
                 if loader is not None:
                     first_batch(loader)
