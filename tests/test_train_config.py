@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT
 from facts import CONFIGS, TRAINED
 from liif.data import build_dataset
 from liif.errors import LiifError
 from liif.training.config import load_config
+from liif.training.loop import device_optimizer_args
 
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
 
@@ -184,3 +187,18 @@ def test_more_workers_than_the_machine_runs_are_refused_before_the_run_folder(tm
     assert not (tmp_path / "run").exists()
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     loop.check_workers(8)  # the DIV2K configs' 8 runs on 2 CPUs
+
+
+@pytest.mark.parametrize("args, picked", [
+    ({"lr": 1e-4}, {"lr": 1e-4, "fused": True}),
+    ({"foreach": None}, {"foreach": None, "fused": True}),  # null: torch decides
+    # an implementation the config picks stays alone: foreach: true beside the fused default failed on a GPU with
+    # torch's "`fused` and `foreach` cannot be `True` together"
+    ({"foreach": True}, {"foreach": True}),
+    ({"foreach": False}, {"foreach": False}),
+    ({"fused": False}, {"fused": False})])
+def test_adam_on_a_gpu_is_fused_unless_the_config_picks_its_implementation(args, picked):
+    spec = load_config(ROOT / "configs" / "smoke.yaml", [f"optimizer.args={json.dumps(args)}"])["optimizer"]
+    assert device_optimizer_args(spec, torch.device("cuda")) == picked
+    assert device_optimizer_args(spec, torch.device("cpu")) == args
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], **picked)  # torch takes them together (a CPU does too)

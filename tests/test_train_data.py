@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+import liif.data.folders
 from conftest import BENCHMARKS, shared_file
+from liif.distributed import Processes
 from liif.geometry import make_coord
 from liif.data import build_dataset
 from liif.data.folders import ImageFolder, decode
@@ -20,9 +22,10 @@ from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.datasets import read_rgb
 from liif.evaluation.degrade import make_lr
-from liif.imageio import read_picture, rgb8
+from liif.imageio import picture_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
+from liif.training.loop import build_loader
 
 
 @pytest.fixture(scope="module")
@@ -324,6 +327,25 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
 
 
+def test_paired_sample_q_above_an_hr_crop_is_refused_when_built(tmp_path):
+    # it stopped the run at its first batch, the run folder made, or mid-epoch at the first pair of a lower scale
+    hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(hr).resize((30, 40), Image.BICUBIC).save(tmp_path / "lr" / "x.png")
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {}}}
+    for args, pixels, crop in (({"inp_size": 10, "sample_q": 901}, 900, "30x30"),
+                               ({"sample_q": 120 * 90 + 1}, 120 * 90, "90x120")):
+        with pytest.raises(LiifError) as error:
+            build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": args}})
+        assert str(error.value) == (f"sample_q={args['sample_q']} is more than the {pixels} pixels of the HR crop of "
+                                    f"{tmp_path / 'hr' / 'x.png'} ({crop} at x3)")
+        args["sample_q"] -= 1
+        assert build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": args}})[0]["gt"].shape == (
+            pixels, 3)
+
+
 def test_paired_folders_that_do_not_pair_at_an_integer_scale_are_refused_when_built(tmp_path):
     # the sampler takes s = H_hr // H_lr and crops LR x s of the HR: folders out of step trained on misaligned crops
     hr = write_png(tmp_path / "hr" / "a.png", (120, 90), 0)
@@ -371,6 +393,30 @@ def test_reading_a_folder_shows_a_progress_bar_when_asked(set5, capsys):
     assert err.startswith(f"\rreading {set5.name}:") and "/5 [" in err and err.split("\r")[-2].strip() == "", err
     build_dataset(section)
     assert capsys.readouterr().err == ""
+
+
+def test_an_in_memory_cache_that_would_not_fit_is_refused_before_a_picture_is_decoded(set5, tmp_path, monkeypatch):
+    """cache: in_memory decoded the whole folder with no check of the memory, in each of torchrun's processes (each
+    holds its own copy), until the machine swapped or a process was killed."""
+    held = sum(h * w * 3 for h, w in map(picture_size, set5.glob("*.png")))
+    monkeypatch.setattr(liif.data.folders, "available_memory", lambda: 2 * held - 1)  # one copy's room, not two
+    decoded = []
+    monkeypatch.setattr(liif.data.folders, "decode", lambda path: decoded.append(path) or decode(path))
+    assert len(ImageFolder(str(set5), cache="in_memory").arrays) == 5 and len(decoded) == 5
+    decoded.clear()
+    with pytest.raises(LiifError, match=re.escape(f"{set5}: cache: in_memory would hold {held / 2**30:.1f} GiB of "
+                                                  "decoded images in each of 2 processes, only ")):
+        ImageFolder(str(set5), cache="in_memory", copies=2)
+    assert decoded == []
+    assert len(ImageFolder(str(set5), cache="bin", cache_dir=str(tmp_path), copies=2).arrays) == 5  # memory-mapped
+    decoded.clear()
+    # liif train under torchrun: the training set is held by every process of the machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    section = {"dataset": {"name": "image-folder", "args": {"root_path": str(set5), "cache": "in_memory"}},
+               "wrapper": {"name": "sr-implicit-downsampled", "args": {"inp_size": 8}}, "batch_size": 1}
+    with pytest.raises(LiifError, match=re.escape(f"train_dataset: {set5}: cache: in_memory would hold")):
+        build_loader(section, {"seed": 0, "num_workers": 0}, Processes(0, 1, torch.device("cpu")), train=True)
+    assert decoded == []
 
 
 class FirstTwo(ImageFolder):

@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
+import liif
 import liif.checkpoint
 import liif.training.loop
 from conftest import BENCHMARKS, ROOT, comic_crop, shared_file, start_group, wait_group
@@ -31,8 +32,8 @@ from liif.geometry import make_coord
 from liif.normalization import DataNorm
 from liif.errors import LiifError
 from liif.training import load_config, train
-from liif.training.loop import (build_scheduler, leave_stopping_to_the_main_process, train_step, unless_cut_short,
-                                validate)
+from liif.training.loop import (benchmark_psnr, build_scheduler, leave_stopping_to_the_main_process, train_step,
+                                unless_cut_short, validate)
 from liif.training.state import restore, write_checkpoint
 
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -318,6 +319,9 @@ def test_bad_config_keys_and_values_are_named(tmp_path, set14, capsys):
     ("val_dataset.wrapper.args.sample_q=1000", "val_dataset: bad arguments for dataset 'sr-implicit-downsampled': "
                                                "sample_q=1000 is more than the 576 pixels of the smallest HR crop"),
     ("benchmark_eval={root: /nonexistent, scales: [2]}", "benchmark_eval: /nonexistent: no such folder"),
+    # whole training images of several sizes in a batch: the first step failed, once the run folder was made (and
+    # a run it replaced with --overwrite deleted)
+    ("train_dataset.wrapper.args={scale_max: 4}", "train_dataset: samples of different sizes cannot share a batch"),
     # an epoch whose sample order no memory holds: refused, not a MemoryError or the OOM killer
     ("train_dataset.dataset.args.repeat=1000000000000", "train_dataset: an epoch of 14,000,000,000,000 samples "
                                                         "(images x repeat) needs"),
@@ -390,10 +394,16 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     last = str(run / "epoch-last.pth")
     for extra, message in (
             (["--set", "epoch_max=2", "--set", "model.args.encoder_spec.args.n_feats=16"],
-             f"cannot resume: the config's model differs from the checkpoint's ({last}: state dict does not fit the "
-             f"model; wrong shape: encoder.head.0.weight (8, 3, 3, 3) vs (16, 3, 3, 3)"),
+             f"cannot resume: the config's model differs from the checkpoint's (model.args.encoder_spec.args.n_feats "
+             f"is 8 in {last}, 16 in the config): set it to the checkpoint's"),
             (["--config", str(SMOKE), *folder_sets(set14), "--set", "model.args.imnet_spec.args.hidden_list=[16]"],
              "cannot resume: the config's model differs from the checkpoint's"),
+            # switches that keep every weight's shape went on silently, training another model than the checkpoint's
+            (["--set", "epoch_max=2", "--set", "model.args.local_ensemble=false",
+              "--set", "model.args.encoder_spec.args.res_scale=0.5"],
+             f"(model.args.local_ensemble is True in {last}, False in the config; "
+             f"model.args.encoder_spec.args.res_scale is 1 in {last}, 0.5 in the config): set them to the "
+             f"checkpoint's"),
             (["--set", "epoch_max=2", "--set", "optimizer.name=sgd", "--set", "optimizer.args={lr: 0.1}"],
              f"cannot resume: {last} was trained with optimizer 'adam', the config says 'sgd'"),
             # the weights expect the values they were trained on: it went on silently with shifted inputs
@@ -408,6 +418,9 @@ def test_resume_with_a_changed_model_or_optimizer_is_refused_before_anything_is_
     assert liif_train("--resume", last, "--out", str(tmp_path / "elsewhere"),
                       "--set", "model.args.encoder_spec.args.n_feats=16", "--set", "epoch_max=2") == 2
     assert "cannot resume" in one_line_error(capsys) and not (tmp_path / "elsewhere").exists()
+    # a default written out is the same model
+    assert liif_train("--resume", last, "--set", "epoch_max=2", "--set", "model.args.local_ensemble=true",
+                      "--set", "model.args.encoder_spec.args.res_scale=1.0") == 0
 
 
 
@@ -519,8 +532,31 @@ def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_s
     steps.clear()
     stop_at[0] = 3
     config = {**smoke_config(set14), "epoch_max": 3}
-    with pytest.raises(KeyboardInterrupt, match=re.escape(f"resume from {run / 'epoch-1.pth'} to go on at epoch 2")):
-        train(config, tmp_path / "branch", read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
+    branch = tmp_path / "branch"
+    said = f"resume from {run / 'epoch-1.pth'} with run_dir {branch} and config_path {branch / 'config.yaml'} to go on"
+    with pytest.raises(KeyboardInterrupt, match=re.escape(f"{said} at epoch 2")):
+        train(config, branch, read_checkpoint(run / "epoch-1.pth"), quiet=True, resume=run / "epoch-1.pth")
+
+
+def test_a_resumed_run_stopped_before_its_first_checkpoint_says_all_it_takes_to_go_on(tmp_path, set14, capsys,
+                                                                                      monkeypatch):
+    """It goes on from the checkpoint it resumed, whose folder and config are not the run's: the line said only to
+    resume it, which went on in the checkpoint's folder (refused there: it holds another run) by the checkpoint's
+    config (epoch_max 1: nothing to train)."""
+    run, step = tmp_path / "run", liif.training.loop.train_step
+    assert liif_train("--config", str(SMOKE), "--out", str(run), *folder_sets(set14), "--set", "epoch_max=1") == 0
+    first = run / "epoch-1.pth"
+    for out, options in ((tmp_path / "branch", f"--out {tmp_path / 'branch'} and --config {tmp_path / 'branch'}/"),
+                         (run, f"--config {run}/")):
+        monkeypatch.setattr(liif.training.loop, "train_step", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert liif_train("--resume", str(first), "--out", str(out), "--set", "epoch_max=2") == 130
+        said = capsys.readouterr().err
+        assert said == f"liif train: interrupted; resume from {first} with {options}config.yaml to go on at epoch 2\n"
+        # the command it says goes on
+        monkeypatch.setattr(liif.training.loop, "train_step", step)
+        words = said.split("resume from ")[1].split(" to go on")[0].split()
+        assert liif_train("--resume", *[word for word in words if word not in ("with", "and")]) == 0
+        assert read_checkpoint(out / "epoch-last.pth")["epoch"] == 2
 
 
 def small_pictures(folder: Path, source: Path, names=("baboon", "barbara", "bridge", "comic", "face")) -> Path:
@@ -920,6 +956,20 @@ def test_validation_shows_a_progress_bar_unless_quiet(capsys):
     assert err.startswith("\rval:") and "/3 [" in err and err.split("\r")[-2].strip() == ""  # then cleared
     validate(MidGrey(), batches, DataNorm(), torch.device("cpu"))
     assert capsys.readouterr().err == ""
+
+
+def test_benchmark_eval_shows_a_progress_bar_unless_quiet(tmp_path, capsys):
+    # benchmark_eval on Set14 takes minutes between two epochs on a CPU, and showed nothing
+    folder = tmp_path / "Tiny"
+    folder.mkdir()
+    Image.fromarray(comic_crop()[:24, :24]).save(folder / "comic.png")
+    model = liif.make(smoke_config(folder)["model"])
+    spec = {"root": str(folder), "scales": [2, 3]}
+    scores = benchmark_psnr(model, spec, torch.device("cpu"), progress=True)
+    err = capsys.readouterr().err
+    assert set(scores) == {"Tiny/x2", "Tiny/x3"} and "\rTiny x2: " in err and "\rTiny x3: " in err and "/2 [" in err
+    assert err.split("\r")[-1].strip() == ""  # then cleared, as the epoch's bar is
+    assert benchmark_psnr(model, spec, torch.device("cpu")) == scores and capsys.readouterr().err == ""
 
 
 class Offset(torch.nn.Module):

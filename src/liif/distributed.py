@@ -67,6 +67,11 @@ def launch_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_processes() -> int:
+    """How many processes torchrun started on this machine (1 outside torchrun), known before any process group."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def says_error(exc: LiifError) -> bool:
     """Whether this process prints ``exc``: not where rank 0 prints it for the run, as it does a failure that
     every process met alike: ``SaidByMain``, or one found from the command line alone, before the process group."""

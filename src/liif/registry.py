@@ -42,6 +42,19 @@ class Registry:
         params = inspect.signature(self.constructors[name]).parameters
         return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
+    def complete(self, spec: Any) -> Any:
+        """``spec`` with the defaults its constructor fills in written out, and so in the specs of this registry
+        among its args (a model's encoder), so that two specs that build the same thing compare equal; anything
+        that is not a spec of a registered name comes back as it is."""
+        if not (isinstance(spec, dict) and spec.get("name") in self.constructors
+                and isinstance(spec.get("args") or {}, dict)):
+            return spec
+        params = inspect.signature(self.constructors[spec["name"]]).parameters
+        defaults = {name: p.default for name, p in params.items()
+                    if p.kind in KEYWORD_KINDS and p.default is not p.empty}
+        args = {**defaults, **(spec.get("args") or {})}
+        return {"name": spec["name"], "args": {key: self.complete(value) for key, value in args.items()}}
+
     def make(self, spec: dict[str, Any], args: dict[str, Any] | None = None,
              optional: dict[str, Any] | None = None) -> Any:
         """Build what ``spec`` describes, ``args`` overriding ``spec['args']``, and keep the spec as ``obj.spec``;

@@ -16,11 +16,12 @@ __all__ = ["build_dataset"]
 BYTES_PER_SAMPLE = 80
 
 
-def build_dataset(section: dict[str, Any], seed: int = 0, progress: bool = False) -> Any:
+def build_dataset(section: dict[str, Any], seed: int = 0, progress: bool = False, copies: int = 1) -> Any:
     """The wrapper dataset a config section describes (``dataset`` and ``wrapper`` specs); ``progress``: a bar
-    while its folders are read, and ``seed`` the wrapper's draws, where they take them (a dataset registered
-    beside the built-in ones may not)."""
-    base = DATASETS.make(section["dataset"], optional={"progress": progress})
+    while its folders are read, ``copies`` the processes of this machine that build it too (each holds its own
+    ``in_memory`` cache), and ``seed`` the wrapper's draws, where they take them (a dataset registered beside the
+    built-in ones may not)."""
+    base = DATASETS.make(section["dataset"], optional={"progress": progress, "copies": copies})
     check_epoch_fits(len(base))
     return DATASETS.make(section["wrapper"], {"dataset": base}, optional={"seed": seed})
 

@@ -27,6 +27,7 @@ from liif.fileio import atomic_write
 from liif.imageio import IMAGE_SUFFIXES, opened_image, picture_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8
+from liif.runtime import available_memory
 
 CACHE_MODES = ("none", "in_memory", "bin", "disk")
 
@@ -70,6 +71,24 @@ def image_size(path: Path) -> tuple[int, int]:
     return picture_size(path)
 
 
+def check_memory_holds(root: Path, files: list[Path], copies: int) -> None:
+    """Refuse to decode ``files`` for ``cache: in_memory`` where their pixels, held by each of ``copies``
+    processes, would not fit in the memory available, as found from their headers before any is decoded."""
+    held = 0
+    for path in files:
+        try:
+            height, width = picture_size(path)
+        except (LiifError, OSError):  # skipped with its warning when the folder is read
+            continue
+        held += height * width * 3
+    free = available_memory()
+    if free is not None and held * copies > free:
+        each = f" in each of {copies} processes" if copies > 1 else ""
+        raise LiifError(f"{root}: cache: in_memory would hold {held / 2**30:.1f} GiB of decoded images{each}, only "
+                        f"{free / 2**30:.1f} GiB is available: use cache: bin (memory-mapped from disk, shared by "
+                        f"the processes) or none")
+
+
 class CacheUnwritable(LiifError):
     """The ``bin`` cache of a folder cannot be written (a read-only dataset mount): no image of it is at fault."""
 
@@ -86,11 +105,12 @@ def cache_folder(root: Path, cache_dir: str | None) -> Path:
 @DATASETS.register("image-folder")
 class ImageFolder(torch.utils.data.Dataset):
     """Images of a folder as (3, H, W) floats in [0, 1]; ``len`` = images x ``repeat``. ``progress``: a bar while
-    the folder is read (decoding DIV2K's 800 pictures for ``in_memory`` takes minutes on a CPU), cleared after."""
+    the folder is read (decoding DIV2K's 800 pictures for ``in_memory`` takes minutes on a CPU), cleared after;
+    ``copies``: the processes of this machine that hold the folder too (torchrun's), for ``in_memory``'s check."""
 
     def __init__(self, root_path: str, split_file: str | None = None, split_key: str | None = None,
                  first_k: int | None = None, repeat: int = 1, cache: str = "none", cache_dir: str | None = None,
-                 progress: bool = False):
+                 progress: bool = False, copies: int = 1):
         if cache not in CACHE_MODES:
             raise LiifError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
         if cache_dir is not None and not isinstance(cache_dir, str):
@@ -112,6 +132,8 @@ class ImageFolder(torch.utils.data.Dataset):
         self.sizes: list[tuple[int, int]] = []
         self.arrays: list[np.ndarray] = []
         self.skipped = 0
+        if cache == "in_memory":
+            check_memory_holds(root, files, copies)
         for path in tqdm(files, desc=f"reading {root.name}", unit="img", leave=False, dynamic_ncols=True,
                          disable=not progress):
             try:

@@ -122,11 +122,11 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
         return {"inp": lr, **pixel_samples(hr, self.sample_q, rng)}
 
 
-def check_pairs(pairs: PairedImageFolders, inp_size: int | None) -> None:
+def check_pairs(pairs: PairedImageFolders, inp_size: int | None, sample_q: int | None) -> None:
     """A LiifError naming the first pair whose LR is not floor(HR / s) on both sides at the scale s = H_hr // H_lr
     that sampling uses (the HR may exceed LR x s by less than s, cropped off): paired by sorted order, folders that
     do not match would otherwise train on misaligned crops. And the first LR smaller than a crop of ``inp_size``,
-    which sampling would meet in the middle of an epoch."""
+    or whose HR crop has fewer pixels than ``sample_q``, which sampling would meet in the middle of an epoch."""
     for i, (lr_file, hr_file) in enumerate(zip(pairs.lr.files, pairs.hr.files)):
         (h, w), (big_h, big_w) = pairs.lr.size(i), pairs.hr.size(i)
         if inp_size is not None and min(h, w) < inp_size:
@@ -136,6 +136,10 @@ def check_pairs(pairs: PairedImageFolders, inp_size: int | None) -> None:
             expected = f"x{s} takes an LR of {big_w // s}x{big_h // s}" if s >= 1 else "the LR is the larger"
             raise LiifError(f"{lr_file} ({w}x{h}) and {hr_file} ({big_w}x{big_h}) do not pair at an integer scale "
                             f"({expected}): the folders must hold the same pictures in the same sorted order")
+        crop_h, crop_w = (inp_size * s, inp_size * s) if inp_size is not None else hr_crop_size((h, w), s)
+        if sample_q is not None and sample_q > crop_h * crop_w:
+            raise LiifError(f"sample_q={sample_q} is more than the {crop_h * crop_w} pixels of the HR crop of "
+                            f"{hr_file} ({crop_w}x{crop_h} at x{s})")
 
 
 @DATASETS.register("sr-implicit-paired")
@@ -148,7 +152,7 @@ class SRImplicitPaired(torch.utils.data.Dataset):
         check_count("inp_size", inp_size)
         check_count("sample_q", sample_q)
         if isinstance(dataset, PairedImageFolders):
-            check_pairs(dataset, inp_size)
+            check_pairs(dataset, inp_size, sample_q)
         self.dataset, self.inp_size, self.augment, self.sample_q, self.seed = dataset, inp_size, augment, sample_q, seed
 
     def __len__(self) -> int:

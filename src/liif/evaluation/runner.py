@@ -279,19 +279,21 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
              degrade: str = "auto", quantize: bool = False, self_ensemble: bool = False,
              chunk_size: int | None = None, device: str | torch.device = "auto", progress: bool = True,
              model_name: str | None = None, precision: str = "fp32", shard: tuple[int, int] = (0, 1),
-             cell_clip: bool = True, kernel: str | None = None, compile: str = "none") -> EvalResults:
+             cell_clip: bool = True, kernel: str | None = None, compile: str = "none",
+             keep_bar: bool = True) -> EvalResults:
     """Score ``model`` (a model, or a name/path that ``load_model`` puts on ``device``) on datasets (folders) at
     ``scales`` (None: the protocol's ``SCALE_PRESETS``, as ``liif eval`` without ``--scales``) by ``protocol``; ``degrade`` picks the LR source (see ``lr_source``). ``shard`` = (r, W) scores
     only the r-th of every W (dataset, scale, image) items, for W processes sharing the work. ``cell_clip``
     applies the test-time cell clipping of models whose authors test with it (LTE: beyond x4, the x4 cell).
     ``kernel`` and ``compile`` set the query kernel and compile mode (``liif.upscale.configure_model``).
+    ``keep_bar``: the ``progress`` bar stays once done (training's, between its epoch bars, is cleared).
 
     Every dataset, scale and image (by its header) is checked before the model loads, so bad input fails at once.
     """
     scales = protocol_scales(protocol, scales)
     runs = plan([data] if isinstance(data, (str, Path, EvalDataset)) else data, scales, degrade, protocol)
     for value, name in ((self_ensemble, "self_ensemble"), (quantize, "quantize"), (cell_clip, "cell_clip"),
-                        (progress, "progress")):
+                        (progress, "progress"), (keep_bar, "keep_bar")):
         flag(value, name, LiifError)  # before the model loads
     if chunk_size is not None:
         COUNT.check(chunk_size, option("chunk_size"), LiifError)
@@ -302,7 +304,7 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     model = resolve_model(model, pick_device(device)) if isinstance(model, (str, os.PathLike)) else renderable(model)
     model = configure_model(model, precision, kernel, compile)
     return EvalResults(model_name, list(score_runs(model, runs, protocol, quantize, self_ensemble, chunk_size,
-                                                   precision, shard, cell_clip, progress)))
+                                                   precision, shard, cell_clip, progress, keep_bar)))
 
 
 def check_shard(shard: object) -> None:
@@ -316,7 +318,7 @@ def check_shard(shard: object) -> None:
 def score_runs(model: ImplicitModel, runs: Sequence[tuple[EvalDataset, float, str]], protocol: str = "benchmark",
                quantize: bool = False, self_ensemble: bool = False, chunk_size: int | None = None,
                precision: str = "fp32", shard: tuple[int, int] = (0, 1), cell_clip: bool = True,
-               progress: bool = True) -> Iterator[ImageScore]:
+               progress: bool = True, keep_bar: bool = True) -> Iterator[ImageScore]:
     """The score of each image of ``plan``'s ``runs`` by ``model`` (configured: ``configure_model``), yielded once
     made, so that a caller keeps those finished when the run is stopped; ``evaluate``'s other arguments."""
     items = [(dataset, scale, source, image) for dataset, scale, source in runs for image in dataset.images]
@@ -324,7 +326,7 @@ def score_runs(model: ImplicitModel, runs: Sequence[tuple[EvalDataset, float, st
     own_clip = model.cell_clip
     model.cell_clip = model.test_cell_clip if cell_clip else None
     try:
-        with tqdm(total=len(mine), disable=not progress, unit="img", dynamic_ncols=True) as bar:
+        with tqdm(total=len(mine), disable=not progress, unit="img", dynamic_ncols=True, leave=keep_bar) as bar:
             for dataset, scale, source, image in mine:
                 bar.set_description(share_label(f"{dataset.name} {scale_key(scale)}", *shard))
                 try:

@@ -36,7 +36,7 @@ from liif.normalization import DataNorm
 from liif.registry import make
 from liif.renderer import render
 from liif.runtime import autocast, available_memory, check_precision, has_cpp_compiler, torch_settings
-from liif.distributed import Processes, alike, global_mean, joined_processes, main_work
+from liif.distributed import Processes, alike, global_mean, joined_processes, local_processes, main_work
 from liif.training.config import OPTIMIZERS, load_config
 from liif.training.monitor import RunLog
 from liif.training.state import check_data_norm, check_resumable, restore, write_checkpoint
@@ -118,7 +118,7 @@ def check_workers(workers: int) -> None:
     """Refuse more DataLoader workers than ``WORKERS_PER_CPU`` per CPU this process may use, shared among
     torchrun's processes on this machine: a thousand hung a machine."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    processes = local_processes()
     limit = max(1, WORKERS_PER_CPU * cpus // processes)
     if workers > limit:
         shared = f", shared by {processes} processes" if processes > 1 else ""
@@ -155,8 +155,9 @@ def build_loader(section: dict[str, Any], config: dict[str, Any], procs: Process
     """A DataLoader over a config section; the training one is shuffled per epoch and sharded by rank. Its
     batches may be SampleFailures (``checked`` raises them). ``progress``: a bar while the folders are read."""
     where = "train_dataset" if train else "val_dataset"
-    try:
-        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress)
+    try:  # each of torchrun's processes holds a training set of its own; rank 0 alone the validation set
+        dataset = build_dataset(section, seed=config["seed"] + (0 if train else 1), progress=progress,
+                                copies=local_processes() if train else 1)
     except LiifError as exc:
         raise LiifError(f"{where}: {exc}") from None
     batch = section["batch_size"]
@@ -212,13 +213,21 @@ def skipped_images(loader: torch.utils.data.DataLoader) -> tuple[int, int]:
     return getattr(wrapper.dataset, "skipped", 0), getattr(wrapper, "too_small", 0)
 
 
-def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``). On a
-    GPU, Adam updates every tensor in one fused kernel unless the spec says otherwise: the small LIIF step is bound
-    by kernel launches there, and the fused update computes the same thing."""
+def device_optimizer_args(spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The arguments the optimizer of ``spec`` is built with on ``device``. On a GPU, Adam updates every tensor in
+    one fused kernel unless the spec picks an implementation (``fused``, or ``foreach`` true or false, which torch
+    does not take beside a fused one): the small LIIF step is bound by kernel launches there, and the fused update
+    computes the same thing."""
     args = dict(spec.get("args") or {})
-    if spec["name"] == "adam" and next(model.parameters()).device.type == "cuda":
+    if spec["name"] == "adam" and device.type == "cuda" and args.get("foreach") is None:
         args.setdefault("fused", True)
+    return args
+
+
+def build_optimizer(model: nn.Module, spec: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer a spec names, its arguments checked when the config loaded (``config.check_optimizer``), with
+    those its device adds (``device_optimizer_args``)."""
+    args = device_optimizer_args(spec, next(model.parameters()).device)
     try:
         return OPTIMIZERS[spec["name"]](model.parameters(), **args)
     except Exception as exc:  # what only the device refuses (a fused update where it has none)
@@ -295,10 +304,13 @@ def sample_image(model: nn.Module, batch: Batch, device: torch.device) -> torch.
     return out[0]
 
 
-def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device) -> dict[str, tuple[float, float]]:
-    """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s protocol)."""
+def benchmark_psnr(model: nn.Module, spec: dict[str, Any], device: torch.device,
+                   progress: bool = False) -> dict[str, tuple[float, float]]:
+    """(model, bicubic) Y-PSNR on a benchmark folder at each scale, by ``liif.evaluation`` (``liif eval``'s
+    protocol). ``progress``: ``liif eval``'s bar, cleared at the end, as the epoch's is."""
     model.eval()
-    means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=False).means()
+    means = evaluate(model, spec["root"], scales=spec["scales"], device=device, progress=progress,
+                     keep_bar=False).means()
     model.train()
     return {f"{name}/{key}": (row["psnr"], row["bicubic_psnr"])
             for name, by_scale in means.items() for key, row in by_scale.items()}
@@ -472,8 +484,12 @@ class Run:
             self.train_loader = build_loader(config["train_dataset"], config, procs, True, progress)
             self.val_loader = (build_loader(config["val_dataset"], config, procs, False, progress)
                                if config.get("val_dataset") and procs.is_main else None)
-            if self.val_loader is not None:  # a batch that cannot be made (whole images of several sizes) would
-                first_batch(self.val_loader)  # otherwise stop the run only once its first epoch has trained
+            # a batch that cannot be made (whole images of several sizes) would otherwise stop the run once its
+            # folder is made (and a run it replaces deleted), or, in validation, once its first epoch has trained
+            self.train_loader.sampler.set_epoch(self.epoch_start)  # the one the run takes first
+            for loader in (self.train_loader, self.val_loader):
+                if loader is not None:
+                    first_batch(loader)
             if config["benchmark_eval"] and procs.is_main:
                 try:
                     plan([config["benchmark_eval"]["root"]], config["benchmark_eval"]["scales"], "auto")
@@ -508,8 +524,11 @@ class Run:
             self.net = torch.compile(self.net)
         self.last_good = run_dir / "epoch-last.pth"
         self.epoch = self.epoch_start  # the epoch in progress
-        # the checkpoint a stopped run goes on from, and its epoch: the one resumed, then each epoch-last.pth written
-        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1)
+        # the checkpoint a stopped run goes on from, its epoch, and whether it holds another config than the run's
+        # (one resumed with --set epoch_max=...: config.yaml holds the run's): the one resumed, then each
+        # epoch-last.pth written
+        self.resume_point = (source if ckpt is not None else None, self.epoch_start - 1,
+                             ckpt is not None and ckpt.get("config") != config)
         self.summary: dict[str, Any] = {"epoch": self.epoch_start - 1, "global_step": self.step, "best_val": self.best}
         self.lr: float = self.optimizer.param_groups[0]["lr"]  # the rate the last step trained at
 
@@ -526,7 +545,7 @@ class Run:
                 loss = train_step(self.net, to_device(checked(batch), self.procs.device), self.norm, self.optimizer,
                                   self.scaler, self.config["amp"], self.procs)
             except TrainingDiverged as exc:
-                checkpoint, saved_at = self.resume_point
+                checkpoint, saved_at, _ = self.resume_point
                 kept = (f"the last good checkpoint is {checkpoint} (epoch {saved_at})" if checkpoint is not None
                         else "no checkpoint was written yet")
                 raise TrainingDiverged(f"{exc} at epoch {epoch}, step {self.step + 1}: training stopped; "
@@ -550,7 +569,7 @@ class Run:
         with main_work(self.procs, f"at the end of epoch {epoch}"):
             if self.procs.is_main:
                 self.write_epoch(epoch, seconds)
-        self.resume_point = (str(self.last_good), epoch)  # rank 0 has written it
+        self.resume_point = (str(self.last_good), epoch, False)  # rank 0 has written it
 
     def write_epoch(self, epoch: int, seconds: float) -> None:
         """Rank 0's end of an epoch: validation and benchmark_eval when due, the log line, the checkpoints. A
@@ -571,7 +590,7 @@ class Run:
         bench = self.config["benchmark_eval"]
         if bench and epoch % (bench.get("every") or 1) == 0:
             try:
-                scores = benchmark_psnr(self.model, bench, self.procs.device)
+                scores = benchmark_psnr(self.model, bench, self.procs.device, progress=not self.quiet)
             except LiifError as exc:  # a picture too small for a scale: the epoch's training is kept first
                 failure = failure or ("benchmark_eval", "benchmark_eval", exc)
             else:
@@ -587,7 +606,7 @@ class Run:
         # last: a run stopped before it resumes at this epoch and writes the others again, where epoch-last
         # first would leave epoch-best behind the best score the resumed run then compares with
         write_checkpoint(self.last_good, *state)
-        self.resume_point = (str(self.last_good), epoch)
+        self.resume_point = (str(self.last_good), epoch, False)
         if failure is not None:
             what, section, exc = failure
             raise LiifError(f"{what} at epoch {epoch}: {exc}; the epoch's checkpoints are written: correct "
@@ -607,13 +626,24 @@ class Run:
     def stopped(self, stop: KeyboardInterrupt) -> str:
         """Where a run that ``stop`` ended goes on from, for its one line, and with the step it reached, in the log
         (the steps of the epoch in progress are lost: checkpoints are written per epoch, as the reference's)."""
-        checkpoint, epoch = self.resume_point
-        text = (f"resume from {checkpoint} to go on at epoch {epoch + 1}" if checkpoint is not None
-                else "no checkpoint was written yet, nothing to resume")
+        checkpoint, epoch, other_config = self.resume_point
+        text = (f"resume from {checkpoint}{self.resume_options(checkpoint, other_config)} to go on at epoch "
+                f"{epoch + 1}" if checkpoint is not None else "no checkpoint was written yet, nothing to resume")
         if self.log is not None:
             self.log.line(f"stopped by {'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'} in epoch "
                           f"{self.epoch} at step {self.step}; {text}", echo=False)
         return text
+
+    def resume_options(self, checkpoint: str, other_config: bool) -> str:
+        """What a resume from ``checkpoint`` needs besides it to go on with this run: the run folder, where the
+        checkpoint is in another (``--out`` defaults to the checkpoint's), and the run's config where the
+        checkpoint holds another (``other_config``)."""
+        options = []
+        if Path(checkpoint).resolve().parent != self.run_dir.resolve():
+            options.append(f"{option('run_dir', flag='out')} {self.run_dir}")
+        if other_config:
+            options.append(f"{option('config_path', flag='config')} {self.run_dir / 'config.yaml'}")
+        return f" with {' and '.join(options)}" if options else ""
 
     def close(self) -> None:
         if self.log is not None:

@@ -16,6 +16,7 @@ from liif.bounds import COUNT, Number
 from liif.checkpoint import check_state_fits, data_norm_of, inner_model, save_checkpoint
 from liif.errors import LiifError, one_line
 from liif.normalization import DataNorm
+from liif.registry import MODELS
 
 STEPS = Number(int, low=0)  # a global step or a schedule's position
 
@@ -76,6 +77,12 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
     damage = state_damage(ckpt)
     if damage:
         raise damaged(source, damage)
+    saved_model = {key: ckpt["model"][key] for key in ("name", "args")}
+    differing = differences(MODELS.complete(saved_model), MODELS.complete(config["model"]), "model")
+    if differing:  # switches that keep every weight's shape (local_ensemble) would train another model silently
+        shown = "; ".join(f"{key} is {saved!r} in {source}, {given!r} in the config" for key, saved, given in differing)
+        raise LiifError(f"cannot resume: the config's model differs from the checkpoint's ({shown}): set "
+                        f"{'it' if len(differing) == 1 else 'them'} to the checkpoint's")
     try:
         check_state_fits(model, ckpt["model"]["sd"], source)
     except LiifError as exc:
@@ -93,6 +100,21 @@ def check_resumable(ckpt: dict[str, Any], source: str, model: nn.Module, optimiz
     if ckpt["epoch"] >= config["epoch_max"]:
         raise LiifError(f"{source} is at epoch {ckpt['epoch']} and epoch_max is {config['epoch_max']}: nothing "
                         f"to train (raise epoch_max, e.g. to {ckpt['epoch'] + 1})")
+
+
+class Unset:
+    """A key one of two mappings compared by ``differences`` lacks."""
+
+    def __repr__(self) -> str:
+        return "unset"
+
+
+def differences(saved: Any, given: Any, key: str) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, given value) wherever the nested mappings ``saved`` and ``given`` differ."""
+    if not (isinstance(saved, dict) and isinstance(given, dict)):
+        return [] if saved == given else [(key, saved, given)]
+    return [found for name in {**saved, **given}
+            for found in differences(saved.get(name, Unset()), given.get(name, Unset()), f"{key}.{name}")]
 
 
 def damaged(source: str, damage: str) -> LiifError:
