@@ -44,7 +44,7 @@ def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsy
     assert [(r["scale"], r["image"], r["lr_source"]) for r in rows] == \
         [("2", f"{n}.png", "files") for n in NAMES] + [("2.5", f"{n}.png", "pil") for n in NAMES]
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["Tiny"] and list(results["Tiny"]) == ["x2", "x2.5"]
+    assert list(results) == ["Tiny", "settings"] and list(results["Tiny"]) == ["x2", "x2.5"]
     for key, scale in (("x2", "2"), ("x2.5", "2.5")):
         assert set(results["Tiny"][key]) == {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}
         for metric, value in results["Tiny"][key].items():
@@ -108,7 +108,7 @@ def test_flat_folder_and_div2k_layout(tmp_path, capsys):
                          "--scales", "3", "--quantize", "--out", str(out))
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["flat", "DIV2K_valid_HR"]
+    assert list(results) == ["flat", "DIV2K_valid_HR", "settings"]
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["lr_source"] for r in rows] == ["pil", "files"]
     # the DIV2K row: the model's output quantised to 8 bits, PSNR on RGB with shave 3 + 6, worked out here
@@ -307,8 +307,12 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
     bars = [line for line in two.stderr.splitlines() if line.startswith("set x")]
     assert bars and all(" (rank 0 of 2): " in line for line in bars), two.stderr
     assert re.fullmatch(r"set x3 \(rank 0 of 2\): 100%\|.+\| 3/3 \[.*(img/s|s/img)\]", bars[-1]), two.stderr
-    for name in ("results.json", "per_image.csv"):
-        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert (tmp_path / "two" / "per_image.csv").read_bytes() == (tmp_path / "one" / "per_image.csv").read_bytes()
+    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two")]
+    for run_results, processes in zip(results, (1, 2)):  # the settings say how many shared the work, and when
+        assert run_results["settings"].pop("processes") == processes
+        del run_results["settings"]["date"]
+    assert results[0] == results[1]
 
 
 @pytest.mark.parametrize("mistake, error", [
@@ -335,10 +339,10 @@ import sys
 import liif.evaluation.runner as runner
 from liif.errors import LiifError
 
-def full(path, text):
-    raise LiifError(f"cannot write {path}: No space left on device")
+def full(texts):
+    raise LiifError(f"cannot write {next(iter(texts))}: No space left on device")
 
-runner.write_text = full
+runner.write_texts = full
 from liif.cli import main
 main(sys.argv[1:])
 """

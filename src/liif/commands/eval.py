@@ -23,7 +23,7 @@ from liif.errors import LiifError, option, printable
 from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import (LR_SOURCES, SCALE_PRESETS, EvalResults, ImageScore, plan, prepare_out_dir,
-                                   protocol_scales, score_runs)
+                                   protocol_scales, run_settings, score_runs)
 from liif.upscale import model_on
 
 
@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
+    if args.overwrite and not args.out:
+        raise LiifError("--overwrite replaces an earlier run's results in --out, and there is no --out: "
+                        "give --out DIR, or leave --overwrite out")
     scales = protocol_scales(args.protocol, None if args.scales is None else parse_scales(args.scales))
     with joined_processes(args.device) as procs:
         with alike(procs):  # a mistake met by every process is said once, by rank 0
@@ -83,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
             runs = plan([open_dataset(folder) for folder in args.data], scales, args.degrade, args.protocol)
             model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
         model_name = Path(args.model).stem
+        settings = run_settings(args.model, model_name, model, runs, args.protocol, args.degrade, args.quantize,
+                                args.self_ensemble, args.cell_clip, args.precision, args.compile,
+                                procs.world_size) if procs.is_main else None
         scores: list[ImageScore] = []
         try:
             for image_score in score_runs(model, runs, args.protocol, args.quantize, args.self_ensemble,
@@ -92,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, LiifError) as stop:  # a picture found unreadable only once its turn came
             if not procs.is_main or not scores:
                 raise
-            partial = EvalResults(model_name, scores, partial=True)
+            partial = EvalResults(model_name, scores, partial=True, settings=settings)
             finished = share_label(f"the {partial.count()} finished", procs.rank, procs.world_size)
             kept = printable(keep_partial(partial, args.out, args.overwrite, finished))
             raise (LiifError(f"{stop}; {kept}") if isinstance(stop, LiifError) else type(stop)(kept)) from None
-        results = EvalResults(model_name, gather_sharded(scores, procs))
+        results = EvalResults(model_name, gather_sharded(scores, procs), settings=settings)
         with main_work(procs, "to report the results"):
             if procs.is_main:
                 written = report(results, args.out, args.overwrite)
