@@ -24,6 +24,7 @@ from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_cr
 from facts import EDSR_Y
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
+from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 
 
@@ -31,6 +32,33 @@ def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
     """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
     diff = (a.astype(np.float64) - b.astype(np.float64)) / 255 @ EDSR_Y
     return -10 * math.log10(np.mean(diff[shave:-shave, shave:-shave] ** 2))
+
+
+def test_an_lr_file_that_matlab_rounded_up_is_scored_on_its_own_grid(tmp_path):
+    """MATLAB's imresize(hr, 1/2) of a 45x53 HR makes a 23x27 LR (ceil), whose last pixels overhang the HR: such a
+    file was refused (it needs 22x26), where the reference takes it (at a scale of 53 // 27 = 1, scoring nonsense).
+    The model now renders the LR's own grid at x2 and is scored where it covers the HR: as well as on the HR
+    cropped to a multiple of 2 with its own LR, where rendering the LR onto the HR's 45x53 loses 5 dB."""
+    sets = {}
+    for name, hr_size, lr_size in (("rounded-up", (53, 45), (27, 23)), ("modcropped", (52, 44), (26, 22))):
+        root = sets[name] = tmp_path / name
+        (root / "HR").mkdir(parents=True)
+        (root / "LR_bicubic" / "X2").mkdir(parents=True)
+        hr = set5_crop("baby", hr_size)
+        Image.fromarray(hr).save(root / "HR" / "baby.png")
+        Image.fromarray(matlab_imresize(hr, lr_size, 1 / 2)).save(root / "LR_bicubic" / "X2" / "babyx2.png")
+    model = liif.load_model("edsr-baseline-liif")
+    (odd,), (even,) = (liif.evaluate(model, sets[name], scales=[2], progress=False).scores
+                       for name in ("rounded-up", "modcropped"))
+    assert odd.lr_source == "files" and abs(odd.psnr - even.psnr) < 0.1 and abs(odd.ssim - even.ssim) < 0.01
+    assert abs(odd.bicubic_psnr - even.bicubic_psnr) < 0.1
+    hr = torch.from_numpy(set5_crop("baby", (53, 45))).permute(2, 0, 1) / 255
+    lr = torch.from_numpy(np.array(Image.open(sets["rounded-up"] / "LR_bicubic" / "X2" / "babyx2.png")))
+    with torch.no_grad():
+        sr, stretched = (liif.render(model, lr.permute(2, 0, 1)[None] / 255, size)[0, :, :53, :45]
+                         for size in ((54, 46), (53, 45)))
+    assert odd.psnr == pytest.approx(psnr(sr, hr, 2, on_y=True), abs=1e-6)
+    assert psnr(stretched, hr, 2, on_y=True) < odd.psnr - 3
 
 
 def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsys):

@@ -22,7 +22,7 @@ from liif.distributed import share_label
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.evaluation.datasets import (EvalDataset, check_lr_names, check_lr_size, image_size, open_dataset,
                                       read_pair, read_rgb)
-from liif.evaluation.degrade import DEGRADATIONS, lr_geometry, make_lr
+from liif.evaluation.degrade import DEGRADATIONS, hr_crop_size, lr_geometry, make_lr
 from liif.evaluation.metrics import PROTOCOLS, check_scorable, psnr, psnr_on_y, shave_for, ssim_y
 from liif.fileio import write_texts
 from liif.models.implicit import ImplicitModel, renderable
@@ -101,15 +101,20 @@ def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tu
 def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
                    quantize: bool = False, chunk_size: int | None = None, self_ensemble: bool = False,
                    precision: str = "fp32") -> tuple[float, float, float, float]:
-    """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
+    """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR. Both
+    render the LR's grid at ``scale``, cropped to the HR where the LR's last pixels overhang it (an LR of
+    ceil(H/s), as MATLAB's imresize makes it)."""
     quantize = flag(quantize, "quantize", LiifError)  # before the render
     size = tuple(hr.shape[-2:])
+    grid = tuple(max(side, full) for side, full in zip(size, hr_crop_size(tuple(lr.shape[-2:]), scale)))
     device = next(model.parameters()).device
     with autocast(device, precision, model):
-        sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
+        sr = render(model, lr[None].to(device), grid, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
     if quantize:
         sr = torch.round(sr * 255) / 255
-    return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
+    bicubic = pil_bicubic(lr, grid)
+    return score(sr[:, :size[0], :size[1]], hr, protocol, scale) + \
+        score(bicubic[:, :size[0], :size[1]], hr, protocol, scale)
 
 
 @dataclass
