@@ -422,3 +422,48 @@ def test_under_torchrun_rank_0_says_why_it_failed_before_the_others_stop(tmp_pat
     # rank 1's own line, where the agent has not ended it first
     assert set(errors) <= {why, "liif eval: error: the main process (rank 0) failed to report the results; its error "
                                 "says why"}
+
+
+# Rank 1 meets a picture it cannot read at its second item, after scoring its first.
+FAILS_ON_RANK_1 = """
+import os
+import sys
+import liif.evaluation.runner as runner
+from liif.errors import LiifError
+
+score_image, calls = runner.evaluate_image, []
+
+def second_fails_on_rank_1(*args, **kwargs):
+    calls.append(args)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        raise LiifError("rank 1's second picture is cut short")
+    return score_image(*args, **kwargs)
+
+runner.evaluate_image = second_fails_on_rank_1
+from liif.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_under_torchrun_the_partial_results_hold_what_every_rank_finished(tmp_path):
+    """Another rank failing mid-run lost rank 0's scores at the gather, and a stopped run's partial files held
+    rank 0's share alone."""
+    data = tmp_path / "set"
+    data.mkdir()
+    for name in NAMES[:2]:
+        Image.fromarray(set5_crop(name)).save(data / f"{name}.png")
+    (tmp_path / "fails.py").write_text(FAILS_ON_RANK_1)
+    out = tmp_path / "out"
+    main, other = run_ranks([sys.executable, tmp_path / "fails.py", "eval", "--data", data, "--scales", "2,3",
+                             "--degrade", "pil", "--model", shared_file(TINY), "--device", "cpu", "--threads", "1",
+                             "--quiet", "--out", out], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (other.returncode, other.stderr) == (2, "liif eval: error: rank 1's second picture is cut short\n")
+    assert (main.returncode, main.stderr) == (2, "liif eval: error: another process of this run stopped (rank 1's "
+                                                 f"error says why); kept the 3 image scores finished in "
+                                                 f"{out}/per_image.partial.csv and {out}/results.partial.json\n")
+    # items (x2 baby, x2 bird, x3 baby, x3 bird) were shared 0, 1, 0, 1: all but rank 1's second, in order
+    with open(out / "per_image.partial.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["scale"], r["image"]) for r in rows] == [("2", "baby.png"), ("2", "bird.png"), ("3", "baby.png")]
+    assert all(math.isfinite(float(r["psnr"])) for r in rows)
+    assert list(json.loads((out / "results.partial.json").read_text())["set"]) == ["x2", "x3"]
