@@ -171,11 +171,16 @@ def test_eval_speed_scores_the_protocol_s_scales(tmp_path, capsys, monkeypatch):
     """benchmarks/eval_speed.py had its own copy of the benchmark preset."""
     monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (3,), "div2k": (4,)})
     data = crops_folder(tmp_path / "crops")
-    monkeypatch.setattr("sys.argv", ["eval_speed.py", "--data", str(data), "--threads", "1"])
+    out = tmp_path / "out"
+    monkeypatch.setattr("sys.argv", ["eval_speed.py", "--data", str(data), "--threads", "1", "--out", str(out)])
     load_benchmark("eval_speed").main()
     printed = capsys.readouterr().out
     assert "| crops | x3 |" in printed
     assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("crops x")] == ["crops x3"]
+    # its results.json says how they were made, as liif eval's does
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert (settings["model"]["name"], settings["scales"], settings["degrade"]) == (liif.DEFAULT_MODEL, [3.0], "pil")
+    assert settings["datasets"]["crops"]["lr"] == {"x3": "pil"}
 
 
 @pytest.mark.parametrize("name", ["results.json", "scores.CSV"])

@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode the true cell at every scale; by default a model tested with cell clipping "
                              "by its authors (LTE) gets the cell of x4 at scales above x4")
     parser.add_argument("--out", metavar="DIR",
-                        help="write DIR/per_image.csv and DIR/results.json (a stopped run: the scores it finished, "
-                             "to DIR/per_image.partial.csv and DIR/results.partial.json)")
+                        help="write DIR/per_image.csv and DIR/results.json (the means, and the run's settings; a "
+                             "stopped run: the scores it finished, to DIR/per_image.partial.csv and "
+                             "DIR/results.partial.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's results in --out")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
