@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from liif.evaluation.runner import SETTINGS_KEY
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,13 +28,24 @@ def main() -> None:
         results[label] = json.loads(found.read_text())
     first = next(iter(results.values()))
     for dataset, by_scale in first.items():
+        if dataset == SETTINGS_KEY:
+            continue
         keys = list(by_scale)
         print(f"| {dataset} | " + " | ".join(keys) + " |")
         print("|---|" + "---|" * len(keys))
-        print("| bicubic | " + " | ".join(f"{by_scale[k]['bicubic_psnr']:.2f}" for k in keys) + " |")
+        print("| bicubic | " + " | ".join(cell(by_scale[k], "bicubic_psnr") for k in keys) + " |")
         for label, result in results.items():
-            print(f"| {label} | " + " | ".join(f"{result[dataset][k]['psnr']:.2f}" for k in keys) + " |")
+            print(f"| {label} | " + " | ".join(cell(result.get(dataset, {}).get(k), "psnr") for k in keys) + " |")
         print()
+
+
+def cell(means: dict | None, metric: str) -> str:
+    """A mean as the table shows it: 2 decimals; ``inf`` or ``nan`` where results.json has null for it (its
+    ``non_finite`` says which), and a dash where that run did not score this dataset and scale."""
+    if means is None:
+        return "-"
+    value = means[metric]
+    return f"{value:.2f}" if value is not None else means.get("non_finite", {}).get(metric, "-")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import liif
 from common import BENCHMARK_SETS, run_script
 from liif.commands import set_threads
 from liif.commands.eval import parse_scales
-from liif.evaluation.runner import EvalResults, prepare_out_dir, protocol_scales
+from liif.evaluation.runner import EvalResults, plan, prepare_out_dir, protocol_scales, run_settings
 
 
 def main() -> None:
@@ -50,7 +50,11 @@ def main() -> None:
             timings.append((Path(folder).name, scale, wall, cpu))
             print(f"{Path(folder).name} x{scale:g}: {len(run.scores)} images, {wall:.1f} s wall, {cpu:.1f} s CPU",
                   flush=True)
-    results = EvalResults(liif.DEFAULT_MODEL, all_scores)
+    # liif.evaluate's settings, for the scales of every call
+    settings = run_settings(liif.DEFAULT_MODEL, liif.DEFAULT_MODEL, model, plan(data, scales, args.degrade),
+                            "benchmark", args.degrade, quantize=False, self_ensemble=False, cell_clip=True,
+                            precision="fp32", compile="none")
+    results = EvalResults(liif.DEFAULT_MODEL, all_scores, settings=settings)
     print()
     print(results.markdown())
     print("| dataset (wall / CPU seconds) | " + " | ".join(f"x{s:g}" for s in scales) + " | total |")

@@ -24,6 +24,7 @@ from evaluating import NAMES, expect_error, make_benchmark_set, run_cli, set5_cr
 from facts import EDSR_Y
 from liif.cli import main
 from liif.evaluation.degrade import matlab_imresize
+from liif.evaluation.metrics import psnr
 from liif.evaluation.runner import plan
 
 
@@ -31,6 +32,33 @@ def y_psnr(a: np.ndarray, b: np.ndarray, shave: int) -> float:
     """Spec 6.2 PSNR on Y of two uint8 (h, w, 3) images, shave per side."""
     diff = (a.astype(np.float64) - b.astype(np.float64)) / 255 @ EDSR_Y
     return -10 * math.log10(np.mean(diff[shave:-shave, shave:-shave] ** 2))
+
+
+def test_an_lr_file_that_matlab_rounded_up_is_scored_on_its_own_grid(tmp_path):
+    """MATLAB's imresize(hr, 1/2) of a 45x53 HR makes a 23x27 LR (ceil), whose last pixels overhang the HR: such a
+    file was refused (it needs 22x26), where the reference takes it (at a scale of 53 // 27 = 1, scoring nonsense).
+    The model now renders the LR's own grid at x2 and is scored where it covers the HR: as well as on the HR
+    cropped to a multiple of 2 with its own LR, where rendering the LR onto the HR's 45x53 loses 5 dB."""
+    sets = {}
+    for name, hr_size, lr_size in (("rounded-up", (53, 45), (27, 23)), ("modcropped", (52, 44), (26, 22))):
+        root = sets[name] = tmp_path / name
+        (root / "HR").mkdir(parents=True)
+        (root / "LR_bicubic" / "X2").mkdir(parents=True)
+        hr = set5_crop("baby", hr_size)
+        Image.fromarray(hr).save(root / "HR" / "baby.png")
+        Image.fromarray(matlab_imresize(hr, lr_size, 1 / 2)).save(root / "LR_bicubic" / "X2" / "babyx2.png")
+    model = liif.load_model("edsr-baseline-liif")
+    (odd,), (even,) = (liif.evaluate(model, sets[name], scales=[2], progress=False).scores
+                       for name in ("rounded-up", "modcropped"))
+    assert odd.lr_source == "files" and abs(odd.psnr - even.psnr) < 0.1 and abs(odd.ssim - even.ssim) < 0.01
+    assert abs(odd.bicubic_psnr - even.bicubic_psnr) < 0.1
+    hr = torch.from_numpy(set5_crop("baby", (53, 45))).permute(2, 0, 1) / 255
+    lr = torch.from_numpy(np.array(Image.open(sets["rounded-up"] / "LR_bicubic" / "X2" / "babyx2.png")))
+    with torch.no_grad():
+        sr, stretched = (liif.render(model, lr.permute(2, 0, 1)[None] / 255, size)[0, :, :53, :45]
+                         for size in ((54, 46), (53, 45)))
+    assert odd.psnr == pytest.approx(psnr(sr, hr, 2, on_y=True), abs=1e-6)
+    assert psnr(stretched, hr, 2, on_y=True) < odd.psnr - 3
 
 
 def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsys):
@@ -44,7 +72,7 @@ def test_benchmark_layout_reads_lr_files_and_writes_csv_and_json(tmp_path, capsy
     assert [(r["scale"], r["image"], r["lr_source"]) for r in rows] == \
         [("2", f"{n}.png", "files") for n in NAMES] + [("2.5", f"{n}.png", "pil") for n in NAMES]
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["Tiny"] and list(results["Tiny"]) == ["x2", "x2.5"]
+    assert list(results) == ["Tiny", "settings"] and list(results["Tiny"]) == ["x2", "x2.5"]
     for key, scale in (("x2", "2"), ("x2.5", "2.5")):
         assert set(results["Tiny"][key]) == {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"}
         for metric, value in results["Tiny"][key].items():
@@ -108,7 +136,7 @@ def test_flat_folder_and_div2k_layout(tmp_path, capsys):
                          "--scales", "3", "--quantize", "--out", str(out))
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["flat", "DIV2K_valid_HR"]
+    assert list(results) == ["flat", "DIV2K_valid_HR", "settings"]
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert [r["lr_source"] for r in rows] == ["pil", "files"]
     # the DIV2K row: the model's output quantised to 8 bits, PSNR on RGB with shave 3 + 6, worked out here
@@ -307,8 +335,12 @@ def test_torchrun_shares_the_images_and_rank_0_reports_what_one_process_does(tmp
     bars = [line for line in two.stderr.splitlines() if line.startswith("set x")]
     assert bars and all(" (rank 0 of 2): " in line for line in bars), two.stderr
     assert re.fullmatch(r"set x3 \(rank 0 of 2\): 100%\|.+\| 3/3 \[.*(img/s|s/img)\]", bars[-1]), two.stderr
-    for name in ("results.json", "per_image.csv"):
-        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert (tmp_path / "two" / "per_image.csv").read_bytes() == (tmp_path / "one" / "per_image.csv").read_bytes()
+    results = [json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two")]
+    for run_results, processes in zip(results, (1, 2)):  # the settings say how many shared the work, and when
+        assert run_results["settings"].pop("processes") == processes
+        del run_results["settings"]["date"]
+    assert results[0] == results[1]
 
 
 @pytest.mark.parametrize("mistake, error", [
@@ -335,10 +367,10 @@ import sys
 import liif.evaluation.runner as runner
 from liif.errors import LiifError
 
-def full(path, text):
-    raise LiifError(f"cannot write {path}: No space left on device")
+def full(texts):
+    raise LiifError(f"cannot write {next(iter(texts))}: No space left on device")
 
-runner.write_text = full
+runner.write_texts = full
 from liif.cli import main
 main(sys.argv[1:])
 """
@@ -390,3 +422,48 @@ def test_under_torchrun_rank_0_says_why_it_failed_before_the_others_stop(tmp_pat
     # rank 1's own line, where the agent has not ended it first
     assert set(errors) <= {why, "liif eval: error: the main process (rank 0) failed to report the results; its error "
                                 "says why"}
+
+
+# Rank 1 meets a picture it cannot read at its second item, after scoring its first.
+FAILS_ON_RANK_1 = """
+import os
+import sys
+import liif.evaluation.runner as runner
+from liif.errors import LiifError
+
+score_image, calls = runner.evaluate_image, []
+
+def second_fails_on_rank_1(*args, **kwargs):
+    calls.append(args)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        raise LiifError("rank 1's second picture is cut short")
+    return score_image(*args, **kwargs)
+
+runner.evaluate_image = second_fails_on_rank_1
+from liif.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_under_torchrun_the_partial_results_hold_what_every_rank_finished(tmp_path):
+    """Another rank failing mid-run lost rank 0's scores at the gather, and a stopped run's partial files held
+    rank 0's share alone."""
+    data = tmp_path / "set"
+    data.mkdir()
+    for name in NAMES[:2]:
+        Image.fromarray(set5_crop(name)).save(data / f"{name}.png")
+    (tmp_path / "fails.py").write_text(FAILS_ON_RANK_1)
+    out = tmp_path / "out"
+    main, other = run_ranks([sys.executable, tmp_path / "fails.py", "eval", "--data", data, "--scales", "2,3",
+                             "--degrade", "pil", "--model", shared_file(TINY), "--device", "cpu", "--threads", "1",
+                             "--quiet", "--out", out], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (other.returncode, other.stderr) == (2, "liif eval: error: rank 1's second picture is cut short\n")
+    assert (main.returncode, main.stderr) == (2, "liif eval: error: another process of this run stopped (rank 1's "
+                                                 f"error says why); kept the 3 image scores finished in "
+                                                 f"{out}/per_image.partial.csv and {out}/results.partial.json\n")
+    # items (x2 baby, x2 bird, x3 baby, x3 bird) were shared 0, 1, 0, 1: all but rank 1's second, in order
+    with open(out / "per_image.partial.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["scale"], r["image"]) for r in rows] == [("2", "baby.png"), ("2", "bird.png"), ("3", "baby.png")]
+    assert all(math.isfinite(float(r["psnr"])) for r in rows)
+    assert list(json.loads((out / "results.partial.json").read_text())["set"]) == ["x2", "x3"]

@@ -4,16 +4,21 @@ finished by a run that Ctrl-C or SIGTERM stopped, kept as partial results."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import os
 import signal
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+import liif
 import liif.evaluation.datasets
 import liif.evaluation.runner
 from conftest import TINY, load_benchmark, shared_file
@@ -166,11 +171,16 @@ def test_eval_speed_scores_the_protocol_s_scales(tmp_path, capsys, monkeypatch):
     """benchmarks/eval_speed.py had its own copy of the benchmark preset."""
     monkeypatch.setattr(liif.evaluation.runner, "SCALE_PRESETS", {"benchmark": (3,), "div2k": (4,)})
     data = crops_folder(tmp_path / "crops")
-    monkeypatch.setattr("sys.argv", ["eval_speed.py", "--data", str(data), "--threads", "1"])
+    out = tmp_path / "out"
+    monkeypatch.setattr("sys.argv", ["eval_speed.py", "--data", str(data), "--threads", "1", "--out", str(out)])
     load_benchmark("eval_speed").main()
     printed = capsys.readouterr().out
     assert "| crops | x3 |" in printed
     assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("crops x")] == ["crops x3"]
+    # its results.json says how they were made, as liif eval's does
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert (settings["model"]["name"], settings["scales"], settings["degrade"]) == (liif.DEFAULT_MODEL, [3.0], "pil")
+    assert settings["datasets"]["crops"]["lr"] == {"x3": "pil"}
 
 
 @pytest.mark.parametrize("name", ["results.json", "scores.CSV"])
@@ -194,3 +204,76 @@ def test_eval_speed_refuses_a_thread_count_in_one_line(capsys, monkeypatch):
         load_benchmark("common").run_script(load_benchmark("eval_speed").main)
     assert stop.value.code == 2
     assert capsys.readouterr().err == "eval_speed.py: error: --threads must be an int in [1, 1024], got 0\n"
+
+
+def test_results_json_records_how_the_scores_were_made(tmp_path, capsys):
+    """results.json held the means alone: not which model (nor which file of it), protocol, precision or versions
+    made them."""
+    data, out = crops_folder(tmp_path / "crops"), tmp_path / "out"
+    assert run_cli(capsys, *eval_args(data, out, "--scales", "2,3", "--protocol", "div2k"))[0] == 0
+    written = json.loads((out / "results.json").read_text())
+    assert list(written) == ["crops", "settings"] and list(written["crops"]) == ["x2", "x3"]  # the means as before
+    settings = written["settings"]
+    model = shared_file(TINY).resolve()
+    assert settings["model"] == {"name": model.stem, "file": str(model),
+                                 "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
+    assert {key: settings[key] for key in ("protocol", "psnr_on", "ssim_on", "scales", "shave", "degrade")} == {
+        "protocol": "div2k", "psnr_on": "RGB", "ssim_on": "Y", "scales": [2.0, 3.0], "shave": {"x2": 8, "x3": 9},
+        "degrade": "pil"}
+    assert settings["datasets"] == {"crops": {"folder": str(data.resolve()), "layout": "folder", "images": 3,
+                                              "lr": {"x2": "pil", "x3": "pil"}}}
+    assert (settings["precision"], settings["device"], settings["processes"]) == ("fp32", "cpu", 1)
+    assert (settings["liif_version"], settings["torch_version"]) == (liif.__version__, torch.__version__)
+    assert abs(datetime.fromisoformat(settings["date"]) - datetime.now(timezone.utc)) < timedelta(minutes=10)
+    # the Python API's results say the same, and a set cannot take the settings' key as its name
+    api = liif.evaluate(str(shared_file(TINY)), data, scales=[2], degrade="pil", progress=False)
+    assert api.settings["model"] == settings["model"] and api.settings["datasets"]["crops"]["lr"] == {"x2": "pil"}
+    clash = crops_folder(tmp_path / "settings")
+    with pytest.raises(LiifError, match=f"^{clash}: a set named 'settings', the key of the run's settings"):
+        liif.evaluate(str(shared_file(TINY)), clash, scales=[2], degrade="pil", progress=False)
+
+
+def test_a_stop_while_the_results_are_written_leaves_one_run_s_pair(tmp_path, monkeypatch):
+    """Ctrl-C between writing per_image.csv and results.json left the new table beside the old means."""
+    out = tmp_path / "out"
+    EvalResults("old", [ImageScore("A", 2.0, "a.png", "pil", 30.0, 0.9, 28.0, 0.8)]).write(out)
+    before = {name: (out / name).read_bytes() for name in COMPLETE}
+    replace = os.replace
+
+    def stopped_after_the_table(source, target):
+        replace(source, target)
+        if Path(target).name == "per_image.csv":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)  # the handler raises before this ends, where nothing holds the signal back
+
+    monkeypatch.setattr(os, "replace", stopped_after_the_table)
+    new = EvalResults("new", [ImageScore("A", 2.0, "a.png", "pil", 31.0, 0.9, 28.0, 0.8)])
+    with pytest.raises(KeyboardInterrupt):
+        new.write(out, overwrite=True)
+    after = {name: (out / name).read_bytes() for name in COMPLETE}
+    assert after != before and b"31.0" in after["per_image.csv"]
+    assert json.loads(after["results.json"])["A"]["x2"]["psnr"] == 31.0  # the new means beside the new table
+    assert sorted(path.name for path in out.iterdir()) == sorted(COMPLETE)  # no temporary file left
+
+
+def test_decoder_comparison_shows_a_non_finite_mean(tmp_path, capsys, monkeypatch):
+    """A mean that is null in results.json (PSNR +inf: an exact reconstruction) ended the script in a TypeError."""
+    exact, lossy = tmp_path / "exact", tmp_path / "lossy"
+    EvalResults("m", [ImageScore("A", 2.0, "a.png", "pil", math.inf, 1.0, 28.0, 0.8)],
+                settings={"protocol": "benchmark"}).write(exact)
+    EvalResults("m", [ImageScore("A", 2.0, "a.png", "pil", 30.0, 0.9, math.nan, 0.8)]).write(lossy)
+    monkeypatch.setattr("sys.argv", ["decoder_comparison.py", f"Exact={exact}", f"Lossy={lossy}"])
+    load_benchmark("decoder_comparison").main()
+    assert capsys.readouterr().out == ("| A | x2 |\n|---|---|\n| bicubic | 28.00 |\n| Exact | inf |\n"
+                                       "| Lossy | 30.00 |\n\n")
+
+
+def test_overwrite_without_out_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """`--overwrite` without `--out` was silently ignored: the user believed results were being replaced."""
+    data = crops_folder(tmp_path / "crops")
+    score_image, scored = liif.evaluation.runner.evaluate_image, []
+    monkeypatch.setattr(liif.evaluation.runner, "evaluate_image",
+                        lambda *args, **kwargs: scored.append(args) or score_image(*args, **kwargs))
+    expect_error(capsys, "--overwrite replaces an earlier run's results in --out, and there is no --out",
+                 *eval_args(data, tmp_path / "out")[:-2], "--overwrite")
+    assert not scored  # before any work

@@ -22,6 +22,8 @@ from liif.runtime import pick_device
 STOPPED = "liif/stopped"
 # The store key the main process (rank 0) writes as it leaves the process group.
 MAIN_LEFT = "liif/main-left"
+# The store key under which each process publishes the items of its share as it finishes them (``publish``).
+PUBLISHED = "liif/published"
 # How long a stopping process waits for the run's store: one that does not answer by then is as good as gone.
 STORE_TIMEOUT = timedelta(seconds=5)
 
@@ -294,8 +296,42 @@ def gather_sharded(items: list, procs: Processes) -> list:
     """Every process's share of a list split as ``all[rank::world_size]``, put back in the original order."""
     if not procs.distributed:
         return items
-    shares = [pickle.loads(data) for data in gathered_bytes(pickle.dumps(items), procs)]
-    return [shares[i % procs.world_size][i // procs.world_size] for i in range(sum(map(len, shares)))]
+    return in_order([pickle.loads(data) for data in gathered_bytes(pickle.dumps(items), procs)])
+
+
+def in_order(shares: list[list]) -> list:
+    """Shares of a list split as ``all[rank::world_size]``, by rank, put back in its order, however many of its
+    items each holds (a share cut short where its process stopped)."""
+    world_size = len(shares)
+    indexed = [(i * world_size + rank, item) for rank, share in enumerate(shares) for i, item in enumerate(share)]
+    return [item for _, item in sorted(indexed, key=lambda pair: pair[0])]
+
+
+def publish(item: object, index: int, procs: Processes) -> None:
+    """Put ``item``, the ``index``-th of this process's share, in the run's store, where ``published_shares``
+    finds it even once this process has stopped (nothing in a single process, or once the store has gone)."""
+    if not procs.distributed:
+        return
+    store = dist.distributed_c10d._get_default_store()  # run_store's connection check would cost every item
+    with suppress(dist.DistError):
+        store.set(f"{PUBLISHED}/{procs.rank}/{index}", pickle.dumps(item))
+        store.add(f"{PUBLISHED}/{procs.rank}", 1)  # counted once set: a reader never waits for an item
+
+
+def published_shares(procs: Processes) -> list | None:
+    """The items every process has published (``publish``), in the order of ``gather_sharded``: what a run that
+    stopped finished, however its processes stopped; None where the run's store has gone."""
+    store = run_store()
+    if store is None:
+        return None
+    try:
+        shares = []
+        for rank in range(procs.world_size):
+            count = store.add(f"{PUBLISHED}/{rank}", 0)
+            shares.append([pickle.loads(store.get(f"{PUBLISHED}/{rank}/{i}")) for i in range(count)])
+    except dist.DistError:  # the store went at this moment, with its host
+        return None
+    return in_order(shares)
 
 
 def gathered_bytes(data: bytes, procs: Processes) -> list[bytes]:

@@ -7,13 +7,17 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import stat
+import threading
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 from liif.errors import LiifError, os_reason
+from liif_entry import STOP_SIGNALS
 
 # The writer's host and process id are in the name, so that a later write can tell a killed writer's leftover
 # from a live one's, even in a folder shared by several machines or containers.
@@ -49,6 +53,17 @@ def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write`` on a temporary file beside ``path`` (its folder created if needed), sync it, rename it."""
+    tmp = written_temporary(path, write)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def written_temporary(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """The temporary file beside ``path`` (its folder created if needed) that ``write`` was called on, synced, for
+    the caller to rename to ``path``; nothing is left where ``write`` fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
@@ -59,18 +74,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """``text`` as UTF-8 at ``path``, atomically; a failure is a LiifError naming the file and the reason."""
+    write_texts({path: text})
+
+
+def write_texts(texts: Mapping[str | os.PathLike, str]) -> None:
+    """``write_text`` of files read together (a table and its means) as one: each is written to a temporary file,
+    then all are renamed with Ctrl-C and SIGTERM held, so that a stop never leaves new files beside old ones."""
+    renames: list[tuple[Path, str | os.PathLike]] = []
+    path: str | os.PathLike = ""
     try:
-        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        for path, text in texts.items():
+            renames.append((written_temporary(path, lambda f: f.write(text.encode("utf-8"))), path))
+        with stop_signals_held():
+            for tmp, path in renames:
+                os.replace(tmp, path)
     except OSError as exc:
         raise LiifError(f"cannot write {path}: {os_reason(exc)}") from None
+    finally:
+        for tmp, _ in renames:
+            tmp.unlink(missing_ok=True)  # those a failure left unrenamed
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back during a with-block, then handled as they would have been, so that no stop
+    falls inside it; in the main thread, where Python handles them (elsewhere the block is as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, object]] = []
+    handlers = {each: handler for each in STOP_SIGNALS if callable(handler := signal.getsignal(each))}
+    for each in handlers:
+        signal.signal(each, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for each, handler in handlers.items():
+            signal.signal(each, handler)
+        if held:
+            handlers[held[0][0]](*held[0])
 
 
 def temporary_name(path: str | os.PathLike) -> Path:

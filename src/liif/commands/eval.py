@@ -18,12 +18,13 @@ from pathlib import Path
 
 from liif.bounds import COUNT
 from liif.commands import add_model_options, add_threads_option, set_threads
-from liif.distributed import alike, gather_sharded, joined_processes, main_work, share_label
+from liif.distributed import (Processes, alike, gather_sharded, joined_processes, main_work, peer_stopped,
+                              publish, published_shares, share_label)
 from liif.errors import LiifError, option, printable
 from liif.evaluation.datasets import open_dataset
 from liif.evaluation.metrics import PROTOCOLS
 from liif.evaluation.runner import (LR_SOURCES, SCALE_PRESETS, EvalResults, ImageScore, plan, prepare_out_dir,
-                                   protocol_scales, score_runs)
+                                   protocol_scales, run_settings, score_runs)
 from liif.upscale import model_on
 
 
@@ -46,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode the true cell at every scale; by default a model tested with cell clipping "
                              "by its authors (LTE) gets the cell of x4 at scales above x4")
     parser.add_argument("--out", metavar="DIR",
-                        help="write DIR/per_image.csv and DIR/results.json (a stopped run: the scores it finished, "
-                             "to DIR/per_image.partial.csv and DIR/results.partial.json)")
+                        help="write DIR/per_image.csv and DIR/results.json (the means, and the run's settings; a "
+                             "stopped run: the scores it finished, to DIR/per_image.partial.csv and "
+                             "DIR/results.partial.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's results in --out")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="queries per model call (default: 4096 on the CPU, from free memory on a GPU)")
@@ -71,10 +73,14 @@ def parse_scales(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     """Score the model on each --data set at each scale; rank 0 prints the table (and writes --out). Stopped by
-    Ctrl-C, SIGTERM or a picture it cannot read, rank 0 reports the scores it finished as partial results."""
+    Ctrl-C, SIGTERM or a picture it cannot read, on any process, rank 0 reports the scores every process finished
+    as partial results."""
     set_threads(args.threads)
     if args.chunk_size is not None:  # checked before the --out folder is made
         COUNT.check(args.chunk_size, option("chunk_size"), LiifError)
+    if args.overwrite and not args.out:
+        raise LiifError("--overwrite replaces an earlier run's results in --out, and there is no --out: "
+                        "give --out DIR, or leave --overwrite out")
     scales = protocol_scales(args.protocol, None if args.scales is None else parse_scales(args.scales))
     with joined_processes(args.device) as procs:
         with alike(procs):  # a mistake met by every process is said once, by rank 0
@@ -83,20 +89,29 @@ def run(args: argparse.Namespace) -> int:
             runs = plan([open_dataset(folder) for folder in args.data], scales, args.degrade, args.protocol)
             model = model_on(args.model, str(procs.device), args.precision, args.kernel, args.compile)
         model_name = Path(args.model).stem
+        settings = run_settings(args.model, model_name, model, runs, args.protocol, args.degrade, args.quantize,
+                                args.self_ensemble, args.cell_clip, args.precision, args.compile,
+                                procs.world_size) if procs.is_main else None
         scores: list[ImageScore] = []
         try:
             for image_score in score_runs(model, runs, args.protocol, args.quantize, args.self_ensemble,
                                           args.chunk_size, args.precision, (procs.rank, procs.world_size),
                                           args.cell_clip, progress=not args.quiet and procs.is_main):
                 scores.append(image_score)
-        except (KeyboardInterrupt, LiifError) as stop:  # a picture found unreadable only once its turn came
-            if not procs.is_main or not scores:
+                publish(image_score, len(scores) - 1, procs)  # rank 0 keeps it if this process stops
+            gathered = gather_sharded(scores, procs)
+        # a picture found unreadable only once its turn came; at the gather, another process that stopped
+        except (KeyboardInterrupt, LiifError, RuntimeError) as stop:
+            peer = peer_stopped() if procs.distributed and isinstance(stop, RuntimeError) else None
+            if not procs.is_main or (isinstance(stop, RuntimeError) and peer is None):
                 raise
-            partial = EvalResults(model_name, scores, partial=True)
-            finished = share_label(f"the {partial.count()} finished", procs.rank, procs.world_size)
-            kept = printable(keep_partial(partial, args.out, args.overwrite, finished))
-            raise (LiifError(f"{stop}; {kept}") if isinstance(stop, LiifError) else type(stop)(kept)) from None
-        results = EvalResults(model_name, gather_sharded(scores, procs))
+            kept = keep_stopped_run(args, model_name, settings, scores, procs)
+            if not kept and peer is None:
+                raise
+            if isinstance(stop, KeyboardInterrupt):
+                raise type(stop)(kept) from None
+            raise LiifError(f"{peer or stop}; {kept}" if kept else peer) from None
+        results = EvalResults(model_name, gathered, settings=settings)
         with main_work(procs, "to report the results"):
             if procs.is_main:
                 written = report(results, args.out, args.overwrite)
@@ -112,6 +127,21 @@ def report(results: EvalResults, out: str | None, overwrite: bool) -> str:
         return ""
     results.write(out, overwrite)
     return " and ".join(f"{out}/{name}" for name in results.files)
+
+
+def keep_stopped_run(args: argparse.Namespace, model_name: str, settings: dict | None, scores: list[ImageScore],
+                     procs: Processes) -> str:
+    """Report, as partial results, the scores every process of a stopped run finished (this process's own
+    ``scores`` alone where the run's store has gone: its progress bar's words then say so); what became of them,
+    for the line saying that it stopped ("" where none was finished)."""
+    everyone = published_shares(procs) if procs.distributed else None
+    partial = EvalResults(model_name, scores if everyone is None else everyone, partial=True, settings=settings)
+    if not partial.scores:
+        return ""
+    finished = f"the {partial.count()} finished"
+    if everyone is None:
+        finished = share_label(finished, procs.rank, procs.world_size)
+    return printable(keep_partial(partial, args.out, args.overwrite, finished))
 
 
 def keep_partial(results: EvalResults, out: str | None, overwrite: bool, finished: str) -> str:

@@ -115,12 +115,16 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def check_lr_size(dataset: EvalDataset, image: str, scale: float, hr_size: tuple[int, int],
                   lr_size_read: tuple[int, int]) -> None:
-    """Raise a LiifError when the LR file of ``image`` is not the size the reference makes from its HR."""
-    expected = lr_size(hr_size, scale)
-    if lr_size_read != expected:
+    """Raise a LiifError when the LR file of ``image`` is not a size its HR makes at ``scale``: floor(H/s) on a
+    side, as the reference makes it, or ceil(H/s), as MATLAB's imresize(hr, 1/s) makes it where s does not divide
+    that side (its last LR pixel overhangs the HR)."""
+    floor = lr_size(hr_size, scale)
+    ceil = tuple(-(-side // int(scale)) for side in hr_size)
+    if not all(size in (low, high) for size, low, high in zip(lr_size_read, floor, ceil)):
+        rounded_up = f", or {ceil[1]}x{ceil[0]} as MATLAB's imresize rounds up" if ceil != floor else ""
         raise LiifError(f"{dataset.lr_path(image, scale)}: LR is {lr_size_read[1]}x{lr_size_read[0]}, but HR "
                         f"{dataset.hr_dir / image} ({hr_size[1]}x{hr_size[0]}) at x{scale:g} needs "
-                        f"{expected[1]}x{expected[0]}")
+                        f"{floor[1]}x{floor[0]}{rounded_up}")
 
 
 def check_lr_names(dataset: EvalDataset, scale: float) -> None:
@@ -142,7 +146,8 @@ def check_lr_names(dataset: EvalDataset, scale: float) -> None:
 
 
 def read_pair(dataset: EvalDataset, image: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(HR cropped to LR size x scale, LR) read from the files, as the reference's paired test (spec 5.3)."""
+    """(HR cropped to LR size x scale, LR) read from the files, as the reference's paired test (spec 5.3); an HR
+    that an LR of ceil(H/s) overhangs is kept whole."""
     hr = read_rgb(dataset.hr_dir / image)
     lr = read_rgb(dataset.lr_path(image, scale))
     check_lr_size(dataset, image, scale, tuple(hr.shape[1:]), tuple(lr.shape[1:]))

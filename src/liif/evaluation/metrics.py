@@ -19,6 +19,11 @@ def shave_for(protocol: str, scale: float) -> int:
     return base if protocol == "benchmark" else base + 6
 
 
+def psnr_on_y(protocol: str) -> bool:
+    """Whether ``protocol`` takes PSNR on Y (``benchmark``, EDSR's) or on RGB (``div2k``)."""
+    return protocol == "benchmark"
+
+
 def luminance(img: torch.Tensor) -> torch.Tensor:
     """Y without the +16 offset, (..., 3, H, W) in [0, 1] -> (..., H, W) in [0, 0.859]."""
     weights = torch.tensor(Y_WEIGHTS, dtype=img.dtype, device=img.device)

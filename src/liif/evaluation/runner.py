@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -20,10 +22,11 @@ from liif.distributed import share_label
 from liif.errors import LiifError, OutputExists, option, os_reason
 from liif.evaluation.datasets import (EvalDataset, check_lr_names, check_lr_size, image_size, open_dataset,
                                       read_pair, read_rgb)
-from liif.evaluation.degrade import DEGRADATIONS, lr_geometry, make_lr
-from liif.evaluation.metrics import PROTOCOLS, check_scorable, psnr, shave_for, ssim_y
-from liif.fileio import write_text
+from liif.evaluation.degrade import DEGRADATIONS, hr_crop_size, lr_geometry, make_lr
+from liif.evaluation.metrics import PROTOCOLS, check_scorable, psnr, psnr_on_y, shave_for, ssim_y
+from liif.fileio import write_texts
 from liif.models.implicit import ImplicitModel, renderable
+from liif.pretrained import weights_file
 from liif.renderer import render
 from liif.resize import pil_bicubic
 from liif.runtime import autocast, pick_device
@@ -35,6 +38,7 @@ SCALE_PRESETS = {"benchmark": (2, 3, 4, 6, 8), "div2k": (2, 3, 4, 6, 12, 18, 24,
 METRICS = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
 OUTPUT_FILES = ("per_image.csv", "results.json")  # what EvalResults.write puts in the folder: the table, the means
 PARTIAL_FILES = ("per_image.partial.csv", "results.partial.json")  # the same, of a run stopped before its end
+SETTINGS_KEY = "settings"  # results.json's key for how the scores were made, beside the datasets' names
 
 
 @dataclass(frozen=True)
@@ -91,31 +95,38 @@ def hr_lr_pair(dataset: EvalDataset, image: str, scale: float, source: str) -> t
 def score(sr: torch.Tensor, hr: torch.Tensor, protocol: str, scale: float) -> tuple[float, float]:
     """(PSNR, SSIM) by ``protocol``: benchmark = Y, shave scale; div2k = RGB, shave scale + 6 (SSIM on Y)."""
     border = shave_for(protocol, scale)
-    return psnr(sr, hr, border, on_y=protocol == "benchmark"), ssim_y(sr, hr, border)
+    return psnr(sr, hr, border, on_y=psnr_on_y(protocol)), ssim_y(sr, hr, border)
 
 
 def evaluate_image(model: ImplicitModel, hr: torch.Tensor, lr: torch.Tensor, protocol: str, scale: float,
                    quantize: bool = False, chunk_size: int | None = None, self_ensemble: bool = False,
                    precision: str = "fp32") -> tuple[float, float, float, float]:
-    """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR."""
+    """(psnr, ssim, bicubic_psnr, bicubic_ssim) of one HR/LR pair; bicubic is PIL bicubic of the same LR. Both
+    render the LR's grid at ``scale``, cropped to the HR where the LR's last pixels overhang it (an LR of
+    ceil(H/s), as MATLAB's imresize makes it)."""
     quantize = flag(quantize, "quantize", LiifError)  # before the render
     size = tuple(hr.shape[-2:])
+    grid = tuple(max(side, full) for side, full in zip(size, hr_crop_size(tuple(lr.shape[-2:]), scale)))
     device = next(model.parameters()).device
     with autocast(device, precision, model):
-        sr = render(model, lr[None].to(device), size, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
+        sr = render(model, lr[None].to(device), grid, chunk_size=chunk_size, self_ensemble=self_ensemble)[0].cpu()
     if quantize:
         sr = torch.round(sr * 255) / 255
-    return score(sr, hr, protocol, scale) + score(pil_bicubic(lr, size), hr, protocol, scale)
+    bicubic = pil_bicubic(lr, grid)
+    return score(sr[:, :size[0], :size[1]], hr, protocol, scale) + \
+        score(bicubic[:, :size[0], :size[1]], hr, protocol, scale)
 
 
 @dataclass
 class EvalResults:
     """Per-image scores of a run, with their dataset means, a markdown table and the CSV/JSON files; ``partial``
-    where the run was stopped before its end (the scores it finished)."""
+    where the run was stopped before its end (the scores it finished); ``settings``, where known, go into the
+    JSON file under ``SETTINGS_KEY``."""
 
     model_name: str
     scores: list[ImageScore]
     partial: bool = False
+    settings: dict[str, object] | None = None  # how the scores were made (``run_settings``), for results.json
 
     @property
     def files(self) -> tuple[str, str]:
@@ -167,9 +178,9 @@ class EvalResults:
 
     def write(self, out_dir: str | Path, overwrite: bool = False) -> None:
         """``out_dir/per_image.csv`` (one row per image and scale; ``inf`` and ``nan`` as Python writes them) and
-        ``out_dir/results.json`` (the means, strict JSON: see ``json_means`` for non-finite values), or, for partial
-        results, ``PARTIAL_FILES``. An earlier run's results there are refused unless ``overwrite``, which replaces
-        them: the folder then holds this run's alone."""
+        ``out_dir/results.json`` (the means, strict JSON: see ``json_means`` for non-finite values; the settings),
+        or, for partial results, ``PARTIAL_FILES``, written as a pair. An earlier run's results there are refused
+        unless ``overwrite``, which replaces them: the folder then holds this run's alone."""
         out_dir = Path(out_dir)
         check_out_files(out_dir, overwrite)
         table = io.StringIO()
@@ -177,10 +188,9 @@ class EvalResults:
         writer.writeheader()
         for s in self.scores:
             writer.writerow({**asdict(s), "scale": scale_text(s.scale)})
-        results = json.dumps(self.json_means(), indent=2, allow_nan=False) + "\n"
-        per_image, means = (out_dir / name for name in self.files)
-        write_text(per_image, table.getvalue())
-        write_text(means, results)
+        means = {**self.json_means(), **({SETTINGS_KEY: self.settings} if self.settings is not None else {})}
+        per_image, results = (out_dir / name for name in self.files)
+        write_texts({per_image: table.getvalue(), results: json.dumps(means, indent=2, allow_nan=False) + "\n"})
         for name in PARTIAL_FILES if not self.partial else OUTPUT_FILES:
             try:
                 (out_dir / name).unlink(missing_ok=True)
@@ -242,6 +252,10 @@ def plan(data: Iterable[str | Path | EvalDataset], scales: Sequence[float], degr
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise LiifError(f"two datasets share a folder name ({', '.join(names)}); results are keyed by it")
+    if SETTINGS_KEY in names:
+        raise LiifError(f"{next(d.hr_dir for d in datasets if d.name == SETTINGS_KEY)}: a set named "
+                        f"{SETTINGS_KEY!r}, the key of the run's settings in results.json, where sets are keyed by "
+                        "their folder's name; rename the folder")
     if isinstance(scales, numbers.Real) or not isinstance(scales, Iterable) or isinstance(scales, (str, bytes)):
         scales = [scales]
     scales = list(scales)
@@ -301,10 +315,50 @@ def evaluate(model: ImplicitModel | str, data: Iterable[str | Path | EvalDataset
     if model_name is None:
         model_name = Path(str(model)).stem if isinstance(model, (str, os.PathLike)) else "model"
     # a model given stays where it is (liif.upscale's moves to ``device``): training scores its model in place
+    source = model
     model = resolve_model(model, pick_device(device)) if isinstance(model, (str, os.PathLike)) else renderable(model)
     model = configure_model(model, precision, kernel, compile)
-    return EvalResults(model_name, list(score_runs(model, runs, protocol, quantize, self_ensemble, chunk_size,
-                                                   precision, shard, cell_clip, progress, keep_bar)))
+    settings = run_settings(source, model_name, model, runs, protocol, degrade, quantize, self_ensemble, cell_clip,
+                            precision, compile, shard[1])
+    scores = score_runs(model, runs, protocol, quantize, self_ensemble, chunk_size, precision, shard, cell_clip,
+                        progress, keep_bar)
+    return EvalResults(model_name, list(scores), settings=settings)
+
+
+def run_settings(source: object, model_name: str, model: ImplicitModel,
+                 runs: Sequence[tuple[EvalDataset, float, str]], protocol: str, degrade: str, quantize: bool,
+                 self_ensemble: bool, cell_clip: bool, precision: str, compile: str,
+                 processes: int = 1) -> dict[str, object]:
+    """How a run's scores are made, for results.json: the model (``source``, and the sha256 of the file it was
+    loaded from, where it was), the protocol of each dataset and scale, what else changes the scores, the
+    versions and the date."""
+    from liif import __version__  # liif's __init__ imports this module before it sets its version
+    file = weights_file(source).resolve() if isinstance(source, (str, os.PathLike)) else None
+    scales = list(dict.fromkeys(scale for _, scale, _ in runs))
+    datasets: dict[str, dict[str, object]] = {}
+    for dataset, scale, lr in runs:
+        entry = datasets.setdefault(dataset.name, {"folder": str(dataset.hr_dir.resolve()), "layout": dataset.layout,
+                                                   "images": len(dataset.images), "lr": {}})
+        entry["lr"][scale_key(scale)] = lr
+    return {"model": {"name": model_name, "file": str(file) if file else None, "sha256": file_sha256(file)},
+            "protocol": protocol, "psnr_on": "Y" if psnr_on_y(protocol) else "RGB", "ssim_on": "Y",
+            "scales": scales, "shave": {scale_key(scale): shave_for(protocol, scale) for scale in scales},
+            "degrade": degrade, "datasets": datasets, "quantize": quantize, "self_ensemble": self_ensemble,
+            "cell_clip": cell_clip, "precision": precision, "device": str(next(model.parameters()).device),
+            "kernel": getattr(model, "query_kernel", None), "compile": compile, "processes": processes,
+            "liif_version": __version__, "torch_version": torch.__version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """The sha256 of the file at ``path`` in hex; None without a path, or where the file cannot be read."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def check_shard(shard: object) -> None:
