@@ -65,7 +65,6 @@ PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 # Text a PNG output leaves out: XMP and ImageMagick's hex copies of EXIF, XMP and IPTC ("Raw profile type exif"),
 # which describe the pixels as they were (orientation, size, crop), not as written.
 PNG_TEXT_LEFT_OUT = ("XML:com.adobe.xmp", "Raw profile type ")
-PNG16_PLANES = {0: 1, 2: 3, 4: 2, 6: 4}  # a 16-bit PNG's samples per pixel by colour type (gray, RGB, +alpha)
 PIL_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 SRGB = ImageCms.createProfile("sRGB")
 
@@ -358,7 +357,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
     """Read a PNG, JPEG, WebP, BMP or TIFF file; every problem with it is a LiifError with a one-line reason."""
     path = Path(path)
     with opened_image(path) as img:
-        if img.format == "PNG" and png_header(path)[0] == 16:
+        if img.format == "PNG" and png_depth(path) == 16:
             return read_png16(path, img)
         if tiff16 := tiff16_format(img, path):  # its pixels decoded by FFmpeg alone, not by PIL at 8 bits first
             return read_tiff16(path, img, tiff16)
@@ -373,27 +372,18 @@ def picture_size(path: str | os.PathLike) -> tuple[int, int]:
         return oriented_size(img)
 
 
-def check_picture(path: str | os.PathLike) -> int:
+def check_picture(path: str | os.PathLike) -> None:
     """Refuse what ``read_picture`` would refuse by the header alone (not a picture, a format not read, no pixels,
-    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read.
-    Returns the bytes its pixels take once read."""
-    path = Path(path)
-    with opened_image(path) as img:
+    too many, pixels no Picture holds), the same for every format; damage past the header shows when it is read."""
+    with opened_image(Path(path)) as img:
         check_mode(img)
-        depth, colour_type = png_header(path)
-        if depth == 16:  # read by pypng (read_png16), which gives a tRNS chunk its own alpha channel
-            channels = PNG16_PLANES[colour_type] + ("transparency" in img.info)
-            return img.width * img.height * channels * 2
-        mode = picture_mode(img)
-        sample_bytes = 2 if mode.startswith("I;16") or mode == "F" or tiff16_format(img, path) else 1
-        return img.width * img.height * Image.getmodebands(mode) * sample_bytes
 
 
-def png_header(path: Path) -> tuple[int, int]:
-    """The bit depth and colour type a PNG's header gives ((8, 2), as 8-bit RGB, for anything that is not a PNG)."""
+def png_depth(path: Path) -> int:
+    """The bit depth a PNG's header gives (8 for anything that is not a PNG)."""
     with open(path, "rb") as f:
-        header = f.read(26)
-    return (header[24], header[25]) if len(header) == 26 and header.startswith(PNG_SIGNATURE) else (8, 2)
+        header = f.read(25)
+    return header[24] if len(header) == 25 and header.startswith(PNG_SIGNATURE) else 8
 
 
 def read_png16(path: Path, img: Image.Image) -> Picture:
