@@ -269,7 +269,7 @@ def test_hdr_video_keeps_its_colour_primaries_and_transfer(tmp_path: Path, tiny)
     # and YUV is the writer's own (BT.709)
     phone = make_clip(tmp_path / "hdr.mov", frames=3, size=(32, 24), pix_fmt="yuv420p10le",
                       colour=(BT2020, HLG, BT2020))
-    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model)
+    liif.upscale_video(phone, tmp_path / "x2.mp4", scale=2, model=model, pix_fmt="yuv420p10le")
     assert colour(tmp_path / "x2.mp4") == (BT2020, HLG, BT709)
     liif.upscale_video(phone, tmp_path / "x2.mkv", scale=2, model=model, codec="ffv1")
     assert colour(tmp_path / "x2.mkv")[:2] == (BT2020, HLG)
