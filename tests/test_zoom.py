@@ -444,13 +444,15 @@ def test_frames_below_x1_are_antialiased_bicubic(tmp_path):
     assert cache.encoded == 1  # x1: LIIF, the one window under the frame
 
 
-def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(picture_path, tmp_path):
+def test_an_animation_beyond_the_memory_is_refused_before_the_model_loads(picture_path, tmp_path, monkeypatch):
     """A WebP animation keeps every frame until it is written: 100,000 frames of 16384x16384 rendered for
-    days, then the writer ran out of memory. It is refused at once, naming what it would hold; frames written as
-    they come (a GIF's, an APNG's, a folder's) are not held."""
+    days, then the writer ran out of memory. It is refused at once, naming what it would hold (its encoded frames,
+    at most a WebP file's 4 GiB, and libwebp's four 1 GiB canvases); frames written as they come (a GIF's, an
+    APNG's, a folder's) are not held."""
+    monkeypatch.setattr("liif.zoom.available_memory", lambda: 6 * 2**30)
     arguments = {"end": 1000, "frames": 100_000, "size": (16384, 16384), "model": "no-such-model"}
-    with pytest.raises(LiifError, match=r"zoom.webp: an animation is held whole in memory until written, 75000.0 GiB "
-                                        r"for 100000 frames, and only .* GiB is available: write a video"):
+    with pytest.raises(LiifError, match=r"zoom.webp: an animation is held whole in memory until written, 8.0 GiB "
+                                        r"for 100000 frames, and only 6.0 GiB is available: write a video"):
         zoom(picture_path, tmp_path / "zoom.webp", **arguments)
     for streamed in ("zoom.gif", "zoom.png", "frames"):
         with pytest.raises(LiifError, match="unknown model 'no-such-model'"):
@@ -472,3 +474,12 @@ def test_the_output_is_refused_before_the_picture_is_read(tmp_path, capsys):
         assert exit_info.value.code == 2 and err.startswith("liif zoom: error: ") and message in err
         assert len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "taken.mp4"]
+
+
+def test_a_webp_is_refused_only_where_its_encoded_frames_could_not_fit(picture_path, tmp_path, monkeypatch):
+    """The WebP estimate counted every frame's raw RGB, though libwebp keeps them encoded and a WebP file holds at
+    most 4 GiB: 2000 1280x720 frames (5.1 GiB of pixels) were refused with 5 GiB free, where they always fit."""
+    monkeypatch.setattr("liif.zoom.available_memory", lambda: 5 * 2**30)
+    with pytest.raises(LiifError, match="unknown model 'no-such-model'"):  # accepted, up to the model
+        zoom(picture_path, tmp_path / "zoom.webp", end=64, frames=2000, size=(1280, 720), model="no-such-model")
+    assert list(tmp_path.iterdir()) == []

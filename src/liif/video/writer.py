@@ -66,6 +66,9 @@ LONGEST_FRAME_MS = {"GIF": 655_320, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 # Lossy WebP at quality 95 takes pixels within about 2 levels for unchanged (measured: 3 levels keep a frame): a frame
 # that near the one before gets one pixel this far from it
 WEBP_NUDGE = 4
+# A WebP's RIFF size is 32 bits: libwebp holds no more encoded frames than that before it fails to assemble them
+LARGEST_WEBP = 2**32
+WEBP_CANVASES = 4  # the RGBA canvases libwebp's animation encoder keeps (the frame, the one before, their blends)
 # The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
 # none: BT.709, what players assume for anything HD.
 BT709 = 1  # AVCOL_SPC_BT709 = AVCOL_PRI_BT709 = AVCOL_TRC_BT709
@@ -98,11 +101,12 @@ def output_kind(path: Path) -> str:
 
 def held_bytes(path: Path, size: tuple[int, int], frames: int) -> int:
     """The most memory ``frames`` RGB frames of ``size`` take in a writer to ``path`` until it is finished: a WebP
-    keeps them all, encoded (libwebp assembles it at the end; their pixels are the bound), an APNG, a GIF, a video or
-    a folder none."""
+    keeps them all, encoded (libwebp assembles it at the end), which the file's size bounds as well as their pixels,
+    and its canvases; an APNG, a GIF, a video or a folder none."""
     if output_kind(path) != "animation" or ANIMATION_FORMATS[path.suffix.lower()] != "WEBP":
         return 0
-    return frames * size[0] * size[1] * 3
+    pixels = size[0] * size[1]
+    return min(frames * pixels * 3, LARGEST_WEBP) + WEBP_CANVASES * pixels * 4
 
 
 def encoder_name(codec: str | None, suffix: str) -> str:
