@@ -24,7 +24,7 @@ from liif.imageio import PNG_SIGNATURE, SRGB, Picture, png_chunk, read_picture, 
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME
-from liif.zoom import render_frames, zoom, zoom_regions
+from liif.zoom import keeps_alpha, over_white, render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from serving import small_picture
 from test_upscale_bad_input import common_tags, gray_profile, icc_profile
@@ -121,8 +121,8 @@ def test_a_picture_beyond_the_feature_cache_is_encoded_once_with_a_cache_that_ho
 
 
 def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkeypatch):
-    """Frames are RGB, but the model rendered the alpha too, as a second picture in its batch: twice the work, for a
-    channel the frames then dropped. The frames are the colour of `liif upscale`'s pixels, as before."""
+    """The model rendered the alpha too, as a second picture in its batch: twice the work, for a channel the frames
+    then dropped. Frames without alpha are `liif upscale`'s pixels of the picture over white."""
     pixels = read_picture(picture_path).pixels
     rgba = Picture(np.dstack([pixels, np.arange(48 * 36, dtype=np.uint8).reshape(36, 48, 1)]))
     model = load_model("edsr-baseline-liif")
@@ -134,7 +134,8 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
     assert batches == [1]  # one window (render_frames shares it), of the colour alone: no second picture
     for frame, region in zip(frames, regions):
         target = Geometry(size=SIZE, region=region).target((36, 48))
-        halves = [rgb8(render_picture(model, rgba, target).pixels), rgb8(resize_bicubic(rgba, target).pixels)]
+        halves = [rgb8(render_picture(model, over_white(rgba), target).pixels),
+                  rgb8(resize_bicubic(over_white(rgba), target).pixels)]
         assert np.array_equal(frame, np.concatenate(halves, axis=1))
 
 
@@ -483,3 +484,45 @@ def test_a_webp_is_refused_only_where_its_encoded_frames_could_not_fit(picture_p
     with pytest.raises(LiifError, match="unknown model 'no-such-model'"):  # accepted, up to the model
         zoom(picture_path, tmp_path / "zoom.webp", end=64, frames=2000, size=(1280, 720), model="no-such-model")
     assert list(tmp_path.iterdir()) == []
+
+
+def half_transparent(path) -> Picture:
+    """The picture at ``path`` with its left half transparent, black under it (as most editors leave it)."""
+    pixels = read_picture(path).pixels.copy()
+    alpha = np.full(pixels.shape[:2], 255, np.uint8)
+    alpha[:, :24] = 0
+    pixels[alpha == 0] = 0
+    return Picture(np.dstack([pixels, alpha]))
+
+
+def test_a_transparent_picture_is_over_white_where_the_output_has_no_alpha(picture_path):
+    """The alpha was dropped, so transparent areas showed the colour under them: black here, anything elsewhere. A
+    GIF or a plain video shows the picture over white."""
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
+    frames = list(render_frames(load_model("edsr-baseline-liif"), half_transparent(picture_path), regions, SIZE,
+                                compare="bicubic"))
+    assert all(frame.shape == (18, 64, 3) for frame in frames)
+    for half in (frames[0][:, :4], frames[0][:, 32:36]):  # its left edge: transparent, in both halves at x1
+        assert (half >= 250).all()  # LIIF's white is within a few levels
+    assert not keeps_alpha("z.gif") and not keeps_alpha("z.mp4")
+
+
+def test_a_transparent_picture_keeps_its_alpha_where_the_output_holds_it(picture_path, tmp_path):
+    """PNG frames, a WebP or APNG, a video in a pixel format with alpha keep the transparency (resized bicubic, as
+    `liif upscale --alpha bicubic`); they were opaque."""
+    picture = half_transparent(picture_path)
+    regions = zoom(picture, tmp_path / "frames", start=1, end=4, frames=2, size=SIZE, model=TINY, device="cpu")
+    alphas = []
+    for region, path in zip(regions, sorted((tmp_path / "frames").iterdir())):
+        target = Geometry(size=SIZE, region=region).target((36, 48))
+        written = read_picture(path).pixels
+        assert written.shape == (18, 32, 4)
+        alphas.append(written[:, :, 3])
+        assert np.array_equal(alphas[-1], resize_bicubic(picture, target).pixels[:, :, 3])
+    zoom(picture, tmp_path / "zoom.webp", start=1, end=4, frames=2, size=SIZE, model=TINY, device="cpu")
+    with Image.open(tmp_path / "zoom.webp") as animation:
+        for index, alpha in enumerate(alphas):
+            animation.seek(index)
+            assert np.array_equal(np.asarray(animation.convert("RGBA"))[:, :, 3], alpha)
+    assert all(keeps_alpha(name) for name in ("z.webp", "z.png", "z.apng", "frames"))
+    assert keeps_alpha("z.webm", pix_fmt="yuva420p") and not keeps_alpha("z.webm")

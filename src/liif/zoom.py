@@ -24,7 +24,7 @@ from liif.bounds import COUNT, Number, flag
 from liif.errors import LiifError, option
 from liif.fileio import file_id
 from liif.geometry import Geometry
-from liif.imageio import Picture, picture_size, rgb8, srgb_converter
+from liif.imageio import Picture, eight_bit, picture_size, rgb8, srgb_converter
 from liif.pretrained import DEFAULT_MODEL
 from liif.renderer import FeatureCache
 from liif.runtime import available_memory, render_tile
@@ -101,16 +101,43 @@ def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
     return size[0] * (2 if compare else 1), size[1]
 
 
+def over_white(picture: Picture) -> Picture:
+    """``picture`` composited over white, without its alpha (the colour under transparent pixels is anything, often
+    black); one without alpha as it is."""
+    if not picture.has_alpha:
+        return picture
+    top, alpha = picture.max_value, picture.alpha.astype(np.uint32)
+    color = np.empty(picture.color.shape, picture.pixels.dtype)
+    for channel in range(color.shape[2]):  # one channel at a time: 32-bit sums of a big photo's three are gigabytes
+        color[:, :, channel] = (picture.color[:, :, channel] * alpha + top * (top - alpha) + top // 2) // top
+    return Picture(color, picture.icc_profile)
+
+
+def keeps_alpha(output: str | os.PathLike, codec: str | None = None, pix_fmt: str | None = None) -> bool:
+    """Whether a zoom to ``output`` keeps a picture's transparency: a WebP or APNG, PNG frames, a video whose pixel
+    format holds alpha (``--pix-fmt yuva420p``); not a GIF, whose one level of it would fringe every soft edge."""
+    from liif.video.reader import has_alpha
+    from liif.video.writer import ANIMATION_FORMATS, output_kind, video_format
+
+    path = Path(output)
+    kind = output_kind(path)
+    if kind == "video":
+        return has_alpha(video_format(path, codec, pix_fmt)[1])
+    return kind == "folder" or ANIMATION_FORMATS[path.suffix.lower()] != "GIF"
+
+
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
-                  progress: bool = False) -> Iterator[np.ndarray]:
-    """Each frame (H, W, 3) uint8: the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), plain
+                  progress: bool = False, alpha: bool = False) -> Iterator[np.ndarray]:
+    """Each frame (H, W, 3) uint8 (4 with ``alpha``): the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), plain
     bicubic where the frame is below x1, with plain bicubic on the right when ``compare`` is "bicubic"; in sRGB,
     through the picture's ICC profile if it has one (no video or GIF carries a profile: a wide-gamut picture's frames
-    would show the wrong colours)."""
+    would show the wrong colours). A picture with alpha is composited over white, or with ``alpha`` kept: frames
+    (H, W, 4), the alpha resized bicubic (as ``liif upscale --alpha bicubic``)."""
     frame_size(size, compare)
-    # Frames are RGB (rgb8): an alpha channel would be a second picture in the model's batch, only to be dropped.
-    picture = Picture(picture.color, picture.icc_profile) if picture.has_alpha else picture
+    # The alpha goes through bicubic: through the model it would be a second picture in its batch, twice the work.
+    alpha = alpha and picture.has_alpha
+    picture = picture if alpha else over_white(picture)
     to_srgb = srgb_converter(picture)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
@@ -121,14 +148,15 @@ def render_frames(model: nn.Module, picture: Picture, regions: list[Region], siz
         # Below x1 LIIF samples its continuous picture without averaging, so fine detail aliases into noise, and it
         # encodes every window the wide region reaches; bicubic averages (liif view shows these levels so too).
         below_one = size[0] < region[2] - region[0]
-        bicubic = rgb8(resize_bicubic(picture, target).pixels) if below_one or compare == "bicubic" else None
+        bicubic = resize_bicubic(picture, target).pixels if below_one or compare == "bicubic" else None
         # the frame's own bar, under the frames'
-        frame = bicubic if below_one else rgb8(render_picture(
-            model, picture, target, precision=precision, tile=tile, progress=progress, label=f"frame {number}",
-            cache=cache).pixels)
+        frame = bicubic if below_one else render_picture(
+            model, picture, target, alpha="bicubic", precision=precision, tile=tile, progress=progress,
+            label=f"frame {number}", cache=cache).pixels
         if compare == "bicubic":
             frame = np.concatenate([frame, bicubic], axis=1)
-        yield frame if to_srgb is None else to_srgb(frame)
+        color = rgb8(frame) if to_srgb is None else to_srgb(rgb8(frame))
+        yield np.dstack([color, eight_bit(frame[:, :, -1])]) if alpha else color
 
 
 def header_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -191,6 +219,7 @@ def zoom(image: Picture | Image.Image | np.ndarray | str | os.PathLike, output: 
         net = model_on(model, device, precision, kernel, compile)
         if planned is not None:
             planned(regions)
-        for frame in render_frames(net, picture, regions, size, compare, precision, cache, progress):
+        for frame in render_frames(net, picture, regions, size, compare, precision, cache, progress,
+                                   keeps_alpha(output, codec, pix_fmt)):
             writer.write(frame)
     return regions

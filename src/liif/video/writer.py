@@ -68,6 +68,7 @@ LONGEST_FRAME_MS = {"GIF": 655_320, "WEBP": 2 ** 24 - 1, "PNG": 65_535_000}
 WEBP_NUDGE = 4
 # A WebP's RIFF size is 32 bits: libwebp holds no more encoded frames than that before it fails to assemble them
 LARGEST_WEBP = 2**32
+WEBP_ALPHA_FLAG = 0x10  # in a WebP's VP8X flags: some pixel is transparent
 WEBP_CANVASES = 4  # the RGBA canvases libwebp's animation encoder keeps (the frame, the one before, their blends)
 # The colour matrix of the YUV written (and tagged), and the primaries and transfer of frames whose source declares
 # none: BT.709, what players assume for anything HD.
@@ -629,6 +630,7 @@ class EncodedAnimationWriter(AnimationWriter):
         self.last: np.ndarray | None = None  # the last frame as written
         self.last_packet: av.Packet | None = None  # muxed once it is known not to be the last
         self.last_ms = 0  # the last frame's duration, in whole ms on the running time
+        self.transparent = False  # whether any frame has a pixel less than opaque
         self.container: av.container.OutputContainer | None = None
         webp = self.format == "WEBP"
         try:
@@ -648,6 +650,7 @@ class EncodedAnimationWriter(AnimationWriter):
             before = int(self.last[0, 0, 0])
             frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
         self.last = frame
+        self.transparent = self.transparent or (frame.shape[2] == 4 and bool((frame[:, :, 3] < 255).any()))
         rgb_format = RGB_FORMATS[1, frame.shape[2]]
         with write_errors(f"cannot write {self.path}"):
             if self.stream is None:
@@ -679,6 +682,8 @@ class EncodedAnimationWriter(AnimationWriter):
             # in place: the packet's side data (an APNG's headers, on its first) goes with it
             time_last = set_webp_last_duration if self.format == "WEBP" else set_apng_delay
             time_last(memoryview(self.last_packet), max(1, self.last_ms))
+            if self.format == "WEBP" and self.transparent:
+                mark_webp_transparent(memoryview(self.last_packet))
             self.container.mux(self.last_packet)
             self._close_container()
             with open(self.temporary, "rb+") as f:
@@ -706,6 +711,13 @@ def set_webp_last_duration(data: memoryview, duration_ms: int) -> None:
         at += 8 + (int.from_bytes(data[at + 4:at + 8], "little") + 1) // 2 * 2
     if last is not None:
         data[last:last + 3] = duration_ms.to_bytes(3, "little")
+
+
+def mark_webp_transparent(data: memoryview) -> None:
+    """Set the alpha flag of the animated WebP (RIFF) ``data``: libwebp leaves it out where each frame it stores is
+    opaque, a frame's transparent border cropped off (to the canvas, transparent), so decoders showed it all opaque."""
+    if data[12:16] == b"VP8X":
+        data[20] |= WEBP_ALPHA_FLAG
 
 
 def set_apng_delay(data: memoryview, duration_ms: int) -> None:
