@@ -209,21 +209,6 @@ def test_gif_webp_and_apng_keep_durations_plays_and_transparency(tmp_path: Path)
             assert seen == durations, name
 
 
-def test_a_webp_whose_frames_have_a_transparent_border_keeps_it(tmp_path: Path) -> None:
-    """libwebp crops a frame's fully transparent border off, then flags the WebP opaque when every frame it stores
-    is: decoders showed the border opaque. The WebP is flagged transparent where a frame is."""
-    frames = np.random.default_rng(0).integers(0, 256, (2, 36, 64, 4), dtype=np.uint8)  # two frames, not one
-    frames[:, :, :, 3] = 255
-    frames[:, :, :4, 3] = 0
-    with open_frame_writer(tmp_path / "a.webp", (64, 36), Fraction(10)) as writer:
-        for frame in frames:
-            writer.write(frame)
-    with Image.open(tmp_path / "a.webp") as image:
-        for index in range(2):
-            image.seek(index)
-            assert np.array_equal(np.asarray(image.convert("RGBA"))[:, :, 3], frames[index, :, :, 3])
-
-
 def test_a_gif_is_written_frame_by_frame(tmp_path: Path) -> None:
     """A GIF's frames were all held in memory until the end (Pillow writes an animation in one call): a long video to
     GIF could run out of memory. Each frame is on the disk once it is written."""

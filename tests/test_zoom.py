@@ -14,7 +14,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFilter
 
 from liif import load_model
 from liif.cli import main
@@ -23,7 +23,7 @@ from liif.geometry import Geometry
 from liif.imageio import PNG_SIGNATURE, SRGB, Picture, png_chunk, read_picture, rgb8
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
-from liif.video.writer import FRAME_NAME
+from liif.video.writer import FRAME_NAME, open_frame_writer
 from liif.zoom import keeps_alpha, over_white, render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, shared_file
 from serving import small_picture
@@ -526,3 +526,33 @@ def test_a_transparent_picture_keeps_its_alpha_where_the_output_holds_it(picture
             assert np.array_equal(np.asarray(animation.convert("RGBA"))[:, :, 3], alpha)
     assert all(keeps_alpha(name) for name in ("z.webp", "z.png", "z.apng", "frames"))
     assert keeps_alpha("z.webm", pix_fmt="yuva420p") and not keeps_alpha("z.webm")
+
+
+def test_a_webp_whose_frames_have_a_transparent_border_keeps_it(tmp_path):
+    """libwebp crops a frame's fully transparent border off, then flags the WebP opaque when every frame it stores
+    is: decoders showed the border opaque. The WebP is flagged transparent where a frame is."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 36, 64, 4), dtype=np.uint8)  # two frames, not one
+    frames[:, :, :, 3] = 255
+    frames[:, :, :4, 3] = 0
+    with open_frame_writer(tmp_path / "a.webp", (64, 36), Fraction(10)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    with Image.open(tmp_path / "a.webp") as image:
+        for index in range(2):
+            image.seek(index)
+            assert np.array_equal(np.asarray(image.convert("RGBA"))[:, :, 3], frames[index, :, :, 3])
+
+
+def test_a_gif_frame_is_dithered(tmp_path):
+    """A GIF frame's 255 colours were matched without dithering: a photo's smooth areas banded. Dithered, the frame
+    seen from a little away (blurred) is nearer the photo than the plain palette's."""
+    photo = Image.open(shared_file(BENCHMARKS / "Set14" / "pepper.png")).convert("RGB").crop((0, 0, 128, 128))
+    with open_frame_writer(tmp_path / "a.gif", photo.size, Fraction(10)) as writer:
+        writer.write(np.asarray(photo))
+
+    def seen_error(image: Image.Image) -> float:
+        blurred = (np.asarray(i.convert("RGB").filter(ImageFilter.GaussianBlur(1.5)), float) for i in (image, photo))
+        return float(np.abs(next(blurred) - next(blurred)).mean())
+
+    with Image.open(tmp_path / "a.gif") as written:
+        assert seen_error(written) < 0.85 * seen_error(photo.quantize(255))

@@ -735,7 +735,7 @@ def set_apng_delay(data: memoryview, duration_ms: int) -> None:
 
 class GifWriter(AnimationWriter):
     """An animated GIF, written frame by frame as they come (Pillow's save_all keeps every frame until the end, and
-    folds a repeated frame into the one before): each frame with its own palette and its delay, in the format's
+    folds a repeated frame into the one before): each frame with its own palette, dithered, and its delay, in the format's
     whole hundredths of a second, rounded on the running time, so that the animation keeps its length and rate (24
     fps: 40, 40, 40, 50, ... ms, where cutting each 41.7 ms to 40 would play 25 fps). A frame that would show for
     less than 20 ms (beyond 50 frames per second), which browsers stretch to 100 ms, is dropped: the next one shows
@@ -802,9 +802,11 @@ def gif_loop(plays: int) -> int | None:
 
 
 def gif_frame(frame: np.ndarray) -> Image.Image:
-    """A frame as a GIF palette frame: 255 colours, and index 255 transparent where alpha is below half. (Pillow's
-    own RGBA conversion loses the transparency of some frames.)"""
-    quantised = Image.fromarray(frame[:, :, :3]).quantize(GIF_TRANSPARENT)
+    """A frame as a GIF palette frame: 255 colours (median cut, Floyd-Steinberg dithered), and index 255
+    transparent where alpha is below half. (Pillow's own RGBA conversion loses the transparency of some frames.)"""
+    rgb = Image.fromarray(frame[:, :, :3])
+    # Pillow dithers only onto a palette given: without it a smooth gradient (most of a zoom's frames) bands
+    quantised = rgb.quantize(palette=rgb.quantize(GIF_TRANSPARENT), dither=Image.Dither.FLOYDSTEINBERG)
     indices = np.asarray(quantised).copy()
     palette = quantised.getpalette()[:3 * GIF_TRANSPARENT]
     palette += [0] * (3 * GIF_TRANSPARENT - len(palette))
