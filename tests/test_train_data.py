@@ -327,6 +327,29 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
 
 
+def test_paired_sampler_takes_an_lr_rounded_up_as_liif_eval_does(tmp_path):
+    """MATLAB's imresize makes an LR of ceil(HR / s) where s does not divide a side, which liif eval takes: training
+    refused it (121 // 41 = 2, not its x3); it now trains on the LR pixels the HR covers whole."""
+    hr = write_png(tmp_path / "hr" / "x.png", (121, 88), 0)
+    lr = np.asarray(Image.fromarray(hr).resize((30, 41), Image.BICUBIC))
+    (tmp_path / "lr").mkdir()
+    Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
+    spec = {"dataset": {"name": "paired-image-folders",
+                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+            "wrapper": {"name": "sr-implicit-paired", "args": {}}}
+    whole = build_dataset(spec)[0]
+    assert torch.equal(whole["inp"], from_uint8(lr[:40, :29]))
+    assert torch.equal(whole["gt"], from_uint8(hr[:120, :87]).reshape(3, -1).t())
+    for seed in range(8):  # a crop never reaches the overhanging last row or column
+        sample = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 29}}})[(0, seed)]
+        y, x = find_crop(lr, (sample["inp"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        assert y + 29 <= 40 and x == 0
+        assert torch.equal(sample["gt"], from_uint8(hr[y * 3:(y + 29) * 3, :87]).reshape(3, -1).t())
+    with pytest.raises(LiifError, match=re.escape(f"(30x41, its HR covering 29x40) is smaller than an LR crop of "
+                                                  "inp_size=30")):
+        build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 30}}})
+
+
 def test_paired_sample_q_above_an_hr_crop_is_refused_when_built(tmp_path):
     # it stopped the run at its first batch, the run folder made, or mid-epoch at the first pair of a lower scale
     hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
