@@ -18,7 +18,7 @@ from liif.data.checks import check_count, check_scales
 from liif.data.folders import PairedImageFolders
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
-from liif.evaluation.degrade import hr_crop_size, lr_size, make_lr, paired_scale
+from liif.evaluation.degrade import hr_crop_size, lr_geometry, lr_size, make_lr, paired_scale
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
@@ -58,6 +58,33 @@ def pixel_samples(hr: torch.Tensor, sample_q: int | None, rng: np.random.Generat
     return {"coord": coord, "cell": make_cell(coord, hr.shape[-2:]), "gt": gt, "hr_size": torch.tensor(hr.shape[-2:])}
 
 
+def smallest_crop(size: tuple[int, int], scale_min: float, scale_max: float) -> tuple[float, tuple[int, int]]:
+    """The scale in [scale_min, scale_max] at which ``lr_geometry`` crops the least of an image of ``size``, and
+    that crop; a ValueError when the image is too small for an LR pixel at some of those scales."""
+    # a crop's sides grow with the scale except where a side's LR loses a pixel (at side / k): the least crop is at
+    # scale_min or just above one of those scales
+    scales = [scale_min] + [s for side in size for k in range(1, side + 1)
+                            if scale_min < (s := side / k * (1 + 1e-7)) <= scale_max]
+    crops = [(s, lr_geometry(size, s)[1]) for s in scales]
+    return min(crops, key=lambda scale_crop: scale_crop[1][0] * scale_crop[1][1])
+
+
+def check_whole_images(images: Any, scale_min: float, scale_max: float, sample_q: int) -> None:
+    """A LiifError naming the first image, read by its header, whose HR crop at some scale that may be drawn has
+    fewer pixels than ``sample_q``, which sampling would meet in the middle of an epoch."""
+    for i, file in enumerate(images.files):
+        size = images.size(i)
+        if (size[0] - scale_max - 0.5) * (size[1] - scale_max - 0.5) >= sample_q:
+            continue  # a crop's sides are above side - scale - 0.5 at any scale: this one is large enough
+        try:
+            scale, crop = smallest_crop(size, scale_min, scale_max)
+        except ValueError as exc:  # an image too small for the scale
+            raise LiifError(f"{file}: {exc}") from None
+        if sample_q > crop[0] * crop[1]:
+            raise LiifError(f"sample_q={sample_q} is more than the {crop[0] * crop[1]} pixels of the HR crop of "
+                            f"{file} ({crop[1]}x{crop[0]} at x{scale:.4g})")
+
+
 @DATASETS.register("sr-implicit-downsampled")
 class SRImplicitDownsampled(torch.utils.data.Dataset):
     """LR made on the fly by PIL bicubic from an HR image, at a scale drawn from U(scale_min, scale_max).
@@ -94,6 +121,8 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
                 self.indices = [i for i in self.indices if i % len(dataset.files) not in small]
             if not self.indices:
                 raise LiifError(f"every image is smaller than the largest HR crop ({crop} px)")
+        elif sample_q is not None:
+            check_whole_images(dataset, scale_min, scale_max, sample_q)
 
     def __len__(self) -> int:
         return len(self.indices)
