@@ -318,14 +318,21 @@ def test_an_image_that_shrank_since_the_run_began_is_a_one_line_error(tmp_path):
         whole[0]
 
 
-def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
-    hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
-    lr = np.asarray(Image.fromarray(hr).resize((30, 40), Image.BICUBIC))
+def paired_folders(tmp_path: Path, hr_size: tuple[int, int], lr_size: tuple[int, int], wrapper_args: dict
+                   ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """An HR of ``hr_size`` (H, W) in hr/ and its PIL bicubic LR of ``lr_size`` (W, H) in lr/: both pictures, and
+    the spec of the sr-implicit-paired set over them."""
+    hr = write_png(tmp_path / "hr" / "x.png", hr_size, 0)
+    lr = np.asarray(Image.fromarray(hr).resize(lr_size, Image.BICUBIC))
     (tmp_path / "lr").mkdir()
     Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
-    spec = {"dataset": {"name": "paired-image-folders",
-                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
-            "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 10}}}
+    return hr, lr, {"dataset": {"name": "paired-image-folders",
+                                "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+                    "wrapper": {"name": "sr-implicit-paired", "args": wrapper_args}}
+
+
+def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
+    hr, lr, spec = paired_folders(tmp_path, (120, 90), (30, 40), {"inp_size": 10})
     sample = build_dataset(spec)[(0, 4)]
     crop_lr = (sample["inp"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     y, x = find_crop(lr, crop_lr)
@@ -349,13 +356,7 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
 def test_paired_sampler_takes_an_lr_rounded_up_as_liif_eval_does(tmp_path):
     """MATLAB's imresize makes an LR of ceil(HR / s) where s does not divide a side, which liif eval takes: training
     refused it (121 // 41 = 2, not its x3); it now trains on the LR pixels the HR covers whole."""
-    hr = write_png(tmp_path / "hr" / "x.png", (121, 88), 0)
-    lr = np.asarray(Image.fromarray(hr).resize((30, 41), Image.BICUBIC))
-    (tmp_path / "lr").mkdir()
-    Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
-    spec = {"dataset": {"name": "paired-image-folders",
-                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
-            "wrapper": {"name": "sr-implicit-paired", "args": {}}}
+    hr, lr, spec = paired_folders(tmp_path, (121, 88), (30, 41), {})
     whole = build_dataset(spec)[0]
     assert torch.equal(whole["inp"], from_uint8(lr[:40, :29]))
     assert torch.equal(whole["gt"], from_uint8(hr[:120, :87]).reshape(3, -1).t())
