@@ -21,7 +21,7 @@ from liif.data.folders import ImageFolder, decode
 from liif.data.order import EpochOrder
 from liif.errors import LiifError
 from liif.evaluation.datasets import read_rgb
-from liif.evaluation.degrade import make_lr
+from liif.evaluation.degrade import lr_geometry, make_lr
 from liif.imageio import picture_size, read_picture, rgb8
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
@@ -284,6 +284,25 @@ def test_images_smaller_than_the_largest_crop_are_skipped(tmp_path):
         downsampled(tmp_path, inp_size=96, scale_max=4)
 
 
+def test_whole_image_sample_q_above_an_hr_crop_is_refused_when_built(tmp_path):
+    """Without inp_size the HR crop is the whole image's at the drawn scale: a sample_q above it stopped the run at
+    the batch that met it; the pictures' headers now refuse it when the sampler is built."""
+    write_png(tmp_path / "a.png", (60, 80), 0)
+    write_png(tmp_path / "b.png", (31, 40), 1)
+    # the least crop of b.png that a scale drawn in [2, 4] makes, found by trying scales densely
+    least = min(math.prod(lr_geometry((31, 40), s)[1]) for s in np.linspace(2, 4, 20001))
+    for wrapper, pixels, crop in (({"scale_min": 3, "sample_q": 30 * 39 + 1}, 30 * 39, "39x30 at x3"),
+                                  ({"scale_min": 2, "scale_max": 4, "sample_q": least + 1}, least, "")):
+        with pytest.raises(LiifError) as info:
+            downsampled(tmp_path, **wrapper)
+        assert f"sample_q={wrapper['sample_q']} is more than the {pixels} pixels of the HR crop of " \
+               f"{tmp_path / 'b.png'} ({crop}" in str(info.value)
+        wrapper["sample_q"] -= 1
+        dataset = downsampled(tmp_path, **wrapper)
+        for epoch in range(20):
+            assert dataset[(1, epoch)]["gt"].shape[0] == wrapper["sample_q"]
+
+
 def test_an_image_that_shrank_since_the_run_began_is_a_one_line_error(tmp_path):
     # an uncached folder reads each image at each use: a file replaced by a smaller picture gave numpy's raw
     # "high <= 0" (or the degradation's ValueError for whole images), a traceback from the training loop
@@ -299,14 +318,21 @@ def test_an_image_that_shrank_since_the_run_began_is_a_one_line_error(tmp_path):
         whole[0]
 
 
-def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
-    hr = write_png(tmp_path / "hr" / "x.png", (120, 90), 0)
-    lr = np.asarray(Image.fromarray(hr).resize((30, 40), Image.BICUBIC))
+def paired_folders(tmp_path: Path, hr_size: tuple[int, int], lr_size: tuple[int, int], wrapper_args: dict
+                   ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """An HR of ``hr_size`` (H, W) in hr/ and its PIL bicubic LR of ``lr_size`` (W, H) in lr/: both pictures, and
+    the spec of the sr-implicit-paired set over them."""
+    hr = write_png(tmp_path / "hr" / "x.png", hr_size, 0)
+    lr = np.asarray(Image.fromarray(hr).resize(lr_size, Image.BICUBIC))
     (tmp_path / "lr").mkdir()
     Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
-    spec = {"dataset": {"name": "paired-image-folders",
-                        "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
-            "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 10}}}
+    return hr, lr, {"dataset": {"name": "paired-image-folders",
+                                "args": {"root_path_1": str(tmp_path / "lr"), "root_path_2": str(tmp_path / "hr")}},
+                    "wrapper": {"name": "sr-implicit-paired", "args": wrapper_args}}
+
+
+def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
+    hr, lr, spec = paired_folders(tmp_path, (120, 90), (30, 40), {"inp_size": 10})
     sample = build_dataset(spec)[(0, 4)]
     crop_lr = (sample["inp"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     y, x = find_crop(lr, crop_lr)
@@ -325,6 +351,23 @@ def test_paired_sampler_crops_aligned_lr_and_hr(tmp_path):
     with pytest.raises(LiifError, match=re.escape(f"{tmp_path / 'lr' / 'x.png'} (30x40) is smaller than an LR crop "
                                                   "of inp_size=31")):
         build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 31}}})
+
+
+def test_paired_sampler_takes_an_lr_rounded_up_as_liif_eval_does(tmp_path):
+    """MATLAB's imresize makes an LR of ceil(HR / s) where s does not divide a side, which liif eval takes: training
+    refused it (121 // 41 = 2, not its x3); it now trains on the LR pixels the HR covers whole."""
+    hr, lr, spec = paired_folders(tmp_path, (121, 88), (30, 41), {})
+    whole = build_dataset(spec)[0]
+    assert torch.equal(whole["inp"], from_uint8(lr[:40, :29]))
+    assert torch.equal(whole["gt"], from_uint8(hr[:120, :87]).reshape(3, -1).t())
+    for seed in range(8):  # a crop never reaches the overhanging last row or column
+        sample = build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 29}}})[(0, seed)]
+        y, x = find_crop(lr, (sample["inp"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        assert y + 29 <= 40 and x == 0
+        assert torch.equal(sample["gt"], from_uint8(hr[y * 3:(y + 29) * 3, :87]).reshape(3, -1).t())
+    with pytest.raises(LiifError, match=re.escape("(30x41, its HR covering 29x40) is smaller than an LR crop of "
+                                                  "inp_size=30")):
+        build_dataset({**spec, "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 30}}})
 
 
 def test_paired_sample_q_above_an_hr_crop_is_refused_when_built(tmp_path):

@@ -507,6 +507,18 @@ def test_ctrl_c_ends_in_one_line_without_touching_the_settings_the_run_left_alon
                                             "resume\n")
 
 
+def test_a_run_stopped_while_setting_up_says_nothing_was_written(tmp_path, set14, capsys, monkeypatch):
+    """Reading the folders may take minutes: a Ctrl-C then said only "interrupted"."""
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(liif.training.loop, "first_batch", interrupt)
+    assert liif_train("--config", str(SMOKE), "--out", str(tmp_path / "run"), *folder_sets(set14)) == 130
+    assert capsys.readouterr().err == ("liif train: interrupted; stopped while setting up, before any step: no "
+                                       "checkpoint was written; the same command starts the run again\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_stopped_in_an_epoch_says_where_it_goes_on_and_the_log_keeps_the_step(tmp_path, set14, capsys,
                                                                                    monkeypatch):
     """The steps of an epoch in progress are lost (checkpoints are per epoch, as the reference's): the stop's line

@@ -136,6 +136,8 @@ def test_bad_image_files(picture, tmp_path, name, fragment):
     (["{picture}", "--scale", "2", "--model", "no-such-model"], "unknown model"),
     (["{picture}", "--scale", "2", "-o", "{picture}/out.png"], "cannot write"),
     (["{picture}", "--scale", "2", "-o", "out.xyz"], "unknown output format"),
+    (["{picture}", "--scale", "2", "-o", "out.mp4"],
+     "out.mp4: .mp4 is a video format, for video inputs; write a picture as one of .bmp, "),
     (["{picture}", "--scale", "2", "-o", ""], "-o is empty"),  # once: written beside the input, exit 0
     (["{picture}", "--scale", "2", "--precision", "fp16", "--device", "cpu"], "fp16 is for GPUs"),
     # off AMX int8 is refused first; test_int8 checks the --compile refusal itself on any CPU

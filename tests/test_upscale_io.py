@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import struct
 import subprocess
 import sys
+import threading
 import tracemalloc
 import zlib
 
@@ -177,6 +179,30 @@ def test_a_damaged_16bit_colour_tiff_is_a_one_line_error(tmp_path, crop, compres
     (tmp_path / "scan.tif").write_bytes(data[:8] + bytes(len(data) // 2) + data[8 + len(data) // 2:])
     with pytest.raises(LiifError, match="^cannot read the image, it may be truncated or corrupt"):
         read_picture(tmp_path / "scan.tif")
+
+
+def test_ffmpeg_errors_of_one_thread_outlive_another_threads_block(tmp_path, crop):
+    """PyAV's log level is process-wide: a thread whose block ended first turned the log off under another's
+    decode (whose damaged TIFF then read as black), and the last to end left it raised for good."""
+    write_tiff16(tmp_path / "scan.tif", crop.astype(np.uint16) * 257, "lzw")
+    data = (tmp_path / "scan.tif").read_bytes()
+    damaged = data[:8] + bytes(len(data) // 2) + data[8 + len(data) // 2:]
+    level, entered, left = av.logging.get_level(), threading.Event(), threading.Event()
+
+    def other_block():
+        with liif.imageio.ffmpeg_errors():
+            entered.set()
+            assert left.wait(10)
+
+    other = threading.Thread(target=other_block)
+    other.start()
+    assert entered.wait(10)
+    with liif.imageio.ffmpeg_errors() as errors:
+        left.set()
+        other.join()
+        with av.open(io.BytesIO(damaged), format="tiff_pipe") as container:
+            next(container.decode(video=0))
+    assert errors and av.logging.get_level() == level
 
 
 def camera_jpeg(path, crop, icc_profile=None) -> None:

@@ -198,7 +198,7 @@ def test_cells_of_coordinates_that_are_not_floats_are_refused():
 
 def test_render_names_a_bad_model_region_or_chunk_and_takes_float64_pictures():
     model = tiny()
-    for ranges in (((1, -1), (-1, 1)), ((float("nan"), 1), (-1, 1)), (-1, 1)):
+    for ranges in (((1, -1), (-1, 1)), ((float("nan"), 1), (-1, 1)), (-1, 1), ((-1, 1), (-1.5, 1)), ((0, 2), (-1, 1))):
         with pytest.raises(LiifError, match=r"ranges must be \(\(y0, y1\), \(x0, x1\)\)"):
             render(model, comic_patch(), (40, 56), ranges=ranges)
     with pytest.raises(LiifError, match="model must be an image model .* got str"):

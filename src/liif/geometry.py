@@ -82,10 +82,11 @@ class Grid:
             raise LiifError(f"size must be two numbers (height, width), got {self.size!r}")
         object.__setattr__(self, "size", tuple(bounded(n, "size", integer=True) for n in self.size))
         if not isinstance(self.ranges, (tuple, list)) or len(self.ranges) != 2 or not all(
-                isinstance(r, (tuple, list)) and len(r) == 2 and all(finite_number(v) for v in r) and r[0] < r[1]
-                for r in self.ranges):
-            raise LiifError(f"ranges must be ((y0, y1), (x0, x1)), finite numbers with y0 < y1 and x0 < x1, "
-                            f"got {self.ranges!r}")
+                isinstance(r, (tuple, list)) and len(r) == 2 and all(finite_number(v) for v in r)
+                and -1 <= r[0] < r[1] <= 1 for r in self.ranges):
+            # outside [-1, 1] the model would only repeat border pixels, as --region refuses outside the picture
+            raise LiifError(f"ranges must be ((y0, y1), (x0, x1)), numbers with -1 <= y0 < y1 <= 1 and "
+                            f"-1 <= x0 < x1 <= 1, got {self.ranges!r}")
         object.__setattr__(self, "ranges", tuple((float(v0), float(v1)) for v0, v1 in self.ranges))
 
     def axis(self, dim: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import io
 import math
 import os
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -437,20 +438,42 @@ def read_tiff16(path: Path, img: Image.Image, pixel_format: str) -> Picture:
     return picture
 
 
+class FFmpegErrorLevel:
+    """PyAV's log level, which is process-wide, at error level at least while any thread's ``ffmpeg_errors`` block
+    runs, and given back when the last ends: one thread's end would otherwise silence another's block, or leave the
+    level raised for good (the server decodes in threads)."""
+
+    def __init__(self) -> None:
+        self.lock, self.blocks, self.level_before = threading.Lock(), 0, None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self.lock:
+            if self.blocks == 0:
+                self.level_before = av.logging.get_level()
+                if self.level_before is None or self.level_before < av.logging.ERROR:
+                    av.logging.set_level(av.logging.ERROR)
+            self.blocks += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.blocks -= 1
+                if self.blocks == 0:
+                    av.logging.set_level(self.level_before)
+
+
+FFMPEG_ERROR_LEVEL = FFmpegErrorLevel()
+
+
 @contextlib.contextmanager
 def ffmpeg_errors() -> Iterator[list[str]]:
     """The messages FFmpeg logs at error level in this thread while the block runs, in the list yielded once it
     ends (PyAV passes FFmpeg's log on at no level by default)."""
-    level = av.logging.get_level()
-    if level is None or level < av.logging.ERROR:
-        av.logging.set_level(av.logging.ERROR)
-    try:
-        with av.logging.Capture() as logs:
-            messages: list[str] = []
-            yield messages
-            messages.extend(message for severity, _, message in logs if severity <= av.logging.ERROR)
-    finally:
-        av.logging.set_level(level)
+    with FFMPEG_ERROR_LEVEL.held(), av.logging.Capture() as logs:
+        messages: list[str] = []
+        yield messages
+        messages.extend(message for severity, _, message in logs if severity <= av.logging.ERROR)
 
 
 def output_format(path: str | os.PathLike) -> str:

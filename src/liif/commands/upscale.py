@@ -55,6 +55,7 @@ from liif.video.writer import ANIMATION_FORMATS, VIDEO_CONTAINERS
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *CLIP_SUFFIXES)  # what folders and globs give
 OUTPUT_SUFFIXES = {*FORMATS, *VIDEO_CONTAINERS, *ANIMATION_FORMATS}  # what the outputs may be written as
+MOVING_ONLY_SUFFIXES = (set(VIDEO_CONTAINERS) | set(ANIMATION_FORMATS)) - set(FORMATS) - {".gif"}  # .gif: its own word
 # What fails one input and lets the batch go on.
 FILE_ERRORS = (LiifError, OSError, MemoryError, torch.OutOfMemoryError)
 # Pictures read ahead of the renderer, and rendered pictures waiting to be written: each stage holds one more
@@ -371,6 +372,9 @@ def read_planned(source: Path, destination: Path, geometry: Geometry, args: argp
     picture = read_picture(source)
     target = geometry.target(picture.pixels.shape[:2])
     check_target(target, picture, args.max_pixels)
+    if (suffix := destination.suffix.lower()) in MOVING_ONLY_SUFFIXES:
+        raise LiifError(f"{destination}: {suffix} is a video format, for video inputs; write a picture as one of "
+                        f"{', '.join(sorted(FORMATS))}")
     check_output(destination, (*target.size, picture.pixels.shape[2]), args.overwrite)
     return picture, target
 

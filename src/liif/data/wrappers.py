@@ -18,7 +18,7 @@ from liif.data.checks import check_count, check_scales
 from liif.data.folders import PairedImageFolders
 from liif.geometry import make_cell, to_pixel_samples
 from liif.errors import LiifError
-from liif.evaluation.degrade import hr_crop_size, make_lr
+from liif.evaluation.degrade import hr_crop_size, lr_geometry, lr_size, make_lr, paired_scale
 from liif.registry import DATASETS
 from liif.resize import from_uint8, pil_bicubic
 
@@ -58,6 +58,33 @@ def pixel_samples(hr: torch.Tensor, sample_q: int | None, rng: np.random.Generat
     return {"coord": coord, "cell": make_cell(coord, hr.shape[-2:]), "gt": gt, "hr_size": torch.tensor(hr.shape[-2:])}
 
 
+def smallest_crop(size: tuple[int, int], scale_min: float, scale_max: float) -> tuple[float, tuple[int, int]]:
+    """The scale in [scale_min, scale_max] at which ``lr_geometry`` crops the least of an image of ``size``, and
+    that crop; a ValueError when the image is too small for an LR pixel at some of those scales."""
+    # a crop's sides grow with the scale except where a side's LR loses a pixel (at side / k): the least crop is at
+    # scale_min or just above one of those scales
+    scales = [scale_min] + [s for side in size for k in range(1, side + 1)
+                            if scale_min < (s := side / k * (1 + 1e-7)) <= scale_max]
+    crops = [(s, lr_geometry(size, s)[1]) for s in scales]
+    return min(crops, key=lambda scale_crop: scale_crop[1][0] * scale_crop[1][1])
+
+
+def check_whole_images(images: Any, scale_min: float, scale_max: float, sample_q: int) -> None:
+    """A LiifError naming the first image, read by its header, whose HR crop at some scale that may be drawn has
+    fewer pixels than ``sample_q``, which sampling would meet in the middle of an epoch."""
+    for i, file in enumerate(images.files):
+        size = images.size(i)
+        if (size[0] - scale_max - 0.5) * (size[1] - scale_max - 0.5) >= sample_q:
+            continue  # a crop's sides are above side - scale - 0.5 at any scale: this one is large enough
+        try:
+            scale, crop = smallest_crop(size, scale_min, scale_max)
+        except ValueError as exc:  # an image too small for the scale
+            raise LiifError(f"{file}: {exc}") from None
+        if sample_q > crop[0] * crop[1]:
+            raise LiifError(f"sample_q={sample_q} is more than the {crop[0] * crop[1]} pixels of the HR crop of "
+                            f"{file} ({crop[1]}x{crop[0]} at x{scale:.4g})")
+
+
 @DATASETS.register("sr-implicit-downsampled")
 class SRImplicitDownsampled(torch.utils.data.Dataset):
     """LR made on the fly by PIL bicubic from an HR image, at a scale drawn from U(scale_min, scale_max).
@@ -94,6 +121,8 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
                 self.indices = [i for i in self.indices if i % len(dataset.files) not in small]
             if not self.indices:
                 raise LiifError(f"every image is smaller than the largest HR crop ({crop} px)")
+        elif sample_q is not None:
+            check_whole_images(dataset, scale_min, scale_max, sample_q)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -123,20 +152,23 @@ class SRImplicitDownsampled(torch.utils.data.Dataset):
 
 
 def check_pairs(pairs: PairedImageFolders, inp_size: int | None, sample_q: int | None) -> None:
-    """A LiifError naming the first pair whose LR is not floor(HR / s) on both sides at the scale s = H_hr // H_lr
-    that sampling uses (the HR may exceed LR x s by less than s, cropped off): paired by sorted order, folders that
-    do not match would otherwise train on misaligned crops. And the first LR smaller than a crop of ``inp_size``,
-    or whose HR crop has fewer pixels than ``sample_q``, which sampling would meet in the middle of an epoch."""
+    """A LiifError naming the first pair that does not pair at an integer scale as ``liif eval`` takes pairs
+    (``paired_scale``): paired by sorted order, folders that do not match would otherwise train on misaligned crops.
+    And the first LR whose part its HR covers is smaller than a crop of ``inp_size``, or whose HR crop has fewer
+    pixels than ``sample_q``, which sampling would meet in the middle of an epoch."""
     for i, (lr_file, hr_file) in enumerate(zip(pairs.lr.files, pairs.hr.files)):
         (h, w), (big_h, big_w) = pairs.lr.size(i), pairs.hr.size(i)
-        if inp_size is not None and min(h, w) < inp_size:
-            raise LiifError(f"{lr_file} ({w}x{h}) is smaller than an LR crop of inp_size={inp_size}")
-        s = big_h // h
-        if s < 1 or (big_h // s, big_w // s) != (h, w):
+        s = paired_scale((big_h, big_w), (h, w))
+        if s is None:
+            s = big_h // h
             expected = f"x{s} takes an LR of {big_w // s}x{big_h // s}" if s >= 1 else "the LR is the larger"
             raise LiifError(f"{lr_file} ({w}x{h}) and {hr_file} ({big_w}x{big_h}) do not pair at an integer scale "
                             f"({expected}): the folders must hold the same pictures in the same sorted order")
-        crop_h, crop_w = (inp_size * s, inp_size * s) if inp_size is not None else hr_crop_size((h, w), s)
+        covered = lr_size((big_h, big_w), s)
+        if inp_size is not None and min(covered) < inp_size:
+            overhang = f", its HR covering {covered[1]}x{covered[0]}" if covered != (h, w) else ""
+            raise LiifError(f"{lr_file} ({w}x{h}{overhang}) is smaller than an LR crop of inp_size={inp_size}")
+        crop_h, crop_w = (inp_size * s, inp_size * s) if inp_size is not None else hr_crop_size(covered, s)
         if sample_q is not None and sample_q > crop_h * crop_w:
             raise LiifError(f"sample_q={sample_q} is more than the {crop_h * crop_w} pixels of the HR crop of "
                             f"{hr_file} ({crop_w}x{crop_h} at x{s})")
@@ -144,7 +176,8 @@ def check_pairs(pairs: PairedImageFolders, inp_size: int | None, sample_q: int |
 
 @DATASETS.register("sr-implicit-paired")
 class SRImplicitPaired(torch.utils.data.Dataset):
-    """Given LR/HR pairs at an integer scale s = H_hr // H_lr; aligned crops of ``inp_size`` when set."""
+    """Given LR/HR pairs at an integer scale s (``paired_scale``: LR = floor(HR / s), or ceil(HR / s) as MATLAB's
+    imresize makes it, whose overhanging last row or column is left out); aligned crops of ``inp_size`` when set."""
 
     def __init__(self, dataset: Any, inp_size: int | None = None, augment: bool = False,
                  sample_q: int | None = None, seed: int = 0):
@@ -161,7 +194,12 @@ class SRImplicitPaired(torch.utils.data.Dataset):
     def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
         idx, rng = sample_rng(self.seed, index)
         lr_img, hr_img = self.dataset.array(idx)
-        s = hr_img.shape[0] // lr_img.shape[0]
+        s = paired_scale(hr_img.shape[:2], lr_img.shape[:2])
+        if s is None:
+            raise LiifError(f"pair {idx}: an LR of {lr_img.shape[1]}x{lr_img.shape[0]} and an HR of "
+                            f"{hr_img.shape[1]}x{hr_img.shape[0]} do not pair at an integer scale")
+        covered = lr_size(hr_img.shape[:2], s)
+        lr_img = lr_img[:covered[0], :covered[1]]  # the LR pixels the HR covers whole
         if self.inp_size is None:
             lr = from_uint8(lr_img)
             crop = hr_crop_size(lr_img.shape[:2], s)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from liif.errors import LiifError, option, os_reason
-from liif.evaluation.degrade import hr_crop_size, lr_size
+from liif.evaluation.degrade import hr_crop_size, lr_size, matlab_lr_size, pairs_at
 from liif.imageio import IMAGE_SUFFIXES, picture_size, read_picture, rgb8
 from liif.resize import from_uint8
 
@@ -118,9 +118,8 @@ def check_lr_size(dataset: EvalDataset, image: str, scale: float, hr_size: tuple
     """Raise a LiifError when the LR file of ``image`` is not a size its HR makes at ``scale``: floor(H/s) on a
     side, as the reference makes it, or ceil(H/s), as MATLAB's imresize(hr, 1/s) makes it where s does not divide
     that side (its last LR pixel overhangs the HR)."""
-    floor = lr_size(hr_size, scale)
-    ceil = tuple(-(-side // int(scale)) for side in hr_size)
-    if not all(size in (low, high) for size, low, high in zip(lr_size_read, floor, ceil)):
+    if not pairs_at(hr_size, lr_size_read, scale):
+        floor, ceil = lr_size(hr_size, scale), matlab_lr_size(hr_size, scale)
         rounded_up = f", or {ceil[1]}x{ceil[0]} as MATLAB's imresize rounds up" if ceil != floor else ""
         raise LiifError(f"{dataset.lr_path(image, scale)}: LR is {lr_size_read[1]}x{lr_size_read[0]}, but HR "
                         f"{dataset.hr_dir / image} ({hr_size[1]}x{hr_size[0]}) at x{scale:g} needs "

@@ -18,6 +18,26 @@ def lr_size(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
     return math.floor(hr_size[0] / scale + 1e-9), math.floor(hr_size[1] / scale + 1e-9)
 
 
+def matlab_lr_size(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The LR size MATLAB's imresize(hr, 1/s) makes from an HR of ``hr_size`` at an integer scale: ceil(H/s),
+    ceil(W/s) (its last LR pixel overhangs the HR where s does not divide that side)."""
+    return -(-hr_size[0] // int(scale)), -(-hr_size[1] // int(scale))
+
+
+def pairs_at(hr_size: tuple[int, int], lr_size_read: tuple[int, int], scale: float) -> bool:
+    """Whether an LR of ``lr_size_read`` is one an HR of ``hr_size`` makes at ``scale``: on each side floor(H/s), as
+    the reference makes it, or ceil(H/s), as MATLAB's imresize does."""
+    return all(size in sizes for size, *sizes in zip(lr_size_read, lr_size(hr_size, scale),
+                                                        matlab_lr_size(hr_size, scale)))
+
+
+def paired_scale(hr_size: tuple[int, int], lr_size_read: tuple[int, int]) -> int | None:
+    """The integer scale at which an HR and an LR of these sizes pair (``pairs_at``): the reference's H // h, or
+    one more, where a MATLAB-made LR's rounding up makes H // h fall short; None when they pair at none."""
+    below = hr_size[0] // lr_size_read[0]
+    return next((s for s in (below, below + 1) if s >= 1 and pairs_at(hr_size, lr_size_read, s)), None)
+
+
 def hr_crop_size(lr: tuple[int, int], scale: float) -> tuple[int, int]:
     """The top-left HR crop that matches an LR of size ``lr``: (round(h*s), round(w*s)), as the reference."""
     return round(lr[0] * scale), round(lr[1] * scale)

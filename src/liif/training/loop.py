@@ -432,7 +432,12 @@ def train(config: dict[str, Any], run_dir: str | Path, ckpt: dict[str, Any] | No
     replace = replaces_a_run(run_dir, resume if ckpt is not None else None, overwrite)
     later = later_checkpoints(run_dir, resume, ckpt, overwrite)
     with joined_processes(config["device"]) as procs, torch_settings(config["threads"], config["deterministic"]):
-        run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace, later)
+        try:
+            run = Run(config, run_dir, ckpt, quiet, procs, str(resume or "the checkpoint"), replace, later)
+        except KeyboardInterrupt as stop:  # reading the folders may take minutes
+            again = f"resumes from {resume} again" if ckpt is not None else "starts the run again"
+            raise type(stop)(f"stopped while setting up, before any step: no checkpoint was written; the same "
+                             f"command {again}") from None
         try:
             for epoch in range(run.epoch_start, config["epoch_max"] + 1):
                 start = time.time()
