@@ -1,5 +1,6 @@
 """Shared test helpers: where ../shared lives, a clean skip when a shared file is absent, the shared fixtures
-(the tiny reference checkpoint, the Set14 comic crop and patch, the reference query sets) and small runners."""
+(the tiny reference checkpoint, the Set14 comic crop and patch, the reference query sets), small runners and
+minimal ICC profiles."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -274,3 +276,26 @@ def kernel_launches() -> dict[str, int]:
     triton_query = pytest.importorskip("liif.kernels.triton_query", reason="triton is not installed")
     triton_query.LAUNCHES.update(dict.fromkeys(triton_query.LAUNCHES, 0))
     return triton_query.LAUNCHES
+
+
+def icc_profile(device_class: bytes, space: bytes, pcs: bytes, tags: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    """A minimal ICC v2 profile; ``tags`` are (signature, type, body)."""
+    bodies = [kind + b"\0" * 4 + body + b"\0" * (-len(body) % 4) for _, kind, body in tags]
+    offset, table = 128 + 4 + 12 * len(tags), struct.pack(">I", len(tags))
+    for (signature, _, _), body in zip(tags, bodies):
+        table += signature + struct.pack(">2I", offset, len(body))
+        offset += len(body)
+    d50 = struct.pack(">3i", 63190, 65536, 54061)
+    header = struct.pack(">I4sI4s4s4s12s4s", offset, b"", 0x02100000, device_class, space, pcs, b"", b"acsp")
+    return header + b"\0" * 28 + d50 + b"\0" * 48 + table + b"".join(bodies)
+
+
+def common_tags() -> list[tuple[bytes, bytes, bytes]]:
+    """The description and white point every test profile carries."""
+    description = struct.pack(">I", 5) + b"test\0" + b"\0" * 11 + b"\0" * 67
+    return [(b"desc", b"desc", description), (b"wtpt", b"XYZ ", struct.pack(">3i", 63190, 65536, 54061))]
+
+
+def gray_profile() -> bytes:
+    """A gray display profile: gamma 2.2."""
+    return icc_profile(b"mntr", b"GRAY", b"XYZ ", common_tags() + [(b"kTRC", b"curv", struct.pack(">IH", 1, 0x0233))])

@@ -24,7 +24,7 @@ from liif import cli
 from liif.errors import LiifError
 from liif.fileio import atomic_write
 from liif.imageio import Picture, check_picture, read_picture, write_picture
-from conftest import TINY, shared_file, upscale_cli
+from conftest import TINY, common_tags, gray_profile, icc_profile, shared_file, upscale_cli
 
 
 @pytest.fixture
@@ -38,23 +38,6 @@ def errors(lines: list[str]) -> list[str]:
     return [line for line in lines if line.startswith("liif upscale: error:")]
 
 
-def icc_profile(device_class: bytes, space: bytes, pcs: bytes, tags: list[tuple[bytes, bytes, bytes]]) -> bytes:
-    """A minimal ICC v2 profile; ``tags`` are (signature, type, body)."""
-    bodies = [kind + b"\0" * 4 + body + b"\0" * (-len(body) % 4) for _, kind, body in tags]
-    offset, table = 128 + 4 + 12 * len(tags), struct.pack(">I", len(tags))
-    for (signature, _, _), body in zip(tags, bodies):
-        table += signature + struct.pack(">2I", offset, len(body))
-        offset += len(body)
-    d50 = struct.pack(">3i", 63190, 65536, 54061)
-    header = struct.pack(">I4sI4s4s4s12s4s", offset, b"", 0x02100000, device_class, space, pcs, b"", b"acsp")
-    return header + b"\0" * 28 + d50 + b"\0" * 48 + table + b"".join(bodies)
-
-
-def common_tags() -> list[tuple[bytes, bytes, bytes]]:
-    description = struct.pack(">I", 5) + b"test\0" + b"\0" * 11 + b"\0" * 67
-    return [(b"desc", b"desc", description), (b"wtpt", b"XYZ ", struct.pack(">3i", 63190, 65536, 54061))]
-
-
 def cmyk_profile() -> bytes:
     """A CMYK printer profile (a 2-point lut16 to Lab) unlike PIL's plain formula: lightness from C and K."""
     clut = b"".join(struct.pack(">3H", round((1 - k) * (1 - 0.7 * c) * 0xFF00), 0x8000, round(0x8000 - 0x3000 * y))
@@ -63,11 +46,6 @@ def cmyk_profile() -> bytes:
     lut = struct.pack(">4B", 4, 3, 2, 0) + identity + struct.pack(">2H", 2, 2) + struct.pack(">2H", 0, 65535) * 4 \
         + clut + struct.pack(">2H", 0, 65535) * 3
     return icc_profile(b"prtr", b"CMYK", b"Lab ", common_tags() + [(b"A2B0", b"mft2", lut)])
-
-
-def gray_profile() -> bytes:
-    """A gray display profile: gamma 2.2."""
-    return icc_profile(b"mntr", b"GRAY", b"XYZ ", common_tags() + [(b"kTRC", b"curv", struct.pack(">IH", 1, 0x0233))])
 
 
 def test_non_finite_render_writes_nothing(picture, tmp_path, crop, capsys, monkeypatch):

@@ -25,9 +25,8 @@ from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME, open_frame_writer
 from liif.zoom import keeps_alpha, over_white, render_frames, zoom, zoom_regions
-from conftest import BENCHMARKS, ROOT, TINY, shared_file
+from conftest import BENCHMARKS, ROOT, TINY, common_tags, gray_profile, icc_profile, shared_file
 from serving import small_picture
-from test_upscale_bad_input import common_tags, gray_profile, icc_profile
 
 SIZE = (32, 18)  # even sides, for H.264
 FRAMES = 6

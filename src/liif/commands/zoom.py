@@ -4,7 +4,7 @@ The zoom runs from START to END output pixels per picture pixel (START 'fit': th
 the frame), the zoom factor growing geometrically. From x1 on, frame k has exactly the pixels of
 `liif upscale PICTURE --region R_k --size WxH` (below x1, plain bicubic, antialiased); --print-regions prints each
 R_k as x0,y0,x1,y1.
-OUT: .mp4 (H.264) .webm (VP9) .mkv .mov through PyAV; .gif or .webp animations; a path without a suffix
+OUT: .mp4 (H.264) .webm (VP9) .mkv .mov through PyAV; .gif, .webp or .png (APNG) animations; a path without a suffix
 is a folder of PNG frames.
 
 examples:
