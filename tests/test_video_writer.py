@@ -546,3 +546,13 @@ def test_an_encoder_failure_is_a_one_line_error_and_leaves_nothing(tmp_path: Pat
                 writer.write(FRAMES[0], pts=pts)
     assert "\n" not in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_an_apng_keeps_16_bit_frames(tmp_path: Path, channels: int) -> None:
+    """An APNG was written at 8 bits whatever the frames held: a 16-bit source lost its low bits, which PNG frames
+    and still PNGs keep. FFmpeg's apng encoder takes 16 bits, and the file now holds them."""
+    noise = np.random.default_rng(0).integers(0, 65536, (2, SIZE[1], SIZE[0], channels), dtype=np.uint16)
+    write_all(tmp_path / "a.apng", list(noise), rate=Fraction(10))
+    decoded = decoded_frames(tmp_path / "a.apng", "rgba64le" if channels == 4 else "rgb48le")
+    assert len(decoded) == 2 and all((pixels == frame).all() for (pixels, _), frame in zip(decoded, noise))

@@ -212,8 +212,8 @@ class FrameWriter:
 
     def write(self, frame: np.ndarray, pts: int | None = None, duration_ms: float | None = None) -> None:
         """Add one frame: (height, width, 3 or 4) uint8, or uint16 (a video's pixel format or PNG frames keep what
-        they hold of its 16 bits; an animation takes 8); ``pts`` in the time base (videos), ``duration_ms`` how long
-        it shows (default: one frame at the rate)."""
+        they hold of its 16 bits, an APNG all; a GIF or WebP takes 8); ``pts`` in the time base (videos),
+        ``duration_ms`` how long it shows (default: one frame at the rate)."""
         width, height = self.size
         if frame.dtype not in (np.uint8, np.uint16) or frame.ndim != 3 or frame.shape[:2] != (height, width) or \
                 frame.shape[2] not in (3, 4):
@@ -642,7 +642,8 @@ class EncodedAnimationWriter(AnimationWriter):
             raise
 
     def _write(self, frame: np.ndarray, pts: int | None, duration_ms: float | None) -> None:
-        frame = eight_bit(frame)
+        if self.format == "WEBP":  # libwebp holds 8 bits; FFmpeg's apng encoder takes 16 (rgb48be, rgba64be)
+            frame = eight_bit(frame)
         duration_ms = self.frame_duration(duration_ms)
         if self.format == "WEBP" and self.last is not None and \
                 np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
@@ -651,14 +652,15 @@ class EncodedAnimationWriter(AnimationWriter):
             frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
         self.last = frame
         self.transparent = self.transparent or (frame.shape[2] == 4 and bool((frame[:, :, 3] < 255).any()))
-        rgb_format = RGB_FORMATS[1, frame.shape[2]]
+        rgb_format = RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]]
         with write_errors(f"cannot write {self.path}"):
             if self.stream is None:
                 self.stream = self.container.add_stream(
                     "libwebp_anim" if self.format == "WEBP" else "apng",
                     options={"quality": str(LOSSY_QUALITY)} if self.format == "WEBP" else {})
                 self.stream.width, self.stream.height = self.size
-                self.stream.pix_fmt = "bgra" if self.format == "WEBP" else rgb_format  # libwebp takes RGB as BGRA
+                # libwebp takes RGB as BGRA; the apng encoder 16 bits big-endian only
+                self.stream.pix_fmt = "bgra" if self.format == "WEBP" else rgb_format.replace("le", "be")
                 self.stream.codec_context.time_base = self.stream.time_base = MS
             video_frame = av.VideoFrame.from_ndarray(frame, format=rgb_format)
             if video_frame.format.name != self.stream.pix_fmt:
