@@ -488,6 +488,27 @@ def test_a_webp_frame_within_a_level_of_the_one_before_stays_a_frame(tmp_path: P
         assert image.n_frames == 3
 
 
+@pytest.mark.parametrize("opaque", [True, False])
+def test_a_webp_repeat_stays_a_frame_where_its_corner_is_transparent(tmp_path: Path, opaque: bool) -> None:
+    """A repeat's nudge went to pixel (0, 0): where it is fully transparent libwebp ignores its colour, and folded the
+    repeat into the frame before (one frame, the durations summed). A frame with no opaque pixel is nudged too."""
+    alpha = np.zeros((SIZE[1], SIZE[0]), np.uint8)
+    alpha[SIZE[1] // 2:, SIZE[0] // 2:] = 255 if opaque else 0
+    frame = np.dstack([FRAMES[0], alpha])
+    with open_frame_writer(tmp_path / "a.webp", SIZE, Fraction(10)) as writer:
+        for duration in (30, 40):
+            writer.write(frame, duration_ms=duration)
+    with Image.open(tmp_path / "a.webp") as image:
+        assert image.n_frames == 2
+        seen = []
+        for index in range(2):
+            image.seek(index)
+            image.load()
+            seen.append(image.info["duration"])
+            assert np.abs(np.asarray(image.convert("RGBA"))[:, :, 3].astype(int) - alpha).max() <= 4
+        assert seen == [30, 40]
+
+
 def test_an_output_of_the_other_kind_is_refused_up_front_or_at_the_rename(tmp_path: Path) -> None:
     from liif.video.writer import AnimationWriter
 

@@ -647,9 +647,7 @@ class EncodedAnimationWriter(AnimationWriter):
         duration_ms = self.frame_duration(duration_ms)
         if self.format == "WEBP" and self.last is not None and \
                 np.abs(frame.astype(np.int16) - self.last).max() < WEBP_NUDGE:  # lossy: near is the same
-            frame = frame.copy()
-            before = int(self.last[0, 0, 0])
-            frame[0, 0, 0] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+            frame = nudged(frame, self.last)
         self.last = frame
         self.transparent = self.transparent or (frame.shape[2] == 4 and bool((frame[:, :, 3] < 255).any()))
         rgb_format = RGB_FORMATS[frame.dtype.itemsize, frame.shape[2]]
@@ -701,6 +699,17 @@ class EncodedAnimationWriter(AnimationWriter):
             self._close_container()
         except av.error.FFmpegError:
             pass  # a container that cannot even close: it is removed next
+
+
+def nudged(frame: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``frame`` with one value WEBP_NUDGE levels from ``last``'s: the red of its most opaque pixel (libwebp ignores
+    the colour of a fully transparent one), or that pixel's alpha in a frame with no pixel more than transparent."""
+    y, x = np.unravel_index(np.argmax(frame[:, :, 3]), frame.shape[:2]) if frame.shape[2] == 4 else (0, 0)
+    channel = 3 if frame.shape[2] == 4 and frame[y, x, 3] == 0 else 0
+    before = int(last[y, x, channel])
+    frame = frame.copy()
+    frame[y, x, channel] = before + WEBP_NUDGE if before < 128 else before - WEBP_NUDGE
+    return frame
 
 
 def set_webp_last_duration(data: memoryview, duration_ms: int) -> None:
