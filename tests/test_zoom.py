@@ -24,7 +24,7 @@ from liif.imageio import PNG_SIGNATURE, SRGB, Picture, png_chunk, read_picture, 
 from liif.renderer import FeatureCache
 from liif.upscale import render_picture, resize_bicubic
 from liif.video.writer import FRAME_NAME, open_frame_writer
-from liif.zoom import keeps_alpha, over_white, render_frames, zoom, zoom_regions
+from liif.zoom import keeps_alpha, over_background, render_frames, zoom, zoom_regions
 from conftest import BENCHMARKS, ROOT, TINY, common_tags, gray_profile, icc_profile, shared_file
 from serving import small_picture
 
@@ -133,8 +133,8 @@ def test_a_picture_with_alpha_has_its_colour_alone_rendered(picture_path, monkey
     assert batches == [1]  # one window (render_frames shares it), of the colour alone: no second picture
     for frame, region in zip(frames, regions):
         target = Geometry(size=SIZE, region=region).target((36, 48))
-        halves = [rgb8(render_picture(model, over_white(rgba), target).pixels),
-                  rgb8(resize_bicubic(over_white(rgba), target).pixels)]
+        halves = [rgb8(render_picture(model, over_background(rgba), target).pixels),
+                  rgb8(resize_bicubic(over_background(rgba), target).pixels)]
         assert np.array_equal(frame, np.concatenate(halves, axis=1))
 
 
@@ -504,6 +504,39 @@ def test_a_transparent_picture_is_over_white_where_the_output_has_no_alpha(pictu
     for half in (frames[0][:, :4], frames[0][:, 32:36]):  # its left edge: transparent, in both halves at x1
         assert (half >= 250).all()  # LIIF's white is within a few levels
     assert not keeps_alpha("z.gif") and not keeps_alpha("z.mp4")
+
+
+@pytest.mark.parametrize("background", [(0, 0, 0), (200, 30, 90)])
+def test_a_half_transparent_picture_is_blended_exactly_over_the_background(picture_path, background):
+    """A transparent picture was shown over white, with no choice. Over black or a colour, each pixel is the blend
+    c * a + b * (1 - a), rounded; gray becomes RGB over a colour, and 16-bit pixels blend at their own precision."""
+    pixels = read_picture(picture_path).pixels
+    alpha = np.arange(48 * 36).reshape(36, 48) % 256
+    gray = pixels[:, :, :1]
+    for color, top in ((pixels, 255), (gray, 255), (gray.astype(np.uint16) * 257, 65535)):
+        blended = over_background(Picture(np.dstack([color, (alpha * (top // 255)).astype(color.dtype)])),
+                                  background).pixels
+        a = (alpha * (top // 255) / top)[:, :, None]
+        under = np.array(background, float) * top / 255
+        expected = np.rint(color * a + under * (1 - a))  # (36, 48, 3)
+        assert blended.shape == (36, 48, 3 if background != (0, 0, 0) or color.shape[2] == 3 else 1)
+        assert blended.dtype == color.dtype and np.array_equal(np.broadcast_to(blended, expected.shape), expected)
+    regions = zoom_regions((48, 36), SIZE, start=1, end=4, frames=2)
+    frame = next(render_frames(load_model(TINY), half_transparent(picture_path), regions, SIZE, compare="bicubic",
+                               background=background))
+    assert (frame[:, 32:36] == background).all()  # the bicubic half's transparent left edge, at x1
+
+
+def test_a_bad_background_is_one_line_before_the_model_loads(picture_path, tmp_path, capsys):
+    for arguments in (["-o", str(tmp_path / "zoom.gif"), "--model", "no-such-model"], ["--print-regions"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["zoom", str(picture_path), "--size", "32x18", "--background", "#12345", *arguments])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr() == ("", "liif zoom: error: --background #12345: expected a colour such as "
+                                           "#1a2b3c, black or white\n")
+    with pytest.raises(LiifError, match=r"^background='nope': expected a colour"):
+        zoom(picture_path, tmp_path / "zoom.gif", frames=2, size=SIZE, background="nope", model="no-such-model")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_transparent_picture_keeps_its_alpha_where_the_output_holds_it(picture_path, tmp_path):

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch.nn as nn
-from PIL import Image
+from PIL import Image, ImageColor
 from tqdm import tqdm
 
 from liif.bounds import COUNT, Number, flag
@@ -101,15 +101,33 @@ def frame_size(size: tuple[int, int], compare: str | None) -> tuple[int, int]:
     return size[0] * (2 if compare else 1), size[1]
 
 
-def over_white(picture: Picture) -> Picture:
-    """``picture`` composited over white, without its alpha (the colour under transparent pixels is anything, often
-    black); one without alpha as it is."""
+def background_rgb(color: str | tuple[int, int, int]) -> tuple[int, int, int]:
+    """``color`` (a ``#rrggbb`` hex, a name Pillow's ImageColor knows such as ``black``, or 8-bit (r, g, b)) as
+    8-bit (r, g, b); else a LiifError."""
+    if isinstance(color, str):
+        try:
+            return ImageColor.getcolor(color, "RGB")
+        except ValueError:
+            pass
+    elif isinstance(color, (tuple, list)) and len(color) == 3 and \
+            all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color):
+        return tuple(color)
+    raise LiifError(f"{option('background', color)}: expected a colour such as #1a2b3c, black or white")
+
+
+def over_background(picture: Picture, background: tuple[int, int, int] = (255, 255, 255)) -> Picture:
+    """``picture`` composited over the 8-bit (r, g, b) ``background``, without its alpha (the colour under
+    transparent pixels is anything, often black): gray stays gray over a gray background, else becomes RGB; a
+    picture without alpha as it is."""
     if not picture.has_alpha:
         return picture
-    top, alpha = picture.max_value, picture.alpha.astype(np.uint32)
-    color = np.empty(picture.color.shape, picture.pixels.dtype)
-    for channel in range(color.shape[2]):  # one channel at a time: 32-bit sums of a big photo's three are gigabytes
-        color[:, :, channel] = (picture.color[:, :, channel] * alpha + top * (top - alpha) + top // 2) // top
+    top, alpha, source = picture.max_value, picture.alpha.astype(np.uint32), picture.color
+    channels = source.shape[2] if len(set(background)) == 1 else 3
+    color = np.empty((*source.shape[:2], channels), picture.pixels.dtype)
+    for channel in range(channels):  # one channel at a time: 32-bit sums of a big photo's three are gigabytes
+        under = background[channel] * top // 255  # 255 -> 65535 exactly for 16-bit pixels
+        color[:, :, channel] = (source[:, :, min(channel, source.shape[2] - 1)] * alpha + under * (top - alpha)
+                                + top // 2) // top
     return Picture(color, picture.icc_profile)
 
 
@@ -128,16 +146,17 @@ def keeps_alpha(output: str | os.PathLike, codec: str | None = None, pix_fmt: st
 
 def render_frames(model: nn.Module, picture: Picture, regions: list[Region], size: tuple[int, int],
                   compare: str | None = None, precision: str = "fp32", cache: FeatureCache | None = None,
-                  progress: bool = False, alpha: bool = False) -> Iterator[np.ndarray]:
+                  progress: bool = False, alpha: bool = False,
+                  background: tuple[int, int, int] = (255, 255, 255)) -> Iterator[np.ndarray]:
     """Each frame (H, W, 3) uint8 (4 with ``alpha``): the pixels ``liif upscale --region R_k --size WxH`` writes (as 8-bit RGB), plain
     bicubic where the frame is below x1, with plain bicubic on the right when ``compare`` is "bicubic"; in sRGB,
     through the picture's ICC profile if it has one (no video or GIF carries a profile: a wide-gamut picture's frames
-    would show the wrong colours). A picture with alpha is composited over white, or with ``alpha`` kept: frames
-    (H, W, 4), the alpha resized bicubic (as ``liif upscale --alpha bicubic``)."""
+    would show the wrong colours). A picture with alpha is composited over ``background`` (8-bit RGB), or with
+    ``alpha`` kept: frames (H, W, 4), the alpha resized bicubic (as ``liif upscale --alpha bicubic``)."""
     frame_size(size, compare)
     # The alpha goes through bicubic: through the model it would be a second picture in its batch, twice the work.
     alpha = alpha and picture.has_alpha
-    picture = picture if alpha else over_white(picture)
+    picture = picture if alpha else over_background(picture, background)
     to_srgb = srgb_converter(picture)
     cache = cache if cache is not None else FeatureCache()
     tile = render_tile(next(model.parameters()).device)  # once: every frame cuts the grid alike, sharing windows
@@ -182,16 +201,18 @@ def zoom(image: Picture | Image.Image | np.ndarray | str | os.PathLike, output: 
          overwrite: bool = False, progress: bool = False, kernel: str | None = None,
          compile: str = "none", codec: str | None = None, crf: int | None = None, preset: str | None = None,
          pix_fmt: str | None = None, planned: Callable[[list[Region]], None] | None = None,
-         cache: FeatureCache | None = None) -> list[Region]:
+         cache: FeatureCache | None = None, background: str | tuple[int, int, int] = "white") -> list[Region]:
     """Write a zoom into ``center`` of ``image`` to ``output`` (.mp4, .webm, .gif, .webp, or a folder of PNG
     frames; a video takes ``open_frame_writer``'s ``codec``, ``crf``, ``preset``, ``pix_fmt``); returns the regions.
     ``planned`` is given the regions once the output and the model are checked, before the first frame renders;
     ``cache`` holds the encoder features (and LIIF's tables) the frames share (None: a ``FeatureCache`` of its default
-    bound)."""
+    bound). A transparent picture written where the output holds no alpha (a GIF, a plain video) is shown over
+    ``background`` (``background_rgb``'s forms)."""
     from liif.video.reader import SHORTEST_GIF_DELAY_MS
     from liif.video.writer import held_bytes, open_frame_writer
 
     FPS.check(fps, option("fps"), LiifError)
+    background = background_rgb(background)  # before the model loads
     if Path(output).suffix.lower() == ".gif" and fps * SHORTEST_GIF_DELAY_MS > 1000:
         # Its delays are hundredths of a second, and players show one of a hundredth for a tenth: above 50 fps a GIF
         # would play stuttering, at a fraction of the rate.
@@ -220,6 +241,6 @@ def zoom(image: Picture | Image.Image | np.ndarray | str | os.PathLike, output: 
         if planned is not None:
             planned(regions)
         for frame in render_frames(net, picture, regions, size, compare, precision, cache, progress,
-                                   keeps_alpha(output, codec, pix_fmt)):
+                                   keeps_alpha(output, codec, pix_fmt), background):
             writer.write(frame)
     return regions

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=24, help="frames per second (default 24; a .gif at most 50)")
     parser.add_argument("--size", default="1280x720", metavar="WxH", help="frame size (default 1280x720)")
     parser.add_argument("--compare", choices=COMPARISONS, help="put plain bicubic beside LIIF (frames twice as wide)")
+    parser.add_argument("--background", default="white", metavar="COLOR",
+                        help="what a transparent picture is shown over where OUT holds no alpha (a GIF, a plain "
+                             "video): #rrggbb or a name such as black (default white)")
     parser.add_argument("--print-regions", action="store_true",
                         help="print each frame's region as x0,y0,x1,y1 (the form --region takes)")
     add_model_options(parser)
@@ -63,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     """Print the frames' regions and/or write the zoom."""
     from liif.geometry import format_region
     from liif.renderer import FeatureCache
-    from liif.zoom import Region, header_size, zoom, zoom_regions
+    from liif.zoom import Region, background_rgb, header_size, zoom, zoom_regions
 
     start, end = parse_zoom(args.zoom)
     size = Geometry.parse(size=args.size).size  # bounded as a frame's by zoom_regions
     center = None if args.center is None else tuple(parse_numbers(args.center, "--center", (2,)))
     cache = FeatureCache(feature_cache_bytes(args.feature_cache_mb))
+    background = background_rgb(args.background)  # refused even where unused, with --print-regions alone
     if args.output is None and not args.print_regions:
         raise LiifError("give -o OUT (or --print-regions)")
 
@@ -83,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
         zoom(args.picture, args.output, center, start, end, args.frames, args.fps, size, args.compare, args.model,
              args.device, args.precision, args.overwrite, progress=not args.quiet, kernel=args.kernel,
              compile=args.compile, codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-             planned=print_regions if args.print_regions else None, cache=cache)
+             planned=print_regions if args.print_regions else None, cache=cache, background=background)
     return 0
