@@ -170,7 +170,7 @@ def described(img: Image.Image, pixels: np.ndarray, icc: bytes | None, file_orie
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     # PIL gives a TIFF without resolution tags 1 dpi
     dpi = picture_dpi(img.info.get("dpi")) if img.format != "TIFF" or TIFF_X_RESOLUTION in img.tag_v2 else None
-    if dpi and (file_orientation or orientation) in (5, 6, 7, 8):
+    if dpi and swaps_sides(file_orientation or orientation):
         dpi = dpi[::-1]
     return Picture(orient(pixels, orientation), icc, kept_exif(img), dpi, text)
 
@@ -285,12 +285,17 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(transforms.get(orientation, lambda a: a)(pixels))
 
 
+def swaps_sides(orientation: int) -> bool:
+    """Whether undoing EXIF ``orientation`` (``orient``) turns a quarter or transposes, swapping width and height."""
+    return orientation in (5, 6, 7, 8)
+
+
 def oriented_size(img: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as ``picture_from_pil`` gives its pixels: EXIF orientations 5 to 8
     (those ``orient`` turns a quarter or transposes) swap the header's, but for a TIFF, whose size PIL gives turned
     already. A PNG's eXIf chunk counts only before its pixels: finding one after them would decode the whole image."""
     exif_read = img.format != "PNG" or "exif" in img.info
-    turned = img.format != "TIFF" and exif_read and img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    turned = img.format != "TIFF" and exif_read and swaps_sides(img.getexif().get(EXIF_ORIENTATION, 1))
     return (img.width, img.height) if turned else (img.height, img.width)
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from liif.errors import LiifError, one_line, os_reason
 from liif.fileio import check_regular_file
-from liif.imageio import PIL_READ_ERRORS
+from liif.imageio import PIL_READ_ERRORS, orient, swaps_sides
 
 # Containers read: those written (see writer.VIDEO_CONTAINERS), AVI, and those of camcorders (AVCHD's MPEG-TS),
 # TV recordings, DVD-era MPEG and Flash video
@@ -183,14 +183,14 @@ class VideoClip(Clip):
             time_base = Fraction(stream.time_base or 1 / rate)
             self.start = round(timeline_start(self.container) / time_base)  # in the time base
             count = stream.frames or (round(self.declared_end * rate) if self.declared_end else None)
-            size = (height, width) if self.orientation.transpose else (width, height)
+            size = (height, width) if swaps_sides(self.orientation) else (width, height)
             deep = is_deep(self.first.format.name)
             # frames of a format with alpha carry it too: FFV1's bgra, ProRes 4444's, PNG's in a MOV
             self.alpha = self.alpha or has_alpha(self.first.format.name)
             self.rgb_format = RGB_FORMATS[2 if deep else 1, 4 if self.alpha else 3]
             # anamorphic video (DVD, HDV) stores non-square pixels; a quarter turn swaps their sides too
             aspect = Fraction(stream.sample_aspect_ratio or 1)
-            aspect = 1 / aspect if self.orientation.transpose else aspect
+            aspect = 1 / aspect if swaps_sides(self.orientation) else aspect
             self.info = ClipInfo("video", size, Fraction(rate), time_base, count,
                                  pixel_aspect=aspect, timecode=start_timecode(stream),
                                  primaries=declared_colour(self.first.color_primaries),
@@ -221,7 +221,7 @@ class VideoClip(Clip):
                     yield self.clip_frame(*held[:2], pts - held[1])
                 # a stream whose size changes midway keeps the first frame's (the output was planned from it)
                 pixels = frame.to_ndarray(format=self.rgb_format, width=self.first.width, height=self.first.height)
-                pixels = self.orientation.apply(pixels)
+                pixels = orient(pixels, self.orientation)
                 held = (pixels, pts, frame.duration or step)  # the duration in the time base
                 index += 1
                 end = (pts - self.start + held[2]) * info.time_base  # on the timeline, as the messages say
@@ -286,35 +286,22 @@ class VideoClip(Clip):
         self.container.close()
 
 
-@dataclass(frozen=True)
-class Orientation:
-    """How stored frames turn to be shown: transposed (a quarter turn, mirrored or not: the sides swap), then their
-    rows reversed (upside down), then their columns (left to right); all eight turns and mirrorings are these."""
-
-    transpose: bool = False
-    flip_rows: bool = False
-    flip_columns: bool = False
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels`` (height, width, channels) as shown."""
-        pixels = pixels.transpose(1, 0, 2) if self.transpose else pixels
-        return np.ascontiguousarray(pixels[::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1])
-
-
-def display_orientation(frame: av.VideoFrame) -> Orientation:
-    """How a frame is shown, from its display matrix, as FFmpeg's command turns it (its autorotate): the rotation to
-    the nearest quarter turn, and a mirroring (a phone's front camera, an edit's flip), which the rotation alone
-    reads as a half turn."""
+def display_orientation(frame: av.VideoFrame) -> int:
+    """How a frame is shown, from its display matrix, as FFmpeg's command turns it (its autorotate), as the EXIF
+    orientation ``imageio.orient`` undoes: the rotation to the nearest quarter turn, and a mirroring (a phone's front
+    camera, an edit's flip), which the rotation alone reads as a half turn."""
     side_data = frame.side_data.get("DISPLAYMATRIX")
     if side_data is None:
-        return Orientation()
+        return 1
     matrix = struct.unpack("=9i", bytes(side_data))
     turn = round(-(frame.rotation or 0) / 90) % 4  # clockwise quarter turns, as FFmpeg names them
-    if turn == 1:  # transpose=cclock_flip, or transpose=clock
-        return Orientation(True) if matrix[3] > 0 else Orientation(True, flip_columns=True)
-    if turn == 3:  # transpose=clock_flip, or transpose=cclock
-        return Orientation(True, True, True) if matrix[3] < 0 else Orientation(True, flip_rows=True)
-    return Orientation(flip_rows=matrix[4] < 0, flip_columns=turn == 2 and matrix[0] < 0)  # vflip, hflip
+    if turn == 1:  # transpose=cclock_flip (EXIF 5: transposed), or transpose=clock (6)
+        return 5 if matrix[3] > 0 else 6
+    if turn == 3:  # transpose=clock_flip (7: transversed), or transpose=cclock (8)
+        return 7 if matrix[3] < 0 else 8
+    # rows reversed (vflip) and columns (hflip): 4, 2, both (a half turn) 3, neither 1
+    return {(False, False): 1, (False, True): 2, (True, True): 3, (True, False): 4}[matrix[4] < 0,
+                                                                                    turn == 2 and matrix[0] < 0]
 
 
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
